@@ -1,0 +1,22 @@
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+set(LMX_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/lmx)
+
+install(TARGETS lmx_core lmx_transport lmx_broker lmx_client
+  EXPORT lmxTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+foreach(lib core transport broker client)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/libs/${lib}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+endforeach()
+install(EXPORT lmxTargets NAMESPACE lmx:: DESTINATION ${LMX_INSTALL_CMAKEDIR})
+
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/lmxConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/lmxConfig.cmake INSTALL_DESTINATION ${LMX_INSTALL_CMAKEDIR})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/lmxConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/lmxConfig.cmake ${PROJECT_BINARY_DIR}/lmxConfigVersion.cmake
+  DESTINATION ${LMX_INSTALL_CMAKEDIR})
