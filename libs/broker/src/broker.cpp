@@ -1,1 +1,534 @@
-// placeholder until the broker layer lands
+#include <lmx/broker/broker.hpp>
+#include <lmx/core/lock_table.hpp>
+#include <lmx/core/protocol.hpp>
+#include <lmx/transport/listener.hpp>
+#include <lmx/version.hpp>
+
+#include "fencing_store.hpp"
+#include "http_pages.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <array>
+#include <unistd.h>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace lmx {
+
+namespace asio = boost::asio;
+namespace req = core::req;
+using steady = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct session {
+    std::uint64_t id = 0;
+    std::unique_ptr<transport::connection> conn;
+    std::string remote;
+    std::string outbox;   // frames waiting for the writer
+    std::string sending;  // frames being written
+    asio::steady_timer wake;
+    bool writer_idle = false;
+    bool closing = false;
+    bool watching = false;
+    std::unordered_set<std::string> watch_keys;  // empty: every key
+
+    session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()) {}
+};
+
+// live-mutex clients announce their package version; any 0.2.x speaks our protocol.
+bool compatible_live_mutex(std::string_view v) { return v.empty() || v.starts_with("0.2.") || v == "0.2"; }
+
+}  // namespace
+
+struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::impl> {
+    asio::any_io_executor ex;
+    broker_options opt;
+    detail::fencing_store store;
+    std::unique_ptr<core::lock_table> table;
+    core::request_parser parser;
+    std::vector<std::unique_ptr<transport::listener>> listeners;
+    std::vector<std::string> bound;
+    std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
+    std::vector<session*> watchers;
+    std::vector<session*> dirty;  // sessions with new output since the last flush
+    asio::steady_timer deadline_timer;
+    steady::time_point armed = steady::time_point::max();
+    steady::time_point started = steady::now();
+    std::uint64_t next_session = 1;
+    bool running = false;
+    bool stopped = false;
+    broker_figures fig;
+    detail::wait_histogram waits;
+    session* current = nullptr;  // the session whose message is being handled
+
+    impl(asio::any_io_executor e, broker_options o)
+        : ex(e),
+          opt(std::move(o)),
+          store(opt.state_dir),
+          parser(core::codec_limits{.max_message_size = opt.max_message_size,
+                                    .max_key_length = opt.max_key_length,
+                                    .max_keys = opt.max_keys}),
+          deadline_timer(e, steady::time_point::max()) {}
+
+    // ---- effect routing -----------------------------------------------------------------
+    std::string* outbox_of(core::session_id id) {
+        auto it = sessions.find(id);
+        if (it == sessions.end() || it->second->closing) return nullptr;
+        return begin_frame(*it->second);
+    }
+
+    std::string* begin_frame(session& s) {
+        if (s.outbox.empty()) dirty.push_back(&s);
+        ++fig.messages_out;
+        return &s.outbox;
+    }
+
+    core::fencing_token reserve_tokens(core::fencing_token next) override {
+        if (!store.enabled()) return std::numeric_limits<core::fencing_token>::max();
+        core::fencing_token ceiling = next + std::max<std::uint64_t>(opt.fencing_block, 1);
+        store.store(ceiling);  // throws on failure: better to stop than to risk reusing tokens
+        return ceiling;
+    }
+
+    void on_effect(const core::effect& e) override {
+        using k = core::effect_kind;
+        if (e.kind == k::event) return route_event(e);
+        if (e.kind == k::granted) waits.observe(e.waited);
+        std::string* out = outbox_of(e.session);
+        if (!out) return;
+        switch (e.kind) {
+            case k::granted:
+                if (e.multi) core::write_acquire_many_granted(*out, e.id, e.keys, e.id);
+                else core::write_lock_granted(*out, e.id, e.key, e.token, e.waiters, e.readers);
+                break;
+            case k::queued:
+                if (e.multi) core::write_acquire_many_queued(*out, e.id, e.keys, e.key, e.waiters);
+                else core::write_lock_queued(*out, e.id, e.key, e.waiters, e.readers, e.position);
+                break;
+            case k::refused:
+                if (e.multi) core::write_acquire_many_refused(*out, e.id, e.keys, e.key, e.waiters);
+                else core::write_lock_refused(*out, e.id, e.key, e.waiters);
+                break;
+            case k::rejected:
+                if (e.multi) core::write_acquire_many_error(*out, e.id, e.keys, e.code);
+                else core::write_lock_rejected(*out, e.id, e.key, e.code);
+                break;
+            case k::lock_lost:
+                if (e.multi) {
+                    for (auto& kt : e.keys) core::write_lock_lost(*out, kt.key, e.id, e.reason);
+                } else {
+                    core::write_lock_lost(*out, e.key, e.id, e.reason);
+                }
+                break;
+            case k::event: break;
+        }
+    }
+
+    void route_event(const core::effect& e) {
+        for (session* w : watchers) {
+            if (!w->watch_keys.empty() && !w->watch_keys.contains(std::string(e.key))) continue;
+            core::write_event(*begin_frame(*w), e.event, e.key, e.id, e.token, e.waiters);
+        }
+    }
+
+    void flush() {
+        for (session* s : dirty) {
+            if (s->outbox.size() > opt.max_outbox && !s->closing) {
+                log_line(log_level::warn, "client " + s->remote + " does not read its replies (" +
+                                              std::to_string(s->outbox.size()) + " bytes queued); disconnecting");
+                s->outbox.clear();
+                s->closing = true;
+                s->conn->close();
+            }
+            if (s->writer_idle) s->wake.cancel();
+        }
+        dirty.clear();
+        rearm();
+    }
+
+    // ---- the one deadline timer ---------------------------------------------------------
+    void rearm() {
+        auto next = table->next_deadline();
+        if (next && *next < armed) {
+            armed = *next;
+            deadline_timer.expires_at(armed);
+        }
+    }
+
+    asio::awaitable<void> deadline_loop(std::shared_ptr<impl> /*keeps the broker alive*/) {
+        while (!stopped) {
+            auto [ec] = co_await deadline_timer.async_wait(use_tuple);
+            if (stopped) break;
+            if (ec == asio::error::operation_aborted && deadline_timer.expiry() > steady::now()) continue;
+            armed = steady::time_point::max();
+            deadline_timer.expires_at(armed);
+            table->expire(steady::now());
+            flush();
+        }
+    }
+
+    // ---- sessions -----------------------------------------------------------------------
+    void accept(std::unique_ptr<transport::connection> conn) {
+        if (stopped) return conn->close();
+        if (sessions.size() >= opt.max_connections) {
+            log_line(log_level::warn, "refusing connection from " + conn->remote_address() + ": " +
+                                          std::to_string(opt.max_connections) + " connections open (--max-connections)");
+            return conn->close();
+        }
+        auto s = std::make_shared<session>(ex);
+        s->id = next_session++;
+        s->remote = conn->remote_address();
+        s->conn = std::move(conn);
+        sessions.emplace(s->id, s);
+        ++fig.connections_total;
+        if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
+        asio::co_spawn(ex, reader(shared_from_this(), s), asio::detached);
+        asio::co_spawn(ex, writer(s), asio::detached);
+    }
+
+    asio::awaitable<void> reader(std::shared_ptr<impl> /*keeps the broker alive*/, std::shared_ptr<session> s) {
+        std::vector<std::string_view> batch;
+        for (;;) {
+            batch.clear();
+            auto ec = co_await s->conn->read(batch);
+            for (auto frame : batch) {
+                if (s->closing) break;
+                handle(*s, frame);
+            }
+            if (ec) {
+                if (ec == transport::error::message_too_large && !s->closing) {
+                    log_line(log_level::warn, "client " + s->remote + " sent a message over " +
+                                                  std::to_string(opt.max_message_size) + " bytes; disconnecting");
+                    core::write_error(*begin_frame(*s), "", core::errc::message_too_large,
+                                      "message exceeds " + std::to_string(opt.max_message_size) + " bytes");
+                } else if (ec == transport::error::bad_frame) {
+                    log_line(log_level::warn, "client " + s->remote + " broke the WebSocket framing; disconnecting");
+                }
+                break;
+            }
+            flush();
+        }
+        end_session(*s);
+        flush();
+    }
+
+    asio::awaitable<void> writer(std::shared_ptr<session> s) {
+        for (;;) {
+            if (s->outbox.empty()) {
+                if (s->closing) break;
+                s->writer_idle = true;
+                co_await s->wake.async_wait(use_tuple);
+                s->writer_idle = false;
+                continue;
+            }
+            std::swap(s->outbox, s->sending);
+            auto ec = co_await s->conn->write(s->sending);
+            s->sending.clear();
+            if (ec) {
+                s->outbox.clear();
+                break;
+            }
+        }
+        s->conn->close();
+    }
+
+    void end_session(session& s) {
+        if (!sessions.contains(s.id)) return;
+        s.closing = true;
+        if (s.watching) stop_watching(s);
+        table->close_session(s.id, steady::now());
+        sessions.erase(s.id);
+        if (s.writer_idle) s.wake.cancel();
+        if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s.id) + " closed");
+    }
+
+    void stop_watching(session& s) {
+        s.watching = false;
+        s.watch_keys.clear();
+        std::erase(watchers, &s);
+        table->set_events(!watchers.empty());
+    }
+
+    // ---- requests -----------------------------------------------------------------------
+    void handle(session& s, std::string_view frame) {
+        ++fig.messages_in;
+        auto parsed = parser.parse(frame);
+        if (!parsed) {
+            const auto& err = parsed.error();
+            if (log_enabled(log_level::debug)) log_line(log_level::debug, "client " + s.remote + ": " + err.message);
+            std::string& out = *begin_frame(s);
+            // Answer in the shape the request's type expects, so clients route it to the caller.
+            if (err.type == "lock" && !err.uuid.empty()) core::write_lock_rejected(out, err.uuid, err.key, err.code, err.message);
+            else if (err.type == "unlock" && !err.uuid.empty()) core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
+            else core::write_error(out, err);
+            return;
+        }
+        current = &s;
+        std::visit([&](auto& r) { serve(s, r); }, parsed.value());
+        current = nullptr;
+    }
+
+    steady::time_point now() const { return steady::now(); }
+
+    std::optional<steady::time_point> deadline_after(std::optional<std::chrono::milliseconds> timeout) const {
+        if (!timeout) return std::nullopt;
+        return now() + *timeout;
+    }
+
+    void serve(session& s, req::version& r) {
+        if (compatible_live_mutex(r.value)) return;
+        core::write_version_mismatch(*begin_frame(s), r.value, LMX_VERSION_STRING);
+    }
+
+    void serve(session& s, req::hello& r) {
+        static constexpr std::array<std::string_view, 10> features = {
+            "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit"};
+        core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
+                          std::to_string(s.id), features);
+    }
+
+    void serve(session& s, req::lock& r) {
+        table->acquire({.session = s.id,
+                        .id = r.uuid,
+                        .key = r.key,
+                        .ttl = r.ttl,
+                        .max = r.max,
+                        .wait = r.wait,
+                        .wait_deadline = deadline_after(r.timeout),
+                        .mode = r.mode,
+                        .keep_on_exit = r.keep_on_exit},
+                       now());
+    }
+
+    void serve(session& s, req::unlock& r) {
+        core::release_result res;
+        if (r.lock_id && r.force) res = table->force_release(r.key, *r.lock_id, now());
+        else if (r.lock_id) res = table->release(r.key, *r.lock_id, now());
+        else if (r.force) res = table->force_release(r.key, std::nullopt, now());
+        else res = unlock_own(s, r.key);
+        std::string& out = *begin_frame(s);
+        switch (res.status) {
+            case core::release_status::released:
+                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
+                                             !r.lock_id && r.force ? (res.released == 1 ? "force-released 1 holder" : "force-released " + std::to_string(res.released) + " holders") : std::string());
+            case core::release_status::withdrawn:
+                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters, "the request was still waiting; it has been withdrawn");
+            case core::release_status::already_released:
+                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
+                                             r.lock_id ? "lock " + *r.lock_id + " was not held (already released or expired)"
+                                                       : std::string("no holder to release"));
+            case core::release_status::not_holder:
+                return core::write_unlock_error(out, r.uuid, r.key, core::errc::not_holder,
+                                                r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
+        }
+    }
+
+    // An unlock that names neither a lock id nor force releases this connection's own hold on the
+    // key (the only one it can mean); it never touches other connections' holds.
+    core::release_result unlock_own(session& s, const std::string& key) {
+        auto info = table->info(key);
+        for (auto& h : info.holders)
+            if (h.session == s.id) return table->release(key, h.id, now());
+        return {core::release_status::already_released, info.waiters, 0};
+    }
+
+    void serve(session&, req::lock_received&) {}
+    void serve(session& s, req::lock_client_timeout& r) { table->abandon(s.id, r.uuid, now()); }
+    void serve(session& s, req::lock_client_error& r) { table->abandon(s.id, r.uuid, now()); }
+    void serve(session& s, req::lock_received_rejected& r) { table->abandon(s.id, r.lock_id.value_or(r.uuid), now()); }
+
+    void serve(session& s, req::cancel& r) {
+        bool ok = table->cancel(s.id, r.target, now());
+        core::write_cancel(*begin_frame(s), r.uuid, ok);
+    }
+
+    void serve(session& s, req::acquire_many& r) {
+        std::vector<std::string_view> keys(r.keys.begin(), r.keys.end());
+        table->acquire_many({.session = s.id,
+                             .id = r.uuid,
+                             .keys = keys,
+                             .ttl = r.ttl,
+                             .wait = r.wait,
+                             .wait_deadline = deadline_after(r.timeout),
+                             .keep_on_exit = r.keep_on_exit},
+                            now());
+    }
+
+    void serve(session& s, req::release_many& r) {
+        auto res = table->release_many(r.lock_id, now());
+        if (res.code != core::errc::ok)
+            return core::write_release_many_error(*begin_frame(s), r.uuid, res.code, "no multi-key lock " + r.lock_id);
+        core::write_release_many_ok(*begin_frame(s), r.uuid, r.lock_id, res.keys);
+    }
+
+    void serve(session& s, req::extend& r) {
+        auto t = now();
+        auto res = table->extend(r.key, r.lock_id, r.ttl, t);
+        if (res.code != core::errc::ok)
+            return core::write_extend_error(*begin_frame(s), r.uuid, r.key, res.code,
+                                            "lock " + r.lock_id + " does not hold " + r.key + " (expired or released)");
+        std::optional<std::chrono::milliseconds> in;
+        if (res.expires) in = std::chrono::ceil<std::chrono::milliseconds>(*res.expires - t);
+        core::write_extend_ok(*begin_frame(s), r.uuid, r.key, in);
+    }
+
+    void serve(session& s, req::ls& r) { core::write_ls(*begin_frame(s), r.uuid, table->list_keys()); }
+
+    void serve(session& s, req::lock_info& r) { core::write_lock_info(*begin_frame(s), r.uuid, table->info(r.key)); }
+
+    void serve(session& s, req::ping& r) {
+        auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+        core::write_pong(*begin_frame(s), r.uuid, r.timestamp.value_or(wall), wall);
+    }
+
+    core::broker_stats stats() const {
+        auto c = table->counters();
+        core::broker_stats st;
+        st.uptime_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count());
+        st.connections = sessions.size();
+        st.keys = c.keys;
+        st.holders = c.holders;
+        st.waiters = c.waiters;
+        st.grants = c.grants;
+        st.releases = c.releases;
+        st.expirations = c.expirations;
+        st.timeouts = c.timeouts;
+        st.messages_in = fig.messages_in;
+        st.messages_out = fig.messages_out;
+        st.pid = ::getpid();
+        st.top_contended = table->top_contended(10);
+        return st;
+    }
+
+    void serve(session& s, req::system_stats& r) { core::write_system_stats(*begin_frame(s), r.uuid, stats()); }
+
+    void serve(session& s, req::watch& r) {
+        if (!s.watching) watchers.push_back(&s);
+        s.watching = true;
+        s.watch_keys.clear();
+        if (r.keys) s.watch_keys.insert(r.keys->begin(), r.keys->end());
+        table->set_events(true);
+        core::write_watch_ack(*begin_frame(s), r.uuid, true);
+    }
+
+    void serve(session& s, req::unwatch& r) {
+        if (s.watching) stop_watching(s);
+        core::write_watch_ack(*begin_frame(s), r.uuid, false);
+    }
+
+    // ---- HTTP ---------------------------------------------------------------------------
+    transport::http_response http(const transport::http_request_view& rq) {
+        std::string_view path = rq.target.substr(0, rq.target.find('?'));
+        auto c = table->counters();
+        if (path == "/healthz") return detail::healthz_page(stats());
+        if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token());
+        if (path == "/v1/stats") return detail::stats_page(stats());
+        return {404, "text/plain; charset=utf-8", "not found\n", {}};
+    }
+
+    bool accept_websocket(const transport::http_request_view& rq) {
+        if (rq.origin.empty()) return true;  // not a browser
+        for (auto& o : opt.allow_origins)
+            if (o == "*" || o == rq.origin) return true;
+        if (rq.origin == "http://" + std::string(rq.host) || rq.origin == "https://" + std::string(rq.host)) return true;
+        log_line(log_level::warn, "refused WebSocket from origin " + std::string(rq.origin) + " (allow it with --allow-origin)");
+        return false;
+    }
+
+    // ---- life cycle ---------------------------------------------------------------------
+    std::string start() {
+        if (running) return "broker already started";
+        core::fencing_token seed;
+        try {
+            seed = store.load();
+            if (store.enabled()) store.store(seed);
+        } catch (const std::exception& e) {
+            return e.what();
+        }
+        table = std::make_unique<core::lock_table>(
+            *this, core::table_config{.default_ttl = opt.default_ttl, .max_waiters = opt.max_waiters, .fencing_seed = seed});
+        for (auto& url : opt.listen) {
+            std::string why;
+            auto ep = transport::parse_endpoint(url, &why);
+            if (!ep) return close_all("bad --listen " + url + ": " + why);
+            transport::listen_options lo;
+            lo.max_message_size = opt.max_message_size;
+            lo.unix_mode = opt.unix_mode;
+            if (ep->scheme == transport::endpoint::kind::websocket) {
+                std::weak_ptr<impl> weak = shared_from_this();
+                lo.http = [weak](const transport::http_request_view& rq) {
+                    auto self = weak.lock();
+                    return self ? self->http(rq) : transport::http_response{503, "text/plain", "stopping\n", {}};
+                };
+                lo.accept_websocket = [weak](const transport::http_request_view& rq) {
+                    auto self = weak.lock();
+                    return self && self->accept_websocket(rq);
+                };
+            }
+            boost::system::error_code ec;
+            auto l = transport::listener::open(ex, *ep, std::move(lo), ec, why);
+            if (ec || !l) return close_all("cannot listen on " + url + ": " + (why.empty() ? ec.message() : why));
+            bound.push_back(transport::to_string(l->local_endpoint()));
+            listeners.push_back(std::move(l));
+        }
+        running = true;
+        auto self = shared_from_this();
+        for (auto& l : listeners) {
+            asio::co_spawn(
+                ex, [self, lp = l.get()]() -> asio::awaitable<void> {
+                    co_await lp->run([self](std::unique_ptr<transport::connection> c) { self->accept(std::move(c)); });
+                },
+                asio::detached);
+        }
+        asio::co_spawn(ex, deadline_loop(self), asio::detached);
+        return {};
+    }
+
+    std::string close_all(std::string why) {
+        for (auto& l : listeners) l->close();
+        listeners.clear();
+        bound.clear();
+        return why;
+    }
+
+    void stop() {
+        if (stopped) return;
+        stopped = true;
+        for (auto& l : listeners) l->close();
+        auto all = sessions;
+        for (auto& [id, s] : all) {
+            s->closing = true;
+            s->conn->close();
+            if (s->writer_idle) s->wake.cancel();
+        }
+        deadline_timer.cancel();
+    }
+};
+
+broker::broker(asio::any_io_executor ex, broker_options options)
+    : impl_(std::make_shared<impl>(ex, std::move(options))) {}
+
+broker::~broker() { impl_->stop(); }
+
+std::string broker::start() { return impl_->start(); }
+void broker::stop() { impl_->stop(); }
+std::vector<std::string> broker::urls() const { return impl_->bound; }
+broker_figures broker::figures() const {
+    auto f = impl_->fig;
+    f.connections = impl_->sessions.size();
+    f.uptime_ms = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - impl_->started).count());
+    return f;
+}
+
+}  // namespace lmx

@@ -193,6 +193,7 @@ struct lock_table::impl {
 
     fencing_token token = 0;
     fencing_token ceiling = 0;
+    i64 last_wait = 0;  // queue time of the request granted last
     table_counters stats;
 
     // Scratch, reused across calls so the hot path does not allocate.
@@ -454,7 +455,11 @@ struct lock_table::impl {
     void make_holder(u32 e, i64 now) {
         entry& r = entries[e];
         std::uint64_t ttl = r.aux;
-        if (r.st == state::waiting && (r.kprev != npos || keys[r.key].q_head == e)) dequeue(e);
+        last_wait = 0;
+        if (r.st == state::waiting && (r.kprev != npos || keys[r.key].q_head == e)) {
+            dequeue(e);
+            last_wait = now - r.since;  // while queued, `since` holds the enqueue time
+        }
         r.st = state::holding;
         r.aux = next_token();
         r.since = now;
@@ -476,6 +481,7 @@ struct lock_table::impl {
         ef.waiters = k.waiters;
         ef.readers = readers(k);
         ef.expires = expiry_of(e);
+        ef.waited = time_point::duration{last_wait};
         emit(ef);
         emit_event(event_kind::granted, r, r.aux);
     }
@@ -526,6 +532,7 @@ struct lock_table::impl {
         ef.keys = key_tokens;
         ef.token = key_tokens.back().token;
         ef.expires = expiry_of(leader);
+        ef.waited = time_point::duration{last_wait};
         emit(ef);
         if (events) for_each_member(leader, [&](u32 m) { emit_event(event_kind::granted, entries[m], entries[m].aux); });
     }
@@ -735,6 +742,7 @@ struct lock_table::impl {
                 result = effect_kind::granted;
             } else {
                 enqueue(e);
+                entries[e].since = now;
                 ++stats.queued;
                 if (rq.wait_deadline) set_deadline(e, rep(*rq.wait_deadline));
                 effect ef;
@@ -821,7 +829,10 @@ struct lock_table::impl {
             grant_group(leader, now);
             result = effect_kind::granted;
         } else {
-            for_each_member(leader, [&](u32 m) { enqueue(m); });
+            for_each_member(leader, [&](u32 m) {
+                enqueue(m);
+                entries[m].since = now;
+            });
             ++stats.queued;
             if (rq.wait_deadline) set_deadline(leader, rep(*rq.wait_deadline));
             fill_group_keys(leader, false);

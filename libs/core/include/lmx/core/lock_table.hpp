@@ -76,6 +76,7 @@ struct effect {
     std::uint32_t readers = 0;   // shared holders on `key`
     std::uint32_t position = 0;  // queued: 1-based place in line
     std::optional<time_point> expires{};  // granted: lease end (none: no expiry)
+    time_point::duration waited{};       // granted: time spent in the queue
     errc code = errc::ok;               // rejected
     lost_reason reason{};               // lock_lost
     event_kind event{};                 // event

@@ -1,0 +1,128 @@
+#include "commands.hpp"
+
+#include <lmx/broker/broker.hpp>
+#include <lmx/version.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+namespace lmx::app {
+
+namespace {
+
+struct broker_args {
+    broker_options opt;
+    std::vector<std::string> listen;
+    std::int64_t ttl_ms = 5000;
+    std::string unix_mode = "0660";
+    std::string level = "info";
+    std::string urls_file;
+};
+
+int run_broker(broker_args& a) {
+    if (!a.listen.empty()) a.opt.listen = a.listen;
+    a.opt.default_ttl = std::chrono::milliseconds{a.ttl_ms};
+    std::size_t used = 0;
+    unsigned long mode = 0;
+    try {
+        mode = std::stoul(a.unix_mode, &used, 8);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used != a.unix_mode.size() || mode > 0777) {
+        std::fprintf(stderr, "lmx broker: --unix-mode must be an octal file mode such as 0660, not '%s'\n", a.unix_mode.c_str());
+        return exit_usage;
+    }
+    a.opt.unix_mode = static_cast<unsigned>(mode);
+    static const std::map<std::string, log_level> levels = {
+        {"error", log_level::error}, {"warn", log_level::warn}, {"info", log_level::info}, {"debug", log_level::debug}};
+    a.opt.level = levels.at(a.level);
+    set_log_level(a.opt.level);
+    if (a.opt.unix_mode & 0002)
+        log_line(log_level::warn, "--unix-mode makes the socket world-writable: any local user can take and release locks");
+
+    std::signal(SIGPIPE, SIG_IGN);
+    boost::asio::io_context io(1);
+    broker b(io.get_executor(), a.opt);
+    if (auto err = b.start(); !err.empty()) {
+        std::fprintf(stderr, "lmx broker: %s\n", err.c_str());
+        return 1;
+    }
+    std::string list;
+    for (auto& u : b.urls()) {
+        log_line(log_level::info, "listening on " + u);
+        list += u + "\n";
+    }
+    if (!a.urls_file.empty()) {
+        std::string tmp = a.urls_file + ".tmp";
+        std::ofstream(tmp) << list;
+        std::rename(tmp.c_str(), a.urls_file.c_str());
+    }
+    log_line(log_level::info, "lmx " LMX_VERSION_STRING " broker started (pid " + std::to_string(::getpid()) +
+                                  ", default ttl " + std::to_string(a.ttl_ms) + " ms" +
+                                  (a.opt.state_dir.empty() ? std::string() : ", state dir " + a.opt.state_dir) + ")");
+
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        log_line(log_level::info, std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+        b.stop();
+    });
+    io.run();
+    auto f = b.figures();
+    log_line(log_level::info, "stopped after " + std::to_string(f.uptime_ms / 1000) + " s, " +
+                                  std::to_string(f.connections_total) + " connections, " +
+                                  std::to_string(f.messages_in) + " messages");
+    if (!a.urls_file.empty()) std::remove(a.urls_file.c_str());
+    return 0;
+}
+
+}  // namespace
+
+void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)> set_action) {
+    auto a = std::make_shared<broker_args>();
+    auto* cmd = app.add_subcommand("broker", "Run the lock broker in the foreground (alias: start)");
+    cmd->alias("start");
+    cmd->add_option("-l,--listen", a->listen,
+                    "Endpoint URL to listen on, repeatable: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT/PATH\n"
+                    "(default: tcp://127.0.0.1:6970 and ws://127.0.0.1:6971)")
+        ->type_name("URL");
+    cmd->add_option("--ttl", a->ttl_ms, "Default lease in ms for locks that do not name one")
+        ->default_val(5000)->check(CLI::PositiveNumber)->type_name("MS");
+    cmd->add_option("--max-message-size", a->opt.max_message_size, "Largest accepted message in bytes")
+        ->default_val(64 * 1024)->check(CLI::Range(256, 64 * 1024 * 1024))->type_name("BYTES");
+    cmd->add_option("--max-key-length", a->opt.max_key_length, "Longest accepted key in bytes")
+        ->default_val(1024)->check(CLI::Range(1, 1024 * 1024))->type_name("BYTES");
+    cmd->add_option("--max-keys", a->opt.max_keys, "Most keys in one acquire-many")
+        ->default_val(64)->check(CLI::Range(1, 100000))->type_name("N");
+    cmd->add_option("--max-connections", a->opt.max_connections, "Connections served at once; more are refused")
+        ->default_val(65536)->check(CLI::PositiveNumber)->type_name("N");
+    cmd->add_option("--max-waiters", a->opt.max_waiters, "Queued lock requests on all keys together")
+        ->default_val(1000000)->check(CLI::PositiveNumber)->type_name("N");
+    cmd->add_option("--max-outbox", a->opt.max_outbox,
+                    "Bytes of replies queued for one client before it is disconnected as not reading")
+        ->default_val(8 * 1024 * 1024)->check(CLI::Range(4096, 1 << 30))->type_name("BYTES");
+    cmd->add_option("--unix-mode", a->unix_mode, "File mode of Unix socket files (octal)")->default_val("0660")->type_name("MODE");
+    cmd->add_option("--state-dir", a->opt.state_dir,
+                    "Directory for durable state (the fencing-token high-water mark); unset: tokens start from the "
+                    "wall clock in microseconds")
+        ->type_name("DIR");
+    cmd->add_option("--allow-origin", a->opt.allow_origins,
+                    "Browser origin allowed to open a WebSocket, repeatable; '*' allows all (default: only the "
+                    "broker's own origin and clients that send no Origin)")
+        ->type_name("ORIGIN");
+    cmd->add_option("--log-level", a->level, "Log level")
+        ->default_val("info")->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+    cmd->add_option("--urls-file", a->urls_file, "Write the bound URLs (one per line) to FILE once listening")
+        ->type_name("FILE");
+    cmd->callback([a, set_action] { set_action([a] { return run_broker(*a); }); });
+}
+
+}  // namespace lmx::app

@@ -1,0 +1,21 @@
+#pragma once
+
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace lmx::app {
+
+// Documented exit codes of every lmx command.
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_not_obtained = 1;  // lock not obtained (timeout, try-lock refused)
+inline constexpr int exit_usage = 2;
+inline constexpr int exit_unreachable = 3;  // cannot reach the broker
+
+// Each subcommand registers itself and, when chosen, hands its action to `set_action`.
+using action_setter = std::function<void(std::function<int()>)>;
+void add_broker_command(CLI::App& app, action_setter set_action);
+
+}  // namespace lmx::app

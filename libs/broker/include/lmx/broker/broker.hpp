@@ -1,0 +1,74 @@
+#pragma once
+
+// The embeddable lmx broker: listeners -> sessions -> one lock_table, all on one thread.
+// Run it inside any process (tests, `lmx::ensure_broker`, the `lmx broker` app):
+//
+//   boost::asio::io_context io;
+//   lmx::broker b(io.get_executor(), {.listen = {"unix:///run/lmx.sock"}});
+//   if (auto err = b.start(); !err.empty()) { ...; }
+//   io.run();   // until b.stop()
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lmx {
+
+enum class log_level : std::uint8_t { error, warn, info, debug };
+
+struct broker_options {
+    std::vector<std::string> listen = {"tcp://127.0.0.1:6970", "ws://127.0.0.1:6971"};
+    std::chrono::milliseconds default_ttl{5000};
+    std::size_t max_message_size = 64 * 1024;
+    std::size_t max_key_length = 1024;
+    std::size_t max_keys = 64;  // per acquire-many
+    std::size_t max_connections = 65536;
+    std::uint32_t max_waiters = 1'000'000;
+    std::size_t max_outbox = 8 * 1024 * 1024;  // bytes queued for a client that does not read
+    unsigned unix_mode = 0660;
+    std::string state_dir;  // empty: fencing tokens are seeded from the wall clock
+    std::uint64_t fencing_block = 100'000;  // tokens reserved per state-dir write
+    std::vector<std::string> allow_origins;  // WebSocket origins besides our own; "*" allows all
+    log_level level = log_level::info;
+};
+
+struct broker_figures {
+    std::uint64_t uptime_ms = 0;
+    std::uint64_t connections = 0;
+    std::uint64_t connections_total = 0;
+    std::uint64_t messages_in = 0;
+    std::uint64_t messages_out = 0;
+};
+
+class broker {
+public:
+    broker(boost::asio::any_io_executor ex, broker_options options);
+    ~broker();
+    broker(const broker&) = delete;
+    broker& operator=(const broker&) = delete;
+
+    // Binds every listener and starts serving. Returns an empty string on success, otherwise a
+    // one-line description of what failed (nothing is left listening then).
+    std::string start();
+    // Stops accepting, closes every session, removes Unix socket files. Idempotent.
+    void stop();
+
+    // The URLs actually bound (ephemeral ports resolved), in --listen order.
+    std::vector<std::string> urls() const;
+    broker_figures figures() const;
+
+private:
+    struct impl;
+    std::shared_ptr<impl> impl_;
+};
+
+// One line to stderr: "2026-11-27T20:01:02.345Z info  message". Shared by the broker and apps.
+void log_line(log_level level, const std::string& message);
+void set_log_level(log_level level);
+bool log_enabled(log_level level);
+
+}  // namespace lmx

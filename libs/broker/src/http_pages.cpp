@@ -1,0 +1,95 @@
+#include "http_pages.hpp"
+
+#include <lmx/version.hpp>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <cstdio>
+
+namespace lmx::detail {
+
+namespace {
+constexpr const char* json_type = "application/json";
+
+void metric(std::string& out, const char* name, const char* type, const char* help, double value) {
+    char line[64];
+    std::snprintf(line, sizeof line, "%.17g", value);
+    out += "# HELP ";
+    out += name;
+    out += ' ';
+    out += help;
+    out += "\n# TYPE ";
+    out += name;
+    out += ' ';
+    out += type;
+    out += '\n';
+    out += name;
+    out += ' ';
+    out += line;
+    out += '\n';
+}
+}  // namespace
+
+transport::http_response healthz_page(const core::broker_stats& st) {
+    boost::json::object o{{"status", "ok"},
+                          {"version", LMX_VERSION_STRING},
+                          {"uptime_ms", st.uptime_ms},
+                          {"connections", st.connections}};
+    return {200, json_type, boost::json::serialize(o) + "\n", {}};
+}
+
+transport::http_response stats_page(const core::broker_stats& st) {
+    // The same figures as system-stats-response: write that frame and hand out its `stats`.
+    std::string frame;
+    core::write_system_stats(frame, "", st);
+    auto v = boost::json::parse(frame);
+    return {200, json_type, boost::json::serialize(v.as_object().at("stats")) + "\n", {}};
+}
+
+transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
+                                      const broker_figures& fig, const wait_histogram& waits,
+                                      core::fencing_token last_token) {
+    std::string out;
+    out.reserve(4096);
+    auto d = [](auto v) { return static_cast<double>(v); };
+    metric(out, "lmx_up", "gauge", "1 while the broker serves.", 1);
+    metric(out, "lmx_uptime_seconds", "gauge", "Seconds since the broker started.", d(st.uptime_ms) / 1000.0);
+    metric(out, "lmx_connections", "gauge", "Open client connections.", d(st.connections));
+    metric(out, "lmx_connections_total", "counter", "Client connections accepted.", d(fig.connections_total));
+    metric(out, "lmx_keys", "gauge", "Keys with holders or waiters.", d(c.keys));
+    metric(out, "lmx_holders", "gauge", "Holds on all keys.", d(c.holders));
+    metric(out, "lmx_waiters", "gauge", "Queued lock requests on all keys.", d(c.waiters));
+    metric(out, "lmx_grants_total", "counter", "Locks granted.", d(c.grants));
+    metric(out, "lmx_releases_total", "counter", "Holds ended (unlock, ttl, force, disconnect).", d(c.releases));
+    metric(out, "lmx_expirations_total", "counter", "Holds ended by their ttl.", d(c.expirations));
+    metric(out, "lmx_timeouts_total", "counter", "Queued requests removed at their timeout.", d(c.timeouts));
+    metric(out, "lmx_forced_total", "counter", "Holds ended by a force unlock.", d(c.forced));
+    metric(out, "lmx_refused_total", "counter", "Try-locks not granted.", d(c.refused));
+    metric(out, "lmx_cancelled_total", "counter", "Queued requests withdrawn.", d(c.cancelled));
+    metric(out, "lmx_rejected_total", "counter", "Lock requests refused for bad input or limits.", d(c.rejected));
+    metric(out, "lmx_messages_in_total", "counter", "Protocol messages received.", d(fig.messages_in));
+    metric(out, "lmx_messages_out_total", "counter", "Protocol messages sent.", d(fig.messages_out));
+    metric(out, "lmx_fencing_token_last", "gauge", "The last fencing token handed out.", d(last_token));
+
+    out += "# HELP lmx_acquire_wait_seconds Time from a lock request to its grant.\n";
+    out += "# TYPE lmx_acquire_wait_seconds histogram\n";
+    std::uint64_t cumulative = 0;
+    char line[128];
+    for (std::size_t i = 0; i < wait_histogram::bounds.size(); ++i) {
+        cumulative += waits.counts()[i];
+        std::snprintf(line, sizeof line, "lmx_acquire_wait_seconds_bucket{le=\"%g\"} %llu\n", wait_histogram::bounds[i],
+                      static_cast<unsigned long long>(cumulative));
+        out += line;
+    }
+    cumulative += waits.counts().back();
+    std::snprintf(line, sizeof line, "lmx_acquire_wait_seconds_bucket{le=\"+Inf\"} %llu\n",
+                  static_cast<unsigned long long>(cumulative));
+    out += line;
+    std::snprintf(line, sizeof line, "lmx_acquire_wait_seconds_sum %.9g\nlmx_acquire_wait_seconds_count %llu\n",
+                  waits.sum(), static_cast<unsigned long long>(waits.count()));
+    out += line;
+    return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(out), {}};
+}
+
+}  // namespace lmx::detail

@@ -1,0 +1,42 @@
+#include <lmx/broker/broker.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+namespace lmx {
+
+namespace {
+std::atomic<log_level> current_level{log_level::info};
+
+const char* name(log_level l) {
+    switch (l) {
+        case log_level::error: return "error";
+        case log_level::warn: return "warn ";
+        case log_level::info: return "info ";
+        case log_level::debug: return "debug";
+    }
+    return "?";
+}
+}  // namespace
+
+void set_log_level(log_level level) { current_level.store(level, std::memory_order_relaxed); }
+
+bool log_enabled(log_level level) { return level <= current_level.load(std::memory_order_relaxed); }
+
+void log_line(log_level level, const std::string& message) {
+    if (!log_enabled(level)) return;
+    using namespace std::chrono;
+    auto now = system_clock::now();
+    std::time_t t = system_clock::to_time_t(now);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+    char stamp[40];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    // One fprintf per line so concurrent writers never interleave within a line.
+    std::fprintf(stderr, "%s.%03dZ %s %s\n", stamp, static_cast<int>(ms), name(level), message.c_str());
+}
+
+}  // namespace lmx

@@ -1,0 +1,155 @@
+#include "broker_process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace lmx::test {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+const char* lmx_binary() { return LMX_BINARY; }
+
+temp_dir::temp_dir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/lmx-test-XXXXXX";
+    if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed: " + std::string(std::strerror(errno)));
+    path_ = tmpl;
+}
+
+temp_dir::~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+}
+
+namespace {
+std::string read_file(const std::string& p) {
+    std::ifstream in(p);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+pid_t spawn(const std::vector<std::string>& args, const std::string& out_path) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+        int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd >= 0) {
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            ::close(fd);
+        }
+        int devnull = ::open("/dev/null", O_RDONLY);
+        if (devnull >= 0) ::dup2(devnull, 0);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    return pid;
+}
+
+int decode(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+// Waits up to `wait` for `pid`; returns the decoded status or -1.
+int wait_for(pid_t pid, std::chrono::milliseconds wait) {
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+        int status = 0;
+        pid_t r = ::waitpid(pid, &status, WNOHANG);
+        if (r == pid) return decode(status);
+        if (r < 0) return -1;
+        if (std::chrono::steady_clock::now() > deadline) return -1;
+        std::this_thread::sleep_for(5ms);
+    }
+}
+}  // namespace
+
+broker_process::broker_process(broker_config config) : config_(std::move(config)) {
+    std::vector<std::string> args = {lmx_binary(), "broker", "--urls-file", dir() + "/urls", "--log-level", "info"};
+    if (config_.tcp) args.insert(args.end(), {"--listen", "tcp://127.0.0.1:0"});
+    if (config_.unix_socket) {
+        if (config_.unix_path.empty()) config_.unix_path = dir() + "/lmx.sock";
+        args.insert(args.end(), {"--listen", "unix://" + config_.unix_path});
+    }
+    if (config_.websocket) args.insert(args.end(), {"--listen", "ws://127.0.0.1:0/"});
+    if (!config_.state_dir.empty()) args.insert(args.end(), {"--state-dir", config_.state_dir});
+    args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
+    pid_ = spawn(args, dir() + "/broker.log");
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (!fs::exists(dir() + "/urls")) {
+        if (!running()) throw std::runtime_error("lmx broker exited at start-up: " + log());
+        if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("lmx broker did not start: " + log());
+        std::this_thread::sleep_for(5ms);
+    }
+    std::istringstream urls(read_file(dir() + "/urls"));
+    for (std::string line; std::getline(urls, line);) {
+        if (line.starts_with("tcp://")) tcp_url = line;
+        else if (line.starts_with("unix://")) unix_url = line;
+        else if (line.starts_with("ws://")) ws_url = line;
+    }
+}
+
+broker_process::~broker_process() {
+    if (pid_ > 0 && status_ < 0) {
+        if (stop(SIGTERM, 10s) < 0) {
+            ::kill(pid_, SIGKILL);
+            wait_for(pid_, 5s);
+        }
+    }
+}
+
+std::vector<std::string> broker_process::urls() const {
+    std::vector<std::string> out;
+    for (auto* u : {&tcp_url, &unix_url, &ws_url})
+        if (!u->empty()) out.push_back(*u);
+    return out;
+}
+
+bool broker_process::running() {
+    if (status_ >= 0) return false;
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+        status_ = decode(status);
+        return false;
+    }
+    return r == 0;
+}
+
+int broker_process::stop(int sig, std::chrono::milliseconds wait) {
+    if (status_ >= 0) return status_;
+    ::kill(pid_, sig);
+    int s = wait_for(pid_, wait);
+    if (s >= 0) status_ = s;
+    return s;
+}
+
+std::string broker_process::log() const { return read_file(dir() + "/broker.log"); }
+
+run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+    temp_dir d;
+    std::vector<std::string> full = {lmx_binary()};
+    full.insert(full.end(), args.begin(), args.end());
+    pid_t pid = spawn(full, d.path() + "/out");
+    int s = wait_for(pid, timeout);
+    if (s < 0) {
+        ::kill(pid, SIGKILL);
+        wait_for(pid, 5s);
+    }
+    return {s, read_file(d.path() + "/out")};
+}
+
+}  // namespace lmx::test

@@ -1,0 +1,67 @@
+#pragma once
+
+// Starts a real `lmx broker` process on ephemeral ports and a temp Unix socket for a test, and
+// stops it (SIGTERM, then SIGKILL) when the test is done.
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace lmx::test {
+
+// A fresh empty directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
+class temp_dir {
+public:
+    temp_dir();
+    ~temp_dir();
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+    const std::string& path() const noexcept { return path_; }
+
+private:
+    std::string path_;
+};
+
+struct broker_config {
+    bool tcp = true;
+    bool unix_socket = true;
+    bool websocket = true;
+    std::vector<std::string> extra_args;  // e.g. {"--ttl", "200"}
+    std::string state_dir;                 // passed as --state-dir when set
+    std::string unix_path;                 // default: <dir>/lmx.sock
+};
+
+class broker_process {
+public:
+    explicit broker_process(broker_config config = {});
+    ~broker_process();
+    broker_process(const broker_process&) = delete;
+    broker_process& operator=(const broker_process&) = delete;
+
+    std::string tcp_url, unix_url, ws_url;  // bound URLs ("" when not configured)
+    std::vector<std::string> urls() const;  // every configured one
+
+    int pid() const noexcept { return pid_; }
+    bool running();
+    // Sends `sig` and waits; returns the exit status (128+N when killed by signal N), -1 on timeout.
+    int stop(int sig = 15, std::chrono::milliseconds wait = std::chrono::seconds(10));
+    std::string log() const;  // the broker's stderr so far
+    const std::string& dir() const noexcept { return dir_.path(); }
+
+private:
+    temp_dir dir_;
+    broker_config config_;
+    int pid_ = -1;
+    int status_ = -1;
+};
+
+// Runs `lmx` with `args` and returns {exit status, stdout+stderr}, killing it after `timeout`.
+struct run_result {
+    int status;
+    std::string output;
+};
+run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+const char* lmx_binary();
+
+}  // namespace lmx::test
