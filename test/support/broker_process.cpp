@@ -40,7 +40,7 @@ std::string read_file(const std::string& p) {
     return ss.str();
 }
 
-pid_t spawn(const std::vector<std::string>& args, const std::string& out_path) {
+pid_t spawn(const std::vector<std::string>& args, const std::string& out_path, const std::vector<std::string>& env = {}) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -55,6 +55,7 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& out_path) {
         }
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0) ::dup2(devnull, 0);
+        for (auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
         ::execv(argv[0], argv.data());
         ::_exit(127);
     }
@@ -87,7 +88,7 @@ broker_process::broker_process(broker_config config) : config_(std::move(config)
     if (config_.websocket) args.insert(args.end(), {"--listen", "ws://127.0.0.1:0/"});
     if (!config_.state_dir.empty()) args.insert(args.end(), {"--state-dir", config_.state_dir});
     args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
-    pid_ = spawn(args, dir() + "/broker.log");
+    pid_ = spawn(args, dir() + "/broker.log", config_.env);
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (!fs::exists(dir() + "/urls")) {
         if (!running()) throw std::runtime_error("lmx broker exited at start-up: " + log());
@@ -138,6 +139,36 @@ int broker_process::stop(int sig, std::chrono::milliseconds wait) {
 }
 
 std::string broker_process::log() const { return read_file(dir() + "/broker.log"); }
+
+const std::string& broker_process::url(std::string_view kind) const {
+    const std::string* u = kind == "tcp" ? &tcp_url : kind == "unix" ? &unix_url : kind == "ws" ? &ws_url : nullptr;
+    if (!u || u->empty()) throw std::runtime_error("broker has no " + std::string(kind) + " listener");
+    return *u;
+}
+
+bool broker_process::wait_for_log(std::string_view text, std::chrono::milliseconds wait) const {
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+        if (log().find(text) != std::string::npos) return true;
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+long broker_process::rss_kib() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+    return -1;
+}
+
+int spawn_lmx(const std::vector<std::string>& args, const std::string& out_path) {
+    std::vector<std::string> full = {lmx_binary()};
+    full.insert(full.end(), args.begin(), args.end());
+    return spawn(full, out_path);
+}
+
+int wait_exit(int pid, std::chrono::milliseconds wait) { return wait_for(pid, wait); }
 
 run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
     temp_dir d;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lmx::test {
@@ -29,6 +30,7 @@ struct broker_config {
     std::vector<std::string> extra_args;  // e.g. {"--ttl", "200"}
     std::string state_dir;                 // passed as --state-dir when set
     std::string unix_path;                 // default: <dir>/lmx.sock
+    std::vector<std::string> env;          // extra "NAME=value" entries for the broker's environment
 };
 
 class broker_process {
@@ -40,12 +42,18 @@ public:
 
     std::string tcp_url, unix_url, ws_url;  // bound URLs ("" when not configured)
     std::vector<std::string> urls() const;  // every configured one
+    // The bound URL of one transport: "tcp", "unix" or "ws"; throws when not configured.
+    const std::string& url(std::string_view kind) const;
 
     int pid() const noexcept { return pid_; }
     bool running();
     // Sends `sig` and waits; returns the exit status (128+N when killed by signal N), -1 on timeout.
     int stop(int sig = 15, std::chrono::milliseconds wait = std::chrono::seconds(10));
     std::string log() const;  // the broker's stderr so far
+    // Waits up to `wait` for `text` to appear in log().
+    bool wait_for_log(std::string_view text, std::chrono::milliseconds wait = std::chrono::seconds(5)) const;
+    // Resident memory of the broker process in KiB (VmRSS of /proc/<pid>/status), -1 if unknown.
+    long rss_kib() const;
     const std::string& dir() const noexcept { return dir_.path(); }
 
 private:
@@ -61,6 +69,10 @@ struct run_result {
     std::string output;
 };
 run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+// Starts `lmx` with `args` in the background, its output going to `out_path`; returns the pid.
+int spawn_lmx(const std::vector<std::string>& args, const std::string& out_path);
+// Waits up to `wait` for a child to exit; returns its status (128+N when killed by signal N), -1 on timeout.
+int wait_exit(int pid, std::chrono::milliseconds wait);
 
 const char* lmx_binary();
 

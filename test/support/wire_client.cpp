@@ -50,6 +50,8 @@ wire_client::wire_client(const std::string& url, std::chrono::milliseconds timeo
 
 wire_client::~wire_client() {
     close();
+    // Lets the reader see the close and finish before the connection goes away.
+    io_.restart();
     io_.run_for(std::chrono::milliseconds(200));
 }
 
@@ -99,22 +101,36 @@ boost::json::object wire_client::recv(std::chrono::milliseconds timeout) {
     return *m;
 }
 
-boost::json::object wire_client::recv_for(std::string_view uuid, std::chrono::milliseconds timeout) {
+std::optional<boost::json::object> wire_client::try_recv_if(const std::function<bool(const boost::json::object&)>& match,
+                                                        std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::size_t checked = 0;  // frames before this one were parsed and rejected already
     for (;;) {
-        for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+        for (auto it = inbox_.begin() + static_cast<std::ptrdiff_t>(checked); it != inbox_.end(); ++it, ++checked) {
             auto v = boost::json::parse(*it);
-            if (v.is_object() && v.as_object().contains("uuid") && v.as_object().at("uuid").is_string() &&
-                v.as_object().at("uuid").as_string() == uuid) {
+            if (v.is_object() && match(v.as_object())) {
                 inbox_.erase(it);
-                return v.as_object();
+                return std::move(v.as_object());
             }
         }
-        std::size_t seen = inbox_.size();
-        pump_until(deadline, [&] { return inbox_.size() > seen || closed_; });
-        if (inbox_.size() == seen)
-            throw std::runtime_error("no reply for uuid " + std::string(uuid) + (closed_ ? " (connection closed)" : " within timeout"));
+        pump_until(deadline, [&] { return inbox_.size() > checked || closed_; });
+        if (inbox_.size() == checked) return std::nullopt;
     }
+}
+
+std::optional<boost::json::object> wire_client::try_recv_for(std::string_view uuid, std::chrono::milliseconds timeout) {
+    return try_recv_if(
+        [&](const boost::json::object& o) {
+            auto* u = o.if_contains("uuid");
+            return u && u->is_string() && u->get_string() == uuid;
+        },
+        timeout);
+}
+
+boost::json::object wire_client::recv_for(std::string_view uuid, std::chrono::milliseconds timeout) {
+    auto m = try_recv_for(uuid, timeout);
+    if (!m) throw std::runtime_error("no reply for uuid " + std::string(uuid) + (closed_ ? " (connection closed)" : " within timeout"));
+    return std::move(*m);
 }
 
 boost::json::object wire_client::request(const boost::json::object& frame, std::chrono::milliseconds timeout) {

@@ -38,6 +38,10 @@ public:
     std::optional<boost::json::object> try_recv(std::chrono::milliseconds timeout);
     // The next frame whose "uuid" is `uuid` (others are kept for later recv calls).
     boost::json::object recv_for(std::string_view uuid, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    std::optional<boost::json::object> try_recv_for(std::string_view uuid, std::chrono::milliseconds timeout);
+    // The next frame that `match` accepts (others are kept); nullopt on timeout or close.
+    std::optional<boost::json::object> try_recv_if(const std::function<bool(const boost::json::object&)>& match,
+                                                   std::chrono::milliseconds timeout);
     // Sends `frame` and returns the reply carrying its uuid.
     boost::json::object request(const boost::json::object& frame,
                                 std::chrono::milliseconds timeout = std::chrono::seconds(5));

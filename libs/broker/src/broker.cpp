@@ -40,6 +40,7 @@ struct session {
     bool writer_idle = false;
     bool closing = false;
     bool watching = false;
+    bool live_mutex = false;  // announced itself with a live-mutex `version` message
     std::unordered_set<std::string> watch_keys;  // empty: every key
 
     session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()) {}
@@ -103,7 +104,12 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     void on_effect(const core::effect& e) override {
         using k = core::effect_kind;
         if (e.kind == k::event) return route_event(e);
+        // A retried request that already holds gets no second grant: the first is on its way, and
+        // live-mutex clients answer an unexpected grant with lock-received-rejected, which would
+        // release the hold they believe they have.
+        if (e.kind == k::granted && e.repeat) return;
         if (e.kind == k::granted) waits.observe(e.waited);
+        if (e.kind == k::lock_lost && live_mutex_session(e.session)) return;  // its client only warns about unknown ids
         std::string* out = outbox_of(e.session);
         if (!out) return;
         switch (e.kind) {
@@ -132,6 +138,11 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                 break;
             case k::event: break;
         }
+    }
+
+    bool live_mutex_session(core::session_id id) const {
+        auto it = sessions.find(id);
+        return it != sessions.end() && it->second->live_mutex;
     }
 
     void route_event(const core::effect& e) {
@@ -286,6 +297,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     }
 
     void serve(session& s, req::version& r) {
+        s.live_mutex = true;
         if (compatible_live_mutex(r.value)) return;
         core::write_version_mismatch(*begin_frame(s), r.value, LMX_VERSION_STRING);
     }
@@ -319,8 +331,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         std::string& out = *begin_frame(s);
         switch (res.status) {
             case core::release_status::released:
-                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
-                                             !r.lock_id && r.force ? (res.released == 1 ? "force-released 1 holder" : "force-released " + std::to_string(res.released) + " holders") : std::string());
+                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters);
             case core::release_status::withdrawn:
                 return core::write_unlock_ok(out, r.uuid, r.key, res.waiters, "the request was still waiting; it has been withdrawn");
             case core::release_status::already_released:

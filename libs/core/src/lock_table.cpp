@@ -124,19 +124,26 @@ private:
 
 enum class state : std::uint8_t { free, waiting, holding };
 
+constexpr u32 max_limit = (1u << 29) - 1;
+
+// 64 bytes: the flags share a word with `max`, and the hash is recomputed from the name when
+// the index needs it (growth, deletion) instead of being stored.
 struct key_rec {
     std::string name;
-    u32 hash = 0;
-    u32 max = 1;
+    fencing_token last_token = 0;  // the last token granted on this key
+    u32 max : 29 = 1;
+    u32 holders_shared : 1 = 0;  // the current holders' mode
+    u32 max_explicit : 1 = 0;    // some request named a max (bounds shared holders too)
+    u32 live : 1 = 0;
     u32 holders = 0;
     u32 waiters = 0;
     u32 hold_head = npos;  // holders, doubly linked through entry::kprev/knext
     u32 q_head = npos;     // FIFO queue, doubly linked through entry::kprev/knext
     u32 q_tail = npos;
-    lock_mode holder_mode = lock_mode::exclusive;
-    bool max_explicit = false;
-    bool live = false;
+
+    lock_mode holder_mode() const noexcept { return holders_shared ? lock_mode::shared : lock_mode::exclusive; }
 };
+static_assert(sizeof(key_rec) <= 64);
 
 // One request on one key: waiting in the key's queue or holding it. A multi-key request is a
 // ring of entries (one per key) linked by group_next; only its leader is in the id index, the
@@ -202,18 +209,19 @@ struct lock_table::impl {
     std::vector<key_token> key_tokens;
     std::vector<std::string_view> sorted_keys;
     std::vector<u32> group_keys;
+    std::vector<u32> due;
 
     impl(effect_sink& s, table_config c) : sink(s), config(c), token(c.fencing_seed), ceiling(c.fencing_seed) {}
 
     // ---- lookups -------------------------------------------------------------------------
     auto key_hash_of() {
-        return [this](u32 k) { return keys[k].hash; };
+        return [this](u32 k) { return hash_text(keys[k].name); };
     }
     auto id_hash_of() {
         return [this](u32 e) { return entries[e].hash; };
     }
     u32 find_key(std::string_view name, u32 h) const {
-        return key_index.find(h, [&](u32 k) { return keys[k].hash == h && keys[k].name == name; });
+        return key_index.find(h, [&](u32 k) { return keys[k].name == name; });
     }
     u32 find_id(std::string_view id, u32 h) const {
         return id_index.find(h, [&](u32 e) { return entries[e].hash == h && entries[e].id == id; });
@@ -224,12 +232,12 @@ struct lock_table::impl {
         u32 k = keys.alloc();
         key_rec& r = keys[k];
         r.name.assign(name);
-        r.hash = h;
+        r.last_token = 0;
         r.max = max.value_or(1);
         r.max_explicit = max.has_value();
         r.holders = r.waiters = 0;
         r.hold_head = r.q_head = r.q_tail = npos;
-        r.holder_mode = lock_mode::exclusive;
+        r.holders_shared = 0;
         r.live = true;
         key_index.insert(h, k, key_hash_of());
         ++stats.keys;
@@ -390,7 +398,7 @@ struct lock_table::impl {
         if (k.hold_head != npos) entries[k.hold_head].kprev = e;
         k.hold_head = e;
         ++k.holders;
-        k.holder_mode = r.mode;
+        k.holders_shared = r.mode == lock_mode::shared;
         ++stats.holders;
     }
 
@@ -409,13 +417,13 @@ struct lock_table::impl {
 
     static bool admissible(const key_rec& k, lock_mode m) noexcept {
         if (k.holders == 0) return true;
-        if (k.holder_mode != m) return false;
+        if (k.holder_mode() != m) return false;
         if (m == lock_mode::shared && !k.max_explicit) return true;
         return k.holders < k.max;
     }
 
     std::uint32_t readers(const key_rec& k) const noexcept {
-        return k.holder_mode == lock_mode::shared ? k.holders : 0;
+        return k.holders_shared ? k.holders : 0;
     }
 
     fencing_token next_token() {
@@ -462,6 +470,7 @@ struct lock_table::impl {
         }
         r.st = state::holding;
         r.aux = next_token();
+        keys[r.key].last_token = r.aux;
         r.since = now;
         add_holder(e);
         ++stats.grants;
@@ -557,16 +566,20 @@ struct lock_table::impl {
     }
 
     // Hands freed slots to waiters, then drops keys that have nothing left.
-    void finish(i64 now) {
+    void drain_pending(i64 now) {
         while (!pending.empty()) {
             u32 k = pending.back();
             pending.pop_back();
             grant_loop(k, now);
         }
+    }
+
+    void finish(i64 now) {
+        drain_pending(now);
         for (u32 k : touched) {
             key_rec& r = keys[k];
             if (!r.live || r.holders != 0 || r.waiters != 0) continue;
-            key_index.erase(r.hash, k, key_hash_of());
+            key_index.erase(hash_text(r.name), k, key_hash_of());
             r.live = false;
             keys.release(k);
             --stats.keys;
@@ -675,6 +688,7 @@ struct lock_table::impl {
         const entry& r = entries[e];
         const key_rec& k = keys[r.key];
         effect ef;
+        ef.repeat = true;
         ef.session = session_of(r);
         ef.id = r.id;
         ef.key = k.name;
@@ -691,10 +705,34 @@ struct lock_table::impl {
             ef.expires = expiry_of(e);
         } else {
             ef.kind = effect_kind::queued;
-            ef.position = queue_position(e);
+            u32 at = e;
+            if (r.group_next != npos) {
+                // Report the first key that holds the request back, as the first notice did.
+                bool found = false;
+                for_each_member(e, [&](u32 m) {
+                    const key_rec& mk = keys[entries[m].key];
+                    if (!found && (mk.q_head != m || !admissible(mk, lock_mode::exclusive))) {
+                        at = m;
+                        found = true;
+                    }
+                });
+                const key_rec& ck = keys[entries[at].key];
+                ef.key = ck.name;
+                ef.waiters = ck.waiters;
+                ef.readers = readers(ck);
+            }
+            ef.position = queue_position(at);
         }
         emit(ef);
         return ef.kind;
+    }
+
+    u32 member_on(u32 leader, u32 key) {
+        u32 found = leader;
+        for_each_member(leader, [&](u32 m) {
+            if (entries[m].key == key) found = m;
+        });
+        return found;
     }
 
     static std::uint64_t ttl_ms(const std::optional<std::chrono::milliseconds>& ttl, std::chrono::milliseconds dflt) {
@@ -707,7 +745,7 @@ struct lock_table::impl {
 
     effect_kind acquire(const acquire_request& rq, time_point tnow) {
         i64 now = rep(tnow);
-        if ((rq.max && *rq.max == 0) || rq.key.empty() || rq.id.empty())
+        if ((rq.max && (*rq.max == 0 || *rq.max > max_limit)) || rq.key.empty() || rq.id.empty())
             return reject_now(rq.session, rq.id, rq.key, errc::bad_request, false);
         u32 h = hash_text(rq.id);
         if (u32 dup = find_id(rq.id, h); dup != npos) {
@@ -717,6 +755,7 @@ struct lock_table::impl {
         }
         u32 k = get_or_create_key(rq.key, rq.max);
         key_rec& kr = keys[k];
+        drain_pending(now);  // a raised max admits earlier waiters before this request
         bool free_now = kr.waiters == 0 && admissible(kr, rq.mode);
         effect_kind result;
         if (!free_now && !rq.wait) {
@@ -844,7 +883,7 @@ struct lock_table::impl {
             ef.key = keys[contended].name;
             ef.keys = key_tokens;
             ef.waiters = keys[contended].waiters;
-            ef.position = queue_position(leader);
+            ef.position = queue_position(member_on(leader, contended));
             emit(ef);
             if (events) for_each_member(leader, [&](u32 m) { emit_event(event_kind::queued, entries[m]); });
             result = effect_kind::queued;
@@ -999,19 +1038,27 @@ struct lock_table::impl {
     void expire(time_point tnow) {
         i64 now = rep(tnow);
         for (;;) {
-            drop_stale_top();
-            if (heap.empty() || heap.front().deadline > now) break;
-            u32 e = heap.front().entry;
-            std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
-            heap.pop_back();
-            entry& r = entries[e];
-            if (r.st == state::waiting) {
+            due.clear();
+            while (!heap.empty() && heap.front().deadline <= now) {
+                heap_item top = heap.front();
+                std::pop_heap(heap.begin(), heap.end(), std::greater<>{});
+                heap.pop_back();
+                if (heap_item_live(top)) due.push_back(top.entry);
+            }
+            if (due.empty()) break;
+            // Every waiter whose deadline has come leaves before any slot is handed on, so a
+            // lease ending at the same moment never goes to a request that has timed out.
+            for (u32 e : due) {
+                entry& r = entries[e];
+                if (r.st != state::waiting) continue;
                 ++stats.timeouts;
-                u32 first_key = r.key;
-                notify_rejected(e, errc::timeout, keys[first_key].name);
+                notify_rejected(e, errc::timeout, keys[r.key].name);
                 emit_member_events(e, event_kind::timeout);
                 withdraw(e);
-            } else {
+            }
+            for (u32 e : due) {
+                entry& r = entries[e];
+                if (r.st != state::holding) continue;
                 ++stats.expirations;
                 notify_lost(e, lost_reason::ttl, keys[r.key].name);
                 emit_member_events(e, event_kind::expired);
@@ -1036,7 +1083,8 @@ struct lock_table::impl {
         const key_rec& kr = keys[k];
         out.exists = true;
         out.max = kr.max;
-        out.holder_mode = kr.holder_mode;
+        out.holder_mode = kr.holder_mode();
+        out.last_token = kr.last_token;
         out.waiters = kr.waiters;
         for (u32 e = kr.hold_head; e != npos; e = entries[e].knext) {
             const entry& r = entries[e];
@@ -1046,7 +1094,6 @@ struct lock_table::impl {
             out.holders.push_back(holder_info{r.id, session_of(r), r.mode, r.aux,
                                               d == no_deadline ? std::nullopt : std::optional(from_rep(d)),
                                               from_rep(r.since), r.keep});
-            out.last_token = std::max(out.last_token, r.aux);
         }
         return out;
     }
@@ -1058,13 +1105,13 @@ struct lock_table::impl {
             const key_rec& kr = keys[k];
             if (!kr.live) continue;
             ++nkeys;
-            if (find_key(kr.name, kr.hash) != k) fail("key not indexed");
+            if (find_key(kr.name, hash_text(kr.name)) != k) fail("key not indexed");
             if (kr.holders == 0 && kr.waiters == 0) fail("empty key kept");
             u32 n = 0;
             for (u32 e = kr.hold_head; e != npos; e = entries[e].knext) {
                 const entry& r = entries[e];
                 if (r.st != state::holding || r.key != k) fail("holder list corrupt");
-                if (r.mode != kr.holder_mode) fail("shared and exclusive holders together");
+                if (r.mode != kr.holder_mode()) fail("shared and exclusive holders together");
                 ++n;
             }
             if (n != kr.holders) fail("holder count mismatch");

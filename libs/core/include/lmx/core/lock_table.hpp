@@ -71,6 +71,7 @@ struct effect {
     std::string_view key{};                  // for multi requests: the contended key, if any
     std::span<const key_token> keys{};       // multi requests: every key (tokens when granted)
     bool multi = false;
+    bool repeat = false;  // re-sent state for a repeated request id (nothing changed)
     fencing_token token = 0;
     std::uint32_t waiters = 0;   // lockRequestCount: requests still queued on `key`
     std::uint32_t readers = 0;   // shared holders on `key`

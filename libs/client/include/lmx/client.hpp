@@ -1,0 +1,272 @@
+#pragma once
+
+// The lmx C++20 client: one connection to a broker, any number of requests in flight, an RAII
+// guard per lock.
+//
+//   boost::asio::awaitable<void> work(lmx::client& client) {
+//       co_await client.connect();
+//       {
+//           auto guard = co_await client.acquire("orders");   // released on scope exit
+//           use(guard.fencing_token());
+//       }
+//       auto pool = co_await client.acquire("gpu", {.ttl = std::chrono::seconds(30), .max = 4});
+//       co_await pool.release();                             // confirmed release
+//   }
+//
+// Every asynchronous call takes an Asio completion token last (default: use_awaitable, which
+// throws boost::system::system_error on failure); with callbacks, use_future, as_tuple or
+// deferred the first completion argument is the error_code. Calls may be made from any thread;
+// the client's work runs on its own strand. No call ever completes inside the initiating call.
+
+#include <lmx/errc.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace lmx {
+
+namespace detail {
+class client_impl;
+struct hold;
+}  // namespace detail
+
+using error_code = boost::system::error_code;
+using fencing_token = std::uint64_t;
+
+// A ttl meaning "this hold never expires".
+inline constexpr std::chrono::milliseconds no_expiry = std::chrono::milliseconds::max();
+
+struct client_options {
+    std::string url = "tcp://127.0.0.1:6970";  // tcp://host:port, unix:///path, ws://host:port/path
+    std::chrono::milliseconds ttl{4000};       // lease of a lock that does not name one
+    std::chrono::milliseconds lock_request_timeout{3000};  // one try of a waiting acquire
+    unsigned max_retries = 3;                  // tries of an acquire (0 = 1 try, no retry)
+    bool keep_locks_on_exit = false;           // holds survive this client's connection closing
+    bool no_delay = true;                      // TCP_NODELAY
+    std::chrono::milliseconds connect_timeout{5000};
+    std::chrono::milliseconds request_timeout{10000};  // replies to non-lock requests
+    std::size_t max_message_size = 1 << 20;
+
+    // `base` with the connection settings found in, by precedence: the environment (LMX_URL,
+    // or LMX_UDS_PATH, or LMX_HOST/LMX_PORT) over the settings file the `lmx set` command writes
+    // ($XDG_CONFIG_HOME/lmx/config.json, default ~/.config/lmx/config.json) over `base`.
+    static client_options from_env(client_options base);
+    static client_options from_env();
+};
+
+// Members in this order so that designated initializers read naturally:
+//   client.acquire("gpu", {.ttl = 30s, .max = 4})
+struct acquire_options {
+    std::optional<std::chrono::milliseconds> ttl{};  // unset: the client's ttl; no_expiry: never
+    std::optional<std::uint32_t> max{};              // holders allowed on the key (semaphore)
+    bool wait = true;                                // false: try-lock, fails with would_block
+    // How long to wait in the queue before failing with `timeout`. Unset: the client's
+    // lock_request_timeout for each of max_retries tries (3 x 3000 ms = 9 s by default). The
+    // request keeps its place in line for the whole wait and is withdrawn at the broker at its end.
+    std::optional<std::chrono::milliseconds> timeout{};
+    bool shared = false;  // a reader lock: coexists with other shared holders, never with exclusive
+    std::optional<bool> keep_locks_on_exit{};  // unset: the client's setting
+    std::optional<unsigned> max_retries{};     // unset: the client's setting
+};
+
+// One hold of one key. Move-only; if it still holds when destroyed, the unlock is queued on the
+// client's strand without blocking (use release() for a confirmed release).
+class [[nodiscard]] lock_guard {
+public:
+    lock_guard() noexcept = default;
+    lock_guard(lock_guard&&) noexcept = default;
+    lock_guard& operator=(lock_guard&& other) noexcept;
+    lock_guard(const lock_guard&) = delete;
+    lock_guard& operator=(const lock_guard&) = delete;
+    ~lock_guard();
+
+    const std::string& key() const noexcept;
+    const std::string& id() const noexcept;  // the lock id (also the request uuid)
+    ::lmx::fencing_token fencing_token() const noexcept;
+    // True while this guard holds the lock as far as the client knows: not released, not lost.
+    bool owns_lock() const noexcept;
+    explicit operator bool() const noexcept { return owns_lock(); }
+    // True after a lock-lost notice (ttl, force) or a connection loss ended the hold.
+    bool lost() const noexcept;
+
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto release(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler) { start_release(std::move(handler)); }, token);
+    }
+    // Renews the lease: it now ends `ttl` from now (no_expiry: never).
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto extend(std::chrono::milliseconds ttl, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler, std::chrono::milliseconds t) { start_extend(t, std::move(handler)); }, token, ttl);
+    }
+
+    // Stops tracking the hold without releasing it (it then ends by ttl or an unlock by id).
+    void detach() noexcept;
+
+private:
+    friend class detail::client_impl;
+    explicit lock_guard(std::shared_ptr<detail::hold> h) noexcept : hold_(std::move(h)) {}
+    void start_release(boost::asio::any_completion_handler<void(error_code)> h);
+    void start_extend(std::chrono::milliseconds ttl, boost::asio::any_completion_handler<void(error_code)> h);
+    std::shared_ptr<detail::hold> hold_;
+};
+
+// A hold of several keys taken atomically by acquire_many.
+class [[nodiscard]] multi_lock_guard {
+public:
+    multi_lock_guard() noexcept = default;
+    multi_lock_guard(multi_lock_guard&&) noexcept = default;
+    multi_lock_guard& operator=(multi_lock_guard&& other) noexcept;
+    multi_lock_guard(const multi_lock_guard&) = delete;
+    multi_lock_guard& operator=(const multi_lock_guard&) = delete;
+    ~multi_lock_guard();
+
+    const std::string& id() const noexcept;
+    const std::vector<std::string>& keys() const noexcept;  // sorted
+    // The fencing token of `key`; 0 when the guard does not cover it.
+    ::lmx::fencing_token fencing_token(std::string_view key) const noexcept;
+    bool owns_lock() const noexcept;
+    explicit operator bool() const noexcept { return owns_lock(); }
+    bool lost() const noexcept;
+
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto release(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler) { start_release(std::move(handler)); }, token);
+    }
+
+private:
+    friend class detail::client_impl;
+    explicit multi_lock_guard(std::shared_ptr<detail::hold> h) noexcept : hold_(std::move(h)) {}
+    void start_release(boost::asio::any_completion_handler<void(error_code)> h);
+    std::shared_ptr<detail::hold> hold_;
+};
+
+struct lock_info {
+    std::string key;
+    bool locked = false;
+    std::vector<std::string> holders;  // lock ids
+    std::uint32_t waiters = 0;
+    std::uint32_t max = 1;
+    ::lmx::fencing_token last_token = 0;
+};
+
+class client {
+public:
+    using executor_type = boost::asio::any_io_executor;
+
+    explicit client(executor_type ex, client_options options = {});
+    // Closes the connection; holds not kept on exit end at the broker.
+    ~client();
+    client(const client&) = delete;
+    client& operator=(const client&) = delete;
+
+    executor_type get_executor() const noexcept;
+    const client_options& options() const noexcept;
+
+    // Connects and checks the broker (hello). Other calls connect on first use too.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto connect(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler) { start_connect(std::move(handler)); }, token);
+    }
+
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto acquire(std::string key, acquire_options options = {}, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, lock_guard)>(
+            [this](auto handler, std::string k, acquire_options o) {
+                start_acquire(std::move(k), o, std::move(handler));
+            },
+            token, std::move(key), options);
+    }
+    template <class Token>
+        requires(!std::is_convertible_v<Token, acquire_options>)
+    auto acquire(std::string key, Token&& token) {
+        return acquire(std::move(key), acquire_options{}, std::forward<Token>(token));
+    }
+
+    // All keys or none; uses ttl, wait, timeout and keep_locks_on_exit of `options`.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto acquire_many(std::vector<std::string> keys, acquire_options options = {}, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, multi_lock_guard)>(
+            [this](auto handler, std::vector<std::string> k, acquire_options o) {
+                start_acquire_many(std::move(k), o, std::move(handler));
+            },
+            token, std::move(keys), options);
+    }
+
+    // Releases the hold `id` of `key`, e.g. one taken by another process with keep-on-exit.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto release(std::string key, std::string id, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler, std::string k, std::string i) {
+                start_release(std::move(k), std::move(i), false, std::move(handler));
+            },
+            token, std::move(key), std::move(id));
+    }
+    // Ends every hold of `key`, whoever holds it (each holder gets a lock-lost notice).
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto force_release(std::string key, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler, std::string k) { start_release(std::move(k), {}, true, std::move(handler)); }, token,
+            std::move(key));
+    }
+
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto ls(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, std::vector<std::string>)>(
+            [this](auto handler) { start_ls(std::move(handler)); }, token);
+    }
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto info(std::string key, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, lock_info)>(
+            [this](auto handler, std::string k) { start_info(std::move(k), std::move(handler)); }, token,
+            std::move(key));
+    }
+    // Round trip time to the broker.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto ping(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, std::chrono::microseconds)>(
+            [this](auto handler) { start_ping(std::move(handler)); }, token);
+    }
+    // The broker's system-stats figures.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto stats(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, boost::json::object)>(
+            [this](auto handler) { start_stats(std::move(handler)); }, token);
+    }
+
+    // Closes the connection; pending operations fail with errc::closed. Later calls fail too.
+    void close();
+
+private:
+    void start_connect(boost::asio::any_completion_handler<void(error_code)> h);
+    void start_acquire(std::string key, acquire_options o,
+                       boost::asio::any_completion_handler<void(error_code, lock_guard)> h);
+    void start_acquire_many(std::vector<std::string> keys, acquire_options o,
+                            boost::asio::any_completion_handler<void(error_code, multi_lock_guard)> h);
+    void start_release(std::string key, std::string id, bool force,
+                       boost::asio::any_completion_handler<void(error_code)> h);
+    void start_ls(boost::asio::any_completion_handler<void(error_code, std::vector<std::string>)> h);
+    void start_info(std::string key, boost::asio::any_completion_handler<void(error_code, lock_info)> h);
+    void start_ping(boost::asio::any_completion_handler<void(error_code, std::chrono::microseconds)> h);
+    void start_stats(boost::asio::any_completion_handler<void(error_code, boost::json::object)> h);
+
+    std::shared_ptr<detail::client_impl> impl_;
+};
+
+}  // namespace lmx

@@ -1,0 +1,49 @@
+#include <lmx/errc.hpp>
+
+#include <string>
+
+namespace lmx {
+
+namespace {
+class category final : public boost::system::error_category {
+public:
+    const char* name() const noexcept override { return "lmx"; }
+    std::string message(int ev) const override {
+        switch (static_cast<errc>(ev)) {
+            case errc::timeout: return "the lock was not granted within the timeout";
+            case errc::would_block: return "the lock is not free (try-lock)";
+            case errc::connection_lost: return "the connection to the broker was lost";
+            case errc::unreachable: return "no broker answers at the URL";
+            case errc::broker_incompatible: return "the peer is not a compatible lmx broker";
+            case errc::bad_request: return "the broker refused the request as invalid";
+            case errc::not_holder: return "the lock id does not hold the key";
+            case errc::cancelled: return "the operation was cancelled";
+            case errc::too_many_waiters: return "the broker's waiter limit is reached";
+            case errc::duplicate_request: return "the request id is already in use";
+            case errc::lock_lost: return "the lock was lost (ttl expired or forced)";
+            case errc::closed: return "the client is closed";
+            case errc::invalid_url: return "the broker URL is invalid";
+            case errc::shutting_down: return "the broker is shutting down";
+        }
+        return "unknown lmx error " + std::to_string(ev);
+    }
+};
+}  // namespace
+
+const boost::system::error_category& client_category() noexcept {
+    static const category c;
+    return c;
+}
+
+errc errc_from_wire(std::string_view code) noexcept {
+    if (code == "timeout") return errc::timeout;
+    if (code == "cancelled") return errc::cancelled;
+    if (code == "not_holder" || code == "not_found") return errc::not_holder;
+    if (code == "too_many_waiters") return errc::too_many_waiters;
+    if (code == "duplicate_request") return errc::duplicate_request;
+    if (code == "version_mismatch") return errc::broker_incompatible;
+    if (code == "shutting_down") return errc::shutting_down;
+    return errc::bad_request;
+}
+
+}  // namespace lmx

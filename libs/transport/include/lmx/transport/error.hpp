@@ -1,0 +1,27 @@
+#pragma once
+
+#include <boost/system/error_code.hpp>
+
+#include <type_traits>
+
+namespace lmx::transport {
+
+// Errors raised by the transport itself; socket errors keep their system/asio codes
+// (asio::error::eof when the peer closed, asio::error::timed_out for timeouts).
+enum class error {
+  message_too_large = 1,  // a message exceeded max_message_size; drop the connection
+  bad_frame,              // the peer broke the WebSocket framing rules (bad opcode, bad UTF-8, ...)
+  origin_refused,         // the server refused the WebSocket upgrade with HTTP 403
+  upgrade_declined,       // the server answered the WebSocket upgrade with another status
+  not_a_socket,           // unix: the path exists and is not a socket, so it is left alone
+  invalid_endpoint,       // the endpoint cannot be used here (e.g. unix path too long)
+};
+
+const boost::system::error_category& error_category() noexcept;
+
+inline boost::system::error_code make_error_code(error e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+}  // namespace lmx::transport
+
+template <>
+struct boost::system::is_error_code_enum<lmx::transport::error> : std::true_type {};

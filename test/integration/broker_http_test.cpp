@@ -1,0 +1,171 @@
+// HTTP on the WebSocket listener: /healthz, /metrics (Prometheus text), /v1/stats, 404s, and the
+// Origin check on the WebSocket upgrade.
+
+#include "protocol_helpers.hpp"
+#include "raw_socket.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <map>
+#include <sstream>
+#include <thread>
+
+using namespace lmx::test;
+
+namespace {
+
+// "name value" and "name{labels} value" lines of a Prometheus text page, keyed by what precedes the value.
+std::map<std::string, double> scrape(const broker_process& b) {
+    auto r = http_get(b.ws_url, "/metrics");
+    BOOST_REQUIRE_EQUAL(r.status, 200);
+    std::map<std::string, double> out;
+    std::istringstream in(r.body);
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        auto sp = line.rfind(' ');
+        out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+    }
+    return out;
+}
+
+double delta(std::map<std::string, double>& after, std::map<std::string, double>& before, const std::string& name) {
+    BOOST_TEST_REQUIRE(after.contains(name), name);
+    return after[name] - before[name];
+}
+
+std::string bucket(const char* le) { return std::string("lmx_acquire_wait_seconds_bucket{le=\"") + le + "\"}"; }
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(broker_http_test)
+
+BOOST_AUTO_TEST_CASE(healthz) {
+    broker_process b;
+    auto r = http_get(b.ws_url, "/healthz");
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.headers["content-type"].starts_with("application/json"));
+    auto body = boost::json::parse(r.body).as_object();
+    BOOST_TEST(text(body, "status") == "ok");
+    BOOST_TEST(!text(body, "version").empty());
+    auto head = http_request(b.ws_url, "HEAD", "/healthz");
+    BOOST_TEST(head.status == 200);
+    BOOST_TEST(head.body.empty());
+}
+
+BOOST_AUTO_TEST_CASE(metrics_reflect_activity) {
+    broker_process b;
+    auto page = http_get(b.ws_url, "/metrics");
+    BOOST_TEST(page.status == 200);
+    BOOST_TEST(page.headers["content-type"].starts_with("text/plain"));
+    BOOST_TEST(page.body.find("# TYPE lmx_acquire_wait_seconds histogram") != std::string::npos);
+    BOOST_TEST(page.body.find("# TYPE lmx_grants_total counter") != std::string::npos);
+    auto m0 = scrape(b);
+    for (const char* name : {"lmx_up", "lmx_uptime_seconds", "lmx_connections", "lmx_connections_total", "lmx_keys",
+                             "lmx_holders", "lmx_waiters", "lmx_grants_total", "lmx_releases_total",
+                             "lmx_expirations_total", "lmx_timeouts_total", "lmx_messages_in_total",
+                             "lmx_messages_out_total", "lmx_acquire_wait_seconds_sum", "lmx_acquire_wait_seconds_count"})
+        BOOST_TEST(m0.contains(name), name);
+    for (const char* le : {"0.0001", "0.1", "0.5", "+Inf"}) BOOST_TEST(m0.contains(bucket(le)), le);
+    BOOST_TEST(m0["lmx_up"] == 1.0);
+
+    {
+        // One grant at once, one after ~150 ms in the queue.
+        wire_client c1(b.tcp_url), c2(b.url("unix"));
+        auto id1 = fresh_id("m"), id2 = fresh_id("m");
+        BOOST_REQUIRE(flag(lock(c1, id1, "metrics"), "acquired"));
+        BOOST_REQUIRE(flag(lock(c2, id2, "metrics"), "queued"));
+        std::this_thread::sleep_for(150ms);
+        BOOST_REQUIRE(flag(unlock(c1, id1, "metrics"), "unlocked"));
+        BOOST_REQUIRE(flag(c2.recv_for(id2), "acquired"));
+        auto rej = lock(c1, fresh_id("m"), "metrics", {{"timeout", 20}});
+        BOOST_REQUIRE(flag(rej, "queued"));
+        BOOST_REQUIRE(text(c1.recv_for(text(rej, "uuid")), "code") == "timeout");
+
+        auto m1 = scrape(b);
+        BOOST_TEST(delta(m1, m0, "lmx_connections") == 2.0);
+        BOOST_TEST(delta(m1, m0, "lmx_connections_total") == 2.0);
+        BOOST_TEST(delta(m1, m0, "lmx_grants_total") == 2.0);
+        BOOST_TEST(delta(m1, m0, "lmx_releases_total") == 1.0);
+        BOOST_TEST(delta(m1, m0, "lmx_timeouts_total") == 1.0);
+        BOOST_TEST(m1["lmx_holders"] == 1.0);
+        BOOST_TEST(m1["lmx_keys"] == 1.0);
+        BOOST_TEST(m1["lmx_waiters"] == 0.0);
+        BOOST_TEST(delta(m1, m0, "lmx_messages_in_total") >= 5.0);
+        BOOST_TEST(delta(m1, m0, "lmx_acquire_wait_seconds_count") == 2.0);
+        BOOST_TEST(delta(m1, m0, bucket("0.0001")) == 1.0);  // the immediate grant
+        BOOST_TEST(delta(m1, m0, bucket("0.1")) == 1.0);     // buckets are cumulative
+        BOOST_TEST(delta(m1, m0, bucket("0.5")) == 2.0);     // the one that waited ~150 ms
+        BOOST_TEST(delta(m1, m0, bucket("+Inf")) == 2.0);
+        BOOST_TEST(delta(m1, m0, "lmx_acquire_wait_seconds_sum") >= 0.14);
+    }
+    // The connections are gone once the broker has seen them close.
+    auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (scrape(b)["lmx_connections"] != m0["lmx_connections"] && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(10ms);
+    auto m2 = scrape(b);
+    BOOST_TEST(m2["lmx_connections"] == m0["lmx_connections"]);
+    BOOST_TEST(m2["lmx_holders"] == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(v1_stats_has_the_figures_of_system_stats) {
+    broker_process b;
+    wire_client c1(b.tcp_url), c2(b.tcp_url);
+    BOOST_REQUIRE(flag(lock(c1, fresh_id("s"), "s1"), "acquired"));
+    BOOST_REQUIRE(flag(lock(c1, fresh_id("s"), "s2"), "acquired"));
+    BOOST_REQUIRE(flag(lock(c2, fresh_id("s"), "s1"), "queued"));
+    auto wire = stats(c2);
+    auto r = http_get(b.ws_url, "/v1/stats");
+    BOOST_TEST(r.status == 200);
+    BOOST_TEST(r.headers["content-type"].starts_with("application/json"));
+    auto http = boost::json::parse(r.body).as_object();
+    for (const char* f : {"connections", "connectedClients", "keys", "totalLocks", "holders", "waiters", "pendingRequests",
+                          "grants", "releases", "expirations", "timeouts", "messagesIn", "pid"})
+        BOOST_TEST(number(http, f) == number(wire, f), f);
+    // The stats reply itself may or may not be counted in its own figure.
+    BOOST_TEST(number(http, "messagesOut") - number(wire, "messagesOut") <= 1u);
+    BOOST_TEST(number(http, "uptimeMs") >= number(wire, "uptimeMs"));
+    BOOST_TEST(http.at("topContendedKeys") == wire.at("topContendedKeys"));
+    BOOST_TEST(number(http, "holders") == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(unknown_paths_and_methods) {
+    broker_process b;
+    for (const char* path : {"/nope", "/metricsx", "/v1/stats/extra", "/healthz/"}) BOOST_TEST(http_get(b.ws_url, path).status == 404, path);
+    BOOST_TEST(http_request(b.ws_url, "POST", "/metrics", {{"Content-Length", "0"}}).status == 405);
+    // Query strings are ignored.
+    BOOST_TEST(http_get(b.ws_url, "/healthz?verbose=1").status == 200);
+    // The broker is unharmed by any of it.
+    wire_client c(b.ws_url);
+    BOOST_TEST(alive(c));
+}
+
+BOOST_AUTO_TEST_CASE(websocket_upgrade_checks_origin) {
+    {
+        broker_process b;
+        raw_websocket foreign(b.ws_url, "http://evil.example");
+        BOOST_TEST(foreign.status == 403);
+        BOOST_TEST(foreign.socket().closed_by_peer(3s));
+        BOOST_TEST(b.wait_for_log("refused WebSocket from origin http://evil.example"), b.log());
+        // Clients that send no Origin (not browsers) and pages served by the broker itself are fine.
+        raw_websocket none(b.ws_url);
+        BOOST_TEST(none.status == 101);
+        raw_websocket own(b.ws_url, "http://" + host_port_of(b.ws_url));
+        BOOST_TEST(own.status == 101);
+        BOOST_REQUIRE(own.send_text(R"({"type":"ping","uuid":"o1"})"));
+        auto pong = own.recv(3s);
+        BOOST_REQUIRE(pong.has_value());
+        BOOST_TEST(text(boost::json::parse(pong->payload).as_object(), "type") == "pong");
+    }
+    {
+        broker_process b({.extra_args = {"--allow-origin", "http://evil.example"}});
+        BOOST_TEST(raw_websocket(b.ws_url, "http://evil.example").status == 101);
+        BOOST_TEST(raw_websocket(b.ws_url, "http://other.example").status == 403);
+    }
+    {
+        broker_process b({.extra_args = {"--allow-origin", "*"}});
+        BOOST_TEST(raw_websocket(b.ws_url, "http://other.example").status == 101);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()

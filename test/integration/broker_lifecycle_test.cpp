@@ -1,0 +1,243 @@
+// Start-up and shutdown of the `lmx broker` process: taken ports and socket paths, stale socket
+// files, signals, --help, --max-connections, and fencing tokens across restarts (--state-dir).
+
+#include "protocol_helpers.hpp"
+#include "raw_socket.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+#include <thread>
+
+namespace bdata = boost::unit_test::data;
+namespace fs = std::filesystem;
+using namespace lmx::test;
+
+namespace {
+
+// A TCP port held by a listening socket of this process.
+struct taken_port {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    std::uint16_t port = 0;
+    taken_port() {
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof addr;
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd, 4) != 0 ||
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+            throw std::runtime_error("cannot hold a port");
+        port = ntohs(addr.sin_port);
+    }
+    ~taken_port() { ::close(fd); }
+};
+
+std::uint64_t grant_token(wire_client& c, const std::string& key) {
+    auto g = lock(c, fresh_id("t"), key);
+    BOOST_REQUIRE(flag(g, "acquired"));
+    return number(g, "fencingToken");
+}
+
+// Takes a few locks on several keys; returns the largest token, checking they rise.
+std::uint64_t take_tokens(broker_process& b, std::uint64_t floor) {
+    wire_client c(b.tcp_url);
+    std::uint64_t last = floor;
+    for (int i = 0; i < 5; ++i) {
+        auto t = grant_token(c, "restart-" + std::to_string(i % 2) + "-" + std::to_string(i));
+        BOOST_TEST(t > last, "token " << t << " after " << last);
+        last = t;
+    }
+    return last;
+}
+
+// Waits until the broker counts no open connection (asked over HTTP, which opens none).
+bool wait_idle(const broker_process& b) {
+    auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        auto st = boost::json::parse(http_get(b.ws_url, "/v1/stats").body).as_object();
+        if (number(st, "connections") == 0) return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return false;
+}
+
+bool is_socket(const std::string& path) {
+    struct stat st {};
+    return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(broker_lifecycle_test)
+
+BOOST_AUTO_TEST_CASE(port_already_in_use) {
+    taken_port held;
+    for (std::string url : {"tcp://127.0.0.1:" + std::to_string(held.port), "ws://127.0.0.1:" + std::to_string(held.port) + "/"}) {
+        BOOST_TEST_CONTEXT(url) {
+            auto r = run_lmx({"broker", "--listen", url});
+            BOOST_TEST(r.status > 0);
+            BOOST_TEST(r.status < 128, "not a crash");
+            BOOST_TEST(r.output.find("already in use") != std::string::npos, r.output);
+            BOOST_TEST(r.output.find(std::to_string(held.port)) != std::string::npos, r.output);
+        }
+    }
+    // A second broker on a running broker's port fails, and leaves the running one alone.
+    broker_process b;
+    auto r = run_lmx({"broker", "--listen", "tcp://127.0.0.1:0", "--listen", b.tcp_url});
+    BOOST_TEST(r.status > 0);
+    BOOST_TEST(r.output.find("already in use") != std::string::npos, r.output);
+    wire_client c(b.tcp_url);
+    BOOST_TEST(alive(c));
+}
+
+BOOST_AUTO_TEST_CASE(socket_path_of_a_live_broker_is_refused) {
+    broker_process b;
+    auto r = run_lmx({"broker", "--listen", b.unix_url});
+    BOOST_TEST(r.status > 0);
+    BOOST_TEST(r.status < 128);
+    BOOST_TEST(r.output.find("already listening") != std::string::npos, r.output);
+    // The live broker's socket file is still there and still its own.
+    BOOST_TEST(is_socket(b.dir() + "/lmx.sock"));
+    wire_client c(b.unix_url);
+    BOOST_TEST(alive(c));
+}
+
+BOOST_AUTO_TEST_CASE(stale_socket_file_is_replaced) {
+    temp_dir d;
+    const std::string path = d.path() + "/stale.sock";
+    {
+        broker_process b({.tcp = false, .websocket = false, .unix_path = path});
+        wire_client c(b.unix_url);
+        BOOST_REQUIRE(flag(lock(c, fresh_id("k"), "k"), "acquired"));
+        BOOST_TEST(b.stop(SIGKILL) == 128 + SIGKILL);
+    }
+    BOOST_REQUIRE(is_socket(path));  // left behind by the killed broker
+    broker_process b({.tcp = false, .websocket = false, .unix_path = path});
+    wire_client c(b.unix_url);
+    BOOST_TEST(alive(c));
+    BOOST_TEST(flag(lock(c, fresh_id("k"), "k"), "acquired"));
+
+    // Something that is not a socket is never removed.
+    const std::string file = d.path() + "/not-a-socket";
+    std::ofstream(file) << "keep me\n";
+    auto r = run_lmx({"broker", "--listen", "unix://" + file});
+    BOOST_TEST(r.status > 0);
+    BOOST_TEST(r.output.find("not a socket") != std::string::npos, r.output);
+    BOOST_TEST(fs::is_regular_file(file));
+}
+
+BOOST_AUTO_TEST_CASE(socket_file_mode_defaults_to_0660) {
+    broker_process b;
+    struct stat st {};
+    BOOST_REQUIRE(::stat((b.dir() + "/lmx.sock").c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 0777) == 0660u);
+}
+
+BOOST_DATA_TEST_CASE(signals_stop_gracefully, bdata::make({SIGTERM, SIGINT}), sig) {
+    broker_process b;
+    const std::string sock = b.dir() + "/lmx.sock";
+    std::vector<std::unique_ptr<wire_client>> cs;
+    for (const char* kind : transports) {
+        cs.push_back(std::make_unique<wire_client>(b.url(kind)));
+        BOOST_REQUIRE(flag(lock(*cs.back(), fresh_id("held"), std::string("held-") + kind), "acquired"));
+    }
+    BOOST_REQUIRE(is_socket(sock));
+    auto t0 = std::chrono::steady_clock::now();
+    BOOST_TEST(b.stop(sig, 5s) == 0, b.log());
+    BOOST_TEST(since(t0) < 2000);
+    BOOST_TEST(!fs::exists(sock));
+    BOOST_TEST(!fs::exists(b.dir() + "/urls"));
+    BOOST_TEST(b.log().find(sig == SIGINT ? "received SIGINT" : "received SIGTERM") != std::string::npos, b.log());
+    for (auto& c : cs) BOOST_TEST(c->closed_by_peer(2s));
+    BOOST_TEST(!b.running());
+}
+
+BOOST_AUTO_TEST_CASE(help_lists_every_option) {
+    auto r = run_lmx({"broker", "--help"});
+    BOOST_TEST(r.status == 0);
+    for (const char* option : {"--listen", "--ttl", "--max-message-size", "--max-key-length", "--max-keys",
+                               "--max-connections", "--max-waiters", "--max-outbox", "--unix-mode", "--state-dir",
+                               "--allow-origin", "--log-level", "--urls-file"})
+        BOOST_TEST(r.output.find(option) != std::string::npos, option);
+    // Defaults are documented with the options.
+    for (const char* text_ : {"tcp://127.0.0.1:6970", "ws://127.0.0.1:6971", "5000", "0660"})
+        BOOST_TEST(r.output.find(text_) != std::string::npos, text_);
+    auto alias = run_lmx({"start", "--help"});
+    BOOST_TEST(alias.status == 0);
+    BOOST_TEST(alias.output.find("--max-outbox") != std::string::npos);
+    auto version = run_lmx({"--version"});
+    BOOST_TEST(version.status == 0);
+    BOOST_TEST(version.output.find("lmx ") != std::string::npos, version.output);
+    auto bad = run_lmx({"broker", "--no-such-option"});
+    BOOST_TEST(bad.status == 2, bad.output);
+}
+
+BOOST_AUTO_TEST_CASE(max_connections_refuses_the_third) {
+    broker_process b({.extra_args = {"--max-connections", "2"}});
+    for (const char* kind : transports) {
+        BOOST_TEST_CONTEXT(kind) {
+            BOOST_REQUIRE(wait_idle(b));
+            auto c1 = std::make_unique<wire_client>(b.url(kind));
+            wire_client c2(b.url(kind));
+            BOOST_TEST(alive(*c1));
+            BOOST_TEST(alive(c2));
+            {
+                wire_client c3(b.url(kind));
+                BOOST_TEST(c3.closed_by_peer(3s));
+                BOOST_TEST(!alive(c3));
+            }
+            // A slot freed is a slot usable again.
+            c1.reset();
+            auto deadline = std::chrono::steady_clock::now() + 3s;
+            bool served = false;
+            while (!served && std::chrono::steady_clock::now() < deadline) {
+                wire_client c4(b.url(kind));
+                served = alive(c4);
+            }
+            BOOST_TEST(served);
+            BOOST_TEST(alive(c2));
+        }
+    }
+    BOOST_TEST(b.log().find("--max-connections") != std::string::npos, b.log());
+}
+
+BOOST_AUTO_TEST_CASE(fencing_tokens_never_go_backwards_across_restarts) {
+    temp_dir state;
+    // A high-water mark far above the wall clock in microseconds: only what is persisted under the
+    // state directory can keep the tokens rising across these restarts.
+    const std::uint64_t seed = 5'000'000'000'000'000;
+    std::ofstream(state.path() + "/fencing") << seed << "\n";
+
+    std::uint64_t high = seed;
+    {
+        broker_process b({.websocket = false, .state_dir = state.path()});
+        high = take_tokens(b, high);
+        BOOST_TEST(b.stop(SIGTERM) == 0);
+    }
+    {
+        broker_process b({.websocket = false, .state_dir = state.path()});
+        high = take_tokens(b, high);
+        // A crash persists nothing at exit: the reservation written before the grants must do.
+        BOOST_TEST(b.stop(SIGKILL) == 128 + SIGKILL);
+    }
+    {
+        broker_process b({.websocket = false, .state_dir = state.path()});
+        high = take_tokens(b, high);
+    }
+    BOOST_TEST(high < (std::uint64_t{1} << 53));
+
+    // A state file that is not a number stops the broker from starting rather than guessing.
+    temp_dir corrupt;
+    std::ofstream(corrupt.path() + "/fencing") << "garbage\n";
+    auto r = run_lmx({"broker", "--listen", "tcp://127.0.0.1:0", "--state-dir", corrupt.path()});
+    BOOST_TEST(r.status > 0);
+    BOOST_TEST(r.output.find("corrupt") != std::string::npos, r.output);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
