@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -18,8 +19,14 @@
 #include <chrono>
 #include <exception>
 #include <functional>
+#include <ostream>
 #include <stdexcept>
 #include <string>
+
+namespace lmx {
+// So that Boost.Test can print `ec == errc::x` when it fails.
+inline std::ostream& operator<<(std::ostream& os, errc e) { return os << make_error_code(e).message(); }
+}  // namespace lmx
 
 namespace lmx::test {
 
@@ -87,6 +94,12 @@ inline asio::awaitable<lock_info> poll_info(client& c, std::string key, std::fun
         if (pred(info) || steady::now() >= deadline) co_return info;
         co_await sleep_for(10ms);
     }
+}
+
+inline std::string dump(const boost::json::object& o) { return boost::json::serialize(o); }
+inline double number(const boost::json::object& o, std::string_view name) {
+    auto* v = o.if_contains(name);
+    return v && v->is_number() ? v->to_number<double>() : -1;
 }
 
 inline bool is_free(const lock_info& i) { return i.holders.empty() && i.waiters == 0; }

@@ -94,7 +94,7 @@ BOOST_DATA_TEST_CASE(futures_from_another_thread, bdata::make(client_transports)
         BOOST_TEST(g.owns_lock());
         auto refused = a.acquire(key, {.wait = false}, asio::use_future);
         try {
-            refused.get();
+            auto unexpected = refused.get();
             BOOST_FAIL("a try-lock of a held key succeeded");
         } catch (const boost::system::system_error& e) {
             BOOST_TEST(e.code() == errc::would_block);
@@ -141,16 +141,19 @@ BOOST_DATA_TEST_CASE(deferred_operations, bdata::make(client_transports), kind) 
         auto key = fresh_key("deferred");
         auto acquire = a.acquire(key, asio::deferred);
         // Nothing is sent until the deferred operation is launched.
-        BOOST_TEST(!(co_await a.info(key)).locked);
+        auto info1 = co_await a.info(key);
+        BOOST_TEST(!info1.locked);
         auto g = co_await std::move(acquire)(asio::use_awaitable);
         BOOST_TEST(g.owns_lock());
         auto release = g.release(asio::deferred);
-        BOOST_TEST((co_await a.info(key)).locked);
+        auto info2 = co_await a.info(key);
+        BOOST_TEST(info2.locked);
         // The deferred release refers to the hold, not to the guard object it came from.
         auto moved = std::move(g);
         co_await std::move(release)(asio::use_awaitable);
         BOOST_TEST(!moved.owns_lock());
-        BOOST_TEST(!(co_await a.info(key)).locked);
+        auto info3 = co_await a.info(key);
+        BOOST_TEST(!info3.locked);
         // Composition: the deferred result feeds a continuation.
         lmx::lock_guard kept;
         auto [ec, owned] = co_await a.acquire(key, asio::deferred([&](error_code e, lmx::lock_guard lg) {
@@ -159,7 +162,34 @@ BOOST_DATA_TEST_CASE(deferred_operations, bdata::make(client_transports), kind) 
         }))(asio::as_tuple(asio::use_awaitable));
         BOOST_TEST(!ec);
         BOOST_TEST(owned);
-        BOOST_TEST((co_await a.info(key)).holders == std::vector<std::string>{kept.id()});
+        auto info4 = co_await a.info(key);
+        BOOST_TEST(info4.holders == std::vector<std::string>{kept.id()});
+    });
+}
+
+// Starting a release ends the guard's ownership, so the guard may go away right after: no second
+// unlock, and the release still reports success.
+BOOST_DATA_TEST_CASE(release_then_drop_the_guard, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client a(ex, options_for(b.url(kind)));
+        auto key = fresh_key("fire-and-forget");
+        bool done = false;
+        error_code result;
+        {
+            auto g = co_await a.acquire(key);
+            g.release([&](error_code ec) {
+                result = ec;
+                done = true;
+            });
+            BOOST_TEST(!g.owns_lock());
+            auto [ec] = co_await g.release(asio::as_tuple(asio::use_awaitable));
+            BOOST_TEST(ec == errc::not_holder);  // already being released
+        }
+        while (!done) co_await sleep_for(2ms);
+        BOOST_TEST(!result, result.message());
+        auto info = co_await a.info(key);
+        BOOST_TEST(info.holders.empty());
     });
 }
 
@@ -205,23 +235,24 @@ BOOST_DATA_TEST_CASE(never_completes_inside_the_initiating_call, bdata::make(cli
     check("stats", f5);
     a.acquire_many({fresh_key("m")}, {}, [&](error_code, lmx::multi_lock_guard) { done(f6); });
     check("acquire_many", f6);
+    // An empty guard belongs to no client, hence no executor: its handlers say where to run.
     lmx::lock_guard empty;
-    empty.release([&](error_code ec) {
+    empty.release(asio::bind_executor(ctx, [&](error_code ec) {
         BOOST_TEST(ec == errc::not_holder);
         done(f7);
-    });
+    }));
     check("release of an empty guard", f7);
-    empty.extend(1s, [&](error_code ec) {
+    empty.extend(1s, asio::bind_executor(ctx, [&](error_code ec) {
         BOOST_TEST(ec == errc::not_holder);
         done(f8);
-    });
+    }));
     check("extend of an empty guard", f8);
     BOOST_TEST(run_until(ctx, [&] { return pending == 0; }));
     BOOST_REQUIRE(guard.owns_lock());
 
     // Operations started from a completion handler, which runs on the client's strand: the
     // operation's coroutine may start at once there, yet its result still arrives later.
-    bool outer = false, inner_try = false, inner_closed = false, inner_release = false;
+    bool outer = false, inner_try = false, inner_release = false;
     a.ping([&](error_code, std::chrono::microseconds) {
         a.acquire(key, {.wait = false}, [&](error_code ec, lmx::lock_guard) {
             BOOST_TEST(ec == errc::would_block);

@@ -39,7 +39,7 @@ struct taken_port {
 };
 
 std::uint64_t grant_token(wire_client& c, const std::string& key) {
-    auto g = lock(c, fresh_id("t"), key);
+    auto g = acquire(c, fresh_id("t"), key);
     BOOST_REQUIRE(flag(g, "acquired"));
     return number(g, "fencingToken");
 }
@@ -88,7 +88,7 @@ BOOST_AUTO_TEST_CASE(port_already_in_use) {
         }
     }
     // A second broker on a running broker's port fails, and leaves the running one alone.
-    broker_process b;
+    checked_broker b;
     auto r = run_lmx({"broker", "--listen", "tcp://127.0.0.1:0", "--listen", b.tcp_url});
     BOOST_TEST(r.status > 0);
     BOOST_TEST(r.output.find("already in use") != std::string::npos, r.output);
@@ -97,7 +97,7 @@ BOOST_AUTO_TEST_CASE(port_already_in_use) {
 }
 
 BOOST_AUTO_TEST_CASE(socket_path_of_a_live_broker_is_refused) {
-    broker_process b;
+    checked_broker b;
     auto r = run_lmx({"broker", "--listen", b.unix_url});
     BOOST_TEST(r.status > 0);
     BOOST_TEST(r.status < 128);
@@ -112,16 +112,16 @@ BOOST_AUTO_TEST_CASE(stale_socket_file_is_replaced) {
     temp_dir d;
     const std::string path = d.path() + "/stale.sock";
     {
-        broker_process b({.tcp = false, .websocket = false, .unix_path = path});
+        checked_broker b({.tcp = false, .websocket = false, .unix_path = path});
         wire_client c(b.unix_url);
-        BOOST_REQUIRE(flag(lock(c, fresh_id("k"), "k"), "acquired"));
+        BOOST_REQUIRE(flag(acquire(c, fresh_id("k"), "k"), "acquired"));
         BOOST_TEST(b.stop(SIGKILL) == 128 + SIGKILL);
     }
     BOOST_REQUIRE(is_socket(path));  // left behind by the killed broker
-    broker_process b({.tcp = false, .websocket = false, .unix_path = path});
+    checked_broker b({.tcp = false, .websocket = false, .unix_path = path});
     wire_client c(b.unix_url);
     BOOST_TEST(alive(c));
-    BOOST_TEST(flag(lock(c, fresh_id("k"), "k"), "acquired"));
+    BOOST_TEST(flag(acquire(c, fresh_id("k"), "k"), "acquired"));
 
     // Something that is not a socket is never removed.
     const std::string file = d.path() + "/not-a-socket";
@@ -133,28 +133,34 @@ BOOST_AUTO_TEST_CASE(stale_socket_file_is_replaced) {
 }
 
 BOOST_AUTO_TEST_CASE(socket_file_mode_defaults_to_0660) {
-    broker_process b;
+    checked_broker b;
     struct stat st {};
     BOOST_REQUIRE(::stat((b.dir() + "/lmx.sock").c_str(), &st) == 0);
     BOOST_TEST((st.st_mode & 0777) == 0660u);
 }
 
 BOOST_DATA_TEST_CASE(signals_stop_gracefully, bdata::make({SIGTERM, SIGINT}), sig) {
-    broker_process b;
+    checked_broker b;
     const std::string sock = b.dir() + "/lmx.sock";
     std::vector<std::unique_ptr<wire_client>> cs;
     for (const char* kind : transports) {
         cs.push_back(std::make_unique<wire_client>(b.url(kind)));
-        BOOST_REQUIRE(flag(lock(*cs.back(), fresh_id("held"), std::string("held-") + kind), "acquired"));
+        BOOST_REQUIRE(flag(acquire(*cs.back(), fresh_id("held"), std::string("held-") + kind), "acquired"));
     }
+    // Connections that never finish a request must not hold up the exit either.
+    raw_socket idle_http(b.ws_url), half_http(b.ws_url), idle_stream(b.tcp_url);
+    BOOST_REQUIRE(half_http.send_all("GET /metrics HTTP/1.1\r\nHost: x\r\n"));
+    BOOST_REQUIRE(idle_stream.send_all(R"({"type":"lock","uuid":"half")"));
     BOOST_REQUIRE(is_socket(sock));
     auto t0 = std::chrono::steady_clock::now();
-    BOOST_TEST(b.stop(sig, 5s) == 0, b.log());
+    int status = b.stop(sig, 5s);
+    BOOST_TEST(status == 0, b.log());
     BOOST_TEST(since(t0) < 2000);
     BOOST_TEST(!fs::exists(sock));
     BOOST_TEST(!fs::exists(b.dir() + "/urls"));
     BOOST_TEST(b.log().find(sig == SIGINT ? "received SIGINT" : "received SIGTERM") != std::string::npos, b.log());
     for (auto& c : cs) BOOST_TEST(c->closed_by_peer(2s));
+    for (auto* r : {&idle_http, &half_http, &idle_stream}) BOOST_TEST(r->closed_by_peer(2s));
     BOOST_TEST(!b.running());
 }
 
@@ -179,7 +185,7 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
 }
 
 BOOST_AUTO_TEST_CASE(max_connections_refuses_the_third) {
-    broker_process b({.extra_args = {"--max-connections", "2"}});
+    checked_broker b({.extra_args = {"--max-connections", "2"}});
     for (const char* kind : transports) {
         BOOST_TEST_CONTEXT(kind) {
             BOOST_REQUIRE(wait_idle(b));
@@ -216,18 +222,18 @@ BOOST_AUTO_TEST_CASE(fencing_tokens_never_go_backwards_across_restarts) {
 
     std::uint64_t high = seed;
     {
-        broker_process b({.websocket = false, .state_dir = state.path()});
+        checked_broker b({.websocket = false, .state_dir = state.path()});
         high = take_tokens(b, high);
         BOOST_TEST(b.stop(SIGTERM) == 0);
     }
     {
-        broker_process b({.websocket = false, .state_dir = state.path()});
+        checked_broker b({.websocket = false, .state_dir = state.path()});
         high = take_tokens(b, high);
         // A crash persists nothing at exit: the reservation written before the grants must do.
         BOOST_TEST(b.stop(SIGKILL) == 128 + SIGKILL);
     }
     {
-        broker_process b({.websocket = false, .state_dir = state.path()});
+        checked_broker b({.websocket = false, .state_dir = state.path()});
         high = take_tokens(b, high);
     }
     BOOST_TEST(high < (std::uint64_t{1} << 53));

@@ -31,10 +31,10 @@ bool contains(const std::vector<std::string>& v, std::string_view s) { return st
 BOOST_AUTO_TEST_SUITE(broker_protocol_test)
 
 BOOST_DATA_TEST_CASE(acquire_many_is_all_or_nothing, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client c1(b.url(kind)), c2(b.url(kind));
     auto single = fresh_id("single");
-    auto g1 = lock(c1, single, "m2");
+    auto g1 = acquire(c1, single, "m2");
     BOOST_REQUIRE(flag(g1, "acquired"));
 
     auto many = fresh_id("many");
@@ -49,7 +49,7 @@ BOOST_DATA_TEST_CASE(acquire_many_is_all_or_nothing, bdata::make(transports), ki
     BOOST_TEST(holders_of(c1, "m1").empty());
     BOOST_TEST(holders_of(c1, "m3").empty());
 
-    BOOST_TEST(flag(unlock(c1, single, "m2"), "unlocked"));
+    BOOST_TEST(flag(release(c1, single, "m2"), "unlocked"));
     auto g = c2.recv_for(many, 3s);
     BOOST_TEST(flag(g, "acquired"), dump(g));
     auto lock_uuid = text(g, "lockUuid");
@@ -61,7 +61,7 @@ BOOST_DATA_TEST_CASE(acquire_many_is_all_or_nothing, bdata::make(transports), ki
         BOOST_TEST(number(tokens, k) > number(g1, "fencingToken"), k);
         BOOST_TEST(holders_of(c1, k).size() == 1u, k);
     }
-    auto refused = lock(c1, fresh_id("try"), "m3", {{"wait", false}});
+    auto refused = acquire(c1, fresh_id("try"), "m3", {{"wait", false}});
     BOOST_TEST(!flag(refused, "acquired"), dump(refused));
 
     auto rel = c2.request({{"type", "release-many"}, {"uuid", fresh_id("rel")}, {"lockUuid", lock_uuid}});
@@ -81,21 +81,21 @@ BOOST_DATA_TEST_CASE(acquire_many_is_all_or_nothing, bdata::make(transports), ki
 }
 
 BOOST_DATA_TEST_CASE(extend_renews_the_lease, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client c(b.url(kind));
     auto id = fresh_id("ext");
     auto t0 = std::chrono::steady_clock::now();
-    BOOST_REQUIRE(flag(lock(c, id, "ext", {{"ttl", 300}}), "acquired"));
-    std::this_thread::sleep_until(t0 + 150ms);
-    auto e = c.request({{"type", "extend"}, {"uuid", fresh_id("e")}, {"key", "ext"}, {"_uuid", id}, {"ttl", 1000}});
+    BOOST_REQUIRE(flag(acquire(c, id, "ext", {{"ttl", 400}}), "acquired"));
+    std::this_thread::sleep_until(t0 + 100ms);
+    auto e = c.request({{"type", "extend"}, {"uuid", fresh_id("e")}, {"key", "ext"}, {"_uuid", id}, {"ttl", 1500}});
     BOOST_TEST(text(e, "type") == "extend");
     BOOST_TEST(flag(e, "extended"), dump(e));
-    BOOST_TEST(number(e, "expiresInMs") <= 1000u);
-    BOOST_TEST(number(e, "expiresInMs") >= 900u);
-    std::this_thread::sleep_until(t0 + 500ms);  // well past the original 300 ms lease
+    BOOST_TEST(number(e, "expiresInMs") <= 1500u);
+    BOOST_TEST(number(e, "expiresInMs") >= 1300u);
+    std::this_thread::sleep_until(t0 + 600ms);  // well past the original 400 ms lease
     BOOST_TEST(holders_of(c, "ext") == std::vector<std::string>{id});
     BOOST_TEST(!next_of_type(c, "lock-lost", 0ms));
-    auto u = unlock(c, id, "ext");
+    auto u = release(c, id, "ext");
     BOOST_TEST(flag(u, "unlocked"));
     BOOST_TEST(!has(u, "warning"), dump(u));
 
@@ -105,11 +105,11 @@ BOOST_DATA_TEST_CASE(extend_renews_the_lease, bdata::make(transports), kind) {
 }
 
 BOOST_DATA_TEST_CASE(cancel_withdraws_a_waiting_request, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client c1(b.url(kind)), c2(b.url(kind)), c3(b.url(kind));
     auto holder = fresh_id("h"), waiting = fresh_id("w");
-    BOOST_REQUIRE(flag(lock(c1, holder, "cancel"), "acquired"));
-    BOOST_TEST(flag(lock(c2, waiting, "cancel"), "queued"));
+    BOOST_REQUIRE(flag(acquire(c1, holder, "cancel"), "acquired"));
+    BOOST_TEST(flag(acquire(c2, waiting, "cancel"), "queued"));
     auto r = c2.request({{"type", "cancel"}, {"uuid", fresh_id("c")}, {"target", waiting}});
     BOOST_TEST(text(r, "type") == "cancel");
     BOOST_TEST(flag(r, "cancelled"), dump(r));
@@ -117,25 +117,25 @@ BOOST_DATA_TEST_CASE(cancel_withdraws_a_waiting_request, bdata::make(transports)
 
     // Only the connection's own requests can be cancelled; granted ones cannot.
     auto foreign = fresh_id("w");
-    BOOST_TEST(flag(lock(c3, foreign, "cancel"), "queued"));
+    BOOST_TEST(flag(acquire(c3, foreign, "cancel"), "queued"));
     BOOST_TEST(!flag(c2.request({{"type", "cancel"}, {"uuid", fresh_id("c")}, {"target", foreign}}), "cancelled"));
     BOOST_TEST(!flag(c1.request({{"type", "cancel"}, {"uuid", fresh_id("c")}, {"target", holder}}), "cancelled"));
     BOOST_TEST(!flag(c2.request({{"type", "cancel"}, {"uuid", fresh_id("c")}, {"target", waiting}}), "cancelled"));
 
-    BOOST_TEST(flag(unlock(c1, holder, "cancel"), "unlocked"));
+    BOOST_TEST(flag(release(c1, holder, "cancel"), "unlocked"));
     BOOST_TEST(flag(c3.recv_for(foreign, 3s), "acquired"));
     BOOST_TEST(!c2.try_recv_for(waiting, 100ms));
 }
 
 BOOST_DATA_TEST_CASE(ls_and_lock_info, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client c1(b.url(kind)), c2(b.url(kind));
     auto a = fresh_id("a"), waiter = fresh_id("w");
-    auto g = lock(c1, a, "ls-a", {{"max", 2}});
+    auto g = acquire(c1, a, "ls-a", {{"max", 2}});
     BOOST_REQUIRE(flag(g, "acquired"));
-    BOOST_REQUIRE(flag(lock(c1, fresh_id("b"), "ls-b"), "acquired"));
-    BOOST_REQUIRE(flag(lock(c2, fresh_id("x"), "ls-a", {{"max", 2}}), "acquired"));
-    BOOST_TEST(flag(lock(c2, waiter, "ls-a", {{"max", 2}}), "queued"));
+    BOOST_REQUIRE(flag(acquire(c1, fresh_id("b"), "ls-b"), "acquired"));
+    BOOST_REQUIRE(flag(acquire(c2, fresh_id("x"), "ls-a", {{"max", 2}}), "acquired"));
+    BOOST_TEST(flag(acquire(c2, waiter, "ls-a", {{"max", 2}}), "queued"));
 
     auto ls = c2.request({{"type", "ls"}, {"uuid", fresh_id("ls")}});
     BOOST_TEST(text(ls, "type") == "ls");
@@ -160,14 +160,14 @@ BOOST_DATA_TEST_CASE(ls_and_lock_info, bdata::make(transports), kind) {
     BOOST_TEST(number(none, "lockRequestCount") == 0u);
     BOOST_TEST(!has(none, "error"));
 
-    BOOST_TEST(flag(unlock(c1, fresh_id("?"), "ls-b", {{"force", true}, {"_uuid", nullptr}}), "unlocked"));
+    BOOST_TEST(flag(release(c1, fresh_id("?"), "ls-b", {{"force", true}, {"_uuid", nullptr}}), "unlocked"));
     auto after = strings(c2.request({{"type", "ls"}, {"uuid", fresh_id("ls")}}), "ls_result");
     BOOST_TEST(!contains(after, "ls-b"));
     BOOST_TEST(contains(after, "ls-a"));
 }
 
 BOOST_DATA_TEST_CASE(ping_and_system_stats, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client c1(b.url(kind)), c2(b.url(kind));
     auto pong = c1.request({{"type", "ping"}, {"uuid", fresh_id("p")}, {"timestamp", 12345}});
     BOOST_TEST(text(pong, "type") == "pong");
@@ -177,9 +177,9 @@ BOOST_DATA_TEST_CASE(ping_and_system_stats, bdata::make(transports), kind) {
     auto server = static_cast<long long>(number(pong, "serverTimestamp"));
     BOOST_TEST(std::llabs(server - wall) < 60'000);
 
-    BOOST_REQUIRE(flag(lock(c1, fresh_id("s"), "stats-1"), "acquired"));
-    BOOST_REQUIRE(flag(lock(c1, fresh_id("s"), "stats-2"), "acquired"));
-    BOOST_TEST(flag(lock(c2, fresh_id("s"), "stats-1"), "queued"));
+    BOOST_REQUIRE(flag(acquire(c1, fresh_id("s"), "stats-1"), "acquired"));
+    BOOST_REQUIRE(flag(acquire(c1, fresh_id("s"), "stats-2"), "acquired"));
+    BOOST_TEST(flag(acquire(c2, fresh_id("s"), "stats-1"), "queued"));
     auto st = stats(c2);
     BOOST_TEST(number(st, "connections") == 2u);
     BOOST_TEST(number(st, "keys") == 2u);
@@ -196,7 +196,7 @@ BOOST_DATA_TEST_CASE(ping_and_system_stats, bdata::make(transports), kind) {
 }
 
 BOOST_DATA_TEST_CASE(hello_and_version_handshakes, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client c1(b.url(kind)), c2(b.url(kind));
     auto hello = [](wire_client& c) {
         return c.request({{"type", "hello"}, {"uuid", fresh_id("hello")}, {"client", "lmx-test/0"}, {"protocol", 1}});
@@ -226,7 +226,7 @@ BOOST_DATA_TEST_CASE(hello_and_version_handshakes, bdata::make(transports), kind
 }
 
 BOOST_DATA_TEST_CASE(watch_streams_events, bdata::make(transports), kind) {
-    broker_process b;
+    checked_broker b;
     wire_client watcher(b.url(kind)), all(b.url(kind)), c(b.url(kind));
     auto ack = watcher.request({{"type", "watch"}, {"uuid", fresh_id("watch")}, {"keys", json::array{"watched"}}});
     BOOST_TEST(text(ack, "type") == "watch");
@@ -234,7 +234,7 @@ BOOST_DATA_TEST_CASE(watch_streams_events, bdata::make(transports), kind) {
     BOOST_TEST(flag(all.request({{"type", "watch"}, {"uuid", fresh_id("watch")}}), "watching"));
 
     auto id = fresh_id("wl");
-    auto g = lock(c, id, "watched");
+    auto g = acquire(c, id, "watched");
     BOOST_REQUIRE(flag(g, "acquired"));
     auto granted = next_of_type(watcher, "event", 3s);
     BOOST_REQUIRE(granted.has_value());
@@ -244,8 +244,8 @@ BOOST_DATA_TEST_CASE(watch_streams_events, bdata::make(transports), kind) {
     BOOST_TEST(number(*granted, "fencingToken") == number(g, "fencingToken"));
 
     // Keys outside the watch list reach only the watcher of everything.
-    BOOST_REQUIRE(flag(lock(c, fresh_id("wl"), "unwatched"), "acquired"));
-    BOOST_TEST(flag(unlock(c, id, "watched"), "unlocked"));
+    BOOST_REQUIRE(flag(acquire(c, fresh_id("wl"), "unwatched"), "acquired"));
+    BOOST_TEST(flag(release(c, id, "watched"), "unlocked"));
     auto released = next_of_type(watcher, "event", 3s);
     BOOST_REQUIRE(released.has_value());
     BOOST_TEST(text(*released, "event") == "released", dump(*released));
@@ -260,8 +260,36 @@ BOOST_DATA_TEST_CASE(watch_streams_events, bdata::make(transports), kind) {
     auto un = watcher.request({{"type", "unwatch"}, {"uuid", fresh_id("unwatch")}});
     BOOST_TEST(text(un, "type") == "unwatch");
     BOOST_TEST(!flag(un, "watching"));
-    BOOST_REQUIRE(flag(lock(c, fresh_id("wl"), "watched"), "acquired"));
+    BOOST_REQUIRE(flag(acquire(c, fresh_id("wl"), "watched"), "acquired"));
     BOOST_TEST(!next_of_type(watcher, "event", 100ms));
+}
+
+BOOST_DATA_TEST_CASE(waiter_limit_and_default_ttl, bdata::make(transports), kind) {
+    checked_broker b({.extra_args = {"--max-waiters", "2", "--ttl", "250"}});
+    wire_client c1(b.url(kind)), c2(b.url(kind));
+    auto holder = fresh_id("h"), forever = fresh_id("forever");
+    auto t0 = std::chrono::steady_clock::now();
+    BOOST_REQUIRE(flag(acquire(c1, holder, "limited"), "acquired"));  // no ttl: the --ttl default
+    BOOST_REQUIRE(flag(acquire(c1, forever, "forever", {{"ttl", nullptr}}), "acquired"));
+    auto w1 = fresh_id("w"), w2 = fresh_id("w"), w3 = fresh_id("w");
+    BOOST_TEST(flag(acquire(c2, w1, "limited"), "queued"));
+    BOOST_TEST(flag(acquire(c2, w2, "forever"), "queued"));
+    auto over = acquire(c2, w3, "limited");
+    BOOST_TEST(!flag(over, "acquired"), dump(over));
+    BOOST_TEST(text(over, "code") == "too_many_waiters", dump(over));
+    BOOST_TEST(!text(over, "error").empty());
+
+    // The default lease ends the first hold and hands the key on; ttl null never ends.
+    auto lost = next_of_type(c1, "lock-lost", 3s);
+    BOOST_REQUIRE(lost.has_value());
+    BOOST_TEST(text(*lost, "uuid") == holder);
+    BOOST_TEST(since(t0) >= 240);
+    BOOST_TEST(flag(c2.recv_for(w1, 3s), "acquired"));
+    std::this_thread::sleep_until(t0 + 400ms);
+    BOOST_TEST(holders_of(c2, "forever") == std::vector<std::string>{forever});
+    // A slot in the queue is free again.
+    auto w4 = fresh_id("w");
+    BOOST_TEST(flag(acquire(c2, w4, "limited", {{"ttl", nullptr}}), "queued"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

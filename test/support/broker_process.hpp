@@ -27,12 +27,14 @@ struct broker_config {
     bool tcp = true;
     bool unix_socket = true;
     bool websocket = true;
-    std::vector<std::string> extra_args;  // e.g. {"--ttl", "200"}
-    std::string state_dir;                 // passed as --state-dir when set
-    std::string unix_path;                 // default: <dir>/lmx.sock
-    std::vector<std::string> env;          // extra "NAME=value" entries for the broker's environment
+    std::vector<std::string> extra_args{};  // e.g. {"--ttl", "200"}
+    std::string state_dir{};                 // passed as --state-dir when set
+    std::string unix_path{};                 // default: <dir>/lmx.sock
+    std::vector<std::string> env{};          // extra "NAME=value" entries for the broker's environment
 };
 
+// The broker is killed when the thread that started it ends (PR_SET_PDEATHSIG), so that no broker
+// outlives a crashed test: start it on the test's main thread.
 class broker_process {
 public:
     explicit broker_process(broker_config config = {});

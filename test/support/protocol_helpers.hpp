@@ -9,8 +9,10 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -26,6 +28,18 @@ using namespace std::chrono_literals;
 
 // The transports every protocol scenario runs over (see broker_process::url).
 inline const char* const transports[] = {"tcp", "unix", "ws"};
+
+// A broker process whose end is part of the test: SIGTERM must stop it with status 0, so a
+// sanitizer report at exit (LeakSanitizer runs only then) fails the test that ran it.
+class checked_broker : public broker_process {
+public:
+    using broker_process::broker_process;
+    ~checked_broker() {
+        if (!running()) return;  // the test stopped it and judged the status itself
+        int status = stop(SIGTERM);
+        BOOST_TEST(status == 0, "broker exit status " << status << "; its log:\n" << log());
+    }
+};
 
 // A request id unique within the test run.
 inline std::string fresh_id(std::string_view prefix = "r") {
@@ -72,11 +86,11 @@ inline std::uint64_t number(const json::object& o, std::string_view name) {
 inline std::string dump(const json::object& o) { return json::serialize(o); }
 
 // Sends a lock and returns its first reply (the grant, the queued notice, a refusal or an error).
-inline json::object lock(wire_client& c, const std::string& id, const std::string& key, const json::object& extra = {}) {
+inline json::object acquire(wire_client& c, const std::string& id, const std::string& key, const json::object& extra = {}) {
     return c.request(lock_msg(id, key, extra));
 }
 
-inline json::object unlock(wire_client& c, const std::string& lock_id, const std::string& key,
+inline json::object release(wire_client& c, const std::string& lock_id, const std::string& key,
                            const json::object& extra = {}) {
     return c.request(unlock_msg(lock_id, key, extra));
 }

@@ -132,6 +132,14 @@ public:
         }
     }
 
+    // True once the peer closed or reset the connection, found without reading anything (so a
+    // test can stay a client that never reads).
+    bool peer_gone(std::chrono::milliseconds timeout) {
+        pollfd p{fd_, POLLRDHUP, 0};
+        int r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        return r > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    }
+
 private:
     [[noreturn]] static void fail(const std::string& what) {
         throw std::runtime_error(what + ": " + std::strerror(errno));

@@ -40,6 +40,7 @@ struct session {
     bool writer_idle = false;
     bool closing = false;
     bool watching = false;
+    bool dirty = false;  // listed in broker::impl::dirty
     bool live_mutex = false;  // announced itself with a live-mutex `version` message
     std::unordered_set<std::string> watch_keys;  // empty: every key
 
@@ -89,7 +90,12 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     }
 
     std::string* begin_frame(session& s) {
-        if (s.outbox.empty()) dirty.push_back(&s);
+        // Not "outbox was empty": behind a stuck write the outbox stays non-empty, and it must still
+        // be checked against max_outbox at every flush.
+        if (!s.dirty) {
+            s.dirty = true;
+            dirty.push_back(&s);
+        }
         ++fig.messages_out;
         return &s.outbox;
     }
@@ -154,17 +160,22 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
 
     void flush() {
         for (session* s : dirty) {
-            if (s->outbox.size() > opt.max_outbox && !s->closing) {
-                log_line(log_level::warn, "client " + s->remote + " does not read its replies (" +
-                                              std::to_string(s->outbox.size()) + " bytes queued); disconnecting");
-                s->outbox.clear();
-                s->closing = true;
-                s->conn->close();
-            }
+            s->dirty = false;
+            cut_off_if_not_reading(*s);
             if (s->writer_idle) s->wake.cancel();
         }
         dirty.clear();
         rearm();
+    }
+
+    // A client that does not read its replies cannot make the broker buffer them without bound.
+    void cut_off_if_not_reading(session& s) {
+        if (s.closing || s.outbox.size() <= opt.max_outbox) return;
+        log_line(log_level::warn, "client " + s.remote + " does not read its replies (" + std::to_string(s.outbox.size()) +
+                                      " bytes queued); disconnecting");
+        s.outbox.clear();
+        s.closing = true;
+        s.conn->close();
     }
 
     // ---- the one deadline timer ---------------------------------------------------------
@@ -215,6 +226,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             for (auto frame : batch) {
                 if (s->closing) break;
                 handle(*s, frame);
+                // Checked per frame too: one read batch of small requests (ls) can ask for megabytes.
+                cut_off_if_not_reading(*s);
             }
             if (ec) {
                 if (ec == transport::error::message_too_large && !s->closing) {
@@ -281,6 +294,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             // Answer in the shape the request's type expects, so clients route it to the caller.
             if (err.type == "lock" && !err.uuid.empty()) core::write_lock_rejected(out, err.uuid, err.key, err.code, err.message);
             else if (err.type == "unlock" && !err.uuid.empty()) core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
+            else if (err.type == "acquire-many" && !err.uuid.empty())
+                core::write_acquire_many_error(out, err.uuid, std::span<const std::string>{}, err.code, err.message);
             else core::write_error(out, err);
             return;
         }
@@ -497,7 +512,16 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         for (auto& l : listeners) {
             asio::co_spawn(
                 ex, [self, lp = l.get()]() -> asio::awaitable<void> {
-                    co_await lp->run([self](std::unique_ptr<transport::connection> c) { self->accept(std::move(c)); });
+                    // Weak: the ws listener keeps this callback in state that impl owns (through
+                    // `listeners`), and a strong pointer there is a cycle that leaks the broker.
+                    std::weak_ptr<impl> weak = self;
+                    // Named first: g++ 12 destroys a lambda temporary inside a co_await expression twice.
+                    std::function<void(std::unique_ptr<transport::connection>)> on_connection =
+                        [weak](std::unique_ptr<transport::connection> c) {
+                            if (auto me = weak.lock()) me->accept(std::move(c));
+                            else c->close();
+                        };
+                    co_await lp->run(std::move(on_connection));
                 },
                 asio::detached);
         }

@@ -5,12 +5,14 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/system_executor.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/json/parse.hpp>
 
@@ -48,7 +50,7 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // Hands the result to the handler on its own executor. Callers are never inside the initiating
-// call (operations start with a post), so dispatch cannot complete inline there.
+// call (co_spawn posts a result that was ready without a context switch), so dispatch is safe.
 template <class Sig, class... Args>
 void complete(asio::any_io_executor fallback, asio::any_completion_handler<Sig> h, Args&&... args) {
     auto ex = asio::get_associated_executor(h, fallback);
@@ -92,13 +94,15 @@ public:
         return result<R>(ec, R{});
     }
 
+    // `op` is a coroutine of this object; the completion handler owns a reference so that the
+    // object outlives it even when the client is destroyed while the operation runs.
     template <class R, class Sig>
     void launch(asio::awaitable<result<R>> op, asio::any_completion_handler<Sig> h) {
         auto slot = h.get_cancellation_slot();
         asio::any_io_executor fallback = strand_;
         asio::co_spawn(strand_, std::move(op),
                        asio::bind_cancellation_slot(
-                           slot, [h = std::move(h), fallback](std::exception_ptr ep, result<R> r) mutable {
+                           slot, [h = std::move(h), fallback, self = shared_from_this()](std::exception_ptr ep, result<R> r) mutable {
                                if (ep) r.first = make_error_code(errc::connection_lost);
                                if constexpr (std::is_same_v<R, std::monostate>) complete(fallback, std::move(h), r.first);
                                else complete(fallback, std::move(h), r.first, std::move(r.second));
@@ -115,10 +119,18 @@ public:
     unsigned failures_ = 0;
     std::string session_;
 
+    // The writer of one connection parks on `timer` (at max) while the outbox is empty. Each
+    // connection has its own, so a writer of a dropped connection can never steal a wake-up.
+    struct writer_state {
+        asio::steady_timer timer;
+        bool idle = false;
+        std::string sending;
+        explicit writer_state(asio::any_io_executor ex) : timer(ex, steady::time_point::max()) {}
+    };
     std::string outbox_;
-    std::string sending_;
-    std::unique_ptr<asio::steady_timer> wake_;
-    bool writer_idle_ = false;
+    std::shared_ptr<writer_state> writer_;
+    asio::cancellation_signal stop_connect_;  // close() ends a connect in progress
+    std::string hello_id_;                    // the handshake's request id while it is pending
 
     std::unordered_map<std::string, std::shared_ptr<pending_op>> pending_;
     std::unordered_map<std::string, std::weak_ptr<hold>> holds_;
@@ -144,6 +156,16 @@ public:
             switch (state_) {
                 case state::connected: co_return error_code{};
                 case state::closed: co_return make_error_code(errc::closed);
+                case state::disconnected:
+                    // The attempt runs as its own coroutine: cancelling the operation that happened
+                    // to start it must not abort the connect, nor fail the others waiting for it.
+                    state_ = state::connecting;
+                    asio::co_spawn(strand_, connector(shared_from_this()),
+                                   asio::bind_cancellation_slot(stop_connect_.slot(), asio::detached));
+                    // co_spawn may run the attempt inline up to its first suspension, and one that
+                    // fails before any I/O (a bad URL) has already ended.
+                    if (state_ == state::disconnected) co_return last_connect_error_;
+                    break;
                 case state::connecting: {
                     co_await connected_signal_.async_wait(use_tuple);
                     auto cs = co_await asio::this_coro::cancellation_state;
@@ -151,17 +173,15 @@ public:
                     if (state_ == state::disconnected) co_return last_connect_error_;
                     break;
                 }
-                case state::disconnected: {
-                    state_ = state::connecting;
-                    auto ec = co_await do_connect();
-                    if (state_ == state::connecting) state_ = ec ? state::disconnected : state::connected;
-                    last_connect_error_ = ec;
-                    connected_signal_.cancel();
-                    if (ec) co_return ec;
-                    break;
-                }
             }
         }
+    }
+
+    asio::awaitable<void> connector(std::shared_ptr<client_impl>) {
+        auto ec = co_await do_connect();
+        if (state_ == state::connecting) state_ = ec ? state::disconnected : state::connected;
+        last_connect_error_ = ec;
+        connected_signal_.cancel();
     }
 
     asio::awaitable<error_code> do_connect() {
@@ -172,11 +192,13 @@ public:
             // Back off between attempts after failures: 50 ms doubling up to 2 s.
             asio::steady_timer t(strand_, std::min<steady::duration>(50ms * (1u << std::min(failures_ - 1, 6u)), 2s));
             co_await t.async_wait(use_tuple);
+            if (state_ == state::closed) co_return make_error_code(errc::closed);
         }
         auto [ec, c] = co_await transport::connect(strand_, *ep,
                                                    {.timeout = opt_.connect_timeout,
                                                     .no_delay = opt_.no_delay,
                                                     .max_message_size = opt_.max_message_size});
+        if (state_ == state::closed) co_return make_error_code(errc::closed);
         if (ec || !c) {
             ++failures_;
             if (ec == transport::error::origin_refused || ec == transport::error::upgrade_declined)
@@ -186,20 +208,22 @@ public:
         conn_ = std::shared_ptr<transport::connection>(std::move(c));
         ++generation_;
         outbox_.clear();
-        wake_ = std::make_unique<asio::steady_timer>(strand_, steady::time_point::max());
+        writer_ = std::make_shared<writer_state>(strand_);
         auto self = shared_from_this();
         asio::co_spawn(strand_, reader(self, conn_, generation_), asio::detached);
-        asio::co_spawn(strand_, writer(self, conn_, generation_), asio::detached);
+        asio::co_spawn(strand_, writer(self, conn_, writer_, generation_), asio::detached);
 
         // The hello handshake tells an lmx broker from anything else.
         std::string uuid = next_id();
         auto op = std::make_shared<pending_op>(strand_);
         pending_.emplace(uuid, op);
+        hello_id_ = uuid;
         std::string frame;
         core::encode_request(req::hello{uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION}, frame);
         send(frame);
         auto res = co_await wait(op, steady::now() + opt_.connect_timeout);
         pending_.erase(uuid);
+        hello_id_.clear();
         error_code bad = make_error_code(errc::broker_incompatible);
         if (res == wait_result::reply && op->reply->type == "hello" && op->reply->protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
@@ -216,20 +240,22 @@ public:
     void send(std::string_view frame) {
         if (state_ == state::closed || !conn_) return;
         outbox_ += frame;
-        if (writer_idle_ && wake_) wake_->cancel();
+        if (writer_ && writer_->idle) writer_->timer.cancel();
     }
 
-    asio::awaitable<void> writer(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c, std::uint64_t gen) {
+    asio::awaitable<void> writer(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c,
+                                 std::shared_ptr<writer_state> w, std::uint64_t gen) {
         while (gen == generation_) {
             if (outbox_.empty()) {
-                writer_idle_ = true;
-                co_await wake_->async_wait(use_tuple);
-                writer_idle_ = false;
+                w->idle = true;
+                co_await w->timer.async_wait(use_tuple);
+                w->idle = false;
                 continue;
             }
-            std::swap(outbox_, sending_);
-            auto ec = co_await c->write(sending_);
-            sending_.clear();
+            // Everything queued since the last write goes out in one write.
+            std::swap(outbox_, w->sending);
+            auto ec = co_await c->write(w->sending);
+            w->sending.clear();
             if (ec) {
                 drop_connection(gen, make_error_code(errc::connection_lost));
                 break;
@@ -255,9 +281,12 @@ public:
         ++generation_;
         conn_->close();
         conn_.reset();
-        if (wake_) wake_->cancel();
+        if (writer_) writer_->timer.cancel();
+        writer_.reset();
         outbox_.clear();
-        if (state_ != state::closed) state_ = state::disconnected;
+        // While connecting, the connector decides the state once its attempt has ended; moving
+        // it here would let a second attempt start beside the first.
+        if (state_ == state::connected) state_ = state::disconnected;
         for (auto& [id, op] : pending_) {
             op->failure = why;
             op->done = true;
@@ -280,6 +309,9 @@ public:
         auto parsed = core::parse_reply(frame);
         if (!parsed) return;  // a broker never sends these; ignore rather than fail everyone
         core::reply& r = parsed.value();
+        // A peer that does not know hello answers it without our id (an error, a live-mutex
+        // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
+        if (!hello_id_.empty() && r.uuid.empty()) r.uuid = hello_id_;
         if (r.type == "lock-lost") {
             if (auto it = holds_.find(r.uuid); it != holds_.end()) {
                 if (auto h = it->second.lock()) h->lost = true;
@@ -307,8 +339,10 @@ public:
             return;
         }
         if (r.type == "cancel") {
+            // Any answer to the target (a grant, a rejection) came before this reply on the same
+            // connection, so there is nothing left to wait for either way.
             if (auto it = cancels_.find(r.uuid); it != cancels_.end()) {
-                if (r.cancelled.value_or(false)) abandoned_.erase(it->second);
+                abandoned_.erase(it->second);
                 cancels_.erase(it);
             }
         }
@@ -476,24 +510,26 @@ public:
         std::string uuid = next_id();
         std::optional<std::string> lock_id;
         if (!id.empty()) lock_id = id;
-        auto [ec, rep] = co_await call(uuid, req::unlock{uuid, key, lock_id, force});
+        core::request rq = req::unlock{uuid, key, lock_id, force};
+        auto [ec, rep] = co_await call(uuid, rq);
         if (!ec && !rep.unlocked.value_or(false)) ec = make_error_code(errc::not_holder);
         co_return failed<std::monostate>(ec);
     }
 
+    // The hold was claimed (released = true) by the initiating call.
     asio::awaitable<result<std::monostate>> release_hold(std::shared_ptr<hold> h) {
         co_await asio::this_coro::throw_if_cancelled(false);
-        if (h->lost) co_return failed<std::monostate>(make_error_code(errc::lock_lost));
-        if (h->released.exchange(true)) co_return failed<std::monostate>(make_error_code(errc::not_holder));
         holds_.erase(h->id);
         std::string uuid = next_id();
         error_code ec;
         core::reply rep;
         if (h->multi) {
-            std::tie(ec, rep) = co_await call(uuid, req::release_many{uuid, h->id});
+            core::request rq = req::release_many{uuid, h->id};
+            std::tie(ec, rep) = co_await call(uuid, rq);
             if (!ec && !rep.released.value_or(false)) ec = make_error_code(errc::not_holder);
         } else {
-            std::tie(ec, rep) = co_await call(uuid, req::unlock{uuid, h->key, h->id, false});
+            core::request rq = req::unlock{uuid, h->key, h->id, false};
+            std::tie(ec, rep) = co_await call(uuid, rq);
             // The broker answers an unlock of a hold that already ended with a warning.
             if (!ec && (!rep.unlocked.value_or(false) || rep.warning)) ec = make_error_code(errc::lock_lost);
         }
@@ -507,9 +543,11 @@ public:
         if (h->released) co_return failed<std::monostate>(make_error_code(errc::not_holder));
         std::string uuid = next_id();
         std::string key = h->multi ? h->keys.front() : h->key;
-        auto [ec, rep] = co_await call(uuid, req::extend{uuid, key, h->id, ttl});
+        core::request rq = req::extend{uuid, key, h->id, ttl};
+        auto [ec, rep] = co_await call(uuid, rq);
         if (ec == errc::not_holder) {
             h->lost = true;
+            holds_.erase(h->id);
             ec = make_error_code(errc::lock_lost);
         }
         co_return failed<std::monostate>(ec);
@@ -526,6 +564,7 @@ public:
         if (state_ == state::closed) return;
         state_ = state::closed;
         drop_connection(generation_, make_error_code(errc::closed));
+        stop_connect_.emit(asio::cancellation_type::terminal);
         connected_signal_.cancel();
     }
 };
@@ -567,33 +606,50 @@ fencing_token lock_guard::fencing_token() const noexcept { return hold_ ? hold_-
 bool lock_guard::owns_lock() const noexcept { return hold_ && !hold_->lost && !hold_->released; }
 bool lock_guard::lost() const noexcept { return hold_ && hold_->lost; }
 void lock_guard::detach() noexcept {
-    if (hold_) hold_->released = true;
+    if (!hold_) return;
+    hold_->released = true;
+    try {
+        // Forget it on the strand too, so that a long-lived client does not collect dead entries.
+        if (auto owner = hold_->owner.lock())
+            asio::post(owner->strand_, [owner, id = hold_->id] { owner->holds_.erase(id); });
+    } catch (...) {
+    }
     hold_.reset();
 }
 
 namespace {
+// Starts `op` on the hold's client, or fails with `early` (or `closed` when the client is gone)
+// through a post, so that even an early failure never completes inside the initiating call.
 template <class Op>
-void run_on_owner(const std::shared_ptr<hold>& h, asio::any_completion_handler<void(error_code)> handler, Op&& op) {
-    std::shared_ptr<client_impl> owner = h ? h->owner.lock() : nullptr;
+void run_on_owner(const std::shared_ptr<hold>& h, error_code early, asio::any_completion_handler<void(error_code)> handler,
+                  Op&& op) {
+    std::shared_ptr<client_impl> owner = h && !early ? h->owner.lock() : nullptr;
     if (!owner) {
+        if (!early) early = make_error_code(errc::closed);
         asio::any_io_executor fallback = h ? h->ex : asio::any_io_executor(asio::system_executor());
-        // Through post, so that even this early failure never completes inside the initiating call.
-        return asio::post(fallback, [handler = std::move(handler), fallback, ec = make_error_code(h ? errc::closed : errc::not_holder)]() mutable {
-            detail::complete(fallback, std::move(handler), ec);
+        return asio::post(fallback, [handler = std::move(handler), fallback, early]() mutable {
+            detail::complete(fallback, std::move(handler), early);
         });
     }
     owner->launch<std::monostate>(op(*owner), std::move(handler));
 }
 }  // namespace
 
-void lock_guard::start_release(asio::any_completion_handler<void(error_code)> h) {
-    auto hold = hold_;
-    run_on_owner(hold, std::move(h), [hold](client_impl& c) { return c.release_hold(hold); });
+void lock_guard::start_release(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> handler) {
+    // Claimed here, in the initiating call, so that a guard destroyed right after starting its
+    // release does not queue a second unlock, and a second release fails at once.
+    error_code early;
+    if (!h) early = make_error_code(errc::not_holder);
+    else if (h->lost) early = make_error_code(errc::lock_lost);
+    else if (h->released.exchange(true)) early = make_error_code(errc::not_holder);
+    run_on_owner(h, early, std::move(handler), [h](client_impl& c) { return c.release_hold(h); });
 }
 
-void lock_guard::start_extend(std::chrono::milliseconds ttl, asio::any_completion_handler<void(error_code)> h) {
-    auto hold = hold_;
-    run_on_owner(hold, std::move(h), [hold, ttl](client_impl& c) { return c.extend_hold(hold, ttl); });
+void lock_guard::start_extend(std::shared_ptr<hold> h, std::chrono::milliseconds ttl,
+                              asio::any_completion_handler<void(error_code)> handler) {
+    error_code early;
+    if (!h) early = make_error_code(errc::not_holder);
+    run_on_owner(h, early, std::move(handler), [h, ttl](client_impl& c) { return c.extend_hold(h, ttl); });
 }
 
 // ---- multi_lock_guard -------------------------------------------------------------------
@@ -621,10 +677,6 @@ fencing_token multi_lock_guard::fencing_token(std::string_view key) const noexce
 bool multi_lock_guard::owns_lock() const noexcept { return hold_ && !hold_->lost && !hold_->released; }
 bool multi_lock_guard::lost() const noexcept { return hold_ && hold_->lost; }
 
-void multi_lock_guard::start_release(asio::any_completion_handler<void(error_code)> h) {
-    auto hold = hold_;
-    run_on_owner(hold, std::move(h), [hold](client_impl& c) { return c.release_hold(hold); });
-}
 
 // ---- client -----------------------------------------------------------------------------
 
@@ -678,7 +730,8 @@ void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::vector<std::string>>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             std::string uuid = c->next_id();
-            auto [ec, rep] = co_await c->call(uuid, req::ls{uuid});
+            core::request rq = req::ls{uuid};
+            auto [ec, rep] = co_await c->call(uuid, rq);
             co_return client_impl::result<std::vector<std::string>>{ec, std::move(rep.ls_result)};
         }(impl),
         std::move(h));
@@ -690,7 +743,8 @@ void client::start_info(std::string key, asio::any_completion_handler<void(error
         [](std::shared_ptr<client_impl> c, std::string k) -> asio::awaitable<client_impl::result<lock_info>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             std::string uuid = c->next_id();
-            auto [ec, rep] = co_await c->call(uuid, req::lock_info{uuid, k});
+            core::request rq = req::lock_info{uuid, k};
+            auto [ec, rep] = co_await c->call(uuid, rq);
             lock_info info;
             info.key = k;
             info.locked = rep.is_locked.value_or(false);
@@ -711,7 +765,8 @@ void client::start_ping(asio::any_completion_handler<void(error_code, std::chron
             if (auto ec = co_await c->ensure_connected()) co_return client_impl::result<std::chrono::microseconds>{ec, {}};
             std::string uuid = c->next_id();
             auto t0 = steady::now();
-            auto [ec, rep] = co_await c->call(uuid, req::ping{uuid, std::nullopt});
+            core::request rq = req::ping{uuid, std::nullopt};
+            auto [ec, rep] = co_await c->call(uuid, rq);
             auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0);
             co_return client_impl::result<std::chrono::microseconds>{ec, rtt};
         }(impl),
@@ -724,7 +779,8 @@ void client::start_stats(asio::any_completion_handler<void(error_code, boost::js
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<boost::json::object>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             std::string uuid = c->next_id();
-            auto [ec, rep] = co_await c->call(uuid, req::system_stats{uuid});
+            core::request rq = req::system_stats{uuid};
+            auto [ec, rep] = co_await c->call(uuid, rq);
             co_return client_impl::result<boost::json::object>{ec, std::move(rep.stats)};
         }(impl),
         std::move(h));

@@ -85,6 +85,8 @@ struct acquire_options {
 // One hold of one key. Move-only; if it still holds when destroyed, the unlock is queued on the
 // client's strand without blocking (use release() for a confirmed release).
 class [[nodiscard]] lock_guard {
+    friend class multi_lock_guard;
+
 public:
     lock_guard() noexcept = default;
     lock_guard(lock_guard&&) noexcept = default;
@@ -102,16 +104,20 @@ public:
     // True after a lock-lost notice (ttl, force) or a connection loss ended the hold.
     bool lost() const noexcept;
 
+    // Confirmed release. The operation refers to the hold, not to this guard object, so a
+    // deferred release stays valid when the guard is moved; once started, the guard no longer
+    // owns the lock.
     template <class Token = boost::asio::use_awaitable_t<>>
     auto release(Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
-            [this](auto handler) { start_release(std::move(handler)); }, token);
+            [h = hold_](auto handler) { start_release(h, std::move(handler)); }, token);
     }
     // Renews the lease: it now ends `ttl` from now (no_expiry: never).
     template <class Token = boost::asio::use_awaitable_t<>>
     auto extend(std::chrono::milliseconds ttl, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
-            [this](auto handler, std::chrono::milliseconds t) { start_extend(t, std::move(handler)); }, token, ttl);
+            [h = hold_](auto handler, std::chrono::milliseconds t) { start_extend(h, t, std::move(handler)); }, token,
+            ttl);
     }
 
     // Stops tracking the hold without releasing it (it then ends by ttl or an unlock by id).
@@ -120,8 +126,10 @@ public:
 private:
     friend class detail::client_impl;
     explicit lock_guard(std::shared_ptr<detail::hold> h) noexcept : hold_(std::move(h)) {}
-    void start_release(boost::asio::any_completion_handler<void(error_code)> h);
-    void start_extend(std::chrono::milliseconds ttl, boost::asio::any_completion_handler<void(error_code)> h);
+    static void start_release(std::shared_ptr<detail::hold> hold,
+                              boost::asio::any_completion_handler<void(error_code)> h);
+    static void start_extend(std::shared_ptr<detail::hold> hold, std::chrono::milliseconds ttl,
+                             boost::asio::any_completion_handler<void(error_code)> h);
     std::shared_ptr<detail::hold> hold_;
 };
 
@@ -143,16 +151,16 @@ public:
     explicit operator bool() const noexcept { return owns_lock(); }
     bool lost() const noexcept;
 
+    // Confirmed release of every key (see lock_guard::release).
     template <class Token = boost::asio::use_awaitable_t<>>
     auto release(Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
-            [this](auto handler) { start_release(std::move(handler)); }, token);
+            [h = hold_](auto handler) { lock_guard::start_release(h, std::move(handler)); }, token);
     }
 
 private:
     friend class detail::client_impl;
     explicit multi_lock_guard(std::shared_ptr<detail::hold> h) noexcept : hold_(std::move(h)) {}
-    void start_release(boost::asio::any_completion_handler<void(error_code)> h);
     std::shared_ptr<detail::hold> hold_;
 };
 
