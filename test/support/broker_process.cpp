@@ -167,14 +167,6 @@ long broker_process::rss_kib() const {
     return -1;
 }
 
-int spawn_lmx(const std::vector<std::string>& args, const std::string& out_path) {
-    std::vector<std::string> full = {lmx_binary()};
-    full.insert(full.end(), args.begin(), args.end());
-    return spawn(full, out_path);
-}
-
-int wait_exit(int pid, std::chrono::milliseconds wait) { return wait_for(pid, wait); }
-
 run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
     temp_dir d;
     std::vector<std::string> full = {lmx_binary()};

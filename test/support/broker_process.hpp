@@ -71,10 +71,6 @@ struct run_result {
     std::string output;
 };
 run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout = std::chrono::seconds(20));
-// Starts `lmx` with `args` in the background, its output going to `out_path`; returns the pid.
-int spawn_lmx(const std::vector<std::string>& args, const std::string& out_path);
-// Waits up to `wait` for a child to exit; returns its status (128+N when killed by signal N), -1 on timeout.
-int wait_exit(int pid, std::chrono::milliseconds wait);
 
 const char* lmx_binary();
 

@@ -462,11 +462,22 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         return {404, "text/plain; charset=utf-8", "not found\n", {}};
     }
 
+    static bool literal_host(std::string_view host_port) {
+        std::string_view h = host_port;
+        if (h.starts_with('[')) return true;  // an IPv6 literal
+        h = h.substr(0, h.rfind(':') == std::string_view::npos ? h.size() : h.rfind(':'));
+        if (h == "localhost") return true;
+        return !h.empty() && h.find_first_not_of("0123456789.") == std::string_view::npos;
+    }
+
     bool accept_websocket(const transport::http_request_view& rq) {
         if (rq.origin.empty()) return true;  // not a browser
         for (auto& o : opt.allow_origins)
             if (o == "*" || o == rq.origin) return true;
-        if (rq.origin == "http://" + std::string(rq.host) || rq.origin == "https://" + std::string(rq.host)) return true;
+        // Our own pages: the Origin names the Host the browser connected to. Only when that host is
+        // an IP literal or localhost, so that a DNS-rebinding name pointing at us does not pass.
+        bool same_origin = rq.origin == "http://" + std::string(rq.host) || rq.origin == "https://" + std::string(rq.host);
+        if (same_origin && literal_host(rq.host)) return true;
         log_line(log_level::warn, "refused WebSocket from origin " + std::string(rq.origin) + " (allow it with --allow-origin)");
         return false;
     }

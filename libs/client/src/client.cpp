@@ -129,7 +129,7 @@ public:
     };
     std::string outbox_;
     std::shared_ptr<writer_state> writer_;
-    asio::cancellation_signal stop_connect_;  // close() ends a connect in progress
+    std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
     std::string hello_id_;                    // the handshake's request id while it is pending
 
     std::unordered_map<std::string, std::shared_ptr<pending_op>> pending_;
@@ -159,9 +159,13 @@ public:
                 case state::disconnected:
                     // The attempt runs as its own coroutine: cancelling the operation that happened
                     // to start it must not abort the connect, nor fail the others waiting for it.
+                    // Each attempt gets its own signal, kept alive by the attempt's completion
+                    // handler: a slot reused by the next attempt could free what the previous
+                    // attempt's coroutine still refers to while it winds down.
                     state_ = state::connecting;
+                    stop_connect_ = std::make_shared<asio::cancellation_signal>();
                     asio::co_spawn(strand_, connector(shared_from_this()),
-                                   asio::bind_cancellation_slot(stop_connect_.slot(), asio::detached));
+                                   asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr) {}));
                     // co_spawn may run the attempt inline up to its first suspension, and one that
                     // fails before any I/O (a bad URL) has already ended.
                     if (state_ == state::disconnected) co_return last_connect_error_;
@@ -354,10 +358,12 @@ public:
     asio::awaitable<wait_result> wait(std::shared_ptr<pending_op> op, steady::time_point deadline) {
         for (;;) {
             if (op->done) co_return op->reply ? wait_result::reply : wait_result::failed;
+            // A cancellation delivered while no wait was pending is only recorded in the state.
+            auto cs = co_await asio::this_coro::cancellation_state;
+            if (cs.cancelled() != asio::cancellation_type::none) co_return wait_result::cancelled;
             op->signal.expires_at(deadline);
             auto [ec] = co_await op->signal.async_wait(use_tuple);
             if (op->done) continue;
-            auto cs = co_await asio::this_coro::cancellation_state;
             if (cs.cancelled() != asio::cancellation_type::none) co_return wait_result::cancelled;
             if (!ec || steady::now() >= deadline) co_return wait_result::timed_out;
         }
@@ -564,7 +570,7 @@ public:
         if (state_ == state::closed) return;
         state_ = state::closed;
         drop_connection(generation_, make_error_code(errc::closed));
-        stop_connect_.emit(asio::cancellation_type::terminal);
+        if (stop_connect_) stop_connect_->emit(asio::cancellation_type::terminal);
         connected_signal_.cancel();
     }
 };
