@@ -67,11 +67,11 @@ struct server {
             if (rec) break;
             auto res = co_await handle(req);
             auto [wec, m] = co_await http::async_write(socket, res, asio::as_tuple(asio::use_awaitable));
-            if (wec || !res.keep_alive()) break;
             if (max_requests > 0 && ++served >= max_requests) {
                 stop();
                 break;
             }
+            if (wec || !res.keep_alive()) break;
         }
         boost::system::error_code ignored;
         socket.shutdown(tcp::socket::shutdown_send, ignored);

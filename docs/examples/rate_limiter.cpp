@@ -18,27 +18,31 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 constexpr std::uint32_t max_concurrent = 3;
-int running = 0, most = 0, finished = 0;
 
-asio::awaitable<void> job(lmx::client& client, int n) {
+struct figures {
+    int running = 0, most = 0, finished = 0;
+};
+
+asio::awaitable<void> job(lmx::client& client, figures& f, int n) {
     // The ttl bounds how long a crashed job can keep its slot.
     auto slot = co_await client.acquire("upstream-api", {.ttl = 10s, .max = max_concurrent});
-    most = std::max(most, ++running);
-    std::printf("job %2d calls the API (%d in flight)\n", n, running);
+    f.most = std::max(f.most, ++f.running);
+    std::printf("job %2d calls the API (%d in flight)\n", n, f.running);
     asio::steady_timer call(co_await asio::this_coro::executor, 50ms);  // the API call
     co_await call.async_wait(asio::use_awaitable);
-    --running;
+    --f.running;
     co_await slot.release();
-    ++finished;
+    ++f.finished;
 }
 
 int main(int argc, char** argv) {
     asio::io_context ctx;
     lmx::client client(ctx.get_executor(), example_options(argc, argv));
+    figures f;
     int status = 0;
     constexpr int jobs = 12;
     for (int i = 0; i < jobs; ++i) {
-        asio::co_spawn(ctx, job(client, i), [&](std::exception_ptr e) {
+        asio::co_spawn(ctx, job(client, f, i), [&](std::exception_ptr e) {
             if (e) {
                 try {
                     std::rethrow_exception(e);
@@ -47,10 +51,10 @@ int main(int argc, char** argv) {
                 }
                 status = 1;
             }
-            if (finished == jobs || status) client.close();
+            if (f.finished == jobs || status) client.close();
         });
     }
     ctx.run();
-    std::printf("at most %d calls were in flight (limit %u)\n", most, max_concurrent);
-    return status != 0 || most > static_cast<int>(max_concurrent);
+    std::printf("at most %d calls were in flight (limit %u)\n", f.most, max_concurrent);
+    return status != 0 || f.most > static_cast<int>(max_concurrent);
 }

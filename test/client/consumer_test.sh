@@ -76,7 +76,7 @@ http_pid=$!
 pids+=($http_pid)
 port=
 for _ in $(seq 200); do
-  port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)$|\1|p' "$work/http.out" 2>/dev/null)
+  port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\)$|\1|p' "$work/http.out" 2>/dev/null || true)
   [[ -n $port ]] && break
   sleep 0.05
 done

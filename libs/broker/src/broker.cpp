@@ -71,7 +71,6 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     bool stopped = false;
     broker_figures fig;
     detail::wait_histogram waits;
-    session* current = nullptr;  // the session whose message is being handled
 
     impl(asio::any_io_executor e, broker_options o)
         : ex(e),
@@ -299,9 +298,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             else core::write_error(out, err);
             return;
         }
-        current = &s;
         std::visit([&](auto& r) { serve(s, r); }, parsed.value());
-        current = nullptr;
     }
 
     steady::time_point now() const { return steady::now(); }

@@ -624,36 +624,32 @@ struct lock_table::impl {
         free_entry(leader);
     }
 
-    void notify_lost(u32 leader, lost_reason why, std::string_view on_key) {
+    // The effect telling a request's owner that it ended: lock_lost for a hold, rejected for a waiter.
+    effect ending(u32 leader, effect_kind kind, std::string_view key_name) {
         const entry& r = entries[leader];
         effect ef;
-        ef.kind = effect_kind::lock_lost;
-        ef.reason = why;
+        ef.kind = kind;
         ef.session = session_of(r);
         ef.id = r.id;
-        ef.key = on_key;
-        ef.token = r.aux;
+        ef.key = key_name;
+        if (kind == effect_kind::lock_lost) ef.token = r.aux;
         if (r.group_next != npos) {
             ef.multi = true;
-            fill_group_keys(leader, true);
+            fill_group_keys(leader, kind == effect_kind::lock_lost);
             ef.keys = key_tokens;
         }
+        return ef;
+    }
+
+    void notify_lost(u32 leader, lost_reason why, std::string_view on_key) {
+        effect ef = ending(leader, effect_kind::lock_lost, on_key);
+        ef.reason = why;
         emit(ef);
     }
 
     void notify_rejected(u32 leader, errc code, std::string_view key_name) {
-        const entry& r = entries[leader];
-        effect ef;
-        ef.kind = effect_kind::rejected;
+        effect ef = ending(leader, effect_kind::rejected, key_name);
         ef.code = code;
-        ef.session = session_of(r);
-        ef.id = r.id;
-        ef.key = key_name;
-        if (r.group_next != npos) {
-            ef.multi = true;
-            fill_group_keys(leader, false);
-            ef.keys = key_tokens;
-        }
         emit(ef);
     }
 
