@@ -983,6 +983,23 @@ BOOST_FIXTURE_TEST_CASE(kept_hold_is_released_by_id_from_another_session, fixtur
     BOOST_TEST(ids_of(take(), effect_kind::granted) == ids{"w"});
 }
 
+BOOST_FIXTURE_TEST_CASE(release_by_id_from_another_session_tells_the_holder, fixture) {
+    acquire(req(1, "a", "k"));
+    acquire(req(1, "own", "own"));
+    take();
+    BOOST_TEST(table.release("k", "a", now, session_id{2}).status == release_status::released);
+    auto fx = take();
+    BOOST_TEST_REQUIRE(fx.size() == 1u);
+    BOOST_TEST((fx[0].kind == effect_kind::lock_lost));
+    BOOST_TEST(fx[0].session == 1u);
+    BOOST_TEST(fx[0].id == "a");
+    BOOST_TEST((fx[0].reason == lost_reason::forced));
+    // The holder's own unlock is not news to it.
+    BOOST_TEST(table.release("own", "own", now, session_id{1}).status == release_status::released);
+    BOOST_TEST(take().empty());
+    table.check_invariants();
+}
+
 BOOST_FIXTURE_TEST_CASE(kept_hold_can_be_forced, fixture) {
     acquire_request kept = req(1, "kept", "k");
     kept.keep_on_exit = true;

@@ -337,7 +337,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     void serve(session& s, req::unlock& r) {
         core::release_result res;
         if (r.lock_id && r.force) res = table->force_release(r.key, *r.lock_id, now());
-        else if (r.lock_id) res = table->release(r.key, *r.lock_id, now());
+        else if (r.lock_id) res = table->release(r.key, *r.lock_id, now(), s.id);
         else if (r.force) res = table->force_release(r.key, std::nullopt, now());
         else res = unlock_own(s, r.key);
         std::string& out = *begin_frame(s);

@@ -888,7 +888,7 @@ struct lock_table::impl {
         return result;
     }
 
-    release_result release(std::string_view key, std::string_view id, time_point tnow) {
+    release_result release(std::string_view key, std::string_view id, time_point tnow, std::optional<session_id> by) {
         i64 now = rep(tnow);
         u32 e = find_id(id);
         // A multi-key lock ends only as a whole (release-many).
@@ -901,6 +901,8 @@ struct lock_table::impl {
             ++stats.cancelled;
             out = {release_status::withdrawn, 0, 0};
         } else {
+            if (by && *by != session_of(entries[e]) && entries[e].session != npos)
+                notify_lost(e, lost_reason::forced, keys[entries[e].key].name);
             emit_event(event_kind::released, entries[e], entries[e].aux);
             end_hold(e);
         }
@@ -1160,8 +1162,9 @@ effect_kind lock_table::acquire(const acquire_request& r, time_point now) { retu
 effect_kind lock_table::acquire_many(const acquire_many_request& r, time_point now) {
     return impl_->acquire_many(r, now);
 }
-release_result lock_table::release(std::string_view key, std::string_view id, time_point now) {
-    return impl_->release(key, id, now);
+release_result lock_table::release(std::string_view key, std::string_view id, time_point now,
+                                   std::optional<session_id> by) {
+    return impl_->release(key, id, now, by);
 }
 release_result lock_table::force_release(std::string_view key, std::optional<std::string_view> id, time_point now) {
     return impl_->force_release(key, id, now);

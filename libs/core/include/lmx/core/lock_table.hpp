@@ -172,7 +172,10 @@ public:
     effect_kind acquire(const acquire_request& r, time_point now);
     effect_kind acquire_many(const acquire_many_request& r, time_point now);
 
-    release_result release(std::string_view key, std::string_view id, time_point now);
+    // `by`: the session asking. When it is not the holder's, the holder gets a lock_lost(forced)
+    // notice, since its hold ended without its own unlock.
+    release_result release(std::string_view key, std::string_view id, time_point now,
+                           std::optional<session_id> by = std::nullopt);
     // No id: every holder of `key` loses it. With an id: only that hold, and only if it holds.
     release_result force_release(std::string_view key, std::optional<std::string_view> id,
                                  time_point now);
