@@ -4,6 +4,7 @@
 //
 // This file holds no tests; the test files are the *.test.mjs files next to the lib folder.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -276,3 +277,12 @@ export function crossTimerWithGrant(release, dueAt, margin = 150) {
   }));
 }
 
+
+// Stops the broker with SIGTERM and checks a graceful exit: status 0 and its socket file removed.
+export async function assertCleanStop(broker) {
+  const st = await broker.stop();
+  const out = broker.output();
+  assert.equal(st.signal, null, `broker killed by ${st.signal}; output:\n${out}`);
+  assert.equal(st.code, 0, `broker exit code ${st.code}; output:\n${out}`);
+  assert.equal(st.socketFileLeft, false, 'broker left its Unix socket file behind');
+}
