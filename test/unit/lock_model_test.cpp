@@ -29,6 +29,8 @@
 
 #include <lmx/core/lock_table.hpp>
 
+#include "effect_record.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -100,42 +102,9 @@ std::string name(release_status s) {
 
 std::string name(lock_mode m) { return m == lock_mode::shared ? "S" : "X"; }
 
-// An effect copied out of the sink call (the views die when on_effect returns).
-struct rec {
-    effect_kind kind{};
-    session_id session = 0;
-    std::string id;
-    std::string key;
-    std::vector<std::pair<std::string, fencing_token>> keys;
-    bool multi = false;
-    fencing_token token = 0;
-    std::uint32_t waiters = 0;
-    std::uint32_t readers = 0;
-    std::uint32_t position = 0;
-    std::optional<time_point> expires;
-    errc code = errc::ok;
-    lost_reason reason{};
-    event_kind event{};
-};
+using rec = lmx::test::effect_record;
 
-rec copy(const effect& e) {
-    rec r;
-    r.kind = e.kind;
-    r.session = e.session;
-    r.id = std::string(e.id);
-    r.key = std::string(e.key);
-    for (const auto& kt : e.keys) r.keys.emplace_back(std::string(kt.key), kt.token);
-    r.multi = e.multi;
-    r.token = e.token;
-    r.waiters = e.waiters;
-    r.readers = e.readers;
-    r.position = e.position;
-    r.expires = e.expires;
-    r.code = e.code;
-    r.reason = e.reason;
-    r.event = e.event;
-    return r;
-}
+rec copy(const effect& e) { return lmx::test::copy_effect(e); }
 
 std::string keys_text(const rec& e) {
     if (!e.multi) return "key=" + e.key;

@@ -5,6 +5,8 @@
 
 #include <lmx/core/lock_table.hpp>
 
+#include "effect_record.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
@@ -51,45 +53,12 @@ std::string at(std::optional<time_point> t) {
     return "t0+" + std::to_string((*t - t0) / 1ms) + "ms";
 }
 
-// An effect with its views copied (they are only valid during on_effect).
-struct rec {
-    effect_kind kind{};
-    session_id session = 0;
-    std::string id;
-    std::string key;
-    std::vector<std::pair<std::string, fencing_token>> keys;
-    bool multi = false;
-    fencing_token token = 0;
-    std::uint32_t waiters = 0;
-    std::uint32_t readers = 0;
-    std::uint32_t position = 0;
-    std::optional<time_point> expires;
-    errc code = errc::ok;
-    lost_reason reason{};
-    event_kind event{};
-};
+using rec = lmx::test::effect_record;
 
 struct recording_sink : effect_sink {
     std::vector<rec> all;
 
-    void on_effect(const effect& e) override {
-        rec r;
-        r.kind = e.kind;
-        r.session = e.session;
-        r.id = std::string(e.id);
-        r.key = std::string(e.key);
-        for (const auto& kt : e.keys) r.keys.emplace_back(std::string(kt.key), kt.token);
-        r.multi = e.multi;
-        r.token = e.token;
-        r.waiters = e.waiters;
-        r.readers = e.readers;
-        r.position = e.position;
-        r.expires = e.expires;
-        r.code = e.code;
-        r.reason = e.reason;
-        r.event = e.event;
-        all.push_back(std::move(r));
-    }
+    void on_effect(const effect& e) override { all.push_back(lmx::test::copy_effect(e)); }
 
     // The effects since the last take(), watch events left out.
     std::vector<rec> take() {
