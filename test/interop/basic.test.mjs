@@ -5,7 +5,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startBroker, ClientSet, transports, lockInfo, ls, track, withTimeout, waitFor, sleep, uniqueKey,
-  brokerWarnings, livemutexVersion, assertCleanStop } from './lib/harness.mjs';
+  brokerWarnings, livemutexVersion, assertCleanStop, clientsFor } from './lib/harness.mjs';
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -21,11 +21,7 @@ it('uses the pinned live-mutex version', () => {
 
 for (const transport of transports) {
   describe(`live-mutex over ${transport}`, () => {
-    const fresh = (t) => {
-      const cs = new ClientSet(broker, transport);
-      t.after(() => cs.closeAll());
-      return cs;
-    };
+    const fresh = (t) => clientsFor(t, broker, transport);
 
     it('acquires and releases by id', async (t) => {
       const cs = fresh(t);

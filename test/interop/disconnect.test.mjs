@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import {
-  startBroker, ClientSet, transports, lockInfo, track, withTimeout, waitFor, sleep, uniqueKey, brokerWarnings, disconnect, assertCleanStop } from './lib/harness.mjs';
+  startBroker, ClientSet, transports, lockInfo, track, withTimeout, waitFor, sleep, uniqueKey, brokerWarnings, disconnect, assertCleanStop, clientsFor } from './lib/harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -48,11 +48,7 @@ async function holderProcess(connectOptions, key) {
 
 for (const transport of transports) {
   describe(`live-mutex over ${transport}`, () => {
-    const fresh = (t) => {
-      const cs = new ClientSet(broker, transport);
-      t.after(() => cs.closeAll());
-      return cs;
-    };
+    const fresh = (t) => clientsFor(t, broker, transport);
 
     it('a client disconnecting leaves other clients\' holds and waiters alone', async (t) => {
       const cs = fresh(t);

@@ -6,7 +6,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startBroker, ClientSet, transports, lockInfo, track, withTimeout, waitFor, sleep, uniqueKey, systemStats,
-  crossTimerWithGrant, brokerWarnings, assertCleanStop } from './lib/harness.mjs';
+  crossTimerWithGrant, brokerWarnings, assertCleanStop, clientsFor } from './lib/harness.mjs';
 
 let broker;
 before(async () => { broker = await startBroker(); });
@@ -18,11 +18,7 @@ const rejectedGrants = (h) => h.warnings.filter((w) => /Rejecting lock acquisiti
 
 for (const transport of transports) {
   describe(`live-mutex over ${transport}`, () => {
-    const fresh = (t) => {
-      const cs = new ClientSet(broker, transport);
-      t.after(() => cs.closeAll());
-      return cs;
-    };
+    const fresh = (t) => clientsFor(t, broker, transport);
 
     it('a retrying waiter keeps one queue entry and gets exactly one grant', async (t) => {
       const cs = fresh(t);

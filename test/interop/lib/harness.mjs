@@ -286,3 +286,10 @@ export async function assertCleanStop(broker) {
   assert.equal(st.code, 0, `broker exit code ${st.code}; output:\n${out}`);
   assert.equal(st.socketFileLeft, false, 'broker left its Unix socket file behind');
 }
+
+// A ClientSet for one test on one transport, closed when the test ends.
+export function clientsFor(t, broker, transport) {
+  const cs = new ClientSet(broker, transport);
+  t.after(() => cs.closeAll());
+  return cs;
+}
