@@ -15,6 +15,10 @@ int main(int argc, char** argv) {
     std::function<int()> action;
     auto set_action = [&](std::function<int()> a) { action = std::move(a); };
     lmx::app::add_broker_command(app, set_action);
+    lmx::app::add_lock_commands(app, set_action);
+    lmx::app::add_run_command(app, set_action);
+    lmx::app::add_inspect_commands(app, set_action);
+    lmx::app::add_settings_commands(app, set_action);
 
     try {
         app.parse(argc, argv);

@@ -63,6 +63,7 @@ struct pending_op {
     std::optional<core::reply> reply;
     error_code failure;  // set when the connection is lost or the client closes
     bool done = false;
+    std::function<void(std::uint32_t)> on_queued;  // an acquire's progress callback
     explicit pending_op(asio::any_io_executor ex) : signal(ex) {}
 };
 
@@ -326,8 +327,10 @@ public:
         if (auto it = pending_.find(r.uuid); it != pending_.end()) {
             auto& op = it->second;
             // A queued notice is progress, not the answer: keep waiting for the grant.
-            if (r.type == "lock" && r.queued.value_or(false) && !r.acquired.value_or(false)) return;
-            if (r.type == "acquire-many" && r.queued.value_or(false) && !r.acquired.value_or(false)) return;
+            if ((r.type == "lock" || r.type == "acquire-many") && r.queued.value_or(false) && !r.acquired.value_or(false)) {
+                if (op->on_queued) op->on_queued(r.position.value_or(0));
+                return;
+            }
             op->reply = std::move(r);
             op->done = true;
             op->signal.cancel();
@@ -438,6 +441,7 @@ public:
         if (auto ec = co_await ensure_connected()) co_return failed<lock_guard>(ec);
         std::string uuid = next_id();
         auto op = std::make_shared<pending_op>(strand_);
+        op->on_queued = std::move(o.on_queued);
         pending_.emplace(uuid, op);
         bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         auto budget = wait_budget(o);
@@ -479,6 +483,7 @@ public:
         if (auto ec = co_await ensure_connected()) co_return failed<multi_lock_guard>(ec);
         std::string uuid = next_id();
         auto op = std::make_shared<pending_op>(strand_);
+        op->on_queued = std::move(o.on_queued);
         pending_.emplace(uuid, op);
         bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         auto budget = wait_budget(o);

@@ -28,6 +28,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,6 +81,9 @@ struct acquire_options {
     bool shared = false;  // a reader lock: coexists with other shared holders, never with exclusive
     std::optional<bool> keep_locks_on_exit{};  // unset: the client's setting
     std::optional<unsigned> max_retries{};     // unset: the client's setting
+    // Called on the client's strand each time the broker queues the request, with its place in
+    // line (1 = next). Must not block.
+    std::function<void(std::uint32_t position)> on_queued{};
 };
 
 // One hold of one key. Move-only; if it still holds when destroyed, the unlock is queued on the

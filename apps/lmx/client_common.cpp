@@ -1,0 +1,157 @@
+#include "client_common.hpp"
+
+#include <lmx/ensure_broker.hpp>
+#include <lmx/settings.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <array>
+#include <csignal>
+#include <cstdlib>
+#include <cstdio>
+
+#include <unistd.h>
+
+namespace lmx::app {
+
+void add_client_flags(CLI::App* cmd, client_args& a, bool json) {
+    auto* g = cmd->add_option_group("Connection", "Where the broker is (default: LMX_URL, LMX_UDS_PATH, LMX_HOST/LMX_PORT, "
+                                                  "then `lmx set`, then tcp://127.0.0.1:6970)");
+    g->add_option("-u,--url", a.url, "Broker URL: tcp://HOST:PORT, unix:///PATH or ws://HOST:PORT/PATH")->type_name("URL");
+    g->add_option("--host", a.host, "Broker host (TCP)")->type_name("HOST");
+    g->add_option("-p,--port", a.port, "Broker port (TCP)")->check(CLI::Range(1, 65535))->type_name("PORT");
+    g->add_option("--uds-path", a.uds_path, "Broker Unix socket path (wins over host/port)")->type_name("PATH");
+    g->add_flag("--ensure-broker", a.ensure_broker,
+                "Start a broker in the background if none answers (log and state under $XDG_STATE_HOME/lmx)");
+    g->add_option("--connect-timeout", a.connect_timeout_ms, "Give up connecting after MS")
+        ->default_val(3000)->check(CLI::PositiveNumber)->type_name("MS");
+    if (json) cmd->add_flag("--json", a.json, "Print one JSON object for scripts");
+}
+
+bool stdout_is_tty() { return ::isatty(1) == 1; }
+bool stderr_is_tty() { return ::isatty(2) == 1; }
+
+std::string human_duration(std::chrono::milliseconds d) {
+    auto ms = d.count();
+    char buf[64];
+    if (ms < 1000) std::snprintf(buf, sizeof buf, "%lld ms", static_cast<long long>(ms));
+    else if (ms < 60'000) std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000);
+    else if (ms < 3'600'000) std::snprintf(buf, sizeof buf, "%.1f min", static_cast<double>(ms) / 60'000);
+    else std::snprintf(buf, sizeof buf, "%.1f h", static_cast<double>(ms) / 3'600'000);
+    return buf;
+}
+
+int report(const char* command, const boost::system::error_code& ec, const std::string& url, const std::string& what) {
+    std::string msg;
+    int code = exit_unreachable;
+    std::string subject = what.empty() ? std::string() : what + ": ";
+    if (ec == errc::unreachable) {
+        msg = "no broker at " + url + " — start one with `lmx broker` or pass --ensure-broker";
+    } else if (ec == errc::connection_lost) {
+        msg = "lost the connection to the broker at " + url;
+    } else if (ec == errc::broker_incompatible) {
+        msg = "the peer at " + url + " is not a compatible lmx broker";
+    } else if (ec == errc::invalid_url) {
+        msg = "invalid broker URL '" + url + "' (use tcp://HOST:PORT, unix:///PATH or ws://HOST:PORT/PATH)";
+        code = exit_usage;
+    } else if (ec == errc::shutting_down) {
+        msg = "the broker at " + url + " is shutting down";
+    } else if (ec == errc::timeout) {
+        msg = subject + "not granted before the timeout";
+        code = exit_not_obtained;
+    } else if (ec == errc::would_block) {
+        msg = subject + "held by someone else (--no-wait)";
+        code = exit_not_obtained;
+    } else if (ec == errc::too_many_waiters) {
+        msg = subject + "the broker's waiter limit is reached; try again later";
+        code = exit_not_obtained;
+    } else if (ec == errc::cancelled) {
+        msg = subject + "cancelled";
+        code = exit_not_obtained;
+    } else if (ec == errc::not_holder) {
+        msg = subject + "that lock id does not hold the key (already released, expired or forced)";
+        code = exit_not_obtained;
+    } else if (ec == errc::bad_request) {
+        msg = subject + "the broker refused the request as invalid";
+        code = exit_usage;
+    } else {
+        msg = subject + ec.message();
+        code = exit_not_obtained;
+    }
+    std::fprintf(stderr, "lmx %s: %s\n", command, msg.c_str());
+    return code;
+}
+
+int run_client(const char* command, const client_args& args, client_options base, client_body body) {
+    std::string env_error, file_error;
+    auto env = env_settings(&env_error);
+    if (!env) {
+        std::fprintf(stderr, "lmx %s: %s\n", command, env_error.c_str());
+        return exit_usage;
+    }
+    auto file = load_settings(&file_error);
+    if (!file) {
+        std::fprintf(stderr, "lmx %s: %s\n", command, file_error.c_str());
+        return exit_usage;
+    }
+    connection_settings flags;
+    if (!args.url.empty()) flags.url = args.url;
+    if (!args.uds_path.empty()) flags.uds_path = args.uds_path;
+    if (!args.host.empty()) flags.host = args.host;
+    if (args.port) flags.port = args.port;
+    std::array layers{flags, *env, *file};
+    base.url = resolve_url(layers);
+    base.connect_timeout = std::chrono::milliseconds{args.connect_timeout_ms};
+
+    std::signal(SIGPIPE, SIG_IGN);
+    if (args.ensure_broker) {
+        ensure_broker_options how;
+        std::array<char, 4096> self{};
+        // This very executable, unless LMX_BROKER_PATH names another.
+        const char* env_path = std::getenv("LMX_BROKER_PATH");
+        if (env_path && *env_path) how.broker_path = env_path;
+        else if (auto n = ::readlink("/proc/self/exe", self.data(), self.size() - 1); n > 0) how.broker_path.assign(self.data(), n);
+        auto r = ensure_broker(base, how);
+        if (r.error) {
+            std::fprintf(stderr, "lmx %s: %s\n", command, r.message.c_str());
+            return r.error == errc::invalid_url ? exit_usage : exit_unreachable;
+        }
+        if (r.started && stderr_is_tty()) std::fprintf(stderr, "lmx: started a broker at %s (log: %s)\n", base.url.c_str(), r.log_path.c_str());
+    }
+
+    boost::asio::io_context io(1);
+    int code = exit_unreachable;
+    {
+        lmx::client c(io.get_executor(), base);
+        std::string url = base.url;
+        boost::asio::co_spawn(
+            io,
+            [&]() -> boost::asio::awaitable<int> {
+                try {
+                    co_await c.connect();
+                    co_return co_await body(c);
+                } catch (const boost::system::system_error& e) {
+                    co_return report(command, e.code(), url);
+                }
+            },
+            [&](std::exception_ptr ep, int rc) {
+                code = rc;
+                if (ep) {
+                    try {
+                        std::rethrow_exception(ep);
+                    } catch (const std::exception& e) {
+                        std::fprintf(stderr, "lmx %s: %s\n", command, e.what());
+                        code = exit_not_obtained;
+                    }
+                }
+                c.close();
+            });
+        io.run();
+    }
+    return code;
+}
+
+}  // namespace lmx::app

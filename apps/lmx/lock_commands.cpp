@@ -1,0 +1,128 @@
+// lmx acquire / lmx release: take a lock that outlives the command, and give it back.
+
+#include "client_common.hpp"
+#include "progress.hpp"
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace lmx::app {
+
+namespace {
+
+struct acquire_args {
+    client_args conn;
+    std::string key;
+    std::int64_t ttl_ms = 0;  // 0: no expiry
+    bool no_expiry = false;
+    std::uint32_t max = 0;
+    std::int64_t timeout_ms = 0;  // 0: no limit
+    bool no_wait = false;
+    bool shared = false;
+};
+
+int run_acquire(const acquire_args& a) {
+    client_options base;
+    base.keep_locks_on_exit = true;
+    return run_client("acquire", a.conn, base, [&a](lmx::client& c) -> boost::asio::awaitable<int> {
+        acquire_options o;
+        o.ttl = a.ttl_ms > 0 && !a.no_expiry ? std::chrono::milliseconds{a.ttl_ms} : no_expiry;
+        if (a.max) o.max = a.max;
+        o.wait = !a.no_wait;
+        o.timeout = wait_limit(a.timeout_ms);
+        o.shared = a.shared;
+        o.keep_locks_on_exit = true;
+        waiting_notice notice(c.get_executor(), a.key);
+        o.on_queued = notice.on_queued();
+        auto [ec, guard] = co_await c.acquire(a.key, o, use_tuple);
+        notice.done();
+        if (ec) co_return report("acquire", ec, c.options().url, "lock on '" + a.key + "'");
+        std::string id = guard.id();
+        auto token = guard.fencing_token();
+        guard.detach();  // the hold stays at the broker (keepLocksOnExit) after this process exits
+        if (a.conn.json) {
+            boost::json::object out{{"key", a.key}, {"id", id}, {"fencing_token", token}};
+            if (o.ttl != no_expiry) out["ttl_ms"] = o.ttl->count();
+            else out["ttl_ms"] = nullptr;
+            std::printf("%s\n", boost::json::serialize(out).c_str());
+        } else if (stdout_is_tty()) {
+            std::printf("acquired %s\n  lock id        %s\n  fencing token  %llu\n  expires        %s\n  release with   lmx release %s --id %s\n",
+                        a.key.c_str(), id.c_str(), static_cast<unsigned long long>(token),
+                        o.ttl == no_expiry ? "never" : ("in " + human_duration(*o.ttl)).c_str(), a.key.c_str(), id.c_str());
+        } else {
+            std::printf("%s %llu\n", id.c_str(), static_cast<unsigned long long>(token));
+        }
+        co_return exit_ok;
+    });
+}
+
+struct release_args {
+    client_args conn;
+    std::string key;
+    std::string id;
+    bool force = false;
+};
+
+int run_release(const release_args& a) {
+    return run_client("release", a.conn, {}, [&a](lmx::client& c) -> boost::asio::awaitable<int> {
+        bool force = a.id.empty();
+        error_code ec;
+        if (!force) {
+            // The broker treats releasing an ended hold as done; a person typing an id wants to
+            // know that it held nothing.
+            auto [iec, info] = co_await c.info(a.key, use_tuple);
+            if (!iec && std::find(info.holders.begin(), info.holders.end(), a.id) == info.holders.end()) iec = errc::not_holder;
+            if (iec) co_return report("release", iec, c.options().url, "lock id " + a.id + " on '" + a.key + "'");
+        }
+        if (force) std::tie(ec) = co_await c.force_release(a.key, use_tuple);
+        else std::tie(ec) = co_await c.release(a.key, a.id, use_tuple);
+        if (ec) co_return report("release", ec, c.options().url, force ? "force release of '" + a.key + "'" : "release of '" + a.key + "' by id " + a.id);
+        if (a.conn.json) {
+            boost::json::object out{{"key", a.key}, {"released", true}, {"forced", force}};
+            if (!force) out["id"] = a.id;
+            std::printf("%s\n", boost::json::serialize(out).c_str());
+        } else if (force) {
+            std::printf("force-released %s (no --id given: every holder of the key lost its lock)\n", a.key.c_str());
+        } else {
+            std::printf("released %s (lock id %s)\n", a.key.c_str(), a.id.c_str());
+        }
+        co_return exit_ok;
+    });
+}
+
+}  // namespace
+
+void add_lock_commands(CLI::App& app, action_setter set_action) {
+    {
+        auto a = std::make_shared<acquire_args>();
+        auto* cmd = app.add_subcommand("acquire", "Take a lock that stays held after this command exits; prints the lock id and fencing token");
+        cmd->add_option("key", a->key, "The key to lock")->required();
+        auto* ttl = cmd->add_option("--ttl", a->ttl_ms, "Lease in ms; the broker ends the hold after it (default: no expiry)")
+                        ->check(CLI::PositiveNumber)->type_name("MS");
+        cmd->add_flag("--no-expiry", a->no_expiry, "The hold never expires (the default)")->excludes(ttl);
+        cmd->add_option("--max", a->max, "Holders allowed at once on this key (a semaphore; default 1)")
+            ->check(CLI::Range(1u, (1u << 29) - 1))->type_name("N");
+        cmd->add_option("--timeout", a->timeout_ms, "Give up after waiting MS in the queue (default: wait until granted)")
+            ->check(CLI::PositiveNumber)->type_name("MS");
+        cmd->add_flag("--no-wait,!--wait", a->no_wait, "Fail at once (exit 1) if the lock is not free (default: --wait)");
+        cmd->add_flag("--shared", a->shared, "A shared (reader) lock: coexists with other shared holders");
+        add_client_flags(cmd, a->conn);
+        cmd->callback([a, set_action] { set_action([a] { return run_acquire(*a); }); });
+    }
+    {
+        auto a = std::make_shared<release_args>();
+        auto* cmd = app.add_subcommand("release", "Release a lock by its id, or force-release every hold of the key when no id is given");
+        cmd->add_option("key", a->key, "The key to release")->required();
+        auto* id = cmd->add_option("--id", a->id, "The lock id printed by `lmx acquire`")->type_name("ID");
+        cmd->add_flag("--force", a->force, "End every hold of the key, whoever holds it (the default without --id)")->excludes(id);
+        add_client_flags(cmd, a->conn);
+        cmd->callback([a, set_action] { set_action([a] { return run_release(*a); }); });
+    }
+}
+
+}  // namespace lmx::app

@@ -1,0 +1,38 @@
+# Usage errors, unreachable brokers, --help and --version: one clear line and a documented exit code.
+source "$(dirname "$0")/lib.sh"
+dead=tcp://127.0.0.1:$(free_port)
+
+expect 0 "$LMX" --version
+contains "$OUT" "lmx "
+expect 0 "$LMX" --help
+for sub in broker acquire release run ls info stats ping set get unset; do contains "$OUT" "$sub"; done
+expect 0 "$LMX" run --help
+for opt in --max --ttl --no-expiry --timeout --no-wait --shared --on-lost --url --uds-path --ensure-broker; do contains "$OUT" "$opt"; done
+contains "$OUT" "10000"
+contains "$OUT" "LMX_FENCING_TOKEN"
+expect 0 "$LMX" acquire --help
+contains "$OUT" "--json"
+ok "--help and --version"
+
+expect 2 "$LMX"
+expect 2 "$LMX" frobnicate
+expect 2 "$LMX" acquire
+contains "$ERR" "key"
+expect 2 "$LMX" acquire k --ttl -5
+expect 2 "$LMX" acquire k --ttl 100 --no-expiry
+expect 2 "$LMX" acquire k --max 0
+expect 2 "$LMX" release k --id x --force
+expect 2 "$LMX" run k --on-lost BOGUS -- true
+expect 2 "$LMX" ping --url "nonsense://x"
+contains "$ERR" "invalid broker URL"
+ok "usage errors exit 2"
+
+for cmd in "acquire k" "release k" "release k --id x" "ls" "info k" "stats" "ping"; do
+  # shellcheck disable=SC2086
+  expect 3 "$LMX" $cmd --url "$dead"
+  contains "$ERR" "no broker at $dead"
+  contains "$ERR" "--ensure-broker"
+done
+expect 3 "$LMX" run k --url "$dead" -- sh -c "touch '$T/ran'"
+[[ ! -e $T/ran ]] || fail "run ran its command without a broker"
+ok "an unreachable broker exits 3 with what to do"

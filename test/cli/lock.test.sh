@@ -1,0 +1,97 @@
+# lmx acquire / release / ls / info / stats / ping across processes and transports.
+source "$(dirname "$0")/lib.sh"
+start_broker
+
+for url in "$TCP_URL" "$UNIX_URL" "$WS_URL"; do
+  export LMX_URL=$url
+  key="job-${url%%:*}"
+
+  # Acquired in one process, still held after it exits (keepLocksOnExit), released by id in another.
+  expect 0 "$LMX" acquire "$key"
+  read -r id token <<<"$OUT"
+  [[ -n $id && $token =~ ^[0-9]+$ ]] || fail "acquire printed '$OUT', expected 'ID TOKEN'"
+  [[ $(holders "$key") == 1 ]] || fail "$key not held after acquire exited ($url)"
+  expect 1 "$LMX" acquire "$key" --no-wait
+  contains "$ERR" "held by someone else"
+  expect 1 "$LMX" acquire "$key" --timeout 200
+  contains "$ERR" "not granted before the timeout"
+  expect 0 "$LMX" ls
+  contains "$OUT" "$key"
+  contains "$OUT" "$id"
+  expect 1 "$LMX" release "$key" --id "not-$id"
+  contains "$ERR" "does not hold the key"
+  [[ $(holders "$key") == 1 ]] || fail "a wrong id released $key"
+  expect 0 "$LMX" release "$key" --id "$id"
+  contains "$OUT" "released $key"
+  [[ $(holders "$key") == 0 ]] || fail "$key still held after release by id"
+  expect 1 "$LMX" release "$key" --id "$id"
+
+  # Without an id the release is forced, and says so.
+  expect 0 "$LMX" acquire "$key" --json
+  contains "$OUT" "\"key\":\"$key\""
+  contains "$OUT" '"ttl_ms":null'
+  token2=$(sed -n 's/.*"fencing_token":\([0-9]*\).*/\1/p' <<<"$OUT")
+  ((token2 > token)) || fail "fencing token went from $token to $token2"
+  expect 0 "$LMX" release "$key"
+  contains "$OUT" "force-released $key"
+  [[ $(holders "$key") == 0 ]] || fail "$key still held after force release"
+  ok "acquire, release by id and by force over ${url%%:*}"
+done
+export LMX_URL=$TCP_URL
+
+# A semaphore admits exactly --max holders.
+expect 0 "$LMX" acquire pool --max 2
+expect 0 "$LMX" acquire pool --max 2
+expect 1 "$LMX" acquire pool --max 2 --no-wait
+expect 0 "$LMX" info pool --json
+contains "$OUT" '"max":2'
+[[ $(holders pool) == 2 ]] || fail "pool should have 2 holders"
+expect 0 "$LMX" release pool
+[[ $(holders pool) == 0 ]] || fail "force release left holders on pool"
+ok "semaphore --max 2"
+
+# A lease given with --ttl ends at the broker.
+expect 0 "$LMX" acquire lease --ttl 1500
+[[ $(holders lease) == 1 ]] || fail "lease not held"
+wait_for 10 holders_are lease 0
+ok "--ttl lease expires"
+
+# Shared holds coexist; an exclusive one waits for them.
+expect 0 "$LMX" acquire doc --shared
+expect 0 "$LMX" acquire doc --shared
+expect 1 "$LMX" acquire doc --no-wait
+expect 0 "$LMX" release doc
+ok "--shared"
+
+# A waiter shows up in ls and info, and is granted when the holder releases.
+expect 0 "$LMX" acquire queue
+read -r qid _ <<<"$OUT"
+"$LMX" acquire queue --json >"$T/waiter.out" 2>"$T/waiter.err" &
+waiter=$!
+wait_for 5 waiters_are queue 1
+expect 0 "$LMX" info queue
+contains "$OUT" "waiters             1"
+contains "$OUT" "$qid"
+expect 0 "$LMX" release queue --id "$qid"
+wait "$waiter" || fail "the waiting acquire failed: $(cat "$T/waiter.err")"
+contains "$(cat "$T/waiter.out")" '"key":"queue"'
+[[ -z $(cat "$T/waiter.err") ]] || fail "a waiting acquire off a terminal printed progress: $(cat "$T/waiter.err")"
+ok "waiter granted on release; no progress output off a terminal"
+
+# Inspection.
+expect 0 "$LMX" ls --json
+contains "$OUT" '"locks":['
+contains "$OUT" '"key":"queue"'
+expect 0 "$LMX" ls nomatch-
+contains "$OUT" "no locks held"
+expect 0 "$LMX" info never-used --json
+contains "$OUT" '"locked":false'
+expect 0 "$LMX" stats
+contains "$OUT" "connections"
+expect 0 "$LMX" stats --json
+contains "$OUT" '"waiters":0'
+expect 0 "$LMX" ping -c 3 -i 10
+contains "$OUT" "3 replies"
+expect 0 "$LMX" ping --json
+contains "$OUT" '"median_us":'
+ok "ls, info, stats, ping"
