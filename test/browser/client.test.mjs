@@ -98,6 +98,32 @@ test('two pages contend on one key: the second gets it only after the first rele
   await b.close();
 });
 
+test('acquireMany takes every key at once, after the holder of one of them releases', async () => {
+  const [a, b] = [await connectedPage(), await connectedPage()];
+  const [x, y] = [uniqueKey('x'), uniqueKey('y')].sort();
+  await a.evaluate(async (x) => { window.held = await client.acquire(x, { ttl: 10000 }); }, x);
+  await b.evaluate(([x, y]) => {
+    window.many = client.acquireMany([y, x], { ttl: 10000, timeout: 10000 });
+    many.catch(() => {});
+  }, [x, y]);
+  await waitFor(() => a.evaluate(async (x) => (await client.info(x)).waiters === 1, x), 2000, 'acquireMany queued');
+  // Nothing is held for b while it waits: y is still free.
+  assert.equal(await a.evaluate(async (y) => (await client.info(y)).locked, y), false);
+  await a.evaluate(() => held.release());
+  const r = await b.evaluate(async () => {
+    const m = await many;
+    return { keys: m.keys, tokens: m.fencingTokens, token: m.fencingToken, id: m.id };
+  });
+  assert.deepEqual(r.keys, [x, y]);
+  assert.ok(r.tokens[x] > 0 && r.tokens[y] > 0);
+  assert.equal(r.token, Math.max(r.tokens[x], r.tokens[y]));
+  assert.deepEqual(await a.evaluate(async ([x, y]) => [(await client.info(x)).holders, (await client.info(y)).holders], [x, y]), [[r.id], [r.id]]);
+  await b.evaluate(async () => { await (await many).release(); });
+  assert.deepEqual(await a.evaluate(async ([x, y]) => [(await client.info(x)).locked, (await client.info(y)).locked], [x, y]), [false, false]);
+  await a.close();
+  await b.close();
+});
+
 test('`await using` releases the lock when the scope ends', async () => {
   const page = await connectedPage();
   const key = uniqueKey('using');

@@ -134,8 +134,9 @@ test('the filter box hides keys that do not match', async () => {
   await context.close();
 });
 
-test('the dashboard fits a phone screen', async () => {
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+test('the dashboard fits a phone screen (in dark mode)', async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true,
+    hasTouch: true, colorScheme: 'dark' });
   const key = uniqueKey('phone');
   const holder = await lmxPage(context, broker);
   await holder.evaluate(async ([url, key]) => {
@@ -146,6 +147,8 @@ test('the dashboard fits a phone screen', async () => {
   await waitFor(async () => (await row(dash, key).count()) === 1, 1000, 'the key row');
   const overflow = await dash.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `the page is ${overflow}px wider than the screen`);
+  const background = await dash.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(background, 'rgb(15, 19, 24)', 'the dark palette');
   const shot = artifactPath('dashboard-phone.png');
   await dash.screenshot({ path: shot, fullPage: true });
   console.log(`dashboard phone screenshot: ${shot}`);

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <map>
-#include <optional>
 #include <thread>
 
 namespace bdata = boost::unit_test::data;
@@ -271,19 +270,21 @@ BOOST_AUTO_TEST_CASE(watchers_of_every_key_learn_the_connection_count) {
     wire_client all(b.tcp_url), some(b.tcp_url);
     BOOST_TEST(flag(all.request({{"type", "watch"}, {"uuid", fresh_id("watch")}}), "watching"));
     BOOST_TEST(flag(some.request({{"type", "watch"}, {"uuid", fresh_id("watch")}, {"keys", json::array{"k"}}}), "watching"));
-    std::optional<json::object> opened;
+    // The next connections event that reports `n` (a probe connection of the test harness may
+    // still be closing when the watch starts, and is reported too).
+    auto count_reaches = [&all](std::uint64_t n) {
+        while (auto e = next_of_type(all, "event", 3s)) {
+            BOOST_TEST(text(*e, "event") == "connections", dump(*e));
+            if (number(*e, "connections") == n) return true;
+        }
+        return false;
+    };
     {
         wire_client third(b.tcp_url);
         BOOST_TEST(alive(third));
-        opened = next_of_type(all, "event", 3s);
-        BOOST_REQUIRE(opened.has_value());
-        BOOST_TEST(text(*opened, "event") == "connections");
-        BOOST_TEST(number(*opened, "connections") == 3u);
+        BOOST_TEST(count_reaches(3));
     }
-    auto closed = next_of_type(all, "event", 3s);
-    BOOST_REQUIRE(closed.has_value());
-    BOOST_TEST(text(*closed, "event") == "connections");
-    BOOST_TEST(number(*closed, "connections") == 2u);
+    BOOST_TEST(count_reaches(2));
     // A watcher of some keys gets key events only.
     BOOST_TEST(!next_of_type(some, "event", 100ms));
 }

@@ -135,6 +135,14 @@ export declare class Lock extends EventTarget {
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
 }
 
+/** A hold of several keys taken at once by acquireMany; released, extended and lost as a whole. */
+export declare class MultiLock extends Lock {
+  /** The keys held, sorted. `key` is the first of them. */
+  readonly keys: string[];
+  /** The fencing token of each key; `fencingToken` is the highest of them. */
+  readonly fencingTokens: Record<string, number>;
+}
+
 /** One key's state at the broker. */
 export interface LockInfo {
   key: string;
@@ -207,10 +215,17 @@ export declare class Client extends EventTarget {
   readonly state: "disconnected" | "connecting" | "connected" | "closed";
   /** The session name the broker gave this connection. */
   readonly session: string | null;
+  /** The broker's name and version (e.g. "lmx/1.2.0"), from the hello handshake. */
+  readonly broker: string | null;
   /** Connects, or waits for the attempt in progress. */
   connect(): Promise<void>;
   /** Waits for `key` (or a slot of it, with `max`); rejects with `timeout`, `would_block`, `cancelled`, ... */
   acquire(key: string, options?: AcquireOptions): Promise<Lock>;
+  /**
+   * All of `keys` at once or none (fair and deadlock-free at the broker); options as in acquire,
+   * except max and shared.
+   */
+  acquireMany(keys: string[], options?: Omit<AcquireOptions, "max" | "shared">): Promise<MultiLock>;
   /** A try-lock: rejects with `would_block` when the key is taken. */
   tryAcquire(key: string, options?: Omit<AcquireOptions, "wait">): Promise<Lock>;
   /** Releases the hold `id` of `key`, e.g. one kept on exit by another client; rejects with `not_holder`. */

@@ -181,19 +181,28 @@ export class Lock extends EventTarget {
     if (this.#released) throw new LmxError(errc.not_holder, `${this.key} was already released`);
     this.#released = true;
     this.#client._forget(this.id);
-    let reply;
+    let ended;
     try {
-      reply = await this.#client._call({ type: "unlock", key: this.key, _uuid: this.id });
+      ended = this._ended(await this.#client._call(this._releaseMessage()));
     } catch (e) {
       if (e.code !== errc.not_holder) throw e;
-      reply = { unlocked: false, error: e.message };
+      ended = e.message;
     }
-    // The broker answers an unlock of a hold that already ended with a warning.
-    if (!reply.unlocked || reply.warning) {
+    if (ended) {
       this.#lost = true;
       this.lostReason ??= "ttl";
-      throw new LmxError(errc.lock_lost, reply.warning ?? reply.error ?? this.key);
+      throw new LmxError(errc.lock_lost, ended);
     }
+  }
+
+  _releaseMessage() {
+    return { type: "unlock", key: this.key, _uuid: this.id };
+  }
+
+  // Why the release found the hold already ended, or null. The broker answers an unlock of a
+  // hold that already ended with a warning.
+  _ended(reply) {
+    return !reply.unlocked || reply.warning ? (reply.warning ?? reply.error ?? this.key) : null;
   }
 
   /** Renews the lease: it now ends `ttl` ms from now (null: never). Resolves to ms left, or null. */
@@ -239,6 +248,25 @@ export class Lock extends EventTarget {
     }
     this.dispatchEvent(ev);
     this.#client.dispatchEvent(Object.assign(new Event("lost"), { reason, lock: this }));
+  }
+}
+
+/** A hold of several keys taken at once by acquireMany; released (or lost) as a whole. */
+export class MultiLock extends Lock {
+  constructor(client, keys, id, fencingTokens, keep) {
+    super(client, keys[0], id, Math.max(0, ...Object.values(fencingTokens)), keep);
+    /** The keys held, sorted. */
+    this.keys = keys;
+    /** The fencing token of each key. */
+    this.fencingTokens = fencingTokens;
+  }
+
+  _releaseMessage() {
+    return { type: "release-many", lockUuid: this.id };
+  }
+
+  _ended(reply) {
+    return reply.released ? null : (reply.error ?? this.keys.join(", "));
   }
 }
 
@@ -299,6 +327,8 @@ export class Client extends EventTarget {
     this.#opt = { ...defaults, ...options };
     /** The session name the broker gave this connection. */
     this.session = null;
+    /** The broker's name and version, from the hello handshake. */
+    this.broker = null;
   }
 
   /** The broker's ws:// URL. */
@@ -383,6 +413,7 @@ export class Client extends EventTarget {
             this.#failures = 0;
             this.#state = "connected";
             this.session = reply.session ?? null;
+            this.broker = reply.broker ?? null;
             this.#watchedKeys = undefined;
             this.#syncWatch().catch(() => {});
             resolve();
@@ -478,7 +509,9 @@ export class Client extends EventTarget {
     }
     if (this.#abandoned.has(uuid)) {
       // A grant that crossed our withdrawal: give it back at once.
-      if (m.acquired) this.#send({ type: "unlock", uuid: this.#nextId(), key: this.#abandoned.get(uuid), _uuid: uuid });
+      const key = this.#abandoned.get(uuid);
+      if (m.acquired && key === null) this.#send({ type: "release-many", uuid: this.#nextId(), lockUuid: uuid });
+      else if (m.acquired) this.#send({ type: "unlock", uuid: this.#nextId(), key, _uuid: uuid });
       if (m.acquired !== undefined && !m.queued) this.#abandoned.delete(uuid);
     }
   }
@@ -532,16 +565,47 @@ export class Client extends EventTarget {
    * reader lock), keepLocksOnExit, signal (an AbortSignal that withdraws the request).
    */
   async acquire(key, options = {}) {
+    const msg = { type: "lock", key };
+    if (options.max != null) msg.max = options.max;
+    if (options.shared) msg.mode = "shared";
+    const { uuid, reply, keep } = await this.#acquireRequest(msg, options, key);
+    if (reply.acquired) {
+      const lock = new Lock(this, key, uuid, reply.fencingToken ?? 0, keep);
+      this.#holds.set(uuid, lock);
+      return lock;
+    }
+    if (reply.error || reply.type === "error") throw wireError(reply);
+    throw new LmxError(errc.would_block, key);
+  }
+
+  /**
+   * Acquires every key of `keys` at once, or none: resolves with a MultiLock. Options as in
+   * acquire, except max and shared.
+   */
+  async acquireMany(keys, options = {}) {
+    const msg = { type: "acquire-many", keys: [...keys] };
+    const { uuid, reply, keep } = await this.#acquireRequest(msg, options, null);
+    if (reply.acquired) {
+      const lock = new MultiLock(this, reply.keys ?? [...keys].sort(), uuid, reply.fencingTokens ?? {}, keep);
+      this.#holds.set(uuid, lock);
+      return lock;
+    }
+    if (reply.error || reply.type === "error") throw wireError(reply);
+    throw new LmxError(errc.would_block, keys.join(", "));
+  }
+
+  // Sends a lock or acquire-many request with the wait, ttl and keep fields of `options`, and
+  // waits for its answer. A timeout or an abort withdraws the request (`cancel`); a grant that
+  // crosses the withdrawal is given back (`key`: unlock it; null: release-many).
+  async #acquireRequest(msg, options, key) {
     const { signal } = options;
     if (signal?.aborted) throw abortReason(signal);
     const wait = options.wait ?? true;
     const budget = options.timeout ?? this.#opt.lockRequestTimeout * Math.max(1, options.maxRetries ?? this.#opt.maxRetries);
     const keep = options.keepLocksOnExit ?? this.#opt.keepLocksOnExit;
-    const msg = { type: "lock", key, ttl: ttlField(options.ttl === undefined ? this.#opt.ttl : options.ttl) };
-    if (options.max != null) msg.max = options.max;
+    msg.ttl = ttlField(options.ttl === undefined ? this.#opt.ttl : options.ttl);
     if (!wait) msg.wait = false;
     else msg.timeout = budget;
-    if (options.shared) msg.mode = "shared";
     if (keep) msg.keepLocksOnExit = true;
     await this.#ensureConnected();
     if (signal?.aborted) throw abortReason(signal);
@@ -555,11 +619,12 @@ export class Client extends EventTarget {
       };
       // The broker withdraws the request at `budget`; this deadline only guards against a broker
       // that never answers.
+      const limit = wait ? budget + this.#opt.requestTimeout : this.#opt.requestTimeout;
       const timer = setTimeout(() => {
         finish();
         this.#abandon(uuid, key);
-        reject(new LmxError(errc.timeout, `${key}: no answer within ${budget + this.#opt.requestTimeout} ms`));
-      }, wait ? budget + this.#opt.requestTimeout : this.#opt.requestTimeout);
+        reject(new LmxError(errc.timeout, `no answer to ${msg.type} within ${limit} ms`));
+      }, limit);
       if (signal) {
         onAbort = () => {
           finish();
@@ -581,13 +646,7 @@ export class Client extends EventTarget {
       });
       this.#send(msg);
     });
-    if (reply.acquired) {
-      const lock = new Lock(this, key, uuid, reply.fencingToken ?? 0, keep);
-      this.#holds.set(uuid, lock);
-      return lock;
-    }
-    if (reply.error || reply.type === "error") throw wireError(reply);
-    throw new LmxError(errc.would_block, key);
+    return { uuid, reply, keep };
   }
 
   /** A try-lock: resolves with a Lock, or rejects with code `would_block` when the key is taken. */
