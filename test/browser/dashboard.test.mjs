@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, launchBrowser, lmxPage, waitFor, uniqueKey, artifactPath } from './lib/browser.mjs';
+import { startBroker, launchBrowser, newPage, lmxPage, waitFor, uniqueKey, artifactPath } from './lib/browser.mjs';
 
 let broker;
 let browser;
@@ -19,13 +19,9 @@ after(async () => {
   await broker?.stop();
 });
 
-// The dashboard, ready (snapshot taken, watching). Page errors and console errors (a CSP
-// violation among them) are collected in page.problems.
+// The dashboard, ready (snapshot taken, watching), with its problems collected (see newPage).
 async function openDashboard(context, query = '') {
-  const page = await context.newPage();
-  page.problems = [];
-  page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') page.problems.push(`console: ${m.text()}`); });
+  const page = await newPage(context);
   const res = await page.goto(`${broker.http}/${query}`);
   assert.equal(res.status(), 200);
   assert.equal(res.headers()['content-type'], 'text/html; charset=utf-8');
@@ -130,6 +126,11 @@ test('the filter box hides keys that do not match', async () => {
   assert.equal(await dash.locator('#empty').isVisible(), true);
   await dash.fill('#filter', '');
   await waitFor(async () => (await row(dash, a).count()) === 1, 1000, 'alpha back');
+  // ?filter= fills the box in.
+  const filtered = await openDashboard(context, `?filter=${encodeURIComponent(b)}`);
+  assert.equal(await filtered.inputValue('#filter'), b);
+  assert.equal(await row(filtered, a).count(), 0);
+  assert.equal(await row(filtered, b).count(), 1);
   await holder.evaluate(() => Promise.all(locks.map((l) => l.release())));
   await context.close();
 });

@@ -36,9 +36,9 @@ export async function launchBrowser() {
   });
 }
 
-// A page on `origin` (any URL of it) that has imported lmx.js from `broker` as window.lmx.
-// Uncaught page errors and console errors are collected in page.problems.
-export async function lmxPage(context, broker, origin = `${broker.http}/healthz`) {
+// A new page of `context` whose uncaught errors and console errors (a CSP violation among them)
+// are collected in page.problems.
+export async function newPage(context) {
   const page = await context.newPage();
   page.problems = [];
   page.on('pageerror', (e) => page.problems.push(`pageerror: ${e.message}`));
@@ -46,6 +46,12 @@ export async function lmxPage(context, broker, origin = `${broker.http}/healthz`
     // The browser's own favicon request on pages without one is not a problem of the page.
     if (m.type() === 'error' && !m.location().url.endsWith('/favicon.ico')) page.problems.push(`console: ${m.text()}`);
   });
+  return page;
+}
+
+// A page on `origin` (any URL of it) that has imported lmx.js from `broker` as window.lmx.
+export async function lmxPage(context, broker, origin = `${broker.http}/healthz`) {
+  const page = await newPage(context);
   await page.goto(origin);
   await page.evaluate(async (url) => { window.lmx = await import(url); }, `${broker.http}/lmx.js`);
   return page;
