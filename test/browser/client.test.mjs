@@ -247,7 +247,7 @@ test('a grant that crosses an abort is given back', async () => {
   await other.close();
 });
 
-test('reconnect: a broker restart loses holds and fails pending calls, then the client reconnects', async () => {
+test('reconnect: a broker restart loses holds and fails pending calls, then the client reconnects and watches again', async () => {
   const own = await startBroker();
   const page = await connectedPage(own);
   const key = uniqueKey('reconnect');
@@ -255,6 +255,8 @@ test('reconnect: a broker restart loses holds and fails pending calls, then the 
     window.events = [];
     client.addEventListener('disconnect', (e) => events.push('disconnect:' + e.error.code));
     client.addEventListener('connect', () => events.push('connect'));
+    window.seen = [];
+    await client.watch([key], (e) => seen.push(e.event));
     window.held = await client.acquire(key, { ttl: 60000 });
     window.heldLost = new Promise((resolve) => held.addEventListener('lost', (e) => resolve(e.reason)));
     window.other = await window.lmx.connect(client.url, { reconnect: false });
@@ -270,11 +272,14 @@ test('reconnect: a broker restart loses holds and fails pending calls, then the 
     await waitFor(() => page.evaluate(() => events.includes('connect')), 5000, 'the client reconnected');
     assert.deepEqual(await page.evaluate(() => events), ['disconnect:connection_lost', 'connect']);
     const r = await page.evaluate(async (key) => {
+      seen.length = 0;
       const l = await client.acquire(key);
       await l.release();
-      return { held: held.held, lost: held.lost, token: l.fencingToken, otherState: other.state };
+      await client.ping();
+      return { held: held.held, lost: held.lost, token: l.fencingToken, otherState: other.state, seen };
     }, key);
     assert.equal(r.lost, true);
+    assert.deepEqual(r.seen, ['granted', 'released'], 'the watch was renewed on the new connection');
     assert.ok(r.token > 0);
     assert.equal(r.otherState, 'disconnected', 'a client with reconnect: false stays disconnected');
   } finally {
