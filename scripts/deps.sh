@@ -6,7 +6,8 @@ set -euo pipefail
 
 want=(g++ cmake make ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev)
 if [[ "${1:-build}" == test ]]; then
-  want+=(nodejs npm chromium chromium-driver)
+  # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
+  want+=(nodejs npm chromium chromium-driver fonts-liberation)
 fi
 
 missing=()
