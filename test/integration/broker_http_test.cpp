@@ -1,5 +1,5 @@
-// HTTP on the WebSocket listener: /healthz, /metrics (Prometheus text), /v1/stats, 404s, and the
-// Origin check on the WebSocket upgrade.
+// HTTP on the WebSocket listener: /healthz, /metrics (Prometheus text), /v1/stats, the embedded
+// web files (/, /lmx.js, /lmx.d.ts), 404s, and the Origin check on the WebSocket upgrade.
 
 #include "protocol_helpers.hpp"
 #include "raw_socket.hpp"
