@@ -20,9 +20,9 @@ after(async () => {
 });
 
 // The dashboard, ready (snapshot taken, watching), with its problems collected (see newPage).
-async function openDashboard(context, query = '') {
+async function openDashboard(context, query = '', b = broker) {
   const page = await newPage(context);
-  const res = await page.goto(`${broker.http}/${query}`);
+  const res = await page.goto(`${b.http}/${query}`);
   assert.equal(res.status(), 200);
   assert.equal(res.headers()['content-type'], 'text/html; charset=utf-8');
   assert.equal(res.headers()['x-content-type-options'], 'nosniff');
@@ -156,4 +156,32 @@ test('the dashboard fits a phone screen (in dark mode)', async () => {
   await holder.evaluate(() => held.release());
   assert.deepEqual(dash.problems, []);
   await context.close();
+});
+
+test('after a broker restart the dashboard reconnects and shows the new state', async () => {
+  const own = await startBroker();
+  const context = await browser.newContext();
+  let again;
+  try {
+    const key = uniqueKey('restart');
+    const holder = await lmxPage(context, own);
+    await holder.evaluate(async ([url, key]) => {
+      window.client = await lmx.connect(url);
+      window.held = await client.acquire(key, { ttl: 60000 });
+    }, [own.ws, key]);
+    const dash = await openDashboard(context, '', own);
+    await waitFor(async () => (await row(dash, key).count()) === 1, 1000, 'the key row');
+    const port = own.port;
+    await own.stop();
+    await waitFor(async () => (await dash.locator('#status-text').textContent()) === 'reconnecting…', 2000, 'reconnecting shown');
+    again = await startBroker({ port });
+    await waitFor(async () => (await dash.locator('#status-text').textContent()) === 'live', 5000, 'live again');
+    // The holder's client reconnected too, but its hold ended with the old broker.
+    await waitFor(async () => (await row(dash, key).count()) === 0, 2000, 'the old hold gone');
+    await holder.evaluate(async (key) => { window.again = await client.acquire(key, { ttl: 60000 }); }, key);
+    await waitFor(async () => (await row(dash, key).count()) === 1, 1000, 'the new hold shown');
+  } finally {
+    await context.close();
+    await again?.stop();
+  }
 });
