@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages lmx needs, only when something is missing.
-#   scripts/deps.sh [build|test]   (test adds what the test suite drives: node, npm)
+#   scripts/deps.sh [build|test]   (test adds what the test suite drives: node, npm, and the
+#                                   headless Chromium of the browser tests)
 set -euo pipefail
 
 want=(g++ cmake make ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev)
 if [[ "${1:-build}" == test ]]; then
-  want+=(nodejs npm)
+  # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
+  want+=(nodejs npm chromium chromium-driver fonts-liberation)
 fi
 
 missing=()

@@ -1,5 +1,5 @@
-// HTTP on the WebSocket listener: /healthz, /metrics (Prometheus text), /v1/stats, 404s, and the
-// Origin check on the WebSocket upgrade.
+// HTTP on the WebSocket listener: /healthz, /metrics (Prometheus text), /v1/stats, the embedded
+// web files (/, /lmx.js, /lmx.d.ts), 404s, and the Origin check on the WebSocket upgrade.
 
 #include "protocol_helpers.hpp"
 #include "raw_socket.hpp"
@@ -127,6 +127,36 @@ BOOST_AUTO_TEST_CASE(v1_stats_has_the_figures_of_system_stats) {
     BOOST_TEST(number(http, "uptimeMs") >= number(wire, "uptimeMs"));
     BOOST_TEST(http.at("topContendedKeys") == wire.at("topContendedKeys"));
     BOOST_TEST(number(http, "holders") == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(embedded_web_files) {
+    checked_broker b;
+    struct page {
+        const char* path;
+        const char* type;
+        const char* marker;
+    };
+    for (auto p : {page{"/", "text/html; charset=utf-8", "<!doctype html>"},
+                   page{"/lmx.js", "text/javascript; charset=utf-8", "export async function connect("},
+                   page{"/lmx.d.ts", "application/typescript; charset=utf-8", "export declare function connect("}}) {
+        auto r = http_get(b.ws_url, p.path);
+        BOOST_TEST(r.status == 200, p.path);
+        BOOST_TEST(r.headers["content-type"] == p.type, p.path);
+        BOOST_TEST(r.headers["x-content-type-options"] == "nosniff", p.path);
+        BOOST_TEST(r.headers["cache-control"] == "no-cache", p.path);
+        BOOST_TEST(r.body.find(p.marker) != std::string::npos, p.path);
+        auto head = http_request(b.ws_url, "HEAD", p.path);
+        BOOST_TEST(head.status == 200, p.path);
+        BOOST_TEST(head.body.empty(), p.path);
+        BOOST_TEST(head.headers["content-length"] == std::to_string(r.body.size()), p.path);
+    }
+    // The module may be imported by pages of any origin; the dashboard is confined by its CSP.
+    BOOST_TEST(http_get(b.ws_url, "/lmx.js").headers["access-control-allow-origin"] == "*");
+    auto dash = http_get(b.ws_url, "/?filter=orders");
+    BOOST_TEST(dash.status == 200);
+    BOOST_TEST(dash.headers["content-security-policy"].find("default-src 'none'") != std::string::npos);
+    BOOST_TEST(!dash.headers.contains("access-control-allow-origin"));
+    BOOST_TEST(http_get(b.ws_url, "/lmx.jsx").status == 404);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_paths_and_methods) {

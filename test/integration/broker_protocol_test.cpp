@@ -10,6 +10,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <map>
 #include <thread>
 
 namespace bdata = boost::unit_test::data;
@@ -262,6 +263,55 @@ BOOST_DATA_TEST_CASE(watch_streams_events, bdata::make(transports), kind) {
     BOOST_TEST(!flag(un, "watching"));
     BOOST_REQUIRE(flag(acquire(c, fresh_id("wl"), "watched"), "acquired"));
     BOOST_TEST(!next_of_type(watcher, "event", 100ms));
+}
+
+BOOST_AUTO_TEST_CASE(watchers_of_every_key_learn_the_connection_count) {
+    checked_broker b;
+    wire_client all(b.tcp_url), some(b.tcp_url);
+    BOOST_TEST(flag(all.request({{"type", "watch"}, {"uuid", fresh_id("watch")}}), "watching"));
+    BOOST_TEST(flag(some.request({{"type", "watch"}, {"uuid", fresh_id("watch")}, {"keys", json::array{"k"}}}), "watching"));
+    // The next connections event that reports `n` (a probe connection of the test harness may
+    // still be closing when the watch starts, and is reported too).
+    auto count_reaches = [&all](std::uint64_t n) {
+        while (auto e = next_of_type(all, "event", 3s)) {
+            BOOST_TEST(text(*e, "event") == "connections", dump(*e));
+            if (number(*e, "connections") == n) return true;
+        }
+        return false;
+    };
+    {
+        wire_client third(b.tcp_url);
+        BOOST_TEST(alive(third));
+        BOOST_TEST(count_reaches(3));
+    }
+    BOOST_TEST(count_reaches(2));
+    // A watcher of some keys gets key events only.
+    BOOST_TEST(!next_of_type(some, "event", 100ms));
+}
+
+BOOST_AUTO_TEST_CASE(lock_info_details_each_holder) {
+    checked_broker b;
+    wire_client c(b.tcp_url);
+    auto a = fresh_id("a"), s = fresh_id("s");
+    auto ga = acquire(c, a, "pool", {{"max", 2}, {"ttl", 60000}});
+    BOOST_REQUIRE(flag(ga, "acquired"));
+    std::this_thread::sleep_for(50ms);
+    auto gs = acquire(c, s, "pool", {{"max", 2}, {"ttl", nullptr}});
+    BOOST_REQUIRE(flag(gs, "acquired"));
+    auto info = c.request({{"type", "lock-info-request"}, {"uuid", fresh_id("i")}, {"key", "pool"}});
+    const auto& holders = info.at("holders").as_array();
+    BOOST_REQUIRE_EQUAL(holders.size(), 2u);
+    std::map<std::string, json::object> by_id;
+    for (const auto& h : holders) by_id[text(h.as_object(), "uuid")] = h.as_object();
+    BOOST_REQUIRE(by_id.contains(a) && by_id.contains(s));
+    BOOST_TEST(number(by_id[a], "fencingToken") == number(ga, "fencingToken"));
+    BOOST_TEST(number(by_id[s], "fencingToken") == number(gs, "fencingToken"));
+    BOOST_TEST(text(by_id[a], "mode") == "exclusive");
+    BOOST_TEST(number(by_id[a], "heldMs") >= 50u);
+    BOOST_TEST(number(by_id[a], "heldMs") >= number(by_id[s], "heldMs"));
+    BOOST_TEST(number(by_id[a], "expiresInMs") <= 60000u);
+    BOOST_TEST(number(by_id[a], "expiresInMs") > 50000u);
+    BOOST_TEST(by_id[s].at("expiresInMs").is_null());
 }
 
 BOOST_DATA_TEST_CASE(waiter_limit_and_default_ttl, bdata::make(transports), kind) {

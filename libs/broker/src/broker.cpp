@@ -212,6 +212,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         s->conn = std::move(conn);
         sessions.emplace(s->id, s);
         ++fig.connections_total;
+        announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
         asio::co_spawn(ex, reader(shared_from_this(), s), asio::detached);
         asio::co_spawn(ex, writer(s), asio::detached);
@@ -272,7 +273,19 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         table->close_session(s.id, steady::now());
         sessions.erase(s.id);
         if (s.writer_idle) s.wake.cancel();
+        announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s.id) + " closed");
+    }
+
+    // Watchers of every key (dashboards) learn the connection count as it changes.
+    void announce_connections() {
+        bool any = false;
+        for (session* w : watchers) {
+            if (!w->watch_keys.empty() || w->closing) continue;
+            core::write_connections_event(*begin_frame(*w), sessions.size());
+            any = true;
+        }
+        if (any) flush();
     }
 
     void stop_watching(session& s) {
@@ -407,7 +420,9 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
 
     void serve(session& s, req::ls& r) { core::write_ls(*begin_frame(s), r.uuid, table->list_keys()); }
 
-    void serve(session& s, req::lock_info& r) { core::write_lock_info(*begin_frame(s), r.uuid, table->info(r.key)); }
+    void serve(session& s, req::lock_info& r) {
+        core::write_lock_info(*begin_frame(s), r.uuid, table->info(r.key), now());
+    }
 
     void serve(session& s, req::ping& r) {
         auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -456,6 +471,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         if (path == "/healthz") return detail::healthz_page(stats());
         if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token());
         if (path == "/v1/stats") return detail::stats_page(stats());
+        if (auto page = detail::web_page(path)) return std::move(*page);
         return {404, "text/plain; charset=utf-8", "not found\n", {}};
     }
 

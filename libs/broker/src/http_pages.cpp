@@ -1,4 +1,5 @@
 #include "http_pages.hpp"
+#include "web_assets.hpp"
 
 #include <lmx/version.hpp>
 
@@ -30,6 +31,31 @@ void metric(std::string& out, const char* name, const char* type, const char* he
     out += '\n';
 }
 }  // namespace
+
+std::optional<transport::http_response> web_page(std::string_view path) {
+    for (const auto& a : web_assets()) {
+        if (a.path != path) continue;
+        transport::http_response r{200, std::string(a.content_type), std::string(a.body), {}};
+        // Revalidate every time: the files change with the broker binary.
+        r.headers.emplace_back("Cache-Control", "no-cache");
+        r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+        if (a.content_type.starts_with("text/html")) {
+            // The dashboard loads only its own inline code and /lmx.js, and talks only to this broker.
+            r.headers.emplace_back("Content-Security-Policy",
+                                   "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                   "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                                   "frame-ancestors 'none'");
+            r.headers.emplace_back("Referrer-Policy", "no-referrer");
+        } else {
+            // Pages of any origin may import the client (a module import is a CORS request). The
+            // files are public and the same for everyone; whether such a page may then open a
+            // WebSocket is decided by the Origin check of the upgrade (--allow-origin).
+            r.headers.emplace_back("Access-Control-Allow-Origin", "*");
+        }
+        return r;
+    }
+    return std::nullopt;
+}
 
 transport::http_response healthz_page(const core::broker_stats& st) {
     boost::json::object o{{"status", "ok"},

@@ -8,6 +8,8 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 namespace lmx::detail {
 
@@ -33,6 +35,10 @@ private:
     double sum_ = 0;
     std::uint64_t count_ = 0;
 };
+
+// The embedded dashboard ("/"), browser client ("/lmx.js") and its declarations ("/lmx.d.ts");
+// nothing for other paths.
+std::optional<transport::http_response> web_page(std::string_view path);
 
 transport::http_response healthz_page(const core::broker_stats& st);
 transport::http_response stats_page(const core::broker_stats& st);

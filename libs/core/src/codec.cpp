@@ -1269,7 +1269,7 @@ void write_ls(std::string& out, std::string_view uuid, std::span<const std::stri
     frame(out, "ls").str("uuid", uuid).str_array("ls_result", keys).end();
 }
 
-void write_lock_info(std::string& out, std::string_view uuid, const key_info& info) {
+void write_lock_info(std::string& out, std::string_view uuid, const key_info& info, std::optional<time_point> now) {
     frame fr(out, "lock-info-response");
     fr.str("uuid", uuid)
         .str("key", info.key)
@@ -1280,8 +1280,25 @@ void write_lock_info(std::string& out, std::string_view uuid, const key_info& in
     fr.close_array()
         .num("lockRequestCount", info.waiters)
         .num("max", info.max)
-        .num("fencingToken", info.last_token)
-        .end();
+        .num("fencingToken", info.last_token);
+    if (now) {
+        auto ms = [](time_point::duration d) {
+            return std::max<std::int64_t>(0, std::chrono::ceil<std::chrono::milliseconds>(d).count());
+        };
+        fr.open_array("holders");
+        for (const auto& h : info.holders) {
+            fr.open_object_element()
+                .str("uuid", h.id)
+                .num("fencingToken", h.token)
+                .str("mode", to_string(h.mode))
+                .num("heldMs", ms(*now - h.since));
+            if (h.expires) fr.num("expiresInMs", ms(*h.expires - *now));
+            else fr.null("expiresInMs");
+            fr.close_object();
+        }
+        fr.close_array();
+    }
+    fr.end();
 }
 
 void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp,
@@ -1373,6 +1390,10 @@ void write_event(std::string& out, event_kind event, std::string_view key, std::
     if (token != 0) fr.num("fencingToken", token);
     if (lock_request_count) fr.num("lockRequestCount", *lock_request_count);
     fr.end();
+}
+
+void write_connections_event(std::string& out, std::size_t connections) {
+    frame(out, "event").str("event", "connections").num("connections", connections).end();
 }
 
 void write_error(std::string& out, std::string_view uuid, errc code, std::string_view message,

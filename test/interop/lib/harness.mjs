@@ -5,14 +5,10 @@
 // This file holds no tests; the test files are the *.test.mjs files next to the lib folder.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnBroker, sleep, withTimeout, waitFor, uniqueKey } from '../../support/broker_process.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -25,7 +21,7 @@ process.setMaxListeners(0);
 export const { Client } = require('live-mutex/dist/client');
 export const livemutexVersion = require('live-mutex/package.json').version;
 
-export { sleep };
+export { sleep, withTimeout, waitFor, uniqueKey };
 
 export const transports = ['tcp', 'unix'];
 
@@ -33,90 +29,31 @@ export const transports = ['tcp', 'unix'];
 // up to 60999. A broker that got a port the client cannot use is stopped and started again.
 const CLIENT_MAX_PORT = 49151;
 
-// Brokers still running and their temp dirs: never leave them behind, even when this test process
-// ends early (failed assertion outside a test, Ctrl-C, the test runner's timeout).
-const live = new Map(); // ChildProcess -> temp dir
-function killLive() {
-  for (const [proc, dir] of live) {
-    try { proc.kill('SIGKILL'); } catch { /* gone */ }
-    try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ }
-  }
-  live.clear();
-}
-process.on('exit', killLive);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.once(sig, () => { killLive(); process.kill(process.pid, sig); });
-}
-
-function lmxBinary() {
-  const bin = process.env.LMX_BINARY;
-  if (!bin) throw new Error('LMX_BINARY is not set: point it at the lmx executable (e.g. build/apps/lmx/lmx)');
-  if (!fs.existsSync(bin)) throw new Error(`LMX_BINARY=${bin} does not exist`);
-  return bin;
-}
-
 async function startOnce(extraArgs) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lmx-interop-'));
-  const sock = path.join(dir, 'lmx.sock');
-  const urlsFile = path.join(dir, 'urls');
-  const args = ['broker', '--listen', 'tcp://127.0.0.1:0', '--listen', `unix://${sock}`,
-    '--urls-file', urlsFile, ...extraArgs];
-  const proc = spawn(lmxBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  live.set(proc, dir);
-  let output = '';
-  proc.stdout.setEncoding('utf8').on('data', (d) => { output += d; });
-  proc.stderr.setEncoding('utf8').on('data', (d) => { output += d; });
-  const exited = new Promise((resolve) => {
-    proc.once('exit', (code, signal) => { live.delete(proc); resolve({ code, signal }); });
-    proc.once('error', (e) => { live.delete(proc); output += `cannot run ${lmxBinary()}: ${e.message}\n`; resolve({ code: null, signal: null, error: e.message }); });
+  const b = await spawnBroker({
+    listen: (dir) => ['tcp://127.0.0.1:0', `unix://${dir}/lmx.sock`],
+    args: extraArgs,
+    prefix: 'lmx-interop-',
   });
-  let exitStatus = null;
-  exited.then((s) => { exitStatus = s; });
-
-  const deadline = Date.now() + 10_000;
-  let urls = null;
-  while (Date.now() < deadline) {
-    if (exitStatus) break;
-    try {
-      const text = fs.readFileSync(urlsFile, 'utf8');
-      const lines = text.split('\n').filter(Boolean);
-      if (lines.length >= 2) { urls = lines; break; }
-    } catch (e) {
-      if (e.code !== 'ENOENT') throw e;
-    }
-    await sleep(20);
-  }
-  if (!urls) {
-    if (!exitStatus) proc.kill('SIGKILL');
-    await exited;
-    fs.rmSync(dir, { recursive: true, force: true });
-    throw new Error(`lmx broker did not write ${urlsFile} within 10 s (exit ${JSON.stringify(exitStatus)}); output:\n${output}`);
-  }
-  const tcpUrl = urls.find((u) => u.startsWith('tcp://'));
-  const unixUrl = urls.find((u) => u.startsWith('unix://'));
-  if (!tcpUrl || !unixUrl) throw new Error(`unexpected urls file content: ${JSON.stringify(urls)}`);
+  const tcpUrl = b.urls.find((u) => u.startsWith('tcp://'));
+  const unixUrl = b.urls.find((u) => u.startsWith('unix://'));
+  if (!tcpUrl || !unixUrl) throw new Error(`unexpected urls file content: ${JSON.stringify(b.urls)}`);
   const m = /^tcp:\/\/([^:/]+):(\d+)$/.exec(tcpUrl);
   if (!m) throw new Error(`cannot parse ${tcpUrl}`);
-  const udsPath = unixUrl.slice('unix://'.length);
 
   const broker = {
-    proc, dir, host: m[1], port: Number(m[2]), udsPath, urls,
-    output: () => output,
+    proc: b.proc, dir: b.dir, host: m[1], port: Number(m[2]), udsPath: unixUrl.slice('unix://'.length), urls: b.urls,
+    output: b.output,
     // Client constructor options that reach this broker over the given transport.
     connectOptions(transport) {
       if (transport === 'tcp') return { host: broker.host, port: broker.port };
       if (transport === 'unix') return { udsPath: broker.udsPath };
       throw new Error(`unknown transport ${transport}`);
     },
-    // Stops the broker with SIGTERM; resolves to {code, signal} (SIGKILL after 10 s).
+    // Stops the broker with SIGTERM; resolves to {code, signal, socketFileLeft} (SIGKILL after 10 s).
     async stop() {
-      if (!exitStatus) proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      const st = await exited;
-      clearTimeout(t);
-      const sockLeft = fs.existsSync(udsPath);
-      fs.rmSync(dir, { recursive: true, force: true });
-      return { ...st, socketFileLeft: sockLeft };
+      const st = await b.stop();
+      return { code: st.code, signal: st.signal, socketFileLeft: st.socketFiles.length > 0 };
     },
   };
   return broker;
@@ -180,14 +117,6 @@ export function brokerWarnings(h) {
   return h.warnings.filter((w) => !/lmx client stream "(close|end)" event occurred/.test(w));
 }
 
-export function withTimeout(promise, ms, what) {
-  let t;
-  const timeout = new Promise((_, reject) => {
-    t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(t));
-}
-
 // Tracks whether a promise has settled, without consuming its rejection.
 export function track(promise) {
   const st = { settled: false, value: undefined, error: undefined, at: 0 };
@@ -209,20 +138,6 @@ export function ls(h, ms = 3000) {
   return withTimeout(new Promise((resolve, reject) => {
     h.c.ls((err, v) => (err ? reject(err) : resolve(v)));
   }), ms, `${h.name}: ls()`);
-}
-
-// Polls cond() (sync or async) until it is truthy.
-export async function waitFor(cond, ms, what, step = 10) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(step);
-  }
-}
-
-export function uniqueKey(prefix) {
-  return `${prefix}-${randomUUID().slice(0, 8)}`;
 }
 
 // One NDJSON request on a fresh raw connection (for messages the npm client cannot send, such as

@@ -293,8 +293,10 @@ void write_extend_error(std::string& out, std::string_view uuid, std::string_vie
 void write_cancel(std::string& out, std::string_view uuid, bool cancelled);
 void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys);
 // type "lock-info-response": isLocked, lockholderUUIDs, lockRequestCount, max, fencingToken
-// (the key's last token, 0 when none) from `info`; the key written is `info.key`.
-void write_lock_info(std::string& out, std::string_view uuid, const key_info& info);
+// (the key's last token, 0 when none) from `info`; the key written is `info.key`. With `now`,
+// also `holders`: [{uuid, fencingToken, mode, heldMs, expiresInMs (null: no expiry)}].
+void write_lock_info(std::string& out, std::string_view uuid, const key_info& info,
+                     std::optional<time_point> now = std::nullopt);
 void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp,
                 std::int64_t server_timestamp);
 
@@ -333,6 +335,8 @@ void write_lock_lost(std::string& out, std::string_view key, std::string_view lo
 void write_event(std::string& out, event_kind event, std::string_view key, std::string_view lock_id,
                  fencing_token token = 0,
                  std::optional<std::uint32_t> lock_request_count = std::nullopt);
+// type "event", event "connections": the broker's open connection count, `connections`.
+void write_connections_event(std::string& out, std::size_t connections);
 // type "error"; `uuid` and `key` are written when non-empty.
 void write_error(std::string& out, std::string_view uuid, errc code, std::string_view message = {},
                  std::string_view key = {});

@@ -1,0 +1,337 @@
+// lmx.js in headless Chromium against a real broker: pages import the client from the broker's
+// /lmx.js, acquire, contend, lose holds and reconnect.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
+
+let broker;
+let browser;
+let context;
+
+before(async () => {
+  broker = await startBroker();
+  browser = await launchBrowser();
+  context = await browser.newContext();
+});
+
+after(async () => {
+  await browser?.close();
+  await broker?.stop();
+});
+
+// A page that has imported lmx.js and connected as window.client.
+async function connectedPage(b = broker) {
+  const page = await lmxPage(context, b);
+  await page.evaluate(async (url) => { window.client = await window.lmx.connect(url); }, b.ws);
+  return page;
+}
+
+// Runs `body` in the page; an lmx rejection comes back as {error: code}.
+function attempt(page, body, arg) {
+  return page.evaluate(`(async (arg) => {
+    try { return await (${body})(arg); } catch (e) { return { error: e.code ?? String(e), name: e.name, message: e.message }; }
+  })(${JSON.stringify(arg ?? null)})`);
+}
+
+test('/lmx.js is served as a JavaScript module with nosniff, no-cache and CORS headers', async () => {
+  const res = await fetch(`${broker.http}/lmx.js`, { headers: { origin: 'http://example.test' } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(res.headers.get('cache-control'), 'no-cache');
+  assert.equal(res.headers.get('access-control-allow-origin'), '*');
+  const source = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../libs/broker/web/lmx.js');
+  assert.equal(await res.text(), fs.readFileSync(source, 'utf8'), 'the broker serves the embedded copy of libs/broker/web/lmx.js');
+  const dts = await fetch(`${broker.http}/lmx.d.ts`);
+  assert.equal(dts.status, 200);
+  assert.match(dts.headers.get('content-type'), /^application\/typescript/);
+  assert.match(await dts.text(), /export declare function connect\(/);
+});
+
+test('a page acquires and releases a lock through lmx.js', async () => {
+  const page = await connectedPage();
+  const key = uniqueKey('page');
+  const r = await page.evaluate(async (key) => {
+    const lock = await client.acquire(key, { ttl: 10000 });
+    const during = await client.info(key);
+    const listed = (await client.ls()).includes(key);
+    await lock.release();
+    const afterwards = await client.info(key);
+    return { key: lock.key, id: lock.id, token: lock.fencingToken, held: lock.held, released: lock.released, during, listed, afterwards };
+  }, key);
+  assert.equal(r.key, key);
+  assert.ok(r.token > 0, `fencing token ${r.token}`);
+  assert.equal(r.during.locked, true);
+  assert.deepEqual(r.during.holders, [r.id]);
+  assert.equal(r.listed, true);
+  assert.equal(r.afterwards.locked, false);
+  assert.equal(r.released, true);
+  assert.equal(r.held, false);
+  assert.deepEqual(page.problems, []);
+  await page.close();
+});
+
+test('two pages contend on one key: the second gets it only after the first releases', async () => {
+  const [a, b] = [await connectedPage(), await connectedPage()];
+  const key = uniqueKey('contend');
+  const first = await a.evaluate(async (key) => { window.held = await client.acquire(key, { ttl: 10000 }); return held.fencingToken; }, key);
+  await b.evaluate((key) => {
+    window.second = { done: false };
+    client.acquire(key, { ttl: 10000, timeout: 10000 }).then(
+      (l) => { Object.assign(second, { done: true, token: l.fencingToken, at: performance.now() }); window.secondLock = l; },
+      (e) => Object.assign(second, { done: true, error: e.code }));
+  }, key);
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'the second page queued');
+  await sleep(300);
+  assert.equal(await b.evaluate(() => second.done), false, 'the second page got the lock while the first held it');
+  await a.evaluate(() => held.release());
+  await waitFor(() => b.evaluate(() => second.done), 2000, 'the second page got the lock');
+  const second = await b.evaluate(() => second);
+  assert.equal(second.error, undefined);
+  assert.ok(second.token > first, `fencing tokens ${first} then ${second.token}`);
+  await b.evaluate(() => secondLock.release());
+  await a.close();
+  await b.close();
+});
+
+test('acquireMany takes every key at once, after the holder of one of them releases', async () => {
+  const [a, b] = [await connectedPage(), await connectedPage()];
+  const [x, y] = [uniqueKey('x'), uniqueKey('y')].sort();
+  await a.evaluate(async (x) => { window.held = await client.acquire(x, { ttl: 10000 }); }, x);
+  await b.evaluate(([x, y]) => {
+    window.many = client.acquireMany([y, x], { ttl: 10000, timeout: 10000 });
+    many.catch(() => {});
+  }, [x, y]);
+  await waitFor(() => a.evaluate(async (x) => (await client.info(x)).waiters === 1, x), 2000, 'acquireMany queued');
+  // Nothing is held for b while it waits: y is still free.
+  assert.equal(await a.evaluate(async (y) => (await client.info(y)).locked, y), false);
+  await a.evaluate(() => held.release());
+  const r = await b.evaluate(async () => {
+    const m = await many;
+    return { keys: m.keys, tokens: m.fencingTokens, token: m.fencingToken, id: m.id };
+  });
+  assert.deepEqual(r.keys, [x, y]);
+  assert.ok(r.tokens[x] > 0 && r.tokens[y] > 0);
+  assert.equal(r.token, Math.max(r.tokens[x], r.tokens[y]));
+  assert.deepEqual(await a.evaluate(async ([x, y]) => [(await client.info(x)).holders, (await client.info(y)).holders], [x, y]), [[r.id], [r.id]]);
+  await b.evaluate(async () => { await (await many).release(); });
+  assert.deepEqual(await a.evaluate(async ([x, y]) => [(await client.info(x)).locked, (await client.info(y)).locked], [x, y]), [false, false]);
+  await a.close();
+  await b.close();
+});
+
+test('`await using` releases the lock when the scope ends', async () => {
+  const page = await connectedPage();
+  const key = uniqueKey('using');
+  // Real `await using` syntax, compiled by the page's engine (not by node).
+  const r = await page.evaluate(`(async (key) => {
+    let lock;
+    {
+      await using l = await client.acquire(key, { ttl: 10000 });
+      lock = l;
+      window.inside = (await client.info(key)).locked;
+    }
+    return { inside, after: (await client.info(key)).locked, released: lock.released, lost: lock.lost };
+  })(${JSON.stringify(key)})`);
+  assert.deepEqual(r, { inside: true, after: false, released: true, lost: false });
+  await page.close();
+});
+
+test('a hold whose ttl runs out is lost: event, onlost, lost flag, release rejects with lock_lost', async () => {
+  const page = await connectedPage();
+  const key = uniqueKey('ttl');
+  const r = await attempt(page, `async (key) => {
+    const lock = await client.acquire(key, { ttl: 150 });
+    const seen = [];
+    lock.onlost = (e) => seen.push('onlost:' + e.reason);
+    const event = new Promise((resolve) => lock.addEventListener('lost', (e) => resolve(e.reason)));
+    const clientEvent = new Promise((resolve) => client.addEventListener('lost', (e) => resolve(e.lock.id)));
+    const reason = await event;
+    const released = await lock.release().then(() => 'ok', (e) => e.code);
+    const extended = await lock.extend(1000).then(() => 'ok', (e) => e.code);
+    return { reason, seen, lost: lock.lost, held: lock.held, lostReason: lock.lostReason, released, extended,
+             clientEventFor: (await clientEvent) === lock.id };
+  }`, key);
+  assert.deepEqual(r, { reason: 'ttl', seen: ['onlost:ttl'], lost: true, held: false, lostReason: 'ttl',
+    released: 'lock_lost', extended: 'lock_lost', clientEventFor: true });
+  await page.close();
+});
+
+test('extend renews the lease past its ttl', async () => {
+  const page = await connectedPage();
+  const key = uniqueKey('extend');
+  const r = await page.evaluate(async (key) => {
+    const lock = await client.acquire(key, { ttl: 300 });
+    const left = await lock.extend(5000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const still = lock.held && (await client.info(key)).holders.includes(lock.id);
+    await lock.release();
+    return { left, still };
+  }, key);
+  assert.ok(r.left > 4000 && r.left <= 5000, `expiresInMs ${r.left}`);
+  assert.equal(r.still, true);
+  await page.close();
+});
+
+test('error codes: would_block, timeout, cancelled (AbortSignal), not_holder, bad_request', async () => {
+  const [a, b] = [await connectedPage(), await connectedPage()];
+  const key = uniqueKey('codes');
+  await a.evaluate(async (key) => { window.held = await client.acquire(key, { ttl: 10000 }); }, key);
+
+  assert.equal((await attempt(b, `(key) => client.tryAcquire(key)`, key)).error, 'would_block');
+  const t0 = Date.now();
+  assert.equal((await attempt(b, `(key) => client.acquire(key, { timeout: 200 })`, key)).error, 'timeout');
+  assert.ok(Date.now() - t0 < 3000, 'the timeout was the request\'s own');
+  const aborted = await attempt(b, `(key) => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 150);
+    return client.acquire(key, { signal: ac.signal, timeout: 10000 });
+  }`, key);
+  assert.equal(aborted.error, 'cancelled');
+  assert.equal(aborted.name, 'LmxError');
+  // Nothing of the withdrawn requests is left queued at the broker.
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 2000, 'no waiters left');
+  assert.equal((await attempt(b, `async () => { const l = await client.acquire('${uniqueKey('twice')}'); await l.release(); return l.release(); }`)).error, 'not_holder');
+  assert.equal((await attempt(b, `(key) => client.acquire(key, { ttl: -5 })`, key)).error, 'bad_request');
+  assert.equal((await attempt(b, `() => client.acquire('k'.repeat(5000))`)).error, 'bad_request');
+  // A force release ends the first page's hold; it learns so with reason "forced".
+  const lost = a.evaluate(() => new Promise((resolve) => held.addEventListener('lost', (e) => resolve(e.reason))));
+  await b.evaluate((key) => client.forceRelease(key), key);
+  assert.equal(await lost, 'forced');
+  await a.close();
+  await b.close();
+});
+
+test('lmx.js error codes are the C++ lmx::errc names', async () => {
+  const header = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../libs/client/include/lmx/errc.hpp'), 'utf8');
+  const body = /enum class errc \{([\s\S]*?)\};/.exec(header)[1];
+  const cpp = [...body.matchAll(/^\s*([a-z_]+)\s*(?:=\s*\d+)?,/gm)].map((m) => m[1]);
+  assert.ok(cpp.length >= 10, `parsed ${cpp.length} names from errc.hpp`);
+  const page = await lmxPage(context, broker);
+  const js = await page.evaluate(() => Object.entries(window.lmx.errc));
+  assert.deepEqual(js.map(([k]) => k).sort(), [...cpp].sort());
+  for (const [k, v] of js) assert.equal(k, v);
+  await page.close();
+});
+
+test('a grant that crosses an abort is given back', async () => {
+  const other = await browser.newContext();  // another renderer, so that b can stall alone
+  const a = await connectedPage();
+  const b = await lmxPage(other, broker);
+  await b.evaluate(async (url) => { window.client = await lmx.connect(url); }, broker.ws);
+  const key = uniqueKey('cross');
+  await a.evaluate(async (key) => { window.held = await client.acquire(key, { ttl: 10000 }); }, key);
+  // b queues, then stalls its event loop for 400 ms and aborts at the end of that same task.
+  // a releases meanwhile, so the grant is already in b's socket when b withdraws the request.
+  await b.evaluate((key) => {
+    const ac = new AbortController();
+    window.outcome = client.acquire(key, { signal: ac.signal, timeout: 10000 }).then(() => 'granted', (e) => e.code);
+    window.stall = () => setTimeout(() => {
+      const end = performance.now() + 400;
+      while (performance.now() < end) { /* stall */ }
+      ac.abort();
+    }, 0);
+  }, key);
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'b queued');
+  await b.evaluate(() => stall());
+  await sleep(100);
+  await a.evaluate(() => held.release());
+  assert.equal(await b.evaluate(() => outcome), 'cancelled');
+  await waitFor(() => a.evaluate(async (key) => { const i = await client.info(key); return !i.locked && i.waiters === 0; }, key),
+    2000, 'the key is free again');
+  await a.close();
+  await other.close();
+});
+
+test('reconnect: a broker restart loses holds and fails pending calls, then the client reconnects and watches again', async () => {
+  const own = await startBroker();
+  const page = await connectedPage(own);
+  const key = uniqueKey('reconnect');
+  await page.evaluate(async (key) => {
+    window.events = [];
+    client.addEventListener('disconnect', (e) => events.push('disconnect:' + e.error.code));
+    client.addEventListener('connect', () => events.push('connect'));
+    window.seen = [];
+    await client.watch([key], (e) => seen.push(e.event));
+    window.held = await client.acquire(key, { ttl: 60000 });
+    window.heldLost = new Promise((resolve) => held.addEventListener('lost', (e) => resolve(e.reason)));
+    window.other = await window.lmx.connect(client.url, { reconnect: false });
+    window.pending = other.acquire(key, { timeout: 30000 }).then(() => 'granted', (e) => e.code);
+  }, key);
+  await waitFor(() => page.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'the waiter queued');
+  const port = own.port;
+  await own.stop();
+  assert.equal(await page.evaluate(() => heldLost), 'disconnected');
+  assert.equal(await page.evaluate(() => pending), 'connection_lost');
+  const again = await startBroker({ port });
+  try {
+    await waitFor(() => page.evaluate(() => events.includes('connect')), 5000, 'the client reconnected');
+    assert.deepEqual(await page.evaluate(() => events), ['disconnect:connection_lost', 'connect']);
+    const r = await page.evaluate(async (key) => {
+      seen.length = 0;
+      const l = await client.acquire(key);
+      await l.release();
+      await client.ping();
+      return { held: held.held, lost: held.lost, token: l.fencingToken, otherState: other.state, seen };
+    }, key);
+    assert.equal(r.lost, true);
+    assert.deepEqual(r.seen, ['granted', 'released'], 'the watch was renewed on the new connection');
+    assert.ok(r.token > 0);
+    assert.equal(r.otherState, 'disconnected', 'a client with reconnect: false stays disconnected');
+  } finally {
+    await page.close();
+    await again.stop();
+  }
+});
+
+test('close() fails pending calls with closed and later calls too', async () => {
+  const [a, b] = [await connectedPage(), await connectedPage()];
+  const key = uniqueKey('close');
+  await a.evaluate(async (key) => { window.held = await client.acquire(key, { ttl: 10000 }); }, key);
+  const r = await b.evaluate(async (key) => {
+    const pending = client.acquire(key, { timeout: 10000 }).then(() => 'granted', (e) => e.code);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    client.close();
+    return { pending: await pending, later: await client.ls().then(() => 'ok', (e) => e.code), state: client.state };
+  }, key);
+  assert.deepEqual(r, { pending: 'closed', later: 'closed', state: 'closed' });
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 2000, 'the closed client\'s waiter is gone');
+  await a.evaluate(() => held.release());
+  await a.close();
+  await b.close();
+});
+
+test('watch delivers events for the watched keys until unsubscribed', async () => {
+  const page = await connectedPage();
+  const [key, other] = [uniqueKey('watch'), uniqueKey('unwatched')];
+  const r = await page.evaluate(async ([key, other]) => {
+    const seen = [];
+    const sub = await client.watch([key], (e) => seen.push(`${e.event}:${e.key === key ? 'key' : e.key}`));
+    const l = await client.acquire(key);
+    const o = await client.acquire(other);
+    await l.release();
+    await o.release();
+    await client.ping();
+    await sub.unsubscribe();
+    const before = seen.length;
+    const l2 = await client.acquire(key);
+    await l2.release();
+    await client.ping();
+    return { seen, before, after: seen.length };
+  }, [key, other]);
+  assert.deepEqual(r.seen, ['granted:key', 'released:key']);
+  assert.equal(r.after, r.before);
+  await page.close();
+});
+
+test('ping and stats answer', async () => {
+  const page = await connectedPage();
+  const r = await page.evaluate(async () => ({ rtt: await client.ping(), stats: await client.stats() }));
+  assert.ok(r.rtt >= 0 && r.rtt < 2000, `rtt ${r.rtt}`);
+  assert.ok(r.stats.connections >= 1, JSON.stringify(r.stats));
+  await page.close();
+});

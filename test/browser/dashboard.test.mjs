@@ -1,0 +1,187 @@
+// The dashboard served at GET / by a real broker, in headless Chromium: it shows holders and
+// waiters live from the watch stream, filters keys, counts connections, and fits a phone screen.
+// Screenshots are saved as test artifacts.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startBroker, launchBrowser, newPage, lmxPage, waitFor, uniqueKey, artifactPath } from './lib/browser.mjs';
+
+let broker;
+let browser;
+
+before(async () => {
+  broker = await startBroker();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await broker?.stop();
+});
+
+// The dashboard, ready (snapshot taken, watching), with its problems collected (see newPage).
+async function openDashboard(context, query = '', b = broker) {
+  const page = await newPage(context);
+  const res = await page.goto(`${b.http}/${query}`);
+  assert.equal(res.status(), 200);
+  assert.equal(res.headers()['content-type'], 'text/html; charset=utf-8');
+  assert.equal(res.headers()['x-content-type-options'], 'nosniff');
+  assert.match(res.headers()['content-security-policy'], /default-src 'none'/);
+  await page.waitForSelector('body[data-ready="true"]', { timeout: 5000 });
+  return page;
+}
+
+const row = (page, key) => page.locator(`tr[data-key="${key}"]`);
+
+test('the dashboard shows a held lock and its waiter within a second, then follows the release', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+  const dash = await openDashboard(context);
+  const key = uniqueKey('orders');
+
+  const holder = await lmxPage(context, broker);
+  const waiter = await lmxPage(context, broker);
+  const lockId = await holder.evaluate(async ([url, key]) => {
+    window.client = await lmx.connect(url);
+    window.held = await client.acquire(key, { ttl: 60000 });
+    return held.id;
+  }, [broker.ws, key]);
+  const token = await holder.evaluate(() => held.fencingToken);
+  const waiterId = await waiter.evaluate(async ([url, key]) => {
+    window.client = await lmx.connect(url);
+    window.pending = client.acquire(key, { ttl: 60000, timeout: 30000, onqueued: (n) => { window.queuedId = n.uuid; } });
+    while (!window.queuedId) await new Promise((r) => setTimeout(r, 5));
+    return window.queuedId;
+  }, [broker.ws, key]);
+
+  const t0 = Date.now();
+  await waitFor(async () => {
+    const text = await row(dash, key).textContent({ timeout: 50 }).catch(() => '');
+    return text.includes(lockId) && text.includes('1 waiting') && text.includes(waiterId);
+  }, 1000, 'the dashboard row with the holder and its waiter', 20);
+  const seenAfter = Date.now() - t0;
+  const text = await row(dash, key).textContent();
+  assert.ok(text.includes(`#${token}`), `fencing token #${token} in "${text}"`);
+  assert.match(text, /\d+\.\d s/, 'held-for time');
+  assert.equal(await dash.locator('#connections').textContent(), '3', 'dashboard + holder + waiter');
+  assert.equal(await dash.locator('#holder-count').textContent(), '1');
+  assert.equal(await dash.locator('#waiter-count').textContent(), '1');
+
+  // Let "held for" tick once, then keep the picture.
+  await dash.waitForTimeout(600);
+  const shot = artifactPath('dashboard.png');
+  await dash.screenshot({ path: shot, fullPage: true });
+  console.log(`dashboard screenshot: ${shot} (row visible ${seenAfter} ms after the waiter queued)`);
+
+  // The release hands the lock to the waiter; the dashboard follows.
+  await holder.evaluate(() => held.release());
+  const waiterLockId = await waiter.evaluate(async () => (await pending).id);
+  await waitFor(async () => {
+    const t = await row(dash, key).textContent({ timeout: 50 }).catch(() => '');
+    return t.includes(waiterLockId) && !t.includes(lockId) && !t.includes('waiting');
+  }, 1000, 'the waiter shown as the holder');
+  await waiter.evaluate(async () => (await pending).release());
+  await waitFor(async () => (await row(dash, key).count()) === 0, 1000, 'the free key leaves the table');
+
+  // A page that closes is counted out.
+  await holder.close();
+  await waitFor(async () => (await dash.locator('#connections').textContent()) === '2', 2000, 'connection count 2');
+  assert.ok(Number(await dash.locator('#rate').textContent()) >= 0);
+  assert.deepEqual(dash.problems, []);
+  await context.close();
+});
+
+test('the dashboard shows locks held before it opened, with their fencing tokens', async () => {
+  const context = await browser.newContext();
+  const key = uniqueKey('before');
+  const holder = await lmxPage(context, broker);
+  const r = await holder.evaluate(async ([url, key]) => {
+    window.client = await lmx.connect(url);
+    window.held = await client.acquire(key, { ttl: 60000, max: 3 });
+    return { id: held.id, token: held.fencingToken };
+  }, [broker.ws, key]);
+  await new Promise((resolve) => setTimeout(resolve, 1100));
+  const dash = await openDashboard(context);
+  const text = await row(dash, key).textContent();
+  assert.ok(text.includes(r.id) && text.includes(`#${r.token}`), text);
+  assert.match(text, /[1-9]\.\d s/, `held for over a second: "${text}"`);
+  assert.equal(await row(dash, key).locator('td').last().textContent(), '3', 'max');
+  await holder.evaluate(() => held.release());
+  assert.deepEqual(dash.problems, []);
+  await context.close();
+});
+
+test('the filter box hides keys that do not match', async () => {
+  const context = await browser.newContext();
+  const [a, b] = [uniqueKey('alpha'), uniqueKey('beta')];
+  const holder = await lmxPage(context, broker);
+  await holder.evaluate(async ([url, a, b]) => {
+    window.client = await lmx.connect(url);
+    window.locks = [await client.acquire(a, { ttl: 60000 }), await client.acquire(b, { ttl: 60000 })];
+  }, [broker.ws, a, b]);
+  const dash = await openDashboard(context);
+  await waitFor(async () => (await row(dash, a).count()) === 1 && (await row(dash, b).count()) === 1, 1000, 'both keys');
+  await dash.fill('#filter', 'beta');
+  await waitFor(async () => (await row(dash, a).count()) === 0 && (await row(dash, b).count()) === 1, 1000, 'only beta');
+  await dash.fill('#filter', 'no-such-key');
+  assert.equal(await dash.locator('#empty').isVisible(), true);
+  await dash.fill('#filter', '');
+  await waitFor(async () => (await row(dash, a).count()) === 1, 1000, 'alpha back');
+  // ?filter= fills the box in.
+  const filtered = await openDashboard(context, `?filter=${encodeURIComponent(b)}`);
+  assert.equal(await filtered.inputValue('#filter'), b);
+  assert.equal(await row(filtered, a).count(), 0);
+  assert.equal(await row(filtered, b).count(), 1);
+  await holder.evaluate(() => Promise.all(locks.map((l) => l.release())));
+  await context.close();
+});
+
+test('the dashboard fits a phone screen (in dark mode)', async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true,
+    hasTouch: true, colorScheme: 'dark' });
+  const key = uniqueKey('phone');
+  const holder = await lmxPage(context, broker);
+  await holder.evaluate(async ([url, key]) => {
+    window.client = await lmx.connect(url);
+    window.held = await client.acquire(key, { ttl: 60000 });
+  }, [broker.ws, key]);
+  const dash = await openDashboard(context);
+  await waitFor(async () => (await row(dash, key).count()) === 1, 1000, 'the key row');
+  const overflow = await dash.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than the screen`);
+  const background = await dash.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(background, 'rgb(15, 19, 24)', 'the dark palette');
+  const shot = artifactPath('dashboard-phone.png');
+  await dash.screenshot({ path: shot, fullPage: true });
+  console.log(`dashboard phone screenshot: ${shot}`);
+  await holder.evaluate(() => held.release());
+  assert.deepEqual(dash.problems, []);
+  await context.close();
+});
+
+test('after a broker restart the dashboard reconnects and shows the new state', async () => {
+  const own = await startBroker();
+  const context = await browser.newContext();
+  let again;
+  try {
+    const key = uniqueKey('restart');
+    const holder = await lmxPage(context, own);
+    await holder.evaluate(async ([url, key]) => {
+      window.client = await lmx.connect(url);
+      window.held = await client.acquire(key, { ttl: 60000 });
+    }, [own.ws, key]);
+    const dash = await openDashboard(context, '', own);
+    await waitFor(async () => (await row(dash, key).count()) === 1, 1000, 'the key row');
+    const port = own.port;
+    await own.stop();
+    await waitFor(async () => (await dash.locator('#status-text').textContent()) === 'reconnecting…', 2000, 'reconnecting shown');
+    again = await startBroker({ port });
+    await waitFor(async () => (await dash.locator('#status-text').textContent()) === 'live', 5000, 'live again');
+    // The holder's client reconnected too, but its hold ended with the old broker.
+    await waitFor(async () => (await row(dash, key).count()) === 0, 2000, 'the old hold gone');
+    await holder.evaluate(async (key) => { window.again = await client.acquire(key, { ttl: 60000 }); }, key);
+    await waitFor(async () => (await row(dash, key).count()) === 1, 1000, 'the new hold shown');
+  } finally {
+    await context.close();
+    await again?.stop();
+  }
+});
