@@ -60,7 +60,7 @@ int report(const char* command, const boost::system::error_code& ec, const std::
     } else if (ec == errc::shutting_down) {
         msg = "the broker at " + url + " is shutting down";
     } else if (ec == errc::timeout) {
-        msg = subject + "not granted before the timeout";
+        msg = what.empty() ? "the broker at " + url + " did not answer in time" : subject + "not granted before the timeout";
         code = exit_not_obtained;
     } else if (ec == errc::would_block) {
         msg = subject + "held by someone else (--no-wait)";

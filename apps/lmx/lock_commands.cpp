@@ -57,6 +57,12 @@ int run_acquire(const acquire_args& a) {
         } else {
             std::printf("%s %llu\n", id.c_str(), static_cast<unsigned long long>(token));
         }
+        if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+            // Nobody learned the id of a hold that never expires: give it back.
+            co_await c.release(a.key, id, use_tuple);
+            std::fprintf(stderr, "lmx acquire: could not write the lock id to stdout; released the lock\n");
+            co_return exit_not_obtained;
+        }
         co_return exit_ok;
     });
 }

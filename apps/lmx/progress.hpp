@@ -30,7 +30,7 @@ public:
     waiting_notice(const waiting_notice&) = delete;
     waiting_notice& operator=(const waiting_notice&) = delete;
 
-    // The acquire_options::on_queued callback that keeps the place in line up to date.
+    // The acquire_options::on_queued callback: the place in line when the broker queued us.
     std::function<void(std::uint32_t)> on_queued() {
         return [s = s_](std::uint32_t position) { s->position = position; };
     }
@@ -56,7 +56,7 @@ private:
     static void tick(const std::shared_ptr<state>& s, error_code ec) {
         if (ec || s->finished) return;
         auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - s->start);
-        std::string where = s->position ? ", position " + std::to_string(s->position) + " in line" : "";
+        std::string where = s->position ? ", queued at position " + std::to_string(s->position) : "";
         std::fprintf(stderr, "\r\033[Klmx: waiting for '%s'%s (%s)", s->key.c_str(), where.c_str(), human_duration(waited).c_str());
         std::fflush(stderr);
         s->shown = true;

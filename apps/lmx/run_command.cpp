@@ -22,6 +22,7 @@
 #include <map>
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +46,7 @@ struct run_args {
     bool no_wait = false;
     bool shared = false;
     std::string on_lost = "none";
+    int conflict_exit_code = exit_not_obtained;
     std::vector<std::string> command;
 };
 
@@ -54,10 +56,16 @@ constexpr int handled_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SI
 const std::map<std::string, int> signal_names = {{"none", 0},       {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT},
                                                  {"HUP", SIGHUP},   {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}};
 
+// The signals to take over: those this process was started ignoring (nohup, `cmd &` in a
+// script) stay ignored, except SIGCHLD, which lmx needs.
 sigset_t handled_set() {
     sigset_t set;
     sigemptyset(&set);
-    for (int s : handled_signals) sigaddset(&set, s);
+    for (int s : handled_signals) {
+        struct sigaction old {};
+        if (s != SIGCHLD && ::sigaction(s, nullptr, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaddset(&set, s);
+    }
     return set;
 }
 
@@ -69,6 +77,16 @@ struct run_state {
     asio::cancellation_signal stop_waiting;
     pid_t child = -1;
     bool child_done = false;
+    // Reaps COMMAND if it has ended; true once it has.
+    bool reap() {
+        if (child <= 0 || child_done) return child_done;
+        pid_t r = ::waitpid(child, &child_status, WNOHANG);
+        if (r == child || (r < 0 && errno == ECHILD)) {
+            child_done = true;
+            wake.cancel();
+        }
+        return child_done;
+    }
     int child_status = 0;
     int interrupted_by = 0;  // a signal that arrived while waiting for the lock
 };
@@ -76,10 +94,7 @@ struct run_state {
 void on_signal(run_state& s, const signalfd_siginfo& info) {
     int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGCHLD) {
-        if (s.child > 0 && !s.child_done && ::waitpid(s.child, &s.child_status, WNOHANG) == s.child) {
-            s.child_done = true;
-            s.wake.cancel();
-        }
+        s.reap();
         return;
     }
     if (s.child <= 0) {
@@ -91,7 +106,7 @@ void on_signal(run_state& s, const signalfd_siginfo& info) {
         return;
     }
     // A signal the terminal sent to the whole foreground process group has reached COMMAND
-    // already; anything else (kill PID) is passed on.
+    // already; anything else (kill PID) is passed on. (kill -SIG -PGID reaches COMMAND twice.)
     if (info.ssi_code != SI_KERNEL && !s.child_done) ::kill(s.child, sig);
 }
 
@@ -106,7 +121,8 @@ asio::awaitable<void> read_signals(std::shared_ptr<run_state> s) {
 
 // Forks and execs COMMAND with the lock in its environment. Returns the pid, or -1 with
 // `error` set (errno of the failed exec, reported through a close-on-exec pipe).
-pid_t start_command(const std::vector<std::string>& command, const std::vector<std::string>& extra_env, int& error) {
+pid_t start_command(const std::vector<std::string>& command, const std::vector<std::string>& extra_env, int death_signal,
+                    int& error) {
     std::vector<std::string> env_strings;
     for (char** e = environ; *e; ++e) {
         std::string_view kv(*e);
@@ -126,6 +142,7 @@ pid_t start_command(const std::vector<std::string>& command, const std::vector<s
         error = errno;
         return -1;
     }
+    pid_t parent = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) {
         error = errno;
@@ -139,6 +156,14 @@ pid_t start_command(const std::vector<std::string>& command, const std::vector<s
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        // COMMAND must not hold the broker connection (or anything else of ours) open: when lmx
+        // dies, the broker has to see the connection close and free the lock.
+        ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+        // With --on-lost, losing lmx is losing the lock.
+        if (death_signal) {
+            ::prctl(PR_SET_PDEATHSIG, death_signal);
+            if (::getppid() != parent) ::raise(death_signal);
+        }
         ::execvpe(argv[0], argv.data(), envp.data());
         int e = errno;
         (void)!::write(pipefd[1], &e, sizeof e);
@@ -196,13 +221,17 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
         std::fprintf(stderr, "lmx run: interrupted while waiting for '%s'; nothing was run\n", a.key.c_str());
         co_return 128 + s->interrupted_by;
     }
-    if (ec) co_return report("run", ec, c.options().url, "lock on '" + a.key + "'");
+    if (ec) {
+        int code = report("run", ec, c.options().url, "lock on '" + a.key + "'");
+        co_return code == exit_not_obtained ? a.conflict_exit_code : code;
+    }
 
     // 2. COMMAND.
     std::vector<std::string> env{"LMX_LOCK_KEY=" + a.key, "LMX_LOCK_ID=" + guard.id(),
                                  "LMX_FENCING_TOKEN=" + std::to_string(guard.fencing_token())};
     int exec_error = 0;
-    pid_t pid = start_command(a.command, env, exec_error);
+    int lost_signal = signal_names.at(a.on_lost);
+    pid_t pid = start_command(a.command, env, lost_signal, exec_error);
     if (pid < 0) {
         std::fprintf(stderr, "lmx run: cannot run '%s': %s\n", a.command.front().c_str(), std::strerror(exec_error));
         co_await guard.release(use_tuple);
@@ -210,12 +239,15 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     }
     s->child = pid;
     // A SIGCHLD that came before `child` was set is still pending in the signalfd; check anyway.
-    if (::waitpid(pid, &s->child_status, WNOHANG) == pid) s->child_done = true;
+    s->reap();
 
-    // 3. Keep the lease while COMMAND runs; notice a loss.
-    int lost_signal = signal_names.at(a.on_lost);
+    // 3. Keep the lease while COMMAND runs; notice a loss. The lease is taken to end one ttl
+    // after the last renewal that succeeded was sent (the broker's clock starts later), so a
+    // renewal that cannot get through is a loss no later than the broker's own expiry.
+    using steady = std::chrono::steady_clock;
     auto renew_every = std::max<std::chrono::milliseconds>(ttl / 3, 50ms);
-    auto next_renew = std::chrono::steady_clock::now() + renew_every;
+    auto lease_end = steady::now() + ttl;
+    auto next_renew = steady::now() + renew_every;
     bool lost = false;
     auto lose = [&](const std::string& why) {
         lost = true;
@@ -236,10 +268,17 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
             lose("its lease ended, another client forced it, or the connection dropped");
             continue;
         }
-        if (expires && std::chrono::steady_clock::now() >= next_renew) {
+        if (expires && steady::now() >= lease_end) {
+            lose("the lease ran out before it could be renewed");
+            continue;
+        }
+        if (expires && steady::now() >= next_renew) {
+            auto sent = steady::now();
             auto [xec] = co_await guard.extend(ttl, use_tuple);
-            if (xec && !s->child_done) lose("renewing the lease failed: " + xec.message());
-            next_renew = std::chrono::steady_clock::now() + renew_every;
+            if (!xec) lease_end = sent + ttl;
+            // A renewal that timed out is tried again until the lease runs out.
+            else if (xec != errc::timeout && !s->child_done) lose("renewing the lease failed: " + xec.message());
+            next_renew = xec ? steady::now() : steady::now() + renew_every;
         }
     }
 
@@ -260,9 +299,13 @@ int run_run(const run_args& a) {
         return exit_usage;
     }
     // Blocked before any thread or child exists, so that every such signal reaches the signalfd.
+    ::signal(SIGCHLD, SIG_DFL);  // an inherited SIG_IGN would reap COMMAND behind our back
     sigset_t set = handled_set();
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
-    return run_client("run", a.conn, {}, [&a](lmx::client& c) { return run_locked(a, c); });
+    client_options base;
+    // Renewals that cannot get through must fail in time to notice the lease running out.
+    if (!a.no_expiry) base.request_timeout = std::clamp(std::chrono::milliseconds{a.ttl_ms} / 3, std::chrono::milliseconds{100}, base.request_timeout);
+    return run_client("run", a.conn, base, [&a](lmx::client& c) { return run_locked(a, c); });
 }
 
 }  // namespace
@@ -281,11 +324,14 @@ void add_run_command(CLI::App& app, action_setter set_action) {
         ->check(CLI::PositiveNumber)->type_name("MS");
     cmd->add_flag("--no-wait,!--wait", a->no_wait, "Exit 1 at once if the lock is not free (default: --wait)");
     cmd->add_flag("--shared", a->shared, "Take a shared (reader) lock: runs alongside other --shared runs");
+    cmd->add_option("-E,--conflict-exit-code", a->conflict_exit_code,
+                    "Exit code when the lock is not obtained (--timeout, --no-wait), to tell it from COMMAND's own")
+        ->default_val(1)->check(CLI::Range(0, 255))->type_name("N");
     cmd->add_option("--on-lost", a->on_lost, "Signal sent to COMMAND if the lock is lost while it runs: none, TERM, KILL, INT, HUP, ...")
         ->default_val("none")
         ->transform([](std::string v) {
-            if (v.rfind("SIG", 0) == 0) v = v.substr(3);
             for (auto& ch : v) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+            if (v.rfind("SIG", 0) == 0) v = v.substr(3);
             return v == "NONE" ? std::string("none") : v;
         })
         ->check(CLI::IsMember([] {
@@ -296,7 +342,9 @@ void add_run_command(CLI::App& app, action_setter set_action) {
         ->type_name("SIGNAL");
     add_client_flags(cmd, a->conn, false);
     cmd->footer("COMMAND sees LMX_LOCK_KEY, LMX_LOCK_ID and LMX_FENCING_TOKEN in its environment. SIGINT, SIGTERM, SIGHUP,\n"
-                "SIGQUIT, SIGUSR1 and SIGUSR2 sent to lmx are forwarded to COMMAND.\n"
+                "SIGQUIT, SIGUSR1 and SIGUSR2 sent to lmx are forwarded to COMMAND; while waiting, SIGINT, SIGTERM,\n"
+                "SIGHUP and SIGQUIT withdraw the request and exit 128+N. With --on-lost, COMMAND also gets that\n"
+                "signal if lmx itself dies.\n"
                 "Example: lmx run deploy --timeout 60000 -- ./deploy.sh production");
     cmd->callback([a, set_action] { set_action([a] { return run_run(*a); }); });
 }

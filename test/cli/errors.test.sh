@@ -36,3 +36,18 @@ done
 expect 3 "$LMX" run k --url "$dead" -- sh -c "touch '$T/ran'"
 [[ ! -e $T/ran ]] || fail "run ran its command without a broker"
 ok "an unreachable broker exits 3 with what to do"
+
+# Bash completion offers subcommands, the options of a subcommand and setting names.
+complete_words() {
+  COMP_WORDS=("$@")
+  COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+  COMPREPLY=()
+  _lmx
+  echo "${COMPREPLY[*]}"
+}
+source "$(dirname "$0")/../../scripts/lmx-completion.bash"
+contains "$(complete_words "$LMX" ru)" "run"
+contains "$(complete_words "$LMX" run --on)" "--on-lost"
+contains "$(complete_words "$LMX" acquire --no)" "--no-wait"
+[[ $(complete_words "$LMX" set uds) == uds_path ]] || fail "set completion: $(complete_words "$LMX" set uds)"
+ok "bash completion"

@@ -51,9 +51,9 @@ expect 0 "$LMX" release pool
 ok "semaphore --max 2"
 
 # A lease given with --ttl ends at the broker.
-expect 0 "$LMX" acquire lease --ttl 1500
+expect 0 "$LMX" acquire lease --ttl 5000
 [[ $(holders lease) == 1 ]] || fail "lease not held"
-wait_for 10 holders_are lease 0
+wait_for 15 holders_are lease 0
 ok "--ttl lease expires"
 
 # Shared holds coexist; an exclusive one waits for them.
@@ -95,3 +95,11 @@ contains "$OUT" "3 replies"
 expect 0 "$LMX" ping --json
 contains "$OUT" '"median_us":'
 ok "ls, info, stats, ping"
+
+# A lock id that cannot be written anywhere is not left held forever.
+rc=0
+"$LMX" acquire unseen >/dev/full 2>"$T/full.err" || rc=$?
+((rc == 1)) || fail "acquire to a full stdout exited $rc"
+contains "$(cat "$T/full.err")" "released the lock"
+[[ $(holders unseen) == 0 ]] || fail "a lock whose id was never printed is still held"
+ok "an unprintable lock id is released"

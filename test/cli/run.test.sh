@@ -71,19 +71,30 @@ contains "$ERR" "not granted before the timeout"
 [[ ! -e $T/ran ]] || fail "a command ran without the lock"
 ok "--no-wait and --timeout exit 1 without running"
 
-# SIGINT while waiting: nothing is run and the request leaves the queue.
+# SIGTERM while waiting: nothing is run and the request leaves the queue. (A script's background
+# job starts with SIGINT ignored, and lmx leaves ignored signals alone.)
 "$LMX" run busy -- sh -c "touch '$T/ran'" &
 waiting=$!
 wait_for 5 waiters_are busy 1
-kill -INT $waiting
+kill -TERM $waiting
 rc=0
 wait $waiting || rc=$?
-((rc == 130)) || fail "interrupted wait exited $rc, expected 130"
+((rc == 143)) || fail "interrupted wait exited $rc, expected 143"
 [[ ! -e $T/ran ]] || fail "an interrupted run ran its command"
 [[ $(waiters busy) == 0 ]] || fail "the interrupted request is still queued"
+ok "SIGTERM while waiting withdraws the request"
+
+# -E tells "not obtained" from the command's own exit codes.
+expect 75 "$LMX" run busy --no-wait -E 75 -- true
 touch "$T/stop-busy"
 wait $holder
-ok "SIGINT while waiting withdraws the request"
+ok "--conflict-exit-code"
+
+# COMMAND inherits no descriptor of lmx (the broker connection above all): only 0-2, and the
+# directory ls itself opens.
+expect 0 "$LMX" run fds -- ls /proc/self/fd
+[[ $(echo $OUT) == "0 1 2 3" ]] || fail "COMMAND inherited descriptors: $OUT"
+ok "no descriptor leaks into COMMAND"
 
 # SIGTERM and SIGUSR1 sent to lmx reach COMMAND.
 "$LMX" run sig -- sh -c "trap 'echo USR1 >>\"$T/sig\"' USR1; trap 'echo TERM >>\"$T/sig\"; exit 9' TERM; echo up >\"$T/up\"; while :; do sleep 0.05; done" &
@@ -100,10 +111,10 @@ grep -q TERM "$T/sig" || fail "SIGTERM did not reach the command"
 ok "signals are forwarded"
 
 # A command running for several leases keeps its lock: the lease is renewed.
-"$LMX" run long --ttl 600 -- sh -c "until [ -e '$T/stop-long' ]; do sleep 0.05; done" &
+"$LMX" run long --ttl 1500 -- sh -c "until [ -e '$T/stop-long' ]; do sleep 0.05; done" &
 runner=$!
 wait_for 5 holders_are long 1
-sleep 2
+sleep 4.5
 expect 1 "$LMX" acquire long --no-wait
 [[ $(holders long) == 1 ]] || fail "the lease was not renewed"
 touch "$T/stop-long"
@@ -121,11 +132,39 @@ wait $runner || rc=$?
 ((rc == 143)) || fail "the command was not ended with SIGTERM after the loss (exit $rc)"
 contains "$(cat "$T/lost.err")" "lost the lock on 'lost'"
 contains "$(cat "$T/lost.err")" "sending SIGTERM"
-"$LMX" run lost2 -- sh -c "sleep 1; echo finished >'$T/finished'" 2>"$T/lost2.err" &
+"$LMX" run lost2 -- sh -c "until [ -e '$T/go-lost2' ]; do sleep 0.05; done; echo finished >'$T/finished'" 2>"$T/lost2.err" &
 runner=$!
 wait_for 5 holders_are lost2 1
 expect 0 "$LMX" release lost2
+wait_for 10 grep -q "keeps running" "$T/lost2.err"
+touch "$T/go-lost2"
 wait $runner
 contains "$(cat "$T/lost2.err")" "keeps running without it"
 [[ -e $T/finished ]] || fail "without --on-lost the command should run to its end"
 ok "loss reported; --on-lost TERM ends the command"
+
+# A broker that stops answering (SIGSTOP) ends the lease at the broker's expiry; lmx run
+# calls the lock lost by then instead of waiting for the connection to time out.
+"$LMX" run frozen --ttl 1000 --on-lost TERM -- sleep 30 2>"$T/frozen.err" &
+runner=$!
+wait_for 5 holders_are frozen 1
+kill -STOP "$BROKER_PID"
+start=$SECONDS
+rc=0
+wait $runner || rc=$?
+kill -CONT "$BROKER_PID"
+((rc == 143)) || fail "the command was not ended after the lease ran out (exit $rc): $(cat "$T/frozen.err")"
+((SECONDS - start <= 4)) || fail "the loss was noticed after $((SECONDS - start)) s with a 1 s lease"
+contains "$(cat "$T/frozen.err")" "lost the lock on 'frozen'"
+ok "an unrenewable lease is a loss by its end"
+
+# When lmx itself dies, the broker frees the lock at once, and --on-lost signals COMMAND.
+"$LMX" run orphan --no-expiry --on-lost TERM -- sh -c "echo \$\$ >'$T/orphan.pid'; exec sleep 30" &
+runner=$!
+wait_for 5 test -s "$T/orphan.pid"
+wait_for 5 holders_are orphan 1
+kill -KILL $runner
+wait $runner 2>/dev/null || true
+wait_for 5 holders_are orphan 0
+wait_for 5 bash -c "! kill -0 $(cat "$T/orphan.pid") 2>/dev/null"
+ok "lmx killed: lock freed, COMMAND signalled"

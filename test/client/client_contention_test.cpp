@@ -48,6 +48,42 @@ BOOST_DATA_TEST_CASE(two_clients_hand_over, bdata::make(client_transports), kind
     });
 }
 
+BOOST_DATA_TEST_CASE(on_queued_reports_the_place_in_line, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client a(ex, options_for(b.url(kind)));
+        lmx::client c(ex, options_for(b.url(kind)));
+        auto key = fresh_key("queued");
+        auto held = co_await a.acquire(key, {.ttl = {}, .max = {}, .wait = false});  // free: no notice
+        std::vector<std::uint32_t> first_seen, second_seen;
+        int granted = 0;
+        lmx::acquire_options o1;
+        o1.on_queued = [&](std::uint32_t pos) { first_seen.push_back(pos); };
+        lmx::acquire_options o2;
+        o2.on_queued = [&](std::uint32_t pos) { second_seen.push_back(pos); };
+        std::vector<lmx::lock_guard> guards;
+        auto keep = [&](error_code ec, lmx::lock_guard g) {
+            BOOST_TEST(!ec, ec.message());
+            guards.push_back(std::move(g));
+            ++granted;
+        };
+        c.acquire(key, o1, keep);
+        co_await poll_info(a, key, [](auto& i) { return i.waiters == 1; });
+        c.acquire(key, o2, keep);
+        co_await poll_info(a, key, [](auto& i) { return i.waiters == 2; });
+        co_await sleep_for(50ms);
+        BOOST_TEST(first_seen == std::vector<std::uint32_t>{1});
+        BOOST_TEST(second_seen == std::vector<std::uint32_t>{2});
+        held = {};
+        auto deadline = steady::now() + 3s;
+        while (granted < 1 && steady::now() < deadline) co_await sleep_for(2ms);
+        guards.clear();
+        while (granted < 2 && steady::now() < deadline) co_await sleep_for(2ms);
+        BOOST_TEST(granted == 2);
+        guards.clear();
+    });
+}
+
 BOOST_DATA_TEST_CASE(fifo_within_one_client, bdata::make(client_transports), kind) {
     broker_process b;
     run([&](asio::any_io_executor ex) -> asio::awaitable<void> {

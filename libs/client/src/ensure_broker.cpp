@@ -115,6 +115,7 @@ pid_t spawn_detached(const std::vector<std::string>& args, const std::string& lo
             ::dup2(in, 0);
             ::dup2(out, 1);
             ::dup2(out, 2);
+            ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);  // nothing of the caller's stays open in the broker
             ::chdir("/");
             ::execv(argv[0], argv.data());
             ::_exit(127);
@@ -130,6 +131,15 @@ pid_t spawn_detached(const std::vector<std::string>& args, const std::string& lo
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
     return pid;
+}
+
+// True while `pid` exists and is not a zombie waiting for a reaper.
+bool alive(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    if (!std::getline(in, stat)) return ::kill(pid, 0) == 0;
+    auto close = stat.rfind(')');
+    return close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'Z';
 }
 
 ensure_broker_result fail(errc e, std::string message, std::string log = {}) {
@@ -151,12 +161,16 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     if (!is_local(*ep))
         return fail(errc::unreachable, "no broker at " + options.url + ", and it is not a local address where one could be started");
 
+    std::error_code aec;
     std::string broker = find_broker(how);
+    // The broker runs from "/", so relative paths are made absolute here.
+    if (!broker.empty()) broker = fs::absolute(broker, aec).string();
     if (broker.empty())
         return fail(errc::unreachable, "no broker at " + options.url +
                                            " and no lmx executable to start one (put lmx on PATH or set LMX_BROKER_PATH)");
 
-    std::string dir = (how.state_dir.empty() ? default_state_dir() : how.state_dir) + "/" + folder_for(options.url);
+    std::string dir = fs::absolute(how.state_dir.empty() ? default_state_dir() : how.state_dir, aec).string() + "/" +
+                      folder_for(options.url);
     std::error_code fec;
     fs::create_directories(dir, fec);
     if (fec) return fail(errc::unreachable, "cannot create " + dir + ": " + fec.message());
@@ -166,7 +180,13 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     std::string lock_path = dir + "/ensure.lock";
     int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0) return fail(errc::unreachable, "cannot open " + lock_path + ": " + std::strerror(errno));
-    while (::flock(lock_fd, LOCK_EX) != 0 && errno == EINTR) {
+    auto lock_deadline = steady::now() + how.start_timeout + milliseconds{5000};
+    while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (steady::now() >= lock_deadline) {
+            ::close(lock_fd);
+            return fail(errc::unreachable, "another process has been starting a broker for " + options.url + " for too long (" + lock_path + ")");
+        }
+        std::this_thread::sleep_for(milliseconds{20});
     }
     struct unlock_on_exit {
         int fd;
@@ -189,7 +209,7 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     auto deadline = steady::now() + how.start_timeout;
     for (;;) {
         if (!probe(options, milliseconds{500})) return {.error = {}, .message = {}, .started = true, .log_path = log};
-        bool gone = ::kill(pid, 0) != 0 && errno == ESRCH;
+        bool gone = !alive(pid);
         // A broker that was merely slow to answer our probe makes the new one exit (address in
         // use): it is the broker we were looking for.
         if (gone && !probe(options, milliseconds{5000})) return {};
