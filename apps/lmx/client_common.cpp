@@ -31,6 +31,28 @@ void add_client_flags(CLI::App* cmd, client_args& a, bool json) {
     if (json) cmd->add_flag("--json", a.json, "Print one JSON object for scripts");
 }
 
+void add_lock_flags(CLI::App* cmd, lock_args& a) {
+    cmd->add_option("key", a.key, "The key to lock")->required();
+    cmd->add_option("--max", a.max, "Holders allowed at once on this key (a semaphore; default 1)")
+        ->check(CLI::Range(1u, (1u << 29) - 1))->type_name("N");
+    cmd->add_option("--timeout", a.timeout_ms, "Give up (exit 1) after waiting MS for the lock (default: wait until granted)")
+        ->check(CLI::PositiveNumber)->type_name("MS");
+    cmd->add_flag("--no-wait,!--wait", a.no_wait, "Exit 1 at once if the lock is not free (default: --wait)");
+    cmd->add_flag("--shared", a.shared, "A shared (reader) lock: coexists with other shared holders, never with an exclusive one");
+}
+
+acquire_options lock_args::options(std::chrono::milliseconds ttl, bool keep_on_exit) const {
+    acquire_options o;
+    o.ttl = ttl;
+    if (max) o.max = max;
+    o.wait = !no_wait;
+    // No limit: the broker's longest wait, as good as forever here.
+    o.timeout = timeout_ms > 0 ? std::chrono::milliseconds{timeout_ms} : std::chrono::hours{24 * 365};
+    o.shared = shared;
+    o.keep_locks_on_exit = keep_on_exit;
+    return o;
+}
+
 bool stdout_is_tty() { return ::isatty(1) == 1; }
 bool stderr_is_tty() { return ::isatty(2) == 1; }
 

@@ -37,6 +37,21 @@ struct client_args {
     bool json = false;
 };
 
+// What `acquire` and `run` ask for: the key and how to wait for it.
+struct lock_args {
+    std::string key;
+    std::uint32_t max = 0;        // 0: the broker's default (1)
+    std::int64_t timeout_ms = 0;  // 0: wait until granted
+    bool no_wait = false;
+    bool shared = false;
+
+    // The acquire options for these flags with lease `ttl` (no_expiry: none).
+    acquire_options options(std::chrono::milliseconds ttl, bool keep_on_exit) const;
+};
+
+// KEY, --max, --timeout, --no-wait/--wait, --shared.
+void add_lock_flags(CLI::App* cmd, lock_args& a);
+
 // --url, --host, --port, --uds-path, --ensure-broker, --connect-timeout and, if `json`, --json.
 void add_client_flags(CLI::App* cmd, client_args& a, bool json = true);
 

@@ -17,49 +17,40 @@ namespace {
 
 struct acquire_args {
     client_args conn;
-    std::string key;
+    lock_args lock;
     std::int64_t ttl_ms = 0;  // 0: no expiry
     bool no_expiry = false;
-    std::uint32_t max = 0;
-    std::int64_t timeout_ms = 0;  // 0: no limit
-    bool no_wait = false;
-    bool shared = false;
 };
 
 int run_acquire(const acquire_args& a) {
     client_options base;
     base.keep_locks_on_exit = true;
     return run_client("acquire", a.conn, base, [&a](lmx::client& c) -> boost::asio::awaitable<int> {
-        acquire_options o;
-        o.ttl = a.ttl_ms > 0 && !a.no_expiry ? std::chrono::milliseconds{a.ttl_ms} : no_expiry;
-        if (a.max) o.max = a.max;
-        o.wait = !a.no_wait;
-        o.timeout = wait_limit(a.timeout_ms);
-        o.shared = a.shared;
-        o.keep_locks_on_exit = true;
-        waiting_notice notice(c.get_executor(), a.key);
+        const std::string& key = a.lock.key;
+        acquire_options o = a.lock.options(a.ttl_ms > 0 && !a.no_expiry ? std::chrono::milliseconds{a.ttl_ms} : no_expiry, true);
+        waiting_notice notice(c.get_executor(), key);
         o.on_queued = notice.on_queued();
-        auto [ec, guard] = co_await c.acquire(a.key, o, use_tuple);
+        auto [ec, guard] = co_await c.acquire(key, o, use_tuple);
         notice.done();
-        if (ec) co_return report("acquire", ec, c.options().url, "lock on '" + a.key + "'");
+        if (ec) co_return report("acquire", ec, c.options().url, "lock on '" + key + "'");
         std::string id = guard.id();
         auto token = guard.fencing_token();
         guard.detach();  // the hold stays at the broker (keepLocksOnExit) after this process exits
         if (a.conn.json) {
-            boost::json::object out{{"key", a.key}, {"id", id}, {"fencing_token", token}};
+            boost::json::object out{{"key", key}, {"id", id}, {"fencing_token", token}};
             if (o.ttl != no_expiry) out["ttl_ms"] = o.ttl->count();
             else out["ttl_ms"] = nullptr;
             std::printf("%s\n", boost::json::serialize(out).c_str());
         } else if (stdout_is_tty()) {
             std::printf("acquired %s\n  lock id        %s\n  fencing token  %llu\n  expires        %s\n  release with   lmx release %s --id %s\n",
-                        a.key.c_str(), id.c_str(), static_cast<unsigned long long>(token),
-                        o.ttl == no_expiry ? "never" : ("in " + human_duration(*o.ttl)).c_str(), a.key.c_str(), id.c_str());
+                        key.c_str(), id.c_str(), static_cast<unsigned long long>(token),
+                        o.ttl == no_expiry ? "never" : ("in " + human_duration(*o.ttl)).c_str(), key.c_str(), id.c_str());
         } else {
             std::printf("%s %llu\n", id.c_str(), static_cast<unsigned long long>(token));
         }
         if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
             // Nobody learned the id of a hold that never expires: give it back.
-            co_await c.release(a.key, id, use_tuple);
+            co_await c.release(key, id, use_tuple);
             std::fprintf(stderr, "lmx acquire: could not write the lock id to stdout; released the lock\n");
             co_return exit_not_obtained;
         }
@@ -107,16 +98,10 @@ void add_lock_commands(CLI::App& app, action_setter set_action) {
     {
         auto a = std::make_shared<acquire_args>();
         auto* cmd = app.add_subcommand("acquire", "Take a lock that stays held after this command exits; prints the lock id and fencing token");
-        cmd->add_option("key", a->key, "The key to lock")->required();
+        add_lock_flags(cmd, a->lock);
         auto* ttl = cmd->add_option("--ttl", a->ttl_ms, "Lease in ms; the broker ends the hold after it (default: no expiry)")
                         ->check(CLI::PositiveNumber)->type_name("MS");
         cmd->add_flag("--no-expiry", a->no_expiry, "The hold never expires (the default)")->excludes(ttl);
-        cmd->add_option("--max", a->max, "Holders allowed at once on this key (a semaphore; default 1)")
-            ->check(CLI::Range(1u, (1u << 29) - 1))->type_name("N");
-        cmd->add_option("--timeout", a->timeout_ms, "Give up after waiting MS in the queue (default: wait until granted)")
-            ->check(CLI::PositiveNumber)->type_name("MS");
-        cmd->add_flag("--no-wait,!--wait", a->no_wait, "Fail at once (exit 1) if the lock is not free (default: --wait)");
-        cmd->add_flag("--shared", a->shared, "A shared (reader) lock: coexists with other shared holders");
         add_client_flags(cmd, a->conn);
         cmd->callback([a, set_action] { set_action([a] { return run_acquire(*a); }); });
     }

@@ -12,12 +12,6 @@
 
 namespace lmx::app {
 
-// The wait of an acquire: `ms` > 0 waits at most that long; 0 waits until granted.
-inline std::optional<std::chrono::milliseconds> wait_limit(std::int64_t ms) {
-    if (ms > 0) return std::chrono::milliseconds{ms};
-    return std::chrono::hours{24 * 365};  // the broker's longest wait: as good as forever here
-}
-
 class waiting_notice {
 public:
     waiting_notice(boost::asio::any_io_executor ex, std::string key)

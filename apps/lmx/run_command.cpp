@@ -38,13 +38,9 @@ using namespace std::chrono_literals;
 
 struct run_args {
     client_args conn;
-    std::string key;
-    std::uint32_t max = 0;
+    lock_args lock;
     std::int64_t ttl_ms = 10000;
     bool no_expiry = false;
-    std::int64_t timeout_ms = 0;
-    bool no_wait = false;
-    bool shared = false;
     std::string on_lost = "none";
     int conflict_exit_code = exit_not_obtained;
     std::vector<std::string> command;
@@ -203,31 +199,26 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     } stopper{*s};
 
     // 1. The lock.
-    acquire_options o;
+    const std::string& key = a.lock.key;
     bool expires = !a.no_expiry;
     std::chrono::milliseconds ttl{a.ttl_ms};
-    o.ttl = expires ? ttl : no_expiry;
-    if (a.max) o.max = a.max;
-    o.wait = !a.no_wait;
-    o.timeout = wait_limit(a.timeout_ms);
-    o.shared = a.shared;
-    o.keep_locks_on_exit = false;
-    waiting_notice notice(c.get_executor(), a.key);
+    acquire_options o = a.lock.options(expires ? ttl : no_expiry, false);
+    waiting_notice notice(c.get_executor(), key);
     o.on_queued = notice.on_queued();
     auto token = asio::bind_cancellation_slot(s->stop_waiting.slot(), use_tuple);
-    auto [ec, guard] = co_await c.acquire(a.key, o, token);
+    auto [ec, guard] = co_await c.acquire(key, o, token);
     notice.done();
     if (s->interrupted_by) {
-        std::fprintf(stderr, "lmx run: interrupted while waiting for '%s'; nothing was run\n", a.key.c_str());
+        std::fprintf(stderr, "lmx run: interrupted while waiting for '%s'; nothing was run\n", key.c_str());
         co_return 128 + s->interrupted_by;
     }
     if (ec) {
-        int code = report("run", ec, c.options().url, "lock on '" + a.key + "'");
+        int code = report("run", ec, c.options().url, "lock on '" + key + "'");
         co_return code == exit_not_obtained ? a.conflict_exit_code : code;
     }
 
     // 2. COMMAND.
-    std::vector<std::string> env{"LMX_LOCK_KEY=" + a.key, "LMX_LOCK_ID=" + guard.id(),
+    std::vector<std::string> env{"LMX_LOCK_KEY=" + key, "LMX_LOCK_ID=" + guard.id(),
                                  "LMX_FENCING_TOKEN=" + std::to_string(guard.fencing_token())};
     int exec_error = 0;
     int lost_signal = signal_names.at(a.on_lost);
@@ -252,10 +243,10 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     auto lose = [&](const std::string& why) {
         lost = true;
         if (lost_signal)
-            std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); sending SIG%s to %s\n", a.key.c_str(), why.c_str(),
+            std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); sending SIG%s to %s\n", key.c_str(), why.c_str(),
                          a.on_lost.c_str(), a.command.front().c_str());
         else
-            std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); %s keeps running without it\n", a.key.c_str(), why.c_str(),
+            std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); %s keeps running without it\n", key.c_str(), why.c_str(),
                          a.command.front().c_str());
         if (lost_signal && !s->child_done) ::kill(pid, lost_signal);
     };
@@ -285,7 +276,7 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     // 4. Release and pass COMMAND's status on.
     if (!lost && guard.owns_lock()) {
         auto [rec] = co_await guard.release(use_tuple);
-        if (rec) std::fprintf(stderr, "lmx run: releasing '%s' failed: %s\n", a.key.c_str(), rec.message().c_str());
+        if (rec) std::fprintf(stderr, "lmx run: releasing '%s' failed: %s\n", key.c_str(), rec.message().c_str());
     }
     int st = s->child_status;
     if (WIFEXITED(st)) co_return WEXITSTATUS(st);
@@ -313,17 +304,11 @@ int run_run(const run_args& a) {
 void add_run_command(CLI::App& app, action_setter set_action) {
     auto a = std::make_shared<run_args>();
     auto* cmd = app.add_subcommand("run", "Run COMMAND while holding a lock (like flock(1) across machines); exits with its status");
-    cmd->add_option("key", a->key, "The key to lock")->required();
+    add_lock_flags(cmd, a->lock);
     cmd->add_option("command", a->command, "The command and its arguments (after --)")->type_name("COMMAND...");
-    cmd->add_option("--max", a->max, "Holders allowed at once on this key (a semaphore; default 1)")
-        ->check(CLI::Range(1u, (1u << 29) - 1))->type_name("N");
     auto* ttl = cmd->add_option("--ttl", a->ttl_ms, "Lease in ms, renewed every ttl/3 while COMMAND runs")
                     ->default_val(10000)->check(CLI::Range(static_cast<std::int64_t>(150), std::int64_t{1} << 40))->type_name("MS");
     cmd->add_flag("--no-expiry", a->no_expiry, "The hold has no lease (it still ends if this process dies)")->excludes(ttl);
-    cmd->add_option("--timeout", a->timeout_ms, "Give up (exit 1) after waiting MS for the lock (default: wait until granted)")
-        ->check(CLI::PositiveNumber)->type_name("MS");
-    cmd->add_flag("--no-wait,!--wait", a->no_wait, "Exit 1 at once if the lock is not free (default: --wait)");
-    cmd->add_flag("--shared", a->shared, "Take a shared (reader) lock: runs alongside other --shared runs");
     cmd->add_option("-E,--conflict-exit-code", a->conflict_exit_code,
                     "Exit code when the lock is not obtained (--timeout, --no-wait), to tell it from COMMAND's own")
         ->default_val(1)->check(CLI::Range(0, 255))->type_name("N");

@@ -8,8 +8,11 @@ expect 3 "$LMX" ping --url "$url"
 contains "$ERR" "no broker at $url — start one with \`lmx broker\` or pass --ensure-broker"
 
 # Three commands race to start a broker on the same URL.
-for i in 1 2 3; do spawn "$LMX" acquire "race-$i" --url "$url" --ensure-broker; done
-wait_jobs || fail "a racing --ensure-broker command failed"
+for i in 1 2 3; do
+  "$LMX" acquire "race-$i" --url "$url" --ensure-broker >/dev/null 2>"$T/race-$i.err" &
+  JOBS+=($!)
+done
+wait_jobs || fail "a racing --ensure-broker command failed: $(cat "$T"/race-*.err; cat "$XDG_STATE_HOME"/lmx/*/broker.log)"
 brokers=$(pgrep -fc -- "--state-dir $T/" || true)
 [[ $brokers == 1 ]] || fail "expected exactly one broker, found $brokers: $(pgrep -fa -- "--state-dir $T/")"
 pid=$(pgrep -f -- "--state-dir $T/")
