@@ -103,3 +103,22 @@ rc=0
 contains "$(cat "$T/full.err")" "released the lock"
 [[ $(holders unseen) == 0 ]] || fail "a lock whose id was never printed is still held"
 ok "an unprintable lock id is released"
+
+# On a terminal: a wait longer than a second says so (key and place in line); the result is a
+# readable block.
+if command -v script >/dev/null; then
+  expect 0 "$LMX" acquire tty-key
+  read -r tid _ <<<"$OUT"
+  "$LMX" acquire tty-key >/dev/null 2>&1 &  # second in line
+  JOBS+=($!)
+  wait_for 5 waiters_are tty-key 1
+  expect 1 script -qefc "'$LMX' acquire tty-key --timeout 2500" /dev/null
+  contains "$OUT" "waiting for 'tty-key', queued at position 2"
+  expect 0 "$LMX" release tty-key --id "$tid"
+  wait_jobs
+  expect 0 "$LMX" release tty-key
+  expect 0 script -qefc "'$LMX' acquire tty-key" /dev/null
+  contains "$OUT" "fencing token"
+  contains "$OUT" "release with   lmx release tty-key --id"
+  ok "terminal: waiting notice and readable output"
+fi
