@@ -141,12 +141,14 @@ proc_result run_share(const run_args& a, const workload& w, std::size_t cycles, 
             // The connection stays open (and io.run() with it) until the last worker ends.
             for (unsigned i = 0; i < w.in_flight; ++i)
                 asio::co_spawn(io, worker(i), [&, n = w.in_flight](std::exception_ptr) {
-                    if (++finished == n) client.close();
+                    if (++finished < n) return;
+                    r.end_ns = steady_ns();
+                    client.close();
                 });
         },
         asio::detached);
     io.run();
-    r.end_ns = steady_ns();
+    if (r.end_ns == 0) r.end_ns = steady_ns();
     if (show_progress) prog.finish();
     if (!connected && r.errors == 0) r.errors = 1;
     return r;
