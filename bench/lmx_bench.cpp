@@ -138,9 +138,11 @@ proc_result run_share(const run_args& a, const workload& w, std::size_t cycles, 
             }
             connected = true;
             ready();
-            // The connection stays open (and io.run() with it) until the last worker ends.
+            // Workers run on the client's executor (its strand), as an application would: the
+            // client then completes their calls without a hop through the scheduler. The
+            // connection stays open (and io.run() with it) until the last worker ends.
             for (unsigned i = 0; i < w.in_flight; ++i)
-                asio::co_spawn(io, worker(i), [&, n = w.in_flight](std::exception_ptr) {
+                asio::co_spawn(client.get_executor(), worker(i), [&, n = w.in_flight](std::exception_ptr) {
                     if (++finished < n) return;
                     r.end_ns = steady_ns();
                     client.close();
