@@ -260,9 +260,12 @@ public:
                 w->idle = false;
                 continue;
             }
-            // Everything queued since the last write goes out in one write.
+            // Everything queued since the last write goes out in one write: straight to the
+            // kernel when it takes it all (no completion to wait for), asynchronously otherwise.
             std::swap(outbox_, w->sending);
-            auto ec = co_await c->write(w->sending);
+            const std::string_view rest = std::string_view(w->sending).substr(c->write_now(w->sending));
+            error_code ec;
+            if (!rest.empty()) ec = co_await c->write(rest);
             w->sending.clear();
             if (ec) {
                 drop_connection(gen, make_error_code(errc::connection_lost));
