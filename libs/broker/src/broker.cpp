@@ -157,11 +157,15 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         }
     }
 
+    // Replies go out here, at the end of each read batch: straight to the kernel when no write
+    // is in flight (no hop through the writer coroutine), the writer taking whatever is left.
     void flush() {
         for (session* s : dirty) {
             s->dirty = false;
             cut_off_if_not_reading(*s);
-            if (s->writer_idle) s->wake.cancel();
+            if (!s->writer_idle || s->outbox.empty()) continue;
+            s->outbox.erase(0, s->conn->write_now(s->outbox));
+            if (!s->outbox.empty()) s->wake.cancel();
         }
         dirty.clear();
         rearm();

@@ -59,12 +59,13 @@ void complete(asio::any_io_executor fallback, asio::any_completion_handler<Sig> 
 
 // One request waiting for its reply (or replies: a queued notice, then the grant).
 struct pending_op {
-    asio::steady_timer signal;  // parked at the deadline; cancel() wakes the waiter
+    asio::steady_timer signal;  // parked (never expires); cancel() wakes the waiter
     std::optional<core::reply> reply;
     error_code failure;  // set when the connection is lost or the client closes
     bool done = false;
     std::function<void(std::uint32_t)> on_queued;  // an acquire's progress callback
-    explicit pending_op(asio::any_io_executor ex) : signal(ex) {}
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+    explicit pending_op(asio::any_io_executor ex) : signal(ex, std::chrono::steady_clock::time_point::max()) {}
 };
 
 std::string id_prefix() {
@@ -151,6 +152,9 @@ public:
         } while (n);
         return id;
     }
+
+    // The common case of ensure_connected() without starting a coroutine.
+    bool connected_now() const noexcept { return state_ == state::connected; }
 
     asio::awaitable<error_code> ensure_connected() {
         for (;;) {
@@ -257,9 +261,12 @@ public:
                 w->idle = false;
                 continue;
             }
-            // Everything queued since the last write goes out in one write.
+            // Everything queued since the last write goes out in one write: straight to the
+            // kernel when it takes it all (no completion to wait for), asynchronously otherwise.
             std::swap(outbox_, w->sending);
-            auto ec = co_await c->write(w->sending);
+            const std::string_view rest = std::string_view(w->sending).substr(c->write_now(w->sending));
+            error_code ec;
+            if (!rest.empty()) ec = co_await c->write(rest);
             w->sending.clear();
             if (ec) {
                 drop_connection(gen, make_error_code(errc::connection_lost));
@@ -358,18 +365,50 @@ public:
     // ---- waiting ------------------------------------------------------------------------
     enum class wait_result { reply, failed, cancelled, timed_out };
 
+    // `op` must be in pending_ while it waits: the sweeper finds it there at its deadline.
     asio::awaitable<wait_result> wait(std::shared_ptr<pending_op> op, steady::time_point deadline) {
+        op->deadline = deadline;
+        arm_sweeper(deadline);
         for (;;) {
             if (op->done) co_return op->reply ? wait_result::reply : wait_result::failed;
             // A cancellation delivered while no wait was pending is only recorded in the state.
             auto cs = co_await asio::this_coro::cancellation_state;
             if (cs.cancelled() != asio::cancellation_type::none) co_return wait_result::cancelled;
-            op->signal.expires_at(deadline);
-            auto [ec] = co_await op->signal.async_wait(use_tuple);
+            co_await op->signal.async_wait(use_tuple);
             if (op->done) continue;
             if (cs.cancelled() != asio::cancellation_type::none) co_return wait_result::cancelled;
-            if (!ec || steady::now() >= deadline) co_return wait_result::timed_out;
+            if (steady::now() >= deadline) co_return wait_result::timed_out;
         }
+    }
+
+    // One timer serves the deadlines of all waiting requests. A timer per request would move the
+    // reactor's earliest expiry (a timerfd_settime call) on nearly every request; this one is
+    // re-armed only when a new deadline comes before the armed one.
+    asio::steady_timer sweeper_{strand_, steady::time_point::max()};
+    steady::time_point sweep_at_ = steady::time_point::max();
+    std::uint64_t sweep_generation_ = 0;
+
+    void arm_sweeper(steady::time_point at) {
+        if (at >= sweep_at_) return;
+        sweep_at_ = at;
+        sweeper_.expires_at(at);  // a wait armed earlier completes with operation_aborted
+        sweeper_.async_wait([weak = weak_from_this(), gen = ++sweep_generation_](error_code ec) {
+            auto self = weak.lock();
+            if (self && !ec && gen == self->sweep_generation_) self->sweep();
+        });
+    }
+
+    // Wakes every request past its deadline and arms the timer for the next one.
+    void sweep() {
+        sweep_at_ = steady::time_point::max();
+        const auto now = steady::now();
+        auto next = steady::time_point::max();
+        for (auto& [id, op] : pending_) {
+            if (op->done) continue;
+            if (op->deadline <= now) op->signal.cancel();
+            else next = std::min(next, op->deadline);
+        }
+        if (next != steady::time_point::max()) arm_sweeper(next);
     }
 
     // Withdraws request `id` at the broker; a grant that still arrives is released at once.
@@ -400,7 +439,9 @@ public:
 
     // Sends `r` (its uuid already set) and waits for the reply carrying the same uuid.
     asio::awaitable<std::pair<error_code, core::reply>> call(const std::string& uuid, const core::request& r) {
-        if (auto ec = co_await ensure_connected()) co_return std::pair{ec, core::reply{}};
+        error_code ec_connect;
+        if (!connected_now()) ec_connect = co_await ensure_connected();
+        if (auto ec = ec_connect) co_return std::pair{ec, core::reply{}};
         auto op = std::make_shared<pending_op>(strand_);
         pending_.emplace(uuid, op);
         std::string frame;
@@ -438,7 +479,9 @@ public:
 
     asio::awaitable<result<lock_guard>> acquire(std::string key, acquire_options o) {
         co_await asio::this_coro::throw_if_cancelled(false);
-        if (auto ec = co_await ensure_connected()) co_return failed<lock_guard>(ec);
+        error_code ec_connect;
+        if (!connected_now()) ec_connect = co_await ensure_connected();
+        if (auto ec = ec_connect) co_return failed<lock_guard>(ec);
         std::string uuid = next_id();
         auto op = std::make_shared<pending_op>(strand_);
         op->on_queued = std::move(o.on_queued);
@@ -480,7 +523,9 @@ public:
 
     asio::awaitable<result<multi_lock_guard>> acquire_many(std::vector<std::string> keys, acquire_options o) {
         co_await asio::this_coro::throw_if_cancelled(false);
-        if (auto ec = co_await ensure_connected()) co_return failed<multi_lock_guard>(ec);
+        error_code ec_connect;
+        if (!connected_now()) ec_connect = co_await ensure_connected();
+        if (auto ec = ec_connect) co_return failed<multi_lock_guard>(ec);
         std::string uuid = next_id();
         auto op = std::make_shared<pending_op>(strand_);
         op->on_queued = std::move(o.on_queued);
@@ -577,6 +622,10 @@ public:
         drop_connection(generation_, make_error_code(errc::closed));
         if (stop_connect_) stop_connect_->emit(asio::cancellation_type::terminal);
         connected_signal_.cancel();
+        // Every request has failed above; an armed sweeper would only keep the executor busy.
+        sweep_at_ = steady::time_point::max();
+        ++sweep_generation_;
+        sweeper_.cancel();
     }
 };
 
@@ -773,7 +822,9 @@ void client::start_ping(asio::any_completion_handler<void(error_code, std::chron
     impl->launch<std::chrono::microseconds>(
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::chrono::microseconds>> {
             co_await asio::this_coro::throw_if_cancelled(false);
-            if (auto ec = co_await c->ensure_connected()) co_return client_impl::result<std::chrono::microseconds>{ec, {}};
+            error_code ec_connect;
+            if (!c->connected_now()) ec_connect = co_await c->ensure_connected();
+            if (auto ec = ec_connect) co_return client_impl::result<std::chrono::microseconds>{ec, {}};
             std::string uuid = c->next_id();
             auto t0 = steady::now();
             core::request rq = req::ping{uuid, std::nullopt};

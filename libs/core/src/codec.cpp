@@ -1410,10 +1410,29 @@ namespace {
 // Reads reply fields; null counts as absent, a wrong type fails the whole reply.
 class reply_reader {
 public:
-    explicit reply_reader(const json::object& obj) noexcept : obj_(obj) {}
+    // A reply is read by looking up some 40 names, most of them absent: an open-addressing index
+    // of the members, built once, answers each with about one comparison (a linear search of
+    // the object compares every member). Large objects are searched as they are.
+    explicit reply_reader(const json::object& obj) noexcept : obj_(obj), indexed_(obj.size() <= max_indexed) {
+        if (!indexed_) return;
+        for (const auto& m : obj_) {
+            const std::string_view k = m.key();
+            std::size_t i = slot_of(k);
+            while (slots_[i].value && slots_[i].key != k) i = (i + 1) % slots_.size();
+            slots_[i] = {k, &m.value()};
+        }
+    }
+
+    const json::value* member(std::string_view name) const noexcept {
+        if (!indexed_) return obj_.if_contains(name);
+        for (std::size_t i = slot_of(name);; i = (i + 1) % slots_.size()) {
+            if (!slots_[i].value) return nullptr;
+            if (slots_[i].key == name) return slots_[i].value;
+        }
+    }
 
     const json::value* find(std::string_view name) const noexcept {
-        const json::value* v = obj_.if_contains(name);
+        const json::value* v = member(name);
         return v && !v->is_null() ? v : nullptr;
     }
 
@@ -1483,7 +1502,7 @@ public:
         return true;
     }
     bool expires(std::optional<milliseconds>& out) {
-        const json::value* v = obj_.if_contains("expiresInMs");
+        const json::value* v = member("expiresInMs");
         if (!v) return true;
         if (v->is_null()) {
             out = no_expiry;
@@ -1528,7 +1547,20 @@ public:
     std::string error;
 
 private:
+    static constexpr std::size_t max_indexed = 32;  // at most half the slots used
+    static std::size_t slot_of(std::string_view k) noexcept {
+        const std::size_t h = k.empty() ? 0 : k.size() * 31 + static_cast<unsigned char>(k.front()) * 7 +
+                                                  static_cast<unsigned char>(k.back());
+        return h % 64;
+    }
+    struct slot {
+        std::string_view key;
+        const json::value* value = nullptr;
+    };
+
     const json::object& obj_;
+    bool indexed_;
+    std::array<slot, 64> slots_{};
 };
 
 }  // namespace

@@ -55,6 +55,18 @@ public:
     co_return ec;
   }
 
+  std::size_t write_now(std::string_view batch) noexcept override {
+    error_code ec;
+    if (!non_blocking_) {
+      // Synchronous calls then fail with would_block instead of waiting; async I/O is unaffected.
+      socket_.non_blocking(true, ec);
+      if (ec) return 0;
+      non_blocking_ = true;
+    }
+    const auto n = socket_.write_some(asio::buffer(batch.data(), batch.size()), ec);
+    return ec ? 0 : n;
+  }
+
   void close() noexcept override {
     error_code ignored;
     socket_.close(ignored);
@@ -65,6 +77,7 @@ public:
   executor get_executor() override { return socket_.get_executor(); }
 
 private:
+  bool non_blocking_ = false;
   socket_type socket_;
   line_buffer buffer_;
   endpoint::kind kind_;

@@ -42,6 +42,14 @@ public:
   // write call; WebSocket sends one text message per line. Complete means fully handed to the kernel.
   virtual asio::awaitable<boost::system::error_code> write(std::string_view batch) = 0;
 
+  // Hands as much of `batch` to the kernel as it takes at once, without waiting, where the
+  // transport can (stream sockets); returns the bytes taken, 0 when it cannot or none fit. Only
+  // while no write() is in flight. A failure is left for the next write() to report.
+  virtual std::size_t write_now(std::string_view batch) noexcept {
+    (void)batch;
+    return 0;
+  }
+
   // Cancels pending I/O and closes the socket (no WebSocket closing handshake).
   virtual void close() noexcept = 0;
 
