@@ -254,7 +254,9 @@ BOOST_DATA_TEST_CASE(watch_streams_events, bdata::make(transports), kind) {
     BOOST_TEST(!next_of_type(watcher, "event", 50ms));
 
     std::vector<std::string> seen;
-    while (auto e = next_of_type(all, "event", 200ms)) seen.push_back(text(*e, "event") + ":" + text(*e, "key"));
+    // Connection-count events (a test's probe connection closing late) have a test of their own.
+    while (auto e = next_of_type(all, "event", 200ms))
+        if (text(*e, "event") != "connections") seen.push_back(text(*e, "event") + ":" + text(*e, "key"));
     BOOST_TEST(seen == (std::vector<std::string>{"granted:watched", "granted:unwatched", "released:watched"}),
                boost::test_tools::per_element());
 
