@@ -33,19 +33,24 @@ async function openDashboard(context, query = '', b = broker) {
 
 const row = (page, key) => page.locator(`tr[data-key="${key}"]`);
 
+// A page of `context` connected to `b` (window.client) that holds `key` (window.held).
+async function holding(context, key, options = {}, b = broker) {
+  const page = await lmxPage(context, b);
+  const lock = await page.evaluate(async ([url, key, options]) => {
+    window.client = await lmx.connect(url);
+    window.held = await client.acquire(key, { ttl: 60000, ...options });
+    return { id: held.id, token: held.fencingToken };
+  }, [b.ws, key, options]);
+  return { page, ...lock };
+}
+
 test('the dashboard shows a held lock and its waiter as they happen, then follows the release', async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const dash = await openDashboard(context);
   const key = uniqueKey('orders');
 
-  const holder = await lmxPage(context, broker);
+  const { page: holder, id: lockId, token } = await holding(context, key);
   const waiter = await lmxPage(context, broker);
-  const lockId = await holder.evaluate(async ([url, key]) => {
-    window.client = await lmx.connect(url);
-    window.held = await client.acquire(key, { ttl: 60000 });
-    return held.id;
-  }, [broker.ws, key]);
-  const token = await holder.evaluate(() => held.fencingToken);
   const waiterId = await waiter.evaluate(async ([url, key]) => {
     window.client = await lmx.connect(url);
     window.pending = client.acquire(key, { ttl: 60000, timeout: 30000, onqueued: (n) => { window.queuedId = n.uuid; } });
@@ -95,12 +100,7 @@ test('the dashboard shows a held lock and its waiter as they happen, then follow
 test('the dashboard shows locks held before it opened, with their fencing tokens', async () => {
   const context = await browser.newContext();
   const key = uniqueKey('before');
-  const holder = await lmxPage(context, broker);
-  const r = await holder.evaluate(async ([url, key]) => {
-    window.client = await lmx.connect(url);
-    window.held = await client.acquire(key, { ttl: 60000, max: 3 });
-    return { id: held.id, token: held.fencingToken };
-  }, [broker.ws, key]);
+  const { page: holder, ...r } = await holding(context, key, { max: 3 });
   await new Promise((resolve) => setTimeout(resolve, 1100));
   const dash = await openDashboard(context);
   const text = await row(dash, key).textContent();
@@ -141,11 +141,7 @@ test('the dashboard fits a phone screen (in dark mode)', async () => {
   const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true,
     hasTouch: true, colorScheme: 'dark' });
   const key = uniqueKey('phone');
-  const holder = await lmxPage(context, broker);
-  await holder.evaluate(async ([url, key]) => {
-    window.client = await lmx.connect(url);
-    window.held = await client.acquire(key, { ttl: 60000 });
-  }, [broker.ws, key]);
+  const { page: holder } = await holding(context, key);
   const dash = await openDashboard(context);
   await waitFor(async () => (await row(dash, key).count()) === 1, 5000, 'the key row');
   const overflow = await dash.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
@@ -166,11 +162,7 @@ test('after a broker restart the dashboard reconnects and shows the new state', 
   let again;
   try {
     const key = uniqueKey('restart');
-    const holder = await lmxPage(context, own);
-    await holder.evaluate(async ([url, key]) => {
-      window.client = await lmx.connect(url);
-      window.held = await client.acquire(key, { ttl: 60000 });
-    }, [own.ws, key]);
+    const { page: holder } = await holding(context, key, {}, own);
     const dash = await openDashboard(context, '', own);
     await waitFor(async () => (await row(dash, key).count()) === 1, 5000, 'the key row');
     const port = own.port;
@@ -191,11 +183,7 @@ test('after a broker restart the dashboard reconnects and shows the new state', 
 test('a grant made while the dashboard takes its snapshot is not wiped by it', async () => {
   const context = await browser.newContext();
   const [early, late] = [uniqueKey('early'), uniqueKey('late')];
-  const holder = await lmxPage(context, broker);
-  await holder.evaluate(async ([url, early]) => {
-    window.client = await lmx.connect(url);
-    window.first = await client.acquire(early, { ttl: 60000 });
-  }, [broker.ws, early]);
+  const { page: holder } = await holding(context, early);
   // The dashboard's lock-info replies are held back until a grant of `late` has reached the page.
   const dash = await newPage(context);
   let hold = true;
@@ -230,7 +218,7 @@ test('a grant made while the dashboard takes its snapshot is not wiped by it', a
   await waitFor(async () => (await row(dash, early).count()) === 1, 5000, 'the key held before the snapshot');
   const text = await row(dash, late).textContent({ timeout: 5000 });
   assert.ok(text.includes(lateId), `the grant made during the snapshot is shown: "${text}"`);
-  await holder.evaluate(() => Promise.all([first.release(), second.release()]));
+  await holder.evaluate(() => Promise.all([held.release(), second.release()]));
   assert.deepEqual(dash.problems, []);
   await context.close();
 });
@@ -238,12 +226,7 @@ test('a grant made while the dashboard takes its snapshot is not wiped by it', a
 test('a dashboard that cannot reach the broker at load shows "connecting…" and retries until it can', async () => {
   const context = await browser.newContext();
   const key = uniqueKey('late-start');
-  const holder = await lmxPage(context, broker);
-  const lockId = await holder.evaluate(async ([url, key]) => {
-    window.client = await lmx.connect(url);
-    window.held = await client.acquire(key, { ttl: 60000 });
-    return held.id;
-  }, [broker.ws, key]);
+  const { page: holder, id: lockId } = await holding(context, key);
   const dash = await newPage(context);
   // The first three WebSocket connections of the page are closed at once, as by a broker that is down.
   let refused = 0;
