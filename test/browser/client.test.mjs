@@ -85,11 +85,11 @@ test('two pages contend on one key: the second gets it only after the first rele
       (l) => { Object.assign(second, { done: true, token: l.fencingToken, at: performance.now() }); window.secondLock = l; },
       (e) => Object.assign(second, { done: true, error: e.code }));
   }, key);
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'the second page queued');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'the second page queued');
   await sleep(300);
   assert.equal(await b.evaluate(() => second.done), false, 'the second page got the lock while the first held it');
   await a.evaluate(() => held.release());
-  await waitFor(() => b.evaluate(() => second.done), 2000, 'the second page got the lock');
+  await waitFor(() => b.evaluate(() => second.done), 5000, 'the second page got the lock');
   const second = await b.evaluate(() => second);
   assert.equal(second.error, undefined);
   assert.ok(second.token > first, `fencing tokens ${first} then ${second.token}`);
@@ -106,7 +106,7 @@ test('acquireMany takes every key at once, after the holder of one of them relea
     window.many = client.acquireMany([y, x], { ttl: 10000, timeout: 10000 });
     many.catch(() => {});
   }, [x, y]);
-  await waitFor(() => a.evaluate(async (x) => (await client.info(x)).waiters === 1, x), 2000, 'acquireMany queued');
+  await waitFor(() => a.evaluate(async (x) => (await client.info(x)).waiters === 1, x), 5000, 'acquireMany queued');
   // Nothing is held for b while it waits: y is still free.
   assert.equal(await a.evaluate(async (y) => (await client.info(y)).locked, y), false);
   await a.evaluate(() => held.release());
@@ -194,7 +194,7 @@ test('error codes: would_block, timeout, cancelled (AbortSignal), not_holder, ba
   assert.equal(aborted.error, 'cancelled');
   assert.equal(aborted.name, 'LmxError');
   // Nothing of the withdrawn requests is left queued at the broker.
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 2000, 'no waiters left');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 5000, 'no waiters left');
   assert.equal((await attempt(b, `async () => { const l = await client.acquire('${uniqueKey('twice')}'); await l.release(); return l.release(); }`)).error, 'not_holder');
   assert.equal((await attempt(b, `(key) => client.acquire(key, { ttl: -5 })`, key)).error, 'bad_request');
   assert.equal((await attempt(b, `() => client.acquire('k'.repeat(5000))`)).error, 'bad_request');
@@ -241,13 +241,13 @@ test('a grant that crosses an abort is given back', async () => {
       ac.abort();
     }, 0);
   }, key);
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'b queued');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'b queued');
   await b.evaluate(() => stall());
   await sleep(100);
   await a.evaluate(() => held.release());
   assert.equal(await b.evaluate(() => outcome), 'cancelled');
   await waitFor(() => a.evaluate(async (key) => { const i = await client.info(key); return !i.locked && i.waiters === 0; }, key),
-    2000, 'the key is free again');
+    5000, 'the key is free again');
   // The grant did cross the abort: the broker granted b's request, and b gave it back.
   const requestId = await b.evaluate(() => requestId);
   const seen = await a.evaluate(() => seen);
@@ -272,7 +272,7 @@ test('reconnect: a broker restart loses holds and fails pending calls, then the 
     window.other = await window.lmx.connect(client.url, { reconnect: false });
     window.pending = other.acquire(key, { timeout: 30000 }).then(() => 'granted', (e) => e.code);
   }, key);
-  await waitFor(() => page.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'the waiter queued');
+  await waitFor(() => page.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'the waiter queued');
   const port = own.port;
   await own.stop();
   assert.equal(await page.evaluate(() => heldLost), 'disconnected');
@@ -455,7 +455,7 @@ test('close() fails pending calls with closed and later calls too', async () => 
     return { pending: await pending, later: await client.ls().then(() => 'ok', (e) => e.code), state: client.state };
   }, key);
   assert.deepEqual(r, { pending: 'closed', later: 'closed', state: 'closed' });
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 2000, 'the closed client\'s waiter is gone');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 5000, 'the closed client\'s waiter is gone');
   await a.evaluate(() => held.release());
   await a.close();
   await b.close();
