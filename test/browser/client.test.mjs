@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
+import { startBroker, restartBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
 
 let broker;
 let browser;
@@ -85,11 +85,11 @@ test('two pages contend on one key: the second gets it only after the first rele
       (l) => { Object.assign(second, { done: true, token: l.fencingToken, at: performance.now() }); window.secondLock = l; },
       (e) => Object.assign(second, { done: true, error: e.code }));
   }, key);
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'the second page queued');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'the second page queued');
   await sleep(300);
   assert.equal(await b.evaluate(() => second.done), false, 'the second page got the lock while the first held it');
   await a.evaluate(() => held.release());
-  await waitFor(() => b.evaluate(() => second.done), 2000, 'the second page got the lock');
+  await waitFor(() => b.evaluate(() => second.done), 5000, 'the second page got the lock');
   const second = await b.evaluate(() => second);
   assert.equal(second.error, undefined);
   assert.ok(second.token > first, `fencing tokens ${first} then ${second.token}`);
@@ -106,7 +106,7 @@ test('acquireMany takes every key at once, after the holder of one of them relea
     window.many = client.acquireMany([y, x], { ttl: 10000, timeout: 10000 });
     many.catch(() => {});
   }, [x, y]);
-  await waitFor(() => a.evaluate(async (x) => (await client.info(x)).waiters === 1, x), 2000, 'acquireMany queued');
+  await waitFor(() => a.evaluate(async (x) => (await client.info(x)).waiters === 1, x), 5000, 'acquireMany queued');
   // Nothing is held for b while it waits: y is still free.
   assert.equal(await a.evaluate(async (y) => (await client.info(y)).locked, y), false);
   await a.evaluate(() => held.release());
@@ -165,14 +165,14 @@ test('extend renews the lease past its ttl', async () => {
   const page = await connectedPage();
   const key = uniqueKey('extend');
   const r = await page.evaluate(async (key) => {
-    const lock = await client.acquire(key, { ttl: 300 });
-    const left = await lock.extend(5000);
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    const lock = await client.acquire(key, { ttl: 2000 });
+    const left = await lock.extend(8000);
+    await new Promise((resolve) => setTimeout(resolve, 2500));
     const still = lock.held && (await client.info(key)).holders.includes(lock.id);
     await lock.release();
     return { left, still };
   }, key);
-  assert.ok(r.left > 4000 && r.left <= 5000, `expiresInMs ${r.left}`);
+  assert.ok(r.left > 7000 && r.left <= 8000, `expiresInMs ${r.left}`);
   assert.equal(r.still, true);
   await page.close();
 });
@@ -194,7 +194,7 @@ test('error codes: would_block, timeout, cancelled (AbortSignal), not_holder, ba
   assert.equal(aborted.error, 'cancelled');
   assert.equal(aborted.name, 'LmxError');
   // Nothing of the withdrawn requests is left queued at the broker.
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 2000, 'no waiters left');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 5000, 'no waiters left');
   assert.equal((await attempt(b, `async () => { const l = await client.acquire('${uniqueKey('twice')}'); await l.release(); return l.release(); }`)).error, 'not_holder');
   assert.equal((await attempt(b, `(key) => client.acquire(key, { ttl: -5 })`, key)).error, 'bad_request');
   assert.equal((await attempt(b, `() => client.acquire('k'.repeat(5000))`)).error, 'bad_request');
@@ -224,25 +224,35 @@ test('a grant that crosses an abort is given back', async () => {
   const b = await lmxPage(other, broker);
   await b.evaluate(async (url) => { window.client = await lmx.connect(url); }, broker.ws);
   const key = uniqueKey('cross');
-  await a.evaluate(async (key) => { window.held = await client.acquire(key, { ttl: 10000 }); }, key);
-  // b queues, then stalls its event loop for 400 ms and aborts at the end of that same task.
+  await a.evaluate(async (key) => {
+    window.seen = [];
+    await client.watch([key], (e) => seen.push({ event: e.event, uuid: e.uuid }));
+    window.held = await client.acquire(key, { ttl: 10000 });
+  }, key);
+  // b queues, then stalls its event loop for 1 s and aborts at the end of that same task.
   // a releases meanwhile, so the grant is already in b's socket when b withdraws the request.
   await b.evaluate((key) => {
     const ac = new AbortController();
-    window.outcome = client.acquire(key, { signal: ac.signal, timeout: 10000 }).then(() => 'granted', (e) => e.code);
+    window.outcome = client.acquire(key, { signal: ac.signal, timeout: 10000, onqueued: (n) => { window.requestId = n.uuid; } })
+      .then(() => 'granted', (e) => e.code);
     window.stall = () => setTimeout(() => {
-      const end = performance.now() + 400;
+      const end = performance.now() + 1000;
       while (performance.now() < end) { /* stall */ }
       ac.abort();
     }, 0);
   }, key);
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'b queued');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'b queued');
   await b.evaluate(() => stall());
   await sleep(100);
   await a.evaluate(() => held.release());
   assert.equal(await b.evaluate(() => outcome), 'cancelled');
   await waitFor(() => a.evaluate(async (key) => { const i = await client.info(key); return !i.locked && i.waiters === 0; }, key),
-    2000, 'the key is free again');
+    5000, 'the key is free again');
+  // The grant did cross the abort: the broker granted b's request, and b gave it back.
+  const requestId = await b.evaluate(() => requestId);
+  const seen = await a.evaluate(() => seen);
+  const forB = seen.filter((e) => e.uuid === requestId).map((e) => e.event);
+  assert.deepEqual(forB, ['queued', 'granted', 'released'], `events of b's request ${requestId}: ${JSON.stringify(seen)}`);
   await a.close();
   await other.close();
 });
@@ -262,12 +272,12 @@ test('reconnect: a broker restart loses holds and fails pending calls, then the 
     window.other = await window.lmx.connect(client.url, { reconnect: false });
     window.pending = other.acquire(key, { timeout: 30000 }).then(() => 'granted', (e) => e.code);
   }, key);
-  await waitFor(() => page.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 2000, 'the waiter queued');
+  await waitFor(() => page.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'the waiter queued');
   const port = own.port;
   await own.stop();
   assert.equal(await page.evaluate(() => heldLost), 'disconnected');
   assert.equal(await page.evaluate(() => pending), 'connection_lost');
-  const again = await startBroker({ port });
+  const again = await restartBroker(port);
   try {
     await waitFor(() => page.evaluate(() => events.includes('connect')), 5000, 'the client reconnected');
     assert.deepEqual(await page.evaluate(() => events), ['disconnect:connection_lost', 'connect']);
@@ -288,6 +298,152 @@ test('reconnect: a broker restart loses holds and fails pending calls, then the 
   }
 });
 
+// A page whose client counts its connection attempts (window.attempts), through the WebSocket option.
+async function countingPage(b, options = {}) {
+  const page = await lmxPage(context, b);
+  await page.evaluate(async ([url, options]) => {
+    window.attempts = 0;
+    class Counting extends WebSocket {
+      constructor(...args) { super(...args); window.attempts++; }
+    }
+    window.client = await window.lmx.connect(url, { ...options, WebSocket: Counting });
+    window.events = [];
+    client.addEventListener('disconnect', (e) => events.push('disconnect:' + e.error.code));
+    client.addEventListener('connect', () => events.push('connect'));
+  }, [b.ws, options]);
+  return page;
+}
+
+test('calls made while the broker is down wait for the scheduled attempt; reconnecting goes on by itself', async () => {
+  const own = await startBroker();
+  const page = await countingPage(own, { minBackoff: 100, maxBackoff: 400 });
+  const key = uniqueKey('down');
+  await page.evaluate(async (key) => {
+    window.seen = [];
+    await client.watch([key], (e) => seen.push(e.event));
+  }, key);
+  const port = own.port;
+  await own.stop();
+  await waitFor(() => page.evaluate(() => events.includes('disconnect:connection_lost')), 5000, 'the drop noticed');
+  // Twenty calls at once share one attempt; they fail with it.
+  const r = await page.evaluate(async () => {
+    const before = attempts;
+    const codes = await Promise.all(Array.from({ length: 20 }, () => client.ls().then(() => 'ok', (e) => e.code)));
+    return { codes: [...new Set(codes)], made: attempts - before, state: client.state };
+  });
+  assert.deepEqual(r.codes, ['unreachable']);
+  assert.ok(r.made <= 2, `${r.made} connection attempts for 20 calls`);
+  // Calls one after the other follow the backoff instead of connecting at once.
+  const loop = await page.evaluate(async () => {
+    const before = attempts;
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) await client.ping().catch(() => {});
+    return { made: attempts - before, ms: performance.now() - t0 };
+  });
+  assert.ok(loop.made <= 5, `${loop.made} attempts for 5 calls`);
+  assert.ok(loop.ms >= 4 * 50, `5 failed calls took ${loop.ms.toFixed(0)} ms: the backoff was skipped`);
+  // The failed calls did not stop the background attempts: once the broker is back the client
+  // reconnects without any call, and the watch is renewed.
+  const again = await restartBroker(port);
+  try {
+    await waitFor(() => page.evaluate(() => events.includes('connect')), 5000, 'the client reconnected by itself');
+    const other = await connectedPage(again);
+    await other.evaluate(async (key) => { const l = await client.acquire(key); await l.release(); }, key);
+    await waitFor(() => page.evaluate(() => seen.join() === 'granted,released'), 5000, 'the renewed watch delivered events');
+    await other.close();
+  } finally {
+    await page.close();
+    await again.stop();
+  }
+});
+
+test('a hold kept on exit across a broker restart: an unanswered release leaves it held, the reconnect finds it lost', async () => {
+  const own = await startBroker();
+  const page = await countingPage(own, { minBackoff: 100, maxBackoff: 400 });
+  const key = uniqueKey('kept');
+  await page.evaluate(async (key) => {
+    window.kept = await client.acquire(key, { ttl: 60000, keepLocksOnExit: true });
+    window.keptLost = new Promise((resolve) => kept.addEventListener('lost', (e) => resolve(e.reason)));
+  }, key);
+  const port = own.port;
+  await own.stop();
+  await waitFor(() => page.evaluate(() => events.includes('disconnect:connection_lost')), 5000, 'the drop noticed');
+  const r = await page.evaluate(async () => {
+    const release = await kept.release().then(() => 'ok', (e) => e.code);
+    const dispose = await kept[Symbol.asyncDispose]().then(() => 'ok', (e) => e.code);
+    return { release, dispose, held: kept.held, released: kept.released, lost: kept.lost };
+  });
+  assert.deepEqual(r, { release: 'unreachable', dispose: 'unreachable', held: true, released: false, lost: false });
+  const again = await restartBroker(port);
+  try {
+    assert.equal(await page.evaluate(() => keptLost), 'disconnected', 'the new broker does not hold it');
+    assert.equal(await page.evaluate(() => kept[Symbol.asyncDispose]().then(() => 'ok', (e) => e.code)), 'ok');
+  } finally {
+    await page.close();
+    await again.stop();
+  }
+});
+
+test('a kept-on-exit request whose grant a drop cut off is given back after the reconnect', async () => {
+  const watcher = await connectedPage();
+  const key = uniqueKey('orphan');
+  await watcher.evaluate(async (key) => {
+    window.seen = [];
+    await client.watch([key], (e) => seen.push(e.event));
+  }, key);
+  const page = await lmxPage(context, broker);
+  // The socket closes right after it sent the lock request: the broker grants it, the page never
+  // sees the grant, and the hold is kept on exit.
+  const outcome = await page.evaluate(async ([url, key]) => {
+    class CutOff extends WebSocket {
+      send(data) {
+        super.send(data);
+        if (data.includes('"keepLocksOnExit":true')) this.close();
+      }
+    }
+    window.client = await window.lmx.connect(url, { WebSocket: CutOff, minBackoff: 50, maxBackoff: 200 });
+    return client.acquire(key, { ttl: 60000, keepLocksOnExit: true }).then(() => 'granted', (e) => e.code);
+  }, [broker.ws, key]);
+  assert.equal(outcome, 'connection_lost');
+  await waitFor(() => watcher.evaluate(() => seen.join() === 'granted,released'), 5000, 'the unseen grant given back');
+  assert.equal(await watcher.evaluate(async (key) => (await client.info(key)).locked, key), false);
+  await page.close();
+  await watcher.close();
+});
+
+test('a watch the broker refused is asked for again, not taken as in place', async () => {
+  const page = await connectedPage();
+  const r = await page.evaluate(async () => {
+    const long = 'w'.repeat(5000);
+    const first = await client.watch([long], () => {}).then(() => 'ok', (e) => e.code);
+    const second = await client.watch([long], () => {}).then(() => 'ok', (e) => e.code);
+    return { first, second };
+  });
+  assert.deepEqual(r, { first: 'bad_request', second: 'bad_request' });
+  await page.close();
+});
+
+test('acquireMany takes any iterable of keys', async () => {
+  const page = await connectedPage();
+  const [x, y] = [uniqueKey('set-x'), uniqueKey('set-y')].sort();
+  const r = await page.evaluate(async ([x, y]) => {
+    const m = await client.acquireMany(new Set([y, x]), { ttl: 10000 });
+    const keys = m.keys;
+    await m.release();
+    const other = await window.lmx.connect(client.url);
+    const held = await other.acquire(x, { ttl: 10000 });
+    const busy = await client.acquireMany(new Set([x, y]), { wait: false }).then(() => 'ok', (e) => e.code + ':' + e.message);
+    await held.release();
+    other.close();
+    const string = await client.acquireMany(x).then(() => 'ok', (e) => e.code);
+    return { keys, busy, string };
+  }, [x, y]);
+  assert.deepEqual(r.keys, [x, y]);
+  assert.match(r.busy, /^would_block:/);
+  assert.equal(r.string, 'bad_request');
+  await page.close();
+});
+
 test('close() fails pending calls with closed and later calls too', async () => {
   const [a, b] = [await connectedPage(), await connectedPage()];
   const key = uniqueKey('close');
@@ -299,7 +455,7 @@ test('close() fails pending calls with closed and later calls too', async () => 
     return { pending: await pending, later: await client.ls().then(() => 'ok', (e) => e.code), state: client.state };
   }, key);
   assert.deepEqual(r, { pending: 'closed', later: 'closed', state: 'closed' });
-  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 2000, 'the closed client\'s waiter is gone');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 0, key), 5000, 'the closed client\'s waiter is gone');
   await a.evaluate(() => held.release());
   await a.close();
   await b.close();

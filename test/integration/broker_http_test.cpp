@@ -198,4 +198,36 @@ BOOST_AUTO_TEST_CASE(websocket_upgrade_checks_origin) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(browser_requests_must_name_a_literal_host) {
+    {
+        checked_broker b;
+        const std::string host_port = host_port_of(b.ws_url);
+        const std::string port = host_port.substr(host_port.rfind(':') + 1);
+        const std::string rebound = "rebound.example:" + port;
+        // A page of a DNS name that resolves to the broker (DNS rebinding): same-origin requests carry
+        // Sec-Fetch-Site, cross-origin ones an Origin too.
+        for (const char* path : {"/v1/stats", "/metrics", "/healthz", "/"}) {
+            auto same = http_request(b.ws_url, "GET", path, {{"Host", rebound}, {"Sec-Fetch-Site", "same-origin"}});
+            BOOST_TEST(same.status == 403, path);
+            BOOST_TEST(same.body.find("\"keys\"") == std::string::npos, path);
+            BOOST_TEST(http_request(b.ws_url, "GET", path, {{"Host", rebound}, {"Origin", "http://" + rebound}}).status == 403, path);
+        }
+        BOOST_TEST(b.wait_for_log("refused HTTP request from a browser for host " + rebound), b.log());
+        // Programs (no Origin, no Sec-Fetch-Site) may use any name, e.g. a metrics scraper.
+        BOOST_TEST(http_request(b.ws_url, "GET", "/metrics", {{"Host", rebound}}).status == 200);
+        // Browsers that name the broker by an IP literal or localhost are fine.
+        BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Sec-Fetch-Site", "same-origin"}}).status == 200);
+        const std::string local = "localhost:" + port;
+        BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Host", local}, {"Origin", "http://" + local}}).status == 200);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/lmx.js", {{"Origin", "http://elsewhere.example"}, {"Sec-Fetch-Site", "cross-site"}}).status == 200);
+    }
+    {
+        // --allow-origin admits a name, as the broker's own origin or as the page's.
+        checked_broker b({.extra_args = {"--allow-origin", "http://app.example", "--allow-origin", "http://broker.example:1"}});
+        BOOST_TEST(http_request(b.ws_url, "GET", "/lmx.js", {{"Host", "broker.lan:1"}, {"Origin", "http://app.example"}}).status == 200);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/", {{"Host", "broker.example:1"}, {"Sec-Fetch-Site", "same-origin"}}).status == 200);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/", {{"Host", "broker.lan:1"}, {"Sec-Fetch-Site", "same-origin"}}).status == 403);
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -198,11 +198,15 @@ inline std::string host_port_of(const std::string& url) {
     return ep->host + ":" + std::to_string(ep->port);
 }
 
-// One GET (or another method) on the ws listener's HTTP side, with Connection: close.
+// One GET (or another method) on the ws listener's HTTP side, with Connection: close. The Host
+// header names the listener unless `headers` has one.
 inline http_reply http_request(const std::string& ws_url, const std::string& method, const std::string& path,
                                const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     raw_socket s(ws_url);
-    std::string rq = method + " " + path + " HTTP/1.1\r\nHost: " + host_port_of(ws_url) + "\r\nConnection: close\r\n";
+    const bool has_host = std::any_of(headers.begin(), headers.end(), [](auto& h) { return h.first == "Host"; });
+    std::string rq = method + " " + path + " HTTP/1.1\r\n";
+    if (!has_host) rq += "Host: " + host_port_of(ws_url) + "\r\n";
+    rq += "Connection: close\r\n";
     for (auto& [n, v] : headers) rq += n + ": " + v + "\r\n";
     rq += "\r\n";
     if (!s.send_all(rq)) throw std::runtime_error("cannot send the HTTP request");

@@ -470,6 +470,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
 
     // ---- HTTP ---------------------------------------------------------------------------
     transport::http_response http(const transport::http_request_view& rq) {
+        if (!browser_may_read(rq)) return {403, "text/plain; charset=utf-8", "host not allowed\n", {}};
         std::string_view path = rq.target.substr(0, rq.target.find('?'));
         auto c = table->counters();
         if (path == "/healthz") return detail::healthz_page(stats());
@@ -487,10 +488,29 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         return !h.empty() && h.find_first_not_of("0123456789.") == std::string_view::npos;
     }
 
+    bool origin_allowed(std::string_view origin) const {
+        for (auto& o : opt.allow_origins)
+            if (o == "*" || o == origin) return true;
+        return false;
+    }
+
+    // Plain HTTP requests made by a browser (it sends Origin or Sec-Fetch-Site; programs send
+    // neither) must name the broker by an IP literal or localhost: a DNS-rebinding name pointing at
+    // us must not let a foreign page read /v1/stats or /metrics. A name is fine when its origin, or
+    // the Origin of the page asking, is allowed with --allow-origin.
+    bool browser_may_read(const transport::http_request_view& rq) {
+        if (rq.origin.empty() && rq.sec_fetch_site.empty()) return true;
+        if (literal_host(rq.host)) return true;
+        if (!rq.origin.empty() && origin_allowed(rq.origin)) return true;
+        const std::string host(rq.host);
+        if (origin_allowed("http://" + host) || origin_allowed("https://" + host)) return true;
+        log_line(log_level::warn, "refused HTTP request from a browser for host " + host + " (allow it with --allow-origin)");
+        return false;
+    }
+
     bool accept_websocket(const transport::http_request_view& rq) {
         if (rq.origin.empty()) return true;  // not a browser
-        for (auto& o : opt.allow_origins)
-            if (o == "*" || o == rq.origin) return true;
+        if (origin_allowed(rq.origin)) return true;
         // Our own pages: the Origin names the Host the browser connected to. Only when that host is
         // an IP literal or localhost, so that a DNS-rebinding name pointing at us does not pass.
         bool same_origin = rq.origin == "http://" + std::string(rq.host) || rq.origin == "https://" + std::string(rq.host);

@@ -64,7 +64,10 @@ export interface ClientOptions {
   connectTimeout?: number;
   /** Time to wait for the reply to a non-lock request, in ms. Default 10000. */
   requestTimeout?: number;
-  /** Reconnect in the background after the connection drops (backoff from minBackoff doubling to maxBackoff). Default true. */
+  /**
+   * Reconnect in the background after the connection drops or an attempt fails (backoff from
+   * minBackoff doubling to maxBackoff, with jitter), until a connection succeeds or close(). Default true.
+   */
   reconnect?: boolean;
   /** First reconnect delay, in ms. Default 50. */
   minBackoff?: number;
@@ -117,7 +120,7 @@ export declare class Lock extends EventTarget {
   readonly keepLocksOnExit: boolean;
   /** True after the hold ended without this client's release (ttl, force, disconnect). */
   readonly lost: boolean;
-  /** True once release() was called. */
+  /** True once release() was confirmed by the broker. */
   readonly released: boolean;
   /** True while neither released nor lost, as far as this client knows. */
   readonly held: boolean;
@@ -125,11 +128,17 @@ export declare class Lock extends EventTarget {
   readonly lostReason: LostReason | null;
   /** Called with the "lost" event. */
   onlost: ((event: LostEvent) => void) | null;
-  /** Confirmed release; rejects with `lock_lost` when the hold had already ended. */
+  /**
+   * Confirmed release; rejects with `lock_lost` when the hold had already ended. Without an answer
+   * (`connection_lost`, `timeout`) the lock is left as it was, and release() may be called again.
+   */
   release(): Promise<void>;
   /** Renews the lease: it ends `ttl` ms from now (null: never). Resolves to the ms left (null: no expiry). */
   extend(ttl: number | null): Promise<number | null>;
-  /** Releases at the end of an `await using` scope; a hold that is already gone is not an error. */
+  /**
+   * Releases at the end of an `await using` scope. A hold that is already gone is not an error;
+   * other failures (the hold may still be in place) are thrown.
+   */
   [Symbol.asyncDispose](): Promise<void>;
   addEventListener(type: "lost", listener: (event: LostEvent) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
@@ -160,10 +169,10 @@ export interface LockInfo {
   holderDetails?: Array<{ uuid: string; fencingToken: number; heldMs: number; expiresInMs: number | null; mode: "exclusive" | "shared" }>;
 }
 
-/** A watch event (docs/protocol.md). */
-export interface WatchEvent {
+/** A watch event about one key (docs/protocol.md). */
+export interface KeyWatchEvent {
   type: "event";
-  event: "granted" | "released" | "expired" | "queued" | "cancelled" | "timeout" | "forced" | string;
+  event: "granted" | "released" | "expired" | "queued" | "cancelled" | "timeout" | "forced";
   key: string;
   /** The lock id or request id the event is about. */
   uuid?: string;
@@ -171,6 +180,17 @@ export interface WatchEvent {
   /** Requests still queued on the key. */
   lockRequestCount?: number;
 }
+
+/** Sent to watchers of every key whenever a connection to the broker opens or closes. */
+export interface ConnectionsWatchEvent {
+  type: "event";
+  event: "connections";
+  /** Open connections. */
+  connections: number;
+}
+
+/** A watch event; `event` tells the variants apart. */
+export type WatchEvent = KeyWatchEvent | ConnectionsWatchEvent;
 
 /** A watch subscription. */
 export declare class Subscription {
@@ -203,7 +223,8 @@ export interface BrokerStats {
 /**
  * A connection to one broker. It connects on first use, and after the connection drops it
  * reconnects in the background with backoff: calls in flight then fail with `connection_lost`
- * and holds not kept on exit are lost (reason "disconnected"); watches resume.
+ * and holds not kept on exit are lost (reason "disconnected"); watches resume. Calls made while
+ * a reconnect is scheduled wait for that attempt (and reject with `unreachable` if it fails).
  *
  * Events: "connect", "disconnect" (`error`: the LmxError), "lost" (a LostEvent), "event"
  * (`data`: every WatchEvent).
@@ -217,7 +238,7 @@ export declare class Client extends EventTarget {
   readonly session: string | null;
   /** The broker's name and version (e.g. "lmx/1.2.0"), from the hello handshake. */
   readonly broker: string | null;
-  /** Connects, or waits for the attempt in progress. */
+  /** Connects, or waits for the attempt in progress or the next scheduled one. */
   connect(): Promise<void>;
   /** Waits for `key` (or a slot of it, with `max`); rejects with `timeout`, `would_block`, `cancelled`, ... */
   acquire(key: string, options?: AcquireOptions): Promise<Lock>;
@@ -225,7 +246,7 @@ export declare class Client extends EventTarget {
    * All of `keys` at once or none (fair and deadlock-free at the broker); options as in acquire,
    * except max and shared.
    */
-  acquireMany(keys: string[], options?: Omit<AcquireOptions, "max" | "shared">): Promise<MultiLock>;
+  acquireMany(keys: Iterable<string>, options?: Omit<AcquireOptions, "max" | "shared">): Promise<MultiLock>;
   /** A try-lock: rejects with `would_block` when the key is taken. */
   tryAcquire(key: string, options?: Omit<AcquireOptions, "wait">): Promise<Lock>;
   /** Releases the hold `id` of `key`, e.g. one kept on exit by another client; rejects with `not_holder`. */
@@ -241,10 +262,13 @@ export declare class Client extends EventTarget {
   /** Calls `callback` for each event on `keys` (null: every key); resolves once the broker confirmed. */
   watch(keys: string[] | null, callback: (event: WatchEvent) => void): Promise<Subscription>;
   watch(callback: (event: WatchEvent) => void): Promise<Subscription>;
-  /** Closes the connection: calls in flight fail with `closed`, holds end at the broker. */
+  /**
+   * Closes the connection: calls in flight fail with `closed`, holds end at the broker except those
+   * kept on exit (they stay until their ttl ends or someone releases them); every Lock reports lost.
+   */
   close(): void;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-/** Connects to the broker at `url` (default: the broker that served lmx.js). */
+/** Connects to the broker at `url` (default: the broker that served lmx.js); when that fails the client is closed. */
 export declare function connect(url?: string, options?: ClientOptions): Promise<Client>;

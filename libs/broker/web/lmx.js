@@ -96,6 +96,11 @@ const defaults = {
   maxBackoff: 2000,
 };
 
+// A connection that stays up this long (ms) restarts the reconnect backoff from minBackoff.
+const stableAfter = 5000;
+// Sent for a watch set whose state at the broker is unknown (a watch or unwatch that failed).
+const unknownWatch = Symbol("unknown");
+
 function randomPrefix() {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   const bytes = new Uint8Array(8);
@@ -144,6 +149,7 @@ export class Lock extends EventTarget {
   #client;
   #lost = false;
   #released = false;
+  #releasing = false;
 
   constructor(client, key, id, fencingToken, keep) {
     super();
@@ -175,24 +181,33 @@ export class Lock extends EventTarget {
     return !this.#lost && !this.#released;
   }
 
-  /** Confirmed release. Rejects with `lock_lost` when the hold had already ended. */
+  /**
+   * Confirmed release. Rejects with `lock_lost` when the hold had already ended. When no answer
+   * comes (`connection_lost`, `timeout`, ...) the lock stays as it was: still held unless the
+   * connection loss ended it (then `lost`), so that release() can be tried again.
+   */
   async release() {
     if (this.#lost) throw new LmxError(errc.lock_lost, this.key);
     if (this.#released) throw new LmxError(errc.not_holder, `${this.key} was already released`);
-    this.#released = true;
-    this.#client._forget(this.id);
+    if (this.#releasing) throw new LmxError(errc.not_holder, `${this.key} is being released`);
+    this.#releasing = true;
     let ended;
     try {
       ended = this._ended(await this.#client._call(this._releaseMessage()));
     } catch (e) {
       if (e.code !== errc.not_holder) throw e;
       ended = e.message;
+    } finally {
+      this.#releasing = false;
     }
-    if (ended) {
-      this.#lost = true;
-      this.lostReason ??= "ttl";
-      throw new LmxError(errc.lock_lost, ended);
+    this.#client._forget(this.id);
+    if (!ended) {
+      this.#released = true;
+      return;
     }
+    this.#lost = true;
+    this.lostReason ??= "ttl";
+    throw new LmxError(errc.lock_lost, ended);
   }
 
   _releaseMessage() {
@@ -222,18 +237,23 @@ export class Lock extends EventTarget {
     }
   }
 
-  /** Releases at the end of an `await using` scope; a hold that is already gone is not an error. */
+  /**
+   * Releases at the end of an `await using` scope. A hold that is already gone (released, lost, or
+   * ended by the connection loss that failed the release) is not an error; any other failure is
+   * thrown, since the hold may still be in place at the broker.
+   */
   async [asyncDispose]() {
     if (!this.held) return;
     try {
       await this.release();
     } catch (e) {
-      if (![errc.lock_lost, errc.connection_lost, errc.closed].includes(e.code)) throw e;
+      if (!this.#lost) throw e;
     }
   }
 
   _markLost(reason) {
     if (this.#lost || this.#released) return;
+    this.#client._forget(this.id);
     this.#lost = true;
     this.lostReason = reason;
     const ev = new Event("lost");
@@ -310,16 +330,19 @@ export class Client extends EventTarget {
   #ws = null;
   #state = "disconnected"; // disconnected | connecting | connected | closed
   #ready = null; // promise of the connection attempt in progress
-  #failures = 0;
-  #reconnectTimer = null;
+  #failures = 0; // attempts failed (or connections dropped before stableAfter) since the last stable one
+  #scheduled = null; // the next background attempt: {timer, promise, resolve, reject}
+  #stableTimer = null;
   #openFail = null; // fails the connection attempt in progress
   #prefix = randomPrefix();
   #counter = 0;
   #pending = new Map(); // request uuid -> {resolve, reject, queued?}
   #holds = new Map(); // lock id -> Lock
-  #abandoned = new Map(); // request uuid -> key: give back a grant that crossed a cancel
+  #abandoned = new Map(); // request uuid -> {key, keep}: give back a grant that crossed a cancel
+  #orphans = new Map(); // request uuid -> key: kept-on-exit requests whose answer a drop cut off
   #subscriptions = new Set();
-  #watchedKeys = undefined; // what the broker was last asked to watch: undefined none, null all
+  #watchedKeys = undefined; // what the broker confirmed watching: undefined none, null all
+  #watchSync = Promise.resolve(); // watch changes, one after the other
 
   constructor(url, options = {}) {
     super();
@@ -344,22 +367,38 @@ export class Client extends EventTarget {
     return `${this.#prefix}.${(++this.#counter).toString(36)}`;
   }
 
-  /** Connects (or waits for the attempt in progress); other calls connect on first use too. */
+  /**
+   * Connects, or waits for the attempt in progress or the next scheduled one; other calls connect
+   * on first use too.
+   */
   connect() {
     return this.#ensureConnected();
   }
 
+  // While a reconnect is scheduled, calls wait for that attempt instead of starting their own.
   #ensureConnected() {
     if (this.#state === "connected") return Promise.resolve();
     if (this.#state === "closed") return Promise.reject(new LmxError(errc.closed));
-    if (!this.#ready) {
-      clearTimeout(this.#reconnectTimer);
-      this.#reconnectTimer = null;
-      this.#ready = this.#open().finally(() => {
-        this.#ready = null;
-      });
-    }
-    return this.#ready;
+    if (this.#ready) return this.#ready;
+    if (this.#scheduled) return this.#scheduled.promise;
+    return this.#attempt();
+  }
+
+  // One connection attempt; when it fails and reconnect is on, the next one is scheduled (not
+  // for a URL the WebSocket constructor refused: no retry can succeed).
+  #attempt() {
+    const attempt = this.#open();
+    this.#ready = attempt;
+    attempt.then(
+      () => {
+        if (this.#ready === attempt) this.#ready = null;
+      },
+      (e) => {
+        if (this.#ready === attempt) this.#ready = null;
+        if (e.code !== errc.invalid_url) this.#scheduleReconnect();
+      },
+    );
+    return attempt;
   }
 
   #open() {
@@ -410,14 +449,25 @@ export class Client extends EventTarget {
             settled = true;
             this.#openFail = null;
             clearTimeout(timer);
-            this.#failures = 0;
             this.#state = "connected";
+            this.#stableTimer = setTimeout(() => {
+              this.#stableTimer = null;
+              this.#failures = 0;
+            }, stableAfter);
             this.session = reply.session ?? null;
             this.broker = reply.broker ?? null;
             this.#watchedKeys = undefined;
-            this.#syncWatch().catch(() => {});
-            resolve();
-            this.dispatchEvent(new Event("connect"));
+            // Watches are renewed before the attempt resolves and "connect" fires, so that what
+            // follows a connect (a snapshot, say) misses no event.
+            this.#syncWatch().catch(() => {}).then(() => {
+              if (this.#ws !== ws) {
+                reject(new LmxError(errc.connection_lost, `${this.#url}: dropped while renewing watches`));
+                return;
+              }
+              this.#recheckKept();
+              resolve();
+              this.dispatchEvent(new Event("connect"));
+            });
           },
           reject: (e) => fail(e.code ?? errc.connection_lost, e.message),
         });
@@ -444,10 +494,16 @@ export class Client extends EventTarget {
     this.#openFail?.(error.code, error.message);
     const wasConnected = this.#state === "connected";
     if (this.#state !== "closed") this.#state = "disconnected";
-    const pending = [...this.#pending.values()];
+    if (wasConnected && this.#stableTimer) this.#failures++; // dropped soon after connecting
+    clearTimeout(this.#stableTimer);
+    this.#stableTimer = null;
+    const pending = [...this.#pending.entries()];
     this.#pending.clear();
+    // A kept-on-exit request cut off here may have been granted: give it back after a reconnect.
+    for (const [uuid, p] of pending) if (p.keepKey !== undefined) this.#orphans.set(uuid, p.keepKey);
+    for (const [uuid, a] of this.#abandoned) if (a.keep) this.#orphans.set(uuid, a.key);
     this.#abandoned.clear();
-    for (const p of pending) p.reject(error);
+    for (const [, p] of pending) p.reject(error);
     const closed = this.#state === "closed";
     for (const [id, lock] of this.#holds) {
       if (lock.keepLocksOnExit && !closed) continue;
@@ -460,15 +516,40 @@ export class Client extends EventTarget {
     }
   }
 
-  // Reconnects in the background, so that watches resume; calls made meanwhile wait for it.
+  // Reconnects in the background after a delay (backoff with jitter), so that watches resume;
+  // calls made meanwhile wait for that attempt. Runs until a connection succeeds or close().
   #scheduleReconnect() {
-    if (this.#state !== "disconnected" || !this.#opt.reconnect || this.#reconnectTimer || this.#ready) return;
-    const delay = Math.min(this.#opt.minBackoff * 2 ** Math.min(this.#failures, 10), this.#opt.maxBackoff);
-    this.#reconnectTimer = setTimeout(() => {
-      this.#reconnectTimer = null;
-      if (this.#state !== "disconnected") return;
-      this.#ensureConnected().catch(() => this.#scheduleReconnect());
+    if (this.#state !== "disconnected" || !this.#opt.reconnect || this.#scheduled || this.#ready) return;
+    const base = Math.min(this.#opt.minBackoff * 2 ** Math.min(this.#failures, 16), this.#opt.maxBackoff);
+    const delay = base / 2 + Math.random() * (base / 2);
+    const next = {};
+    next.promise = new Promise((resolve, reject) => Object.assign(next, { resolve, reject }));
+    next.promise.catch(() => {}); // nobody may be waiting
+    next.timer = setTimeout(() => {
+      this.#scheduled = null;
+      this.#attempt().then(next.resolve, next.reject);
     }, delay);
+    this.#scheduled = next;
+  }
+
+  // After a reconnect: a hold kept on exit that the broker no longer lists ended while this
+  // client was away (ttl, force, broker restart); it is lost with reason "disconnected". Requests
+  // kept on exit whose answer the drop cut off are given back, in case they were granted.
+  #recheckKept() {
+    for (const [uuid, key] of this.#orphans) {
+      this.#orphans.delete(uuid);
+      const msg = key === null ? { type: "release-many", lockUuid: uuid } : { type: "unlock", key, _uuid: uuid };
+      this._call(msg).catch(() => {});
+    }
+    for (const lock of this.#holds.values()) {
+      const keys = lock.keys ?? [lock.key];
+      Promise.all(keys.map((k) => this.info(k))).then(
+        (infos) => {
+          if (infos.some((i) => !i.holders.includes(lock.id))) lock._markLost("disconnected");
+        },
+        () => {}, // the next reconnect checks again
+      );
+    }
   }
 
   #route(data) {
@@ -509,7 +590,7 @@ export class Client extends EventTarget {
     }
     if (this.#abandoned.has(uuid)) {
       // A grant that crossed our withdrawal: give it back at once.
-      const key = this.#abandoned.get(uuid);
+      const { key } = this.#abandoned.get(uuid);
       if (m.acquired && key === null) this.#send({ type: "release-many", uuid: this.#nextId(), lockUuid: uuid });
       else if (m.acquired) this.#send({ type: "unlock", uuid: this.#nextId(), key, _uuid: uuid });
       if (m.acquired !== undefined && !m.queued) this.#abandoned.delete(uuid);
@@ -517,10 +598,10 @@ export class Client extends EventTarget {
   }
 
   // Withdraws request `uuid` at the broker; a grant that still arrives is released at once.
-  #abandon(uuid, key) {
+  #abandon(uuid, key, keep) {
     this.#pending.delete(uuid);
     if (this.#state !== "connected") return;
-    this.#abandoned.set(uuid, key);
+    this.#abandoned.set(uuid, { key, keep });
     const cancelId = this.#nextId();
     this.#pending.set(cancelId, {
       // Any answer to the target came before this reply on the same connection.
@@ -583,7 +664,11 @@ export class Client extends EventTarget {
    * acquire, except max and shared.
    */
   async acquireMany(keys, options = {}) {
-    const msg = { type: "acquire-many", keys: [...keys] };
+    if (typeof keys === "string" || typeof keys?.[Symbol.iterator] !== "function") {
+      throw new LmxError(errc.bad_request, "acquireMany takes an iterable of keys (an array, a Set, ...)");
+    }
+    keys = [...keys];
+    const msg = { type: "acquire-many", keys };
     const { uuid, reply, keep } = await this.#acquireRequest(msg, options, null);
     if (reply.acquired) {
       const lock = new MultiLock(this, reply.keys ?? [...keys].sort(), uuid, reply.fencingTokens ?? {}, keep);
@@ -622,13 +707,13 @@ export class Client extends EventTarget {
       const limit = wait ? budget + this.#opt.requestTimeout : this.#opt.requestTimeout;
       const timer = setTimeout(() => {
         finish();
-        this.#abandon(uuid, key);
+        this.#abandon(uuid, key, keep);
         reject(new LmxError(errc.timeout, `no answer to ${msg.type} within ${limit} ms`));
       }, limit);
       if (signal) {
         onAbort = () => {
           finish();
-          this.#abandon(uuid, key);
+          this.#abandon(uuid, key, keep);
           reject(abortReason(signal));
         };
         signal.addEventListener("abort", onAbort, { once: true });
@@ -643,6 +728,7 @@ export class Client extends EventTarget {
           reject(e);
         },
         queued: options.onqueued,
+        keepKey: keep ? key : undefined,
       });
       this.#send(msg);
     });
@@ -731,15 +817,33 @@ export class Client extends EventTarget {
   }
 
   // Asks the broker for the union of what the subscriptions want (one watch set per connection).
-  async #syncWatch() {
-    let want;
-    if (this.#subscriptions.size === 0) want = undefined;
-    else if ([...this.#subscriptions].some((s) => s.keys === null)) want = null;
-    else want = [...new Set([...this.#subscriptions].flatMap((s) => s.keys))].sort();
-    if (JSON.stringify(want) === JSON.stringify(this.#watchedKeys)) return;
-    this.#watchedKeys = want;
-    if (want === undefined) await this._call({ type: "unwatch" });
-    else await this._call(want === null ? { type: "watch" } : { type: "watch", keys: want });
+  // Changes run one after the other, so that each resolves once the broker confirmed a watch set
+  // that covers it; after a failure the next change asks again.
+  #syncWatch() {
+    const run = async () => {
+      let want;
+      if (this.#subscriptions.size === 0) want = undefined;
+      else if ([...this.#subscriptions].some((s) => s.keys === null)) want = null;
+      else want = [...new Set([...this.#subscriptions].flatMap((s) => s.keys))].sort();
+      if (this.#watchedKeys !== unknownWatch && JSON.stringify(want) === JSON.stringify(this.#watchedKeys)) return;
+      // Never wait for a connection here: the attempt in progress waits for this chain to renew
+      // the watches. A reconnect asks for the whole set anyway.
+      if (this.#state !== "connected") {
+        this.#watchedKeys = unknownWatch;
+        throw new LmxError(errc.connection_lost, "the connection dropped before the watch was confirmed");
+      }
+      try {
+        if (want === undefined) await this._call({ type: "unwatch" });
+        else await this._call(want === null ? { type: "watch" } : { type: "watch", keys: want });
+        this.#watchedKeys = want;
+      } catch (e) {
+        this.#watchedKeys = unknownWatch;
+        throw e;
+      }
+    };
+    const next = this.#watchSync.catch(() => {}).then(run);
+    this.#watchSync = next;
+    return next;
   }
 
   #deliver(m) {
@@ -754,14 +858,24 @@ export class Client extends EventTarget {
     }
   }
 
-  /** Closes the connection; pending calls fail with `closed`, holds end at the broker. */
+  /**
+   * Closes the connection; pending calls fail with `closed`. Holds end at the broker, except those
+   * taken with keepLocksOnExit, which stay until their ttl runs out or another client releases them
+   * (this client's Lock objects all report lost, reason "closed").
+   */
   close() {
     if (this.#state === "closed") return;
     this.#state = "closed";
-    clearTimeout(this.#reconnectTimer);
-    this.#reconnectTimer = null;
+    if (this.#scheduled) {
+      clearTimeout(this.#scheduled.timer);
+      this.#scheduled.reject(new LmxError(errc.closed));
+      this.#scheduled = null;
+    }
+    clearTimeout(this.#stableTimer);
+    this.#stableTimer = null;
     this.#subscriptions.clear();
     if (this.#ws) this.#drop(new LmxError(errc.closed));
+    for (const lock of [...this.#holds.values()]) lock._markLost("closed"); // kept holds, while disconnected
   }
 
   async [asyncDispose]() {
@@ -769,9 +883,17 @@ export class Client extends EventTarget {
   }
 }
 
-/** Connects to the broker at `url` (default: the broker that served this module). */
+/**
+ * Connects to the broker at `url` (default: the broker that served this module). When the first
+ * attempt fails the client is closed (no background retries) and the promise rejects.
+ */
 export async function connect(url, options = {}) {
   const client = new Client(url, options);
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (e) {
+    client.close();
+    throw e;
+  }
   return client;
 }

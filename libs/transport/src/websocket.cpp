@@ -198,7 +198,8 @@ asio::awaitable<void> serve(std::shared_ptr<listener_state> state, tcp_socket so
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
     if (ec || state->closed) co_return;
     const auto& req = parser.get();
-    const http_request_view view{req.method_string(), req.target(), req[http::field::origin], req[http::field::host]};
+    const http_request_view view{req.method_string(), req.target(), req[http::field::origin], req[http::field::host],
+                                 req[http::field::sec_fetch_site]};
 
     if (websocket::is_upgrade(req)) {
       const auto path = path_of(view.target);

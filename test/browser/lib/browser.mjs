@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { spawnBroker } from '../../support/broker_process.mjs';
+import { spawnBroker, sleep } from '../../support/broker_process.mjs';
 
 export { sleep, withTimeout, waitFor, uniqueKey } from '../../support/broker_process.mjs';
 
@@ -21,6 +21,20 @@ export async function startBroker({ port = 0, args = [] } = {}) {
   const m = /^ws:\/\/127\.0\.0\.1:(\d+)/.exec(b.urls[0]);
   if (!m) throw new Error(`unexpected broker URL ${b.urls[0]}`);
   return { ...b, port: Number(m[1]), http: `http://127.0.0.1:${m[1]}`, ws: `ws://127.0.0.1:${m[1]}/` };
+}
+
+// Starts a broker again on `port` (that of a stopped one). The port was ephemeral, so it is
+// retried for a few seconds in case it is briefly not free; the test fails if it stays taken.
+export async function restartBroker(port, { args = [] } = {}) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await startBroker({ port, args });
+    } catch (e) {
+      if (Date.now() > deadline) throw new Error(`cannot listen on port ${port} again: ${e.message}`);
+      await sleep(200);
+    }
+  }
 }
 
 // Headless Chromium with a fresh temporary profile, closed when the test file's `after` runs.

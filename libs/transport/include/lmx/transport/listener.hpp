@@ -23,6 +23,7 @@ struct http_request_view {
   std::string_view target;  // path and query
   std::string_view origin;  // empty when absent
   std::string_view host;
+  std::string_view sec_fetch_site;  // empty when absent; browsers send it with every request
 };
 
 struct http_response {
