@@ -10,6 +10,8 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <functional>
+#include <optional>
 #include <cstdio>
 #include <thread>
 
@@ -61,15 +63,30 @@ int run_ls(const ls_args& a) {
         auto keys = co_await c.ls();
         std::sort(keys.begin(), keys.end());
         std::erase_if(keys, [&](const std::string& k) { return k.rfind(a.prefix, 0) != 0; });
-        std::vector<lock_info> infos;
-        infos.reserve(keys.size());
-        for (auto& k : keys) {
-            auto [ec, info] = co_await c.info(k, use_tuple);
-            if (ec == errc::not_holder) continue;  // freed between ls and info
-            if (ec) co_return report("ls", ec, c.options().url);
-            if (!info.locked && info.waiters == 0) continue;
-            infos.push_back(std::move(info));
+        // Up to 64 info requests in flight: a broker with many keys answers in a few round trips.
+        std::vector<std::optional<lock_info>> found(keys.size());
+        std::size_t next = 0, answered = 0;
+        error_code failure;
+        boost::asio::steady_timer all_answered(c.get_executor(), std::chrono::steady_clock::time_point::max());
+        std::function<void()> launch = [&] {
+            while (next < keys.size() && next - answered < 64) {
+                std::size_t i = next++;
+                c.info(keys[i], [&, i](error_code ec, lock_info info) {
+                    if (!ec) found[i] = std::move(info);
+                    else if (ec != errc::not_holder && !failure) failure = ec;  // not_holder: freed meanwhile
+                    if (++answered == keys.size()) all_answered.cancel();
+                    else launch();
+                });
+            }
+        };
+        if (!keys.empty()) {
+            launch();
+            co_await all_answered.async_wait(use_tuple);
         }
+        if (failure) co_return report("ls", failure, c.options().url);
+        std::vector<lock_info> infos;
+        for (auto& f : found)
+            if (f && (f->locked || f->waiters > 0)) infos.push_back(std::move(*f));
         if (a.conn.json) {
             boost::json::array arr;
             for (auto& i : infos) arr.emplace_back(to_json(i));

@@ -122,3 +122,16 @@ if command -v script >/dev/null; then
   contains "$OUT" "release with   lmx release tty-key --id"
   ok "terminal: waiting notice and readable output"
 fi
+
+# ls over more keys than it asks about at once (64): every one is listed.
+for i in $(seq 70); do
+  "$LMX" acquire "many-$i" >/dev/null &
+  JOBS+=($!)
+  ((i % 10)) || wait_jobs
+done
+wait_jobs
+expect 0 "$LMX" ls many-
+[[ $(grep -c '^many-' <<<"$OUT") == 70 ]] || fail "ls listed $(grep -c '^many-' <<<"$OUT") of 70 keys"
+expect 0 "$LMX" ls many- --json
+[[ $(grep -o '"key":"many-' <<<"$OUT" | wc -l) == 70 ]] || fail "ls --json did not list 70 keys"
+ok "ls of 70 keys"
