@@ -53,6 +53,13 @@ acquire_options lock_args::options(std::chrono::milliseconds ttl, bool keep_on_e
     return o;
 }
 
+std::string quoted(const std::string& key) {
+    if (key.size() <= 60) return "'" + key + "'";
+    std::size_t cut = 57;
+    while (cut > 0 && (static_cast<unsigned char>(key[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+    return "'" + key.substr(0, cut) + "...' (" + std::to_string(key.size()) + " bytes)";
+}
+
 bool stdout_is_tty() { return ::isatty(1) == 1; }
 bool stderr_is_tty() { return ::isatty(2) == 1; }
 
@@ -97,7 +104,7 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         msg = subject + "that lock id does not hold the key (already released, expired or forced)";
         code = exit_not_obtained;
     } else if (ec == errc::bad_request) {
-        msg = subject + "the broker refused the request as invalid";
+        msg = subject + "the broker refused the request as invalid (an empty or too long key, or a value out of range)";
         code = exit_usage;
     } else {
         msg = subject + ec.message();

@@ -66,6 +66,9 @@ int report(const char* command, const boost::system::error_code& ec, const std::
 bool stdout_is_tty();
 bool stderr_is_tty();
 
+// 'KEY' for messages, cut to 60 characters.
+std::string quoted(const std::string& key);
+
 // Milliseconds as "1.2 s", "350 ms", "2 min"...
 std::string human_duration(std::chrono::milliseconds d);
 

@@ -28,19 +28,24 @@ boost::json::object to_json(const lock_info& i) {
 
 void print_json(const boost::json::value& v) { std::printf("%s\n", boost::json::serialize(v).c_str()); }
 
+// Characters, not bytes, of UTF-8 text: what a terminal column counts.
+std::size_t columns(const std::string& s) {
+    return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char ch) { return (static_cast<unsigned char>(ch) & 0xC0) != 0x80; }));
+}
+
 // A plain text table: columns padded to their widest cell.
 void print_table(const std::vector<std::vector<std::string>>& rows) {
     std::vector<std::size_t> width;
     for (auto& r : rows)
         for (std::size_t i = 0; i < r.size(); ++i) {
             if (width.size() <= i) width.push_back(0);
-            width[i] = std::max(width[i], r[i].size());
+            width[i] = std::max(width[i], columns(r[i]));
         }
     for (auto& r : rows) {
         std::string line;
         for (std::size_t i = 0; i < r.size(); ++i) {
             line += r[i];
-            if (i + 1 < r.size()) line.append(width[i] - r[i].size() + 2, ' ');
+            if (i + 1 < r.size()) line.append(width[i] - columns(r[i]) + 2, ' ');
         }
         std::printf("%s\n", line.c_str());
     }

@@ -32,7 +32,7 @@ int run_acquire(const acquire_args& a) {
         o.on_queued = notice.on_queued();
         auto [ec, guard] = co_await c.acquire(key, o, use_tuple);
         notice.done();
-        if (ec) co_return report("acquire", ec, c.options().url, "lock on '" + key + "'");
+        if (ec) co_return report("acquire", ec, c.options().url, "lock on " + quoted(key));
         std::string id = guard.id();
         auto token = guard.fencing_token();
         guard.detach();  // the hold stays at the broker (keepLocksOnExit) after this process exits

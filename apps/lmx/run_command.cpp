@@ -213,7 +213,7 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
         co_return 128 + s->interrupted_by;
     }
     if (ec) {
-        int code = report("run", ec, c.options().url, "lock on '" + key + "'");
+        int code = report("run", ec, c.options().url, "lock on " + quoted(key));
         co_return code == exit_not_obtained ? a.conflict_exit_code : code;
     }
 
