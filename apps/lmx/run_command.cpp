@@ -85,6 +85,11 @@ struct run_state {
     }
     int child_status = 0;
     int interrupted_by = 0;  // a signal that arrived while waiting for the lock
+    // Lease renewal, run alongside the wait for COMMAND so that a renewal that hangs never
+    // delays noticing the lease's end.
+    bool renewing = false;
+    std::chrono::steady_clock::time_point lease_end, next_renew;
+    error_code renew_error;  // a renewal the broker refused: the hold is gone
 };
 
 void on_signal(run_state& s, const signalfd_siginfo& info) {
@@ -237,8 +242,8 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     // renewal that cannot get through is a loss no later than the broker's own expiry.
     using steady = std::chrono::steady_clock;
     auto renew_every = std::max<std::chrono::milliseconds>(ttl / 3, 50ms);
-    auto lease_end = steady::now() + ttl;
-    auto next_renew = steady::now() + renew_every;
+    s->lease_end = steady::now() + ttl;
+    s->next_renew = steady::now() + renew_every;
     bool lost = false;
     auto lose = [&](const std::string& why) {
         lost = true;
@@ -259,17 +264,24 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
             lose("its lease ended, another client forced it, or the connection dropped");
             continue;
         }
-        if (expires && steady::now() >= lease_end) {
+        if (s->renew_error) {
+            lose("renewing the lease failed: " + s->renew_error.message());
+            continue;
+        }
+        if (expires && steady::now() >= s->lease_end) {
             lose("the lease ran out before it could be renewed");
             continue;
         }
-        if (expires && steady::now() >= next_renew) {
-            auto sent = steady::now();
-            auto [xec] = co_await guard.extend(ttl, use_tuple);
-            if (!xec) lease_end = sent + ttl;
-            // A renewal that timed out is tried again until the lease runs out.
-            else if (xec != errc::timeout && !s->child_done) lose("renewing the lease failed: " + xec.message());
-            next_renew = xec ? steady::now() : steady::now() + renew_every;
+        if (expires && !s->renewing && steady::now() >= s->next_renew) {
+            s->renewing = true;
+            guard.extend(ttl, [s, sent = steady::now(), ttl, renew_every](error_code xec) {
+                s->renewing = false;
+                if (!xec) s->lease_end = sent + ttl;
+                // A renewal that timed out or could not be sent is tried again until the lease
+                // runs out; one the broker refused means the hold is gone.
+                else if (xec == errc::lock_lost || xec == errc::not_holder) s->renew_error = xec;
+                s->next_renew = xec ? steady::now() : steady::now() + renew_every;
+            });
         }
     }
 
@@ -293,10 +305,7 @@ int run_run(const run_args& a) {
     ::signal(SIGCHLD, SIG_DFL);  // an inherited SIG_IGN would reap COMMAND behind our back
     sigset_t set = handled_set();
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
-    client_options base;
-    // Renewals that cannot get through must fail in time to notice the lease running out.
-    if (!a.no_expiry) base.request_timeout = std::clamp(std::chrono::milliseconds{a.ttl_ms} / 3, std::chrono::milliseconds{100}, base.request_timeout);
-    return run_client("run", a.conn, base, [&a](lmx::client& c) { return run_locked(a, c); });
+    return run_client("run", a.conn, {}, [&a](lmx::client& c) { return run_locked(a, c); });
 }
 
 }  // namespace
