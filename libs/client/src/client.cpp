@@ -477,88 +477,78 @@ public:
         return h;
     }
 
-    asio::awaitable<result<lock_guard>> acquire(std::string key, acquire_options o) {
-        co_await asio::this_coro::throw_if_cancelled(false);
+    // Sends the acquire or acquire-many request `r` (its uuid already set) and waits for the
+    // grant. The broker withdraws the request at `budget`; the local deadline only guards
+    // against a broker that never answers. On cancellation or timeout the request is withdrawn
+    // and a grant that crosses the withdrawal is given back (see abandon).
+    asio::awaitable<std::pair<error_code, core::reply>> request_grant(const std::string& uuid, const core::request& r,
+                                                                      acquire_options& o, std::chrono::milliseconds budget,
+                                                                      const std::string& key, bool multi) {
         error_code ec_connect;
         if (!connected_now()) ec_connect = co_await ensure_connected();
-        if (auto ec = ec_connect) co_return failed<lock_guard>(ec);
-        std::string uuid = next_id();
+        if (ec_connect) co_return std::pair{ec_connect, core::reply{}};
         auto op = std::make_shared<pending_op>(strand_);
         op->on_queued = std::move(o.on_queued);
         pending_.emplace(uuid, op);
-        bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
-        auto budget = wait_budget(o);
-        req::lock r{.uuid = uuid,
-                    .key = key,
-                    .ttl = o.ttl.value_or(opt_.ttl),
-                    .max = o.max,
-                    .wait = o.wait,
-                    .timeout = o.wait ? std::optional(budget) : std::nullopt,
-                    .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
-                    .keep_on_exit = keep,
-                    .force = false};
         std::string frame;
         core::encode_request(r, frame);
         send(frame);
-        // The broker withdraws the request at `budget`; the local deadline only guards against
-        // a broker that never answers.
         auto res = co_await wait(op, steady::now() + budget + opt_.request_timeout);
+        error_code ec;
         switch (res) {
-            case wait_result::reply: break;
-            case wait_result::failed: pending_.erase(uuid); co_return failed<lock_guard>(op->failure);
-            case wait_result::cancelled: abandon(uuid, key, false); co_return failed<lock_guard>(make_error_code(errc::cancelled));
-            case wait_result::timed_out: abandon(uuid, key, false); co_return failed<lock_guard>(make_error_code(errc::timeout));
+            case wait_result::reply: pending_.erase(uuid); break;
+            case wait_result::failed: pending_.erase(uuid); ec = op->failure; break;
+            case wait_result::cancelled: abandon(uuid, key, multi); ec = make_error_code(errc::cancelled); break;
+            case wait_result::timed_out: abandon(uuid, key, multi); ec = make_error_code(errc::timeout); break;
         }
-        pending_.erase(uuid);
-        const core::reply& rep = *op->reply;
-        if (rep.acquired.value_or(false)) {
-            auto h = new_hold(uuid, keep);
-            h->key = std::move(key);
-            h->token = rep.token.value_or(0);
-            co_return result<lock_guard>{error_code{}, lock_guard(std::move(h))};
-        }
-        if (rep.error) co_return failed<lock_guard>(make_error_code(errc_from_wire(rep.code)));
-        co_return failed<lock_guard>(make_error_code(errc::would_block));
+        if (ec) co_return std::pair{ec, core::reply{}};
+        core::reply rep = std::move(*op->reply);
+        if (!rep.acquired.value_or(false))
+            ec = make_error_code(rep.error ? errc_from_wire(rep.code) : errc::would_block);
+        co_return std::pair{ec, std::move(rep)};
+    }
+
+    asio::awaitable<result<lock_guard>> acquire(std::string key, acquire_options o) {
+        co_await asio::this_coro::throw_if_cancelled(false);
+        std::string uuid = next_id();
+        bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
+        auto budget = wait_budget(o);
+        core::request rq = req::lock{.uuid = uuid,
+                                     .key = key,
+                                     .ttl = o.ttl.value_or(opt_.ttl),
+                                     .max = o.max,
+                                     .wait = o.wait,
+                                     .timeout = o.wait ? std::optional(budget) : std::nullopt,
+                                     .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
+                                     .keep_on_exit = keep,
+                                     .force = false};
+        auto [ec, rep] = co_await request_grant(uuid, rq, o, budget, key, false);
+        if (ec) co_return failed<lock_guard>(ec);
+        auto h = new_hold(uuid, keep);
+        h->key = std::move(key);
+        h->token = rep.token.value_or(0);
+        co_return result<lock_guard>{error_code{}, lock_guard(std::move(h))};
     }
 
     asio::awaitable<result<multi_lock_guard>> acquire_many(std::vector<std::string> keys, acquire_options o) {
         co_await asio::this_coro::throw_if_cancelled(false);
-        error_code ec_connect;
-        if (!connected_now()) ec_connect = co_await ensure_connected();
-        if (auto ec = ec_connect) co_return failed<multi_lock_guard>(ec);
         std::string uuid = next_id();
-        auto op = std::make_shared<pending_op>(strand_);
-        op->on_queued = std::move(o.on_queued);
-        pending_.emplace(uuid, op);
         bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         auto budget = wait_budget(o);
-        req::acquire_many r{.uuid = uuid,
-                            .keys = keys,
-                            .ttl = o.ttl.value_or(opt_.ttl),
-                            .wait = o.wait,
-                            .timeout = o.wait ? std::optional(budget) : std::nullopt,
-                            .keep_on_exit = keep};
-        std::string frame;
-        core::encode_request(r, frame);
-        send(frame);
-        auto res = co_await wait(op, steady::now() + budget + opt_.request_timeout);
-        switch (res) {
-            case wait_result::reply: break;
-            case wait_result::failed: pending_.erase(uuid); co_return failed<multi_lock_guard>(op->failure);
-            case wait_result::cancelled: abandon(uuid, {}, true); co_return failed<multi_lock_guard>(make_error_code(errc::cancelled));
-            case wait_result::timed_out: abandon(uuid, {}, true); co_return failed<multi_lock_guard>(make_error_code(errc::timeout));
-        }
-        pending_.erase(uuid);
-        const core::reply& rep = *op->reply;
-        if (rep.acquired.value_or(false)) {
-            auto h = new_hold(uuid, keep);
-            h->multi = true;
-            h->keys = rep.keys;
-            h->tokens = rep.fencing_tokens;
-            co_return result<multi_lock_guard>{error_code{}, multi_lock_guard(std::move(h))};
-        }
-        if (rep.error) co_return failed<multi_lock_guard>(make_error_code(errc_from_wire(rep.code)));
-        co_return failed<multi_lock_guard>(make_error_code(errc::would_block));
+        core::request rq = req::acquire_many{.uuid = uuid,
+                                             .keys = keys,
+                                             .ttl = o.ttl.value_or(opt_.ttl),
+                                             .wait = o.wait,
+                                             .timeout = o.wait ? std::optional(budget) : std::nullopt,
+                                             .keep_on_exit = keep};
+        const std::string no_key;
+        auto [ec, rep] = co_await request_grant(uuid, rq, o, budget, no_key, true);
+        if (ec) co_return failed<multi_lock_guard>(ec);
+        auto h = new_hold(uuid, keep);
+        h->multi = true;
+        h->keys = rep.keys;
+        h->tokens = rep.fencing_tokens;
+        co_return result<multi_lock_guard>{error_code{}, multi_lock_guard(std::move(h))};
     }
 
     asio::awaitable<result<std::monostate>> release(std::string key, std::string id, bool force) {
