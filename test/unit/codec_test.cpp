@@ -1117,6 +1117,59 @@ BOOST_AUTO_TEST_CASE(parse_reply_refuses_bad_frames) {
     BOOST_CHECK(big.value().token == 18446744073709551615ull);
 }
 
+// Flat replies are read without a DOM; every one must read exactly as the general reader reads
+// it. A nested member the replies do not use sends a frame down the general path, so each frame
+// is compared with itself plus such a member.
+BOOST_AUTO_TEST_CASE(parse_reply_flat_frames_read_as_the_general_reader_reads_them) {
+    const std::vector<std::string> frames = {
+        R"({"type":"lock","uuid":"p.1","key":"orders","acquired":true,"fencingToken":42,"lockRequestCount":3,"readersCount":0})",
+        R"({"type":"lock","uuid":"p.2","key":"orders","acquired":false,"queued":true,"position":19})",
+        R"({"type":"unlock","uuid":"p.3","key":"orders","unlocked":true})",
+        R"({"type":"unlock","uuid":"p.4","key":"k","unlocked":true,"warning":"the hold had already ended"})",
+        R"({"type":"extend","uuid":"p.5","key":"k","extended":true,"expiresInMs":null})",
+        R"({"type":"extend","uuid":"p.6","key":"k","extended":true,"expiresInMs":1500})",
+        R"({"type":"error","uuid":"p.7","error":"no such lock","code":"not_holder"})",
+        R"({"type":"lock-lost","uuid":"p.8","key":"k","reason":"ttl"})",
+        R"({"type":"hello","uuid":"p.9","broker":"lmx/0.1.0","protocol":1,"session":"s-1"})",
+        R"({"type":"cancel","uuid":"p.10","cancelled":false,"lockUuid":null,"contendedKey":"a"})",
+        R"({"type":"ping","uuid":"p.11","timestamp":1700000000000,"serverTimestamp":0})",
+        R"({"type":"lock-info-response","uuid":"u","key":"k","lockInfo":true,"isLocked":false,"max":4,"lockRequestCount":null})",
+        R"({"type":"watch","uuid":"w","watching":true,"event":"grant","released":null,"keys":null})",
+        " {\n\t\"type\" : \"lock\" ,\r\n \"uuid\":\"p.12\", \"acquired\" : true , \"someday\": 0 } \n",
+        R"({"type":"lock","fencingToken":999999999999999999})",
+        R"({})",
+    };
+    for (const auto& f : frames) {
+        auto flat = core::parse_reply(f);
+        BOOST_TEST_REQUIRE(flat.ok(), f);
+        const auto brace = f.find('{');
+        const bool empty = f.find_first_not_of(" \t\r\n", brace + 1) == f.find('}');
+        std::string nested = f.substr(0, brace + 1) + R"("unused":[{"x":1}])" + (empty ? "" : ",") + f.substr(brace + 1);
+        auto general = core::parse_reply(nested);
+        BOOST_TEST_REQUIRE(general.ok(), nested);
+        BOOST_CHECK_MESSAGE(flat.value() == general.value(), f);
+    }
+    auto grant = core::parse_reply(frames[0]).value();
+    BOOST_TEST(grant.uuid == "p.1");
+    BOOST_CHECK(grant.acquired == true);
+    BOOST_CHECK(grant.token == 42u);
+    BOOST_CHECK(core::parse_reply(frames[4]).value().expires_in == core::no_expiry);
+    BOOST_CHECK(core::parse_reply(frames[5]).value().expires_in == std::chrono::milliseconds(1500));
+
+    // What the flat reader leaves to the general one is still judged the same way.
+    for (const char* bad : {R"({"type":"lock"} x)", R"({"type":"lock",})", R"({"position":01})",
+                            R"({"acquired":"yes"})", R"({"type":"lock","max":4294967296})", R"({"type":1})",
+                            R"({"keys":"a"})", "{\"uuid\":\"a\x01\"}", R"({"type":"lock")"})
+        BOOST_TEST(!core::parse_reply(bad).ok(), bad);
+    for (const char* good : {R"({"uuid":"a\"b","type":"lock"})", R"({"uuid":"\u00e9t\u00e9"})", "{\"uuid\":\"\xc3\xa9\"}",
+                             R"({"fencingToken":18446744073709551615})", R"({"timestamp":-5})", R"({"max":4.0})",
+                             R"({"uuid":"a","uuid":"b"})"})
+        BOOST_TEST(core::parse_reply(good).ok(), good);
+    BOOST_TEST(core::parse_reply(R"({"uuid":"a\"b"})").value().uuid == "a\"b");
+    BOOST_TEST(core::parse_reply("{\"uuid\":\"\xc3\xa9\"}").value().uuid == "\xc3\xa9");
+    BOOST_TEST(!core::parse_reply("{\"uuid\":\"\xc3\"}").ok());  // invalid UTF-8
+}
+
 BOOST_AUTO_TEST_CASE(enum_strings) {
     for (unsigned i = 0; i <= static_cast<unsigned>(errc::shutting_down); ++i) {
         auto c = static_cast<errc>(i);

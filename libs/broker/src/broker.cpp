@@ -227,12 +227,15 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         for (;;) {
             batch.clear();
             auto ec = co_await s->conn->read(batch);
+            // One clock reading serves the whole batch: it arrived at once and is served at once.
+            batch_clock = steady::now();
             for (auto frame : batch) {
                 if (s->closing) break;
                 handle(*s, frame);
                 // Checked per frame too: one read batch of small requests (ls) can ask for megabytes.
                 cut_off_if_not_reading(*s);
             }
+            batch_clock = {};
             if (ec) {
                 if (ec == transport::error::message_too_large && !s->closing) {
                     log_line(log_level::warn, "client " + s->remote + " sent a message over " +
@@ -318,7 +321,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         std::visit([&](auto& r) { serve(s, r); }, parsed.value());
     }
 
-    steady::time_point now() const { return steady::now(); }
+    steady::time_point batch_clock{};  // set while a read batch is served
+    steady::time_point now() const { return batch_clock != steady::time_point{} ? batch_clock : steady::now(); }
 
     std::optional<steady::time_point> deadline_after(std::optional<std::chrono::milliseconds> timeout) const {
         if (!timeout) return std::nullopt;

@@ -14,7 +14,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/system_executor.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/json/parse.hpp>
 
 #include <atomic>
 #include <random>
@@ -49,24 +48,30 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-// Hands the result to the handler on its own executor. Callers are never inside the initiating
-// call (co_spawn posts a result that was ready without a context switch), so dispatch is safe.
+// Hands the result to the handler on its own executor: inline when the caller already runs
+// there (a reply completing an operation from the reader), queued otherwise.
 template <class Sig, class... Args>
 void complete(asio::any_io_executor fallback, asio::any_completion_handler<Sig> h, Args&&... args) {
     auto ex = asio::get_associated_executor(h, fallback);
     asio::dispatch(ex, [h = std::move(h), ... a = std::forward<Args>(args)]() mutable { std::move(h)(std::move(a)...); });
 }
 
-// One request waiting for its reply (or replies: a queued notice, then the grant).
-struct pending_op {
-    asio::steady_timer signal;  // parked (never expires); cancel() wakes the waiter
-    std::optional<core::reply> reply;
-    error_code failure;  // set when the connection is lost or the client closes
-    bool done = false;
-    std::function<void(std::uint32_t)> on_queued;  // an acquire's progress callback
-    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-    explicit pending_op(asio::any_io_executor ex) : signal(ex, std::chrono::steady_clock::time_point::max()) {}
-};
+// The same, always queued: for results produced outside the reader (failures, cancellations,
+// results known at the start), so that no handler runs inside a call that can be re-entered.
+template <class Sig, class... Args>
+void complete_later(asio::any_io_executor fallback, asio::any_completion_handler<Sig> h, Args&&... args) {
+    asio::post(fallback, [fallback, h = std::move(h), ... a = std::forward<Args>(args)]() mutable {
+        complete(fallback, std::move(h), std::move(a)...);
+    });
+}
+
+// Stores a handler in `slot`. (Boost 1.81's any_completion_handler move assignment recurses
+// without end, so it is never used.)
+template <class Sig, class H>
+void take(asio::any_completion_handler<Sig>& slot, H&& h) {
+    asio::any_completion_handler<Sig> tmp(std::forward<H>(h));
+    slot.swap(tmp);
+}
 
 std::string id_prefix() {
     static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -79,62 +84,95 @@ std::string id_prefix() {
 
 }  // namespace
 
+// One operation of the client: a request in flight (in pending_, keyed by its uuid) or one
+// waiting for the connection (in waiting_). Exactly one completion handler is set, per kind.
+// Records are reused, so the steady request path allocates only the caller's handler.
+struct op {
+    enum class kind : std::uint8_t {
+        connect,       // no request: completes when the client is connected
+        call,          // any request; the reply is handed back (ls, info, stats, ping, hello)
+        grant,         // lock: completes with a lock_guard
+        grant_many,    // acquire-many: completes with a multi_lock_guard
+        unlock,        // release(key, id) / force_release(key)
+        release_hold,  // a guard's release
+        extend_hold,   // a guard's extend
+    };
+    kind k = kind::call;
+    bool raw = false;  // call: wire errors are replies too (the handshake reads them)
+    bool keep = false;
+    std::string uuid;
+    std::string key;    // grant: the key, to give back a grant that crosses a withdrawal
+    std::string frame;  // the encoded request while waiting for the connection
+    std::chrono::milliseconds timeout{};  // from sending to the local deadline
+    steady::time_point deadline = steady::time_point::max();
+    std::shared_ptr<hold> h;  // release_hold, extend_hold
+    std::function<void(std::uint32_t)> on_queued;
+    asio::cancellation_slot slot;  // the caller's, when it has one
+
+    asio::any_completion_handler<void(error_code)> done;
+    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;
+    asio::any_completion_handler<void(error_code, multi_lock_guard)> done_multi;
+    asio::any_completion_handler<void(error_code, core::reply)> done_reply;
+
+    bool is_grant() const noexcept { return k == kind::grant || k == kind::grant_many; }
+    asio::cancellation_slot caller_slot() const noexcept {
+        switch (k) {
+            case kind::grant: return done_guard.get_cancellation_slot();
+            case kind::grant_many: return done_multi.get_cancellation_slot();
+            case kind::call: return done_reply.get_cancellation_slot();
+            default: return done.get_cancellation_slot();
+        }
+    }
+};
+using op_ptr = std::unique_ptr<op>;
+
+class client_impl;
+
+// Installed in a caller's cancellation slot: withdraws the operation on the client's strand.
+struct canceller {
+    std::weak_ptr<client_impl> client;
+    std::string uuid;
+    void operator()(asio::cancellation_type type);
+};
+
 class client_impl : public std::enable_shared_from_this<client_impl> {
 public:
     client_impl(asio::any_io_executor ex, client_options o)
-        : strand_(asio::make_strand(ex)), opt_(std::move(o)), connected_signal_(strand_, steady::time_point::max()), prefix_(id_prefix()) {}
+        : strand_(asio::make_strand(ex)), opt_(std::move(o)), prefix_(id_prefix()) {}
 
     using strand_type = asio::strand<asio::any_io_executor>;
     strand_type strand_;
     client_options opt_;
-
-    // ---- running operations -------------------------------------------------------------
-    template <class R>
-    using result = std::pair<error_code, R>;
-    template <class R>
-    static result<R> failed(error_code ec) {
-        return result<R>(ec, R{});
-    }
-
-    // `op` is a coroutine of this object; the completion handler owns a reference so that the
-    // object outlives it even when the client is destroyed while the operation runs.
-    template <class R, class Sig>
-    void launch(asio::awaitable<result<R>> op, asio::any_completion_handler<Sig> h) {
-        auto slot = h.get_cancellation_slot();
-        asio::any_io_executor fallback = strand_;
-        asio::co_spawn(strand_, std::move(op),
-                       asio::bind_cancellation_slot(
-                           slot, [h = std::move(h), fallback, self = shared_from_this()](std::exception_ptr ep, result<R> r) mutable {
-                               if (ep) r.first = make_error_code(errc::connection_lost);
-                               if constexpr (std::is_same_v<R, std::monostate>) complete(fallback, std::move(h), r.first);
-                               else complete(fallback, std::move(h), r.first, std::move(r.second));
-                           }));
-    }
 
     // ---- connection ---------------------------------------------------------------------
     enum class state { disconnected, connecting, connected, closed };
     state state_ = state::disconnected;
     std::shared_ptr<transport::connection> conn_;
     std::uint64_t generation_ = 0;
-    asio::steady_timer connected_signal_;  // parked at max; cancel() wakes every caller waiting for a connect
     error_code last_connect_error_;
     unsigned failures_ = 0;
     std::string session_;
+    std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
+    std::string hello_id_;  // the handshake's request id while it is pending
 
-    // The writer of one connection parks on `timer` (at max) while the outbox is empty. Each
-    // connection has its own, so a writer of a dropped connection can never steal a wake-up.
+    // Requests are appended to outbox_ and go out together: at the end of the reader's turn
+    // (requests made by operations the replies completed), or from one queued flush for requests
+    // made elsewhere. A flush hands the kernel what it takes at once; the rest goes to the
+    // connection's writer, which writes asynchronously and then takes whatever queued meanwhile.
     struct writer_state {
-        asio::steady_timer timer;
-        bool idle = false;
+        asio::steady_timer timer;  // parked (never expires); cancel() wakes the writer
         std::string sending;
+        bool busy = false;  // `sending` is being written
         explicit writer_state(asio::any_io_executor ex) : timer(ex, steady::time_point::max()) {}
     };
     std::string outbox_;
     std::shared_ptr<writer_state> writer_;
-    std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
-    std::string hello_id_;                    // the handshake's request id while it is pending
+    bool in_reader_turn_ = false;
+    bool flush_queued_ = false;
 
-    std::unordered_map<std::string, std::shared_ptr<pending_op>> pending_;
+    std::unordered_map<std::string, op_ptr> pending_;  // sent, by uuid
+    std::vector<op_ptr> waiting_;                      // for the connection
+    std::vector<op_ptr> spare_;                        // finished records, for reuse
     std::unordered_map<std::string, std::weak_ptr<hold>> holds_;
     std::unordered_map<std::string, std::string> abandoned_;  // request id -> key: release on grant
     std::unordered_map<std::string, std::string> cancels_;    // cancel uuid -> target
@@ -153,44 +191,195 @@ public:
         return id;
     }
 
-    // The common case of ensure_connected() without starting a coroutine.
-    bool connected_now() const noexcept { return state_ == state::connected; }
+    // ---- operation records --------------------------------------------------------------
+    op_ptr new_op(op::kind k, std::chrono::milliseconds timeout) {
+        op_ptr o;
+        if (spare_.empty()) {
+            o = std::make_unique<op>();
+        } else {
+            o = std::move(spare_.back());
+            spare_.pop_back();
+        }
+        o->k = k;
+        o->uuid = next_id();
+        o->timeout = timeout;
+        return o;
+    }
 
-    asio::awaitable<error_code> ensure_connected() {
+    // The handler has been moved out; the record keeps its strings' storage for the next use.
+    void recycle(op_ptr o) {
+        if (spare_.size() >= 256) return;
+        o->raw = false;
+        o->keep = false;
+        o->key.clear();
+        o->frame.clear();
+        o->deadline = steady::time_point::max();
+        o->h.reset();
+        o->on_queued = nullptr;
+        o->slot = {};
+        spare_.push_back(std::move(o));
+    }
+
+    void watch_cancel(op& o) {
+        if (o.slot.is_connected()) return;
+        auto slot = o.caller_slot();
+        if (!slot.is_connected()) return;
+        o.slot = slot;
+        slot.template emplace<canceller>(weak_from_this(), o.uuid);
+    }
+
+    static void unwatch_cancel(op& o) {
+        if (o.slot.is_connected()) o.slot.clear();
+        o.slot = {};
+    }
+
+    // Sends `o` now when connected (its request `r`), or once the connection is up.
+    void submit(op_ptr o, const core::request& r) {
+        switch (state_) {
+            case state::closed: return fail(std::move(o), make_error_code(errc::closed));
+            case state::connected: return send_op(std::move(o), &r);
+            case state::disconnected:
+            case state::connecting:
+                core::encode_request(r, o->frame);
+                return wait_for_connection(std::move(o));
+        }
+    }
+
+    // An op of kind connect: completes once connected.
+    void submit_connect(op_ptr o) {
+        switch (state_) {
+            case state::closed: return fail(std::move(o), make_error_code(errc::closed));
+            case state::connected: return succeed_connect(std::move(o));
+            case state::disconnected:
+            case state::connecting: return wait_for_connection(std::move(o));
+        }
+    }
+
+    void wait_for_connection(op_ptr o) {
+        watch_cancel(*o);
+        waiting_.push_back(std::move(o));
+        start_connecting();
+    }
+
+    // `r` null: the request is already encoded in o->frame.
+    void send_op(op_ptr o, const core::request* r) {
+        watch_cancel(*o);
+        o->deadline = steady::now() + o->timeout;
+        arm_sweeper(o->deadline);
+        if (r) {
+            core::encode_request(*r, outbox_);
+        } else {
+            outbox_ += o->frame;
+            o->frame.clear();
+        }
+        schedule_flush();
+        std::string id = o->uuid;
+        pending_.emplace(std::move(id), std::move(o));
+    }
+
+    // Requests that need no reply: a withdrawal, the unlock of a dropped guard.
+    void send_oneway(const core::request& r) {
+        if (state_ != state::connected || !conn_) return;
+        core::encode_request(r, outbox_);
+        schedule_flush();
+    }
+
+    void schedule_flush() {
+        if (in_reader_turn_ || flush_queued_) return;
+        flush_queued_ = true;
+        asio::post(strand_, [self = shared_from_this()] {
+            self->flush_queued_ = false;
+            self->flush();
+        });
+    }
+
+    void flush() {
+        if (!conn_ || !writer_ || outbox_.empty() || writer_->busy) return;
+        const std::size_t taken = conn_->write_now(outbox_);
+        if (taken == outbox_.size()) {
+            outbox_.clear();
+            return;
+        }
+        writer_->sending.assign(outbox_, taken);
+        outbox_.clear();
+        writer_->busy = true;
+        writer_->timer.cancel();
+    }
+
+    asio::awaitable<void> writer(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c,
+                                 std::shared_ptr<writer_state> w, std::uint64_t gen) {
+        while (gen == generation_) {
+            if (!w->busy) {
+                co_await w->timer.async_wait(use_tuple);
+                continue;
+            }
+            const error_code ec = co_await c->write(w->sending);
+            w->sending.clear();
+            if (ec) {
+                drop_connection(gen, make_error_code(errc::connection_lost));
+                break;
+            }
+            if (gen != generation_) break;
+            if (outbox_.empty()) w->busy = false;
+            else std::swap(w->sending, outbox_);  // what queued during the write goes next
+        }
+    }
+
+    asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c, std::uint64_t gen) {
+        std::vector<std::string_view> batch;
         for (;;) {
-            switch (state_) {
-                case state::connected: co_return error_code{};
-                case state::closed: co_return make_error_code(errc::closed);
-                case state::disconnected:
-                    // The attempt runs as its own coroutine: cancelling the operation that happened
-                    // to start it must not abort the connect, nor fail the others waiting for it.
-                    // Each attempt gets its own signal, kept alive by the attempt's completion
-                    // handler: a slot reused by the next attempt could free what the previous
-                    // attempt's coroutine still refers to while it winds down.
-                    state_ = state::connecting;
-                    stop_connect_ = std::make_shared<asio::cancellation_signal>();
-                    asio::co_spawn(strand_, connector(shared_from_this()),
-                                   asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr) {}));
-                    // co_spawn may run the attempt inline up to its first suspension, and one that
-                    // fails before any I/O (a bad URL) has already ended.
-                    if (state_ == state::disconnected) co_return last_connect_error_;
-                    break;
-                case state::connecting: {
-                    co_await connected_signal_.async_wait(use_tuple);
-                    auto cs = co_await asio::this_coro::cancellation_state;
-                    if (cs.cancelled() != asio::cancellation_type::none) co_return make_error_code(errc::cancelled);
-                    if (state_ == state::disconnected) co_return last_connect_error_;
-                    break;
+            batch.clear();
+            auto ec = co_await c->read(batch);
+            if (gen != generation_) co_return;
+            {
+                // Operations the replies complete resume here, and what they send goes out in
+                // the one flush below.
+                in_reader_turn_ = true;
+                struct turn_end {
+                    bool& flag;
+                    ~turn_end() { flag = false; }
+                } end{in_reader_turn_};
+                for (auto frame : batch) {
+                    route(frame);
+                    if (gen != generation_) co_return;
                 }
             }
+            flush();
+            if (ec) break;
         }
+        drop_connection(gen, make_error_code(state_ == state::closed ? errc::closed : errc::connection_lost));
+    }
+
+    void start_connecting() {
+        if (state_ != state::disconnected) return;
+        // The attempt runs as its own coroutine: cancelling an operation that waits for it must
+        // not abort the connect for the others. Each attempt gets its own signal, kept alive by
+        // the attempt's completion handler.
+        state_ = state::connecting;
+        stop_connect_ = std::make_shared<asio::cancellation_signal>();
+        asio::co_spawn(strand_, connector(shared_from_this()),
+                       asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr) {}));
     }
 
     asio::awaitable<void> connector(std::shared_ptr<client_impl>) {
         auto ec = co_await do_connect();
         if (state_ == state::connecting) state_ = ec ? state::disconnected : state::connected;
         last_connect_error_ = ec;
-        connected_signal_.cancel();
+        connect_done(ec);
+    }
+
+    // The attempt has ended: operations waiting for it are sent, or fail with its error.
+    void connect_done(error_code ec) {
+        auto ops = std::move(waiting_);
+        waiting_.clear();
+        for (auto& o : ops) {
+            if (state_ == state::connected) {
+                if (o->k == op::kind::connect) succeed_connect(std::move(o));
+                else send_op(std::move(o), nullptr);
+            } else {
+                fail(std::move(o), state_ == state::closed || !ec ? make_error_code(errc::closed) : ec);
+            }
+        }
     }
 
     asio::awaitable<error_code> do_connect() {
@@ -219,72 +408,38 @@ public:
         outbox_.clear();
         writer_ = std::make_shared<writer_state>(strand_);
         auto self = shared_from_this();
-        asio::co_spawn(strand_, reader(self, conn_, generation_), asio::detached);
-        asio::co_spawn(strand_, writer(self, conn_, writer_, generation_), asio::detached);
+        const auto gen = generation_;
+        asio::co_spawn(strand_, reader(self, conn_, gen), [self, gen](std::exception_ptr e) {
+            if (!e) return;
+            // Thrown by a completion handler run from the reader: the connection cannot go on,
+            // and the exception belongs to whoever runs the io_context.
+            self->drop_connection(gen, make_error_code(errc::connection_lost));
+            std::rethrow_exception(e);
+        });
+        asio::co_spawn(strand_, writer(self, conn_, writer_, gen), asio::detached);
 
         // The hello handshake tells an lmx broker from anything else.
-        std::string uuid = next_id();
-        auto op = std::make_shared<pending_op>(strand_);
-        pending_.emplace(uuid, op);
-        hello_id_ = uuid;
-        std::string frame;
-        core::encode_request(req::hello{uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION}, frame);
-        send(frame);
-        auto res = co_await wait(op, steady::now() + opt_.connect_timeout);
-        pending_.erase(uuid);
+        auto hello = new_op(op::kind::call, opt_.connect_timeout);
+        hello->raw = true;
+        hello_id_ = hello->uuid;
+        const core::request rq = req::hello{hello->uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION};
+        auto init = [this, &hello, &rq](auto handler) {
+            take(hello->done_reply, std::move(handler));
+            send_op(std::move(hello), &rq);
+        };
+        auto [hello_ec, rep] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
         hello_id_.clear();
-        error_code bad = make_error_code(errc::broker_incompatible);
-        if (res == wait_result::reply && op->reply->type == "hello" && op->reply->protocol == LMX_PROTOCOL_VERSION) {
+        if (!hello_ec && rep.type == "hello" && rep.protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
-            session_ = op->reply->session;
+            session_ = rep.session;
             co_return error_code{};
         }
-        if (res == wait_result::failed) bad = op->failure;
-        if (res == wait_result::cancelled) bad = make_error_code(errc::cancelled);
-        if (res != wait_result::reply) ++failures_;
-        drop_connection(generation_, bad);
+        // No answer in time, or a wrong one: not an lmx broker (of this protocol).
+        error_code bad = make_error_code(errc::broker_incompatible);
+        if (hello_ec && hello_ec != errc::timeout) bad = hello_ec;
+        if (hello_ec) ++failures_;
+        drop_connection(gen, bad);
         co_return bad;
-    }
-
-    void send(std::string_view frame) {
-        if (state_ == state::closed || !conn_) return;
-        outbox_ += frame;
-        if (writer_ && writer_->idle) writer_->timer.cancel();
-    }
-
-    asio::awaitable<void> writer(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c,
-                                 std::shared_ptr<writer_state> w, std::uint64_t gen) {
-        while (gen == generation_) {
-            if (outbox_.empty()) {
-                w->idle = true;
-                co_await w->timer.async_wait(use_tuple);
-                w->idle = false;
-                continue;
-            }
-            // Everything queued since the last write goes out in one write: straight to the
-            // kernel when it takes it all (no completion to wait for), asynchronously otherwise.
-            std::swap(outbox_, w->sending);
-            const std::string_view rest = std::string_view(w->sending).substr(c->write_now(w->sending));
-            error_code ec;
-            if (!rest.empty()) ec = co_await c->write(rest);
-            w->sending.clear();
-            if (ec) {
-                drop_connection(gen, make_error_code(errc::connection_lost));
-                break;
-            }
-        }
-    }
-
-    asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c, std::uint64_t gen) {
-        std::vector<std::string_view> batch;
-        for (;;) {
-            batch.clear();
-            auto ec = co_await c->read(batch);
-            if (gen != generation_) co_return;
-            for (auto frame : batch) route(frame);
-            if (ec) break;
-        }
-        drop_connection(gen, make_error_code(state_ == state::closed ? errc::closed : errc::connection_lost));
     }
 
     // Ends connection `gen`: pending operations fail, holds not kept on exit become lost.
@@ -299,11 +454,9 @@ public:
         // While connecting, the connector decides the state once its attempt has ended; moving
         // it here would let a second attempt start beside the first.
         if (state_ == state::connected) state_ = state::disconnected;
-        for (auto& [id, op] : pending_) {
-            op->failure = why;
-            op->done = true;
-            op->signal.cancel();
-        }
+        auto failed = std::move(pending_);
+        pending_.clear();
+        for (auto& [id, o] : failed) fail(std::move(o), why);
         for (auto it = holds_.begin(); it != holds_.end();) {
             auto h = it->second.lock();
             if (h && h->keep && state_ != state::closed) {
@@ -332,15 +485,14 @@ public:
             return;
         }
         if (auto it = pending_.find(r.uuid); it != pending_.end()) {
-            auto& op = it->second;
             // A queued notice is progress, not the answer: keep waiting for the grant.
             if ((r.type == "lock" || r.type == "acquire-many") && r.queued.value_or(false) && !r.acquired.value_or(false)) {
-                if (op->on_queued) op->on_queued(r.position.value_or(0));
+                if (it->second->on_queued) it->second->on_queued(r.position.value_or(0));
                 return;
             }
-            op->reply = std::move(r);
-            op->done = true;
-            op->signal.cancel();
+            op_ptr o = std::move(it->second);
+            pending_.erase(it);
+            finish(std::move(o), std::move(r));
             return;
         }
         if (auto it = abandoned_.find(r.uuid); it != abandoned_.end()) {
@@ -362,26 +514,128 @@ public:
         }
     }
 
-    // ---- waiting ------------------------------------------------------------------------
-    enum class wait_result { reply, failed, cancelled, timed_out };
+    // ---- completing operations ----------------------------------------------------------
 
-    // `op` must be in pending_ while it waits: the sweeper finds it there at its deadline.
-    asio::awaitable<wait_result> wait(std::shared_ptr<pending_op> op, steady::time_point deadline) {
-        op->deadline = deadline;
-        arm_sweeper(deadline);
-        for (;;) {
-            if (op->done) co_return op->reply ? wait_result::reply : wait_result::failed;
-            // A cancellation delivered while no wait was pending is only recorded in the state.
-            auto cs = co_await asio::this_coro::cancellation_state;
-            if (cs.cancelled() != asio::cancellation_type::none) co_return wait_result::cancelled;
-            co_await op->signal.async_wait(use_tuple);
-            if (op->done) continue;
-            if (cs.cancelled() != asio::cancellation_type::none) co_return wait_result::cancelled;
-            if (steady::now() >= deadline) co_return wait_result::timed_out;
+    // The reply to `o` arrived: completes it, inline when the caller's executor allows (the
+    // caller then runs inside the reader's turn, and its next request joins the turn's flush).
+    void finish(op_ptr o, core::reply r) {
+        unwatch_cancel(*o);
+        error_code ec;
+        const bool wire_error = r.error.has_value();
+        switch (o->k) {
+            case op::kind::connect: break;  // never sent
+            case op::kind::call: {
+                if ((wire_error || r.type == "error") && !o->raw) ec = make_error_code(errc_from_wire(r.code));
+                auto done = std::move(o->done_reply);
+                recycle(std::move(o));
+                return complete(strand_, std::move(done), ec, std::move(r));
+            }
+            case op::kind::grant: {
+                lock_guard guard;
+                if (!r.acquired.value_or(false)) {
+                    ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
+                } else {
+                    auto h = new_hold(o->uuid, o->keep);
+                    h->key = std::move(o->key);
+                    h->token = r.token.value_or(0);
+                    guard = lock_guard(std::move(h));
+                }
+                auto done = std::move(o->done_guard);
+                recycle(std::move(o));
+                return complete(strand_, std::move(done), ec, std::move(guard));
+            }
+            case op::kind::grant_many: {
+                multi_lock_guard guard;
+                if (!r.acquired.value_or(false)) {
+                    ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
+                } else {
+                    auto h = new_hold(o->uuid, o->keep);
+                    h->multi = true;
+                    h->keys = std::move(r.keys);
+                    h->tokens = std::move(r.fencing_tokens);
+                    guard = multi_lock_guard(std::move(h));
+                }
+                auto done = std::move(o->done_multi);
+                recycle(std::move(o));
+                return complete(strand_, std::move(done), ec, std::move(guard));
+            }
+            case op::kind::unlock:
+                if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
+                else if (!r.unlocked.value_or(false)) ec = make_error_code(errc::not_holder);
+                break;
+            case op::kind::release_hold:
+                if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
+                else if (o->h->multi && !r.released.value_or(false)) ec = make_error_code(errc::not_holder);
+                // The broker answers an unlock of a hold that already ended with a warning.
+                else if (!o->h->multi && (!r.unlocked.value_or(false) || r.warning)) ec = make_error_code(errc::lock_lost);
+                if (ec == errc::lock_lost) o->h->lost = true;
+                break;
+            case op::kind::extend_hold:
+                if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
+                if (ec == errc::not_holder) {
+                    o->h->lost = true;
+                    holds_.erase(o->h->id);
+                    ec = make_error_code(errc::lock_lost);
+                }
+                break;
+        }
+        auto done = std::move(o->done);
+        recycle(std::move(o));
+        complete(strand_, std::move(done), ec);
+    }
+
+    // `o` ends without a reply (connection lost, closed, cancelled, timed out).
+    void fail(op_ptr o, error_code ec) {
+        unwatch_cancel(*o);
+        switch (o->k) {
+            case op::kind::call: {
+                auto done = std::move(o->done_reply);
+                recycle(std::move(o));
+                return complete_later(strand_, std::move(done), ec, core::reply{});
+            }
+            case op::kind::grant: {
+                auto done = std::move(o->done_guard);
+                recycle(std::move(o));
+                return complete_later(strand_, std::move(done), ec, lock_guard{});
+            }
+            case op::kind::grant_many: {
+                auto done = std::move(o->done_multi);
+                recycle(std::move(o));
+                return complete_later(strand_, std::move(done), ec, multi_lock_guard{});
+            }
+            default: {
+                auto done = std::move(o->done);
+                recycle(std::move(o));
+                return complete_later(strand_, std::move(done), ec);
+            }
         }
     }
 
-    // One timer serves the deadlines of all waiting requests. A timer per request would move the
+    void succeed_connect(op_ptr o) {
+        unwatch_cancel(*o);
+        auto done = std::move(o->done);
+        recycle(std::move(o));
+        complete_later(strand_, std::move(done), error_code{});
+    }
+
+    // The caller cancelled operation `id`: a request waiting in the broker's queue is withdrawn.
+    void cancel_op(const std::string& id) {
+        for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+            if ((*it)->uuid != id) continue;
+            op_ptr o = std::move(*it);
+            waiting_.erase(it);
+            return fail(std::move(o), make_error_code(errc::cancelled));
+        }
+        auto it = pending_.find(id);
+        if (it == pending_.end()) return;  // already completed
+        op_ptr o = std::move(it->second);
+        pending_.erase(it);
+        if (o->is_grant()) abandon(o->uuid, o->key, o->k == op::kind::grant_many);
+        fail(std::move(o), make_error_code(errc::cancelled));
+    }
+
+    // ---- deadlines ----------------------------------------------------------------------
+    // One timer serves the deadlines of all requests. A timer per request would move the
     // reactor's earliest expiry (a timerfd_settime call) on nearly every request; this one is
     // re-armed only when a new deadline comes before the armed one.
     asio::steady_timer sweeper_{strand_, steady::time_point::max()};
@@ -398,69 +652,39 @@ public:
         });
     }
 
-    // Wakes every request past its deadline and arms the timer for the next one.
+    // Fails every request past its deadline (withdrawing acquires) and arms the timer for the next.
     void sweep() {
         sweep_at_ = steady::time_point::max();
         const auto now = steady::now();
         auto next = steady::time_point::max();
-        for (auto& [id, op] : pending_) {
-            if (op->done) continue;
-            if (op->deadline <= now) op->signal.cancel();
-            else next = std::min(next, op->deadline);
+        std::vector<std::string> expired;
+        for (auto& [id, o] : pending_) {
+            if (o->deadline <= now) expired.push_back(id);
+            else next = std::min(next, o->deadline);
+        }
+        for (auto& id : expired) {
+            auto it = pending_.find(id);
+            op_ptr o = std::move(it->second);
+            pending_.erase(it);
+            if (o->is_grant()) abandon(o->uuid, o->key, o->k == op::kind::grant_many);
+            fail(std::move(o), make_error_code(errc::timeout));
         }
         if (next != steady::time_point::max()) arm_sweeper(next);
     }
 
     // Withdraws request `id` at the broker; a grant that still arrives is released at once.
     void abandon(const std::string& id, const std::string& key, bool multi) {
-        pending_.erase(id);
         if (state_ != state::connected) return;
         abandoned_[id] = multi ? std::string() : key;
         std::string cancel_id = next_id();
         cancels_[cancel_id] = id;
-        std::string frame;
-        core::encode_request(req::cancel{cancel_id, id}, frame);
-        send(frame);
+        send_oneway(req::cancel{std::move(cancel_id), id});
     }
 
-    void queue_unlock(const std::string& key, const std::string& id) {
-        if (state_ != state::connected) return;
-        std::string frame;
-        core::encode_request(req::unlock{next_id(), key, id, false}, frame);
-        send(frame);
-    }
+    void queue_unlock(const std::string& key, const std::string& id) { send_oneway(req::unlock{next_id(), key, id, false}); }
+    void queue_release_many(const std::string& id) { send_oneway(req::release_many{next_id(), id}); }
 
-    void queue_release_many(const std::string& id) {
-        if (state_ != state::connected) return;
-        std::string frame;
-        core::encode_request(req::release_many{next_id(), id}, frame);
-        send(frame);
-    }
-
-    // Sends `r` (its uuid already set) and waits for the reply carrying the same uuid.
-    asio::awaitable<std::pair<error_code, core::reply>> call(const std::string& uuid, const core::request& r) {
-        error_code ec_connect;
-        if (!connected_now()) ec_connect = co_await ensure_connected();
-        if (auto ec = ec_connect) co_return std::pair{ec, core::reply{}};
-        auto op = std::make_shared<pending_op>(strand_);
-        pending_.emplace(uuid, op);
-        std::string frame;
-        core::encode_request(r, frame);
-        send(frame);
-        auto res = co_await wait(op, steady::now() + opt_.request_timeout);
-        pending_.erase(uuid);
-        switch (res) {
-            case wait_result::reply: break;
-            case wait_result::failed: co_return std::pair{op->failure, core::reply{}};
-            case wait_result::cancelled: co_return std::pair{make_error_code(errc::cancelled), core::reply{}};
-            case wait_result::timed_out: co_return std::pair{make_error_code(errc::timeout), core::reply{}};
-        }
-        core::reply rep = std::move(*op->reply);
-        if (rep.error || rep.type == "error") co_return std::pair{make_error_code(errc_from_wire(rep.code)), std::move(rep)};
-        co_return std::pair{error_code{}, std::move(rep)};
-    }
-
-    // ---- operations ---------------------------------------------------------------------
+    // ---- operations (on the strand) -----------------------------------------------------
     std::chrono::milliseconds wait_budget(const acquire_options& o) const {
         if (o.timeout) return *o.timeout;
         unsigned tries = std::max(1u, o.max_retries.value_or(opt_.max_retries));
@@ -477,126 +701,117 @@ public:
         return h;
     }
 
-    // Sends the acquire or acquire-many request `r` (its uuid already set) and waits for the
-    // grant. The broker withdraws the request at `budget`; the local deadline only guards
-    // against a broker that never answers. On cancellation or timeout the request is withdrawn
-    // and a grant that crosses the withdrawal is given back (see abandon).
-    asio::awaitable<std::pair<error_code, core::reply>> request_grant(const std::string& uuid, const core::request& r,
-                                                                      acquire_options& o, std::chrono::milliseconds budget,
-                                                                      const std::string& key, bool multi) {
-        error_code ec_connect;
-        if (!connected_now()) ec_connect = co_await ensure_connected();
-        if (ec_connect) co_return std::pair{ec_connect, core::reply{}};
-        auto op = std::make_shared<pending_op>(strand_);
+    // The broker withdraws a waiting request at `budget`; the local deadline (budget plus
+    // request_timeout) only guards against a broker that never answers. On cancellation or
+    // timeout the request is withdrawn and a grant that crosses the withdrawal is given back.
+    void acquire(std::string key, acquire_options o, asio::any_completion_handler<void(error_code, lock_guard)> h) {
+        const auto budget = wait_budget(o);
+        auto op = new_op(op::kind::grant, budget + opt_.request_timeout);
+        op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         op->on_queued = std::move(o.on_queued);
-        pending_.emplace(uuid, op);
-        std::string frame;
-        core::encode_request(r, frame);
-        send(frame);
-        auto res = co_await wait(op, steady::now() + budget + opt_.request_timeout);
-        error_code ec;
-        switch (res) {
-            case wait_result::reply: pending_.erase(uuid); break;
-            case wait_result::failed: pending_.erase(uuid); ec = op->failure; break;
-            case wait_result::cancelled: abandon(uuid, key, multi); ec = make_error_code(errc::cancelled); break;
-            case wait_result::timed_out: abandon(uuid, key, multi); ec = make_error_code(errc::timeout); break;
-        }
-        if (ec) co_return std::pair{ec, core::reply{}};
-        core::reply rep = std::move(*op->reply);
-        if (!rep.acquired.value_or(false))
-            ec = make_error_code(rep.error ? errc_from_wire(rep.code) : errc::would_block);
-        co_return std::pair{ec, std::move(rep)};
+        take(op->done_guard, std::move(h));
+        const core::request rq = req::lock{.uuid = op->uuid,
+                                           .key = key,
+                                           .ttl = o.ttl.value_or(opt_.ttl),
+                                           .max = o.max,
+                                           .wait = o.wait,
+                                           .timeout = o.wait ? std::optional(budget) : std::nullopt,
+                                           .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
+                                           .keep_on_exit = op->keep,
+                                           .force = false};
+        op->key = std::move(key);
+        submit(std::move(op), rq);
     }
 
-    asio::awaitable<result<lock_guard>> acquire(std::string key, acquire_options o) {
-        co_await asio::this_coro::throw_if_cancelled(false);
-        std::string uuid = next_id();
-        bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
-        auto budget = wait_budget(o);
-        core::request rq = req::lock{.uuid = uuid,
-                                     .key = key,
-                                     .ttl = o.ttl.value_or(opt_.ttl),
-                                     .max = o.max,
-                                     .wait = o.wait,
-                                     .timeout = o.wait ? std::optional(budget) : std::nullopt,
-                                     .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
-                                     .keep_on_exit = keep,
-                                     .force = false};
-        auto [ec, rep] = co_await request_grant(uuid, rq, o, budget, key, false);
-        if (ec) co_return failed<lock_guard>(ec);
-        auto h = new_hold(uuid, keep);
-        h->key = std::move(key);
-        h->token = rep.token.value_or(0);
-        co_return result<lock_guard>{error_code{}, lock_guard(std::move(h))};
+    void acquire_many(std::vector<std::string> keys, acquire_options o,
+                      asio::any_completion_handler<void(error_code, multi_lock_guard)> h) {
+        const auto budget = wait_budget(o);
+        auto op = new_op(op::kind::grant_many, budget + opt_.request_timeout);
+        op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
+        op->on_queued = std::move(o.on_queued);
+        take(op->done_multi, std::move(h));
+        const core::request rq = req::acquire_many{.uuid = op->uuid,
+                                                   .keys = std::move(keys),
+                                                   .ttl = o.ttl.value_or(opt_.ttl),
+                                                   .wait = o.wait,
+                                                   .timeout = o.wait ? std::optional(budget) : std::nullopt,
+                                                   .keep_on_exit = op->keep};
+        submit(std::move(op), rq);
     }
 
-    asio::awaitable<result<multi_lock_guard>> acquire_many(std::vector<std::string> keys, acquire_options o) {
-        co_await asio::this_coro::throw_if_cancelled(false);
-        std::string uuid = next_id();
-        bool keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
-        auto budget = wait_budget(o);
-        core::request rq = req::acquire_many{.uuid = uuid,
-                                             .keys = keys,
-                                             .ttl = o.ttl.value_or(opt_.ttl),
-                                             .wait = o.wait,
-                                             .timeout = o.wait ? std::optional(budget) : std::nullopt,
-                                             .keep_on_exit = keep};
-        const std::string no_key;
-        auto [ec, rep] = co_await request_grant(uuid, rq, o, budget, no_key, true);
-        if (ec) co_return failed<multi_lock_guard>(ec);
-        auto h = new_hold(uuid, keep);
-        h->multi = true;
-        h->keys = rep.keys;
-        h->tokens = rep.fencing_tokens;
-        co_return result<multi_lock_guard>{error_code{}, multi_lock_guard(std::move(h))};
-    }
-
-    asio::awaitable<result<std::monostate>> release(std::string key, std::string id, bool force) {
-        co_await asio::this_coro::throw_if_cancelled(false);
-        std::string uuid = next_id();
+    void release(std::string key, std::string id, bool force, asio::any_completion_handler<void(error_code)> h) {
+        auto op = new_op(op::kind::unlock, opt_.request_timeout);
+        take(op->done, std::move(h));
         std::optional<std::string> lock_id;
-        if (!id.empty()) lock_id = id;
-        core::request rq = req::unlock{uuid, key, lock_id, force};
-        auto [ec, rep] = co_await call(uuid, rq);
-        if (!ec && !rep.unlocked.value_or(false)) ec = make_error_code(errc::not_holder);
-        co_return failed<std::monostate>(ec);
+        if (!id.empty()) lock_id = std::move(id);
+        const core::request rq = req::unlock{op->uuid, std::move(key), std::move(lock_id), force};
+        submit(std::move(op), rq);
     }
 
     // The hold was claimed (released = true) by the initiating call.
-    asio::awaitable<result<std::monostate>> release_hold(std::shared_ptr<hold> h) {
-        co_await asio::this_coro::throw_if_cancelled(false);
+    void release_hold(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> done) {
         holds_.erase(h->id);
-        std::string uuid = next_id();
-        error_code ec;
-        core::reply rep;
-        if (h->multi) {
-            core::request rq = req::release_many{uuid, h->id};
-            std::tie(ec, rep) = co_await call(uuid, rq);
-            if (!ec && !rep.released.value_or(false)) ec = make_error_code(errc::not_holder);
-        } else {
-            core::request rq = req::unlock{uuid, h->key, h->id, false};
-            std::tie(ec, rep) = co_await call(uuid, rq);
-            // The broker answers an unlock of a hold that already ended with a warning.
-            if (!ec && (!rep.unlocked.value_or(false) || rep.warning)) ec = make_error_code(errc::lock_lost);
-        }
-        if (ec == errc::lock_lost) h->lost = true;
-        co_return failed<std::monostate>(ec);
+        auto op = new_op(op::kind::release_hold, opt_.request_timeout);
+        take(op->done, std::move(done));
+        const core::request rq = h->multi ? core::request(req::release_many{op->uuid, h->id})
+                                          : core::request(req::unlock{op->uuid, h->key, h->id, false});
+        op->h = std::move(h);
+        submit(std::move(op), rq);
     }
 
-    asio::awaitable<result<std::monostate>> extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl) {
-        co_await asio::this_coro::throw_if_cancelled(false);
-        if (h->lost) co_return failed<std::monostate>(make_error_code(errc::lock_lost));
-        if (h->released) co_return failed<std::monostate>(make_error_code(errc::not_holder));
-        std::string uuid = next_id();
-        std::string key = h->multi ? h->keys.front() : h->key;
-        core::request rq = req::extend{uuid, key, h->id, ttl};
-        auto [ec, rep] = co_await call(uuid, rq);
-        if (ec == errc::not_holder) {
-            h->lost = true;
-            holds_.erase(h->id);
-            ec = make_error_code(errc::lock_lost);
-        }
-        co_return failed<std::monostate>(ec);
+    void extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl, asio::any_completion_handler<void(error_code)> done) {
+        if (h->lost) return complete_later(strand_, std::move(done), make_error_code(errc::lock_lost));
+        if (h->released) return complete_later(strand_, std::move(done), make_error_code(errc::not_holder));
+        auto op = new_op(op::kind::extend_hold, opt_.request_timeout);
+        take(op->done, std::move(done));
+        const core::request rq = req::extend{op->uuid, h->multi ? h->keys.front() : h->key, h->id, ttl};
+        op->h = std::move(h);
+        submit(std::move(op), rq);
+    }
+
+    void connect(asio::any_completion_handler<void(error_code)> done) {
+        auto op = new_op(op::kind::connect, opt_.request_timeout);
+        take(op->done, std::move(done));
+        submit_connect(std::move(op));
+    }
+
+    // ---- coroutine helpers for the less frequent calls ----------------------------------
+    template <class R>
+    using result = std::pair<error_code, R>;
+
+    // `op` is a coroutine of this object; the completion handler owns a reference so that the
+    // object outlives it even when the client is destroyed while the operation runs.
+    template <class R, class Sig>
+    void launch(asio::awaitable<result<R>> op, asio::any_completion_handler<Sig> h) {
+        auto slot = h.get_cancellation_slot();
+        asio::any_io_executor fallback = strand_;
+        asio::co_spawn(strand_, std::move(op),
+                       asio::bind_cancellation_slot(
+                           slot, [h = std::move(h), fallback, self = shared_from_this()](std::exception_ptr ep, result<R> r) mutable {
+                               if (ep) r.first = make_error_code(errc::connection_lost);
+                               if constexpr (std::is_same_v<R, std::monostate>) complete(fallback, std::move(h), r.first);
+                               else complete(fallback, std::move(h), r.first, std::move(r.second));
+                           }));
+    }
+
+    asio::awaitable<error_code> ensure_connected() {
+        if (state_ == state::connected) co_return error_code{};
+        auto init = [this](auto handler) { connect(std::move(handler)); };
+        auto [ec] = co_await asio::async_initiate<decltype(use_tuple), void(error_code)>(init, use_tuple);
+        co_return ec;
+    }
+
+    // Sends the request make(uuid) and waits for its reply; wire errors become the error code.
+    template <class MakeRequest>
+    asio::awaitable<result<core::reply>> call(MakeRequest make) {
+        auto init = [this, &make](auto handler) {
+            auto op = new_op(op::kind::call, opt_.request_timeout);
+            take(op->done_reply, std::move(handler));
+            const core::request rq = make(op->uuid);
+            submit(std::move(op), rq);
+        };
+        auto [ec, rep] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
+        co_return result<core::reply>{ec, std::move(rep)};
     }
 
     // The destructor path of a guard: synchronous, on the strand.
@@ -610,14 +825,24 @@ public:
         if (state_ == state::closed) return;
         state_ = state::closed;
         drop_connection(generation_, make_error_code(errc::closed));
+        auto ops = std::move(waiting_);
+        waiting_.clear();
+        for (auto& o : ops) fail(std::move(o), make_error_code(errc::closed));
         if (stop_connect_) stop_connect_->emit(asio::cancellation_type::terminal);
-        connected_signal_.cancel();
         // Every request has failed above; an armed sweeper would only keep the executor busy.
         sweep_at_ = steady::time_point::max();
         ++sweep_generation_;
         sweeper_.cancel();
     }
 };
+
+void canceller::operator()(asio::cancellation_type type) {
+    if (type == asio::cancellation_type::none) return;
+    auto c = client.lock();
+    if (!c) return;
+    // Queued, never inline: the withdrawal clears this handler from the slot it runs in.
+    asio::post(c->strand_, [c, id = uuid] { c->cancel_op(id); });
+}
 
 }  // namespace detail
 
@@ -630,7 +855,7 @@ namespace {
 void queue_drop(const std::shared_ptr<hold>& h) noexcept {
     if (!h || h->lost || h->released.exchange(true)) return;
     try {
-        if (auto owner = h->owner.lock()) asio::post(owner->strand_, [owner, h] { owner->drop_hold(h); });
+        if (auto owner = h->owner.lock()) asio::dispatch(owner->strand_, [owner, h] { owner->drop_hold(h); });
     } catch (...) {
         // Out of memory while queueing: the lease ends the hold instead.
     }
@@ -668,20 +893,19 @@ void lock_guard::detach() noexcept {
 }
 
 namespace {
-// Starts `op` on the hold's client, or fails with `early` (or `closed` when the client is gone)
-// through a post, so that even an early failure never completes inside the initiating call.
+// Runs op(client, handler) on the hold's client strand, or fails with `early` (or `closed` when
+// the client is gone) through a post, so that even an early failure never completes inside the
+// initiating call.
 template <class Op>
 void run_on_owner(const std::shared_ptr<hold>& h, error_code early, asio::any_completion_handler<void(error_code)> handler,
-                  Op&& op) {
+                  Op op) {
     std::shared_ptr<client_impl> owner = h && !early ? h->owner.lock() : nullptr;
     if (!owner) {
         if (!early) early = make_error_code(errc::closed);
         asio::any_io_executor fallback = h ? h->ex : asio::any_io_executor(asio::system_executor());
-        return asio::post(fallback, [handler = std::move(handler), fallback, early]() mutable {
-            detail::complete(fallback, std::move(handler), early);
-        });
+        return detail::complete_later(fallback, std::move(handler), early);
     }
-    owner->launch<std::monostate>(op(*owner), std::move(handler));
+    asio::dispatch(owner->strand_, [owner, op, handler = std::move(handler)]() mutable { op(*owner, std::move(handler)); });
 }
 }  // namespace
 
@@ -692,14 +916,14 @@ void lock_guard::start_release(std::shared_ptr<hold> h, asio::any_completion_han
     if (!h) early = make_error_code(errc::not_holder);
     else if (h->lost) early = make_error_code(errc::lock_lost);
     else if (h->released.exchange(true)) early = make_error_code(errc::not_holder);
-    run_on_owner(h, early, std::move(handler), [h](client_impl& c) { return c.release_hold(h); });
+    run_on_owner(h, early, std::move(handler), [h](client_impl& c, auto done) { c.release_hold(h, std::move(done)); });
 }
 
 void lock_guard::start_extend(std::shared_ptr<hold> h, std::chrono::milliseconds ttl,
                               asio::any_completion_handler<void(error_code)> handler) {
     error_code early;
     if (!h) early = make_error_code(errc::not_holder);
-    run_on_owner(h, early, std::move(handler), [h, ttl](client_impl& c) { return c.extend_hold(h, ttl); });
+    run_on_owner(h, early, std::move(handler), [h, ttl](client_impl& c, auto done) { c.extend_hold(h, ttl, std::move(done)); });
 }
 
 // ---- multi_lock_guard -------------------------------------------------------------------
@@ -733,10 +957,12 @@ bool multi_lock_guard::lost() const noexcept { return hold_ && hold_->lost; }
 client::client(executor_type ex, client_options options)
     : impl_(std::make_shared<client_impl>(std::move(ex), std::move(options))) {}
 
+// close() runs on the strand: at once when called there, queued otherwise, in order with the
+// operations and guard drops started before it. The impl lives on in the reader and writer
+// until they finish.
 client::~client() {
-    // Runs close() on the strand; the impl lives on in the reader/writer until they finish.
     try {
-        asio::post(impl_->strand_, [impl = impl_] { impl->close(); });
+        asio::dispatch(impl_->strand_, [impl = impl_] { impl->close(); });
     } catch (...) {
     }
 }
@@ -745,33 +971,34 @@ client::executor_type client::get_executor() const noexcept { return impl_->stra
 const client_options& client::options() const noexcept { return impl_->opt_; }
 
 void client::close() {
-    asio::post(impl_->strand_, [impl = impl_] { impl->close(); });
+    asio::dispatch(impl_->strand_, [impl = impl_] { impl->close(); });
 }
 
+// The lock operations start on the client's strand: inline when the caller already runs there
+// (as a coroutine resumed by a reply does), queued otherwise. They never complete inline.
 void client::start_connect(asio::any_completion_handler<void(error_code)> h) {
-    auto impl = impl_;
-    impl->launch<std::monostate>(
-        [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::monostate>> {
-            co_await asio::this_coro::throw_if_cancelled(false);
-            auto ec = co_await c->ensure_connected();
-            co_return client_impl::failed<std::monostate>(ec);
-        }(impl),
-        std::move(h));
+    asio::dispatch(impl_->strand_, [impl = impl_, h = std::move(h)]() mutable { impl->connect(std::move(h)); });
 }
 
 void client::start_acquire(std::string key, acquire_options o,
                            asio::any_completion_handler<void(error_code, lock_guard)> h) {
-    impl_->launch<lock_guard>(impl_->acquire(std::move(key), o), std::move(h));
+    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), o = std::move(o), h = std::move(h)]() mutable {
+        impl->acquire(std::move(key), std::move(o), std::move(h));
+    });
 }
 
 void client::start_acquire_many(std::vector<std::string> keys, acquire_options o,
                                 asio::any_completion_handler<void(error_code, multi_lock_guard)> h) {
-    impl_->launch<multi_lock_guard>(impl_->acquire_many(std::move(keys), o), std::move(h));
+    asio::dispatch(impl_->strand_, [impl = impl_, keys = std::move(keys), o = std::move(o), h = std::move(h)]() mutable {
+        impl->acquire_many(std::move(keys), std::move(o), std::move(h));
+    });
 }
 
 void client::start_release(std::string key, std::string id, bool force,
                            asio::any_completion_handler<void(error_code)> h) {
-    impl_->launch<std::monostate>(impl_->release(std::move(key), std::move(id), force), std::move(h));
+    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), id = std::move(id), force, h = std::move(h)]() mutable {
+        impl->release(std::move(key), std::move(id), force, std::move(h));
+    });
 }
 
 void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<std::string>)> h) {
@@ -779,9 +1006,8 @@ void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<
     impl->launch<std::vector<std::string>>(
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::vector<std::string>>> {
             co_await asio::this_coro::throw_if_cancelled(false);
-            std::string uuid = c->next_id();
-            core::request rq = req::ls{uuid};
-            auto [ec, rep] = co_await c->call(uuid, rq);
+            auto make = [](const std::string& uuid) { return core::request(req::ls{uuid}); };
+            auto [ec, rep] = co_await c->call(make);
             co_return client_impl::result<std::vector<std::string>>{ec, std::move(rep.ls_result)};
         }(impl),
         std::move(h));
@@ -792,9 +1018,8 @@ void client::start_info(std::string key, asio::any_completion_handler<void(error
     impl->launch<lock_info>(
         [](std::shared_ptr<client_impl> c, std::string k) -> asio::awaitable<client_impl::result<lock_info>> {
             co_await asio::this_coro::throw_if_cancelled(false);
-            std::string uuid = c->next_id();
-            core::request rq = req::lock_info{uuid, k};
-            auto [ec, rep] = co_await c->call(uuid, rq);
+            auto make = [&k](const std::string& uuid) { return core::request(req::lock_info{uuid, k}); };
+            auto [ec, rep] = co_await c->call(make);
             lock_info info;
             info.key = k;
             info.locked = rep.is_locked.value_or(false);
@@ -812,13 +1037,11 @@ void client::start_ping(asio::any_completion_handler<void(error_code, std::chron
     impl->launch<std::chrono::microseconds>(
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::chrono::microseconds>> {
             co_await asio::this_coro::throw_if_cancelled(false);
-            error_code ec_connect;
-            if (!c->connected_now()) ec_connect = co_await c->ensure_connected();
-            if (auto ec = ec_connect) co_return client_impl::result<std::chrono::microseconds>{ec, {}};
-            std::string uuid = c->next_id();
+            // The round trip is timed once connected, so that it never includes the connect.
+            if (auto ec = co_await c->ensure_connected()) co_return client_impl::result<std::chrono::microseconds>{ec, {}};
             auto t0 = steady::now();
-            core::request rq = req::ping{uuid, std::nullopt};
-            auto [ec, rep] = co_await c->call(uuid, rq);
+            auto make = [](const std::string& uuid) { return core::request(req::ping{uuid, std::nullopt}); };
+            auto [ec, rep] = co_await c->call(make);
             auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0);
             co_return client_impl::result<std::chrono::microseconds>{ec, rtt};
         }(impl),
@@ -830,9 +1053,8 @@ void client::start_stats(asio::any_completion_handler<void(error_code, boost::js
     impl->launch<boost::json::object>(
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<boost::json::object>> {
             co_await asio::this_coro::throw_if_cancelled(false);
-            std::string uuid = c->next_id();
-            core::request rq = req::system_stats{uuid};
-            auto [ec, rep] = co_await c->call(uuid, rq);
+            auto make = [](const std::string& uuid) { return core::request(req::system_stats{uuid}); };
+            auto [ec, rep] = co_await c->call(make);
             co_return client_impl::result<boost::json::object>{ec, std::move(rep.stats)};
         }(impl),
         std::move(h));

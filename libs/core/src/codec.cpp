@@ -1563,9 +1563,201 @@ private:
     std::array<slot, 64> slots_{};
 };
 
+// The replies that carry a lock's progress (grants, queued notices, unlock and extend answers)
+// are flat objects of short ASCII strings, unsigned integers and booleans. They are read here in
+// one pass without building a DOM. Anything else, and anything this reader would have to judge
+// (a wrong type, a duplicate name, an escape, non-ASCII text, a nested value, a number that is
+// not a plain unsigned integer), returns false, and the DOM reader then decides.
+class flat_reply_reader {
+public:
+    explicit flat_reply_reader(std::string_view s) noexcept : p_(s.data()), end_(s.data() + s.size()) {}
+
+    bool read(reply& r) {
+        ws();
+        if (!eat('{')) return false;
+        ws();
+        if (eat('}')) return at_end();
+        for (;;) {
+            std::string_view name;
+            if (!string(name)) return false;
+            ws();
+            if (!eat(':')) return false;
+            ws();
+            if (!value()) return false;
+            if (!assign(name, r)) return false;
+            ws();
+            if (eat(',')) {
+                ws();
+                continue;
+            }
+            if (eat('}')) return at_end();
+            return false;
+        }
+    }
+
+private:
+    enum class kind { string, number, boolean, null };
+
+    void ws() noexcept {
+        while (p_ != end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
+    }
+    bool eat(char c) noexcept {
+        if (p_ == end_ || *p_ != c) return false;
+        ++p_;
+        return true;
+    }
+    bool at_end() noexcept {
+        ws();
+        return p_ == end_;
+    }
+    bool literal(std::string_view word) noexcept {
+        if (static_cast<std::size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) return false;
+        p_ += word.size();
+        return true;
+    }
+    // Printable ASCII without escapes only.
+    bool string(std::string_view& out) noexcept {
+        if (!eat('"')) return false;
+        const char* start = p_;
+        while (p_ != end_ && *p_ != '"') {
+            const auto c = static_cast<unsigned char>(*p_);
+            if (c < 0x20 || c >= 0x80 || c == '\\') return false;
+            ++p_;
+        }
+        if (p_ == end_) return false;
+        out = std::string_view(start, static_cast<std::size_t>(p_ - start));
+        ++p_;
+        return true;
+    }
+    bool value() noexcept {
+        if (p_ == end_) return false;
+        switch (*p_) {
+            case '"': kind_ = kind::string; return string(text_);
+            case 't': kind_ = kind::boolean; flag_ = true; return literal("true");
+            case 'f': kind_ = kind::boolean; flag_ = false; return literal("false");
+            case 'n': kind_ = kind::null; return literal("null");
+            default: break;
+        }
+        // Up to 18 digits, no leading zero, no sign, fraction or exponent: always fits.
+        const char* start = p_;
+        number_ = 0;
+        while (p_ != end_ && *p_ >= '0' && *p_ <= '9') number_ = number_ * 10 + static_cast<std::uint64_t>(*p_++ - '0');
+        const auto digits = p_ - start;
+        if (digits == 0 || digits > 18 || (digits > 1 && *start == '0')) return false;
+        if (p_ != end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E')) return false;
+        kind_ = kind::number;
+        return true;
+    }
+
+    bool str(std::string& out) {
+        if (kind_ == kind::null) return true;
+        if (kind_ != kind::string) return false;
+        out = text_;
+        return true;
+    }
+    bool str(std::optional<std::string>& out) {
+        if (kind_ == kind::null) return true;
+        if (kind_ != kind::string) return false;
+        out.emplace(text_);
+        return true;
+    }
+    bool boolean(std::optional<bool>& out) noexcept {
+        if (kind_ == kind::null) return true;
+        if (kind_ != kind::boolean) return false;
+        out = flag_;
+        return true;
+    }
+    bool boolean(bool& out) noexcept {
+        if (kind_ == kind::null) return true;
+        if (kind_ != kind::boolean) return false;
+        out = flag_;
+        return true;
+    }
+    template <class T>
+    bool number(std::optional<T>& out) noexcept {
+        if (kind_ == kind::null) return true;
+        if (kind_ != kind::number || number_ > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return false;
+        out = static_cast<T>(number_);
+        return true;
+    }
+    bool expires(std::optional<milliseconds>& out) noexcept {
+        if (kind_ == kind::null) {
+            out = no_expiry;
+            return true;
+        }
+        if (kind_ != kind::number) return false;
+        out = milliseconds{static_cast<std::int64_t>(number_)};
+        return true;
+    }
+
+    // Each known name once; a name whose value is not scalar is only accepted as null (absent).
+    bool assign(std::string_view name, reply& r) {
+        static constexpr std::array<std::string_view, 38> names = {
+            "type", "uuid", "key", "acquired", "queued", "unlocked", "extended", "cancelled", "released",
+            "watching", "error", "code", "warning", "fencingToken", "lockRequestCount", "readersCount",
+            "position", "lockUuid", "contendedKey", "expiresInMs", "lockInfo", "isLocked", "max",
+            "timestamp", "serverTimestamp", "broker", "protocol", "session", "reason", "event",
+            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions",
+            "" /* unused */};
+        std::size_t i = 0;
+        while (i + 1 < names.size() &&
+               (names[i].size() != name.size() || names[i].front() != name.front() || names[i] != name))
+            ++i;
+        if (i + 1 == names.size()) return true;  // not a reply field: ignored, as the DOM reader does
+        const std::uint64_t bit = std::uint64_t{1} << i;
+        if (seen_ & bit) return false;
+        seen_ |= bit;
+        switch (i) {
+            case 0: return str(r.type);
+            case 1: return str(r.uuid);
+            case 2: return str(r.key);
+            case 3: return boolean(r.acquired);
+            case 4: return boolean(r.queued);
+            case 5: return boolean(r.unlocked);
+            case 6: return boolean(r.extended);
+            case 7: return boolean(r.cancelled);
+            case 8: return boolean(r.released);
+            case 9: return boolean(r.watching);
+            case 10: return str(r.error);
+            case 11: return str(r.code);
+            case 12: return str(r.warning);
+            case 13: return number(r.token);
+            case 14: return number(r.lock_request_count);
+            case 15: return number(r.readers_count);
+            case 16: return number(r.position);
+            case 17: return str(r.lock_id);
+            case 18: return str(r.contended_key);
+            case 19: return expires(r.expires_in);
+            case 20: return boolean(r.lock_info);
+            case 21: return boolean(r.is_locked);
+            case 22: return number(r.max);
+            case 23: return number(r.timestamp);
+            case 24: return number(r.server_timestamp);
+            case 25: return str(r.broker);
+            case 26: return number(r.protocol);
+            case 27: return str(r.session);
+            case 28: return str(r.reason);
+            case 29: return str(r.event);
+            default: return kind_ == kind::null;
+        }
+    }
+
+    const char* p_;
+    const char* end_;
+    kind kind_ = kind::null;
+    std::string_view text_;
+    std::uint64_t number_ = 0;
+    bool flag_ = false;
+    std::uint64_t seen_ = 0;
+};
+
 }  // namespace
 
 reply_result parse_reply(std::string_view frame) {
+    {
+        reply r;
+        if (flat_reply_reader(frame).read(r)) return r;
+    }
     alignas(std::max_align_t) unsigned char buffer[4096];
     json::monotonic_resource resource(buffer, sizeof buffer);
     json::error_code ec;
