@@ -35,6 +35,7 @@ struct hold {
     asio::any_io_executor ex;
     std::string key;  // single-key holds
     std::string id;
+    std::uint64_t serial = 0;  // the id's number (client_impl::serial_of)
     ::lmx::fencing_token token = 0;
     bool multi = false;
     bool keep = false;
@@ -84,7 +85,7 @@ std::string id_prefix() {
 
 }  // namespace
 
-// One operation of the client: a request in flight (in pending_, keyed by its uuid) or one
+// One operation of the client: a request in flight (in pending_, keyed by its serial) or one
 // waiting for the connection (in waiting_). Exactly one completion handler is set, per kind.
 // Records are reused, so the steady request path allocates only the caller's handler.
 struct op {
@@ -101,6 +102,7 @@ struct op {
     bool raw = false;  // call: wire errors are replies too (the handshake reads them)
     bool keep = false;
     std::string uuid;
+    std::uint64_t serial = 0;  // the number in uuid
     std::string key;    // grant: the key, to give back a grant that crosses a withdrawal
     std::string frame;  // the encoded request while waiting for the connection
     std::chrono::milliseconds timeout{};  // from sending to the local deadline
@@ -131,7 +133,7 @@ class client_impl;
 // Installed in a caller's cancellation slot: withdraws the operation on the client's strand.
 struct canceller {
     std::weak_ptr<client_impl> client;
-    std::string uuid;
+    std::uint64_t serial;
     void operator()(asio::cancellation_type type);
 };
 
@@ -169,16 +171,22 @@ public:
     std::shared_ptr<writer_state> writer_;
     bool in_reader_turn_ = false;
     bool flush_queued_ = false;
+    steady::time_point turn_clock_{};  // one clock reading per reader turn
 
-    std::unordered_map<std::string, op_ptr> pending_;  // sent, by uuid
+    steady::time_point clock() const { return in_reader_turn_ ? turn_clock_ : steady::now(); }
+
+    // Keyed by the number in the request id: integer keys hash in a step, where string keys of a
+    // small map are compared one by one.
+    std::unordered_map<std::uint64_t, op_ptr> pending_;  // sent
     std::vector<op_ptr> waiting_;                      // for the connection
     std::vector<op_ptr> spare_;                        // finished records, for reuse
-    std::unordered_map<std::string, std::weak_ptr<hold>> holds_;
+    std::unordered_map<std::uint64_t, std::weak_ptr<hold>> holds_;  // by serial
     std::unordered_map<std::string, std::string> abandoned_;  // request id -> key: release on grant
     std::unordered_map<std::string, std::string> cancels_;    // cancel uuid -> target
     std::string prefix_;
     std::uint64_t counter_ = 0;
 
+    // Request ids are "<prefix>.<n>", n counting up in base 62, least significant digit first.
     std::string next_id() {
         static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
         std::string id = prefix_;
@@ -189,6 +197,24 @@ public:
             n /= 62;
         } while (n);
         return id;
+    }
+
+    // The number in one of this client's ids; 0 for any other string.
+    std::uint64_t serial_of(std::string_view id) const noexcept {
+        if (id.size() <= prefix_.size() + 1 || id.size() > prefix_.size() + 11 || !id.starts_with(prefix_) ||
+            id[prefix_.size()] != '.' || (id.size() > prefix_.size() + 2 && id.back() == '0'))
+            return 0;
+        std::uint64_t n = 0;
+        for (std::size_t i = id.size(); i-- > prefix_.size() + 1;) {
+            const char c = id[i];
+            int d = -1;
+            if (c >= '0' && c <= '9') d = c - '0';
+            else if (c >= 'a' && c <= 'z') d = c - 'a' + 10;
+            else if (c >= 'A' && c <= 'Z') d = c - 'A' + 36;
+            if (d < 0) return 0;
+            n = n * 62 + static_cast<std::uint64_t>(d);
+        }
+        return n;
     }
 
     // ---- operation records --------------------------------------------------------------
@@ -202,6 +228,7 @@ public:
         }
         o->k = k;
         o->uuid = next_id();
+        o->serial = counter_;
         o->timeout = timeout;
         return o;
     }
@@ -225,7 +252,7 @@ public:
         auto slot = o.caller_slot();
         if (!slot.is_connected()) return;
         o.slot = slot;
-        slot.template emplace<canceller>(weak_from_this(), o.uuid);
+        slot.template emplace<canceller>(weak_from_this(), o.serial);
     }
 
     static void unwatch_cancel(op& o) {
@@ -264,7 +291,7 @@ public:
     // `r` null: the request is already encoded in o->frame.
     void send_op(op_ptr o, const core::request* r) {
         watch_cancel(*o);
-        o->deadline = steady::now() + o->timeout;
+        o->deadline = clock() + o->timeout;
         arm_sweeper(o->deadline);
         if (r) {
             core::encode_request(*r, outbox_);
@@ -273,8 +300,8 @@ public:
             o->frame.clear();
         }
         schedule_flush();
-        std::string id = o->uuid;
-        pending_.emplace(std::move(id), std::move(o));
+        const auto serial = o->serial;
+        pending_.emplace(serial, std::move(o));
     }
 
     // Requests that need no reply: a withdrawal, the unlock of a dropped guard.
@@ -335,6 +362,7 @@ public:
                 // Operations the replies complete resume here, and what they send goes out in
                 // the one flush below.
                 in_reader_turn_ = true;
+                turn_clock_ = steady::now();
                 struct turn_end {
                     bool& flag;
                     ~turn_end() { flag = false; }
@@ -477,14 +505,15 @@ public:
         // A peer that does not know hello answers it without our id (an error, a live-mutex
         // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
         if (!hello_id_.empty() && r.uuid.empty()) r.uuid = hello_id_;
+        const std::uint64_t serial = serial_of(r.uuid);
         if (r.type == "lock-lost") {
-            if (auto it = holds_.find(r.uuid); it != holds_.end()) {
+            if (auto it = holds_.find(serial); serial && it != holds_.end()) {
                 if (auto h = it->second.lock()) h->lost = true;
                 holds_.erase(it);
             }
             return;
         }
-        if (auto it = pending_.find(r.uuid); it != pending_.end()) {
+        if (auto it = pending_.find(serial); serial && it != pending_.end()) {
             // A queued notice is progress, not the answer: keep waiting for the grant.
             if ((r.type == "lock" || r.type == "acquire-many") && r.queued.value_or(false) && !r.acquired.value_or(false)) {
                 if (it->second->on_queued) it->second->on_queued(r.position.value_or(0));
@@ -535,7 +564,7 @@ public:
                 if (!r.acquired.value_or(false)) {
                     ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
                 } else {
-                    auto h = new_hold(o->uuid, o->keep);
+                    auto h = new_hold(o->uuid, o->serial, o->keep);
                     h->key = std::move(o->key);
                     h->token = r.token.value_or(0);
                     guard = lock_guard(std::move(h));
@@ -549,7 +578,7 @@ public:
                 if (!r.acquired.value_or(false)) {
                     ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
                 } else {
-                    auto h = new_hold(o->uuid, o->keep);
+                    auto h = new_hold(o->uuid, o->serial, o->keep);
                     h->multi = true;
                     h->keys = std::move(r.keys);
                     h->tokens = std::move(r.fencing_tokens);
@@ -574,7 +603,7 @@ public:
                 if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
                 if (ec == errc::not_holder) {
                     o->h->lost = true;
-                    holds_.erase(o->h->id);
+                    holds_.erase(o->h->serial);
                     ec = make_error_code(errc::lock_lost);
                 }
                 break;
@@ -619,14 +648,14 @@ public:
     }
 
     // The caller cancelled operation `id`: a request waiting in the broker's queue is withdrawn.
-    void cancel_op(const std::string& id) {
+    void cancel_op(std::uint64_t serial) {
         for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-            if ((*it)->uuid != id) continue;
+            if ((*it)->serial != serial) continue;
             op_ptr o = std::move(*it);
             waiting_.erase(it);
             return fail(std::move(o), make_error_code(errc::cancelled));
         }
-        auto it = pending_.find(id);
+        auto it = pending_.find(serial);
         if (it == pending_.end()) return;  // already completed
         op_ptr o = std::move(it->second);
         pending_.erase(it);
@@ -657,7 +686,7 @@ public:
         sweep_at_ = steady::time_point::max();
         const auto now = steady::now();
         auto next = steady::time_point::max();
-        std::vector<std::string> expired;
+        std::vector<std::uint64_t> expired;
         for (auto& [id, o] : pending_) {
             if (o->deadline <= now) expired.push_back(id);
             else next = std::min(next, o->deadline);
@@ -691,13 +720,14 @@ public:
         return opt_.lock_request_timeout * tries;
     }
 
-    std::shared_ptr<hold> new_hold(std::string id, bool keep) {
+    std::shared_ptr<hold> new_hold(std::string id, std::uint64_t serial, bool keep) {
         auto h = std::make_shared<hold>();
         h->owner = weak_from_this();
         h->ex = strand_;
         h->id = std::move(id);
+        h->serial = serial;
         h->keep = keep;
-        holds_[h->id] = h;
+        holds_[serial] = h;
         return h;
     }
 
@@ -750,7 +780,7 @@ public:
 
     // The hold was claimed (released = true) by the initiating call.
     void release_hold(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> done) {
-        holds_.erase(h->id);
+        holds_.erase(h->serial);
         auto op = new_op(op::kind::release_hold, opt_.request_timeout);
         take(op->done, std::move(done));
         const core::request rq = h->multi ? core::request(req::release_many{op->uuid, h->id})
@@ -816,7 +846,7 @@ public:
 
     // The destructor path of a guard: synchronous, on the strand.
     void drop_hold(const std::shared_ptr<hold>& h) {
-        holds_.erase(h->id);
+        holds_.erase(h->serial);
         if (h->multi) queue_release_many(h->id);
         else queue_unlock(h->key, h->id);
     }
@@ -841,7 +871,7 @@ void canceller::operator()(asio::cancellation_type type) {
     auto c = client.lock();
     if (!c) return;
     // Queued, never inline: the withdrawal clears this handler from the slot it runs in.
-    asio::post(c->strand_, [c, id = uuid] { c->cancel_op(id); });
+    asio::post(c->strand_, [c, serial = serial] { c->cancel_op(serial); });
 }
 
 }  // namespace detail
@@ -886,7 +916,7 @@ void lock_guard::detach() noexcept {
     try {
         // Forget it on the strand too, so that a long-lived client does not collect dead entries.
         if (auto owner = hold_->owner.lock())
-            asio::post(owner->strand_, [owner, id = hold_->id] { owner->holds_.erase(id); });
+            asio::post(owner->strand_, [owner, serial = hold_->serial] { owner->holds_.erase(serial); });
     } catch (...) {
     }
     hold_.reset();
