@@ -1170,6 +1170,86 @@ BOOST_AUTO_TEST_CASE(parse_reply_flat_frames_read_as_the_general_reader_reads_th
     BOOST_TEST(!core::parse_reply("{\"uuid\":\"\xc3\"}").ok());  // invalid UTF-8
 }
 
+// Flat lock and unlock requests are read without a DOM; each must read exactly as the DOM
+// reader reads it, accepted or refused. A nested member no request uses sends a frame down the
+// DOM path, so each frame is compared with itself plus such a member.
+BOOST_AUTO_TEST_CASE(flat_lock_requests_read_as_the_dom_reader_reads_them) {
+    core::codec_limits limits;
+    limits.max_key_length = 8;
+    limits.max_id_length = 10;
+    limits.max_duration = std::chrono::milliseconds(100000);
+    core::request_parser parser(limits);
+    auto with_nested = [](const std::string& f) {
+        const auto brace = f.find('{');
+        return f.substr(0, brace + 1) + R"("unused":[{"x":1}],)" + f.substr(brace + 1);
+    };
+    const std::vector<std::string> accepted = {
+        R"({"type":"lock","uuid":"u1","key":"k"})",
+        R"({"type":"lock","uuid":"u2","key":"k","ttl":1500,"max":3,"wait":false,"timeout":100,"mode":"shared"})",
+        R"({"type":"lock","uuid":"u3","key":"k","ttl":null,"mode":"exclusive","keepLocksAfterDeath":true,"force":true})",
+        R"({"type":"lock","uuid":"u4","key":"k","ttl":0,"keepLocksOnExit":true,"max":null,"wait":null,"timeout":null,"mode":null})",
+        R"({"type":"lock","uuid":"u5","key":"k","ttl":100000,"max":4294967295,"timeout":100000})",
+        " { \"key\" : \"k\" ,\n\t\"uuid\":\"u6\", \"type\":\"lock\" } \r\n",
+        R"({"type":"unlock","uuid":"u7","key":"k"})",
+        R"({"type":"unlock","uuid":"u8","key":"k","_uuid":"lock-1","force":false})",
+        R"({"type":"unlock","uuid":"u9","key":"k","_uuid":null,"force":true})",
+    };
+    for (const auto& f : accepted) {
+        auto flat = parser.parse(f);
+        BOOST_TEST_REQUIRE(flat.ok(), f);
+        auto dom = parser.parse(with_nested(f));
+        BOOST_TEST_REQUIRE(dom.ok(), with_nested(f));
+        BOOST_CHECK_MESSAGE(flat.value() == dom.value(), f);
+    }
+    auto lock = std::get<req::lock>(parser.parse(accepted[1]).value());
+    BOOST_CHECK(lock.ttl == std::chrono::milliseconds(1500));
+    BOOST_CHECK(lock.max == 3u);
+    BOOST_TEST(!lock.wait);
+    BOOST_CHECK(lock.mode == core::lock_mode::shared);
+    BOOST_CHECK(std::get<req::lock>(parser.parse(accepted[2]).value()).ttl == core::no_expiry);
+    BOOST_CHECK(!std::get<req::lock>(parser.parse(accepted[3]).value()).ttl);  // 0: the broker's default
+    BOOST_TEST(std::get<req::lock>(parser.parse(accepted[3]).value()).keep_on_exit);
+    BOOST_CHECK(std::get<req::unlock>(parser.parse(accepted[7]).value()).lock_id == std::string("lock-1"));
+
+    const std::vector<std::string> refused = {
+        R"({"type":"lock","uuid":"","key":"k"})",
+        R"({"type":"lock","uuid":"u","key":""})",
+        R"({"type":"lock","uuid":"u","key":"123456789"})",
+        R"({"type":"lock","uuid":"12345678901","key":"k"})",
+        R"({"type":"lock","key":"k"})",
+        R"({"type":"lock","uuid":null,"key":"k"})",
+        R"({"type":"lock","uuid":"u","key":"k","ttl":100001})",
+        R"({"type":"lock","uuid":"u","key":"k","max":0})",
+        R"({"type":"lock","uuid":"u","key":"k","max":4294967296})",
+        R"({"type":"lock","uuid":"u","key":"k","timeout":0})",
+        R"({"type":"lock","uuid":"u","key":"k","mode":"both"})",
+        R"({"type":"lock","uuid":"u","key":"k","wait":"yes"})",
+        R"({"type":"lock","uuid":"u","key":"k","force":1})",
+        R"({"type":"lock","uuid":"u","key":1})",
+        R"({"type":"unlock","uuid":"u","key":"k","_uuid":""})",
+        R"({"type":"unlock","uuid":"u","key":"k","force":null,"_uuid":7})",
+    };
+    for (const auto& f : refused) {
+        auto flat = parser.parse(f);
+        BOOST_TEST_REQUIRE(!flat.ok(), f);
+        auto dom = parser.parse(with_nested(f));
+        BOOST_TEST_REQUIRE(!dom.ok(), with_nested(f));
+        BOOST_CHECK_MESSAGE(flat.error() == dom.error(), f << ": " << flat.error().message << " / " << dom.error().message);
+    }
+    // What the flat reader leaves alone is still judged as before.
+    BOOST_TEST(parser.parse(R"({"type":"lock","uuid":"u","uuid":"v","key":"k"})").error().message.find("duplicate") !=
+               std::string::npos);
+    BOOST_TEST(!parser.parse(R"({"type":"lock","uuid":"u","key":"k"} x)").ok());
+    BOOST_TEST(!parser.parse(R"({"type":"lock","uuid":"u","key":"k",})").ok());
+    BOOST_TEST(!parser.parse(R"({"type":"lock","uuid":"u","key":"k","ttl":-1})").ok());
+    BOOST_TEST(!parser.parse(R"({"type":"lock","uuid":"u","key":"k","ttl":01})").ok());
+    BOOST_TEST(parser.parse(R"({"type":"lock","uuid":"u","key":"k","ttl":4000.0})").ok());
+    BOOST_TEST(parser.parse(R"({"type":"lock","uuid":"a\"b","key":"k"})").ok());
+    BOOST_TEST(parser.parse("{\"type\":\"lock\",\"uuid\":\"u\",\"key\":\"\xc3\xa9\"}").ok());
+    BOOST_TEST(!parser.parse("{\"type\":\"lock\",\"uuid\":\"u\",\"key\":\"\xc3\"}").ok());  // invalid UTF-8
+    BOOST_TEST(parser.parse(R"({"type":"lock","uuid":"u","key":"k","_uuid":"x","pid":1})").ok());
+}
+
 BOOST_AUTO_TEST_CASE(enum_strings) {
     for (unsigned i = 0; i <= static_cast<unsigned>(errc::shutting_down); ++i) {
         auto c = static_cast<errc>(i);

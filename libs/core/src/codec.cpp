@@ -417,6 +417,104 @@ std::string_view truncate_utf8(std::string_view s, std::size_t max) noexcept {
     return s.substr(0, max);
 }
 
+// The frames on a lock's hot path (lock and unlock requests; grants, queued notices, unlock and
+// extend replies) are flat objects of short ASCII strings, unsigned integers and booleans. They
+// are read in one pass without building a DOM. A frame with anything this reader would have to
+// judge (an escape, non-ASCII text, a nested value, a number that is not a plain unsigned
+// integer, a duplicate name, bad syntax) is left to the DOM readers, which then decide, so
+// errors read exactly as they always did.
+struct flat_value {
+    enum class kind { string, number, boolean, null };
+    kind k = kind::null;
+    std::string_view text;     // string
+    std::uint64_t number = 0;  // number: at most 18 digits
+    bool flag = false;         // boolean
+};
+
+// Calls on_member(name, value) for each member of the object `frame`; false when the frame is
+// not a flat object or on_member returns false.
+template <class OnMember>
+bool scan_flat_object(std::string_view frame, OnMember&& on_member) {
+    const char* p = frame.data();
+    const char* const end = p + frame.size();
+    auto ws = [&] {
+        while (p != end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) ++p;
+    };
+    auto eat = [&](char c) {
+        if (p == end || *p != c) return false;
+        ++p;
+        return true;
+    };
+    auto string = [&](std::string_view& out) {  // printable ASCII without escapes only
+        if (!eat('"')) return false;
+        const char* start = p;
+        while (p != end && *p != '"') {
+            const auto c = static_cast<unsigned char>(*p);
+            if (c < 0x20 || c >= 0x80 || c == '\\') return false;
+            ++p;
+        }
+        if (p == end) return false;
+        out = std::string_view(start, static_cast<std::size_t>(p - start));
+        ++p;
+        return true;
+    };
+    auto literal = [&](std::string_view word) {
+        if (static_cast<std::size_t>(end - p) < word.size() || std::string_view(p, word.size()) != word) return false;
+        p += word.size();
+        return true;
+    };
+    auto value = [&](flat_value& v) {
+        if (p == end) return false;
+        switch (*p) {
+            case '"': v.k = flat_value::kind::string; return string(v.text);
+            case 't': v.k = flat_value::kind::boolean; v.flag = true; return literal("true");
+            case 'f': v.k = flat_value::kind::boolean; v.flag = false; return literal("false");
+            case 'n': v.k = flat_value::kind::null; return literal("null");
+            default: break;
+        }
+        // Up to 18 digits, no leading zero, no sign, fraction or exponent: always fits.
+        const char* start = p;
+        v.number = 0;
+        while (p != end && *p >= '0' && *p <= '9') v.number = v.number * 10 + static_cast<std::uint64_t>(*p++ - '0');
+        const auto digits = p - start;
+        if (digits == 0 || digits > 18 || (digits > 1 && *start == '0')) return false;
+        if (p != end && (*p == '.' || *p == 'e' || *p == 'E')) return false;
+        v.k = flat_value::kind::number;
+        return true;
+    };
+    ws();
+    if (!eat('{')) return false;
+    ws();
+    if (!eat('}')) {
+        for (;;) {
+            std::string_view name;
+            flat_value v;
+            if (!string(name)) return false;
+            ws();
+            if (!eat(':')) return false;
+            ws();
+            if (!value(v) || !on_member(name, v)) return false;
+            ws();
+            if (eat(',')) {
+                ws();
+                continue;
+            }
+            if (eat('}')) break;
+            return false;
+        }
+    }
+    ws();
+    return p == end;
+}
+
+// The index of `name` in `names`, or names.size().
+template <std::size_t N>
+std::size_t index_of(const std::array<std::string_view, N>& names, std::string_view name) noexcept {
+    std::size_t i = 0;
+    while (i < N && (names[i].size() != name.size() || names[i].front() != name.front() || names[i] != name)) ++i;
+    return i;
+}
+
 // The request fields the codec reads. A frame's members are sorted into these slots in one pass,
 // so reading a field is an array index rather than a search by name.
 enum class field : std::uint8_t {
@@ -823,6 +921,93 @@ parse_result decode_object(const json::object& obj, const codec_limits& limits) 
     return out;
 }
 
+// Reads a flat lock or unlock request (see scan_flat_object) with the checks decode() makes;
+// nullopt leaves the frame to the DOM path: other types, names these two do not use, and every
+// frame that would be refused, so that refusals read as they always did.
+std::optional<request> parse_flat_lock_request(std::string_view frame, const codec_limits& limits) {
+    enum slot : std::size_t { type, uuid, key, ttl, max, wait, timeout, mode, after_death, on_exit, force, lock_id, count };
+    static constexpr std::array<std::string_view, count> names = {
+        "type", "uuid", "key", "ttl", "max", "wait", "timeout", "mode", "keepLocksAfterDeath", "keepLocksOnExit",
+        "force", "_uuid"};
+    std::array<std::optional<flat_value>, count> f;
+    const bool flat = scan_flat_object(frame, [&](std::string_view name, const flat_value& v) {
+        const std::size_t i = index_of(names, name);
+        if (i == names.size() || f[i]) return false;  // another name, or a duplicate
+        f[i] = v;
+        return true;
+    });
+    if (!flat || !f[type] || f[type]->k != flat_value::kind::string) return std::nullopt;
+    using kind = flat_value::kind;
+    auto present = [&](slot i) { return f[i] && f[i]->k != kind::null; };
+    auto id = [&](slot i, std::string& out) {
+        if (!present(i) || f[i]->k != kind::string || f[i]->text.empty() || f[i]->text.size() > limits.max_id_length)
+            return false;
+        out = f[i]->text;
+        return true;
+    };
+    auto key_of = [&](std::string& out) {
+        if (!present(key) || f[key]->k != kind::string || f[key]->text.empty() || f[key]->text.size() > limits.max_key_length)
+            return false;
+        out = f[key]->text;
+        return true;
+    };
+    auto flag = [&](slot i, bool& out) {
+        if (!present(i)) return true;
+        if (f[i]->k != kind::boolean) return false;
+        out = f[i]->flag;
+        return true;
+    };
+    auto bounded = [&](slot i, std::uint64_t lo, std::uint64_t hi, auto& out) {
+        if (!present(i)) return true;
+        if (f[i]->k != kind::number || f[i]->number < lo || f[i]->number > hi) return false;
+        out = static_cast<std::remove_cvref_t<decltype(*out)>>(f[i]->number);
+        return true;
+    };
+    const auto max_ms = static_cast<std::uint64_t>(limits.max_duration.count());
+    const std::string_view t = f[type]->text;
+    if (t == "lock") {
+        if (f[lock_id]) return std::nullopt;
+        req::lock m;
+        if (!id(uuid, m.uuid) || !key_of(m.key)) return std::nullopt;
+        if (f[ttl]) {
+            if (f[ttl]->k == kind::null) {
+                m.ttl = no_expiry;
+            } else {
+                std::optional<std::uint64_t> n;
+                if (!bounded(ttl, 0, max_ms, n)) return std::nullopt;
+                if (*n != 0) m.ttl = milliseconds{static_cast<std::int64_t>(*n)};
+            }
+        }
+        std::optional<std::uint64_t> n;
+        if (!bounded(max, 1, std::numeric_limits<std::uint32_t>::max(), n)) return std::nullopt;
+        if (n) m.max = static_cast<std::uint32_t>(*n);
+        if (!flag(wait, m.wait)) return std::nullopt;
+        n.reset();
+        if (!bounded(timeout, 1, max_ms, n)) return std::nullopt;
+        if (n) m.timeout = milliseconds{static_cast<std::int64_t>(*n)};
+        if (present(mode)) {
+            if (f[mode]->k == kind::string && f[mode]->text == "exclusive") m.mode = lock_mode::exclusive;
+            else if (f[mode]->k == kind::string && f[mode]->text == "shared") m.mode = lock_mode::shared;
+            else return std::nullopt;
+        }
+        bool keep_after_death = false, keep_on_exit = false;
+        if (!flag(after_death, keep_after_death) || !flag(on_exit, keep_on_exit) || !flag(force, m.force))
+            return std::nullopt;
+        m.keep_on_exit = keep_after_death || keep_on_exit;
+        return request(std::move(m));
+    }
+    if (t == "unlock") {
+        for (slot unused : {ttl, max, wait, timeout, mode, after_death, on_exit})
+            if (f[unused]) return std::nullopt;
+        req::unlock m;
+        if (!id(uuid, m.uuid) || !key_of(m.key)) return std::nullopt;
+        if (present(lock_id) && !id(lock_id, m.lock_id.emplace())) return std::nullopt;
+        if (!flag(force, m.force)) return std::nullopt;
+        return request(std::move(m));
+    }
+    return std::nullopt;
+}
+
 // Builds the DOM like boost::json::parser's handler does, and also records how many members the
 // outermost object had as written: the DOM keeps only the last of duplicate names, and two
 // readers disagreeing on which one counts is how requests get smuggled.
@@ -961,6 +1146,7 @@ parse_result request_parser::parse(std::string_view frame) {
                     std::to_string(s.limits.max_message_size);
         return e;
     }
+    if (auto flat = parse_flat_lock_request(frame, s.limits)) return std::move(*flat);
     auto& handler = s.parser.handler();
     s.parser.reset();
     handler.st.reset();  // drops any partial DOM of a failed parse while its memory is still there
@@ -1563,191 +1749,105 @@ private:
     std::array<slot, 64> slots_{};
 };
 
-// The replies that carry a lock's progress (grants, queued notices, unlock and extend answers)
-// are flat objects of short ASCII strings, unsigned integers and booleans. They are read here in
-// one pass without building a DOM. Anything else, and anything this reader would have to judge
-// (a wrong type, a duplicate name, an escape, non-ASCII text, a nested value, a number that is
-// not a plain unsigned integer), returns false, and the DOM reader then decides.
+// Reads a flat reply (see scan_flat_object); false leaves the frame to reply_reader.
 class flat_reply_reader {
 public:
-    explicit flat_reply_reader(std::string_view s) noexcept : p_(s.data()), end_(s.data() + s.size()) {}
-
-    bool read(reply& r) {
-        ws();
-        if (!eat('{')) return false;
-        ws();
-        if (eat('}')) return at_end();
-        for (;;) {
-            std::string_view name;
-            if (!string(name)) return false;
-            ws();
-            if (!eat(':')) return false;
-            ws();
-            if (!value()) return false;
-            if (!assign(name, r)) return false;
-            ws();
-            if (eat(',')) {
-                ws();
-                continue;
-            }
-            if (eat('}')) return at_end();
-            return false;
-        }
+    bool read(std::string_view frame, reply& r) {
+        return scan_flat_object(frame, [&](std::string_view name, const flat_value& v) { return assign(name, v, r); });
     }
 
 private:
-    enum class kind { string, number, boolean, null };
+    using kind = flat_value::kind;
 
-    void ws() noexcept {
-        while (p_ != end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\n' || *p_ == '\r')) ++p_;
-    }
-    bool eat(char c) noexcept {
-        if (p_ == end_ || *p_ != c) return false;
-        ++p_;
+    static bool str(const flat_value& v, std::string& out) {
+        if (v.k == kind::null) return true;
+        if (v.k != kind::string) return false;
+        out = v.text;
         return true;
     }
-    bool at_end() noexcept {
-        ws();
-        return p_ == end_;
-    }
-    bool literal(std::string_view word) noexcept {
-        if (static_cast<std::size_t>(end_ - p_) < word.size() || std::string_view(p_, word.size()) != word) return false;
-        p_ += word.size();
+    static bool str(const flat_value& v, std::optional<std::string>& out) {
+        if (v.k == kind::null) return true;
+        if (v.k != kind::string) return false;
+        out.emplace(v.text);
         return true;
     }
-    // Printable ASCII without escapes only.
-    bool string(std::string_view& out) noexcept {
-        if (!eat('"')) return false;
-        const char* start = p_;
-        while (p_ != end_ && *p_ != '"') {
-            const auto c = static_cast<unsigned char>(*p_);
-            if (c < 0x20 || c >= 0x80 || c == '\\') return false;
-            ++p_;
-        }
-        if (p_ == end_) return false;
-        out = std::string_view(start, static_cast<std::size_t>(p_ - start));
-        ++p_;
+    static bool boolean(const flat_value& v, std::optional<bool>& out) noexcept {
+        if (v.k == kind::null) return true;
+        if (v.k != kind::boolean) return false;
+        out = v.flag;
         return true;
     }
-    bool value() noexcept {
-        if (p_ == end_) return false;
-        switch (*p_) {
-            case '"': kind_ = kind::string; return string(text_);
-            case 't': kind_ = kind::boolean; flag_ = true; return literal("true");
-            case 'f': kind_ = kind::boolean; flag_ = false; return literal("false");
-            case 'n': kind_ = kind::null; return literal("null");
-            default: break;
-        }
-        // Up to 18 digits, no leading zero, no sign, fraction or exponent: always fits.
-        const char* start = p_;
-        number_ = 0;
-        while (p_ != end_ && *p_ >= '0' && *p_ <= '9') number_ = number_ * 10 + static_cast<std::uint64_t>(*p_++ - '0');
-        const auto digits = p_ - start;
-        if (digits == 0 || digits > 18 || (digits > 1 && *start == '0')) return false;
-        if (p_ != end_ && (*p_ == '.' || *p_ == 'e' || *p_ == 'E')) return false;
-        kind_ = kind::number;
-        return true;
-    }
-
-    bool str(std::string& out) {
-        if (kind_ == kind::null) return true;
-        if (kind_ != kind::string) return false;
-        out = text_;
-        return true;
-    }
-    bool str(std::optional<std::string>& out) {
-        if (kind_ == kind::null) return true;
-        if (kind_ != kind::string) return false;
-        out.emplace(text_);
-        return true;
-    }
-    bool boolean(std::optional<bool>& out) noexcept {
-        if (kind_ == kind::null) return true;
-        if (kind_ != kind::boolean) return false;
-        out = flag_;
-        return true;
-    }
-    bool boolean(bool& out) noexcept {
-        if (kind_ == kind::null) return true;
-        if (kind_ != kind::boolean) return false;
-        out = flag_;
+    static bool boolean(const flat_value& v, bool& out) noexcept {
+        if (v.k == kind::null) return true;
+        if (v.k != kind::boolean) return false;
+        out = v.flag;
         return true;
     }
     template <class T>
-    bool number(std::optional<T>& out) noexcept {
-        if (kind_ == kind::null) return true;
-        if (kind_ != kind::number || number_ > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return false;
-        out = static_cast<T>(number_);
+    static bool number(const flat_value& v, std::optional<T>& out) noexcept {
+        if (v.k == kind::null) return true;
+        if (v.k != kind::number || v.number > static_cast<std::uint64_t>(std::numeric_limits<T>::max())) return false;
+        out = static_cast<T>(v.number);
         return true;
     }
-    bool expires(std::optional<milliseconds>& out) noexcept {
-        if (kind_ == kind::null) {
+    static bool expires(const flat_value& v, std::optional<milliseconds>& out) noexcept {
+        if (v.k == kind::null) {
             out = no_expiry;
             return true;
         }
-        if (kind_ != kind::number) return false;
-        out = milliseconds{static_cast<std::int64_t>(number_)};
+        if (v.k != kind::number) return false;
+        out = milliseconds{static_cast<std::int64_t>(v.number)};
         return true;
     }
 
     // Each known name once; a name whose value is not scalar is only accepted as null (absent).
-    bool assign(std::string_view name, reply& r) {
-        static constexpr std::array<std::string_view, 38> names = {
+    bool assign(std::string_view name, const flat_value& v, reply& r) {
+        static constexpr std::array<std::string_view, 37> names = {
             "type", "uuid", "key", "acquired", "queued", "unlocked", "extended", "cancelled", "released",
             "watching", "error", "code", "warning", "fencingToken", "lockRequestCount", "readersCount",
             "position", "lockUuid", "contendedKey", "expiresInMs", "lockInfo", "isLocked", "max",
             "timestamp", "serverTimestamp", "broker", "protocol", "session", "reason", "event",
-            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions",
-            "" /* unused */};
-        std::size_t i = 0;
-        while (i + 1 < names.size() &&
-               (names[i].size() != name.size() || names[i].front() != name.front() || names[i] != name))
-            ++i;
-        if (i + 1 == names.size()) return true;  // not a reply field: ignored, as the DOM reader does
+            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions"};
+        const std::size_t i = index_of(names, name);
+        if (i == names.size()) return true;  // not a reply field: ignored, as the DOM reader does
         const std::uint64_t bit = std::uint64_t{1} << i;
         if (seen_ & bit) return false;
         seen_ |= bit;
         switch (i) {
-            case 0: return str(r.type);
-            case 1: return str(r.uuid);
-            case 2: return str(r.key);
-            case 3: return boolean(r.acquired);
-            case 4: return boolean(r.queued);
-            case 5: return boolean(r.unlocked);
-            case 6: return boolean(r.extended);
-            case 7: return boolean(r.cancelled);
-            case 8: return boolean(r.released);
-            case 9: return boolean(r.watching);
-            case 10: return str(r.error);
-            case 11: return str(r.code);
-            case 12: return str(r.warning);
-            case 13: return number(r.token);
-            case 14: return number(r.lock_request_count);
-            case 15: return number(r.readers_count);
-            case 16: return number(r.position);
-            case 17: return str(r.lock_id);
-            case 18: return str(r.contended_key);
-            case 19: return expires(r.expires_in);
-            case 20: return boolean(r.lock_info);
-            case 21: return boolean(r.is_locked);
-            case 22: return number(r.max);
-            case 23: return number(r.timestamp);
-            case 24: return number(r.server_timestamp);
-            case 25: return str(r.broker);
-            case 26: return number(r.protocol);
-            case 27: return str(r.session);
-            case 28: return str(r.reason);
-            case 29: return str(r.event);
-            default: return kind_ == kind::null;
+            case 0: return str(v, r.type);
+            case 1: return str(v, r.uuid);
+            case 2: return str(v, r.key);
+            case 3: return boolean(v, r.acquired);
+            case 4: return boolean(v, r.queued);
+            case 5: return boolean(v, r.unlocked);
+            case 6: return boolean(v, r.extended);
+            case 7: return boolean(v, r.cancelled);
+            case 8: return boolean(v, r.released);
+            case 9: return boolean(v, r.watching);
+            case 10: return str(v, r.error);
+            case 11: return str(v, r.code);
+            case 12: return str(v, r.warning);
+            case 13: return number(v, r.token);
+            case 14: return number(v, r.lock_request_count);
+            case 15: return number(v, r.readers_count);
+            case 16: return number(v, r.position);
+            case 17: return str(v, r.lock_id);
+            case 18: return str(v, r.contended_key);
+            case 19: return expires(v, r.expires_in);
+            case 20: return boolean(v, r.lock_info);
+            case 21: return boolean(v, r.is_locked);
+            case 22: return number(v, r.max);
+            case 23: return number(v, r.timestamp);
+            case 24: return number(v, r.server_timestamp);
+            case 25: return str(v, r.broker);
+            case 26: return number(v, r.protocol);
+            case 27: return str(v, r.session);
+            case 28: return str(v, r.reason);
+            case 29: return str(v, r.event);
+            default: return v.k == kind::null;
         }
     }
 
-    const char* p_;
-    const char* end_;
-    kind kind_ = kind::null;
-    std::string_view text_;
-    std::uint64_t number_ = 0;
-    bool flag_ = false;
     std::uint64_t seen_ = 0;
 };
 
@@ -1756,7 +1856,7 @@ private:
 reply_result parse_reply(std::string_view frame) {
     {
         reply r;
-        if (flat_reply_reader(frame).read(r)) return r;
+        if (flat_reply_reader().read(frame, r)) return r;
     }
     alignas(std::max_align_t) unsigned char buffer[4096];
     json::monotonic_resource resource(buffer, sizeof buffer);
