@@ -397,7 +397,18 @@ function machine() {
     node: process.version, cxx: sh('c++ --version | head -1'), lmx: sh(`"${bins.lmx}" --version`),
     liveMutex: JSON.parse(fs.readFileSync(path.join(here, 'node_modules/live-mutex/package.json'), 'utf8')).version,
     load: os.loadavg().map((x) => x.toFixed(2)).join(' '), mem: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    idle: cpuIdle(sh),
   };
+}
+
+// How an idle CPU waits decides what a wake-up costs, and so every round trip: on a VM whose idle
+// vCPUs halt without polling first, waking one goes through the hypervisor.
+function cpuIdle(sh) {
+  const driver = sh('cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null');
+  const poll = sh('cat /sys/module/haltpoll/parameters/guest_halt_poll_ns 2>/dev/null');
+  if (!driver || driver === '?') return 'unknown';
+  if (driver !== 'haltpoll' || !poll || poll === '?') return driver;
+  return `${driver}, guest halt polling ${poll === '0' ? 'off' : `${Number(poll) / 1000} us`}`;
 }
 
 const WL = {
@@ -438,7 +449,7 @@ function writeOutputs(med, targets, durationS) {
   L.push(cmd + '        # npm ci on first use');
   L.push('```', '');
   L.push(`Run ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}, ${fmt(durationS, 0)} s; ${args.rounds} interleaved round(s), medians; ${fmt(args.cycles, 0)} cycles per run, a fresh broker process per run.`);
-  L.push(`Machine: ${M.cpus} CPUs (${M.cpu}), ${M.mem}, ${M.kernel}, ${M.os}; load average at the end ${M.load}.`);
+  L.push(`Machine: ${M.cpus} CPUs (${M.cpu}), ${M.mem}, ${M.kernel}, ${M.os}; CPU idle: ${M.idle}; load average at the end ${M.load}.`);
   L.push(`Versions: ${M.lmx}; live-mutex ${M.liveMutex}; node ${M.node}; ${M.cxx}.`, '');
   L.push('![cycles per millisecond, log scale](benchmarks.svg)', '');
   L.push('### Targets', '', '| target | wanted | measured | |', '| --- | --- | --- | --- |');
