@@ -97,6 +97,28 @@ BOOST_DATA_TEST_CASE(queue_hands_off_in_fifo_order, bdata::make(transports), kin
     BOOST_TEST(holders_of(*cs[0], "fifo").empty());
 }
 
+// queuedNotice:false: a request that has to wait gets its answer only, no queued notice; one
+// that does not ask still gets both; the timeout still answers.
+BOOST_DATA_TEST_CASE(waiting_without_a_queued_notice, bdata::make(transports), kind) {
+    checked_broker b;
+    auto cs = clients(b, kind, 3);
+    const auto holder = fresh_id("qn"), quiet = fresh_id("qn"), told = fresh_id("qn"), late = fresh_id("qn");
+    BOOST_REQUIRE(flag(acquire(*cs[0], holder, "qn"), "acquired"));
+    cs[1]->send(lock_msg(quiet, "qn", {{"queuedNotice", false}}));
+    BOOST_TEST(flag(acquire(*cs[2], told, "qn"), "queued"));  // asked for nothing special
+    BOOST_TEST(!cs[1]->try_recv_for(quiet, 200ms), "a queued notice came although queuedNotice was false");
+    auto info = lock_info(*cs[0], "qn");
+    BOOST_TEST(number(info, "lockRequestCount") == 2u, dump(info));  // yet it waits in line
+    BOOST_TEST(flag(release(*cs[0], holder, "qn"), "unlocked"));
+    auto g = cs[1]->recv_for(quiet, 3s);
+    BOOST_TEST(flag(g, "acquired"), dump(g));
+    // The timeout answers a quiet request too.
+    cs[0]->send(lock_msg(late, "qn", {{"queuedNotice", false}, {"timeout", 100}}));
+    auto t = cs[0]->recv_for(late, 3s);
+    BOOST_TEST(!flag(t, "acquired"), dump(t));
+    BOOST_TEST(text(t, "code") == "timeout", dump(t));
+}
+
 BOOST_DATA_TEST_CASE(semaphore_bound, bdata::make(transports), kind) {
     checked_broker b;
     auto cs = clients(b, kind, 4);

@@ -85,6 +85,7 @@ std::vector<core::request> sample_requests() {
                           .force = true});
     v.push_back(req::lock{.uuid = "u3", .key = "k", .ttl = core::no_expiry});
     v.push_back(req::lock{.uuid = "u4", .key = "k", .max = 4294967295u});
+    v.push_back(req::lock{.uuid = "u4q", .key = "k", .queued_notice = false});
     v.push_back(req::unlock{"u5", "k", std::nullopt, false});
     v.push_back(req::unlock{"u6", "k", "u1", false});
     v.push_back(req::unlock{"u7", "k", std::nullopt, true});
@@ -1189,6 +1190,8 @@ BOOST_AUTO_TEST_CASE(flat_lock_requests_read_as_the_dom_reader_reads_them) {
         R"({"type":"lock","uuid":"u3","key":"k","ttl":null,"mode":"exclusive","keepLocksAfterDeath":true,"force":true})",
         R"({"type":"lock","uuid":"u4","key":"k","ttl":0,"keepLocksOnExit":true,"max":null,"wait":null,"timeout":null,"mode":null})",
         R"({"type":"lock","uuid":"u5","key":"k","ttl":100000,"max":4294967295,"timeout":100000})",
+        R"({"type":"lock","uuid":"u5q","key":"k","queuedNotice":false})",
+        R"({"type":"lock","uuid":"u5r","key":"k","queuedNotice":true})",
         " { \"key\" : \"k\" ,\n\t\"uuid\":\"u6\", \"type\":\"lock\" } \r\n",
         R"({"type":"unlock","uuid":"u7","key":"k"})",
         R"({"type":"unlock","uuid":"u8","key":"k","_uuid":"lock-1","force":false})",
@@ -1209,7 +1212,9 @@ BOOST_AUTO_TEST_CASE(flat_lock_requests_read_as_the_dom_reader_reads_them) {
     BOOST_CHECK(std::get<req::lock>(parser.parse(accepted[2]).value()).ttl == core::no_expiry);
     BOOST_CHECK(!std::get<req::lock>(parser.parse(accepted[3]).value()).ttl);  // 0: the broker's default
     BOOST_TEST(std::get<req::lock>(parser.parse(accepted[3]).value()).keep_on_exit);
-    BOOST_CHECK(std::get<req::unlock>(parser.parse(accepted[7]).value()).lock_id == std::string("lock-1"));
+    BOOST_TEST(std::get<req::lock>(parser.parse(accepted[3]).value()).queued_notice);
+    BOOST_TEST(!std::get<req::lock>(parser.parse(accepted[5]).value()).queued_notice);
+    BOOST_CHECK(std::get<req::unlock>(parser.parse(accepted[9]).value()).lock_id == std::string("lock-1"));
 
     const std::vector<std::string> refused = {
         R"({"type":"lock","uuid":"","key":"k"})",
@@ -1226,6 +1231,7 @@ BOOST_AUTO_TEST_CASE(flat_lock_requests_read_as_the_dom_reader_reads_them) {
         R"({"type":"lock","uuid":"u","key":"k","wait":"yes"})",
         R"({"type":"lock","uuid":"u","key":"k","force":1})",
         R"({"type":"lock","uuid":"u","key":1})",
+        R"({"type":"lock","uuid":"u","key":"k","queuedNotice":"no"})",
         R"({"type":"unlock","uuid":"u","key":"k","_uuid":""})",
         R"({"type":"unlock","uuid":"u","key":"k","force":null,"_uuid":7})",
     };

@@ -115,6 +115,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         if (e.kind == k::granted && e.repeat) return;
         if (e.kind == k::granted) waits.observe(e.waited);
         if (e.kind == k::lock_lost && live_mutex_session(e.session)) return;  // its client only warns about unknown ids
+        // A lock request with queuedNotice:false waits for its answer without a notice.
+        if (e.kind == k::queued && !e.multi && quiet_request && e.id == *quiet_request) return;
         std::string* out = outbox_of(e.session);
         if (!out) return;
         switch (e.kind) {
@@ -342,7 +344,14 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                           std::to_string(s.id), features);
     }
 
+    const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
+
     void serve(session& s, req::lock& r) {
+        quiet_request = r.queued_notice ? nullptr : &r.uuid;
+        struct reset {
+            const std::string*& p;
+            ~reset() { p = nullptr; }
+        } done{quiet_request};
         table->acquire({.session = s.id,
                         .id = r.uuid,
                         .key = r.key,

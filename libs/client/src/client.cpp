@@ -748,7 +748,9 @@ public:
                                            .timeout = o.wait ? std::optional(budget) : std::nullopt,
                                            .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
                                            .keep_on_exit = op->keep,
-                                           .force = false};
+                                           .force = false,
+                                           // Nobody listens for the place in line: no notice.
+                                           .queued_notice = static_cast<bool>(op->on_queued)};
         op->key = std::move(key);
         submit(std::move(op), rq);
     }

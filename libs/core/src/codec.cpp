@@ -537,9 +537,10 @@ enum class field : std::uint8_t {
     value,
     client,
     protocol,
+    queued_notice,
 };
 
-constexpr std::array<std::string_view, 19> field_names{
+constexpr std::array<std::string_view, 20> field_names{
     "type",
     "uuid",
     "key",
@@ -559,6 +560,7 @@ constexpr std::array<std::string_view, 19> field_names{
     "value",
     "client",
     "protocol",
+    "queuedNotice",
 };
 
 class field_slots {
@@ -805,7 +807,8 @@ bool decode(reader& r, req::hello& m) {
 bool decode(reader& r, req::lock& m) {
     return r.id(field::uuid, m.uuid) && r.key(m.key) && r.ttl(m.ttl) && r.max(m.max) &&
            r.flag(field::wait, m.wait) && r.timeout(m.timeout) && r.mode(m.mode) &&
-           r.keep_on_exit(m.keep_on_exit) && r.flag(field::force, m.force);
+           r.keep_on_exit(m.keep_on_exit) && r.flag(field::force, m.force) &&
+           r.flag(field::queued_notice, m.queued_notice);
 }
 
 bool decode(reader& r, req::unlock& m) {
@@ -925,10 +928,12 @@ parse_result decode_object(const json::object& obj, const codec_limits& limits) 
 // nullopt leaves the frame to the DOM path: other types, names these two do not use, and every
 // frame that would be refused, so that refusals read as they always did.
 std::optional<request> parse_flat_lock_request(std::string_view frame, const codec_limits& limits) {
-    enum slot : std::size_t { type, uuid, key, ttl, max, wait, timeout, mode, after_death, on_exit, force, lock_id, count };
+    enum slot : std::size_t {
+        type, uuid, key, ttl, max, wait, timeout, mode, after_death, on_exit, force, queued_notice, lock_id, count
+    };
     static constexpr std::array<std::string_view, count> names = {
         "type", "uuid", "key", "ttl", "max", "wait", "timeout", "mode", "keepLocksAfterDeath", "keepLocksOnExit",
-        "force", "_uuid"};
+        "force", "queuedNotice", "_uuid"};
     std::array<std::optional<flat_value>, count> f;
     const bool flat = scan_flat_object(frame, [&](std::string_view name, const flat_value& v) {
         const std::size_t i = index_of(names, name);
@@ -991,13 +996,14 @@ std::optional<request> parse_flat_lock_request(std::string_view frame, const cod
             else return std::nullopt;
         }
         bool keep_after_death = false, keep_on_exit = false;
-        if (!flag(after_death, keep_after_death) || !flag(on_exit, keep_on_exit) || !flag(force, m.force))
+        if (!flag(after_death, keep_after_death) || !flag(on_exit, keep_on_exit) || !flag(force, m.force) ||
+            !flag(queued_notice, m.queued_notice))
             return std::nullopt;
         m.keep_on_exit = keep_after_death || keep_on_exit;
         return request(std::move(m));
     }
     if (t == "unlock") {
-        for (slot unused : {ttl, max, wait, timeout, mode, after_death, on_exit})
+        for (slot unused : {ttl, max, wait, timeout, mode, after_death, on_exit, queued_notice})
             if (f[unused]) return std::nullopt;
         req::unlock m;
         if (!id(uuid, m.uuid) || !key_of(m.key)) return std::nullopt;
@@ -1204,6 +1210,7 @@ void encode(std::string& out, const req::lock& m) {
     if (m.mode != lock_mode::exclusive) fr.str("mode", to_string(m.mode));
     if (m.keep_on_exit) fr.boolean("keepLocksOnExit", true);
     if (m.force) fr.boolean("force", true);
+    if (!m.queued_notice) fr.boolean("queuedNotice", false);
     fr.end();
 }
 

@@ -60,6 +60,7 @@ struct lock {
     lock_mode mode = lock_mode::exclusive;
     bool keep_on_exit = false;  // keepLocksOnExit or keepLocksAfterDeath
     bool force = false;         // live-mutex: jump the queue; the broker decides what it honours
+    bool queued_notice = true;  // queuedNotice: false asks for no queued notice, only the answer
     bool operator==(const lock&) const = default;
 };
 
