@@ -84,6 +84,39 @@ BOOST_DATA_TEST_CASE(on_queued_reports_the_place_in_line, bdata::make(client_tra
     });
 }
 
+// on_queued may close the client it was called by: the callback and what it captured stay valid
+// until it returns, and the acquire then fails with `closed`.
+BOOST_DATA_TEST_CASE(on_queued_may_close_the_client, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client a(ex, options_for(b.url(kind)));
+        auto c = std::make_unique<lmx::client>(ex, options_for(b.url(kind)));
+        auto key = fresh_key("queued-close");
+        auto held = co_await a.acquire(key);
+        std::string seen;  // written after close() returns, through the callback's own capture
+        bool done = false;
+        error_code result;
+        lmx::acquire_options o;
+        auto label = std::make_shared<std::string>("queued at ");
+        o.on_queued = [&, c = c.get(), label](std::uint32_t pos) {
+            c->close();
+            seen = *label + std::to_string(pos);
+        };
+        c->acquire(key, o, [&](error_code ec, lmx::lock_guard) {
+            result = ec;
+            done = true;
+        });
+        auto deadline = steady::now() + 3s;
+        while (!done && steady::now() < deadline) co_await sleep_for(2ms);
+        BOOST_TEST(done);
+        BOOST_TEST(seen == "queued at 1");
+        BOOST_TEST(result == errc::closed, result.message());
+        auto info = co_await poll_info(a, key, [](auto& i) { return i.waiters == 0; });
+        BOOST_TEST(info.waiters == 0u);  // the closed connection took its waiting request along
+        co_await held.release();
+    });
+}
+
 BOOST_DATA_TEST_CASE(fifo_within_one_client, bdata::make(client_transports), kind) {
     broker_process b;
     run([&](asio::any_io_executor ex) -> asio::awaitable<void> {

@@ -229,15 +229,20 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         for (;;) {
             batch.clear();
             auto ec = co_await s->conn->read(batch);
-            // One clock reading serves the whole batch: it arrived at once and is served at once.
-            batch_clock = steady::now();
-            for (auto frame : batch) {
-                if (s->closing) break;
-                handle(*s, frame);
-                // Checked per frame too: one read batch of small requests (ls) can ask for megabytes.
-                cut_off_if_not_reading(*s);
+            {
+                // One clock reading serves the whole batch: it arrived at once and is served at once.
+                batch_clock = steady::now();
+                struct batch_end {
+                    steady::time_point& clock;
+                    ~batch_end() { clock = {}; }
+                } end{batch_clock};
+                for (auto frame : batch) {
+                    if (s->closing) break;
+                    handle(*s, frame);
+                    // Checked per frame too: one read batch of small requests (ls) can ask for megabytes.
+                    cut_off_if_not_reading(*s);
+                }
             }
-            batch_clock = {};
             if (ec) {
                 if (ec == transport::error::message_too_large && !s->closing) {
                     log_line(log_level::warn, "client " + s->remote + " sent a message over " +

@@ -171,9 +171,6 @@ public:
     std::shared_ptr<writer_state> writer_;
     bool in_reader_turn_ = false;
     bool flush_queued_ = false;
-    steady::time_point turn_clock_{};  // one clock reading per reader turn
-
-    steady::time_point clock() const { return in_reader_turn_ ? turn_clock_ : steady::now(); }
 
     // Keyed by the number in the request id: integer keys hash in a step, where string keys of a
     // small map are compared one by one.
@@ -291,7 +288,7 @@ public:
     // `r` null: the request is already encoded in o->frame.
     void send_op(op_ptr o, const core::request* r) {
         watch_cancel(*o);
-        o->deadline = clock() + o->timeout;
+        o->deadline = steady::now() + o->timeout;
         arm_sweeper(o->deadline);
         if (r) {
             core::encode_request(*r, outbox_);
@@ -362,7 +359,6 @@ public:
                 // Operations the replies complete resume here, and what they send goes out in
                 // the one flush below.
                 in_reader_turn_ = true;
-                turn_clock_ = steady::now();
                 struct turn_end {
                     bool& flag;
                     ~turn_end() { flag = false; }
@@ -516,7 +512,12 @@ public:
         if (auto it = pending_.find(serial); serial && it != pending_.end()) {
             // A queued notice is progress, not the answer: keep waiting for the grant.
             if ((r.type == "lock" || r.type == "acquire-many") && r.queued.value_or(false) && !r.acquired.value_or(false)) {
-                if (it->second->on_queued) it->second->on_queued(r.position.value_or(0));
+                // The callback may close the client, which ends this operation: it runs from a
+                // local, and goes back only if the operation still waits.
+                if (auto notify = std::move(it->second->on_queued)) {
+                    notify(r.position.value_or(0));
+                    if (auto again = pending_.find(serial); again != pending_.end()) again->second->on_queued = std::move(notify);
+                }
                 return;
             }
             op_ptr o = std::move(it->second);
@@ -855,6 +856,7 @@ public:
 
     void close() {
         if (state_ == state::closed) return;
+        flush();  // what is queued (the unlock of a guard just dropped) still goes out if it fits
         state_ = state::closed;
         drop_connection(generation_, make_error_code(errc::closed));
         auto ops = std::move(waiting_);
@@ -869,7 +871,9 @@ public:
 };
 
 void canceller::operator()(asio::cancellation_type type) {
-    if (type == asio::cancellation_type::none) return;
+    // Terminal cancellation only, as for any coroutine: a partial or total cancellation must not
+    // leave an effect behind, and a sent unlock or extend may already have had its effect.
+    if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
     auto c = client.lock();
     if (!c) return;
     // Queued, never inline: the withdrawal clears this handler from the slot it runs in.
