@@ -17,6 +17,10 @@
 // throws boost::system::system_error on failure); with callbacks, use_future, as_tuple or
 // deferred the first completion argument is the error_code. Calls may be made from any thread;
 // the client's work runs on its own strand. No call ever completes inside the initiating call.
+// A reply completes its operation on the handler's associated executor: directly from the
+// client's reader when that executor runs there (a coroutine on the client's strand, or on the
+// same single-threaded io_context), so that what the handler sends next leaves in the reader's
+// one write; through the executor's queue otherwise.
 
 #include <lmx/errc.hpp>
 
@@ -82,7 +86,7 @@ struct acquire_options {
     std::optional<bool> keep_locks_on_exit{};  // unset: the client's setting
     std::optional<unsigned> max_retries{};     // unset: the client's setting
     // Called on the client's strand each time the broker queues the request, with its place in
-    // line (1 = next). Must not block.
+    // line (1 = next). Must not block. Unset, the request asks the broker for no queued notice.
     std::function<void(std::uint32_t position)> on_queued{};
 };
 
