@@ -1,6 +1,7 @@
 #include <lmx/broker/broker.hpp>
 #include <lmx/core/lock_table.hpp>
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/scoped_value.hpp>
 #include <lmx/transport/listener.hpp>
 #include <lmx/version.hpp>
 
@@ -231,11 +232,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             auto ec = co_await s->conn->read(batch);
             {
                 // One clock reading serves the whole batch: it arrived at once and is served at once.
-                batch_clock = steady::now();
-                struct batch_end {
-                    steady::time_point& clock;
-                    ~batch_end() { clock = {}; }
-                } end{batch_clock};
+                const core::scoped_value clock_set(batch_clock, steady::now());
                 for (auto frame : batch) {
                     if (s->closing) break;
                     handle(*s, frame);
@@ -352,11 +349,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
 
     void serve(session& s, req::lock& r) {
-        quiet_request = r.queued_notice ? nullptr : &r.uuid;
-        struct reset {
-            const std::string*& p;
-            ~reset() { p = nullptr; }
-        } done{quiet_request};
+        const core::scoped_value<const std::string*> quiet(quiet_request, r.queued_notice ? nullptr : &r.uuid);
         table->acquire({.session = s.id,
                         .id = r.uuid,
                         .key = r.key,

@@ -1,5 +1,6 @@
 #include <lmx/client.hpp>
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/scoped_value.hpp>
 #include <lmx/transport/connection.hpp>
 #include <lmx/version.hpp>
 
@@ -358,11 +359,7 @@ public:
             {
                 // Operations the replies complete resume here, and what they send goes out in
                 // the one flush below.
-                in_reader_turn_ = true;
-                struct turn_end {
-                    bool& flag;
-                    ~turn_end() { flag = false; }
-                } end{in_reader_turn_};
+                const core::scoped_value turn(in_reader_turn_, true);
                 for (auto frame : batch) {
                     route(frame);
                     if (gen != generation_) co_return;
@@ -560,34 +557,27 @@ public:
                 recycle(std::move(o));
                 return complete(strand_, std::move(done), ec, std::move(r));
             }
-            case op::kind::grant: {
-                lock_guard guard;
+            case op::kind::grant:
+            case op::kind::grant_many: {
+                std::shared_ptr<hold> h;
                 if (!r.acquired.value_or(false)) {
                     ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
-                } else {
-                    auto h = new_hold(o->uuid, o->serial, o->keep);
+                } else if (h = new_hold(o->uuid, o->serial, o->keep); o->k == op::kind::grant) {
                     h->key = std::move(o->key);
                     h->token = r.token.value_or(0);
-                    guard = lock_guard(std::move(h));
-                }
-                auto done = std::move(o->done_guard);
-                recycle(std::move(o));
-                return complete(strand_, std::move(done), ec, std::move(guard));
-            }
-            case op::kind::grant_many: {
-                multi_lock_guard guard;
-                if (!r.acquired.value_or(false)) {
-                    ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
                 } else {
-                    auto h = new_hold(o->uuid, o->serial, o->keep);
                     h->multi = true;
                     h->keys = std::move(r.keys);
                     h->tokens = std::move(r.fencing_tokens);
-                    guard = multi_lock_guard(std::move(h));
+                }
+                if (o->k == op::kind::grant) {
+                    auto done = std::move(o->done_guard);
+                    recycle(std::move(o));
+                    return complete(strand_, std::move(done), ec, lock_guard(std::move(h)));
                 }
                 auto done = std::move(o->done_multi);
                 recycle(std::move(o));
-                return complete(strand_, std::move(done), ec, std::move(guard));
+                return complete(strand_, std::move(done), ec, multi_lock_guard(std::move(h)));
             }
             case op::kind::unlock:
                 if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));

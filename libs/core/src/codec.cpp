@@ -566,15 +566,9 @@ constexpr std::array<std::string_view, 20> field_names{
 class field_slots {
 public:
     explicit field_slots(const json::object& obj) noexcept {
-        for (const auto& member : obj) {
-            std::string_view name = member.key();
-            for (std::size_t i = 0; i < field_names.size(); ++i) {
-                if (field_names[i] == name) {
-                    slots_[i] = &member.value();
-                    break;
-                }
-            }
-        }
+        for (const auto& member : obj)
+            if (const std::size_t i = index_of(field_names, member.key()); i < field_names.size())
+                slots_[i] = &member.value();
     }
     const json::value* operator[](field f) const noexcept {
         return slots_[static_cast<std::size_t>(f)];
