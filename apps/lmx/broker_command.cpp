@@ -95,7 +95,7 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
                     "(default: tcp://127.0.0.1:6970 and ws://127.0.0.1:6971)")
         ->type_name("URL");
     cmd->add_option("--ttl", a->ttl_ms, "Default lease in ms for locks that do not name one")
-        ->default_val(5000)->check(CLI::PositiveNumber)->type_name("MS");
+        ->default_val(5000)->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
     cmd->add_option("--max-message-size", a->opt.max_message_size, "Largest accepted message in bytes")
         ->default_val(64 * 1024)->check(CLI::Range(256, 64 * 1024 * 1024))->type_name("BYTES");
     cmd->add_option("--max-key-length", a->opt.max_key_length, "Longest accepted key in bytes")
@@ -103,9 +103,9 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--max-keys", a->opt.max_keys, "Most keys in one acquire-many")
         ->default_val(64)->check(CLI::Range(1, 100000))->type_name("N");
     cmd->add_option("--max-connections", a->opt.max_connections, "Connections served at once; more are refused")
-        ->default_val(65536)->check(CLI::PositiveNumber)->type_name("N");
+        ->default_val(65536)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->type_name("N");
     cmd->add_option("--max-waiters", a->opt.max_waiters, "Queued lock requests on all keys together")
-        ->default_val(1000000)->check(CLI::PositiveNumber)->type_name("N");
+        ->default_val(1000000)->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))->type_name("N");
     cmd->add_option("--max-outbox", a->opt.max_outbox,
                     "Bytes of replies queued for one client before it is disconnected as not reading")
         ->default_val(8 * 1024 * 1024)->check(CLI::Range(4096, 1 << 30))->type_name("BYTES");

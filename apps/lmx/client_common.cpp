@@ -27,7 +27,7 @@ void add_client_flags(CLI::App* cmd, client_args& a, bool json) {
     g->add_flag("--ensure-broker", a.ensure_broker,
                 "Start a broker in the background if none answers (log and state under $XDG_STATE_HOME/lmx)");
     g->add_option("--connect-timeout", a.connect_timeout_ms, "Give up connecting after MS")
-        ->default_val(3000)->check(CLI::PositiveNumber)->type_name("MS");
+        ->default_val(3000)->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
     if (json) cmd->add_flag("--json", a.json, "Print one JSON object for scripts");
 }
 
@@ -36,7 +36,7 @@ void add_lock_flags(CLI::App* cmd, lock_args& a) {
     cmd->add_option("--max", a.max, "Holders allowed at once on this key (a semaphore; default 1)")
         ->check(CLI::Range(1u, (1u << 29) - 1))->type_name("N");
     cmd->add_option("--timeout", a.timeout_ms, "Give up (exit 1) after waiting MS for the lock (default: wait until granted)")
-        ->check(CLI::PositiveNumber)->type_name("MS");
+        ->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
     cmd->add_flag("--no-wait,!--wait", a.no_wait, "Exit 1 at once if the lock is not free (default: --wait)");
     cmd->add_flag("--shared", a.shared, "A shared (reader) lock: coexists with other shared holders, never with an exclusive one");
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <functional>
 
 namespace CLI {
@@ -13,6 +14,10 @@ inline constexpr int exit_ok = 0;
 inline constexpr int exit_not_obtained = 1;  // lock not obtained (timeout, try-lock refused)
 inline constexpr int exit_usage = 2;
 inline constexpr int exit_unreachable = 3;  // cannot reach the broker
+
+// The longest ttl or timeout the broker accepts (366 days); options in ms are bounded by it, so
+// that a bad value gets a readable range in its error.
+inline constexpr std::int64_t max_duration_ms = std::int64_t{366} * 24 * 3600 * 1000;
 
 // Each subcommand registers itself and, when chosen, hands its action to `set_action`.
 using action_setter = std::function<void(std::function<int()>)>;

@@ -223,7 +223,7 @@ void add_inspect_commands(CLI::App& app, action_setter set_action) {
     {
         auto a = std::make_shared<ping_args>();
         auto* cmd = app.add_subcommand("ping", "Check that a broker answers and show the round trip time");
-        cmd->add_option("-c,--count", a->count, "Pings to send")->default_val(1)->check(CLI::PositiveNumber)->type_name("N");
+        cmd->add_option("-c,--count", a->count, "Pings to send")->default_val(1)->check(CLI::Range(1u, 1000000u))->type_name("N");
         cmd->add_option("-i,--interval", a->interval_ms, "Pause between pings")
             ->default_val(1000)->check(CLI::NonNegativeNumber)->type_name("MS");
         add_client_flags(cmd, a->conn);

@@ -100,7 +100,7 @@ void add_lock_commands(CLI::App& app, action_setter set_action) {
         auto* cmd = app.add_subcommand("acquire", "Take a lock that stays held after this command exits; prints the lock id and fencing token");
         add_lock_flags(cmd, a->lock);
         auto* ttl = cmd->add_option("--ttl", a->ttl_ms, "Lease in ms; the broker ends the hold after it (default: no expiry)")
-                        ->check(CLI::PositiveNumber)->type_name("MS");
+                        ->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
         cmd->add_flag("--no-expiry", a->no_expiry, "The hold never expires (the default)")->excludes(ttl);
         add_client_flags(cmd, a->conn);
         cmd->callback([a, set_action] { set_action([a] { return run_acquire(*a); }); });

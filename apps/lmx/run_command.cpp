@@ -316,7 +316,7 @@ void add_run_command(CLI::App& app, action_setter set_action) {
     add_lock_flags(cmd, a->lock);
     cmd->add_option("command", a->command, "The command and its arguments (after --)")->type_name("COMMAND...");
     auto* ttl = cmd->add_option("--ttl", a->ttl_ms, "Lease in ms, renewed every ttl/3 while COMMAND runs")
-                    ->default_val(10000)->check(CLI::Range(std::int64_t{150}, std::int64_t{366} * 24 * 3600 * 1000))->type_name("MS");
+                    ->default_val(10000)->check(CLI::Range(std::int64_t{150}, max_duration_ms))->type_name("MS");
     cmd->add_flag("--no-expiry", a->no_expiry, "The hold has no lease (it still ends if this process dies)")->excludes(ttl);
     cmd->add_option("-E,--conflict-exit-code", a->conflict_exit_code,
                     "Exit code when the lock is not obtained (--timeout, --no-wait), to tell it from COMMAND's own")
