@@ -1,7 +1,8 @@
 // Throughput and memory of lmx::core::lock_table alone (no I/O): acquire+release pairs per second
-// on one key and across many keys, and heap bytes per held lock.
+// on one key and across many keys, heap bytes per held lock, and the cost of a retried request
+// (the same id again) behind a long queue against an empty one.
 //
-//   lmx_table_bench [--pairs N] [--keys N] [--runs N]
+//   lmx_table_bench [--pairs N] [--keys N] [--runs N] [--queue N]
 
 #include <lmx/core/lock_table.hpp>
 
@@ -99,6 +100,33 @@ many_result many_keys(const std::vector<std::string>& keys, const std::vector<st
             static_cast<double>(rss1 - rss0) / n, static_cast<double>(keys[0].size())};
 }
 
+// Nanoseconds per retry of a waiting request (single key, and a two-key acquire-many) that is
+// last in a queue of `waiters` others: a retry re-sends the queued notice with its position.
+struct retry_cost {
+    double single_ns;
+    double multi_ns;
+};
+
+retry_cost retry(std::size_t waiters, std::size_t retries) {
+    counting_sink sink;
+    lock_table table(sink, {.max_waiters = static_cast<std::uint32_t>(waiters + 16)});
+    time_point now{};
+    table.acquire({.session = 1, .id = "holder", .key = "q"}, now);
+    table.acquire({.session = 1, .id = "holder2", .key = "q2"}, now);
+    auto ids = names("w", waiters);
+    for (std::size_t i = 0; i < waiters; ++i) table.acquire({.session = 3, .id = ids[i], .key = i % 2 ? "q2" : "q"}, now);
+    table.acquire({.session = 2, .id = "tail", .key = "q"}, now);
+    const std::string_view two[] = {"q", "q2"};
+    table.acquire_many({.session = 2, .id = "tail-many", .keys = two}, now);
+    auto t0 = bench_clock::now();
+    for (std::size_t i = 0; i < retries; ++i) table.acquire({.session = 2, .id = "tail", .key = "q"}, now);
+    double single = seconds_since(t0) * 1e9 / static_cast<double>(retries);
+    t0 = bench_clock::now();
+    for (std::size_t i = 0; i < retries; ++i) table.acquire_many({.session = 2, .id = "tail-many", .keys = two}, now);
+    double multi = seconds_since(t0) * 1e9 / static_cast<double>(retries);
+    return {single, multi};
+}
+
 std::size_t arg(int argc, char** argv, const char* name, std::size_t dflt) {
     for (int i = 1; i + 1 < argc; ++i)
         if (std::strcmp(argv[i], name) == 0) {
@@ -114,18 +142,25 @@ std::size_t arg(int argc, char** argv, const char* name, std::size_t dflt) {
 int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i)
         if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-            std::puts("usage: lmx_table_bench [--pairs N (5000000)] [--keys N (1000000)] [--runs N (5)]");
+            std::puts("usage: lmx_table_bench [--pairs N (5000000)] [--keys N (1000000)] [--runs N (5)] [--queue N (200000)]");
             return 0;
         }
     std::size_t pairs = arg(argc, argv, "--pairs", 5'000'000);
     std::size_t nkeys = arg(argc, argv, "--keys", 1'000'000);
     std::size_t runs = std::max<std::size_t>(1, arg(argc, argv, "--runs", 5));
+    std::size_t queue = arg(argc, argv, "--queue", 200'000);
     auto ids = names("r", std::max<std::size_t>(nkeys, 1024));
     auto keys = names("k", nkeys);
     std::vector<std::string> small_ids(ids.begin(), ids.begin() + 1024);
 
-    std::vector<double> one, many, heap, rss;
+    std::vector<double> one, many, heap, rss, retry_empty, retry_long, multi_empty, multi_long;
     for (std::size_t r = 0; r < runs; ++r) {
+        auto e = retry(0, 200'000);
+        auto l = retry(queue, 200'000);
+        retry_empty.push_back(e.single_ns);
+        retry_long.push_back(l.single_ns);
+        multi_empty.push_back(e.multi_ns);
+        multi_long.push_back(l.multi_ns);
         one.push_back(one_key(pairs, small_ids));
         auto m = many_keys(keys, ids);
         many.push_back(m.pairs_per_s);
@@ -140,5 +175,9 @@ int main(int argc, char** argv) {
     std::printf("  heap bytes per held lock              : %.1f (key text %zu bytes, lock id %zu bytes, both inline)\n",
                 median(heap), keys[0].size(), ids[0].size());
     std::printf("  RSS bytes per held lock               : %.1f\n", median(rss));
+    std::printf("  retry behind 0 / %zu waiters, ns      : %.0f / %.0f (x%.2f)\n", queue, median(retry_empty),
+                median(retry_long), median(retry_long) / median(retry_empty));
+    std::printf("  acquire-many retry, same queues, ns   : %.0f / %.0f (x%.2f)\n", median(multi_empty),
+                median(multi_long), median(multi_long) / median(multi_empty));
     return 0;
 }

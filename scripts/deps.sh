@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages lmx needs, only when something is missing.
-#   scripts/deps.sh [build|test]   (test adds what the test suite drives: node, npm, and the
-#                                   headless Chromium of the browser tests)
+#   scripts/deps.sh [build|test|fuzz]   (test adds what the test suite drives: node, npm, the
+#                                        headless Chromium of the browser tests, and clang with its
+#                                        libFuzzer/sanitizer runtimes; fuzz adds only clang's part)
 set -euo pipefail
 
 want=(g++ cmake make ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev)
 if [[ "${1:-build}" == test ]]; then
   # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
   want+=(nodejs npm chromium chromium-driver fonts-liberation)
+fi
+if [[ "${1:-build}" == fuzz || "${1:-build}" == test ]]; then
+  # clang 14 is Debian 12's; libclang-rt-14-dev holds libclang_rt.fuzzer, asan and ubsan. The
+  # test suite runs the fuzzers too, so one apt-get run installs everything it needs.
+  want+=(clang libclang-rt-14-dev)
 fi
 
 missing=()

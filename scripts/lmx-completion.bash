@@ -7,7 +7,7 @@ _lmx() {
     [[ ${COMP_WORDS[i]} == -* ]] || { sub=${COMP_WORDS[i]}; break; }
   done
   if [[ -z $sub ]]; then
-    COMPREPLY=($(compgen -W "broker start acquire release run ls info stats ping set get unset --help --version" -- "$cur"))
+    COMPREPLY=($(compgen -W "broker start acquire release run ls info stats ping set get unset check --help --version" -- "$cur"))
     return
   fi
   local w

@@ -109,11 +109,17 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--max-outbox", a->opt.max_outbox,
                     "Bytes of replies queued for one client before it is disconnected as not reading")
         ->default_val(8 * 1024 * 1024)->check(CLI::Range(4096, 1 << 30))->type_name("BYTES");
+    cmd->add_option("--max-list", a->opt.max_list, "Most keys in one ls page and holders listed by lock-info")
+        ->default_val(10000)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
     cmd->add_option("--unix-mode", a->unix_mode, "File mode of Unix socket files (octal)")->default_val("0660")->type_name("MODE");
     cmd->add_option("--state-dir", a->opt.state_dir,
                     "Directory for durable state (the fencing-token high-water mark); unset: tokens start from the "
                     "wall clock in microseconds")
         ->type_name("DIR");
+    cmd->add_option("--fencing-block", a->opt.fencing_block,
+                    "Tokens reserved per write of the state dir: one fsync per block; a restart skips at most "
+                    "one block")
+        ->default_val(100000)->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))->type_name("N");
     cmd->add_option("--allow-origin", a->opt.allow_origins,
                     "Browser origin allowed to open a WebSocket, repeatable; '*' allows all (default: only the "
                     "broker's own origin and clients that send no Origin)")

@@ -88,6 +88,9 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         code = exit_usage;
     } else if (ec == errc::shutting_down) {
         msg = "the broker at " + url + " is shutting down";
+    } else if (ec == errc::unavailable) {
+        msg = "the broker at " + url + " grants no locks now: it cannot persist its fencing state (see its /healthz)";
+        code = exit_not_obtained;
     } else if (ec == errc::timeout) {
         msg = what.empty() ? "the broker at " + url + " did not answer in time" : subject + "not granted before the timeout";
         code = exit_not_obtained;

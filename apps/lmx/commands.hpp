@@ -26,5 +26,6 @@ void add_lock_commands(CLI::App& app, action_setter set_action);      // acquire
 void add_run_command(CLI::App& app, action_setter set_action);
 void add_inspect_commands(CLI::App& app, action_setter set_action);   // ls, info, stats, ping
 void add_settings_commands(CLI::App& app, action_setter set_action);  // set, get, unset
+void add_check_command(CLI::App& app, action_setter set_action);     // the safety checker
 
 }  // namespace lmx::app

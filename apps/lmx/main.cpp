@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
     lmx::app::add_run_command(app, set_action);
     lmx::app::add_inspect_commands(app, set_action);
     lmx::app::add_settings_commands(app, set_action);
+    lmx::app::add_check_command(app, set_action);
 
     try {
         app.parse(argc, argv);

@@ -8,7 +8,6 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -193,7 +192,10 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
         co_return exit_usage;
     }
     s->signals.assign(fd);
-    asio::co_spawn(c.get_executor(), read_signals(s), asio::detached);
+    // An exception there is lmx's own failure: it goes to whoever runs the io_context.
+    asio::co_spawn(c.get_executor(), read_signals(s), [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+    });
     struct stop_reading {
         run_state& st;
         ~stop_reading() {

@@ -126,7 +126,7 @@ BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
     const errc all[] = {errc::timeout,         errc::would_block,      errc::connection_lost, errc::unreachable,
                         errc::broker_incompatible, errc::bad_request,  errc::not_holder,      errc::cancelled,
                         errc::too_many_waiters, errc::duplicate_request, errc::lock_lost,     errc::closed,
-                        errc::invalid_url,      errc::shutting_down};
+                        errc::invalid_url,      errc::shutting_down,    errc::unavailable};
     std::set<std::string> messages;
     for (auto e : all) {
         lmx::error_code ec = e;

@@ -168,7 +168,7 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
     auto r = run_lmx({"broker", "--help"});
     BOOST_TEST(r.status == 0);
     for (const char* option : {"--listen", "--ttl", "--max-message-size", "--max-key-length", "--max-keys",
-                               "--max-connections", "--max-waiters", "--max-outbox", "--unix-mode", "--state-dir",
+                               "--max-connections", "--max-waiters", "--max-outbox", "--max-list", "--unix-mode", "--state-dir", "--fencing-block",
                                "--allow-origin", "--log-level", "--urls-file"})
         BOOST_TEST(r.output.find(option) != std::string::npos, option);
     // Defaults are documented with the options.

@@ -19,7 +19,12 @@ namespace lmx::test {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-const char* lmx_binary() { return LMX_BINARY; }
+// $LMX_BINARY, when set, names another lmx than the build's own: the TSan tests drive the broker
+// of the ASan test build.
+const char* lmx_binary() {
+    const char* other = std::getenv("LMX_BINARY");
+    return other && *other ? other : LMX_BINARY;
+}
 
 temp_dir::temp_dir() {
     const char* base = std::getenv("TMPDIR");

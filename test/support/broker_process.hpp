@@ -72,6 +72,7 @@ struct run_result {
 };
 run_result run_lmx(const std::vector<std::string>& args, std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
+// The lmx executable: $LMX_BINARY when set, else the one the build names (LMX_BINARY).
 const char* lmx_binary();
 
 }  // namespace lmx::test

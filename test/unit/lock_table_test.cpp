@@ -92,9 +92,9 @@ struct reserving_sink : recording_sink {
             log.push_back("grant " + std::to_string(e.token));
         }
     }
-    fencing_token reserve_tokens(fencing_token next) override {
-        log.push_back("reserve " + std::to_string(next));
-        return next + block - 1;
+    fencing_token reserve_tokens(fencing_token needed) override {
+        log.push_back("reserve " + std::to_string(needed));
+        return needed + block - 1;
     }
 };
 
@@ -1338,17 +1338,17 @@ BOOST_AUTO_TEST_CASE(reserve_tokens_is_called_before_passing_each_reservation) {
     f.acquire(req(1, "d", "k7"));
     f.acquire(req(1, "d", "k7"));  // a re-sent grant takes no token
     f.acquire(req(1, "e", "k8"));
-    // Reservations exactly at 101, 104, 107, each logged before the grant carrying that token (the
-    // multi grant logs 103..105 when it is emitted, after the reservation of 104 it needed), and
-    // tokens 101..108 (107 twice: the re-sent grant).
+    // A step reserves every token it hands out before it changes anything: 101 (ceiling 103),
+    // 105 for the multi grant's three tokens 103..105 (ceiling 107), 108. Each is logged before
+    // the grant carrying that token, and tokens are 101..108 (107 twice: the re-sent grant).
     const std::vector<std::string>& got = f.sink.log;
     std::vector<std::string> reserves, grants;
     for (const auto& l : got) (l.rfind("reserve", 0) == 0 ? reserves : grants).push_back(l);
-    BOOST_TEST(reserves == (std::vector<std::string>{"reserve 101", "reserve 104", "reserve 107"}));
+    BOOST_TEST(reserves == (std::vector<std::string>{"reserve 101", "reserve 105", "reserve 108"}));
     BOOST_TEST(grants == (std::vector<std::string>{"grant 101", "grant 102", "grant 103", "grant 104",
                                                    "grant 105", "grant 106", "grant 107", "grant 107",
                                                    "grant 108"}));
-    for (fencing_token n : {101u, 104u, 107u}) {
+    for (fencing_token n : {101u, 105u, 108u}) {
         auto r = std::find(got.begin(), got.end(), "reserve " + std::to_string(n));
         auto g = std::find(got.begin(), got.end(), "grant " + std::to_string(n));
         BOOST_CHECK_MESSAGE(r < g, "reserve " << n << " must come before grant " << n);

@@ -1,4 +1,5 @@
 #include <lmx/broker/broker.hpp>
+#include <lmx/core/failpoint.hpp>
 #include <lmx/core/lock_table.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/scoped_value.hpp>
@@ -10,12 +11,13 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <random>
 #include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
@@ -51,6 +53,42 @@ struct session {
 // live-mutex clients announce their package version; any 0.2.x speaks our protocol.
 bool compatible_live_mutex(std::string_view v) { return v.empty() || v.starts_with("0.2.") || v == "0.2"; }
 
+// 128 random bits as hex: new at every start, so clients can tell a restarted broker.
+std::string new_epoch() {
+    std::random_device rd;
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (int i = 0; i < 4; ++i) {
+        auto v = rd();
+        for (int j = 0; j < 8; ++j, v >>= 4) out += hex[v & 15];
+    }
+    return out;
+}
+
+// Completion of a broker coroutine: an exception that escapes one is logged, never dropped.
+auto log_failure(std::string what) {
+    return [what = std::move(what)](std::exception_ptr ep) {
+        if (!ep) return;
+        try {
+            std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+            log_line(log_level::error, what + " failed: " + e.what());
+        } catch (...) {
+            log_line(log_level::error, what + " failed with an unknown exception");
+        }
+    };
+}
+
+std::string what_of(std::exception_ptr ep) {
+    try {
+        std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "unknown exception";
+    }
+}
+
 }  // namespace
 
 struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::impl> {
@@ -67,6 +105,14 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     asio::steady_timer deadline_timer;
     steady::time_point armed = steady::time_point::max();
     steady::time_point started = steady::now();
+    const std::string epoch = new_epoch();
+    // Set while the fencing state cannot be persisted: the broker grants nothing then, and
+    // /healthz answers 503 with this reason.
+    std::string unhealthy;
+    std::uint64_t store_failures = 0;
+    bool recovering = false;
+    std::vector<core::contended_key> top_cache;  // stats' top contended keys, refreshed at most once a second
+    steady::time_point top_at{};
     std::uint64_t next_session = 1;
     bool running = false;
     bool stopped = false;
@@ -100,16 +146,53 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         return &s.outbox;
     }
 
-    core::fencing_token reserve_tokens(core::fencing_token next) override {
-        if (!store.enabled()) return std::numeric_limits<core::fencing_token>::max();
-        core::fencing_token ceiling = next + std::max<std::uint64_t>(opt.fencing_block, 1);
-        store.store(ceiling);  // throws on failure: better to stop than to risk reusing tokens
+    // A failed write stops every grant (the table asks before it changes anything) until a
+    // write succeeds again: better no lock than a token that may be handed out twice.
+    core::fencing_token reserve_tokens(core::fencing_token needed) override {
+        if (!store.enabled()) return core::max_fencing_token;
+        const std::uint64_t block = std::clamp<std::uint64_t>(opt.fencing_block, 1, core::max_fencing_token);
+        const core::fencing_token ceiling = std::min(core::max_fencing_token, needed + (block - 1));
+        try {
+            store.store(ceiling);
+        } catch (const std::exception& e) {
+            storage_failed(e.what());
+            return 0;
+        }
         return ceiling;
+    }
+
+    void storage_failed(const std::string& why) {
+        ++store_failures;
+        if (unhealthy.empty())
+            log_line(log_level::error, "cannot persist the fencing state (" + why +
+                                           "); granting no locks until it can be written");
+        unhealthy = "cannot persist the fencing state: " + why;
+        if (recovering || stopped) return;
+        recovering = true;
+        asio::co_spawn(ex, recovery_loop(shared_from_this()), log_failure("fencing state recovery"));
+    }
+
+    // Retries the reservation once a second; on success the grants that waited go out.
+    asio::awaitable<void> recovery_loop(std::shared_ptr<impl>) {
+        asio::steady_timer t(ex);
+        while (!stopped) {
+            t.expires_after(1s);
+            co_await t.async_wait(use_tuple);
+            if (stopped) break;
+            if (table->resume_grants(steady::now())) {
+                log_line(log_level::info, "fencing state written again; granting locks");
+                unhealthy.clear();
+                flush();
+                break;
+            }
+        }
+        recovering = false;
     }
 
     void on_effect(const core::effect& e) override {
         using k = core::effect_kind;
         if (e.kind == k::event) return route_event(e);
+        if (e.kind == k::queued && !e.multi && LMX_FAILPOINT("grant.double").error()) return fake_grant(e);
         // A retried request that already holds gets no second grant: the first is on its way, and
         // live-mutex clients answer an unexpected grant with lock-received-rejected, which would
         // release the hold they believe they have.
@@ -148,6 +231,13 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         }
     }
 
+    // Failpoint grant.double: answers a waiting request with a grant the table never made, so
+    // that tests can prove the safety checker notices a broker that hands one lock to two.
+    void fake_grant(const core::effect& e) {
+        if (std::string* out = outbox_of(e.session))
+            core::write_lock_granted(*out, e.id, e.key, table->last_token() + 1, e.waiters, e.readers);
+    }
+
     bool live_mutex_session(core::session_id id) const {
         auto it = sessions.find(id);
         return it != sessions.end() && it->second->live_mutex;
@@ -167,11 +257,22 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             s->dirty = false;
             cut_off_if_not_reading(*s);
             if (!s->writer_idle || s->outbox.empty()) continue;
+            if (LMX_FAILPOINT("session.write").error()) {
+                drop_on_write_error(*s);
+                continue;
+            }
             s->outbox.erase(0, s->conn->write_now(s->outbox));
             if (!s->outbox.empty()) s->wake.cancel();
         }
         dirty.clear();
         rearm();
+    }
+
+    void drop_on_write_error(session& s) {
+        log_line(log_level::warn, "cannot write to client " + s.remote + " (failpoint session.write); disconnecting");
+        s.outbox.clear();
+        s.closing = true;
+        s.conn->close();
     }
 
     // A client that does not read its replies cannot make the broker buffer them without bound.
@@ -193,6 +294,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         }
     }
 
+    // Never ends before the broker stops: an exception in one turn is logged, and the next turn
+    // runs all the same, so no lease or wait timeout is ever left without its timer.
     asio::awaitable<void> deadline_loop(std::shared_ptr<impl> /*keeps the broker alive*/) {
         while (!stopped) {
             auto [ec] = co_await deadline_timer.async_wait(use_tuple);
@@ -200,7 +303,21 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             if (ec == asio::error::operation_aborted && deadline_timer.expiry() > steady::now()) continue;
             armed = steady::time_point::max();
             deadline_timer.expires_at(armed);
-            table->expire(steady::now());
+            auto fp = LMX_FAILPOINT("deadline.tick");
+            if (fp.sleep()) {
+                asio::steady_timer stall(ex, fp.delay);
+                co_await stall.async_wait(use_tuple);
+                if (stopped) break;
+            }
+            try {
+                if (fp.error()) throw std::runtime_error("failpoint deadline.tick");
+                table->expire(steady::now());
+            } catch (const std::exception& e) {
+                log_line(log_level::error, std::string("expiring leases failed: ") + e.what() + "; retrying");
+                // Due deadlines stay due, so the next turn comes at once.
+                armed = steady::now();
+                deadline_timer.expires_at(armed);
+            }
             flush();
         }
     }
@@ -221,8 +338,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         ++fig.connections_total;
         announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
-        asio::co_spawn(ex, reader(shared_from_this(), s), asio::detached);
-        asio::co_spawn(ex, writer(s), asio::detached);
+        asio::co_spawn(ex, reader(shared_from_this(), s), log_failure("session reader for " + s->remote));
+        asio::co_spawn(ex, writer(s), log_failure("session writer for " + s->remote));
     }
 
     asio::awaitable<void> reader(std::shared_ptr<impl> /*keeps the broker alive*/, std::shared_ptr<session> s) {
@@ -235,7 +352,19 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                 const core::scoped_value clock_set(batch_clock, steady::now());
                 for (auto frame : batch) {
                     if (s->closing) break;
-                    handle(*s, frame);
+                    try {
+                        if (LMX_FAILPOINT("session.frame").error()) throw std::runtime_error("failpoint session.frame");
+                        handle(*s, frame);
+                    } catch (...) {
+                        // Only this session ends; the table changes nothing before it knows it can
+                        // finish a step, and every other session goes on.
+                        log_line(log_level::error, "internal error serving client " + s->remote + ": " +
+                                                       what_of(std::current_exception()) + "; closing its connection");
+                        s->closing = true;
+                        s->outbox.clear();
+                        s->conn->close();
+                        break;
+                    }
                     // Checked per frame too: one read batch of small requests (ls) can ask for megabytes.
                     cut_off_if_not_reading(*s);
                 }
@@ -267,7 +396,9 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                 continue;
             }
             std::swap(s->outbox, s->sending);
-            auto ec = co_await s->conn->write(s->sending);
+            boost::system::error_code ec;
+            if (LMX_FAILPOINT("session.write").error()) ec = asio::error::broken_pipe;
+            else ec = co_await s->conn->write(s->sending);
             s->sending.clear();
             if (ec) {
                 s->outbox.clear();
@@ -343,7 +474,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         static constexpr std::array<std::string_view, 10> features = {
             "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit"};
         core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
-                          std::to_string(s.id), features);
+                          std::to_string(s.id), features, epoch);
     }
 
     const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
@@ -367,7 +498,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         if (r.lock_id && r.force) res = table->force_release(r.key, *r.lock_id, now());
         else if (r.lock_id) res = table->release(r.key, *r.lock_id, now(), s.id);
         else if (r.force) res = table->force_release(r.key, std::nullopt, now());
-        else res = unlock_own(s, r.key);
+        else res = table->release_own(s.id, r.key, now());
         std::string& out = *begin_frame(s);
         switch (res.status) {
             case core::release_status::released:
@@ -382,15 +513,6 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                 return core::write_unlock_error(out, r.uuid, r.key, core::errc::not_holder,
                                                 r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
         }
-    }
-
-    // An unlock that names neither a lock id nor force releases this connection's own hold on the
-    // key (the only one it can mean); it never touches other connections' holds.
-    core::release_result unlock_own(session& s, const std::string& key) {
-        auto info = table->info(key);
-        for (auto& h : info.holders)
-            if (h.session == s.id) return table->release(key, h.id, now());
-        return {core::release_status::already_released, info.waiters, 0};
     }
 
     void serve(session&, req::lock_received&) {}
@@ -416,7 +538,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     }
 
     void serve(session& s, req::release_many& r) {
-        auto res = table->release_many(r.lock_id, now());
+        auto res = table->release_many(r.lock_id, now(), s.id);
         if (res.code != core::errc::ok)
             return core::write_release_many_error(*begin_frame(s), r.uuid, res.code, "no multi-key lock " + r.lock_id);
         core::write_release_many_ok(*begin_frame(s), r.uuid, r.lock_id, res.keys);
@@ -433,10 +555,15 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         core::write_extend_ok(*begin_frame(s), r.uuid, r.key, in);
     }
 
-    void serve(session& s, req::ls& r) { core::write_ls(*begin_frame(s), r.uuid, table->list_keys()); }
+    // A page at a time, so that no answer keeps the loop busy for long.
+    void serve(session& s, req::ls& r) {
+        const std::size_t limit = std::min<std::size_t>(r.limit.value_or(opt.max_list), opt.max_list);
+        auto page = table->list_keys(r.cursor.value_or(0), limit);
+        core::write_ls(*begin_frame(s), r.uuid, page.keys, page.next);
+    }
 
     void serve(session& s, req::lock_info& r) {
-        core::write_lock_info(*begin_frame(s), r.uuid, table->info(r.key), now());
+        core::write_lock_info(*begin_frame(s), r.uuid, table->info(r.key, opt.max_list), now());
     }
 
     void serve(session& s, req::ping& r) {
@@ -444,7 +571,17 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         core::write_pong(*begin_frame(s), r.uuid, r.timestamp.value_or(wall), wall);
     }
 
-    core::broker_stats stats() const {
+    detail::health_state health() const {
+        std::string reason = unhealthy;
+        if (reason.empty() && table && table->grants_stalled()) reason = "the fencing token range (2^53 - 1) is used up";
+        return {.uptime_ms = static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count()),
+                .connections = sessions.size(),
+                .reason = std::move(reason),
+                .store_failures = store_failures};
+    }
+
+    core::broker_stats stats() {
         auto c = table->counters();
         core::broker_stats st;
         st.uptime_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count());
@@ -459,7 +596,12 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         st.messages_in = fig.messages_in;
         st.messages_out = fig.messages_out;
         st.pid = ::getpid();
-        st.top_contended = table->top_contended(10);
+        // A scan of every key: cached, so that stats requests cannot keep the loop busy.
+        if (top_at == steady::time_point{} || steady::now() - top_at >= 1s) {
+            top_cache = table->top_contended(10);
+            top_at = steady::now();
+        }
+        st.top_contended = top_cache;
         return st;
     }
 
@@ -484,8 +626,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         if (!browser_may_read(rq)) return {403, "text/plain; charset=utf-8", "host not allowed\n", {}};
         std::string_view path = rq.target.substr(0, rq.target.find('?'));
         auto c = table->counters();
-        if (path == "/healthz") return detail::healthz_page(stats());
-        if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token());
+        if (path == "/healthz") return detail::healthz_page(health());
+        if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token(), health());
         if (path == "/v1/stats") return detail::stats_page(stats());
         if (auto page = detail::web_page(path)) return std::move(*page);
         return {404, "text/plain; charset=utf-8", "not found\n", {}};
@@ -533,6 +675,10 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     // ---- life cycle ---------------------------------------------------------------------
     std::string start() {
         if (running) return "broker already started";
+#if defined(LMX_FAILPOINTS_ENABLED)
+        if (const char* fp = std::getenv("LMX_FAILPOINTS"); fp && *fp)
+            log_line(log_level::warn, std::string("failpoints active (a test build): ") + fp);
+#endif
         core::fencing_token seed;
         try {
             seed = store.load();
@@ -559,6 +705,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                     auto self = weak.lock();
                     return self && self->accept_websocket(rq);
                 };
+                lo.on_error = [](const std::string& what) { log_line(log_level::error, what); };
             }
             boost::system::error_code ec;
             auto l = transport::listener::open(ex, *ep, std::move(lo), ec, why);
@@ -582,9 +729,9 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
                         };
                     co_await lp->run(std::move(on_connection));
                 },
-                asio::detached);
+                log_failure("listener on " + transport::to_string(l->local_endpoint())));
         }
-        asio::co_spawn(ex, deadline_loop(self), asio::detached);
+        asio::co_spawn(ex, deadline_loop(self), log_failure("deadline loop"));
         return {};
     }
 

@@ -57,12 +57,16 @@ std::optional<transport::http_response> web_page(std::string_view path) {
     return std::nullopt;
 }
 
-transport::http_response healthz_page(const core::broker_stats& st) {
-    boost::json::object o{{"status", "ok"},
+transport::http_response healthz_page(const health_state& h) {
+    const bool ok = h.reason.empty();
+    boost::json::object o{{"status", ok ? "ok" : "unhealthy"},
                           {"version", LMX_VERSION_STRING},
-                          {"uptime_ms", st.uptime_ms},
-                          {"connections", st.connections}};
-    return {200, json_type, boost::json::serialize(o) + "\n", {}};
+                          {"uptime_ms", h.uptime_ms},
+                          {"connections", h.connections}};
+    if (!ok) o["reason"] = h.reason;
+    transport::http_response r{ok ? 200u : 503u, json_type, boost::json::serialize(o) + "\n", {}};
+    r.headers.emplace_back("Cache-Control", "no-store");
+    return r;
 }
 
 transport::http_response stats_page(const core::broker_stats& st) {
@@ -75,11 +79,14 @@ transport::http_response stats_page(const core::broker_stats& st) {
 
 transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
                                       const broker_figures& fig, const wait_histogram& waits,
-                                      core::fencing_token last_token) {
+                                      core::fencing_token last_token, const health_state& h) {
     std::string out;
     out.reserve(4096);
     auto d = [](auto v) { return static_cast<double>(v); };
     metric(out, "lmx_up", "gauge", "1 while the broker serves.", 1);
+    metric(out, "lmx_healthy", "gauge", "1 when the broker can grant locks; 0 while its fencing state cannot be persisted.",
+           h.reason.empty() ? 1 : 0);
+    metric(out, "lmx_fencing_store_failures_total", "counter", "Failed writes of the fencing state.", d(h.store_failures));
     metric(out, "lmx_uptime_seconds", "gauge", "Seconds since the broker started.", d(st.uptime_ms) / 1000.0);
     metric(out, "lmx_connections", "gauge", "Open client connections.", d(st.connections));
     metric(out, "lmx_connections_total", "counter", "Client connections accepted.", d(fig.connections_total));

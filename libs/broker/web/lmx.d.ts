@@ -39,7 +39,8 @@ export type ErrorCode =
   /** The URL cannot be parsed or is not ws:// / wss://. */
   | "invalid_url"
   /** The broker is stopping. */
-  | "shutting_down";
+  | "shutting_down"
+  | "unavailable";
 
 /** Every error code, by name (`errc.timeout === "timeout"`). */
 export declare const errc: { readonly [K in ErrorCode]: K };

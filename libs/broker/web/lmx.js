@@ -28,6 +28,7 @@ export const errc = Object.freeze({
   closed: "closed",
   invalid_url: "invalid_url",
   shutting_down: "shutting_down",
+  unavailable: "unavailable",
 });
 
 const messages = {
@@ -45,6 +46,7 @@ const messages = {
   closed: "the client is closed",
   invalid_url: "the broker URL is invalid",
   shutting_down: "the broker is shutting down",
+  unavailable: "the broker cannot grant locks now (its fencing state cannot be persisted)",
 };
 
 /** A failed lmx operation; `code` is one of `errc`. */
@@ -65,6 +67,7 @@ function fromWire(code) {
     case "too_many_waiters":
     case "duplicate_request":
     case "shutting_down":
+    case "unavailable":
       return code;
     case "not_found":
       return errc.not_holder;
@@ -757,9 +760,16 @@ export class Client extends EventTarget {
     if (!reply.unlocked) throw new LmxError(errc.not_holder, reply.error ?? key);
   }
 
-  /** Keys with holders or waiters. */
+  /** Keys with holders or waiters (the broker answers in pages; this follows them all). */
   async ls() {
-    return (await this._call({ type: "ls" })).ls_result ?? [];
+    const keys = [];
+    let cursor;
+    do {
+      const r = await this._call(cursor === undefined ? { type: "ls" } : { type: "ls", cursor });
+      keys.push(...(r.ls_result ?? []));
+      cursor = r.cursor ?? undefined;
+    } while (cursor !== undefined);
+    return keys;
   }
 
   /** One key's state: {key, locked, holders (lock ids), waiters, max, fencingToken (last granted)}. */

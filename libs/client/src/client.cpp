@@ -8,7 +8,6 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -110,7 +109,7 @@ struct op {
     steady::time_point deadline = steady::time_point::max();
     std::shared_ptr<hold> h;  // release_hold, extend_hold
     std::function<void(std::uint32_t)> on_queued;
-    asio::cancellation_slot slot;  // the caller's, when it has one
+    std::shared_ptr<struct cancel_link> link;  // ties the caller's cancellation slot to this op
 
     asio::any_completion_handler<void(error_code)> done;
     asio::any_completion_handler<void(error_code, lock_guard)> done_guard;
@@ -132,11 +131,30 @@ using op_ptr = std::unique_ptr<op>;
 class client_impl;
 
 // Installed in a caller's cancellation slot: withdraws the operation on the client's strand.
+// The caller's cancellation handler is installed by the initiating call, on the caller's thread,
+// and never cleared by the client: a signal may be emitted from any thread that the caller
+// synchronises with its own call, and the client's strand never touches the caller's slot. The
+// link is touched on the strand only: `serial` once the op exists there, `requested` when a
+// cancellation arrived before that.
+struct cancel_link {
+    std::uint64_t serial = 0;
+    bool requested = false;
+};
+
 struct canceller {
     std::weak_ptr<client_impl> client;
-    std::uint64_t serial;
+    std::shared_ptr<cancel_link> link;
     void operator()(asio::cancellation_type type);
 };
+
+template <class Handler>
+std::shared_ptr<cancel_link> install_canceller(const std::weak_ptr<client_impl>& c, Handler& h) {
+    auto slot = asio::get_associated_cancellation_slot(h);
+    if (!slot.is_connected()) return nullptr;
+    auto link = std::make_shared<cancel_link>();
+    slot.template emplace<canceller>(c, link);
+    return link;
+}
 
 class client_impl : public std::enable_shared_from_this<client_impl> {
 public:
@@ -155,6 +173,7 @@ public:
     error_code last_connect_error_;
     unsigned failures_ = 0;
     std::string session_;
+    std::string epoch_;  // the broker's start epoch, from hello
     std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
     std::string hello_id_;  // the handshake's request id while it is pending
 
@@ -241,21 +260,37 @@ public:
         o->deadline = steady::time_point::max();
         o->h.reset();
         o->on_queued = nullptr;
-        o->slot = {};
+        o->link.reset();
         spare_.push_back(std::move(o));
     }
 
+    // Ops started inside the client (on its strand) get their canceller here; public calls
+    // installed theirs while initiating (install_canceller).
     void watch_cancel(op& o) {
-        if (o.slot.is_connected()) return;
-        auto slot = o.caller_slot();
-        if (!slot.is_connected()) return;
-        o.slot = slot;
-        slot.template emplace<canceller>(weak_from_this(), o.serial);
+        if (!o.link) {
+            auto slot = o.caller_slot();
+            if (!slot.is_connected()) return;
+            o.link = std::make_shared<cancel_link>();
+            slot.template emplace<canceller>(weak_from_this(), o.link);
+        }
+        if (o.link->serial == 0) o.link->serial = o.serial;
     }
 
-    static void unwatch_cancel(op& o) {
-        if (o.slot.is_connected()) o.slot.clear();
-        o.slot = {};
+    static void unwatch_cancel(op& o) { o.link.reset(); }
+
+    // A cancellation emitted before the op reached the strand is applied once it is there.
+    void adopt_link(op& o, std::shared_ptr<cancel_link> link) {
+        if (!link) return;
+        link->serial = o.serial;
+        o.link = std::move(link);
+    }
+    void cancel_if_requested(const std::shared_ptr<cancel_link>& link) {
+        if (link && link->requested) cancel_op(link->serial);
+    }
+
+    void cancel_linked(const std::shared_ptr<cancel_link>& link) {
+        if (link->serial == 0) link->requested = true;
+        else cancel_op(link->serial);
     }
 
     // Sends `o` now when connected (its request `r`), or once the connection is up.
@@ -379,7 +414,11 @@ public:
         state_ = state::connecting;
         stop_connect_ = std::make_shared<asio::cancellation_signal>();
         asio::co_spawn(strand_, connector(shared_from_this()),
-                       asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr) {}));
+                       asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr e) {
+                           // Thrown by a completion handler run from the attempt: it belongs to
+                           // whoever runs the io_context, like the reader's.
+                           if (e) std::rethrow_exception(e);
+                       }));
     }
 
     asio::awaitable<void> connector(std::shared_ptr<client_impl>) {
@@ -437,7 +476,11 @@ public:
             self->drop_connection(gen, make_error_code(errc::connection_lost));
             std::rethrow_exception(e);
         });
-        asio::co_spawn(strand_, writer(self, conn_, writer_, gen), asio::detached);
+        asio::co_spawn(strand_, writer(self, conn_, writer_, gen), [self, gen](std::exception_ptr e) {
+            if (!e) return;
+            self->drop_connection(gen, make_error_code(errc::connection_lost));
+            std::rethrow_exception(e);
+        });
 
         // The hello handshake tells an lmx broker from anything else.
         auto hello = new_op(op::kind::call, opt_.connect_timeout);
@@ -453,6 +496,9 @@ public:
         if (!hello_ec && rep.type == "hello" && rep.protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
             session_ = rep.session;
+            // Another epoch is another broker run: holds kept across the reconnect are gone.
+            if (!epoch_.empty() && rep.epoch != epoch_) lose_kept_holds();
+            epoch_ = rep.epoch;
             co_return error_code{};
         }
         // No answer in time, or a wrong one: not an lmx broker (of this protocol).
@@ -461,6 +507,12 @@ public:
         if (hello_ec) ++failures_;
         drop_connection(gen, bad);
         co_return bad;
+    }
+
+    void lose_kept_holds() {
+        for (auto& [id, w] : holds_)
+            if (auto h = w.lock()) h->lost = true;
+        holds_.clear();
     }
 
     // Ends connection `gen`: pending operations fail, holds not kept on exit become lost.
@@ -725,9 +777,11 @@ public:
     // The broker withdraws a waiting request at `budget`; the local deadline (budget plus
     // request_timeout) only guards against a broker that never answers. On cancellation or
     // timeout the request is withdrawn and a grant that crosses the withdrawal is given back.
-    void acquire(std::string key, acquire_options o, asio::any_completion_handler<void(error_code, lock_guard)> h) {
+    void acquire(std::string key, acquire_options o, asio::any_completion_handler<void(error_code, lock_guard)> h,
+                 std::shared_ptr<cancel_link> link = nullptr) {
         const auto budget = wait_budget(o);
         auto op = new_op(op::kind::grant, budget + opt_.request_timeout);
+        adopt_link(*op, link);
         op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         op->on_queued = std::move(o.on_queued);
         take(op->done_guard, std::move(h));
@@ -744,12 +798,15 @@ public:
                                            .queued_notice = static_cast<bool>(op->on_queued)};
         op->key = std::move(key);
         submit(std::move(op), rq);
+        cancel_if_requested(link);
     }
 
     void acquire_many(std::vector<std::string> keys, acquire_options o,
-                      asio::any_completion_handler<void(error_code, multi_lock_guard)> h) {
+                      asio::any_completion_handler<void(error_code, multi_lock_guard)> h,
+                      std::shared_ptr<cancel_link> link = nullptr) {
         const auto budget = wait_budget(o);
         auto op = new_op(op::kind::grant_many, budget + opt_.request_timeout);
+        adopt_link(*op, link);
         op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         op->on_queued = std::move(o.on_queued);
         take(op->done_multi, std::move(h));
@@ -760,42 +817,54 @@ public:
                                                    .timeout = o.wait ? std::optional(budget) : std::nullopt,
                                                    .keep_on_exit = op->keep};
         submit(std::move(op), rq);
+        cancel_if_requested(link);
     }
 
-    void release(std::string key, std::string id, bool force, asio::any_completion_handler<void(error_code)> h) {
+    void release(std::string key, std::string id, bool force, asio::any_completion_handler<void(error_code)> h,
+                 std::shared_ptr<cancel_link> link = nullptr) {
         auto op = new_op(op::kind::unlock, opt_.request_timeout);
+        adopt_link(*op, link);
         take(op->done, std::move(h));
         std::optional<std::string> lock_id;
         if (!id.empty()) lock_id = std::move(id);
         const core::request rq = req::unlock{op->uuid, std::move(key), std::move(lock_id), force};
         submit(std::move(op), rq);
+        cancel_if_requested(link);
     }
 
     // The hold was claimed (released = true) by the initiating call.
-    void release_hold(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> done) {
+    void release_hold(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> done,
+                      std::shared_ptr<cancel_link> link = nullptr) {
         holds_.erase(h->serial);
         auto op = new_op(op::kind::release_hold, opt_.request_timeout);
+        adopt_link(*op, link);
         take(op->done, std::move(done));
         const core::request rq = h->multi ? core::request(req::release_many{op->uuid, h->id})
                                           : core::request(req::unlock{op->uuid, h->key, h->id, false});
         op->h = std::move(h);
         submit(std::move(op), rq);
+        cancel_if_requested(link);
     }
 
-    void extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl, asio::any_completion_handler<void(error_code)> done) {
+    void extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl, asio::any_completion_handler<void(error_code)> done,
+                     std::shared_ptr<cancel_link> link = nullptr) {
         if (h->lost) return complete_later(strand_, std::move(done), make_error_code(errc::lock_lost));
         if (h->released) return complete_later(strand_, std::move(done), make_error_code(errc::not_holder));
         auto op = new_op(op::kind::extend_hold, opt_.request_timeout);
+        adopt_link(*op, link);
         take(op->done, std::move(done));
         const core::request rq = req::extend{op->uuid, h->multi ? h->keys.front() : h->key, h->id, ttl};
         op->h = std::move(h);
         submit(std::move(op), rq);
+        cancel_if_requested(link);
     }
 
-    void connect(asio::any_completion_handler<void(error_code)> done) {
+    void connect(asio::any_completion_handler<void(error_code)> done, std::shared_ptr<cancel_link> link = nullptr) {
         auto op = new_op(op::kind::connect, opt_.request_timeout);
+        adopt_link(*op, link);
         take(op->done, std::move(done));
         submit_connect(std::move(op));
+        cancel_if_requested(link);
     }
 
     // ---- coroutine helpers for the less frequent calls ----------------------------------
@@ -866,8 +935,8 @@ void canceller::operator()(asio::cancellation_type type) {
     if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
     auto c = client.lock();
     if (!c) return;
-    // Queued, never inline: the withdrawal clears this handler from the slot it runs in.
-    asio::post(c->strand_, [c, serial = serial] { c->cancel_op(serial); });
+    // Queued, never inline: this runs on the caller's thread, the op lives on the strand.
+    asio::post(c->strand_, [c, link = link] { c->cancel_linked(link); });
 }
 
 }  // namespace detail
@@ -931,7 +1000,10 @@ void run_on_owner(const std::shared_ptr<hold>& h, error_code early, asio::any_co
         asio::any_io_executor fallback = h ? h->ex : asio::any_io_executor(asio::system_executor());
         return detail::complete_later(fallback, std::move(handler), early);
     }
-    asio::dispatch(owner->strand_, [owner, op, handler = std::move(handler)]() mutable { op(*owner, std::move(handler)); });
+    auto link = detail::install_canceller(owner, handler);
+    asio::dispatch(owner->strand_, [owner, op, handler = std::move(handler), link]() mutable {
+        op(*owner, std::move(handler), std::move(link));
+    });
 }
 }  // namespace
 
@@ -942,14 +1014,18 @@ void lock_guard::start_release(std::shared_ptr<hold> h, asio::any_completion_han
     if (!h) early = make_error_code(errc::not_holder);
     else if (h->lost) early = make_error_code(errc::lock_lost);
     else if (h->released.exchange(true)) early = make_error_code(errc::not_holder);
-    run_on_owner(h, early, std::move(handler), [h](client_impl& c, auto done) { c.release_hold(h, std::move(done)); });
+    run_on_owner(h, early, std::move(handler), [h](client_impl& c, auto done, auto link) {
+        c.release_hold(h, std::move(done), std::move(link));
+    });
 }
 
 void lock_guard::start_extend(std::shared_ptr<hold> h, std::chrono::milliseconds ttl,
                               asio::any_completion_handler<void(error_code)> handler) {
     error_code early;
     if (!h) early = make_error_code(errc::not_holder);
-    run_on_owner(h, early, std::move(handler), [h, ttl](client_impl& c, auto done) { c.extend_hold(h, ttl, std::move(done)); });
+    run_on_owner(h, early, std::move(handler), [h, ttl](client_impl& c, auto done, auto link) {
+        c.extend_hold(h, ttl, std::move(done), std::move(link));
+    });
 }
 
 // ---- multi_lock_guard -------------------------------------------------------------------
@@ -1003,27 +1079,31 @@ void client::close() {
 // The lock operations start on the client's strand: inline when the caller already runs there
 // (as a coroutine resumed by a reply does), queued otherwise. They never complete inline.
 void client::start_connect(asio::any_completion_handler<void(error_code)> h) {
-    asio::dispatch(impl_->strand_, [impl = impl_, h = std::move(h)]() mutable { impl->connect(std::move(h)); });
+    auto link = detail::install_canceller(impl_, h);
+    asio::dispatch(impl_->strand_, [impl = impl_, h = std::move(h), link]() mutable { impl->connect(std::move(h), std::move(link)); });
 }
 
 void client::start_acquire(std::string key, acquire_options o,
                            asio::any_completion_handler<void(error_code, lock_guard)> h) {
-    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), o = std::move(o), h = std::move(h)]() mutable {
-        impl->acquire(std::move(key), std::move(o), std::move(h));
+    auto link = detail::install_canceller(impl_, h);
+    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), o = std::move(o), h = std::move(h), link]() mutable {
+        impl->acquire(std::move(key), std::move(o), std::move(h), std::move(link));
     });
 }
 
 void client::start_acquire_many(std::vector<std::string> keys, acquire_options o,
                                 asio::any_completion_handler<void(error_code, multi_lock_guard)> h) {
-    asio::dispatch(impl_->strand_, [impl = impl_, keys = std::move(keys), o = std::move(o), h = std::move(h)]() mutable {
-        impl->acquire_many(std::move(keys), std::move(o), std::move(h));
+    auto link = detail::install_canceller(impl_, h);
+    asio::dispatch(impl_->strand_, [impl = impl_, keys = std::move(keys), o = std::move(o), h = std::move(h), link]() mutable {
+        impl->acquire_many(std::move(keys), std::move(o), std::move(h), std::move(link));
     });
 }
 
 void client::start_release(std::string key, std::string id, bool force,
                            asio::any_completion_handler<void(error_code)> h) {
-    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), id = std::move(id), force, h = std::move(h)]() mutable {
-        impl->release(std::move(key), std::move(id), force, std::move(h));
+    auto link = detail::install_canceller(impl_, h);
+    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), id = std::move(id), force, h = std::move(h), link]() mutable {
+        impl->release(std::move(key), std::move(id), force, std::move(h), std::move(link));
     });
 }
 
@@ -1032,9 +1112,19 @@ void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<
     impl->launch<std::vector<std::string>>(
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::vector<std::string>>> {
             co_await asio::this_coro::throw_if_cancelled(false);
-            auto make = [](const std::string& uuid) { return core::request(req::ls{uuid}); };
-            auto [ec, rep] = co_await c->call(make);
-            co_return client_impl::result<std::vector<std::string>>{ec, std::move(rep.ls_result)};
+            // The broker answers in pages; each page is its own request, so other clients are
+            // served between them.
+            std::vector<std::string> keys;
+            std::optional<std::uint64_t> cursor;
+            do {
+                auto make = [&cursor](const std::string& uuid) { return core::request(req::ls{uuid, cursor, std::nullopt}); };
+                auto [ec, rep] = co_await c->call(make);
+                if (ec) co_return client_impl::result<std::vector<std::string>>{ec, {}};
+                if (keys.empty()) keys = std::move(rep.ls_result);
+                else keys.insert(keys.end(), std::make_move_iterator(rep.ls_result.begin()), std::make_move_iterator(rep.ls_result.end()));
+                cursor = rep.cursor;
+            } while (cursor);
+            co_return client_impl::result<std::vector<std::string>>{error_code{}, std::move(keys)};
         }(impl),
         std::move(h));
 }

@@ -24,6 +24,7 @@ public:
             case errc::closed: return "the client is closed";
             case errc::invalid_url: return "the broker URL is invalid";
             case errc::shutting_down: return "the broker is shutting down";
+            case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
         }
         return "unknown lmx error " + std::to_string(ev);
     }
@@ -43,6 +44,7 @@ errc errc_from_wire(std::string_view code) noexcept {
     if (code == "duplicate_request") return errc::duplicate_request;
     if (code == "version_mismatch") return errc::broker_incompatible;
     if (code == "shutting_down") return errc::shutting_down;
+    if (code == "unavailable") return errc::unavailable;
     return errc::bad_request;
 }
 

@@ -37,6 +37,7 @@ std::string_view to_string(errc c) noexcept {
         case errc::unknown_type: return "unknown_type";
         case errc::version_mismatch: return "version_mismatch";
         case errc::shutting_down: return "shutting_down";
+        case errc::unavailable: return "unavailable";
     }
     return "unknown";
 }
@@ -57,6 +58,7 @@ std::string_view default_message(errc c) noexcept {
         case errc::unknown_type: return "unknown message type";
         case errc::version_mismatch: return "incompatible client version";
         case errc::shutting_down: return "the broker is shutting down";
+        case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
     }
     return "unknown error";
 }
@@ -83,7 +85,7 @@ std::string_view to_string(event_kind e) noexcept {
 }
 
 std::optional<errc> errc_from_string(std::string_view s) noexcept {
-    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::shutting_down);
+    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::unavailable);
          ++i) {
         auto c = static_cast<errc>(i);
         if (to_string(c) == s) return c;
@@ -538,9 +540,11 @@ enum class field : std::uint8_t {
     client,
     protocol,
     queued_notice,
+    cursor,
+    limit,
 };
 
-constexpr std::array<std::string_view, 20> field_names{
+constexpr std::array<std::string_view, 22> field_names{
     "type",
     "uuid",
     "key",
@@ -561,6 +565,8 @@ constexpr std::array<std::string_view, 20> field_names{
     "client",
     "protocol",
     "queuedNotice",
+    "cursor",
+    "limit",
 };
 
 class field_slots {
@@ -684,6 +690,10 @@ public:
             return false;
         if (n) out = static_cast<std::uint32_t>(*n);
         return true;
+    }
+
+    bool range(field name, std::int64_t lo, std::int64_t hi, std::string_view what, std::optional<std::int64_t>& out) {
+        return bounded(name, lo, hi, what, out);
     }
 
     bool integer(field name, std::optional<std::int64_t>& out) {
@@ -842,9 +852,19 @@ bool decode(reader& r, req::extend& m) {
 }
 
 template <class UuidOnly>
-requires std::same_as<UuidOnly, req::ls> || std::same_as<UuidOnly, req::system_stats> ||
-    std::same_as<UuidOnly, req::unwatch>
+requires std::same_as<UuidOnly, req::system_stats> || std::same_as<UuidOnly, req::unwatch>
 bool decode(reader& r, UuidOnly& m) { return r.id(field::uuid, m.uuid); }
+
+bool decode(reader& r, req::ls& m) {
+    std::optional<std::int64_t> cursor, limit;
+    if (!r.id(field::uuid, m.uuid) ||
+        !r.range(field::cursor, 0, std::numeric_limits<std::int64_t>::max(), "a non-negative integer", cursor) ||
+        !r.range(field::limit, 1, std::numeric_limits<std::uint32_t>::max(), "a positive integer", limit))
+        return false;
+    if (cursor) m.cursor = static_cast<std::uint64_t>(*cursor);
+    if (limit) m.limit = static_cast<std::uint32_t>(*limit);
+    return true;
+}
 
 bool decode(reader& r, req::lock_info& m) { return r.id(field::uuid, m.uuid) && r.key(m.key); }
 
@@ -1260,7 +1280,13 @@ void encode(std::string& out, const req::extend& m) {
     fr.end();
 }
 
-void encode(std::string& out, const req::ls& m) { frame(out, "ls").str("uuid", m.uuid).end(); }
+void encode(std::string& out, const req::ls& m) {
+    frame fr(out, "ls");
+    fr.str("uuid", m.uuid);
+    if (m.cursor) fr.num("cursor", *m.cursor);
+    if (m.limit) fr.num("limit", *m.limit);
+    fr.end();
+}
 
 void encode(std::string& out, const req::lock_info& m) {
     frame(out, "lock-info-request").str("uuid", m.uuid).str("key", m.key).end();
@@ -1452,8 +1478,12 @@ void write_cancel(std::string& out, std::string_view uuid, bool cancelled) {
     frame(out, "cancel").str("uuid", uuid).boolean("cancelled", cancelled).end();
 }
 
-void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys) {
-    frame(out, "ls").str("uuid", uuid).str_array("ls_result", keys).end();
+void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys,
+              std::optional<std::uint64_t> cursor) {
+    frame fr(out, "ls");
+    fr.str("uuid", uuid).str_array("ls_result", keys);
+    if (cursor) fr.num("cursor", *cursor);
+    fr.end();
 }
 
 void write_lock_info(std::string& out, std::string_view uuid, const key_info& info, std::optional<time_point> now) {
@@ -1461,10 +1491,11 @@ void write_lock_info(std::string& out, std::string_view uuid, const key_info& in
     fr.str("uuid", uuid)
         .str("key", info.key)
         .boolean("lockInfo", true)
-        .boolean("isLocked", !info.holders.empty())
+        .boolean("isLocked", info.holder_count > 0 || !info.holders.empty())
         .open_array("lockholderUUIDs");
     for (const auto& h : info.holders) fr.str_element(h.id);
     fr.close_array()
+        .num("holderCount", std::max<std::size_t>(info.holder_count, info.holders.size()))
         .num("lockRequestCount", info.waiters)
         .num("max", info.max)
         .num("fencingToken", info.last_token);
@@ -1534,14 +1565,11 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
 
 void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
                  std::uint32_t protocol, std::string_view session,
-                 std::span<const std::string_view> features) {
-    frame(out, "hello")
-        .str("uuid", uuid)
-        .str("broker", broker)
-        .num("protocol", protocol)
-        .str("session", session)
-        .str_array("features", features)
-        .end();
+                 std::span<const std::string_view> features, std::string_view epoch) {
+    frame fr(out, "hello");
+    fr.str("uuid", uuid).str("broker", broker).num("protocol", protocol).str("session", session);
+    if (!epoch.empty()) fr.str("epoch", epoch);
+    fr.str_array("features", features).end();
 }
 
 void write_version_mismatch(std::string& out, std::string_view client_version,
@@ -1803,12 +1831,12 @@ private:
 
     // Each known name once; a name whose value is not scalar is only accepted as null (absent).
     bool assign(std::string_view name, const flat_value& v, reply& r) {
-        static constexpr std::array<std::string_view, 37> names = {
+        static constexpr std::array<std::string_view, 39> names = {
             "type", "uuid", "key", "acquired", "queued", "unlocked", "extended", "cancelled", "released",
             "watching", "error", "code", "warning", "fencingToken", "lockRequestCount", "readersCount",
             "position", "lockUuid", "contendedKey", "expiresInMs", "lockInfo", "isLocked", "max",
             "timestamp", "serverTimestamp", "broker", "protocol", "session", "reason", "event",
-            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions"};
+            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions", "epoch", "cursor"};
         const std::size_t i = index_of(names, name);
         if (i == names.size()) return true;  // not a reply field: ignored, as the DOM reader does
         const std::uint64_t bit = std::uint64_t{1} << i;
@@ -1845,6 +1873,8 @@ private:
             case 27: return str(v, r.session);
             case 28: return str(v, r.reason);
             case 29: return str(v, r.event);
+            case 37: return str(v, r.epoch);
+            case 38: return number(v, r.cursor);
             default: return v.k == kind::null;
         }
     }
@@ -1886,7 +1916,7 @@ reply_result parse_reply(std::string_view frame) {
         rd.i64("timestamp", r.timestamp) && rd.i64("serverTimestamp", r.server_timestamp) &&
         rd.str("broker", r.broker) && rd.u32("protocol", r.protocol) &&
         rd.str("session", r.session) && rd.strings("features", r.features) && rd.stats(r.stats) &&
-        rd.versions(r) && rd.str("reason", r.reason) && rd.str("event", r.event);
+        rd.versions(r) && rd.str("reason", r.reason) && rd.str("event", r.event) && rd.str("epoch", r.epoch) && rd.token("cursor", r.cursor);
     if (!ok) {
         parse_error e = malformed(std::move(rd.error));
         e.uuid = r.uuid;

@@ -9,7 +9,7 @@
 namespace lmx::core {
 
 fencing_token effect_sink::reserve_tokens(fencing_token) {
-    return std::numeric_limits<fencing_token>::max();
+    return max_fencing_token;
 }
 
 namespace {
@@ -160,10 +160,12 @@ struct entry {
     u32 group_next = npos;  // npos: single-key request
     u32 gen = 0;            // bumped whenever the deadline changes or the slot is freed
     u32 hash = 0;
+    u32 seq = 0;  // waiting: increases along the key's queue (wrapping), for queue positions
     state st = state::free;
     lock_mode mode = lock_mode::exclusive;
     bool keep = false;
     bool leader = false;
+    bool owned = false;  // in the (session, key) index of single-key holds
 };
 
 struct session_rec {
@@ -192,6 +194,7 @@ struct lock_table::impl {
     slab<entry> entries;
     flat_index key_index;
     flat_index id_index;
+    flat_index own_index;  // single-key holds by (session slot, key), for an unlock without id
     std::vector<session_rec> sessions;
     std::vector<u32> free_sessions;
     std::unordered_map<session_id, u32> session_slots;
@@ -200,6 +203,8 @@ struct lock_table::impl {
 
     fencing_token token = 0;
     fencing_token ceiling = 0;
+    bool stalled = false;         // a token reservation failed: nothing is granted until resumed
+    std::vector<u32> stalled_keys;  // keys whose queue head waits for tokens
     i64 last_wait = 0;  // queue time of the request granted last
     table_counters stats;
 
@@ -219,6 +224,30 @@ struct lock_table::impl {
     }
     auto id_hash_of() {
         return [this](u32 e) { return entries[e].hash; };
+    }
+    static u32 own_hash(u32 session_slot, u32 key) noexcept {
+        std::uint64_t x = (std::uint64_t{session_slot} << 32 | key) * 0x9E3779B97F4A7C15ull;
+        return static_cast<u32>(x >> 32);
+    }
+    auto own_hash_of() {
+        return [this](u32 e) { return own_hash(entries[e].session, entries[e].key); };
+    }
+    u32 find_own(u32 session_slot, u32 key) const {
+        return own_index.find(own_hash(session_slot, key), [&](u32 e) {
+            return entries[e].session == session_slot && entries[e].key == key;
+        });
+    }
+    void index_own(u32 e) {
+        entry& r = entries[e];
+        if (r.owned || r.session == npos || r.group_next != npos) return;
+        own_index.insert(own_hash(r.session, r.key), e, own_hash_of());
+        r.owned = true;
+    }
+    void unindex_own(u32 e) {
+        entry& r = entries[e];
+        if (!r.owned) return;
+        own_index.erase(own_hash(r.session, r.key), e, own_hash_of());
+        r.owned = false;
     }
     u32 find_key(std::string_view name, u32 h) const {
         return key_index.find(h, [&](u32 k) { return keys[k].name == name; });
@@ -291,6 +320,8 @@ struct lock_table::impl {
         r.since = 0;
         r.kprev = r.knext = r.sprev = r.snext = npos;
         r.group_next = npos;
+        r.seq = 0;
+        r.owned = false;
         r.leader = true;
         r.st = state::waiting;
         return e;
@@ -310,6 +341,7 @@ struct lock_table::impl {
     void unlink_session(u32 e) {
         entry& r = entries[e];
         if (r.session == npos) return;
+        unindex_own(e);
         session_rec& s = sessions[r.session];
         if (r.sprev != npos) entries[r.sprev].snext = r.snext;
         else s.head = r.snext;
@@ -367,6 +399,7 @@ struct lock_table::impl {
     void enqueue(u32 e) {
         entry& r = entries[e];
         key_rec& k = keys[r.key];
+        r.seq = k.q_tail != npos ? entries[k.q_tail].seq + 1 : 0;
         r.kprev = k.q_tail;
         r.knext = npos;
         if (k.q_tail != npos) entries[k.q_tail].knext = e;
@@ -400,9 +433,11 @@ struct lock_table::impl {
         ++k.holders;
         k.holders_shared = r.mode == lock_mode::shared;
         ++stats.holders;
+        if (r.leader) index_own(e);
     }
 
     void remove_holder(u32 e) {
+        unindex_own(e);
         entry& r = entries[e];
         key_rec& k = keys[r.key];
         if (r.kprev != npos) entries[r.kprev].knext = r.knext;
@@ -426,14 +461,35 @@ struct lock_table::impl {
         return k.holders_shared ? k.holders : 0;
     }
 
-    fencing_token next_token() {
-        fencing_token next = token + 1;
-        if (next > ceiling) {
-            ceiling = sink.reserve_tokens(next);
-            if (ceiling < next) throw std::logic_error("effect_sink::reserve_tokens returned a ceiling below the next token");
+    // Makes sure `n` more tokens may be handed out, asking the sink to reserve when they pass the
+    // ceiling. Callers ask before they change anything, so a failure leaves the table as it was.
+    bool have_tokens(std::uint64_t n) {
+        if (stalled) return false;
+        if (token + n <= ceiling) return true;
+        return reserve(token + n);
+    }
+
+    bool reserve(fencing_token needed) {
+        fencing_token got = 0;
+        if (needed <= max_fencing_token) {
+            try {
+                got = sink.reserve_tokens(needed);
+            } catch (...) {
+                got = 0;
+            }
         }
-        token = next;
-        return next;
+        if (got < needed) {
+            stalled = true;
+            return false;
+        }
+        ceiling = std::min(got, max_fencing_token);
+        return true;
+    }
+
+    fencing_token next_token() {
+        // have_tokens() ran first; anything else is a bug that must not hand out a token twice.
+        if (token + 1 > ceiling) throw std::logic_error("fencing token handed out without a reservation");
+        return ++token;
     }
 
     std::optional<time_point> expiry_of(u32 leader) const {
@@ -444,17 +500,21 @@ struct lock_table::impl {
 
     void emit(effect& ef) { sink.on_effect(ef); }
 
-    void emit_event(event_kind kind, const entry& r, fencing_token tok = 0) {
+    // Emitted just before the change it reports is applied: a waiting request that leaves is not
+    // counted in `waiters`, and only holds carry a token.
+    void emit_event(event_kind kind, const entry& r) {
         if (!events) return;
+        const key_rec& k = keys[r.key];
         effect ef;
         ef.kind = effect_kind::event;
         ef.event = kind;
         ef.session = session_of(r);
         ef.id = r.id;
-        ef.key = keys[r.key].name;
-        ef.token = tok;
-        ef.waiters = keys[r.key].waiters;
-        ef.readers = readers(keys[r.key]);
+        ef.key = k.name;
+        ef.token = r.st == state::holding ? r.aux : 0;
+        bool leaving = r.st == state::waiting && (kind == event_kind::cancelled || kind == event_kind::timeout);
+        ef.waiters = k.waiters - (leaving ? 1 : 0);
+        ef.readers = readers(k);
         emit(ef);
     }
 
@@ -492,7 +552,7 @@ struct lock_table::impl {
         ef.expires = expiry_of(e);
         ef.waited = time_point::duration{last_wait};
         emit(ef);
-        emit_event(event_kind::granted, r, r.aux);
+        emit_event(event_kind::granted, r);
     }
 
     // Members of a group ring starting at its leader are kept in key-name order.
@@ -543,12 +603,18 @@ struct lock_table::impl {
         ef.expires = expiry_of(leader);
         ef.waited = time_point::duration{last_wait};
         emit(ef);
-        if (events) for_each_member(leader, [&](u32 m) { emit_event(event_kind::granted, entries[m], entries[m].aux); });
+        if (events) for_each_member(leader, [&](u32 m) { emit_event(event_kind::granted, entries[m]); });
     }
 
     u32 leader_of(u32 e) const {
         while (!entries[e].leader) e = entries[e].group_next;
         return e;
+    }
+
+    u32 group_size(u32 leader) {
+        u32 n = 0;
+        for_each_member(leader, [&](u32) { ++n; });
+        return n;
     }
 
     void grant_loop(u32 k, i64 now) {
@@ -557,12 +623,38 @@ struct lock_table::impl {
             if (entries[e].group_next != npos) {
                 u32 leader = leader_of(e);
                 if (!group_ready(leader)) break;
+                if (!have_tokens(group_size(leader))) {
+                    note_stalled(k);
+                    break;
+                }
                 grant_group(leader, now);
             } else {
                 if (!admissible(keys[k], entries[e].mode)) break;
+                if (!have_tokens(1)) {
+                    note_stalled(k);
+                    break;
+                }
                 grant_single(e, now);
             }
         }
+    }
+
+    void note_stalled(u32 k) {
+        stalled_keys.push_back(k);
+        if (stalled_keys.size() > 2 * stats.keys + 64) {  // a long stall with churn repeats keys
+            std::sort(stalled_keys.begin(), stalled_keys.end());
+            stalled_keys.erase(std::unique(stalled_keys.begin(), stalled_keys.end()), stalled_keys.end());
+        }
+    }
+
+    bool resume_grants(i64 now) {
+        if (!stalled) return true;
+        stalled = false;
+        if (!reserve(token + 1)) return false;
+        pending.insert(pending.end(), stalled_keys.begin(), stalled_keys.end());
+        stalled_keys.clear();
+        finish(now);
+        return !stalled;
     }
 
     // Hands freed slots to waiters, then drops keys that have nothing left.
@@ -655,8 +747,8 @@ struct lock_table::impl {
 
     void emit_member_events(u32 leader, event_kind kind) {
         if (!events) return;
-        if (entries[leader].group_next == npos) return emit_event(kind, entries[leader], entries[leader].aux);
-        for_each_member(leader, [&](u32 m) { emit_event(kind, entries[m], entries[m].aux); });
+        if (entries[leader].group_next == npos) return emit_event(kind, entries[leader]);
+        for_each_member(leader, [&](u32 m) { emit_event(kind, entries[m]); });
     }
 
     // ---- operations ---------------------------------------------------------------------
@@ -673,10 +765,13 @@ struct lock_table::impl {
         return effect_kind::rejected;
     }
 
+    // O(1): the distance from the queue head in enqueue order. Exact while nobody ahead left the
+    // queue out of turn (cancel, timeout, disconnect); otherwise an upper bound. Never below 1,
+    // never above the queue length.
     u32 queue_position(u32 e) const {
-        u32 pos = 1;
-        for (u32 i = keys[entries[e].key].q_head; i != npos && i != e; i = entries[i].knext) ++pos;
-        return pos;
+        const key_rec& k = keys[entries[e].key];
+        u32 pos = entries[e].seq - entries[k.q_head].seq + 1;
+        return std::clamp<u32>(pos, 1, k.waiters);
     }
 
     // The same request id again (a live-mutex retry): tell the current state, change nothing.
@@ -749,12 +844,16 @@ struct lock_table::impl {
             if (d.group_next == npos && session_of(d) == rq.session && keys[d.key].name == rq.key) return resend(dup);
             return reject_now(rq.session, rq.id, rq.key, errc::duplicate_request, false);
         }
+        if (stalled) return reject_now(rq.session, rq.id, rq.key, errc::unavailable, false);
         u32 k = get_or_create_key(rq.key, rq.max);
         key_rec& kr = keys[k];
         drain_pending(now);  // a raised max admits earlier waiters before this request
         bool free_now = kr.waiters == 0 && admissible(kr, rq.mode);
         effect_kind result;
-        if (!free_now && !rq.wait) {
+        if (stalled || (free_now && !have_tokens(1))) {
+            touched.push_back(k);
+            result = reject_now(rq.session, rq.id, rq.key, errc::unavailable, false);
+        } else if (!free_now && !rq.wait) {
             ++stats.refused;
             effect ef;
             ef.kind = effect_kind::refused;
@@ -817,6 +916,7 @@ struct lock_table::impl {
             if (same) return resend(dup);
             return reject_now(rq.session, rq.id, {}, errc::duplicate_request, true);
         }
+        if (stalled) return reject_now(rq.session, rq.id, {}, errc::unavailable, true);
         group_keys.clear();
         u32 contended = npos;
         for (auto name : sorted_keys) {
@@ -826,6 +926,12 @@ struct lock_table::impl {
             if (contended == npos && !(kr.waiters == 0 && admissible(kr, lock_mode::exclusive))) contended = k;
         }
         effect_kind result;
+        if (contended == npos && !have_tokens(group_keys.size())) {
+            for (u32 k : group_keys) touched.push_back(k);
+            result = reject_now(rq.session, rq.id, {}, errc::unavailable, true);
+            finish(now);
+            return result;
+        }
         if (contended != npos && (!rq.wait || stats.waiters + group_keys.size() > config.max_waiters)) {
             for (u32 k : group_keys) touched.push_back(k);
             if (!rq.wait) {
@@ -895,15 +1001,16 @@ struct lock_table::impl {
         if (e != npos && entries[e].group_next != npos) return {release_status::not_holder, waiters_on(key), 0};
         if (e == npos || keys[entries[e].key].name != key) return {release_status::already_released, waiters_on(key), 0};
         release_result out{release_status::released, 0, 1};
+        const bool foreign = by && *by != session_of(entries[e]) && entries[e].session != npos;
         if (entries[e].st == state::waiting) {
+            if (foreign) notify_rejected(e, errc::cancelled, key);
             emit_event(event_kind::cancelled, entries[e]);
             withdraw(e);
             ++stats.cancelled;
             out = {release_status::withdrawn, 0, 0};
         } else {
-            if (by && *by != session_of(entries[e]) && entries[e].session != npos)
-                notify_lost(e, lost_reason::forced, keys[entries[e].key].name);
-            emit_event(event_kind::released, entries[e], entries[e].aux);
+            if (foreign) notify_lost(e, lost_reason::forced, key);
+            emit_event(event_kind::released, entries[e]);
             end_hold(e);
         }
         finish(now);
@@ -948,23 +1055,38 @@ struct lock_table::impl {
         end_hold(leader);
     }
 
-    release_many_result release_many(std::string_view id, time_point tnow) {
+    release_many_result release_many(std::string_view id, time_point tnow, std::optional<session_id> by) {
         i64 now = rep(tnow);
         u32 e = find_id(id);
         if (e == npos || entries[e].group_next == npos) return {errc::not_found, {}};
         release_many_result out;
         fill_group_keys(e, false);
         for (auto& kt : key_tokens) out.keys.emplace_back(kt.key);
+        const bool foreign = by && *by != session_of(entries[e]) && entries[e].session != npos;
         if (entries[e].st == state::waiting) {
+            if (foreign) notify_rejected(e, errc::cancelled, {});
             emit_member_events(e, event_kind::cancelled);
             withdraw(e);
             ++stats.cancelled;
         } else {
+            if (foreign) notify_lost(e, lost_reason::forced, {});
             emit_member_events(e, event_kind::released);
             end_hold(e);
         }
         finish(now);
         return out;
+    }
+
+    release_result release_own(session_id s, std::string_view key, time_point tnow) {
+        u32 k = find_key(key, hash_text(key));
+        auto slot = session_slots.find(s);
+        if (k == npos || slot == session_slots.end()) return {release_status::already_released, k == npos ? 0 : keys[k].waiters, 0};
+        u32 e = find_own(slot->second, k);
+        if (e == npos) return {release_status::already_released, keys[k].waiters, 0};
+        emit_event(event_kind::released, entries[e]);
+        end_hold(e);
+        finish(rep(tnow));
+        return {release_status::released, waiters_on(key), 1};
     }
 
     bool cancel(session_id s, std::string_view id, time_point tnow) {
@@ -1073,7 +1195,7 @@ struct lock_table::impl {
     }
 
     // ---- introspection ------------------------------------------------------------------
-    key_info info(std::string_view name) const {
+    key_info info(std::string_view name, std::size_t max_holders) const {
         key_info out;
         out.key.assign(name);
         u32 k = find_key(name, hash_text(name));
@@ -1084,7 +1206,8 @@ struct lock_table::impl {
         out.holder_mode = kr.holder_mode();
         out.last_token = kr.last_token;
         out.waiters = kr.waiters;
-        for (u32 e = kr.hold_head; e != npos; e = entries[e].knext) {
+        out.holder_count = kr.holders;
+        for (u32 e = kr.hold_head; e != npos && out.holders.size() < max_holders; e = entries[e].knext) {
             const entry& r = entries[e];
             u32 leader = e;
             while (!entries[leader].leader) leader = entries[leader].group_next;
@@ -1122,8 +1245,9 @@ struct lock_table::impl {
                 ++n;
             }
             if (prev != kr.q_tail || n != kr.waiters) fail("queue count mismatch");
-            // A waiter at the head that could be granted must have been granted.
-            if (kr.q_head != npos && entries[kr.q_head].group_next == npos && admissible(kr, entries[kr.q_head].mode))
+            // A waiter at the head that could be granted must have been granted (unless the
+            // table stopped granting for want of tokens).
+            if (!stalled && kr.q_head != npos && entries[kr.q_head].group_next == npos && admissible(kr, entries[kr.q_head].mode))
                 fail("grantable head left waiting");
             holders += kr.holders;
             waiters += kr.waiters;
@@ -1137,8 +1261,12 @@ struct lock_table::impl {
             ++leaders;
             if (find_id(r.id, r.hash) != e) fail("request id not indexed");
             if (r.st == state::holding && r.aux > token) fail("token from the future");
+            bool own = r.st == state::holding && r.group_next == npos && r.session != npos;
+            if (own != r.owned) fail("own-hold index flag wrong");
+            if (own && find_own(r.session, r.key) == npos) fail("own hold not indexed");
         }
         if (leaders != id_index.size()) fail("id index size mismatch");
+        if (token > ceiling || token > max_fencing_token) fail("token beyond the reservation");
         std::uint64_t active = 0;
         for (auto& [ext, slot] : session_slots) {
             const session_rec& s = sessions[slot];
@@ -1169,7 +1297,14 @@ release_result lock_table::release(std::string_view key, std::string_view id, ti
 release_result lock_table::force_release(std::string_view key, std::optional<std::string_view> id, time_point now) {
     return impl_->force_release(key, id, now);
 }
-release_many_result lock_table::release_many(std::string_view id, time_point now) { return impl_->release_many(id, now); }
+release_many_result lock_table::release_many(std::string_view id, time_point now, std::optional<session_id> by) {
+    return impl_->release_many(id, now, by);
+}
+release_result lock_table::release_own(session_id s, std::string_view key, time_point now) {
+    return impl_->release_own(s, key, now);
+}
+bool lock_table::grants_stalled() const noexcept { return impl_->stalled; }
+bool lock_table::resume_grants(time_point now) { return impl_->resume_grants(rep(now)); }
 bool lock_table::cancel(session_id s, std::string_view id, time_point now) { return impl_->cancel(s, id, now); }
 void lock_table::abandon(session_id s, std::string_view id, time_point now) { impl_->abandon(s, id, now); }
 extend_result lock_table::extend(std::string_view key, std::string_view id, std::optional<std::chrono::milliseconds> ttl,
@@ -1189,7 +1324,16 @@ std::vector<std::string> lock_table::list_keys() const {
         if (impl_->keys[k].live) out.push_back(impl_->keys[k].name);
     return out;
 }
-key_info lock_table::info(std::string_view key) const { return impl_->info(key); }
+key_info lock_table::info(std::string_view key, std::size_t max_holders) const { return impl_->info(key, max_holders); }
+key_page lock_table::list_keys(std::uint64_t cursor, std::size_t limit) const {
+    key_page out;
+    const u32 end = impl_->keys.size();
+    u32 k = static_cast<u32>(std::min<std::uint64_t>(cursor, end));
+    for (; k < end && out.keys.size() < limit; ++k)
+        if (impl_->keys[k].live) out.keys.push_back(impl_->keys[k].name);
+    if (k < end) out.next = k;
+    return out;
+}
 table_counters lock_table::counters() const noexcept { return impl_->stats; }
 std::vector<contended_key> lock_table::top_contended(std::size_t n) const {
     std::vector<contended_key> out;

@@ -254,13 +254,18 @@ asio::awaitable<void> serve(std::shared_ptr<listener_state> state, tcp_socket so
   }
 }
 
-// Keeps failures inside one connection from reaching the detached coroutine's completion.
+// A failure inside one connection drops that connection only; the listener goes on, and the
+// owner hears of it.
 asio::awaitable<void> serve_guarded(std::shared_ptr<listener_state> state, tcp_socket socket) {
+  std::string what;
   try {
-    co_await serve(std::move(state), std::move(socket));
-  } catch (const std::exception&) {
-    // The connection is dropped; the listener goes on.
+    co_await serve(state, std::move(socket));
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+    what = "unknown exception";
   }
+  if (!what.empty() && state->options.on_error) state->options.on_error("HTTP/WebSocket connection dropped: " + what);
 }
 
 class websocket_listener final : public listener {

@@ -23,6 +23,7 @@ enum class errc {
     closed,               // the client was closed
     invalid_url,          // the URL cannot be parsed
     shutting_down,        // the broker is stopping
+    unavailable,          // the broker grants nothing now (it cannot persist its fencing state); retry later
 };
 
 const boost::system::error_category& client_category() noexcept;

@@ -29,6 +29,7 @@ struct broker_options {
     std::size_t max_connections = 65536;
     std::uint32_t max_waiters = 1'000'000;
     std::size_t max_outbox = 8 * 1024 * 1024;  // bytes queued for a client that does not read
+    std::size_t max_list = 10000;  // keys per ls page, holders listed by lock-info
     unsigned unix_mode = 0660;
     std::string state_dir;  // empty: fencing tokens are seeded from the wall clock
     std::uint64_t fencing_block = 100'000;  // tokens reserved per state-dir write

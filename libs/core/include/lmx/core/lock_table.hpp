@@ -47,7 +47,8 @@ struct acquire_many_request {
 
 enum class effect_kind : std::uint8_t {
     granted,    // request `id` now holds `key` (or all `keys` of a multi request)
-    queued,     // request `id` waits; `waiters` is the queue length, `position` its place (1 = next)
+    queued,     // request `id` waits; `waiters` is the queue length, `position` its place (1 = next;
+                // exact in a first notice, an upper bound when re-sent, see queue_position)
     refused,    // try-lock not granted
     rejected,   // request ended without a grant: see `code`
     lock_lost,  // hold `id` ended without its owner's unlock: see `reason`
@@ -87,11 +88,14 @@ class effect_sink {
 public:
     virtual ~effect_sink() = default;
     virtual void on_effect(const effect& e) = 0;
-    // Called before the table hands out token `next` when `next` passes the last reservation.
-    // Returns the new reservation ceiling (tokens up to it may be handed out without asking
-    // again). The broker persists the ceiling here so that tokens never go backwards across a
-    // restart. The default reserves everything.
-    virtual fencing_token reserve_tokens(fencing_token next);
+    // Called before the table hands out tokens up to `needed` when `needed` passes the last
+    // reservation. Returns the new reservation ceiling (tokens up to it may be handed out without
+    // asking again). The broker persists the ceiling here so that tokens never go backwards
+    // across a restart. A ceiling below `needed` (or an exception) means the reservation failed:
+    // the table then grants nothing until resume_grants() succeeds, and it changes nothing
+    // before it knows it has the tokens, so a failure never leaves a request half-granted.
+    // The default reserves everything.
+    virtual fencing_token reserve_tokens(fencing_token needed);
 };
 
 enum class release_status : std::uint8_t {
@@ -132,7 +136,8 @@ struct key_info {
     bool exists = false;
     std::uint32_t max = 1;
     lock_mode holder_mode = lock_mode::exclusive;
-    std::vector<holder_info> holders;
+    std::vector<holder_info> holders;  // at most the max_holders asked for
+    std::uint32_t holder_count = 0;    // every holder, listed or not
     std::uint32_t waiters = 0;
     fencing_token last_token = 0;  // the last token granted on this key
 };
@@ -151,6 +156,12 @@ struct table_counters {
     std::uint64_t holders = 0;      // current
     std::uint64_t waiters = 0;      // current
     std::uint64_t sessions = 0;     // current, with anything held or queued
+};
+
+// One page of key names: resume from `next` (slot order, stable while a key lives) until unset.
+struct key_page {
+    std::vector<std::string> keys;
+    std::optional<std::uint64_t> next;
 };
 
 struct contended_key {
@@ -172,14 +183,19 @@ public:
     effect_kind acquire(const acquire_request& r, time_point now);
     effect_kind acquire_many(const acquire_many_request& r, time_point now);
 
-    // `by`: the session asking. When it is not the holder's, the holder gets a lock_lost(forced)
-    // notice, since its hold ended without its own unlock.
+    // `by`: the session asking. When it is not the owner's, the owner is told: a hold gets a
+    // lock_lost(forced) notice, a waiting request a rejection with errc::cancelled.
     release_result release(std::string_view key, std::string_view id, time_point now,
                            std::optional<session_id> by = std::nullopt);
     // No id: every holder of `key` loses it. With an id: only that hold, and only if it holds.
     release_result force_release(std::string_view key, std::optional<std::string_view> id,
                                  time_point now);
-    release_many_result release_many(std::string_view id, time_point now);
+    // `by` as for release(): another session ending the request tells its owner (lock_lost for
+    // a hold, rejected with errc::cancelled for a waiting request).
+    release_many_result release_many(std::string_view id, time_point now,
+                                     std::optional<session_id> by = std::nullopt);
+    // Releases one single-key hold of `session` on `key` (any, when it holds several slots).
+    release_result release_own(session_id session, std::string_view key, time_point now);
 
     // Withdraws a waiting request of `session`. False when it is not waiting (granted or unknown).
     bool cancel(session_id session, std::string_view id, time_point now);
@@ -198,11 +214,20 @@ public:
     // The earliest pending lease end or wait deadline.
     std::optional<time_point> next_deadline();
 
+    // True after a token reservation failed: every new acquire is rejected with
+    // errc::unavailable and queued requests stay queued, while releases, cancels, extends and
+    // expiry go on. resume_grants() reserves again; on success it hands out what waited and
+    // returns true.
+    bool grants_stalled() const noexcept;
+    bool resume_grants(time_point now);
+
     // Watch events cost a call per operation; they are emitted only while enabled.
     void set_events(bool enabled) noexcept;
 
     std::vector<std::string> list_keys() const;
-    key_info info(std::string_view key) const;
+    // Up to `limit` keys from slot `cursor` on; O(limit + freed slots skipped).
+    key_page list_keys(std::uint64_t cursor, std::size_t limit) const;
+    key_info info(std::string_view key, std::size_t max_holders = static_cast<std::size_t>(-1)) const;
     table_counters counters() const noexcept;
     std::vector<contended_key> top_contended(std::size_t n) const;
     fencing_token last_token() const noexcept;

@@ -128,8 +128,12 @@ struct extend {
     bool operator==(const extend&) const = default;
 };
 
+// Keys are listed in pages: at most `limit` (capped by the broker) from `cursor` on; the reply's
+// `cursor` is where the next page starts, absent after the last page.
 struct ls {
     std::string uuid{};
+    std::optional<std::uint64_t> cursor{};
+    std::optional<std::uint32_t> limit{};
     bool operator==(const ls&) const = default;
 };
 
@@ -292,7 +296,9 @@ void write_extend_error(std::string& out, std::string_view uuid, std::string_vie
                         std::string_view message = {});
 
 void write_cancel(std::string& out, std::string_view uuid, bool cancelled);
-void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys);
+// `cursor` (written when set) is where the next page starts.
+void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys,
+              std::optional<std::uint64_t> cursor = std::nullopt);
 // type "lock-info-response": isLocked, lockholderUUIDs, lockRequestCount, max, fencingToken
 // (the key's last token, 0 when none) from `info`; the key written is `info.key`. With `now`,
 // also `holders`: [{uuid, fencingToken, mode, heldMs, expiresInMs (null: no expiry)}].
@@ -320,9 +326,11 @@ struct broker_stats {
 // (uptime in seconds, connectedClients, totalLocks, pendingRequests).
 void write_system_stats(std::string& out, std::string_view uuid, const broker_stats& stats);
 
+// `epoch` (written when non-empty) is new at every broker start: a client that reconnects and
+// sees another epoch knows that the broker lost every hold, keep-on-exit ones too.
 void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
                  std::uint32_t protocol, std::string_view session,
-                 std::span<const std::string_view> features);
+                 std::span<const std::string_view> features, std::string_view epoch = {});
 void write_version_mismatch(std::string& out, std::string_view client_version,
                             std::string_view broker_version);
 // Answers watch (`{type:"watch", uuid, watching:true}`) and unwatch (type "unwatch",
@@ -369,6 +377,7 @@ struct reply {
     std::optional<std::string> contended_key{};
     std::optional<std::chrono::milliseconds> expires_in{};  // expiresInMs; null -> no_expiry
     std::vector<std::string> ls_result{};
+    std::optional<std::uint64_t> cursor{};  // ls: the next page starts here
     bool lock_info = false;  // lockInfo
     std::optional<bool> is_locked{};
     std::vector<std::string> lockholder_uuids{};
@@ -378,6 +387,7 @@ struct reply {
     std::string broker{};
     std::optional<std::uint32_t> protocol{};
     std::string session{};
+    std::string epoch{};  // hello
     std::vector<std::string> features{};
     boost::json::object stats{};
     std::string client_version{};  // version-mismatch

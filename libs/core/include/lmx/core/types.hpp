@@ -11,6 +11,9 @@ using fencing_token = std::uint64_t;
 // Time is always passed in; the core never reads a clock. Any monotonic clock's epoch works.
 using time_point = std::chrono::steady_clock::time_point;
 
+// Fencing tokens stay at or below this (2^53 - 1), so every JSON reader reads them exactly.
+inline constexpr fencing_token max_fencing_token = (fencing_token{1} << 53) - 1;
+
 // A ttl meaning "this hold never expires" (live-mutex: `ttl: null`).
 inline constexpr std::chrono::milliseconds no_expiry = std::chrono::milliseconds::max();
 
@@ -32,6 +35,7 @@ enum class errc : std::uint8_t {
     unknown_type,       // unknown message type
     version_mismatch,   // incompatible client version
     shutting_down,      // the broker is stopping
+    unavailable,        // the broker cannot grant now (its fencing state cannot be persisted)
 };
 
 std::string_view to_string(errc c) noexcept;

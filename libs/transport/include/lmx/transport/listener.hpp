@@ -44,6 +44,9 @@ struct listen_options {
   // ws listener only: whether a WebSocket upgrade is accepted (judge Origin and Host).
   // Unset: accept. Refused: HTTP 403.
   std::function<bool(const http_request_view&)> accept_websocket;
+  // ws listener only: told when a connection still in HTTP or the handshake fails with an
+  // exception (the connection is dropped, the listener goes on).
+  std::function<void(const std::string&)> on_error;
   // ws listener only: upgrade on these paths (query ignored), plus the endpoint's own path.
   std::vector<std::string> websocket_paths = {"/", "/ws"};
 };

@@ -1,0 +1,259 @@
+// The history analysis of `lmx check`, fed small hand-made histories: a correct one passes, and
+// each kind of violation it exists to find is found, with nothing else reported.
+
+#include "history.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <string>
+#include <vector>
+
+namespace json = boost::json;
+using lmx::check::analyzer;
+using lmx::check::summary;
+
+namespace {
+
+// Builds a history; every record is 1 ms after the one before.
+struct history {
+    std::vector<std::string> lines;
+    std::int64_t t = 1'000'000'000;
+
+    history& rec(const std::string& src, int s, const char* ev, const json::object& m = {}, const std::string& how = {}) {
+        t += 1'000'000;
+        json::object r{{"t", t}, {"src", src}, {"s", s}, {"ev", ev}};
+        if (!m.empty()) r["m"] = m;
+        if (!how.empty()) r["how"] = how;
+        lines.push_back(json::serialize(r));
+        return *this;
+    }
+    history& send(const std::string& src, int s, const json::object& m) { return rec(src, s, "send", m); }
+    history& recv(const std::string& src, int s, const json::object& m) { return rec(src, s, "recv", m); }
+    history& watch(const json::object& m) { return rec("watch", 1, "recv", m); }
+    history& close(const std::string& src, int s, const std::string& how) { return rec(src, s, "close", {}, how); }
+    history& control(const char* ev) { return rec("check", 0, ev); }
+    // A watched broker run and a client connection of it.
+    history& epoch(const std::string& e) {
+        watch({{"type", "hello"}, {"uuid", "wh"}, {"epoch", e}});
+        return watch({{"type", "watch"}, {"uuid", "ww"}, {"watching", true}});
+    }
+    history& hello(const std::string& src, int s, const std::string& e) {
+        send(src, s, {{"type", "hello"}, {"uuid", src + "-h" + std::to_string(s)}});
+        return recv(src, s, {{"type", "hello"}, {"uuid", src + "-h" + std::to_string(s)}, {"epoch", e}});
+    }
+    history& ev(const char* event, const std::string& key, const std::string& id, std::uint64_t token = 0) {
+        json::object m{{"type", "event"}, {"event", event}, {"key", key}, {"uuid", id}};
+        if (token) m["fencingToken"] = token;
+        return watch(m);
+    }
+    history& lock(const std::string& src, int s, const std::string& id, const std::string& key, json::object extra = {}) {
+        json::object m{{"type", "lock"}, {"uuid", id}, {"key", key}, {"ttl", 10000}};
+        for (auto& [k, v] : extra) m[k] = v;
+        return send(src, s, m);
+    }
+    history& granted(const std::string& src, int s, const std::string& id, const std::string& key, std::uint64_t token) {
+        return recv(src, s, {{"type", "lock"}, {"uuid", id}, {"key", key}, {"acquired", true}, {"fencingToken", token}});
+    }
+    history& queued(const std::string& src, int s, const std::string& id, const std::string& key) {
+        return recv(src, s, {{"type", "lock"}, {"uuid", id}, {"key", key}, {"acquired", false}, {"queued", true}});
+    }
+    history& unlock(const std::string& src, int s, const std::string& uid, const std::string& id, const std::string& key) {
+        return send(src, s, {{"type", "unlock"}, {"uuid", uid}, {"key", key}, {"_uuid", id}});
+    }
+    history& unlocked(const std::string& src, int s, const std::string& uid, const std::string& key, bool warning = false) {
+        json::object m{{"type", "unlock"}, {"uuid", uid}, {"key", key}, {"unlocked", true}};
+        if (warning) m["warning"] = "lock was not held (already released or expired)";
+        return recv(src, s, m);
+    }
+
+    summary run(bool stream = true) {
+        analyzer a({.broker_stream = stream});
+        for (auto& l : lines) a.add(l);
+        return a.finish();
+    }
+};
+
+// Two clients take turns on one key: granted, released, handed on, all watched.
+history correct_handoff() {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("b", 1, "b-1", "k").ev("queued", "k", "b-1").queued("b", 1, "b-1", "k");
+    h.unlock("a", 1, "a-2", "a-1", "k").ev("released", "k", "a-1", 10).ev("granted", "k", "b-1", 11);
+    h.unlocked("a", 1, "a-2", "k").granted("b", 1, "b-1", "k", 11);
+    h.unlock("b", 1, "b-2", "b-1", "k").ev("released", "k", "b-1", 11).unlocked("b", 1, "b-2", "k");
+    h.close("a", 1, "clean").close("b", 1, "clean");
+    return h;
+}
+
+std::uint64_t count(const summary& s, const std::string& kind) {
+    auto it = s.violations_by_kind.find(kind);
+    return it == s.violations_by_kind.end() ? 0 : it->second;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(check_analyzer_test)
+
+BOOST_AUTO_TEST_CASE(a_correct_history_passes) {
+    auto s = correct_handoff().run();
+    BOOST_TEST(s.violation_count == 0u, lmx::check::format_summary(s));
+    BOOST_TEST(s.grants == 2u);
+    BOOST_TEST(s.epochs == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(two_holders_of_a_mutex_in_the_stream) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("b", 1, "b-1", "k").ev("granted", "k", "b-1", 11).granted("b", 1, "b-1", "k", 11);
+    auto s = h.run();
+    BOOST_TEST(count(s, "over-max") == 1u, lmx::check::format_summary(s));
+    BOOST_TEST(count(s, "client-overlap") == 1u);  // the clients' own view says the same
+}
+
+BOOST_AUTO_TEST_CASE(a_semaphore_within_its_max_passes_and_above_fails) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    for (int i = 1; i <= 3; ++i) {
+        std::string id = "a-" + std::to_string(i);
+        h.lock("a", 1, id, "k", {{"max", 2}}).ev("granted", "k", id, 10 + i).granted("a", 1, id, "k", 10 + i);
+    }
+    auto s = h.run();
+    BOOST_TEST(count(s, "over-max") == 1u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(shared_and_exclusive_together) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    h.lock("a", 1, "a-1", "k", {{"max", 3}, {"mode", "shared"}}).ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("a", 1, "a-2", "k", {{"max", 3}}).ev("granted", "k", "a-2", 11).granted("a", 1, "a-2", "k", 11);
+    auto s = h.run();
+    BOOST_TEST(count(s, "shared-with-exclusive") == 1u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(a_grant_the_stream_never_made) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("queued", "k", "a-1").granted("a", 1, "a-1", "k", 99);
+    auto s = h.run();
+    BOOST_TEST(count(s, "phantom-grant") == 1u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_served_out_of_turn) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("a", 1, "a-2", "k").ev("queued", "k", "a-2").lock("a", 1, "a-3", "k").ev("queued", "k", "a-3");
+    h.unlock("a", 1, "a-4", "a-1", "k").ev("released", "k", "a-1", 10).ev("granted", "k", "a-3", 11);
+    auto s = h.run();
+    BOOST_TEST(count(s, "fifo") == 1u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(tokens_going_back_across_a_restart) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 50).granted("a", 1, "a-1", "k", 50);
+    h.control("broker-kill").close("a", 1, "lost");
+    h.epoch("e2").hello("a", 2, "e2");
+    h.lock("a", 2, "a-2", "k").ev("granted", "k", "a-2", 40).granted("a", 2, "a-2", "k", 40);
+    auto s = h.run();
+    BOOST_TEST(count(s, "token-order") >= 1u, lmx::check::format_summary(s));
+    BOOST_TEST(s.epochs == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_hold_ended_without_telling_its_owner) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
+    h.send("a", 1, {{"type", "acquire-many"}, {"uuid", "a-1"}, {"keys", json::array{"x", "y"}}, {"ttl", 10000}});
+    h.ev("granted", "x", "a-1", 10).ev("granted", "y", "a-1", 11);
+    h.recv("a", 1, {{"type", "acquire-many"}, {"uuid", "a-1"}, {"acquired", true}, {"fencingTokens", {{"x", 10}, {"y", 11}}}});
+    // Another connection releases it; the owner hears nothing, and finds out at its own release.
+    h.send("b", 1, {{"type", "release-many"}, {"uuid", "b-1"}, {"lockUuid", "a-1"}});
+    h.ev("released", "x", "a-1", 10).ev("released", "y", "a-1", 11);
+    h.recv("b", 1, {{"type", "release-many"}, {"uuid", "b-1"}, {"released", true}});
+    h.send("a", 1, {{"type", "release-many"}, {"uuid", "a-2"}, {"lockUuid", "a-1"}});
+    h.recv("a", 1, {{"type", "release-many"}, {"uuid", "a-2"}, {"released", false}, {"error", "no such lock"}, {"code", "not_found"}});
+    auto s = h.run();
+    BOOST_TEST(count(s, "silent-end") == 1u, lmx::check::format_summary(s));
+
+    // The same with the notice: fine.
+    history ok;
+    ok.epoch("e1").hello("a", 1, "e1");
+    ok.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    ok.ev("expired", "k", "a-1", 10).recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "ttl"}});
+    ok.unlock("a", 1, "a-2", "a-1", "k").unlocked("a", 1, "a-2", "k", true);
+    auto s2 = ok.run();
+    BOOST_TEST(s2.violation_count == 0u, lmx::check::format_summary(s2));
+}
+
+BOOST_AUTO_TEST_CASE(a_waiter_withdrawn_by_another_connection_must_be_answered) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("b", 1, "b-1", "k").ev("queued", "k", "b-1").queued("b", 1, "b-1", "k");
+    h.unlock("a", 1, "a-2", "b-1", "k").ev("cancelled", "k", "b-1").unlocked("a", 1, "a-2", "k");
+    h.close("b", 1, "clean");  // b drained and closed: its request never got an answer
+    auto s = h.run();
+    BOOST_TEST(count(s, "lost-answer") == 1u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(an_answer_after_a_confirmed_cancel) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("queued", "k", "a-1").queued("a", 1, "a-1", "k");
+    h.send("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"target", "a-1"}}).ev("cancelled", "k", "a-1");
+    h.recv("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"cancelled", true}});
+    h.recv("a", 1, {{"type", "lock"}, {"uuid", "a-1"}, {"key", "k"}, {"acquired", false}, {"error", "x"}, {"code", "timeout"}});
+    auto s = h.run();
+    BOOST_TEST(count(s, "double-answer") == 1u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(an_unanswered_request_of_a_cut_connection_is_not_a_violation) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("queued", "k", "a-1");
+    h.close("a", 1, "abort");
+    auto s = h.run();
+    BOOST_TEST(s.violation_count == 0u, lmx::check::format_summary(s));
+    BOOST_TEST(s.sessions_cut == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(client_leases_overlapping_without_a_stream) {
+    // Another broker (no watch stream, no tokens): only the clients' view is checked.
+    history h;
+    h.lock("a", 1, "a-1", "k").recv("a", 1, {{"type", "lock"}, {"uuid", "a-1"}, {"key", "k"}, {"acquired", true}});
+    h.lock("b", 1, "b-1", "k").recv("b", 1, {{"type", "lock"}, {"uuid", "b-1"}, {"key", "k"}, {"acquired", true}});
+    auto s = h.run(false);
+    BOOST_TEST(count(s, "client-overlap") == 1u, lmx::check::format_summary(s));
+    // Handed over after the first release was sent: fine.
+    history ok;
+    ok.lock("a", 1, "a-1", "k").recv("a", 1, {{"type", "lock"}, {"uuid", "a-1"}, {"key", "k"}, {"acquired", true}});
+    ok.lock("b", 1, "b-1", "k");
+    ok.unlock("a", 1, "a-2", "a-1", "k").recv("b", 1, {{"type", "lock"}, {"uuid", "b-1"}, {"key", "k"}, {"acquired", true}});
+    auto s2 = ok.run(false);
+    BOOST_TEST(s2.violation_count == 0u, lmx::check::format_summary(s2));
+}
+
+BOOST_AUTO_TEST_CASE(a_lease_that_ran_out_lets_the_next_holder_in) {
+    history h;
+    h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
+    h.lock("a", 1, "a-1", "k", {{"ttl", 5}}).ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("b", 1, "b-1", "k").ev("queued", "k", "b-1");
+    h.t += 10'000'000;  // past a's lease
+    h.ev("expired", "k", "a-1", 10).ev("granted", "k", "b-1", 11).granted("b", 1, "b-1", "k", 11);
+    h.recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "ttl"}});
+    auto s = h.run();
+    BOOST_TEST(s.violation_count == 0u, lmx::check::format_summary(s));
+}
+
+BOOST_AUTO_TEST_CASE(a_line_cut_by_a_kill_is_skipped) {
+    auto h = correct_handoff();
+    h.lines.push_back(R"({"t":99999999999,"src":"a","s":1,"ev":"se)");
+    auto s = h.run();
+    BOOST_TEST(s.violation_count == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
