@@ -210,7 +210,7 @@ BOOST_DATA_TEST_CASE(hello_and_version_handshakes, bdata::make(transports), kind
     BOOST_TEST(text(h1, "session") != text(h2, "session"));
     auto features = strings(h1, "features");
     for (const char* f : {"semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch",
-                          "keep-on-exit"})
+                          "keep-on-exit", "rw-locks"})
         BOOST_TEST(contains(features, f), f);
 
     // live-mutex 0.2.x: accepted silently.

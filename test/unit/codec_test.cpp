@@ -90,6 +90,14 @@ std::vector<core::request> sample_requests() {
     v.push_back(req::unlock{"u6", "k", "u1", false});
     v.push_back(req::unlock{"u7", "k", std::nullopt, true});
     v.push_back(req::unlock{"u8", "k", "u1", true});
+    v.push_back(req::lock{.uuid = "rw1", .key = "r", .max = 10, .rw = core::rw_status::begin_read});
+    v.push_back(req::lock{.uuid = "rw2", .key = "w", .rw = core::rw_status::locking_write_key});
+    v.push_back(req::unlock{.uuid = "rw3", .key = "w", .force = true, .rw = core::rw_status::end_write});
+    v.push_back(req::write_flag_check{"wf1", "k"});
+    v.push_back(req::write_flag_and_readers_check{"wf2", "k"});
+    v.push_back(req::increment_readers{"wf3", "k"});
+    v.push_back(req::decrement_readers{"wf4", "k"});
+    v.push_back(req::clear_write_flag{"wf5", "k"});
     v.push_back(req::lock_received{"u1", "k"});
     v.push_back(req::lock_received{"u1", ""});
     v.push_back(req::lock_client_timeout{"u1", "k"});
@@ -513,10 +521,12 @@ BOOST_AUTO_TEST_CASE(live_mutex_captured_frames) {
     auto retry = parse_as<req::lock>(R"({"keepLocksAfterDeath":true,"retryCount":1,"uuid":")" + u +
                                      R"(","key":"foo","type":"lock","ttl":null,)"
                                      R"("rwStatus":"begin_read","max":3,"pid":2866})");
-    BOOST_CHECK(
-        (retry ==
-         req::lock{
-             .uuid = u, .key = "foo", .ttl = core::no_expiry, .max = 3, .keep_on_exit = true}));
+    BOOST_CHECK((retry == req::lock{.uuid = u,
+                                    .key = "foo",
+                                    .ttl = core::no_expiry,
+                                    .max = 3,
+                                    .keep_on_exit = true,
+                                    .rw = core::rw_status::begin_read}));
     BOOST_CHECK((parse_as<req::lock_received>(
                      R"({"uuid":")" + u +
                      R"(","key":"foo","type":"lock-received","max":null,"pid":2866,)"
@@ -545,8 +555,8 @@ BOOST_AUTO_TEST_CASE(live_mutex_captured_frames) {
                      R"({"uuid":")" + v +
                      R"(","key":"foo","type":"lock-info-request","max":null,"pid":2866,)"
                      R"("keepLocksAfterDeath":false})") == req::lock_info{v, "foo"}));
-    // Types lmx does not implement (the answer to version-mismatch, live-mutex's test hooks and
-    // read/write-lock messages) are unknown types; those without a uuid have nothing to echo.
+    // Types lmx does not implement (the answer to version-mismatch, live-mutex's test hooks) are
+    // unknown types; those without a uuid have nothing to echo.
     auto confirmed =
         core::parse_request(R"({"type":"version-mismatch-confirmed","max":null,"pid":2866,)"
                             R"("keepLocksAfterDeath":false})");
@@ -554,12 +564,16 @@ BOOST_AUTO_TEST_CASE(live_mutex_captured_frames) {
     BOOST_CHECK(confirmed.error().code == errc::unknown_type);
     BOOST_TEST(confirmed.error().uuid.empty());
     BOOST_TEST(confirmed.error().type == "version-mismatch-confirmed");
-    auto readers = core::parse_request(R"({"uuid":")" + u +
-                                       R"(","key":"foo","type":"increment-readers","max":null})");
-    BOOST_TEST_REQUIRE(!readers.ok());
-    BOOST_CHECK(readers.error().code == errc::unknown_type);
-    BOOST_TEST(readers.error().uuid == u);
-    BOOST_TEST(readers.error().key == "foo");
+    auto hook = core::parse_request(R"({"uuid":")" + u +
+                                    R"(","key":"foo","type":"simulate-version-mismatch","max":null})");
+    BOOST_TEST_REQUIRE(!hook.ok());
+    BOOST_CHECK(hook.error().code == errc::unknown_type);
+    BOOST_TEST(hook.error().uuid == u);
+    BOOST_TEST(hook.error().key == "foo");
+    // The read/write-lock messages of live-mutex's write-preferring client are served.
+    BOOST_CHECK((parse_as<req::increment_readers>(R"({"uuid":")" + u +
+                                                  R"(","key":"foo","type":"increment-readers","max":null})") ==
+                 req::increment_readers{u, "foo"}));
 }
 
 BOOST_AUTO_TEST_CASE(malformed_inputs_are_refused) {

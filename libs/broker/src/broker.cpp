@@ -2,6 +2,7 @@
 #include <lmx/core/failpoint.hpp>
 #include <lmx/core/lock_table.hpp>
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/rw_locks.hpp>
 #include <lmx/core/scoped_value.hpp>
 #include <lmx/transport/listener.hpp>
 #include <lmx/version.hpp>
@@ -91,11 +92,16 @@ std::string what_of(std::exception_ptr ep) {
 
 }  // namespace
 
-struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::impl> {
+// The session under which live-mutex's read/write-lock readers hold their group locks; no
+// connection ever gets this id.
+constexpr core::session_id rw_group_session = std::numeric_limits<core::session_id>::max();
+
+struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_from_this<broker::impl> {
     asio::any_io_executor ex;
     broker_options opt;
     detail::fencing_store store;
     std::unique_ptr<core::lock_table> table;
+    std::unique_ptr<core::rw_locks> rw;
     core::request_parser parser;
     std::vector<std::unique_ptr<transport::listener>> listeners;
     std::vector<std::string> bound;
@@ -179,7 +185,9 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             t.expires_after(1s);
             co_await t.async_wait(use_tuple);
             if (stopped) break;
-            if (table->resume_grants(steady::now())) {
+            const bool resumed = table->resume_grants(steady::now());
+            rw->settle(steady::now());
+            if (resumed) {
                 log_line(log_level::info, "fencing state written again; granting locks");
                 unhealthy.clear();
                 flush();
@@ -189,9 +197,12 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         recovering = false;
     }
 
+    std::string* frames_for(core::session_id id) override { return outbox_of(id); }
+
     void on_effect(const core::effect& e) override {
         using k = core::effect_kind;
         if (e.kind == k::event) return route_event(e);
+        if (e.session == rw_group_session) return rw->defer(e);
         if (e.kind == k::queued && !e.multi && LMX_FAILPOINT("grant.double").error()) return fake_grant(e);
         // A retried request that already holds gets no second grant: the first is on its way, and
         // live-mutex clients answer an unexpected grant with lock-received-rejected, which would
@@ -206,11 +217,11 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         switch (e.kind) {
             case k::granted:
                 if (e.multi) core::write_acquire_many_granted(*out, e.id, e.keys, e.id);
-                else core::write_lock_granted(*out, e.id, e.key, e.token, e.waiters, e.readers);
+                else core::write_lock_granted(*out, e.id, e.key, e.token, e.waiters, rw->readers(e.key, e.readers));
                 break;
             case k::queued:
                 if (e.multi) core::write_acquire_many_queued(*out, e.id, e.keys, e.key, e.waiters);
-                else core::write_lock_queued(*out, e.id, e.key, e.waiters, e.readers, e.position);
+                else core::write_lock_queued(*out, e.id, e.key, e.waiters, rw->readers(e.key, e.readers), e.position);
                 break;
             case k::refused:
                 if (e.multi) core::write_acquire_many_refused(*out, e.id, e.keys, e.key, e.waiters);
@@ -312,6 +323,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             try {
                 if (fp.error()) throw std::runtime_error("failpoint deadline.tick");
                 table->expire(steady::now());
+                rw->settle(steady::now());
             } catch (const std::exception& e) {
                 log_line(log_level::error, std::string("expiring leases failed: ") + e.what() + "; retrying");
                 // Due deadlines stay due, so the next turn comes at once.
@@ -413,6 +425,8 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         s.closing = true;
         if (s.watching) stop_watching(s);
         table->close_session(s.id, steady::now());
+        rw->close_session(s.id, steady::now());
+        rw->settle(steady::now());
         sessions.erase(s.id);
         if (s.writer_idle) s.wake.cancel();
         announce_connections();
@@ -450,10 +464,14 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
             else if (err.type == "unlock" && !err.uuid.empty()) core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
             else if (err.type == "acquire-many" && !err.uuid.empty())
                 core::write_acquire_many_error(out, err.uuid, std::span<const std::string>{}, err.code, err.message);
+            // live-mutex's client completes a request as failed only on a reply of its own type.
+            else if (err.code == core::errc::unknown_type && !err.uuid.empty() && !err.type.empty() && err.type.size() <= 64)
+                core::write_unknown_type(out, err.type, err.uuid, err.key, err.message);
             else core::write_error(out, err);
             return;
         }
         std::visit([&](auto& r) { serve(s, r); }, parsed.value());
+        rw->settle(now());
     }
 
     steady::time_point batch_clock{};  // set while a read batch is served
@@ -471,8 +489,9 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     }
 
     void serve(session& s, req::hello& r) {
-        static constexpr std::array<std::string_view, 10> features = {
-            "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit"};
+        static constexpr std::array<std::string_view, 11> features = {
+            "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit",
+            "rw-locks"};
         core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
                           std::to_string(s.id), features, epoch);
     }
@@ -480,6 +499,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
 
     void serve(session& s, req::lock& r) {
+        if (rw->lock(s.id, r, deadline_after(r.timeout), now())) return;
         const core::scoped_value<const std::string*> quiet(quiet_request, r.queued_notice ? nullptr : &r.uuid);
         table->acquire({.session = s.id,
                         .id = r.uuid,
@@ -494,6 +514,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     }
 
     void serve(session& s, req::unlock& r) {
+        if (rw->unlock(s.id, r, now())) return;
         core::release_result res;
         if (r.lock_id && r.force) res = table->force_release(r.key, *r.lock_id, now());
         else if (r.lock_id) res = table->release(r.key, *r.lock_id, now(), s.id);
@@ -516,8 +537,17 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
     }
 
     void serve(session&, req::lock_received&) {}
-    void serve(session& s, req::lock_client_timeout& r) { table->abandon(s.id, r.uuid, now()); }
-    void serve(session& s, req::lock_client_error& r) { table->abandon(s.id, r.uuid, now()); }
+    void serve(session& s, req::lock_client_timeout& r) {
+        if (!rw->abandon(s.id, r.uuid, now())) table->abandon(s.id, r.uuid, now());
+    }
+    void serve(session& s, req::lock_client_error& r) {
+        if (!rw->abandon(s.id, r.uuid, now())) table->abandon(s.id, r.uuid, now());
+    }
+
+    template <req::rw_message_kind K>
+    void serve(session& s, req::rw_message<K>& r) {
+        rw->message(s.id, K, r.uuid, r.key, now());
+    }
     void serve(session& s, req::lock_received_rejected& r) { table->abandon(s.id, r.lock_id.value_or(r.uuid), now()); }
 
     void serve(session& s, req::cancel& r) {
@@ -688,6 +718,7 @@ struct broker::impl : core::effect_sink, std::enable_shared_from_this<broker::im
         }
         table = std::make_unique<core::lock_table>(
             *this, core::table_config{.default_ttl = opt.default_ttl, .max_waiters = opt.max_waiters, .fencing_seed = seed});
+        rw = std::make_unique<core::rw_locks>(*table, *this, rw_group_session);
         for (auto& url : opt.listen) {
             std::string why;
             auto ep = transport::parse_endpoint(url, &why);

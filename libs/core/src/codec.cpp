@@ -71,6 +71,18 @@ std::string_view to_string(lost_reason r) noexcept {
     return r == lost_reason::forced ? "forced" : "ttl";
 }
 
+std::string_view to_string(rw_status s) noexcept {
+    switch (s) {
+        case rw_status::begin_read: return "begin_read";
+        case rw_status::end_read: return "end_read";
+        case rw_status::begin_write: return "begin_write";
+        case rw_status::end_write: return "end_write";
+        case rw_status::locking_write_key: return "locking_write_key";
+        case rw_status::unlocking_write_key: return "unlocking_write_key";
+    }
+    return "unknown";
+}
+
 std::string_view to_string(event_kind e) noexcept {
     switch (e) {
         case event_kind::granted: return "granted";
@@ -114,7 +126,15 @@ constexpr std::array<std::string_view, std::variant_size_v<request>> type_names{
     "system-stats-request",
     "watch",
     "unwatch",
+    "register-write-flag-check",
+    "register-write-flag-and-readers-check",
+    "increment-readers",
+    "decrement-readers",
+    "set-write-flag-false-and-broadcast",
 };
+
+constexpr std::array<std::string_view, 6> rw_status_names{
+    "begin_read", "end_read", "begin_write", "end_write", "locking_write_key", "unlocking_write_key"};
 
 constexpr char hex_digits[] = "0123456789abcdef";
 
@@ -542,9 +562,10 @@ enum class field : std::uint8_t {
     queued_notice,
     cursor,
     limit,
+    rw_status,
 };
 
-constexpr std::array<std::string_view, 22> field_names{
+constexpr std::array<std::string_view, 23> field_names{
     "type",
     "uuid",
     "key",
@@ -567,6 +588,7 @@ constexpr std::array<std::string_view, 22> field_names{
     "queuedNotice",
     "cursor",
     "limit",
+    "rwStatus",
 };
 
 class field_slots {
@@ -692,6 +714,17 @@ public:
         return true;
     }
 
+    // null, absent, or a string lmx gives no meaning to (older live-mutex clients send others,
+    // which its broker ignores too): none.
+    bool rw(std::optional<rw_status>& out) {
+        const json::value* v = find(field::rw_status);
+        if (!v) return true;
+        if (!v->is_string()) return fail(errc::bad_request, "field \"rwStatus\" must be a string or null");
+        if (const std::size_t i = index_of(rw_status_names, v->get_string()); i < rw_status_names.size())
+            out = static_cast<rw_status>(i);
+        return true;
+    }
+
     bool range(field name, std::int64_t lo, std::int64_t hi, std::string_view what, std::optional<std::int64_t>& out) {
         return bounded(name, lo, hi, what, out);
     }
@@ -812,13 +845,16 @@ bool decode(reader& r, req::lock& m) {
     return r.id(field::uuid, m.uuid) && r.key(m.key) && r.ttl(m.ttl) && r.max(m.max) &&
            r.flag(field::wait, m.wait) && r.timeout(m.timeout) && r.mode(m.mode) &&
            r.keep_on_exit(m.keep_on_exit) && r.flag(field::force, m.force) &&
-           r.flag(field::queued_notice, m.queued_notice);
+           r.flag(field::queued_notice, m.queued_notice) && r.rw(m.rw);
 }
 
 bool decode(reader& r, req::unlock& m) {
     return r.id(field::uuid, m.uuid) && r.key(m.key) && r.optional_id(field::lock_id, m.lock_id) &&
-           r.flag(field::force, m.force);
+           r.flag(field::force, m.force) && r.rw(m.rw);
 }
+
+template <req::rw_message_kind K>
+bool decode(reader& r, req::rw_message<K>& m) { return r.id(field::uuid, m.uuid) && r.key(m.key); }
 
 template <class Control>
 requires std::same_as<Control, req::lock_received> ||
@@ -1225,6 +1261,7 @@ void encode(std::string& out, const req::lock& m) {
     if (m.keep_on_exit) fr.boolean("keepLocksOnExit", true);
     if (m.force) fr.boolean("force", true);
     if (!m.queued_notice) fr.boolean("queuedNotice", false);
+    if (m.rw) fr.str("rwStatus", to_string(*m.rw));
     fr.end();
 }
 
@@ -1233,7 +1270,13 @@ void encode(std::string& out, const req::unlock& m) {
     fr.str("uuid", m.uuid).str("key", m.key);
     if (m.lock_id) fr.str("_uuid", *m.lock_id);
     if (m.force) fr.boolean("force", true);
+    if (m.rw) fr.str("rwStatus", to_string(*m.rw));
     fr.end();
+}
+
+template <req::rw_message_kind K>
+void encode(std::string& out, const req::rw_message<K>& m) {
+    frame(out, type_names[request(req::rw_message<K>{}).index()]).str("uuid", m.uuid).str("key", m.key).end();
 }
 
 void encode(std::string& out, const req::lock_received& m) {
@@ -1580,6 +1623,21 @@ void write_version_mismatch(std::string& out, std::string_view client_version,
         .str("brokerVersion", broker_version)
         .close_object()
         .end();
+}
+
+void write_rw_answer(std::string& out, std::string_view type, std::string_view uuid, std::string_view key,
+                     std::optional<std::uint32_t> readers_count, std::optional<bool> writer_flag) {
+    frame fr(out, type);
+    fr.str("uuid", uuid).str("key", key);
+    if (readers_count) fr.num("readersCount", *readers_count);
+    if (writer_flag) fr.boolean("writerFlag", *writer_flag);
+    fr.end();
+}
+
+void write_unknown_type(std::string& out, std::string_view type, std::string_view uuid, std::string_view key,
+                        std::string_view message) {
+    frame fr(out, type);
+    fr.str("uuid", uuid).str_if("key", key).failure(errc::unknown_type, message).end();
 }
 
 void write_watch_ack(std::string& out, std::string_view uuid, bool watching) {

@@ -61,6 +61,7 @@ struct lock {
     bool keep_on_exit = false;  // keepLocksOnExit or keepLocksAfterDeath
     bool force = false;         // live-mutex: jump the queue; the broker decides what it honours
     bool queued_notice = true;  // queuedNotice: false asks for no queued notice, only the answer
+    std::optional<rw_status> rw{};  // rwStatus of live-mutex's read/write-lock clients
     bool operator==(const lock&) const = default;
 };
 
@@ -69,6 +70,7 @@ struct unlock {
     std::string key{};
     std::optional<std::string> lock_id{};
     bool force = false;
+    std::optional<rw_status> rw{};
     bool operator==(const unlock&) const = default;
 };
 
@@ -165,13 +167,37 @@ struct unwatch {
     bool operator==(const unwatch&) const = default;
 };
 
+// The messages of live-mutex's write-preferring read/write-lock client; each names one key.
+enum class rw_message_kind : std::uint8_t {
+    write_flag_check,              // register-write-flag-check: may a reader go in?
+    write_flag_and_readers_check,  // register-write-flag-and-readers-check: may a writer go in?
+    increment_readers,             // increment-readers
+    decrement_readers,             // decrement-readers
+    clear_write_flag,              // set-write-flag-false-and-broadcast
+};
+
+template <rw_message_kind K>
+struct rw_message {
+    static constexpr rw_message_kind kind = K;
+    std::string uuid{};
+    std::string key{};
+    bool operator==(const rw_message&) const = default;
+};
+using write_flag_check = rw_message<rw_message_kind::write_flag_check>;
+using write_flag_and_readers_check = rw_message<rw_message_kind::write_flag_and_readers_check>;
+using increment_readers = rw_message<rw_message_kind::increment_readers>;
+using decrement_readers = rw_message<rw_message_kind::decrement_readers>;
+using clear_write_flag = rw_message<rw_message_kind::clear_write_flag>;
+
 }  // namespace req
 
 using request =
     std::variant<req::version, req::hello, req::lock, req::unlock, req::lock_received,
                  req::lock_client_timeout, req::lock_client_error, req::lock_received_rejected,
                  req::cancel, req::acquire_many, req::release_many, req::extend, req::ls,
-                 req::lock_info, req::ping, req::system_stats, req::watch, req::unwatch>;
+                 req::lock_info, req::ping, req::system_stats, req::watch, req::unwatch,
+                 req::write_flag_check, req::write_flag_and_readers_check, req::increment_readers,
+                 req::decrement_readers, req::clear_write_flag>;
 
 // The wire `type` of a request, e.g. "lock-info-request".
 std::string_view type_name(const request& r) noexcept;
@@ -237,6 +263,7 @@ void encode_request(const request& r, std::string& out);
 
 // Wire strings of the table's enums, and the inverse of to_string(errc).
 std::string_view to_string(lost_reason r) noexcept;
+std::string_view to_string(rw_status s) noexcept;
 std::string_view to_string(event_kind e) noexcept;
 std::optional<errc> errc_from_string(std::string_view s) noexcept;
 
@@ -344,6 +371,16 @@ void write_lock_lost(std::string& out, std::string_view key, std::string_view lo
 void write_event(std::string& out, event_kind event, std::string_view key, std::string_view lock_id,
                  fencing_token token = 0,
                  std::optional<std::uint32_t> lock_request_count = std::nullopt);
+// The answers of live-mutex's read/write-lock messages: `type` as given (e.g.
+// "register-write-flag-success"), `uuid`, `key`, and `readersCount` / `writerFlag` when set.
+void write_rw_answer(std::string& out, std::string_view type, std::string_view uuid, std::string_view key,
+                     std::optional<std::uint32_t> readers_count = std::nullopt,
+                     std::optional<bool> writer_flag = std::nullopt);
+// A request type this broker does not serve, answered in its own type so that live-mutex clients
+// complete the request as failed: {type, uuid, key?, error, code: "unknown_type"}.
+void write_unknown_type(std::string& out, std::string_view type, std::string_view uuid, std::string_view key,
+                        std::string_view message);
+
 // type "event", event "connections": the broker's open connection count, `connections`.
 void write_connections_event(std::string& out, std::size_t connections);
 // type "error"; `uuid` and `key` are written when non-empty.
