@@ -7,13 +7,13 @@
 #     --merge         afterwards, add the new inputs that gain coverage to test/fuzz/corpus/<target>
 #                     (otherwise they stay in the scratch corpus build/fuzz/corpus/<target>)
 #     --no-build      run what is built
-#     targets         request reply line_buffer websocket lock_table (default: all)
+#     targets         request reply line_buffer websocket lock_table rw_locks (default: all)
 # Exits non-zero on any crash, leak, timeout, out-of-memory or broken property, naming the target,
 # its log and the reproducer (rerun it with build/fuzz/test/fuzz/fuzz_<target> <reproducer>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(websocket lock_table request reply line_buffer)
+all_targets=(websocket lock_table rw_locks request reply line_buffer)
 seconds=60
 jobs=2
 merge=0

@@ -223,6 +223,22 @@ BOOST_AUTO_TEST_CASE(an_answer_after_a_confirmed_cancel) {
     BOOST_TEST(count(s, "double-answer") == 1u, lmx::check::format_summary(s));
 }
 
+BOOST_AUTO_TEST_CASE(a_retry_after_the_answer_starts_the_request_again) {
+    // Granted, forced away, then the retry (same uuid) queues anew and is cancelled: no double answer.
+    history h;
+    h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
+    h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("a", 1, "a-1", "k");  // the retry, sent before the grant arrived
+    h.send("b", 1, {{"type", "unlock"}, {"uuid", "b-1"}, {"key", "k"}, {"force", true}});
+    h.ev("forced", "k", "a-1", 10).recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "forced"}});
+    h.lock("b", 1, "b-2", "k").ev("granted", "k", "b-2", 11).granted("b", 1, "b-2", "k", 11);
+    h.ev("queued", "k", "a-1").queued("a", 1, "a-1", "k");
+    h.send("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"target", "a-1"}}).ev("cancelled", "k", "a-1");
+    h.recv("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"cancelled", true}});
+    auto s = h.run();
+    BOOST_TEST(s.violation_count == 0u, lmx::check::format_summary(s));
+}
+
 BOOST_AUTO_TEST_CASE(an_unanswered_request_of_a_cut_connection_is_not_a_violation) {
     history h;
     h.epoch("e1").hello("a", 1, "e1");

@@ -318,4 +318,29 @@ BOOST_FIXTURE_TEST_CASE(a_reader_that_dies_is_no_longer_counted, fixture) {
     BOOST_TEST(rw.idle());
 }
 
+// Found by the rw_locks fuzz target: the readers' hold granted by the table in the same step as
+// the only waiting reader's connection closed was left behind for good.
+BOOST_FIXTURE_TEST_CASE(a_group_hold_granted_as_its_reader_leaves_is_not_left_behind, fixture) {
+    lock(4, "u8", "R", std::nullopt);     // a plain exclusive hold of R
+    begin_read(*this, 4, "b");            // the same connection's reader waits for it
+    table.close_session(4, now);          // frees R: the readers' hold is granted...
+    rw.close_session(4, now);             // ...before the RW layer has seen it
+    settle();
+    BOOST_TEST(rw.idle());
+    BOOST_TEST(table.counters().keys == 0u);
+}
+
+// Found by the rw_locks fuzz target: a reader that gave up while waiting for the readers' hold
+// left that request queued, to be granted later for no reader at all.
+BOOST_FIXTURE_TEST_CASE(a_reader_giving_up_while_waiting_leaves_no_request_behind, fixture) {
+    lock(4, "x", "R", std::nullopt);  // a plain exclusive hold of R: the readers' hold must wait
+    begin_read(*this, 2, "b");
+    BOOST_TEST(rw.abandon(2, "b-r", now));
+    settle();
+    table.release("R", "x", now, session_id{4});
+    settle();
+    BOOST_TEST(rw.idle());
+    BOOST_TEST(table.counters().keys == 0u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

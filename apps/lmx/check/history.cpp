@@ -418,7 +418,8 @@ struct analyzer::impl {
                 tg->lease_end = r.extend_ttl_ns == never ? never : r.t_send + r.extend_ttl_ns;
         } else if (type == "cancel") {
             if (is_true(m, "cancelled")) {
-                if (tg->answers > 0)
+                // A retry that arrived after the request ended starts it again; that one may be cancelled.
+                if (tg->answers > tg->retries)
                     flag("double-answer", uuid + ": cancel of " + r.target + " succeeded after it was answered", t);
                 tg->withdrawn = true;
             } else if (tg->answers == 0 && !tg->withdrawn && !tg->abandoned) {

@@ -128,6 +128,11 @@ struct rw_locks::impl {
             note_not_pending(p.s, key, g);
             admit(key, g, p);
         }
+        // Nobody reads or waits to: the readers' hold (or its request) goes.
+        if (g.readers == 0 && g.waiting.empty() && g.linker == 0) {
+            release_write_key(g, now);
+            release_group(g, now);
+        }
         forget_group_if_idle(key);
     }
 
@@ -187,10 +192,15 @@ struct rw_locks::impl {
         g.linker = 0;
     }
 
+    // A request of the group session ends, whether it waits or holds: a grant may have happened
+    // in the table with its effect not yet settled here.
+    void end_group_request(const std::string& key, const std::string& id, time_point now) {
+        if (!table.cancel(group, id, now)) table.release(key, id, now, group);
+    }
+
     void release_write_key(read_group& g, time_point now) {
         if (g.write_id.empty()) return;
-        if (g.write_granted) table.release(g.write_key, g.write_id, now, group);
-        else table.cancel(group, g.write_id, now);
+        end_group_request(g.write_key, g.write_id, now);
         group_of.erase(g.write_id);
         g.write_id.clear();
         g.write_granted = false;
@@ -200,8 +210,7 @@ struct rw_locks::impl {
         if (g.group_id.empty()) return;
         auto it = group_of.find(g.group_id);
         std::string key = it != group_of.end() ? it->second : std::string();
-        if (g.g == group_hold::held) table.release(key, g.group_id, now, group);
-        else if (g.g == group_hold::requested) table.cancel(group, g.group_id, now);
+        end_group_request(key, g.group_id, now);
         group_of.erase(g.group_id);
         g.group_id.clear();
         g.g = group_hold::none;
