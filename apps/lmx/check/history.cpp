@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <queue>
 #include <optional>
 #include <tuple>
 #include <set>
@@ -128,7 +130,6 @@ struct analyzer::impl {
     std::string stream_epoch;
     std::unordered_map<std::string, stream_key> stream;
     std::set<std::string> streamed_epochs;  // epochs whose events were watched from their start
-    std::map<std::string, std::int64_t> last_event_at;  // per epoch: when its last event arrived
     std::set<std::tuple<std::string, std::string, std::string, std::uint64_t>> stream_grants;
     std::set<std::pair<std::string, std::string>> forced;  // (id, key) ended by force
     std::unordered_map<std::string, std::uint64_t> key_last_token;
@@ -139,7 +140,9 @@ struct analyzer::impl {
         std::string epoch, id, key;
         std::uint64_t token;
         std::int64_t t;
+        const session_st* sess;
     };
+    std::unordered_set<std::string> streamed_ids;  // request ids the stream named
     std::vector<client_grant> client_grants;
     std::int64_t t_last = 0;
 
@@ -216,12 +219,12 @@ struct analyzer::impl {
             return;
         }
         if (type != "event" || !opt.broker_stream) return;
-        last_event_at[stream_epoch] = t;
         const std::string event = str(m, "event");
         const std::string key = str(m, "key");
         const std::string id = str(m, "uuid");
         if (key.empty() || !key_max.contains(key)) return;  // not a key of this run
         ++sum.stream_events;
+        streamed_ids.insert(id);
         auto rq = reqs.find(id);
         if (rq == reqs.end()) return flag("unknown-request", "stream event " + event + " on " + key + " for " + id + ", which no client sent", t);
         stream_key& sk = stream[key];
@@ -454,7 +457,7 @@ struct analyzer::impl {
                 if (held_key* h = r.on(std::string(k)); h && (v.is_uint64() || v.is_int64())) h->token = v.to_number<std::uint64_t>();
         }
         if (opt.broker_stream)
-            for (auto& h : r.keys) client_grants.push_back({s.epoch, uuid, h.key, h.token, t});
+            for (auto& h : r.keys) client_grants.push_back({s.epoch, uuid, h.key, h.token, t, &s});
     }
 
     void on_lost(session_st& s, const json::object& m, std::int64_t t) {
@@ -490,15 +493,24 @@ struct analyzer::impl {
     }
 
     // ---- after the last record ----------------------------------------------------------
-    // A grant and its stream event leave in one flush, the client's first: a broker killed in
-    // between leaves a grant the stream never shows. Only a grant followed by more of the stream
-    // must be in it.
+    // The stream can end early: the broker writes a grant to its client before the event to the
+    // watcher, and a watcher that lags loses the broker's unwritten events when it is killed. So a
+    // grant must be in the stream only when the stream went on past it in the broker's order:
+    // when it names a later request of the same connection, sent after the grant arrived.
+    bool stream_went_past(const client_grant& g) const {
+        const auto& ids = g.sess->requests;
+        auto first_after = std::upper_bound(ids.begin(), ids.end(), g.t, [&](std::int64_t t, const std::string& id) {
+            return t < reqs.at(id).t_send;
+        });
+        return std::any_of(first_after, ids.end(), [&](const std::string& id) { return streamed_ids.contains(id); });
+    }
+
     void check_client_grants() {
         for (const auto& g : client_grants) {
             if (!streamed_epochs.contains(g.epoch)) continue;  // no stream to compare with
-            if (auto it = last_event_at.find(g.epoch); it == last_event_at.end() || it->second <= g.t) continue;
-            if (!stream_grants.contains({g.epoch, g.id, g.key, g.token}))
-                flag("phantom-grant", g.id + " was told it holds " + g.key + " with token " + std::to_string(g.token) +
+            if (stream_grants.contains({g.epoch, g.id, g.key, g.token})) continue;
+            if (!stream_went_past(g)) continue;
+            flag("phantom-grant", g.id + " was told it holds " + g.key + " with token " + std::to_string(g.token) +
                                           ", a grant the broker's own stream never made", g.t);
         }
     }
@@ -560,22 +572,52 @@ analyzer::~analyzer() = default;
 void analyzer::add(std::string_view line) { impl_->add(line); }
 summary analyzer::finish() { return impl_->finish(); }
 
-summary analyze_files(const std::vector<std::string>& paths, analyze_options options) {
-    // Each file is in time order; records of all files are merged by time (ties: file order).
-    std::vector<std::pair<std::int64_t, std::string>> lines;
-    for (std::size_t f = 0; f < paths.size(); ++f) {
-        std::ifstream in(paths[f]);
-        if (!in) throw std::runtime_error("cannot read " + paths[f]);
-        for (std::string line; std::getline(in, line);) {
-            auto at = line.find("\"t\":");
-            std::int64_t t = 0;
-            if (at != std::string::npos) t = std::strtoll(line.c_str() + at + 4, nullptr, 10);
-            lines.emplace_back(t, std::move(line));
-        }
+namespace {
+std::int64_t time_of(const std::string& line) {
+    auto at = line.find("\"t\":");
+    return at == std::string::npos ? 0 : std::strtoll(line.c_str() + at + 4, nullptr, 10);
+}
+}  // namespace
+
+void merge_histories(const std::vector<std::string>& paths, const std::function<void(const std::string&)>& each) {
+    // A k-way merge: memory for one line per file, however long the run was.
+    struct source {
+        std::ifstream in;
+        std::string line;
+        std::int64_t t = 0;
+        std::size_t number = 0;
+    };
+    std::vector<source> sources(paths.size());
+    auto next = [&](std::size_t i) {
+        source& s = sources[i];
+        do {
+            if (!std::getline(s.in, s.line)) return false;
+            ++s.number;
+        } while (s.line.empty() || s.line.back() != '}');  // a line cut short by a kill: skipped
+        const std::int64_t t = time_of(s.line);
+        if (t < s.t)
+            throw std::runtime_error(paths[i] + " is not in time order (line " + std::to_string(s.number) + ")");
+        s.t = t;
+        return true;
+    };
+    using item = std::pair<std::int64_t, std::size_t>;  // (time, file): ties keep file order
+    std::priority_queue<item, std::vector<item>, std::greater<>> heap;
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+        sources[i].in.open(paths[i]);
+        if (!sources[i].in) throw std::runtime_error("cannot read " + paths[i]);
+        if (next(i)) heap.push({sources[i].t, i});
     }
-    std::stable_sort(lines.begin(), lines.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    while (!heap.empty()) {
+        const std::size_t i = heap.top().second;
+        heap.pop();
+        each(sources[i].line);
+        if (next(i)) heap.push({sources[i].t, i});
+    }
+}
+
+summary analyze_files(const std::vector<std::string>& paths, analyze_options options) {
     analyzer a(options);
-    for (auto& [t, line] : lines) a.add(line);
+    merge_histories(paths, [&](const std::string& line) { a.add(line); });
     return a.finish();
 }
 

@@ -13,6 +13,7 @@
 // lease clock too). The analysis replays it and reports every violation of what lmx promises.
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -70,6 +71,10 @@ private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };
+
+// Calls `each` with every record of the files in time order (each file must be in time order
+// already, as every process writes its own; throws when one is not).
+void merge_histories(const std::vector<std::string>& paths, const std::function<void(const std::string&)>& each);
 
 // Analyzes history files (each in time order; merged here by time).
 summary analyze_files(const std::vector<std::string>& paths, analyze_options options = {});
