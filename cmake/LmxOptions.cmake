@@ -1,6 +1,12 @@
 # Warning and sanitizer flags shared by every lmx target (applied through lmx_target_defaults).
 function(lmx_target_defaults target)
   target_compile_features(${target} PUBLIC cxx_std_20)
+  # lmx's own targets compile Asio and Beast once (libs/transport/src/asio_impl.cpp). PRIVATE:
+  # a program that uses lmx keeps Asio as it likes it (header-only, its own TLS); the same
+  # sources compiled either way define the same functions. Asio's feature macros (such as
+  # BOOST_ASIO_NO_DEPRECATED, which changes how handlers are allocated) must not differ between
+  # lmx and the program, so lmx builds with Asio's defaults.
+  target_compile_definitions(${target} PRIVATE BOOST_ASIO_SEPARATE_COMPILATION BOOST_BEAST_SEPARATE_COMPILATION)
   if(PROJECT_IS_TOP_LEVEL)
     target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow)
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")

@@ -77,8 +77,12 @@ int report(const char* command, const boost::system::error_code& ec, const std::
     std::string msg;
     int code = exit_unreachable;
     std::string subject = what.empty() ? std::string() : what + ": ";
-    if (ec == errc::unreachable) {
+    if (ec == errc::unreachable || ec == errc::refused) {
         msg = "no broker at " + url + " — start one with `lmx broker` or pass --ensure-broker";
+    } else if (ec == errc::name_not_resolved) {
+        msg = "the host name in " + url + " does not resolve";
+    } else if (ec == errc::wrong_endpoint) {
+        msg = "the peer at " + url + " does not speak lmx's protocol (a WebSocket port given as tcp://, or another server?)";
     } else if (ec == errc::connection_lost) {
         msg = "lost the connection to the broker at " + url;
     } else if (ec == errc::broker_incompatible) {
@@ -102,6 +106,9 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         code = exit_not_obtained;
     } else if (ec == errc::cancelled) {
         msg = subject + "cancelled";
+        code = exit_not_obtained;
+    } else if (ec == errc::not_held) {
+        msg = subject + "that lock id holds nothing on the key (never held, or already released, expired or forced)";
         code = exit_not_obtained;
     } else if (ec == errc::not_holder) {
         msg = subject + "that lock id does not hold the key (already released, expired or forced)";

@@ -69,13 +69,6 @@ int run_release(const release_args& a) {
     return run_client("release", a.conn, {}, [&a](lmx::client& c) -> boost::asio::awaitable<int> {
         bool force = a.id.empty();
         error_code ec;
-        if (!force) {
-            // The broker treats releasing an ended hold as done; a person typing an id wants to
-            // know that it held nothing.
-            auto [iec, info] = co_await c.info(a.key, use_tuple);
-            if (!iec && std::find(info.holders.begin(), info.holders.end(), a.id) == info.holders.end()) iec = errc::not_holder;
-            if (iec) co_return report("release", iec, c.options().url, "lock id " + a.id + " on '" + a.key + "'");
-        }
         if (force) std::tie(ec) = co_await c.force_release(a.key, use_tuple);
         else std::tie(ec) = co_await c.release(a.key, a.id, use_tuple);
         if (ec) co_return report("release", ec, c.options().url, force ? "force release of '" + a.key + "'" : "release of '" + a.key + "' by id " + a.id);

@@ -84,11 +84,7 @@ struct run_state {
     }
     int child_status = 0;
     int interrupted_by = 0;  // a signal that arrived while waiting for the lock
-    // Lease renewal, run alongside the wait for COMMAND so that a renewal that hangs never
-    // delays noticing the lease's end.
-    bool renewing = false;
-    std::chrono::steady_clock::time_point lease_end, next_renew;
-    error_code renew_error;  // a renewal the broker refused: the hold is gone
+    error_code ended;        // why the hold ended (async_wait_lost), empty while it holds
 };
 
 void on_signal(run_state& s, const signalfd_siginfo& info) {
@@ -210,6 +206,7 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     bool expires = !a.no_expiry;
     std::chrono::milliseconds ttl{a.ttl_ms};
     acquire_options o = a.lock.options(expires ? ttl : no_expiry, false);
+    o.auto_renew = expires;  // the client renews a third of the way through, as long as it holds
     waiting_notice notice(c.get_executor(), key);
     o.on_queued = notice.on_queued();
     auto token = asio::bind_cancellation_slot(s->stop_waiting.slot(), use_tuple);
@@ -239,13 +236,14 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     // A SIGCHLD that came before `child` was set is still pending in the signalfd; check anyway.
     s->reap();
 
-    // 3. Keep the lease while COMMAND runs; notice a loss. The lease is taken to end one ttl
-    // after the last renewal that succeeded was sent (the broker's clock starts later), so a
-    // renewal that cannot get through is a loss no later than the broker's own expiry.
-    using steady = std::chrono::steady_clock;
-    auto renew_every = std::max<std::chrono::milliseconds>(ttl / 3, 50ms);
-    s->lease_end = steady::now() + ttl;
-    s->next_renew = steady::now() + renew_every;
+    // 3. The client keeps the lease while COMMAND runs, and says when the hold ends anyway: its
+    // lease ran out (counted from when the last renewal was sent, so a renewal that cannot get
+    // through is a loss no later than the broker's own expiry), it was forced, or the
+    // connection dropped.
+    guard.async_wait_lost([s](error_code why) {
+        s->ended = why;
+        s->wake.cancel();
+    });
     bool lost = false;
     auto lose = [&](const std::string& why) {
         lost = true;
@@ -258,33 +256,14 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
         if (lost_signal && !s->child_done) ::kill(pid, lost_signal);
     };
     while (!s->child_done) {
-        s->wake.expires_after(std::min<std::chrono::milliseconds>(renew_every, 200ms));
+        if (!lost && s->ended && s->ended != errc::released) {
+            if (s->ended == errc::lease_expired) lose("its lease ran out before it could be renewed");
+            else if (s->ended == errc::forced) lose("another client forced it");
+            else if (s->ended == errc::connection_lost) lose("the connection to the broker dropped");
+            else lose(s->ended.message());
+        }
+        s->wake.expires_at(std::chrono::steady_clock::time_point::max());
         co_await s->wake.async_wait(use_tuple);
-        if (s->child_done) break;
-        if (lost) continue;
-        if (guard.lost()) {
-            lose("its lease ended, another client forced it, or the connection dropped");
-            continue;
-        }
-        if (s->renew_error) {
-            lose("renewing the lease failed: " + s->renew_error.message());
-            continue;
-        }
-        if (expires && steady::now() >= s->lease_end) {
-            lose("the lease ran out before it could be renewed");
-            continue;
-        }
-        if (expires && !s->renewing && steady::now() >= s->next_renew) {
-            s->renewing = true;
-            guard.extend(ttl, [s, sent = steady::now(), ttl, renew_every](error_code xec) {
-                s->renewing = false;
-                if (!xec) s->lease_end = sent + ttl;
-                // A renewal that timed out or could not be sent is tried again until the lease
-                // runs out; one the broker refused means the hold is gone.
-                else if (xec == errc::lock_lost || xec == errc::not_holder) s->renew_error = xec;
-                s->next_renew = xec ? steady::now() : steady::now() + renew_every;
-            });
-        }
     }
 
     // 4. Release and pass COMMAND's status on.

@@ -19,12 +19,13 @@ for url in "$TCP_URL" "$UNIX_URL" "$WS_URL"; do
   contains "$OUT" "$key"
   contains "$OUT" "$id"
   expect 1 "$LMX" release "$key" --id "not-$id"
-  contains "$ERR" "does not hold the key"
+  contains "$ERR" "holds nothing on the key"
   [[ $(holders "$key") == 1 ]] || fail "a wrong id released $key"
   expect 0 "$LMX" release "$key" --id "$id"
   contains "$OUT" "released $key"
   [[ $(holders "$key") == 0 ]] || fail "$key still held after release by id"
   expect 1 "$LMX" release "$key" --id "$id"
+  contains "$ERR" "holds nothing on the key"
 
   # Without an id the release is forced, and says so.
   expect 0 "$LMX" acquire "$key" --json

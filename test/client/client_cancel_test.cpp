@@ -6,10 +6,13 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
 
+#include <array>
 #include <variant>
 
 namespace bdata = boost::unit_test::data;
@@ -148,6 +151,56 @@ BOOST_DATA_TEST_CASE(cancelled_requests_leave_the_connection_usable, bdata::make
         BOOST_TEST(g.owns_lock());
         auto info7 = co_await a.info(key);
         BOOST_TEST(info7.holders.size() == 1u);
+    });
+}
+
+// A cancellation that races the reply of info/ping/ls: each caller frees its signal as soon as
+// its operation completes, while the cancellation may still be on its way to the client's
+// strand. Under the address sanitizer a cancellation that outlives the caller's slot is an
+// error. Several operations are in flight at once so that the freed slots are really returned to
+// the heap rather than kept in Asio's per-thread cache.
+BOOST_DATA_TEST_CASE(cancel_racing_completion_of_calls, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client a(ex, options_for(b.url(kind)));
+        auto key = fresh_key("race-call");
+        auto g = co_await a.acquire(key);
+        // Bound to a strand of their own, completions are queued there: a cancellation emitted
+        // meanwhile meets an operation that has already finished.
+        auto caller = asio::make_strand(ex);
+        constexpr int rounds = 150, width = 6;
+        int completed = 0, cancelled = 0, wrong = 0;
+        for (int i = 0; i < rounds; ++i) {
+            std::array<std::unique_ptr<asio::cancellation_signal>, width> signals;
+            int pending = width;
+            for (int j = 0; j < width; ++j) {
+                signals[j] = std::make_unique<asio::cancellation_signal>();
+                auto finish = [&, j](error_code ec) {
+                    if (!ec) ++completed;
+                    else if (ec == errc::cancelled) ++cancelled;
+                    else ++wrong;
+                    signals[j].reset();  // the caller's slot is gone once its operation completed
+                    --pending;
+                };
+                auto bind = [&](auto f) { return asio::bind_cancellation_slot(signals[j]->slot(), asio::bind_executor(caller, std::move(f))); };
+                switch (j % 3) {
+                    case 0: a.info(key, bind([finish](error_code ec, lmx::lock_info) { finish(ec); })); break;
+                    case 1: a.ping(bind([finish](error_code ec, std::chrono::microseconds) { finish(ec); })); break;
+                    default: a.ls(bind([finish](error_code ec, std::vector<std::string>) { finish(ec); })); break;
+                }
+            }
+            // Let the requests travel for a varying number of turns, then cancel them.
+            for (int k = 0; k < i % 12; ++k) co_await asio::post(ex, asio::use_awaitable);
+            for (auto& s : signals)
+                if (s) s->emit(asio::cancellation_type::terminal);
+            while (pending > 0) co_await asio::post(ex, asio::use_awaitable);
+        }
+        BOOST_TEST_MESSAGE("completed: " << completed << ", cancelled: " << cancelled);
+        BOOST_TEST(wrong == 0);
+        BOOST_TEST(completed + cancelled == rounds * width);
+        // The connection is still in good health and the hold is intact.
+        auto info = co_await a.info(key);
+        BOOST_TEST(info.holders == std::vector<std::string>{g.id()});
     });
 }
 

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <system_error>
+#include <vector>
 
 using namespace lmx::test;
 using lmx::errc;
@@ -49,7 +51,7 @@ BOOST_AUTO_TEST_SUITE(client_options_test)
 BOOST_AUTO_TEST_CASE(defaults) {
     lmx::client_options o;
     BOOST_TEST(o.url == "tcp://127.0.0.1:6970");
-    BOOST_TEST(o.ttl.count() == 4000);
+    BOOST_TEST(o.ttl.count() == 5000);
     BOOST_TEST(o.lock_request_timeout.count() == 3000);
     BOOST_TEST(o.max_retries == 3u);
     BOOST_TEST(!o.keep_locks_on_exit);
@@ -123,10 +125,9 @@ BOOST_DATA_TEST_CASE(from_env_reaches_a_broker, boost::unit_test::data::make(cli
 }
 
 BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
-    const errc all[] = {errc::timeout,         errc::would_block,      errc::connection_lost, errc::unreachable,
-                        errc::broker_incompatible, errc::bad_request,  errc::not_holder,      errc::cancelled,
-                        errc::too_many_waiters, errc::duplicate_request, errc::lock_lost,     errc::closed,
-                        errc::invalid_url,      errc::shutting_down,    errc::unavailable};
+    std::vector<errc> all;
+    for (int v = static_cast<int>(errc::timeout); v <= static_cast<int>(errc::origin_refused); ++v)
+        all.push_back(static_cast<errc>(v));
     std::set<std::string> messages;
     for (auto e : all) {
         lmx::error_code ec = e;
@@ -137,12 +138,38 @@ BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
         BOOST_TEST(ec == e);
         BOOST_TEST(static_cast<bool>(ec));
     }
-    BOOST_TEST(messages.size() == std::size(all));
+    BOOST_TEST(messages.size() == all.size());
     BOOST_TEST(lmx::errc_from_wire("timeout") == errc::timeout);
     BOOST_TEST(lmx::errc_from_wire("not_holder") == errc::not_holder);
     BOOST_TEST(lmx::errc_from_wire("too_many_waiters") == errc::too_many_waiters);
     BOOST_TEST(lmx::errc_from_wire("key_too_long") == errc::bad_request);
     BOOST_TEST(lmx::errc_from_wire("something new") == errc::bad_request);
+}
+
+// Where a standard condition fits, an lmx code compares equal to it, in Boost's and in the
+// standard library's error_code, so that generic code can test for "timed out" or "cancelled".
+BOOST_AUTO_TEST_CASE(errc_matches_standard_conditions) {
+    namespace se = boost::system::errc;
+    const std::pair<errc, se::errc_t> pairs[] = {
+        {errc::timeout, se::timed_out},
+        {errc::cancelled, se::operation_canceled},
+        {errc::refused, se::connection_refused},
+        {errc::connection_lost, se::not_connected},
+        {errc::would_block, se::resource_unavailable_try_again},
+        {errc::bad_request, se::invalid_argument},
+        {errc::wrong_endpoint, se::protocol_error},
+        {errc::origin_refused, se::permission_denied},
+    };
+    for (auto [ours, theirs] : pairs) {
+        lmx::error_code ec = ours;
+        BOOST_TEST((ec == se::make_error_condition(theirs)), ec.message());
+        const std::error_code std_ec = ec;  // Boost.System converts to the standard's error_code
+        BOOST_TEST((std_ec == static_cast<std::errc>(theirs)), ec.message());
+    }
+    // And only where it fits.
+    BOOST_TEST((lmx::error_code(errc::timeout) != se::make_error_condition(se::operation_canceled)));
+    BOOST_TEST((lmx::error_code(errc::not_held) != se::make_error_condition(se::timed_out)));
+    BOOST_TEST((lmx::error_code(errc::lease_expired) != se::make_error_condition(se::timed_out)));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

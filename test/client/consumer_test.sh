@@ -34,11 +34,21 @@ rm -rf "$work/prefix"
 "$cmake" --install "$build" --prefix "$work/prefix" >/dev/null
 test -f "$work/prefix/lib/cmake/lmx/lmxConfig.cmake" || test -f "$work/prefix/lib64/cmake/lmx/lmxConfig.cmake"
 test -f "$work/prefix/include/lmx/client.hpp"
+test -f "$work/prefix/include/lmx/version.hpp"
+test -f "$work/prefix/share/bash-completion/completions/lmx"
+# Everything the install wrote lies under the prefix (nothing at the file-system root).
+outside=$(grep -v "^$work/prefix/" "$build/install_manifest.txt" || true)
+if [[ -n $outside ]]; then echo "installed outside the prefix:"; echo "$outside"; exit 1; fi
 
 step "build docs/examples with find_package(lmx)"
 "$cmake" -S "$src/docs/examples" -B "$work/examples" -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_CXX_COMPILER="$cxx" \
   -DLMX_EXAMPLES_WERROR=ON "${launcher[@]}" "${san[@]}" >/dev/null
 "$cmake" --build "$work/examples" -j2
+
+step "build test/client/consumer_asio (Asio header-only, deprecated names, TLS) with find_package(lmx)"
+"$cmake" -S "$src/test/client/consumer_asio" -B "$work/asio" -DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_CXX_COMPILER="$cxx" \
+  "${launcher[@]}" "${san[@]}" >/dev/null
+"$cmake" --build "$work/asio" -j2
 
 step "build test/client/consumer_subdir with add_subdirectory(lmx)"
 "$cmake" -S "$src/test/client/consumer_subdir" -B "$work/subdir" -DLMX_SOURCE_DIR="$src" -DCMAKE_CXX_COMPILER="$cxx" \
@@ -60,6 +70,8 @@ for url in "${urls[@]}"; do
   timeout 60 "$work/examples/basic_guard" "$url"
   timeout 60 "$work/subdir/lmx_subdir_consumer" "$url"
 done
+
+step "consumer_asio over ${urls[0]}";           timeout 60 "$work/asio/lmx_asio_consumer" "${urls[0]}"
 
 # The other examples once each, spread over the transports.
 step "rate_limiter over ${urls[0]}";           timeout 60 "$work/examples/rate_limiter" "${urls[0]}"

@@ -14,6 +14,8 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <array>
@@ -493,7 +495,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit",
             "rw-locks"};
         core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
-                          std::to_string(s.id), features, epoch);
+                          std::to_string(s.id), features, epoch, &parser.limits());
     }
 
     const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
@@ -529,7 +531,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             case core::release_status::already_released:
                 return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
                                              r.lock_id ? "lock " + *r.lock_id + " was not held (already released or expired)"
-                                                       : std::string("no holder to release"));
+                                                       : std::string("no holder to release"),
+                                             false);
             case core::release_status::not_holder:
                 return core::write_unlock_error(out, r.uuid, r.key, core::errc::not_holder,
                                                 r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
@@ -659,6 +662,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (path == "/healthz") return detail::healthz_page(health());
         if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token(), health());
         if (path == "/v1/stats") return detail::stats_page(stats());
+        if (path == "/v1/origin") return origin_page(rq);
         if (auto page = detail::web_page(path)) return std::move(*page);
         return {404, "text/plain; charset=utf-8", "not found\n", {}};
     }
@@ -691,13 +695,28 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         return false;
     }
 
-    bool accept_websocket(const transport::http_request_view& rq) {
+    bool websocket_origin_ok(const transport::http_request_view& rq) const {
         if (rq.origin.empty()) return true;  // not a browser
         if (origin_allowed(rq.origin)) return true;
         // Our own pages: the Origin names the Host the browser connected to. Only when that host is
         // an IP literal or localhost, so that a DNS-rebinding name pointing at us does not pass.
         bool same_origin = rq.origin == "http://" + std::string(rq.host) || rq.origin == "https://" + std::string(rq.host);
-        if (same_origin && literal_host(rq.host)) return true;
+        return same_origin && literal_host(rq.host);
+    }
+
+    // A browser cannot read why a WebSocket upgrade failed; a page whose upgrade was refused asks
+    // here (readable from any origin) whether its origin is the reason.
+    transport::http_response origin_page(const transport::http_request_view& rq) const {
+        boost::json::object o{{"origin", rq.origin}, {"allowed", websocket_origin_ok(rq)}};
+        if (!websocket_origin_ok(rq))
+            o["hint"] = "the broker refuses WebSocket connections from this origin; start it with --allow-origin " +
+                        std::string(rq.origin.empty() ? "ORIGIN" : rq.origin);
+        return {200, "application/json", boost::json::serialize(o) + "\n",
+                {{"Access-Control-Allow-Origin", "*"}, {"Cache-Control", "no-store"}}};
+    }
+
+    bool accept_websocket(const transport::http_request_view& rq) {
+        if (websocket_origin_ok(rq)) return true;
         log_line(log_level::warn, "refused WebSocket from origin " + std::string(rq.origin) + " (allow it with --allow-origin)");
         return false;
     }

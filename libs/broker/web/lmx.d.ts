@@ -40,7 +40,24 @@ export type ErrorCode =
   | "invalid_url"
   /** The broker is stopping. */
   | "shutting_down"
-  | "unavailable";
+  /** The broker grants nothing now (it cannot persist its fencing state); retry later. */
+  | "unavailable"
+  /** The hold's lease ran out. */
+  | "lease_expired"
+  /** Another client ended the hold (a force, or an unlock by its id). */
+  | "forced"
+  /** The hold ended by its own release. */
+  | "released"
+  /** A release by id: that id held nothing on the key. */
+  | "not_held"
+  /** The broker's address refused the connection. */
+  | "refused"
+  /** The broker's host name did not resolve. */
+  | "name_not_resolved"
+  /** The peer answered, but not in lmx's protocol. */
+  | "wrong_endpoint"
+  /** The broker refuses WebSocket connections from this page's Origin (its --allow-origin). */
+  | "origin_refused";
 
 /** Every error code, by name (`errc.timeout === "timeout"`). */
 export declare const errc: { readonly [K in ErrorCode]: K };

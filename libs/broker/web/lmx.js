@@ -29,6 +29,14 @@ export const errc = Object.freeze({
   invalid_url: "invalid_url",
   shutting_down: "shutting_down",
   unavailable: "unavailable",
+  lease_expired: "lease_expired",
+  forced: "forced",
+  released: "released",
+  not_held: "not_held",
+  refused: "refused",
+  name_not_resolved: "name_not_resolved",
+  wrong_endpoint: "wrong_endpoint",
+  origin_refused: "origin_refused",
 });
 
 const messages = {
@@ -47,6 +55,14 @@ const messages = {
   invalid_url: "the broker URL is invalid",
   shutting_down: "the broker is shutting down",
   unavailable: "the broker cannot grant locks now (its fencing state cannot be persisted)",
+  lease_expired: "the lock's lease ran out",
+  forced: "another client ended the lock",
+  released: "the lock was released",
+  not_held: "the lock id held nothing on the key",
+  refused: "the broker's address refused the connection",
+  name_not_resolved: "the broker's host name did not resolve",
+  wrong_endpoint: "the peer does not speak lmx's protocol",
+  origin_refused: "the broker refuses connections from this origin (see its --allow-origin)",
 };
 
 /** A failed lmx operation; `code` is one of `errc`. */

@@ -16,6 +16,8 @@
 #include <boost/asio/this_coro.hpp>
 
 #include <atomic>
+#include <limits>
+#include <queue>
 #include <random>
 #include <unordered_map>
 
@@ -28,11 +30,14 @@ using namespace std::chrono_literals;
 
 namespace detail {
 
-// What a guard refers to. Flags are atomic because guards may be inspected from any thread while
-// the client's strand updates them.
+constexpr std::int64_t no_deadline = std::numeric_limits<std::int64_t>::max();
+
+// What a guard refers to. The atomics may be read from any thread while the client's strand
+// updates them; the rest is the strand's. A hold keeps no executor: a guard may outlive its
+// client and its io_context.
 struct hold {
     std::weak_ptr<client_impl> owner;
-    asio::any_io_executor ex;
+    std::shared_ptr<const std::atomic<bool>> client_open;  // false once the client is closed or gone
     std::string key;  // single-key holds
     std::string id;
     std::uint64_t serial = 0;  // the id's number (client_impl::serial_of)
@@ -43,6 +48,21 @@ struct hold {
     std::vector<std::pair<std::string, ::lmx::fencing_token>> tokens;  // multi
     std::atomic<bool> lost{false};
     std::atomic<bool> released{false};
+    std::atomic<std::int64_t> expires{no_deadline};  // steady_clock ticks: the lease as this client counts it
+    std::atomic<int> ended{0};                        // the errc that ended it; 0 while it holds
+
+    // The strand's.
+    std::chrono::milliseconds ttl{};  // the lease asked for (no_expiry: none)
+    bool renew = false;
+    bool renewing = false;
+    steady::time_point renew_at = steady::time_point::max();
+    std::vector<std::pair<std::uint64_t, asio::any_completion_handler<void(error_code)>>> waiters;  // async_wait_lost
+
+    bool holds_now() const noexcept {
+        if (lost || released || !client_open || !client_open->load()) return false;
+        const auto e = expires.load();
+        return e == no_deadline || steady::now().time_since_epoch().count() < e;
+    }
 };
 
 namespace {
@@ -66,6 +86,16 @@ void complete_later(asio::any_io_executor fallback, asio::any_completion_handler
     });
 }
 
+// Completes a handler whose client may be gone, and its io_context with it: on the handler's
+// own executor, or (a plain callback) on the system executor, never inside the calling function.
+template <class Sig, class... Args>
+void complete_orphan(asio::any_completion_handler<Sig> h, Args... args) {
+    asio::post(asio::system_executor(), [h = std::move(h), ... a = std::move(args)]() mutable {
+        auto ex = asio::get_associated_executor(h, asio::system_executor());
+        asio::dispatch(ex, [h = std::move(h), ... a = std::move(a)]() mutable { std::move(h)(std::move(a)...); });
+    });
+}
+
 // Stores a handler in `slot`. (Boost 1.81's any_completion_handler move assignment recurses
 // without end, so it is never used.)
 template <class Sig, class H>
@@ -73,6 +103,42 @@ void take(asio::any_completion_handler<Sig>& slot, H&& h) {
     asio::any_completion_handler<Sig> tmp(std::forward<H>(h));
     slot.swap(tmp);
 }
+
+// True for well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        std::size_t n;
+        unsigned cp;
+        if (c < 0x80) {
+            ++i;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            n = 2;
+            cp = c & 0x1Fu;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 3;
+            cp = c & 0x0Fu;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 4;
+            cp = c & 0x07u;
+        } else {
+            return false;
+        }
+        if (s.size() - i < n) return false;
+        for (std::size_t k = 1; k < n; ++k) {
+            const auto b = static_cast<unsigned char>(s[i + k]);
+            if ((b & 0xC0u) != 0x80u) return false;
+            cp = cp << 6 | (b & 0x3Fu);
+        }
+        if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+std::atomic<std::uint64_t> next_waiter{1};
 
 std::string id_prefix() {
     static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -97,6 +163,7 @@ struct op {
         unlock,        // release(key, id) / force_release(key)
         release_hold,  // a guard's release
         extend_hold,   // a guard's extend
+        renew,         // the client's own renewal of a lease (no caller)
     };
     kind k = kind::call;
     bool raw = false;  // call: wire errors are replies too (the handshake reads them)
@@ -105,9 +172,13 @@ struct op {
     std::uint64_t serial = 0;  // the number in uuid
     std::string key;    // grant: the key, to give back a grant that crosses a withdrawal
     std::string frame;  // the encoded request while waiting for the connection
-    std::chrono::milliseconds timeout{};  // from sending to the local deadline
+    std::chrono::milliseconds timeout{};  // from sending to the local deadline; max: none
     steady::time_point deadline = steady::time_point::max();
-    std::shared_ptr<hold> h;  // release_hold, extend_hold
+    steady::time_point sent{};            // when the request left (a lease counts from here)
+    std::chrono::milliseconds ttl{};      // grant, extend, renew: the lease asked for
+    bool renew = false;                   // grant: renew the lease while held
+    diagnostics* diag = nullptr;          // filled on failure
+    std::shared_ptr<hold> h;  // release_hold, extend_hold, renew
     std::function<void(std::uint32_t)> on_queued;
     std::shared_ptr<struct cancel_link> link;  // ties the caller's cancellation slot to this op
 
@@ -122,6 +193,7 @@ struct op {
             case kind::grant: return done_guard.get_cancellation_slot();
             case kind::grant_many: return done_multi.get_cancellation_slot();
             case kind::call: return done_reply.get_cancellation_slot();
+            case kind::renew: return {};  // the client's own: no caller to cancel it
             default: return done.get_cancellation_slot();
         }
     }
@@ -174,6 +246,11 @@ public:
     unsigned failures_ = 0;
     std::string session_;
     std::string epoch_;  // the broker's start epoch, from hello
+    core::codec_limits limits_{};  // what the broker refuses (from hello; its defaults until then)
+    steady::duration rtt_{};       // the last round trip measured
+    bool hello_garbage_ = false;   // the peer answered the handshake with something not lmx's
+    // Read by guards from any thread: false once the client is closed or destroyed.
+    std::shared_ptr<std::atomic<bool>> open_ = std::make_shared<std::atomic<bool>>(true);
     std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
     std::string hello_id_;  // the handshake's request id while it is pending
 
@@ -261,6 +338,8 @@ public:
         o->h.reset();
         o->on_queued = nullptr;
         o->link.reset();
+        o->renew = false;
+        o->diag = nullptr;
         spare_.push_back(std::move(o));
     }
 
@@ -324,8 +403,9 @@ public:
     // `r` null: the request is already encoded in o->frame.
     void send_op(op_ptr o, const core::request* r) {
         watch_cancel(*o);
-        o->deadline = steady::now() + o->timeout;
-        arm_sweeper(o->deadline);
+        o->sent = steady::now();
+        o->deadline = o->timeout == std::chrono::milliseconds::max() ? steady::time_point::max() : o->sent + o->timeout;
+        if (o->deadline != steady::time_point::max()) arm_sweeper(o->deadline);
         if (r) {
             core::encode_request(*r, outbox_);
         } else {
@@ -391,6 +471,7 @@ public:
             batch.clear();
             auto ec = co_await c->read(batch);
             if (gen != generation_) co_return;
+            last_rx_ = steady::now();
             {
                 // Operations the replies complete resume here, and what they send goes out in
                 // the one flush below.
@@ -412,6 +493,7 @@ public:
         // not abort the connect for the others. Each attempt gets its own signal, kept alive by
         // the attempt's completion handler.
         state_ = state::connecting;
+        notify_state(connection_state::connecting, {});
         stop_connect_ = std::make_shared<asio::cancellation_signal>();
         asio::co_spawn(strand_, connector(shared_from_this()),
                        asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr e) {
@@ -423,9 +505,52 @@ public:
 
     asio::awaitable<void> connector(std::shared_ptr<client_impl>) {
         auto ec = co_await do_connect();
-        if (state_ == state::connecting) state_ = ec ? state::disconnected : state::connected;
+        if (state_ == state::connecting) {
+            state_ = ec ? state::disconnected : state::connected;
+            notify_state(ec ? connection_state::disconnected : connection_state::connected, ec);
+            if (!ec) start_health(generation_);
+        }
         last_connect_error_ = ec;
         connect_done(ec);
+    }
+
+    std::atomic<connection_state> public_state_{connection_state::disconnected};
+    void notify_state(connection_state st, error_code ec) {
+        public_state_ = st;
+        if (opt_.on_state) opt_.on_state(st, ec);
+    }
+
+    // ---- connection health --------------------------------------------------------------
+    // An idle connection is pinged every health_interval; one from which nothing came for twice
+    // that long is dropped as half-open, so its holds are reported lost instead of trusted.
+    asio::steady_timer health_timer_{strand_, steady::time_point::max()};
+    std::uint64_t health_generation_ = 0;
+    steady::time_point last_rx_{};
+
+    void start_health(std::uint64_t gen) {
+        if (opt_.health_interval.count() <= 0) return;
+        last_rx_ = steady::now();
+        arm_health(gen);
+    }
+
+    void arm_health(std::uint64_t gen) {
+        health_timer_.expires_after(opt_.health_interval);
+        health_timer_.async_wait([weak = weak_from_this(), gen, hg = ++health_generation_](error_code ec) {
+            auto self = weak.lock();
+            if (self && !ec && hg == self->health_generation_) self->check_health(gen);
+        });
+    }
+
+    void check_health(std::uint64_t gen) {
+        if (gen != generation_ || state_ != state::connected) return;
+        const auto idle = steady::now() - last_rx_;
+        if (idle >= 2 * opt_.health_interval) {
+            drop_connection(gen, make_error_code(errc::connection_lost));
+            if (!holds_.empty()) start_connecting();  // kept holds are renewed over a new connection
+            return;
+        }
+        if (idle >= opt_.health_interval) send_oneway(req::ping{next_id(), std::nullopt});
+        arm_health(gen);
     }
 
     // The attempt has ended: operations waiting for it are sent, or fail with its error.
@@ -459,8 +584,12 @@ public:
         if (state_ == state::closed) co_return make_error_code(errc::closed);
         if (ec || !c) {
             ++failures_;
-            if (ec == transport::error::origin_refused || ec == transport::error::upgrade_declined)
-                co_return make_error_code(errc::broker_incompatible);
+            if (ec == transport::error::origin_refused) co_return make_error_code(errc::origin_refused);
+            if (ec == transport::error::upgrade_declined) co_return make_error_code(errc::wrong_endpoint);
+            if (ec == asio::error::connection_refused || ec == boost::system::errc::no_such_file_or_directory)
+                co_return make_error_code(errc::refused);
+            if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again || ec == asio::error::no_data)
+                co_return make_error_code(errc::name_not_resolved);
             co_return make_error_code(errc::unreachable);
         }
         conn_ = std::shared_ptr<transport::connection>(std::move(c));
@@ -486,6 +615,8 @@ public:
         auto hello = new_op(op::kind::call, opt_.connect_timeout);
         hello->raw = true;
         hello_id_ = hello->uuid;
+        hello_garbage_ = false;
+        const auto hello_sent = steady::now();
         const core::request rq = req::hello{hello->uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION};
         auto init = [this, &hello, &rq](auto handler) {
             take(hello->done_reply, std::move(handler));
@@ -496,6 +627,8 @@ public:
         if (!hello_ec && rep.type == "hello" && rep.protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
             session_ = rep.session;
+            rtt_ = steady::now() - hello_sent;
+            limits_ = rep.limits.value_or(core::codec_limits{});
             // Another epoch is another broker run: holds kept across the reconnect are gone.
             if (!epoch_.empty() && rep.epoch != epoch_) lose_kept_holds();
             epoch_ = rep.epoch;
@@ -504,20 +637,29 @@ public:
         // No answer in time, or a wrong one: not an lmx broker (of this protocol).
         error_code bad = make_error_code(errc::broker_incompatible);
         if (hello_ec && hello_ec != errc::timeout) bad = hello_ec;
+        // The peer answered something that is not lmx's protocol (an HTTP server, say).
+        if (hello_garbage_) bad = make_error_code(errc::wrong_endpoint);
         if (hello_ec) ++failures_;
         drop_connection(gen, bad);
         co_return bad;
     }
 
     void lose_kept_holds() {
-        for (auto& [id, w] : holds_)
-            if (auto h = w.lock()) h->lost = true;
+        for (auto& h : live_holds()) end_hold(h, errc::connection_lost);
         holds_.clear();
+    }
+
+    std::vector<std::shared_ptr<hold>> live_holds() {
+        std::vector<std::shared_ptr<hold>> out;
+        for (auto& [id, w] : holds_)
+            if (auto h = w.lock()) out.push_back(std::move(h));
+        return out;
     }
 
     // Ends connection `gen`: pending operations fail, holds not kept on exit become lost.
     void drop_connection(std::uint64_t gen, error_code why) {
         if (gen != generation_ || !conn_) return;
+        const bool was_connected = state_ == state::connected;
         ++generation_;
         conn_->close();
         conn_.reset();
@@ -530,22 +672,24 @@ public:
         auto failed = std::move(pending_);
         pending_.clear();
         for (auto& [id, o] : failed) fail(std::move(o), why);
-        for (auto it = holds_.begin(); it != holds_.end();) {
-            auto h = it->second.lock();
-            if (h && h->keep && state_ != state::closed) {
-                ++it;
-                continue;
-            }
-            if (h) h->lost = true;
-            it = holds_.erase(it);
+        for (auto& h : live_holds()) {
+            if (h->keep && state_ != state::closed) continue;  // it lives on at the broker
+            end_hold(h, state_ == state::closed ? errc::closed : errc::connection_lost);
         }
+        std::erase_if(holds_, [](const auto& entry) { return entry.second.expired(); });
         abandoned_.clear();
         cancels_.clear();
+        if (was_connected && state_ != state::closed) notify_state(connection_state::disconnected, why);
     }
 
     void route(std::string_view frame) {
         auto parsed = core::parse_reply(frame);
-        if (!parsed) return;  // a broker never sends these; ignore rather than fail everyone
+        if (!parsed) {
+            // A broker never sends these; ignore rather than fail everyone. During the handshake
+            // it means the peer is something else (an HTTP server at a ws:// port, say).
+            if (!hello_id_.empty()) hello_garbage_ = true;
+            return;
+        }
         core::reply& r = parsed.value();
         // A peer that does not know hello answers it without our id (an error, a live-mutex
         // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
@@ -553,8 +697,8 @@ public:
         const std::uint64_t serial = serial_of(r.uuid);
         if (r.type == "lock-lost") {
             if (auto it = holds_.find(serial); serial && it != holds_.end()) {
-                if (auto h = it->second.lock()) h->lost = true;
-                holds_.erase(it);
+                if (auto h = it->second.lock()) end_hold(h, r.reason == "forced" ? errc::forced : errc::lease_expired);
+                else holds_.erase(it);
             }
             return;
         }
@@ -601,6 +745,9 @@ public:
         unwatch_cancel(*o);
         error_code ec;
         const bool wire_error = r.error.has_value();
+        if (o->k != op::kind::grant && o->k != op::kind::grant_many) rtt_ = steady::now() - o->sent;
+        if (wire_error && o->diag) o->diag->message = *r.error;
+        if (o->k == op::kind::renew) return renewed(std::move(o), r);
         switch (o->k) {
             case op::kind::connect: break;  // never sent
             case op::kind::call: {
@@ -622,6 +769,10 @@ public:
                     h->keys = std::move(r.keys);
                     h->tokens = std::move(r.fencing_tokens);
                 }
+                if (h) {
+                    h->renew = o->renew;
+                    set_lease(h, o->sent, o->ttl);
+                }
                 if (o->k == op::kind::grant) {
                     auto done = std::move(o->done_guard);
                     recycle(std::move(o));
@@ -634,6 +785,8 @@ public:
             case op::kind::unlock:
                 if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
                 else if (!r.unlocked.value_or(false)) ec = make_error_code(errc::not_holder);
+                // Unlocking is idempotent on the wire; the caller learns that the id held nothing.
+                else if (!r.held.value_or(true) && !o->key.empty()) ec = make_error_code(errc::not_held);
                 break;
             case op::kind::release_hold:
                 if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
@@ -645,11 +798,13 @@ public:
             case op::kind::extend_hold:
                 if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
                 if (ec == errc::not_holder) {
-                    o->h->lost = true;
-                    holds_.erase(o->h->serial);
+                    end_hold(o->h, errc::lease_expired);
                     ec = make_error_code(errc::lock_lost);
+                } else if (!ec && !o->h->ended.load()) {
+                    set_lease(o->h, o->sent, o->ttl);
                 }
                 break;
+            case op::kind::renew: break;  // handled above
         }
         auto done = std::move(o->done);
         recycle(std::move(o));
@@ -659,6 +814,15 @@ public:
     // `o` ends without a reply (connection lost, closed, cancelled, timed out).
     void fail(op_ptr o, error_code ec) {
         unwatch_cancel(*o);
+        if (o->diag && o->diag->message.empty()) o->diag->message = ec.message();
+        if (o->k == op::kind::renew) {
+            // Tried again once the connection is back (or the lease runs out first).
+            if (o->h) {
+                o->h->renewing = false;
+                if (!o->h->ended.load() && ec != errc::closed) retry_renewal(o->h);
+            }
+            return recycle(std::move(o));
+        }
         switch (o->k) {
             case op::kind::call: {
                 auto done = std::move(o->done_reply);
@@ -763,10 +927,17 @@ public:
         return opt_.lock_request_timeout * tries;
     }
 
+    // The local deadline of a waiting acquire: its budget plus request_timeout (it only guards
+    // against a broker that never answers); none when it may wait forever.
+    std::chrono::milliseconds local_budget(std::chrono::milliseconds budget) const {
+        if (budget == wait_forever) return std::chrono::milliseconds::max();
+        return budget + opt_.request_timeout;
+    }
+
     std::shared_ptr<hold> new_hold(std::string id, std::uint64_t serial, bool keep) {
         auto h = std::make_shared<hold>();
         h->owner = weak_from_this();
-        h->ex = strand_;
+        h->client_open = open_;
         h->id = std::move(id);
         h->serial = serial;
         h->keep = keep;
@@ -774,23 +945,190 @@ public:
         return h;
     }
 
+    // ---- leases -------------------------------------------------------------------------
+    // A lease counts from when its request was sent (the broker's starts later), less a margin
+    // for the round trip: max(5% of the ttl, twice the last round trip measured).
+    std::chrono::milliseconds margin(std::chrono::milliseconds ttl) const {
+        return std::max(ttl / 20, std::chrono::ceil<std::chrono::milliseconds>(2 * rtt_));
+    }
+
+    void set_lease(const std::shared_ptr<hold>& h, steady::time_point sent, std::chrono::milliseconds ttl) {
+        h->ttl = ttl;
+        if (ttl == no_expiry || ttl.count() <= 0) {
+            h->expires = no_deadline;
+            h->renew_at = steady::time_point::max();
+            return;
+        }
+        const auto end = sent + ttl - margin(ttl);
+        h->expires = end.time_since_epoch().count();
+        h->renew_at = h->renew ? sent + ttl / 3 : steady::time_point::max();
+        // Both events: should the renewal go unanswered, the expiry still comes on time.
+        schedule(h, end);
+        if (h->renew) schedule(h, h->renew_at);
+    }
+
+    // Lease events in time order: (when, hold serial). Stale entries are skipped when they come up.
+    using lease_event = std::pair<steady::time_point, std::uint64_t>;
+    std::priority_queue<lease_event, std::vector<lease_event>, std::greater<>> lease_events_;
+    asio::steady_timer lease_timer_{strand_, steady::time_point::max()};
+    steady::time_point lease_at_ = steady::time_point::max();
+    std::uint64_t lease_generation_ = 0;
+
+    void schedule(const std::shared_ptr<hold>& h, steady::time_point at) {
+        lease_events_.push({at, h->serial});
+        if (at < lease_at_) arm_lease_timer(at);
+    }
+
+    void arm_lease_timer(steady::time_point at) {
+        lease_at_ = at;
+        lease_timer_.expires_at(at);
+        lease_timer_.async_wait([weak = weak_from_this(), gen = ++lease_generation_](error_code ec) {
+            auto self = weak.lock();
+            if (self && !ec && gen == self->lease_generation_) self->tend_leases();
+        });
+    }
+
+    // Ends the leases that ran out (whether or not the broker can be reached) and renews those
+    // due, then waits for the next event.
+    void tend_leases() {
+        lease_at_ = steady::time_point::max();
+        const auto now = steady::now();
+        while (!lease_events_.empty() && lease_events_.top().first <= now) {
+            const auto serial = lease_events_.top().second;
+            lease_events_.pop();
+            auto it = holds_.find(serial);
+            if (it == holds_.end()) continue;
+            auto h = it->second.lock();
+            if (!h || h->ended.load()) continue;
+            const auto e = h->expires.load();
+            if (e != no_deadline && steady::time_point(steady::duration(e)) <= now) {
+                end_hold(h, errc::lease_expired);
+            } else if (h->renew && !h->renewing && h->renew_at <= now) {
+                renew(h);
+            }
+        }
+        if (lease_events_.size() > 64 && lease_events_.size() > 4 * holds_.size()) {
+            // Mostly stale: rebuilt from the holds.
+            decltype(lease_events_) fresh;
+            for (auto& h : live_holds()) {
+                const auto e = h->expires.load();
+                if (e != no_deadline) fresh.push({steady::time_point(steady::duration(e)), h->serial});
+                if (h->renew) fresh.push({h->renew_at, h->serial});
+            }
+            lease_events_ = std::move(fresh);
+        }
+        if (!lease_events_.empty()) arm_lease_timer(lease_events_.top().first);
+    }
+
+    void renew(const std::shared_ptr<hold>& h) {
+        h->renewing = true;
+        auto op = new_op(op::kind::renew, opt_.request_timeout);
+        op->ttl = h->ttl;
+        op->h = h;
+        const core::request rq = req::extend{op->uuid, h->multi ? h->keys.front() : h->key, h->id, h->ttl};
+        submit(std::move(op), rq);
+    }
+
+    void renewed(op_ptr o, const core::reply& r) {
+        auto h = std::move(o->h);
+        const auto sent = o->sent;
+        const auto ttl = o->ttl;
+        recycle(std::move(o));
+        h->renewing = false;
+        if (h->ended.load()) return;
+        if (r.extended.value_or(false)) return set_lease(h, sent, ttl);
+        // The broker no longer has it: a lock-lost said why already, or the lease ran out.
+        if (errc_from_wire(r.code) == errc::not_holder) return end_hold(h, errc::lease_expired);
+        retry_renewal(h);
+    }
+
+    // A renewal that failed (no answer, no connection) is tried again soon, until the lease's
+    // own deadline ends the hold.
+    void retry_renewal(const std::shared_ptr<hold>& h) {
+        const auto pause = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(h->ttl / 10),
+                                      std::chrono::milliseconds(20), std::chrono::milliseconds(1000));
+        h->renew_at = steady::now() + pause;
+        schedule(h, h->renew_at);
+    }
+
+    // The hold ended: its guard no longer owns it, and whoever waits for that hears why.
+    void end_hold(const std::shared_ptr<hold>& h, errc why) {
+        int expected = 0;
+        if (!h->ended.compare_exchange_strong(expected, static_cast<int>(why))) return;
+        if (why != errc::released) h->lost = true;
+        holds_.erase(h->serial);
+        auto waiters = std::move(h->waiters);
+        h->waiters.clear();
+        for (auto& [id, w] : waiters) complete_later(strand_, std::move(w), make_error_code(why));
+    }
+
+    void wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id, asio::any_completion_handler<void(error_code)> done) {
+        if (const int why = h->ended.load())
+            return complete_later(strand_, std::move(done), make_error_code(static_cast<errc>(why)));
+        h->waiters.emplace_back(id, std::move(done));
+    }
+
+    void cancel_wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id) {
+        for (auto it = h->waiters.begin(); it != h->waiters.end(); ++it) {
+            if (it->first != id) continue;
+            auto done = std::move(it->second);
+            h->waiters.erase(it);
+            return complete_later(strand_, std::move(done), make_error_code(errc::cancelled));
+        }
+    }
+
+    // ---- checks before sending ----------------------------------------------------------
+    std::string invalid_key(std::string_view key) const {
+        if (key.empty()) return "a key must not be empty";
+        if (key.size() > limits_.max_key_length)
+            return "the key is " + std::to_string(key.size()) + " bytes, over the broker's limit of " +
+                   std::to_string(limits_.max_key_length);
+        if (!valid_utf8(key)) return "the key is not valid UTF-8";
+        return {};
+    }
+
+    std::string invalid_options(const acquire_options& o) const {
+        const auto longest = limits_.max_duration;
+        if (o.ttl && *o.ttl != no_expiry && o.ttl->count() <= 0) return "ttl must be positive (no_expiry for none)";
+        if (o.ttl && *o.ttl != no_expiry && *o.ttl > longest)
+            return "ttl is over the broker's limit of " + std::to_string(longest.count()) + " ms (no_expiry for none)";
+        if (o.timeout && o.timeout->count() < 0) return "timeout must not be negative";
+        if (o.timeout && *o.timeout != wait_forever && *o.timeout > longest)
+            return "timeout is over the broker's limit of " + std::to_string(longest.count()) + " ms (wait_forever for none)";
+        if (o.max && *o.max == 0) return "max must be at least 1";
+        return {};
+    }
+
+    // Fails `h` before anything is sent, with the reason in the diagnostics.
+    template <class Sig, class... Args>
+    void refuse(asio::any_completion_handler<Sig> h, diagnostics* diag, std::string why, Args&&... empty) {
+        if (diag) diag->message = std::move(why);
+        complete_later(strand_, std::move(h), make_error_code(errc::bad_request), std::forward<Args>(empty)...);
+    }
+
     // The broker withdraws a waiting request at `budget`; the local deadline (budget plus
     // request_timeout) only guards against a broker that never answers. On cancellation or
     // timeout the request is withdrawn and a grant that crosses the withdrawal is given back.
     void acquire(std::string key, acquire_options o, asio::any_completion_handler<void(error_code, lock_guard)> h,
                  std::shared_ptr<cancel_link> link = nullptr) {
+        if (auto why = invalid_key(key); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
+        if (auto why = invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
+        if (o.timeout && o.timeout->count() == 0) o.wait = false;  // a timeout of 0: do not wait
         const auto budget = wait_budget(o);
-        auto op = new_op(op::kind::grant, budget + opt_.request_timeout);
+        auto op = new_op(op::kind::grant, local_budget(budget));
         adopt_link(*op, link);
         op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         op->on_queued = std::move(o.on_queued);
+        op->ttl = o.ttl.value_or(opt_.ttl);
+        op->renew = o.auto_renew.value_or(!o.ttl.has_value()) && op->ttl != no_expiry;
+        op->diag = o.diag;
         take(op->done_guard, std::move(h));
         const core::request rq = req::lock{.uuid = op->uuid,
                                            .key = key,
-                                           .ttl = o.ttl.value_or(opt_.ttl),
+                                           .ttl = op->ttl,
                                            .max = o.max,
                                            .wait = o.wait,
-                                           .timeout = o.wait ? std::optional(budget) : std::nullopt,
+                                           .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
                                            .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
                                            .keep_on_exit = op->keep,
                                            .force = false,
@@ -804,17 +1142,29 @@ public:
     void acquire_many(std::vector<std::string> keys, acquire_options o,
                       asio::any_completion_handler<void(error_code, multi_lock_guard)> h,
                       std::shared_ptr<cancel_link> link = nullptr) {
+        if (keys.empty()) return refuse(std::move(h), o.diag, "no keys to acquire", multi_lock_guard{});
+        if (keys.size() > limits_.max_keys)
+            return refuse(std::move(h), o.diag,
+                          std::to_string(keys.size()) + " keys, over the broker's limit of " + std::to_string(limits_.max_keys),
+                          multi_lock_guard{});
+        for (const auto& k : keys)
+            if (auto why = invalid_key(k); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
+        if (auto why = invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
+        if (o.timeout && o.timeout->count() == 0) o.wait = false;
         const auto budget = wait_budget(o);
-        auto op = new_op(op::kind::grant_many, budget + opt_.request_timeout);
+        auto op = new_op(op::kind::grant_many, local_budget(budget));
         adopt_link(*op, link);
         op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
         op->on_queued = std::move(o.on_queued);
+        op->ttl = o.ttl.value_or(opt_.ttl);
+        op->renew = o.auto_renew.value_or(!o.ttl.has_value()) && op->ttl != no_expiry;
+        op->diag = o.diag;
         take(op->done_multi, std::move(h));
         const core::request rq = req::acquire_many{.uuid = op->uuid,
                                                    .keys = std::move(keys),
-                                                   .ttl = o.ttl.value_or(opt_.ttl),
+                                                   .ttl = op->ttl,
                                                    .wait = o.wait,
-                                                   .timeout = o.wait ? std::optional(budget) : std::nullopt,
+                                                   .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
                                                    .keep_on_exit = op->keep};
         submit(std::move(op), rq);
         cancel_if_requested(link);
@@ -822,9 +1172,11 @@ public:
 
     void release(std::string key, std::string id, bool force, asio::any_completion_handler<void(error_code)> h,
                  std::shared_ptr<cancel_link> link = nullptr) {
+        if (auto why = invalid_key(key); !why.empty()) return refuse(std::move(h), nullptr, why);
         auto op = new_op(op::kind::unlock, opt_.request_timeout);
         adopt_link(*op, link);
         take(op->done, std::move(h));
+        if (!force) op->key = key;  // a release by id: "held nothing" is the caller's error
         std::optional<std::string> lock_id;
         if (!id.empty()) lock_id = std::move(id);
         const core::request rq = req::unlock{op->uuid, std::move(key), std::move(lock_id), force};
@@ -835,7 +1187,7 @@ public:
     // The hold was claimed (released = true) by the initiating call.
     void release_hold(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> done,
                       std::shared_ptr<cancel_link> link = nullptr) {
-        holds_.erase(h->serial);
+        end_hold(h, errc::released);
         auto op = new_op(op::kind::release_hold, opt_.request_timeout);
         adopt_link(*op, link);
         take(op->done, std::move(done));
@@ -850,8 +1202,11 @@ public:
                      std::shared_ptr<cancel_link> link = nullptr) {
         if (h->lost) return complete_later(strand_, std::move(done), make_error_code(errc::lock_lost));
         if (h->released) return complete_later(strand_, std::move(done), make_error_code(errc::not_holder));
+        if (ttl != no_expiry && ttl.count() <= 0)
+            return complete_later(strand_, std::move(done), make_error_code(errc::bad_request));
         auto op = new_op(op::kind::extend_hold, opt_.request_timeout);
         adopt_link(*op, link);
+        op->ttl = ttl;
         take(op->done, std::move(done));
         const core::request rq = req::extend{op->uuid, h->multi ? h->keys.front() : h->key, h->id, ttl};
         op->h = std::move(h);
@@ -873,13 +1228,37 @@ public:
 
     // `op` is a coroutine of this object; the completion handler owns a reference so that the
     // object outlives it even when the client is destroyed while the operation runs.
+    //
+    // The caller's cancellation slot is not handed to co_spawn: co_spawn's handler in that slot
+    // defers its emit through the executor while the slot's storage belongs to the caller, who
+    // may free it (by completing or reusing the slot) before the deferred emit runs. Instead the
+    // caller's slot gets a relay that carries a cancellation onto the strand, where it is emitted
+    // on a signal owned here, and only while the operation still runs.
+    struct launch_cancel {
+        asio::cancellation_signal signal;
+        bool finished = false;
+    };
+    struct launch_relay {
+        std::weak_ptr<launch_cancel> state;
+        strand_type strand;
+        void operator()(asio::cancellation_type type) const {
+            asio::post(strand, [st = state, type] {
+                if (auto s = st.lock(); s && !s->finished) s->signal.emit(type);
+            });
+        }
+    };
+
     template <class R, class Sig>
     void launch(asio::awaitable<result<R>> op, asio::any_completion_handler<Sig> h) {
-        auto slot = h.get_cancellation_slot();
+        auto cancel = std::make_shared<launch_cancel>();
+        if (auto slot = h.get_cancellation_slot(); slot.is_connected())
+            slot.template emplace<launch_relay>(std::weak_ptr<launch_cancel>(cancel), strand_);
         asio::any_io_executor fallback = strand_;
+        auto inner = cancel->signal.slot();
         asio::co_spawn(strand_, std::move(op),
                        asio::bind_cancellation_slot(
-                           slot, [h = std::move(h), fallback, self = shared_from_this()](std::exception_ptr ep, result<R> r) mutable {
+                           inner, [h = std::move(h), fallback, cancel, self = shared_from_this()](std::exception_ptr ep, result<R> r) mutable {
+                               cancel->finished = true;
                                if (ep) r.first = make_error_code(errc::connection_lost);
                                if constexpr (std::is_same_v<R, std::monostate>) complete(fallback, std::move(h), r.first);
                                else complete(fallback, std::move(h), r.first, std::move(r.second));
@@ -908,15 +1287,23 @@ public:
 
     // The destructor path of a guard: synchronous, on the strand.
     void drop_hold(const std::shared_ptr<hold>& h) {
-        holds_.erase(h->serial);
+        end_hold(h, errc::released);
         if (h->multi) queue_release_many(h->id);
         else queue_unlock(h->key, h->id);
     }
 
     void close() {
         if (state_ == state::closed) return;
+        open_->store(false);
         flush();  // what is queued (the unlock of a guard just dropped) still goes out if it fits
         state_ = state::closed;
+        public_state_ = connection_state::closed;
+        for (auto& h : live_holds()) end_hold(h, errc::closed);
+        ++lease_generation_;
+        lease_timer_.cancel();
+        ++health_generation_;
+        health_timer_.cancel();
+        if (opt_.on_state) opt_.on_state(connection_state::closed, make_error_code(errc::closed));
         drop_connection(generation_, make_error_code(errc::closed));
         auto ops = std::move(waiting_);
         waiting_.clear();
@@ -973,18 +1360,35 @@ const std::string empty_string;
 const std::string& lock_guard::key() const noexcept { return hold_ ? hold_->key : empty_string; }
 const std::string& lock_guard::id() const noexcept { return hold_ ? hold_->id : empty_string; }
 fencing_token lock_guard::fencing_token() const noexcept { return hold_ ? hold_->token : 0; }
-bool lock_guard::owns_lock() const noexcept { return hold_ && !hold_->lost && !hold_->released; }
-bool lock_guard::lost() const noexcept { return hold_ && hold_->lost; }
-void lock_guard::detach() noexcept {
-    if (!hold_) return;
-    hold_->released = true;
+namespace {
+bool lease_ran_out(const hold& h) noexcept {
+    const auto e = h.expires.load();
+    return e != detail::no_deadline && steady::now().time_since_epoch().count() >= e;
+}
+std::optional<steady::time_point> expiry_of(const std::shared_ptr<hold>& h) noexcept {
+    if (!h) return std::nullopt;
+    const auto e = h->expires.load();
+    if (e == detail::no_deadline) return std::nullopt;
+    return steady::time_point(steady::duration(e));
+}
+}  // namespace
+
+bool lock_guard::owns_lock() const noexcept { return hold_ && hold_->holds_now(); }
+bool lock_guard::lost() const noexcept {
+    return hold_ && (hold_->lost || (!hold_->released && (lease_ran_out(*hold_) || !hold_->client_open->load())));
+}
+std::optional<std::chrono::steady_clock::time_point> lock_guard::expires_at() const noexcept { return expiry_of(hold_); }
+void lock_guard::detach() noexcept { detach_hold(hold_); }
+
+void lock_guard::detach_hold(std::shared_ptr<hold>& h) noexcept {
+    if (!h) return;
+    h->released = true;
     try {
-        // Forget it on the strand too, so that a long-lived client does not collect dead entries.
-        if (auto owner = hold_->owner.lock())
-            asio::post(owner->strand_, [owner, serial = hold_->serial] { owner->holds_.erase(serial); });
+        // Untracked from now on: no renewal, and whoever waits for its end hears "released".
+        if (auto owner = h->owner.lock()) asio::post(owner->strand_, [owner, h] { owner->end_hold(h, errc::released); });
     } catch (...) {
     }
-    hold_.reset();
+    h.reset();
 }
 
 namespace {
@@ -997,8 +1401,7 @@ void run_on_owner(const std::shared_ptr<hold>& h, error_code early, asio::any_co
     std::shared_ptr<client_impl> owner = h && !early ? h->owner.lock() : nullptr;
     if (!owner) {
         if (!early) early = make_error_code(errc::closed);
-        asio::any_io_executor fallback = h ? h->ex : asio::any_io_executor(asio::system_executor());
-        return detail::complete_later(fallback, std::move(handler), early);
+        return detail::complete_orphan(std::move(handler), early);
     }
     auto link = detail::install_canceller(owner, handler);
     asio::dispatch(owner->strand_, [owner, op, handler = std::move(handler), link]() mutable {
@@ -1028,6 +1431,36 @@ void lock_guard::start_extend(std::shared_ptr<hold> h, std::chrono::milliseconds
     });
 }
 
+namespace {
+// Withdraws one async_wait_lost on the client's strand.
+struct wait_canceller {
+    std::weak_ptr<client_impl> client;
+    std::weak_ptr<hold> h;
+    std::uint64_t id;
+    void operator()(asio::cancellation_type type) {
+        if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
+        auto c = client.lock();
+        auto held = h.lock();
+        if (c && held) asio::post(c->strand_, [c, held, id = id] { c->cancel_wait_lost(held, id); });
+    }
+};
+}  // namespace
+
+void lock_guard::start_wait_lost(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> handler) {
+    std::shared_ptr<client_impl> owner = h ? h->owner.lock() : nullptr;
+    if (!owner) {
+        error_code why = make_error_code(errc::not_holder);
+        if (h) why = make_error_code(h->ended.load() ? static_cast<errc>(h->ended.load()) : errc::closed);
+        return detail::complete_orphan(std::move(handler), why);
+    }
+    const std::uint64_t id = detail::next_waiter++;
+    if (auto slot = asio::get_associated_cancellation_slot(handler); slot.is_connected())
+        slot.template emplace<wait_canceller>(owner, h, id);
+    asio::dispatch(owner->strand_, [owner, h, id, handler = std::move(handler)]() mutable {
+        owner->wait_lost(h, id, std::move(handler));
+    });
+}
+
 // ---- multi_lock_guard -------------------------------------------------------------------
 
 multi_lock_guard& multi_lock_guard::operator=(multi_lock_guard&& other) noexcept {
@@ -1050,8 +1483,13 @@ fencing_token multi_lock_guard::fencing_token(std::string_view key) const noexce
         if (k == key) return t;
     return 0;
 }
-bool multi_lock_guard::owns_lock() const noexcept { return hold_ && !hold_->lost && !hold_->released; }
-bool multi_lock_guard::lost() const noexcept { return hold_ && hold_->lost; }
+bool multi_lock_guard::owns_lock() const noexcept { return hold_ && hold_->holds_now(); }
+bool multi_lock_guard::lost() const noexcept {
+    return hold_ && (hold_->lost || (!hold_->released && (lease_ran_out(*hold_) || !hold_->client_open->load())));
+}
+std::optional<std::chrono::steady_clock::time_point> multi_lock_guard::expires_at() const noexcept {
+    return expiry_of(hold_);
+}
 
 
 // ---- client -----------------------------------------------------------------------------
@@ -1063,6 +1501,8 @@ client::client(executor_type ex, client_options options)
 // operations and guard drops started before it. The impl lives on in the reader and writer
 // until they finish.
 client::~client() {
+    // Guards read this at once; the rest of closing runs on the strand.
+    impl_->open_->store(false);
     try {
         asio::dispatch(impl_->strand_, [impl = impl_] { impl->close(); });
     } catch (...) {
@@ -1071,8 +1511,10 @@ client::~client() {
 
 client::executor_type client::get_executor() const noexcept { return impl_->strand_; }
 const client_options& client::options() const noexcept { return impl_->opt_; }
+connection_state client::state() const noexcept { return impl_->public_state_.load(); }
 
 void client::close() {
+    impl_->open_->store(false);
     asio::dispatch(impl_->strand_, [impl = impl_] { impl->close(); });
 }
 

@@ -155,9 +155,11 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
 
     auto first = probe(options, milliseconds{2000});
     if (!first) return {};
-    if (first == errc::broker_incompatible)
-        return fail(errc::broker_incompatible, "something answers at " + options.url + " but it is not an lmx broker");
-    if (first != errc::unreachable) return fail(errc::unreachable, "cannot reach " + options.url + ": " + first.message());
+    if (first == errc::broker_incompatible || first == errc::wrong_endpoint)
+        return fail(first == errc::wrong_endpoint ? errc::wrong_endpoint : errc::broker_incompatible, "something answers at " + options.url + " but it is not an lmx broker");
+    // Nobody listens there (or nothing more precise is known): a broker may be started.
+    if (first != errc::unreachable && first != errc::refused)
+        return fail(errc::unreachable, "cannot reach " + options.url + ": " + first.message());
     if (!is_local(*ep))
         return fail(errc::unreachable, "no broker at " + options.url + ", and it is not a local address where one could be started");
 

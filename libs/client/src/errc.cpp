@@ -15,7 +15,7 @@ public:
             case errc::connection_lost: return "the connection to the broker was lost";
             case errc::unreachable: return "no broker answers at the URL";
             case errc::broker_incompatible: return "the peer is not a compatible lmx broker";
-            case errc::bad_request: return "the broker refused the request as invalid";
+            case errc::bad_request: return "the request is invalid";
             case errc::not_holder: return "the lock id does not hold the key";
             case errc::cancelled: return "the operation was cancelled";
             case errc::too_many_waiters: return "the broker's waiter limit is reached";
@@ -25,8 +25,38 @@ public:
             case errc::invalid_url: return "the broker URL is invalid";
             case errc::shutting_down: return "the broker is shutting down";
             case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
+            case errc::lease_expired: return "the lock's lease ran out";
+            case errc::forced: return "another client ended the lock";
+            case errc::released: return "the lock was released";
+            case errc::not_held: return "the lock id held nothing on the key";
+            case errc::refused: return "the broker's address refused the connection";
+            case errc::name_not_resolved: return "the broker's host name did not resolve";
+            case errc::wrong_endpoint: return "the peer does not speak lmx's protocol";
+            case errc::origin_refused: return "the broker refuses connections from this origin (see its --allow-origin)";
         }
         return "unknown lmx error " + std::to_string(ev);
+    }
+
+    // The standard condition each code stands for, where one does.
+    boost::system::error_condition default_error_condition(int ev) const noexcept override {
+        using std_errc = boost::system::errc::errc_t;
+        auto cond = [](std_errc e) { return boost::system::errc::make_error_condition(e); };
+        switch (static_cast<errc>(ev)) {
+            case errc::timeout: return cond(std_errc::timed_out);
+            case errc::cancelled: return cond(std_errc::operation_canceled);
+            case errc::would_block: return cond(std_errc::resource_unavailable_try_again);
+            case errc::unavailable: return cond(std_errc::resource_unavailable_try_again);
+            case errc::too_many_waiters: return cond(std_errc::resource_unavailable_try_again);
+            case errc::connection_lost: return cond(std_errc::not_connected);
+            case errc::refused: return cond(std_errc::connection_refused);
+            case errc::unreachable: return cond(std_errc::host_unreachable);
+            case errc::bad_request: return cond(std_errc::invalid_argument);
+            case errc::invalid_url: return cond(std_errc::invalid_argument);
+            case errc::wrong_endpoint: return cond(std_errc::protocol_error);
+            case errc::origin_refused: return cond(std_errc::permission_denied);
+            case errc::broker_incompatible: return cond(std_errc::protocol_error);
+            default: return {ev, *this};
+        }
     }
 };
 }  // namespace

@@ -1412,14 +1412,15 @@ void write_lock_rejected(std::string& out, std::string_view uuid, std::string_vi
 }
 
 void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view key,
-                     std::uint32_t lock_request_count, std::string_view warning) {
-    frame(out, "unlock")
-        .str("uuid", uuid)
+                     std::uint32_t lock_request_count, std::string_view warning, bool held) {
+    frame fr(out, "unlock");
+    fr.str("uuid", uuid)
         .str("key", key)
         .boolean("unlocked", true)
         .num("lockRequestCount", lock_request_count)
-        .str_if("warning", warning)
-        .end();
+        .str_if("warning", warning);
+    if (!held) fr.boolean("held", false);
+    fr.end();
 }
 
 void write_unlock_error(std::string& out, std::string_view uuid, std::string_view key, errc code,
@@ -1608,11 +1609,22 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
 
 void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
                  std::uint32_t protocol, std::string_view session,
-                 std::span<const std::string_view> features, std::string_view epoch) {
+                 std::span<const std::string_view> features, std::string_view epoch,
+                 const codec_limits* limits) {
     frame fr(out, "hello");
     fr.str("uuid", uuid).str("broker", broker).num("protocol", protocol).str("session", session);
     if (!epoch.empty()) fr.str("epoch", epoch);
-    fr.str_array("features", features).end();
+    fr.str_array("features", features);
+    if (limits) {
+        fr.open_object("limits")
+            .num("maxMessageSize", limits->max_message_size)
+            .num("maxKeyLength", limits->max_key_length)
+            .num("maxKeys", limits->max_keys)
+            .num("maxIdLength", limits->max_id_length)
+            .num("maxDurationMs", static_cast<std::uint64_t>(limits->max_duration.count()))
+            .close_object();
+    }
+    fr.end();
 }
 
 void write_version_mismatch(std::string& out, std::string_view client_version,
@@ -1809,6 +1821,26 @@ public:
         }
         return true;
     }
+    bool limits(reply& r) {
+        const json::value* v = find("limits");
+        if (!v) return true;
+        if (!v->is_object()) return fail("limits", "an object");
+        reply_reader inner(v->get_object());
+        std::optional<std::uint32_t> size, key, keys, id;
+        std::optional<std::uint64_t> duration;
+        if (!inner.u32("maxMessageSize", size) || !inner.u32("maxKeyLength", key) || !inner.u32("maxKeys", keys) ||
+            !inner.u32("maxIdLength", id) || !inner.token("maxDurationMs", duration)) {
+            error = inner.error;
+            return false;
+        }
+        auto& l = r.limits.emplace();
+        if (size) l.max_message_size = *size;
+        if (key) l.max_key_length = *key;
+        if (keys) l.max_keys = *keys;
+        if (id) l.max_id_length = *id;
+        if (duration) l.max_duration = std::chrono::milliseconds(static_cast<std::int64_t>(*duration));
+        return true;
+    }
     bool stats(json::object& out) {
         const json::value* v = find("stats");
         if (!v) return true;
@@ -1889,12 +1921,13 @@ private:
 
     // Each known name once; a name whose value is not scalar is only accepted as null (absent).
     bool assign(std::string_view name, const flat_value& v, reply& r) {
-        static constexpr std::array<std::string_view, 39> names = {
+        static constexpr std::array<std::string_view, 41> names = {
             "type", "uuid", "key", "acquired", "queued", "unlocked", "extended", "cancelled", "released",
             "watching", "error", "code", "warning", "fencingToken", "lockRequestCount", "readersCount",
             "position", "lockUuid", "contendedKey", "expiresInMs", "lockInfo", "isLocked", "max",
             "timestamp", "serverTimestamp", "broker", "protocol", "session", "reason", "event",
-            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions", "epoch", "cursor"};
+            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions", "epoch", "cursor",
+            "held", "limits"};
         const std::size_t i = index_of(names, name);
         if (i == names.size()) return true;  // not a reply field: ignored, as the DOM reader does
         const std::uint64_t bit = std::uint64_t{1} << i;
@@ -1933,6 +1966,7 @@ private:
             case 29: return str(v, r.event);
             case 37: return str(v, r.epoch);
             case 38: return number(v, r.cursor);
+            case 39: return boolean(v, r.held);
             default: return v.k == kind::null;
         }
     }
@@ -1974,7 +2008,8 @@ reply_result parse_reply(std::string_view frame) {
         rd.i64("timestamp", r.timestamp) && rd.i64("serverTimestamp", r.server_timestamp) &&
         rd.str("broker", r.broker) && rd.u32("protocol", r.protocol) &&
         rd.str("session", r.session) && rd.strings("features", r.features) && rd.stats(r.stats) &&
-        rd.versions(r) && rd.str("reason", r.reason) && rd.str("event", r.event) && rd.str("epoch", r.epoch) && rd.token("cursor", r.cursor);
+        rd.versions(r) && rd.str("reason", r.reason) && rd.str("event", r.event) && rd.str("epoch", r.epoch) && rd.token("cursor", r.cursor) &&
+        rd.boolean("held", r.held) && rd.limits(r);
     if (!ok) {
         parse_error e = malformed(std::move(rd.error));
         e.uuid = r.uuid;

@@ -196,6 +196,14 @@ asio::awaitable<void> serve(std::shared_ptr<listener_state> state, tcp_socket so
     parser.body_limit(http_body_limit);
     stream.expires_after(http_timeout);
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (ec && ec.category() == http::make_error_code(http::error::bad_method).category() &&
+        ec != http::error::end_of_stream && ec != http::error::partial_message && !state->closed) {
+      // Not HTTP (e.g. a tcp:// client pointed at this port): said plainly, so that the peer can
+      // tell a wrong endpoint from a lost connection.
+      co_await send_response(stream, plain_response(400, "bad request: this port speaks HTTP and WebSocket\n"), 11, false,
+                             false);
+      co_return;
+    }
     if (ec || state->closed) co_return;
     const auto& req = parser.get();
     const http_request_view view{req.method_string(), req.target(), req[http::field::origin], req[http::field::host],

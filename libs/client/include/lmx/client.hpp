@@ -26,6 +26,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/object.hpp>
@@ -53,10 +54,19 @@ using fencing_token = std::uint64_t;
 
 // A ttl meaning "this hold never expires".
 inline constexpr std::chrono::milliseconds no_expiry = std::chrono::milliseconds::max();
+// A timeout meaning "wait in the queue as long as it takes".
+inline constexpr std::chrono::milliseconds wait_forever = std::chrono::milliseconds::max();
+
+// What a failed call was told, by the broker or by the client's own checks of the request.
+struct diagnostics {
+    std::string message;
+};
+
+enum class connection_state { disconnected, connecting, connected, closed };
 
 struct client_options {
     std::string url = "tcp://127.0.0.1:6970";  // tcp://host:port, unix:///path, ws://host:port/path
-    std::chrono::milliseconds ttl{4000};       // lease of a lock that does not name one
+    std::chrono::milliseconds ttl{5000};       // lease of a lock that does not name one (as the broker's)
     std::chrono::milliseconds lock_request_timeout{3000};  // one try of a waiting acquire
     unsigned max_retries = 3;                  // tries of an acquire (0 = 1 try, no retry)
     bool keep_locks_on_exit = false;           // holds survive this client's connection closing
@@ -64,6 +74,12 @@ struct client_options {
     std::chrono::milliseconds connect_timeout{5000};
     std::chrono::milliseconds request_timeout{10000};  // replies to non-lock requests
     std::size_t max_message_size = 1 << 20;
+    // An idle connection is pinged this often, and dropped as half-open when nothing comes back
+    // for twice as long (its holds are then reported lost). Zero: never.
+    std::chrono::milliseconds health_interval{5000};
+    // Told on the client's strand of every change of the connection's state, with why it was
+    // lost (empty on connected). Must not block.
+    std::function<void(connection_state, error_code)> on_state{};
 
     // `base` with the connection settings found in, by precedence: the environment (LMX_URL,
     // or LMX_UDS_PATH, or LMX_HOST/LMX_PORT) over the settings file the `lmx set` command writes
@@ -74,6 +90,11 @@ struct client_options {
 
 // Members in this order so that designated initializers read naturally:
 //   client.acquire("gpu", {.ttl = 30s, .max = 4})
+//
+// Every value has one meaning: ttl must be positive (or no_expiry); timeout 0 means "do not
+// wait" (as wait = false), wait_forever means no limit; max must be at least 1. Anything else
+// fails the call with bad_request before it is sent, as do keys that are empty, not UTF-8, or
+// longer than the broker takes (it says its limits when the client connects).
 struct acquire_options {
     std::optional<std::chrono::milliseconds> ttl{};  // unset: the client's ttl; no_expiry: never
     std::optional<std::uint32_t> max{};              // holders allowed on the key (semaphore)
@@ -88,6 +109,11 @@ struct acquire_options {
     // Called on the client's strand each time the broker queues the request, with its place in
     // line (1 = next). Must not block. Unset, the request asks the broker for no queued notice.
     std::function<void(std::uint32_t position)> on_queued{};
+    // Renews the lease a third of the way through while the guard holds the lock, so that work
+    // of any length keeps it. Unset: on when `ttl` is unset (the client's ttl), off otherwise.
+    std::optional<bool> auto_renew{};
+    // Filled with the reason when the call fails (the broker's words, or the client's check).
+    diagnostics* diag = nullptr;
 };
 
 // One hold of one key. Move-only; if it still holds when destroyed, the unlock is queued on the
@@ -106,11 +132,25 @@ public:
     const std::string& key() const noexcept;
     const std::string& id() const noexcept;  // the lock id (also the request uuid)
     ::lmx::fencing_token fencing_token() const noexcept;
-    // True while this guard holds the lock as far as the client knows: not released, not lost.
+    // True while this guard holds the lock as far as the client knows: not released, not lost,
+    // its client open, and its lease not past expires_at(), whether or not the broker can be
+    // reached to say so.
     bool owns_lock() const noexcept;
     explicit operator bool() const noexcept { return owns_lock(); }
-    // True after a lock-lost notice (ttl, force) or a connection loss ended the hold.
+    // True once the hold ended other than by its own release: its lease ran out, it was forced,
+    // its connection was lost or its client closed (async_wait_lost says which).
     bool lost() const noexcept;
+    // When the lease ends as this client counts it: from when the request (or the last renewal)
+    // was sent, less a margin of max(5% of the ttl, twice the last round trip). Unset: no expiry.
+    std::optional<std::chrono::steady_clock::time_point> expires_at() const noexcept;
+
+    // Completes once the hold has ended, with why: errc::lease_expired, errc::forced,
+    // errc::connection_lost, errc::closed, or errc::released (its own release or detach).
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto async_wait_lost(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [h = hold_](auto handler) { start_wait_lost(h, std::move(handler)); }, token);
+    }
 
     // Confirmed release. The operation refers to the hold, not to this guard object, so a
     // deferred release stays valid when the guard is moved; once started, the guard no longer
@@ -138,6 +178,8 @@ private:
                               boost::asio::any_completion_handler<void(error_code)> h);
     static void start_extend(std::shared_ptr<detail::hold> hold, std::chrono::milliseconds ttl,
                              boost::asio::any_completion_handler<void(error_code)> h);
+    static void start_wait_lost(std::shared_ptr<detail::hold> hold, boost::asio::any_completion_handler<void(error_code)> h);
+    static void detach_hold(std::shared_ptr<detail::hold>& hold) noexcept;
     std::shared_ptr<detail::hold> hold_;
 };
 
@@ -158,6 +200,7 @@ public:
     bool owns_lock() const noexcept;
     explicit operator bool() const noexcept { return owns_lock(); }
     bool lost() const noexcept;
+    std::optional<std::chrono::steady_clock::time_point> expires_at() const noexcept;
 
     // Confirmed release of every key (see lock_guard::release).
     template <class Token = boost::asio::use_awaitable_t<>>
@@ -165,11 +208,41 @@ public:
         return boost::asio::async_initiate<Token, void(error_code)>(
             [h = hold_](auto handler) { lock_guard::start_release(h, std::move(handler)); }, token);
     }
+    // Renews the lease of every key (see lock_guard::extend).
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto extend(std::chrono::milliseconds ttl, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [h = hold_](auto handler, std::chrono::milliseconds t) { lock_guard::start_extend(h, t, std::move(handler)); },
+            token, ttl);
+    }
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto async_wait_lost(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [h = hold_](auto handler) { lock_guard::start_wait_lost(h, std::move(handler)); }, token);
+    }
+    // Stops tracking the hold without releasing it (see lock_guard::detach).
+    void detach() noexcept { lock_guard::detach_hold(hold_); }
 
 private:
     friend class detail::client_impl;
     explicit multi_lock_guard(std::shared_ptr<detail::hold> h) noexcept : hold_(std::move(h)) {}
     std::shared_ptr<detail::hold> hold_;
+};
+
+// The keys of acquire_many: a std::vector<std::string>, or keys written out in braces, string
+// literals, std::string or std::string_view alike. The braces call a constructor rather than
+// build a std::initializer_list, so they also compile inside co_await with g++ 12.
+class key_list {
+public:
+    key_list(std::vector<std::string> keys) : keys_(std::move(keys)) {}
+    template <class... Keys>
+        requires(sizeof...(Keys) > 0 && (std::is_convertible_v<const Keys&, std::string_view> && ...))
+    key_list(const Keys&... keys) : keys_{std::string(std::string_view(keys))...} {}
+
+    std::vector<std::string> take() && { return std::move(keys_); }
+
+private:
+    std::vector<std::string> keys_;
 };
 
 struct lock_info {
@@ -186,6 +259,11 @@ public:
     using executor_type = boost::asio::any_io_executor;
 
     explicit client(executor_type ex, client_options options = {});
+    // On an io_context (or any execution context): client c(ioc, {.url = ...}).
+    template <class ExecutionContext>
+        requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+    explicit client(ExecutionContext& context, client_options options = {})
+        : client(executor_type(context.get_executor()), std::move(options)) {}
     // Closes the connection; holds not kept on exit end at the broker.
     ~client();
     client(const client&) = delete;
@@ -193,6 +271,7 @@ public:
 
     executor_type get_executor() const noexcept;
     const client_options& options() const noexcept;
+    connection_state state() const noexcept;
 
     // Connects and checks the broker (hello). Other calls connect on first use too.
     template <class Token = boost::asio::use_awaitable_t<>>
@@ -202,44 +281,51 @@ public:
     }
 
     template <class Token = boost::asio::use_awaitable_t<>>
-    auto acquire(std::string key, acquire_options options = {}, Token&& token = {}) {
+    auto acquire(std::string_view key, acquire_options options = {}, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code, lock_guard)>(
             [this](auto handler, std::string k, acquire_options o) {
                 start_acquire(std::move(k), o, std::move(handler));
             },
-            token, std::move(key), options);
+            token, std::string(key), std::move(options));
     }
     template <class Token>
         requires(!std::is_convertible_v<Token, acquire_options>)
-    auto acquire(std::string key, Token&& token) {
-        return acquire(std::move(key), acquire_options{}, std::forward<Token>(token));
+    auto acquire(std::string_view key, Token&& token) {
+        return acquire(key, acquire_options{}, std::forward<Token>(token));
     }
 
-    // All keys or none; uses ttl, wait, timeout and keep_locks_on_exit of `options`.
+    // All keys or none; uses ttl, wait, timeout, keep_locks_on_exit, auto_renew and diag of
+    // `options`. Keys as a vector or written out: acquire_many({"a", "b"}), acquire_many({k1, k2}).
     template <class Token = boost::asio::use_awaitable_t<>>
-    auto acquire_many(std::vector<std::string> keys, acquire_options options = {}, Token&& token = {}) {
+    auto acquire_many(key_list keys, acquire_options options = {}, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code, multi_lock_guard)>(
             [this](auto handler, std::vector<std::string> k, acquire_options o) {
                 start_acquire_many(std::move(k), o, std::move(handler));
             },
-            token, std::move(keys), options);
+            token, std::move(keys).take(), std::move(options));
+    }
+    template <class Token>
+        requires(!std::is_convertible_v<Token, acquire_options>)
+    auto acquire_many(key_list keys, Token&& token) {
+        return acquire_many(std::move(keys), acquire_options{}, std::forward<Token>(token));
     }
 
     // Releases the hold `id` of `key`, e.g. one taken by another process with keep-on-exit.
+    // Fails with errc::not_held when that id held nothing (it had already ended).
     template <class Token = boost::asio::use_awaitable_t<>>
-    auto release(std::string key, std::string id, Token&& token = {}) {
+    auto release(std::string_view key, std::string_view id, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
             [this](auto handler, std::string k, std::string i) {
                 start_release(std::move(k), std::move(i), false, std::move(handler));
             },
-            token, std::move(key), std::move(id));
+            token, std::string(key), std::string(id));
     }
     // Ends every hold of `key`, whoever holds it (each holder gets a lock-lost notice).
     template <class Token = boost::asio::use_awaitable_t<>>
-    auto force_release(std::string key, Token&& token = {}) {
+    auto force_release(std::string_view key, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
             [this](auto handler, std::string k) { start_release(std::move(k), {}, true, std::move(handler)); }, token,
-            std::move(key));
+            std::string(key));
     }
 
     template <class Token = boost::asio::use_awaitable_t<>>
@@ -248,10 +334,10 @@ public:
             [this](auto handler) { start_ls(std::move(handler)); }, token);
     }
     template <class Token = boost::asio::use_awaitable_t<>>
-    auto info(std::string key, Token&& token = {}) {
+    auto info(std::string_view key, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code, lock_info)>(
             [this](auto handler, std::string k) { start_info(std::move(k), std::move(handler)); }, token,
-            std::move(key));
+            std::string(key));
     }
     // Round trip time to the broker.
     template <class Token = boost::asio::use_awaitable_t<>>

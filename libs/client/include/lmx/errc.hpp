@@ -7,14 +7,17 @@
 
 namespace lmx {
 
-// Why an lmx client operation failed. Compare with `ec == lmx::errc::timeout`.
+// Why an lmx client operation failed. Compare with `ec == lmx::errc::timeout`; where one fits,
+// a code also compares equal to the standard condition (errc::timeout == std::errc::timed_out,
+// errc::cancelled == std::errc::operation_canceled, errc::refused ==
+// std::errc::connection_refused, ...).
 enum class errc {
     timeout = 1,          // the lock was not granted within the request's timeout
     would_block,          // try-lock (wait = false): the lock is not free now
     connection_lost,      // the connection to the broker dropped; pending operations fail with this
-    unreachable,          // no broker answers at the URL
+    unreachable,          // no broker answers at the URL (nothing more precise is known)
     broker_incompatible,  // the peer is not an lmx broker speaking our protocol version
-    bad_request,          // the broker refused the request as invalid (see the message)
+    bad_request,          // the broker refused the request as invalid, or the client did (see diagnostics)
     not_holder,           // the lock id does not hold the key (expired, released or forced)
     cancelled,            // the operation was cancelled; nothing is left queued or held at the broker
     too_many_waiters,     // the broker's waiter limit is reached
@@ -24,6 +27,14 @@ enum class errc {
     invalid_url,          // the URL cannot be parsed
     shutting_down,        // the broker is stopping
     unavailable,          // the broker grants nothing now (it cannot persist its fencing state); retry later
+    lease_expired,        // the hold's lease ran out (as this client counts it, or as the broker said)
+    forced,               // another client ended the hold (a force, or an unlock by its id)
+    released,             // the hold ended by its guard's own release (async_wait_lost)
+    not_held,             // release(key, id): that id held nothing on the key (it had already ended)
+    refused,              // the broker's address refused the connection (no broker listening there)
+    name_not_resolved,    // the broker's host name did not resolve
+    wrong_endpoint,       // the peer answered, but not in lmx's protocol (e.g. tcp:// at a ws:// port)
+    origin_refused,       // the broker refuses WebSocket connections from this origin (its --allow-origin)
 };
 
 const boost::system::error_category& client_category() noexcept;

@@ -31,6 +31,7 @@ struct codec_limits {
     std::size_t max_depth = 32;                // JSON nesting; bounds the parser's recursion
     // ttl and timeout above this are refused: a deadline must not overflow time_point.
     std::chrono::milliseconds max_duration{std::chrono::hours{24 * 366}};
+    bool operator==(const codec_limits&) const = default;
 };
 
 // One struct per request type. `uuid` is the request id; `lock_id` is the wire `_uuid` (or
@@ -283,9 +284,10 @@ void write_lock_refused(std::string& out, std::string_view uuid, std::string_vie
 void write_lock_rejected(std::string& out, std::string_view uuid, std::string_view key, errc code,
                          std::string_view message = {});
 
-// type "unlock"; `warning` is written when non-empty.
+// type "unlock"; `warning` is written when non-empty, `held: false` when the id held nothing
+// (the unlock still succeeds: unlocking is idempotent).
 void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view key,
-                     std::uint32_t lock_request_count, std::string_view warning = {});
+                     std::uint32_t lock_request_count, std::string_view warning = {}, bool held = true);
 void write_unlock_error(std::string& out, std::string_view uuid, std::string_view key, errc code,
                         std::string_view message = {});
 
@@ -355,9 +357,12 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
 
 // `epoch` (written when non-empty) is new at every broker start: a client that reconnects and
 // sees another epoch knows that the broker lost every hold, keep-on-exit ones too.
+// `limits` (written when given) tells clients what the broker refuses, so that they can refuse
+// it first: {"maxMessageSize","maxKeyLength","maxKeys","maxIdLength","maxDurationMs"}.
 void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
                  std::uint32_t protocol, std::string_view session,
-                 std::span<const std::string_view> features, std::string_view epoch = {});
+                 std::span<const std::string_view> features, std::string_view epoch = {},
+                 const codec_limits* limits = nullptr);
 void write_version_mismatch(std::string& out, std::string_view client_version,
                             std::string_view broker_version);
 // Answers watch (`{type:"watch", uuid, watching:true}`) and unwatch (type "unwatch",
@@ -415,6 +420,8 @@ struct reply {
     std::optional<std::chrono::milliseconds> expires_in{};  // expiresInMs; null -> no_expiry
     std::vector<std::string> ls_result{};
     std::optional<std::uint64_t> cursor{};  // ls: the next page starts here
+    std::optional<bool> held{};             // unlock: false when the id held nothing
+    std::optional<codec_limits> limits{};   // hello: what the broker refuses
     bool lock_info = false;  // lockInfo
     std::optional<bool> is_locked{};
     std::vector<std::string> lockholder_uuids{};
