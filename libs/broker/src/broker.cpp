@@ -383,6 +383,12 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                     cut_off_if_not_reading(*s);
                 }
             }
+            if (ec == transport::error::message_skipped && !s->closing) {
+                // NDJSON: the line was dropped as it came in and the connection goes on.
+                answer_skipped_line(*s);
+                flush();
+                continue;
+            }
             if (ec) {
                 if (ec == transport::error::message_too_large && !s->closing) {
                     log_line(log_level::warn, "client " + s->remote + " sent a message over " +
@@ -398,6 +404,52 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
         end_session(*s);
         flush();
+    }
+
+    // An error for a line over the size limit, with the request's uuid when one can be found at
+    // either end of what was kept of it.
+    void answer_skipped_line(session& s) {
+        const auto* line = s.conn->skipped();
+        std::string_view uuid;
+        std::size_t size = 0;
+        if (line) {
+            size = line->size;
+            uuid = uuid_in(line->head);
+            if (uuid.empty()) uuid = uuid_in(line->tail);
+        }
+        log_line(log_level::debug, "client " + s.remote + " sent a line of " + std::to_string(size) + " bytes, over " +
+                                       std::to_string(opt.max_message_size) + "; skipped");
+        core::write_error(*begin_frame(s), uuid, core::errc::message_too_large,
+                          "message of " + std::to_string(size) + " bytes exceeds " + std::to_string(opt.max_message_size) +
+                              " bytes; skipped");
+        cut_off_if_not_reading(s);
+    }
+
+    // The value of a "uuid" member in an excerpt of a JSON object; empty when there is none that
+    // is plainly a request id (no escapes, within the id length limit).
+    std::string_view uuid_in(std::string_view text) const {
+        constexpr std::string_view name = "\"uuid\"";
+        for (auto at = text.find(name); at != std::string_view::npos; at = text.find(name, at + 1)) {
+            auto i = at + name.size();
+            auto skip_space = [&] {
+                while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r')) ++i;
+            };
+            skip_space();
+            if (i >= text.size() || text[i] != ':') continue;
+            ++i;
+            skip_space();
+            if (i >= text.size() || text[i] != '"') continue;
+            const auto begin = ++i;
+            const auto end = text.find('"', begin);
+            if (end == std::string_view::npos) continue;
+            const auto id = text.substr(begin, end - begin);
+            const bool plain = !id.empty() && id.size() <= parser.limits().max_id_length &&
+                               std::all_of(id.begin(), id.end(), [](char c) {
+                                   return c != '\\' && static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+                               });
+            if (plain) return id;
+        }
+        return {};
     }
 
     asio::awaitable<void> writer(std::shared_ptr<session> s) {

@@ -16,6 +16,7 @@ public:
   std::string message(int ev) const override {
     switch (static_cast<error>(ev)) {
       case error::message_too_large: return "message too large";
+      case error::message_skipped: return "a line over the message size limit was skipped";
       case error::bad_frame: return "bad frame";
       case error::origin_refused: return "websocket upgrade refused (HTTP 403)";
       case error::upgrade_declined: return "websocket upgrade declined by the server";

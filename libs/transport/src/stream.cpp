@@ -72,6 +72,7 @@ public:
     socket_.close(ignored);
   }
 
+  const skipped_line* skipped() const noexcept override { return &buffer_.skipped(); }
   std::string remote_address() const override { return remote_; }
   endpoint::kind kind() const noexcept override { return kind_; }
   executor get_executor() override { return socket_.get_executor(); }

@@ -2,6 +2,7 @@
 
 #include <lmx/transport/endpoint.hpp>
 #include <lmx/transport/error.hpp>
+#include <lmx/transport/line_buffer.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -34,9 +35,14 @@ public:
   // message buffered so far to `out`. The views stay valid until the next read() call.
   // NDJSON: a message is one line without "\n" / "\r\n"; empty lines are skipped.
   // WebSocket: one text or binary message per call.
-  // Errors: asio::error::eof when the peer closed, error::message_too_large,
-  // error::bad_frame, asio::error::operation_aborted after close(), socket errors.
+  // Errors: asio::error::eof when the peer closed, error::message_too_large (WebSocket: the
+  // connection is done), error::message_skipped (NDJSON: one line over the limit was dropped;
+  // skipped() tells what it was, and reading may go on), error::bad_frame,
+  // asio::error::operation_aborted after close(), socket errors.
   virtual asio::awaitable<boost::system::error_code> read(std::vector<std::string_view>& out) = 0;
+
+  // After read() failed with error::message_skipped: the ends of the line that was dropped.
+  virtual const skipped_line* skipped() const noexcept { return nullptr; }
 
   // `batch` holds one or more messages, each ending in '\n'. Stream sockets send it with one
   // write call; WebSocket sends one text message per line. Complete means fully handed to the kernel.

@@ -15,6 +15,7 @@ enum class error {
   upgrade_declined,       // the server answered the WebSocket upgrade with another status
   not_a_socket,           // unix: the path exists and is not a socket, so it is left alone
   invalid_endpoint,       // the endpoint cannot be used here (e.g. unix path too long)
+  message_skipped,        // NDJSON: a line over max_message_size was skipped; the connection goes on
 };
 
 const boost::system::error_category& error_category() noexcept;
