@@ -135,7 +135,7 @@ struct restart_state {
 
 // The errors a call may meet while the broker is killed or stopped, and restarted.
 bool transient(error_code ec) {
-    return ec == errc::connection_lost || ec == errc::unreachable || ec == errc::shutting_down;
+    return ec == errc::connection_lost || ec == errc::unreachable || ec == errc::refused || ec == errc::shutting_down;
 }
 
 void note(restart_state& s, failures& f, error_code ec, std::string_view what) {

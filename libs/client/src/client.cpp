@@ -6,6 +6,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -19,6 +20,8 @@
 #include <limits>
 #include <queue>
 #include <random>
+#include <algorithm>
+#include <deque>
 #include <unordered_map>
 
 namespace lmx {
@@ -35,6 +38,18 @@ constexpr std::int64_t no_deadline = std::numeric_limits<std::int64_t>::max();
 // What a guard refers to. The atomics may be read from any thread while the client's strand
 // updates them; the rest is the strand's. A hold keeps no executor: a guard may outlive its
 // client and its io_context.
+// A watcher's subscription; every field is used on the client's strand only.
+struct watch_state {
+    std::weak_ptr<class client_impl> owner;
+    std::uint64_t serial = 0;
+    bool all = false;
+    std::vector<std::string> keys;  // sorted, unique
+    std::deque<lock_event> queue;
+    error_code ended;  // set once the subscription is over
+    asio::any_completion_handler<void(error_code, lock_event)> receiver;
+    std::shared_ptr<const char> receive_tag;  // identifies the pending receive for its canceller
+};
+
 struct hold {
     std::weak_ptr<client_impl> owner;
     std::shared_ptr<const std::atomic<bool>> client_open;  // false once the client is closed or gone
@@ -275,6 +290,128 @@ public:
     std::vector<op_ptr> waiting_;                      // for the connection
     std::vector<op_ptr> spare_;                        // finished records, for reuse
     std::unordered_map<std::uint64_t, std::weak_ptr<hold>> holds_;  // by serial
+
+    // ---- watchers -----------------------------------------------------------------------
+    std::unordered_map<std::uint64_t, std::shared_ptr<watch_state>> watchers_;
+    std::uint64_t watch_serial_ = 0;
+    // A connection has one watch set at the broker: the union of the watchers' keys, or every
+    // key when one watches all or the union is over the broker's limit.
+    struct watch_set {
+        bool active = false;  // false: nothing watched
+        bool all = false;
+        bool known = true;  // false after a failed change: resent on the next one
+        std::vector<std::string> keys;
+        bool operator==(const watch_set&) const = default;
+    };
+    watch_set broker_watch_;
+
+    watch_set wanted_watch() const {
+        watch_set w;
+        if (watchers_.empty()) return w;
+        w.active = true;
+        std::vector<std::string> keys;
+        for (const auto& [serial, s] : watchers_) {
+            if (s->all) {
+                w.all = true;
+                return w;
+            }
+            keys.insert(keys.end(), s->keys.begin(), s->keys.end());
+        }
+        std::sort(keys.begin(), keys.end());
+        keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+        if (keys.size() > limits_.max_keys) w.all = true;
+        else w.keys = std::move(keys);
+        return w;
+    }
+
+    // Asks the broker for the watch set the watchers need, when it changed.
+    asio::awaitable<error_code> sync_watch() {
+        auto want = wanted_watch();
+        if (want == broker_watch_) co_return error_code{};
+        broker_watch_ = want;
+        auto make = [&want](const std::string& uuid) {
+            if (!want.active) return core::request(req::unwatch{uuid});
+            return core::request(req::watch{uuid, want.all ? std::nullopt : std::optional(want.keys)});
+        };
+        auto [ec, rep] = co_await call(make);
+        if (ec) broker_watch_.known = false;
+        co_return ec;
+    }
+
+    void end_watch(watch_state& s, error_code why) {
+        if (!s.ended) s.ended = why;
+        if (s.receiver && s.queue.empty()) {
+            s.receive_tag.reset();
+            complete_later(strand_, std::move(s.receiver), why, lock_event{});
+        }
+    }
+
+    void end_watchers(error_code why) {
+        auto all = std::move(watchers_);
+        watchers_.clear();
+        broker_watch_ = {};
+        for (auto& [serial, s] : all) end_watch(*s, why);
+    }
+
+    void remove_watcher(const std::shared_ptr<watch_state>& s) {
+        end_watch(*s, make_error_code(errc::closed));
+        if (watchers_.erase(s->serial) == 0 || state_ != state::connected) return;
+        asio::co_spawn(strand_, [](std::shared_ptr<client_impl> self) -> asio::awaitable<void> {
+            co_await self->sync_watch();
+        }(shared_from_this()), asio::detached);
+    }
+
+    static std::optional<lock_event::kind> event_kind(std::string_view name) {
+        using k = lock_event::kind;
+        if (name == "granted") return k::granted;
+        if (name == "released") return k::released;
+        if (name == "expired") return k::expired;
+        if (name == "forced") return k::forced;
+        if (name == "queued") return k::queued;
+        if (name == "cancelled") return k::cancelled;
+        if (name == "timeout") return k::timeout;
+        return std::nullopt;  // e.g. the connection count, not a key's event
+    }
+
+    void deliver(const core::reply& r) {
+        const auto kind = event_kind(r.event);
+        if (!kind) return;
+        for (auto& [serial, s] : watchers_) {
+            if (!s->all && !std::binary_search(s->keys.begin(), s->keys.end(), r.key)) continue;
+            lock_event ev{*kind, r.key, r.uuid, r.token.value_or(0), r.lock_request_count.value_or(0), 0};
+            if (s->receiver) {
+                s->receive_tag.reset();
+                complete(strand_, std::move(s->receiver), error_code{}, std::move(ev));
+                continue;
+            }
+            if (s->queue.size() >= watch_queue_limit) {
+                // The oldest goes; the next one says how many were dropped before it.
+                const auto gone = s->queue.front().dropped + 1;
+                s->queue.pop_front();
+                (s->queue.empty() ? ev : s->queue.front()).dropped += gone;
+            }
+            s->queue.push_back(std::move(ev));
+        }
+    }
+
+    void receive(const std::shared_ptr<watch_state>& s, std::shared_ptr<const char> tag,
+                 asio::any_completion_handler<void(error_code, lock_event)> h) {
+        if (s->receiver) return complete_later(strand_, std::move(h), make_error_code(errc::bad_request), lock_event{});
+        if (!s->queue.empty()) {
+            auto ev = std::move(s->queue.front());
+            s->queue.pop_front();
+            return complete_later(strand_, std::move(h), error_code{}, std::move(ev));
+        }
+        if (s->ended) return complete_later(strand_, std::move(h), s->ended, lock_event{});
+        take(s->receiver, std::move(h));
+        s->receive_tag = std::move(tag);
+    }
+
+    void cancel_receive(const std::shared_ptr<watch_state>& s, const std::shared_ptr<const char>& tag) {
+        if (!s->receiver || !tag || s->receive_tag != tag) return;
+        s->receive_tag.reset();
+        complete_later(strand_, std::move(s->receiver), make_error_code(errc::cancelled), lock_event{});
+    }
     std::unordered_map<std::string, std::string> abandoned_;  // request id -> key: release on grant
     std::unordered_map<std::string, std::string> cancels_;    // cancel uuid -> target
     std::string prefix_;
@@ -679,6 +816,7 @@ public:
         std::erase_if(holds_, [](const auto& entry) { return entry.second.expired(); });
         abandoned_.clear();
         cancels_.clear();
+        end_watchers(state_ == state::closed ? make_error_code(errc::closed) : make_error_code(errc::connection_lost));
         if (was_connected && state_ != state::closed) notify_state(connection_state::disconnected, why);
     }
 
@@ -694,6 +832,7 @@ public:
         // A peer that does not know hello answers it without our id (an error, a live-mutex
         // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
         if (!hello_id_.empty() && r.uuid.empty()) r.uuid = hello_id_;
+        if (r.type == "event") return deliver(r);  // before the ids: an event may name our own request
         const std::uint64_t serial = serial_of(r.uuid);
         if (r.type == "lock-lost") {
             if (auto it = holds_.find(serial); serial && it != holds_.end()) {
@@ -1615,6 +1754,93 @@ void client::start_stats(asio::any_completion_handler<void(error_code, boost::js
             auto [ec, rep] = co_await c->call(make);
             co_return client_impl::result<boost::json::object>{ec, std::move(rep.stats)};
         }(impl),
+        std::move(h));
+}
+
+// ---- watch ------------------------------------------------------------------------------
+
+namespace {
+// Installed in a receive's cancellation slot: withdraws that receive, on the client's strand.
+struct receive_canceller {
+    std::weak_ptr<client_impl> client;
+    std::weak_ptr<detail::watch_state> state;
+    std::weak_ptr<const char> tag;
+    void operator()(asio::cancellation_type type) const {
+        if ((type & asio::cancellation_type::terminal) == asio::cancellation_type::none) return;
+        auto c = client.lock();
+        if (!c) return;
+        asio::post(c->strand_, [c, st = state, tg = tag] {
+            if (auto s = st.lock()) c->cancel_receive(s, tg.lock());
+        });
+    }
+};
+}  // namespace
+
+void watcher::start_receive(std::shared_ptr<detail::watch_state> s,
+                            asio::any_completion_handler<void(error_code, lock_event)> h) {
+    // The owner is read on the caller's thread: set once at creation, never changed.
+    auto owner = s ? s->owner.lock() : nullptr;
+    if (!owner) return detail::complete_orphan(std::move(h), make_error_code(errc::closed), lock_event{});
+    auto tag = std::make_shared<const char>('\0');
+    if (auto slot = h.get_cancellation_slot(); slot.is_connected())
+        slot.template emplace<receive_canceller>(owner, s, tag);
+    asio::dispatch(owner->strand_, [owner, s = std::move(s), tag = std::move(tag), h = std::move(h)]() mutable {
+        owner->receive(s, std::move(tag), std::move(h));
+    });
+}
+
+void watcher::stop() noexcept {
+    auto s = std::move(state_);
+    if (!s) return;
+    try {
+        if (auto owner = s->owner.lock()) asio::dispatch(owner->strand_, [owner, s] { owner->remove_watcher(s); });
+    } catch (...) {
+        // Out of memory while queueing: the subscription ends with the connection instead.
+    }
+}
+
+watcher::~watcher() { stop(); }
+
+watcher& watcher::operator=(watcher&& other) noexcept {
+    if (this != &other) {
+        stop();
+        state_ = std::move(other.state_);
+    }
+    return *this;
+}
+
+const std::vector<std::string>& watcher::keys() const noexcept {
+    static const std::vector<std::string> none;
+    return state_ ? state_->keys : none;
+}
+
+void client::start_watch(std::vector<std::string> keys, bool all, asio::any_completion_handler<void(error_code, watcher)> h) {
+    auto impl = impl_;
+    impl->launch<watcher>(
+        [](std::shared_ptr<client_impl> c, std::vector<std::string> wanted, bool every) -> asio::awaitable<client_impl::result<watcher>> {
+            using result = client_impl::result<watcher>;
+            co_await asio::this_coro::throw_if_cancelled(false);
+            if (!every && wanted.empty()) co_return result{make_error_code(errc::bad_request), watcher{}};  // watch_all is explicit
+            for (const auto& k : wanted)
+                if (!c->invalid_key(k).empty()) co_return result{make_error_code(errc::bad_request), watcher{}};
+            if (auto ec = co_await c->ensure_connected()) co_return result{ec, watcher{}};
+            auto s = std::make_shared<detail::watch_state>();
+            s->owner = c;
+            s->all = every;
+            std::sort(wanted.begin(), wanted.end());
+            wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
+            s->keys = std::move(wanted);
+            s->serial = ++c->watch_serial_;
+            c->watchers_[s->serial] = s;
+            auto ec = co_await c->sync_watch();
+            // The connection may have dropped meanwhile, which ended the subscription.
+            if (!ec && s->ended) ec = s->ended;
+            if (ec) {
+                c->watchers_.erase(s->serial);
+                co_return result{ec, watcher{}};
+            }
+            co_return result{error_code{}, watcher(std::move(s))};
+        }(impl, std::move(keys), all),
         std::move(h));
 }
 

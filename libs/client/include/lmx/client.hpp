@@ -47,6 +47,7 @@ namespace lmx {
 namespace detail {
 class client_impl;
 struct hold;
+struct watch_state;
 }  // namespace detail
 
 using error_code = boost::system::error_code;
@@ -254,6 +255,54 @@ struct lock_info {
     ::lmx::fencing_token last_token = 0;
 };
 
+// One event on a watched key, in the order the broker applied it.
+struct lock_event {
+    enum class kind { granted, released, expired, forced, queued, cancelled, timeout };
+    kind type{};
+    std::string key;
+    std::string id;  // the lock id; for queued, cancelled and timeout the waiting request's id
+    ::lmx::fencing_token fencing_token = 0;  // on events of holds (granted, released, expired, forced)
+    std::uint32_t waiting = 0;               // requests queued on the key once the event happened
+    // Events of this watcher dropped just before this one because it was not read fast enough
+    // (it keeps the newest watch_queue_limit events).
+    std::uint64_t dropped = 0;
+};
+
+inline constexpr std::size_t watch_queue_limit = 10000;
+
+// A subscription to the broker's lock events (client::watch). Move-only; destroying it, or
+// stop(), ends the subscription. It ends by itself when the connection is lost or the client
+// closes: async_receive then hands out the events still queued, then fails with
+// errc::connection_lost or errc::closed (watch again after a reconnect).
+class [[nodiscard]] watcher {
+public:
+    watcher() noexcept = default;
+    watcher(watcher&&) noexcept = default;
+    watcher& operator=(watcher&& other) noexcept;
+    watcher(const watcher&) = delete;
+    watcher& operator=(const watcher&) = delete;
+    ~watcher();
+
+    // The next event; one receive at a time. Cancellable (terminal): fails with errc::cancelled.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto async_receive(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, lock_event)>(
+            [s = state_](auto handler) { start_receive(s, std::move(handler)); }, token);
+    }
+    // Ends the subscription; a pending receive fails with errc::closed.
+    void stop() noexcept;
+    // The watched keys, sorted; empty when it watches every key.
+    const std::vector<std::string>& keys() const noexcept;
+
+private:
+    friend class detail::client_impl;
+    friend class client;
+    explicit watcher(std::shared_ptr<detail::watch_state> s) noexcept : state_(std::move(s)) {}
+    static void start_receive(std::shared_ptr<detail::watch_state> s,
+                              boost::asio::any_completion_handler<void(error_code, lock_event)> h);
+    std::shared_ptr<detail::watch_state> state_;
+};
+
 class client {
 public:
     using executor_type = boost::asio::any_io_executor;
@@ -352,6 +401,22 @@ public:
             [this](auto handler) { start_stats(std::move(handler)); }, token);
     }
 
+    // Watches `keys` (1 to any number): completes once the broker sends their events. A client
+    // may hold many watchers; the broker gets the union of their keys, or every key past its
+    // per-connection limit, and each watcher sees only its own keys.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto watch(key_list keys, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, watcher)>(
+            [this](auto handler, std::vector<std::string> k) { start_watch(std::move(k), false, std::move(handler)); },
+            token, std::move(keys).take());
+    }
+    // Watches every key.
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto watch_all(Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code, watcher)>(
+            [this](auto handler) { start_watch({}, true, std::move(handler)); }, token);
+    }
+
     // Closes the connection; pending operations fail with errc::closed. Later calls fail too.
     void close();
 
@@ -367,6 +432,8 @@ private:
     void start_info(std::string key, boost::asio::any_completion_handler<void(error_code, lock_info)> h);
     void start_ping(boost::asio::any_completion_handler<void(error_code, std::chrono::microseconds)> h);
     void start_stats(boost::asio::any_completion_handler<void(error_code, boost::json::object)> h);
+    void start_watch(std::vector<std::string> keys, bool all,
+                     boost::asio::any_completion_handler<void(error_code, watcher)> h);
 
     std::shared_ptr<detail::client_impl> impl_;
 };
