@@ -198,4 +198,32 @@ BOOST_AUTO_TEST_CASE(unread_watcher_is_bounded) {
     });
 }
 
+// A receiver runs as soon as its event is read, and may stop its own and other watchers of the
+// same event.
+BOOST_AUTO_TEST_CASE(a_receiver_may_stop_other_watchers) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client observer(ex, options_for(b.url("tcp")));
+        lmx::client a(ex, options_for(b.url("tcp")));
+        const auto key = fresh_key("stopper");
+        std::vector<lmx::watcher> ws;
+        for (int i = 0; i < 8; ++i) ws.push_back(co_await observer.watch({key}));
+        int events = 0, ended = 0;
+        for (auto& w : ws)
+            w.async_receive([&](error_code ec, lmx::lock_event) {
+                if (ec) {
+                    ++ended;
+                    return;
+                }
+                ++events;
+                for (auto& any : ws) any.stop();  // itself too
+            });
+        auto g = co_await a.acquire(key);
+        co_await sleep_for(200ms);
+        BOOST_TEST(events == 1);  // the first receiver stopped the others before they got it
+        BOOST_TEST(ended == 7);
+        co_await g.release();
+    });
+}
+
 BOOST_AUTO_TEST_SUITE_END()

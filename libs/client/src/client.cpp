@@ -376,8 +376,12 @@ public:
     void deliver(const core::reply& r) {
         const auto kind = event_kind(r.event);
         if (!kind) return;
-        for (auto& [serial, s] : watchers_) {
-            if (!s->all && !std::binary_search(s->keys.begin(), s->keys.end(), r.key)) continue;
+        // A receiver completed inline may start or stop watchers: walk a copy.
+        std::vector<std::shared_ptr<watch_state>> targets;
+        for (const auto& [serial, s] : watchers_)
+            if (s->all || std::binary_search(s->keys.begin(), s->keys.end(), r.key)) targets.push_back(s);
+        for (auto& s : targets) {
+            if (s->ended) continue;  // stopped by an earlier receiver of this event
             lock_event ev{*kind, r.key, r.uuid, r.token.value_or(0), r.lock_request_count.value_or(0), 0};
             if (s->receiver) {
                 s->receive_tag.reset();
