@@ -1146,6 +1146,10 @@ public:
             const auto e = h->expires.load();
             if (e != no_deadline && steady::time_point(steady::duration(e)) <= now) {
                 end_hold(h, errc::lease_expired);
+                // The broker's lease ends a little later (or a renewal it answers late extended
+                // it): give the hold back now rather than leave the key taken by nobody.
+                if (h->multi) queue_release_many(h->id);
+                else queue_unlock(h->key, h->id);
             } else if (h->renew && !h->renewing && h->renew_at <= now) {
                 renew(h);
             }
