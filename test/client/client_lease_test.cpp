@@ -108,6 +108,49 @@ BOOST_DATA_TEST_CASE(lease_ends_on_time_with_the_broker_frozen, bdata::make(clie
     });
 }
 
+// A request that waited in line longer than its lease still gets a live hold: the client
+// renews a late grant before handing out the guard, and counts the lease from that renewal.
+BOOST_DATA_TEST_CASE(a_long_wait_in_line_still_gets_a_full_lease, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client holder(ex, options_for(b.url(kind)));
+        lmx::client a(ex, options_for(b.url(kind)));
+        lmx::client other(ex, options_for(b.url(kind)));
+        const auto key = fresh_key("long-wait"), keys_a = fresh_key("lw-a"), keys_b = fresh_key("lw-b");
+        auto first = co_await holder.acquire(key);
+        auto first_many = co_await holder.acquire_many({keys_a, keys_b});
+        asio::steady_timer later(ex, 900ms);
+        later.async_wait([&](error_code) {
+            first.release([](error_code) {});
+            first_many.release([](error_code) {});
+        });
+        // 900 ms in line, with a 600 ms lease that is not renewed.
+        lmx::multi_lock_guard m;
+        bool many_done = false;
+        a.acquire_many({keys_a, keys_b}, {.ttl = 600ms, .timeout = 5s}, [&](error_code ec, lmx::multi_lock_guard got) {
+            BOOST_TEST(!ec, ec.message());
+            m = std::move(got);
+            many_done = true;
+        });
+        auto g = co_await a.acquire(key, {.ttl = 600ms, .timeout = 5s});
+        BOOST_TEST(g.owns_lock());
+        BOOST_REQUIRE(g.expires_at().has_value());
+        BOOST_TEST((*g.expires_at() > steady::now() + 400ms));
+        while (!many_done) co_await sleep_for(5ms);
+        BOOST_TEST(m.owns_lock());
+        BOOST_REQUIRE(m.expires_at().has_value());
+        BOOST_TEST((*m.expires_at() > steady::now() + 300ms));
+        co_await sleep_for(300ms);
+        BOOST_TEST(g.owns_lock());
+        BOOST_TEST(!g.lost());
+        auto info = co_await other.info(key);
+        BOOST_TEST(info.holders == std::vector<std::string>{g.id()});
+        // And it still ends on time.
+        auto why = co_await ended_within(g, 1000ms);
+        BOOST_TEST((why == error_code(errc::lease_expired)), (why ? why->message() : "still held"));
+    });
+}
+
 // A hold the client has counted out is given back, so that a renewal the broker answers late
 // (it was frozen meanwhile) does not leave the key taken by nobody for another lease.
 BOOST_DATA_TEST_CASE(a_lease_counted_out_is_given_back, bdata::make(client_transports), kind) {

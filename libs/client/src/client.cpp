@@ -179,6 +179,7 @@ struct op {
         release_hold,  // a guard's release
         extend_hold,   // a guard's extend
         renew,         // the client's own renewal of a lease (no caller)
+        confirm,       // a renewal that completes a late grant (the caller's guard waits for it)
     };
     kind k = kind::call;
     bool raw = false;  // call: wire errors are replies too (the handshake reads them)
@@ -209,6 +210,7 @@ struct op {
             case kind::grant_many: return done_multi.get_cancellation_slot();
             case kind::call: return done_reply.get_cancellation_slot();
             case kind::renew: return {};  // the client's own: no caller to cancel it
+            case kind::confirm: return {};  // the grant it completes was no longer cancellable
             default: return done.get_cancellation_slot();
         }
     }
@@ -914,6 +916,11 @@ public:
                 }
                 if (h) {
                     h->renew = o->renew;
+                    // The broker's lease began at the grant, which the client only knows came
+                    // after its request left. After a long wait in line that bound says little:
+                    // a renewal sent now gives a fresh one before the caller gets the guard.
+                    if (o->ttl != no_expiry && o->ttl.count() > 0 && steady::now() - o->sent > o->ttl / 3)
+                        return confirm_grant(std::move(o), std::move(h));
                     set_lease(h, o->sent, o->ttl);
                 }
                 if (o->k == op::kind::grant) {
@@ -924,6 +931,18 @@ public:
                 auto done = std::move(o->done_multi);
                 recycle(std::move(o));
                 return complete(strand_, std::move(done), ec, multi_lock_guard(std::move(h)));
+            }
+            case op::kind::confirm: {
+                auto h = std::move(o->h);
+                if (r.extended.value_or(false) && !h->ended.load()) {
+                    set_lease(h, o->sent, o->ttl);
+                } else {
+                    // The hold ended between the grant and the renewal (its lease, or a force).
+                    end_hold(h, errc::lease_expired);
+                    ec = make_error_code(errc::lease_expired);
+                    h.reset();
+                }
+                return complete_grant(std::move(o), ec, std::move(h));
             }
             case op::kind::unlock:
                 if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
@@ -971,6 +990,20 @@ public:
                 auto done = std::move(o->done_reply);
                 recycle(std::move(o));
                 return complete_later(strand_, std::move(done), ec, core::reply{});
+            }
+            case op::kind::confirm: {
+                // Unconfirmed, the hold is not handed out: it ends here and is given back.
+                if (auto h = std::move(o->h); h && !h->ended.load()) {
+                    end_hold(h, errc::lease_expired);
+                    if (h->multi) queue_release_many(h->id);
+                    else queue_unlock(h->key, h->id);
+                }
+                auto multi = !o->done_multi ? false : true;
+                auto done_guard = std::move(o->done_guard);
+                auto done_multi = std::move(o->done_multi);
+                recycle(std::move(o));
+                if (multi) return complete_later(strand_, std::move(done_multi), ec, multi_lock_guard{});
+                return complete_later(strand_, std::move(done_guard), ec, lock_guard{});
             }
             case op::kind::grant: {
                 auto done = std::move(o->done_guard);
@@ -1089,6 +1122,29 @@ public:
     }
 
     // ---- leases -------------------------------------------------------------------------
+    // Renews a hold granted late before its guard is handed out (see finish).
+    void confirm_grant(op_ptr grant, std::shared_ptr<hold> h) {
+        auto c = new_op(op::kind::confirm, opt_.request_timeout);
+        c->ttl = grant->ttl;
+        c->h = h;
+        if (grant->k == op::kind::grant) take(c->done_guard, std::move(grant->done_guard));
+        else take(c->done_multi, std::move(grant->done_multi));
+        recycle(std::move(grant));
+        const core::request rq = req::extend{c->uuid, h->multi ? h->keys.front() : h->key, h->id, c->ttl};
+        submit(std::move(c), rq);
+    }
+
+    void complete_grant(op_ptr o, error_code ec, std::shared_ptr<hold> h) {
+        if (o->done_multi) {
+            auto done = std::move(o->done_multi);
+            recycle(std::move(o));
+            return complete(strand_, std::move(done), ec, multi_lock_guard(std::move(h)));
+        }
+        auto done = std::move(o->done_guard);
+        recycle(std::move(o));
+        complete(strand_, std::move(done), ec, lock_guard(std::move(h)));
+    }
+
     // A lease counts from when its request was sent (the broker's starts later), less a margin
     // for the round trip: max(5% of the ttl, twice the last round trip measured).
     std::chrono::milliseconds margin(std::chrono::milliseconds ttl) const {
