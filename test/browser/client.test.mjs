@@ -314,9 +314,9 @@ async function countingPage(b, options = {}) {
   return page;
 }
 
-test('calls made while the broker is down wait for the scheduled attempt; reconnecting goes on by itself', async () => {
+test('calls made while the broker is down wait for a reconnect until their deadline, sharing the background attempts', async () => {
   const own = await startBroker();
-  const page = await countingPage(own, { minBackoff: 100, maxBackoff: 400 });
+  const page = await countingPage(own, { minBackoff: 100, maxBackoff: 400, requestTimeout: 1500 });
   const key = uniqueKey('down');
   await page.evaluate(async (key) => {
     window.seen = [];
@@ -325,23 +325,17 @@ test('calls made while the broker is down wait for the scheduled attempt; reconn
   const port = own.port;
   await own.stop();
   await waitFor(() => page.evaluate(() => events.includes('disconnect:connection_lost')), 5000, 'the drop noticed');
-  // Twenty calls at once share one attempt; they fail with it.
+  // Twenty calls at once make no attempts of their own: they wait for the background ones, and
+  // at their deadline (requestTimeout) fail with why the last attempt failed.
   const r = await page.evaluate(async () => {
     const before = attempts;
+    const t0 = performance.now();
     const codes = await Promise.all(Array.from({ length: 20 }, () => client.ls().then(() => 'ok', (e) => e.code)));
-    return { codes: [...new Set(codes)], made: attempts - before, state: client.state };
+    return { codes: [...new Set(codes)], made: attempts - before, ms: performance.now() - t0, state: client.state };
   });
   assert.deepEqual(r.codes, ['unreachable']);
-  assert.ok(r.made <= 2, `${r.made} connection attempts for 20 calls`);
-  // Calls one after the other follow the backoff instead of connecting at once.
-  const loop = await page.evaluate(async () => {
-    const before = attempts;
-    const t0 = performance.now();
-    for (let i = 0; i < 5; i++) await client.ping().catch(() => {});
-    return { made: attempts - before, ms: performance.now() - t0 };
-  });
-  assert.ok(loop.made <= 5, `${loop.made} attempts for 5 calls`);
-  assert.ok(loop.ms >= 4 * 50, `5 failed calls took ${loop.ms.toFixed(0)} ms: the backoff was skipped`);
+  assert.ok(r.ms >= 1400, `the calls gave up after ${r.ms.toFixed(0)} ms, before their 1500 ms deadline`);
+  assert.ok(r.made <= 10, `${r.made} connection attempts in 1.5 s for 20 calls: the backoff was not followed`);
   // The failed calls did not stop the background attempts: once the broker is back the client
   // reconnects without any call, and the watch is renewed.
   const again = await restartBroker(port);
@@ -357,9 +351,9 @@ test('calls made while the broker is down wait for the scheduled attempt; reconn
   }
 });
 
-test('a hold kept on exit across a broker restart: an unanswered release leaves it held, the reconnect finds it lost', async () => {
+test('a hold kept on exit across a broker restart: an unanswered release leaves it held, the reconnect finds it lost, `await using` says so', async () => {
   const own = await startBroker();
-  const page = await countingPage(own, { minBackoff: 100, maxBackoff: 400 });
+  const page = await countingPage(own, { minBackoff: 100, maxBackoff: 400, requestTimeout: 1000 });
   const key = uniqueKey('kept');
   await page.evaluate(async (key) => {
     window.kept = await client.acquire(key, { ttl: 60000, keepLocksOnExit: true });
@@ -377,6 +371,8 @@ test('a hold kept on exit across a broker restart: an unanswered release leaves 
   const again = await restartBroker(port);
   try {
     assert.equal(await page.evaluate(() => keptLost), 'disconnected', 'the new broker does not hold it');
+    // The end of an `await using` scope reports the loss once, then the lock is done with.
+    assert.equal(await page.evaluate(() => kept[Symbol.asyncDispose]().then(() => 'ok', (e) => `${e.code}:${e.cause?.code}`)), 'lock_lost:connection_lost');
     assert.equal(await page.evaluate(() => kept[Symbol.asyncDispose]().then(() => 'ok', (e) => e.code)), 'ok');
   } finally {
     await page.close();
@@ -384,29 +380,38 @@ test('a hold kept on exit across a broker restart: an unanswered release leaves 
   }
 });
 
-test('a kept-on-exit request whose grant a drop cut off is given back after the reconnect', async () => {
+test('a kept-on-exit request whose grant a drop cut off is given back after the reconnect, and asked again', async () => {
   const watcher = await connectedPage();
   const key = uniqueKey('orphan');
   await watcher.evaluate(async (key) => {
     window.seen = [];
-    await client.watch([key], (e) => seen.push(e.event));
+    await client.watch([key], (e) => seen.push({ event: e.event, uuid: e.uuid }));
   }, key);
   const page = await lmxPage(context, broker);
-  // The socket closes right after it sent the lock request: the broker grants it, the page never
-  // sees the grant, and the hold is kept on exit.
+  // The socket closes right after it sent the first lock request: the broker grants it, the page
+  // never sees the grant, and the hold is kept on exit. The request is asked again on the next
+  // connection (a new request id) within its wait.
   const outcome = await page.evaluate(async ([url, key]) => {
+    window.cut = 0;
     class CutOff extends WebSocket {
       send(data) {
         super.send(data);
-        if (data.includes('"keepLocksOnExit":true')) this.close();
+        if (data.includes('"keepLocksOnExit":true') && window.cut++ === 0) this.close();
       }
     }
     window.client = await window.lmx.connect(url, { WebSocket: CutOff, minBackoff: 50, maxBackoff: 200 });
-    return client.acquire(key, { ttl: 60000, keepLocksOnExit: true }).then(() => 'granted', (e) => e.code);
+    window.lock = await client.acquire(key, { ttl: 60000, keepLocksOnExit: true, timeout: 10000 });
+    return { id: lock.id, held: lock.held };
   }, [broker.ws, key]);
-  assert.equal(outcome, 'connection_lost');
-  await waitFor(() => watcher.evaluate(() => seen.join() === 'granted,released'), 5000, 'the unseen grant given back');
-  assert.equal(await watcher.evaluate(async (key) => (await client.info(key)).locked, key), false);
+  assert.equal(outcome.held, true);
+  await waitFor(() => watcher.evaluate(() => seen.length >= 3), 5000, 'the unseen grant given back and the new request granted');
+  const seen = await watcher.evaluate(() => seen);
+  const first = seen[0].uuid;
+  assert.notEqual(first, outcome.id);
+  assert.deepEqual(seen.filter((e) => e.uuid === first).map((e) => e.event), ['granted', 'released'], JSON.stringify(seen));
+  assert.deepEqual(seen.filter((e) => e.uuid === outcome.id).map((e) => e.event), ['granted'], JSON.stringify(seen));
+  assert.deepEqual((await watcher.evaluate(async (key) => client.info(key), key)).holders, [outcome.id]);
+  await page.evaluate(() => lock.release());
   await page.close();
   await watcher.close();
 });

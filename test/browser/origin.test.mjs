@@ -19,7 +19,7 @@ after(async () => {
 });
 
 // From a page of `site`: imports the broker's lmx.js (a cross-origin module import, so CORS), then
-// tries to connect and take a lock. Resolves to 'ok' or the error code.
+// tries to connect and take a lock. Resolves to 'ok' or {code, message} of the error.
 async function tryFromForeignPage(context, broker) {
   const page = await lmxPage(context, broker, site.origin);
   assert.equal(await page.evaluate(() => location.origin), site.origin);
@@ -31,7 +31,7 @@ async function tryFromForeignPage(context, broker) {
       client.close();
       return 'ok';
     } catch (e) {
-      return e.code ?? String(e);
+      return { code: e.code ?? String(e), message: e.message };
     }
   }, broker.ws);
 }
@@ -40,7 +40,10 @@ test('a page of a foreign origin cannot open a WebSocket to the broker', async (
   const broker = await startBroker();
   const context = await browser.newContext();
   try {
-    assert.equal(await tryFromForeignPage(context, broker), 'unreachable');
+    // The browser hides the 403; the broker's /v1/origin tells the page why, naming the option.
+    const refused = await tryFromForeignPage(context, broker);
+    assert.equal(refused.code, 'origin_refused');
+    assert.match(refused.message, new RegExp(`--allow-origin ${site.origin}`));
     assert.match(broker.output(), new RegExp(`refused WebSocket from origin ${site.origin}`));
     // The broker's own origin is accepted.
     const own = await lmxPage(context, broker);
@@ -59,10 +62,38 @@ test('--allow-origin lets that origin connect, and only that one', async () => {
     assert.equal(await tryFromForeignPage(context, broker), 'ok');
     const page = await lmxPage(context, broker, other.origin);
     const code = await page.evaluate(async (url) => lmx.connect(url, { reconnect: false }).then(() => 'ok', (e) => e.code), broker.ws);
-    assert.equal(code, 'unreachable', 'an origin not named stays refused');
+    assert.equal(code, 'origin_refused', 'an origin not named stays refused');
   } finally {
     await context.close();
     await other.close();
+    await broker.stop();
+  }
+});
+
+test('connect errors say why: a refused origin fails waiting calls at once, a wrong path and a dead port are told apart', async () => {
+  const broker = await startBroker();
+  const context = await browser.newContext();
+  try {
+    const foreign = await lmxPage(context, broker, site.origin);
+    // A client that reconnects in the background: its calls wait for a connection within their
+    // deadline, but a refused origin is no reason to wait.
+    const r = await foreign.evaluate(async (url) => {
+      const client = new lmx.Client(url, { requestTimeout: 8000 });
+      const t0 = performance.now();
+      const code = await client.ls().then(() => 'ok', (e) => e.code);
+      client.close();
+      return { code, ms: performance.now() - t0 };
+    }, broker.ws);
+    assert.equal(r.code, 'origin_refused');
+    assert.ok(r.ms < 4000, `the call waited ${r.ms.toFixed(0)} ms for a connection that cannot come`);
+    const own = await lmxPage(context, broker);
+    const codes = await own.evaluate(async ([wrongPath, deadPort]) => {
+      const code = (url) => lmx.connect(url, { reconnect: false, connectTimeout: 3000 }).then(() => 'ok', (e) => e.code);
+      return { wrongPath: await code(wrongPath), deadPort: await code(deadPort) };
+    }, [`${broker.ws}not-lmx`, 'ws://127.0.0.1:9/']);
+    assert.deepEqual(codes, { wrongPath: 'wrong_endpoint', deadPort: 'unreachable' });
+  } finally {
+    await context.close();
     await broker.stop();
   }
 });

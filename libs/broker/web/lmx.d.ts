@@ -2,10 +2,12 @@
 //
 //   import { connect } from "http://127.0.0.1:6971/lmx.js";
 //   const client = await connect("ws://127.0.0.1:6971/");
-//   {
-//     await using lock = await client.acquire("doc:42", { ttl: 10000 });  // released on scope exit
-//     console.log(lock.fencingToken);
-//   }
+//   await client.withLock("doc:42", async (lock, signal) => {
+//     await save(lock.fencingToken, { signal });   // signal aborts if the lease is lost
+//   });
+//
+// To import from the broker's URL in TypeScript, map that URL to a saved copy of this file in
+// tsconfig.json: "paths": { "http://127.0.0.1:6971/lmx.js": ["./lmx.d.ts"] } (docs/browser.md).
 
 /** Protocol version spoken in the hello handshake. */
 export declare const PROTOCOL: 1;
@@ -18,11 +20,11 @@ export type ErrorCode =
   | "would_block"
   /** The connection to the broker dropped; calls in flight fail with this. */
   | "connection_lost"
-  /** No broker answers at the URL, or it refused this page's Origin (see --allow-origin). */
+  /** No broker answers at the URL (nothing listens, no route, no answer in time). */
   | "unreachable"
   /** The peer is not an lmx broker speaking this protocol version. */
   | "broker_incompatible"
-  /** The broker (or the client) refused the request as invalid. */
+  /** The request is invalid: the client's checks (made before sending, against the broker's limits) or the broker said so; the message says why. */
   | "bad_request"
   /** The lock id does not hold the key (expired, released or forced). */
   | "not_holder"
@@ -32,7 +34,7 @@ export type ErrorCode =
   | "too_many_waiters"
   /** The request id is in use by another request. */
   | "duplicate_request"
-  /** The hold ended (ttl, force, disconnect) before the operation. */
+  /** The hold ended (lease, force, disconnect, close) before or during the operation; `cause` says why. */
   | "lock_lost"
   /** The client was closed. */
   | "closed"
@@ -42,21 +44,21 @@ export type ErrorCode =
   | "shutting_down"
   /** The broker grants nothing now (it cannot persist its fencing state); retry later. */
   | "unavailable"
-  /** The hold's lease ran out. */
+  /** Why a hold was lost (lock.signal.reason): its lease ran out, as the broker said or as this client counts it. */
   | "lease_expired"
-  /** Another client ended the hold (a force, or an unlock by its id). */
+  /** Why a hold was lost: another client ended it (a force, or an unlock by its id). */
   | "forced"
-  /** The hold ended by its own release. */
+  /** The hold ended by its own release (the C++ client's async_wait_lost; lock.signal is not aborted by a release). */
   | "released"
-  /** A release by id: that id held nothing on the key. */
+  /** client.release(key, id): that id held nothing on the key (it had already ended). */
   | "not_held"
-  /** The broker's address refused the connection. */
+  /** The broker's address refused the connection (the C++ client; a browser cannot tell this from `unreachable`). */
   | "refused"
-  /** The broker's host name did not resolve. */
+  /** The broker's host name did not resolve (the C++ client; a browser cannot tell). */
   | "name_not_resolved"
-  /** The peer answered, but not in lmx's protocol. */
+  /** The peer answered, but not in lmx's protocol (e.g. no lmx WebSocket at that path). */
   | "wrong_endpoint"
-  /** The broker refuses WebSocket connections from this page's Origin (its --allow-origin). */
+  /** The broker refuses WebSocket connections from this page's Origin; the message names the --allow-origin to give it. */
   | "origin_refused";
 
 /** Every error code, by name (`errc.timeout === "timeout"`). */
@@ -64,23 +66,30 @@ export declare const errc: { readonly [K in ErrorCode]: K };
 
 /** A failed lmx operation: every rejected promise of this module carries one. */
 export declare class LmxError extends Error {
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown });
   readonly name: "LmxError";
   readonly code: ErrorCode;
 }
 
 /** Client settings; every field is optional. */
 export interface ClientOptions {
-  /** Lease of a lock that names none, in ms. Default 4000. */
+  /**
+   * Lease in ms of a lock that names none; such a lease is renewed while the lock is held
+   * (AcquireOptions.autoRenew). null or Infinity: never expires. Default 5000.
+   */
   ttl?: number | null;
   /** One try of a waiting acquire, in ms; the default wait is lockRequestTimeout × maxRetries. Default 3000. */
   lockRequestTimeout?: number;
-  /** Tries of a waiting acquire. Default 3. */
+  /** Tries of a waiting acquire (0 counts as 1). Default 3. */
   maxRetries?: number;
   /** Holds survive this client's connection dropping (they end by ttl or an unlock by id). Default false. */
   keepLocksOnExit?: boolean;
   /** Time to open the WebSocket and finish the hello handshake, in ms. Default 5000. */
   connectTimeout?: number;
-  /** Time to wait for the reply to a non-lock request, in ms. Default 10000. */
+  /**
+   * Deadline of any call other than an acquire's wait, in ms: a call made while disconnected waits
+   * for a reconnect within it, then for its reply. Default 10000.
+   */
   requestTimeout?: number;
   /**
    * Reconnect in the background after the connection drops or an attempt fails (backoff from
@@ -95,15 +104,24 @@ export interface ClientOptions {
   WebSocket?: typeof WebSocket;
 }
 
-/** Options of one acquire. */
+/** Options of one acquire. Every value is checked before anything is sent (`bad_request`). */
 export interface AcquireOptions {
-  /** Lease in ms (the broker ends the hold after it and tells this client); null or Infinity: never expires. */
+  /**
+   * Lease in ms, a whole number > 0 up to the broker's maxDurationMs (the broker ends the hold
+   * after it and tells this client); null or Infinity: never expires. Default: the client's ttl.
+   */
   ttl?: number | null;
-  /** Holders allowed on the key at once: a counting semaphore. */
+  /** Renew the lease a third of the way through while the lock is held. Default: true when no ttl is named. */
+  autoRenew?: boolean;
+  /** Holders allowed on the key at once (a whole number >= 1): a counting semaphore. */
   max?: number;
   /** false: a try-lock that rejects with `would_block` instead of queueing. Default true. */
   wait?: boolean;
-  /** How long to wait in the queue, in ms, before rejecting with `timeout`; the request keeps its place for the whole wait. */
+  /**
+   * How long to wait, in whole ms, before rejecting with `timeout`: in the broker's queue, and
+   * for a connection while the broker cannot be reached. 0: a try-lock. Infinity: no limit.
+   * Default lockRequestTimeout × maxRetries.
+   */
   timeout?: number;
   /** A shared (reader) lock: coexists with other shared holders, never with an exclusive one. */
   shared?: boolean;
@@ -113,17 +131,31 @@ export interface AcquireOptions {
   maxRetries?: number;
   /** Withdraws the request when aborted (rejects with `cancelled`); a grant that crosses the abort is given back. */
   signal?: AbortSignal;
-  /** Called when the broker queues the request behind other holders, with its queued notice. */
-  onqueued?: (notice: { key: string; position?: number; lockRequestCount?: number }) => void;
+  /** Called each time the broker queues the request behind other holders, with its queued notice. */
+  onqueued?: (notice: { key: string; uuid: string; position?: number; lockRequestCount?: number }) => void;
 }
 
-/** Why a hold ended without this client's release. */
+/** Why a hold ended without this client's release (the lost event's `reason`). */
 export type LostReason = "ttl" | "forced" | "disconnected" | "closed";
+
+/** An LmxError that says why a hold was lost: lock.signal.reason, and `error` of the lost event. */
+export interface LossError extends LmxError {
+  readonly code: "lease_expired" | "forced" | "connection_lost" | "closed" | "lock_lost";
+}
 
 /** The event dispatched on a Lock (and on its Client) when the hold is lost. */
 export interface LostEvent extends Event {
+  readonly type: "lost";
+  /** "ttl": the lease ran out; "forced": another client ended it; "disconnected": the connection dropped; "closed": close(). */
   readonly reason: LostReason;
+  /** The same, as an error code: lease_expired, forced, connection_lost or closed. */
+  readonly error: LossError;
   readonly lock: Lock;
+}
+
+/** The events of a Lock. */
+export interface LockEventMap {
+  lost: LostEvent;
 }
 
 /** One hold of one key. */
@@ -136,14 +168,26 @@ export declare class Lock extends EventTarget {
   readonly fencingToken: number;
   /** Whether the hold survives this client's connection dropping. */
   readonly keepLocksOnExit: boolean;
-  /** True after the hold ended without this client's release (ttl, force, disconnect). */
+  /** True after the hold ended without this client's release (lease, force, disconnect, close). */
   readonly lost: boolean;
   /** True once release() was confirmed by the broker. */
   readonly released: boolean;
-  /** True while neither released nor lost, as far as this client knows. */
+  /** True while neither released nor lost and the lease (expiresAt) has not run out, whether or not the broker can be reached. */
   readonly held: boolean;
   /** Why the hold was lost; null while it is not. */
   readonly lostReason: LostReason | null;
+  /** Aborted when the hold is lost (not on release); `signal.reason` is an LmxError saying why. */
+  readonly signal: AbortSignal;
+  /**
+   * When the lease ends as this client counts it, a performance.now() time: from when the request
+   * (or the last answered renewal) was sent, plus the ttl, less max(5% of the ttl, twice the last
+   * round trip). null: no expiry, or no longer held.
+   */
+  readonly expiresAt: number | null;
+  /** The lease in ms; null: never expires. */
+  readonly ttl: number | null;
+  /** Whether the client renews the lease while the lock is held. */
+  readonly autoRenew: boolean;
   /** Called with the "lost" event. */
   onlost: ((event: LostEvent) => void) | null;
   /**
@@ -151,18 +195,20 @@ export declare class Lock extends EventTarget {
    * (`connection_lost`, `timeout`) the lock is left as it was, and release() may be called again.
    */
   release(): Promise<void>;
-  /** Renews the lease: it ends `ttl` ms from now (null: never). Resolves to the ms left (null: no expiry). */
+  /** Renews the lease: it ends `ttl` ms from now (null or Infinity: never). Resolves to the ms left (null: no expiry). */
   extend(ttl: number | null): Promise<number | null>;
   /**
-   * Releases at the end of an `await using` scope. A hold that is already gone is not an error;
-   * other failures (the hold may still be in place) are thrown.
+   * Releases at the end of an `await using` scope. Throws `lock_lost` (once) when the hold was lost
+   * in scope, and any failure of the release (the lease is then no longer renewed).
    */
   [Symbol.asyncDispose](): Promise<void>;
-  addEventListener(type: "lost", listener: (event: LostEvent) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener<K extends keyof LockEventMap>(type: K, listener: (this: Lock, event: LockEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof LockEventMap>(type: K, listener: (this: Lock, event: LockEventMap[K]) => void, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 }
 
-/** A hold of several keys taken at once by acquireMany; released, extended and lost as a whole. */
+/** A hold of several keys taken at once by acquireMany; released, renewed and lost as a whole. */
 export declare class MultiLock extends Lock {
   /** The keys held, sorted. `key` is the first of them. */
   readonly keys: string[];
@@ -238,27 +284,73 @@ export interface BrokerStats {
   [name: string]: unknown;
 }
 
+/** What the broker accepts (its hello; its defaults until the first connection). */
+export interface BrokerLimits {
+  /** Bytes of one message. */
+  readonly maxMessageSize: number;
+  /** Bytes of UTF-8 of one key. */
+  readonly maxKeyLength: number;
+  /** Keys of one acquireMany, and of one watch request. */
+  readonly maxKeys: number;
+  /** Bytes of a lock id. */
+  readonly maxIdLength: number;
+  /** Longest ttl or timeout, in ms. */
+  readonly maxDurationMs: number;
+}
+
+export type ClientState = "disconnected" | "connecting" | "connected" | "closed";
+
+/** "state": the client's state changed. */
+export interface StateEvent extends Event {
+  readonly type: "state";
+  readonly state: ClientState;
+  /** Why the connection ended, for "disconnected" after a drop or a failed attempt; else null. */
+  readonly error: LmxError | null;
+}
+
+/** "disconnect": an open connection dropped. */
+export interface DisconnectEvent extends Event {
+  readonly type: "disconnect";
+  readonly error: LmxError;
+}
+
+/** "event": a watch event that a subscription of the client asked for. */
+export interface WatchEventEvent extends CustomEvent<WatchEvent> {
+  readonly type: "event";
+  /** The same as `detail`. */
+  readonly data: WatchEvent;
+}
+
+/** The events of a Client. */
+export interface ClientEventMap {
+  state: StateEvent;
+  connect: Event;
+  disconnect: DisconnectEvent;
+  lost: LostEvent;
+  event: WatchEventEvent;
+}
+
 /**
  * A connection to one broker. It connects on first use, and after the connection drops it
- * reconnects in the background with backoff: calls in flight then fail with `connection_lost`
- * and holds not kept on exit are lost (reason "disconnected"); watches resume. Calls made while
- * a reconnect is scheduled wait for that attempt (and reject with `unreachable` if it fails).
- *
- * Events: "connect", "disconnect" (`error`: the LmxError), "lost" (a LostEvent), "event"
- * (`data`: every WatchEvent).
+ * reconnects in the background with backoff: holds not kept on exit are lost (reason
+ * "disconnected"), calls in flight fail with `connection_lost` except acquires, which are asked
+ * again on the next connection within their timeout; watches resume. Calls made while
+ * disconnected wait for a connection within their own deadline.
  */
 export declare class Client extends EventTarget {
-  constructor(url?: string, options?: ClientOptions);
+  constructor(url?: string | URL, options?: ClientOptions);
   /** The broker's ws:// or wss:// URL. */
   readonly url: string;
-  readonly state: "disconnected" | "connecting" | "connected" | "closed";
+  readonly state: ClientState;
   /** The session name the broker gave this connection. */
   readonly session: string | null;
   /** The broker's name and version (e.g. "lmx/1.2.0"), from the hello handshake. */
   readonly broker: string | null;
+  /** What the broker accepts; requests are checked against it before they are sent. */
+  readonly limits: BrokerLimits;
   /** Connects, or waits for the attempt in progress or the next scheduled one. */
   connect(): Promise<void>;
-  /** Waits for `key` (or a slot of it, with `max`); rejects with `timeout`, `would_block`, `cancelled`, ... */
+  /** Waits for `key` (or a slot of it, with `max`); rejects with `timeout`, `would_block`, `cancelled`, `bad_request`, ... */
   acquire(key: string, options?: AcquireOptions): Promise<Lock>;
   /**
    * All of `keys` at once or none (fair and deadlock-free at the broker); options as in acquire,
@@ -267,7 +359,14 @@ export declare class Client extends EventTarget {
   acquireMany(keys: Iterable<string>, options?: Omit<AcquireOptions, "max" | "shared">): Promise<MultiLock>;
   /** A try-lock: rejects with `would_block` when the key is taken. */
   tryAcquire(key: string, options?: Omit<AcquireOptions, "wait">): Promise<Lock>;
-  /** Releases the hold `id` of `key`, e.g. one kept on exit by another client; rejects with `not_holder`. */
+  /**
+   * Acquires `key`, runs `callback(lock, signal)` and releases the lock when it settles.
+   * `signal` (the lock's) aborts if the hold is lost meanwhile. Resolves with the callback's
+   * result; rejects with its error, or with `lock_lost` if the hold was lost before it finished.
+   */
+  withLock<T>(key: string, options: AcquireOptions, callback: (lock: Lock, signal: AbortSignal) => T | PromiseLike<T>): Promise<Awaited<T>>;
+  withLock<T>(key: string, callback: (lock: Lock, signal: AbortSignal) => T | PromiseLike<T>): Promise<Awaited<T>>;
+  /** Releases the hold `id` of `key`, e.g. one kept on exit by another client; rejects with `not_held` when that id held nothing. */
   release(key: string, id: string): Promise<void>;
   /** Ends every hold of `key`, whoever holds it (each holder is told it lost the lock). */
   forceRelease(key: string): Promise<void>;
@@ -277,8 +376,12 @@ export declare class Client extends EventTarget {
   stats(): Promise<BrokerStats>;
   /** Round trip time to the broker, in ms. */
   ping(): Promise<number>;
-  /** Calls `callback` for each event on `keys` (null: every key); resolves once the broker confirmed. */
-  watch(keys: string[] | null, callback: (event: WatchEvent) => void): Promise<Subscription>;
+  /**
+   * Calls `callback` for each event on `keys`: any iterable of keys, at least one (a string is
+   * refused, not split into characters); null: every key. Resolves once the broker confirmed.
+   */
+  watch(keys: Iterable<string> | null, callback: (event: WatchEvent) => void): Promise<Subscription>;
+  /** Calls `callback` for each event on every key. */
   watch(callback: (event: WatchEvent) => void): Promise<Subscription>;
   /**
    * Closes the connection: calls in flight fail with `closed`, holds end at the broker except those
@@ -286,7 +389,11 @@ export declare class Client extends EventTarget {
    */
   close(): void;
   [Symbol.asyncDispose](): Promise<void>;
+  addEventListener<K extends keyof ClientEventMap>(type: K, listener: (this: Client, event: ClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof ClientEventMap>(type: K, listener: (this: Client, event: ClientEventMap[K]) => void, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 }
 
 /** Connects to the broker at `url` (default: the broker that served lmx.js); when that fails the client is closed. */
-export declare function connect(url?: string, options?: ClientOptions): Promise<Client>;
+export declare function connect(url?: string | URL, options?: ClientOptions): Promise<Client>;

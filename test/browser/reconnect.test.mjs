@@ -1,0 +1,114 @@
+// Calls of lmx.js that wait across reconnects, in headless Chromium against a real broker: an
+// acquire made while the broker is down is sent once the client is connected again, and a
+// waiting acquire whose connection drops is asked again on the next connection, each within its
+// own timeout. What the old connection held is gone, and is never reported as held.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startBroker, restartBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
+
+let broker;
+let browser;
+let context;
+
+before(async () => {
+  broker = await startBroker();
+  browser = await launchBrowser();
+  context = await browser.newContext();
+});
+
+after(async () => {
+  await browser?.close();
+  await broker?.stop();
+});
+
+// A page whose client keeps its WebSockets in window.sockets, so that a test can drop one.
+async function connectedPage(b, options = {}) {
+  const page = await lmxPage(context, b);
+  await page.evaluate(async ([url, options]) => {
+    window.sockets = [];
+    class Kept extends WebSocket {
+      constructor(...args) { super(...args); sockets.push(this); }
+    }
+    window.client = await window.lmx.connect(url, { WebSocket: Kept, minBackoff: 50, maxBackoff: 300, ...options });
+    window.events = [];
+    client.addEventListener('disconnect', () => events.push('disconnect'));
+    client.addEventListener('connect', () => events.push('connect'));
+    client.addEventListener('state', (e) => events.push(`state:${e.state}`));
+  }, [b.ws, options]);
+  return page;
+}
+
+test('an acquire made while the broker is down is sent once the client reconnects, within its timeout', { timeout: 60_000 }, async () => {
+  const own = await startBroker();
+  const page = await connectedPage(own);
+  const key = uniqueKey('down');
+  const port = own.port;
+  await own.stop();
+  await waitFor(() => page.evaluate(() => events.includes('disconnect')), 5000, 'the drop noticed');
+  await page.evaluate((key) => {
+    window.t0 = performance.now();
+    window.outcome = null;
+    client.acquire(key, { timeout: 20000, ttl: 60000 }).then(
+      (l) => { window.lock = l; outcome = 'granted'; },
+      (e) => { outcome = e.code; });
+    // One with a short timeout gives up at its timeout, saying why.
+    window.short = client.acquire(key + '-short', { timeout: 1200 }).then(() => ({ code: 'granted' }),
+      (e) => ({ code: e.code, ms: performance.now() - t0 }));
+  }, key);
+  const short = await page.evaluate(() => short);
+  assert.equal(short.code, 'unreachable');
+  assert.ok(short.ms >= 1150, `the short acquire gave up after ${short.ms.toFixed(0)} ms, before its timeout`);
+  await sleep(500);
+  assert.equal(await page.evaluate(() => outcome), null, 'the acquire did not wait for the broker');
+  const again = await restartBroker(port);
+  try {
+    await waitFor(() => page.evaluate(() => outcome !== null), 10000, 'the acquire answered');
+    assert.equal(await page.evaluate(() => outcome), 'granted');
+    const other = await connectedPage(again);
+    const info = await other.evaluate(async (key) => client.info(key), key);
+    assert.deepEqual(info.holders, [await page.evaluate(() => lock.id)]);
+    await page.evaluate(() => lock.release());
+    await other.close();
+  } finally {
+    await page.close();
+    await again.stop();
+  }
+});
+
+test('a waiting acquire whose connection drops is asked again on the next connection and keeps waiting', { timeout: 60_000 }, async () => {
+  const [a, b] = [await connectedPage(broker), await connectedPage(broker)];
+  const key = uniqueKey('requeue');
+  await a.evaluate(async (key) => {
+    window.held = await client.acquire(key, { ttl: 60000 });
+    window.seen = [];
+    await client.watch([key], (e) => seen.push(`${e.event}:${e.uuid === held.id ? 'a' : 'b'}`));
+  }, key);
+  await b.evaluate(async (key) => {
+    window.outcome = null;
+    window.queuedIds = [];
+    client.acquire(key, { timeout: 20000, ttl: 60000, onqueued: (n) => queuedIds.push(n.uuid) }).then(
+      (l) => { window.lock = l; outcome = 'granted'; },
+      (e) => { outcome = e.code; });
+    // Also a lock b holds on the connection about to drop: it is lost, not carried over.
+    window.other = await client.acquire(key + '-other', { ttl: 60000 });
+  }, key);
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'b queued');
+  // Drop b's connection from its side.
+  await b.evaluate(() => sockets.at(-1).close());
+  await waitFor(() => b.evaluate(() => events.filter((e) => e === 'connect').length === 1), 5000, 'b reconnected');
+  await waitFor(() => a.evaluate(async (key) => (await client.info(key)).waiters === 1, key), 5000, 'b queued again');
+  const mid = await b.evaluate(() => ({ outcome, otherHeld: other.held, otherReason: other.lostReason, queued: queuedIds.length }));
+  assert.deepEqual(mid, { outcome: null, otherHeld: false, otherReason: 'disconnected', queued: 2 });
+  assert.equal((await a.evaluate(async (key) => client.info(key + '-other'), key)).locked, false, 'the broker released the old connection\'s hold');
+  await a.evaluate(() => held.release());
+  await waitFor(() => b.evaluate(() => outcome !== null), 5000, 'b granted');
+  assert.equal(await b.evaluate(() => outcome), 'granted');
+  const ids = await b.evaluate(() => ({ lock: lock.id, queued: queuedIds }));
+  assert.equal(ids.lock, ids.queued[1], 'granted to the request made on the new connection');
+  await b.evaluate(() => lock.release());
+  const states = await b.evaluate(() => events.filter((e) => e.startsWith('state:')));
+  assert.deepEqual(states, ['state:disconnected', 'state:connecting', 'state:connected']);
+  await a.close();
+  await b.close();
+});
