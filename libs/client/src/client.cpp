@@ -993,11 +993,7 @@ public:
             }
             case op::kind::confirm: {
                 // Unconfirmed, the hold is not handed out: it ends here and is given back.
-                if (auto h = std::move(o->h); h && !h->ended.load()) {
-                    end_hold(h, errc::lease_expired);
-                    if (h->multi) queue_release_many(h->id);
-                    else queue_unlock(h->key, h->id);
-                }
+                if (auto h = std::move(o->h); h && !h->ended.load()) give_back(h, errc::lease_expired);
                 auto multi = !o->done_multi ? false : true;
                 auto done_guard = std::move(o->done_guard);
                 auto done_multi = std::move(o->done_multi);
@@ -1096,6 +1092,18 @@ public:
     void queue_unlock(const std::string& key, const std::string& id) { send_oneway(req::unlock{next_id(), key, id, false}); }
     void queue_release_many(const std::string& id) { send_oneway(req::release_many{next_id(), id}); }
 
+    // Ends the hold here and gives it back at the broker (best effort: not when disconnected).
+    void give_back(const std::shared_ptr<hold>& h, errc why) {
+        end_hold(h, why);
+        if (h->multi) queue_release_many(h->id);
+        else queue_unlock(h->key, h->id);
+    }
+
+    // Renews hold `h` (one of its keys stands for all of a multi-key hold).
+    static core::request extend_request(const std::string& uuid, const hold& h, std::chrono::milliseconds ttl) {
+        return req::extend{uuid, h.multi ? h.keys.front() : h.key, h.id, ttl};
+    }
+
     // ---- operations (on the strand) -----------------------------------------------------
     std::chrono::milliseconds wait_budget(const acquire_options& o) const {
         if (o.timeout) return *o.timeout;
@@ -1130,7 +1138,7 @@ public:
         if (grant->k == op::kind::grant) take(c->done_guard, std::move(grant->done_guard));
         else take(c->done_multi, std::move(grant->done_multi));
         recycle(std::move(grant));
-        const core::request rq = req::extend{c->uuid, h->multi ? h->keys.front() : h->key, h->id, c->ttl};
+        const core::request rq = extend_request(c->uuid, *h, c->ttl);
         submit(std::move(c), rq);
     }
 
@@ -1201,11 +1209,9 @@ public:
             if (!h || h->ended.load()) continue;
             const auto e = h->expires.load();
             if (e != no_deadline && steady::time_point(steady::duration(e)) <= now) {
-                end_hold(h, errc::lease_expired);
                 // The broker's lease ends a little later (or a renewal it answers late extended
                 // it): give the hold back now rather than leave the key taken by nobody.
-                if (h->multi) queue_release_many(h->id);
-                else queue_unlock(h->key, h->id);
+                give_back(h, errc::lease_expired);
             } else if (h->renew && !h->renewing && h->renew_at <= now) {
                 renew(h);
             }
@@ -1228,7 +1234,7 @@ public:
         auto op = new_op(op::kind::renew, opt_.request_timeout);
         op->ttl = h->ttl;
         op->h = h;
-        const core::request rq = req::extend{op->uuid, h->multi ? h->keys.front() : h->key, h->id, h->ttl};
+        const core::request rq = extend_request(op->uuid, *h, h->ttl);
         submit(std::move(op), rq);
     }
 
@@ -1411,7 +1417,7 @@ public:
         adopt_link(*op, link);
         op->ttl = ttl;
         take(op->done, std::move(done));
-        const core::request rq = req::extend{op->uuid, h->multi ? h->keys.front() : h->key, h->id, ttl};
+        const core::request rq = extend_request(op->uuid, *h, ttl);
         op->h = std::move(h);
         submit(std::move(op), rq);
         cancel_if_requested(link);
@@ -1489,11 +1495,7 @@ public:
     }
 
     // The destructor path of a guard: synchronous, on the strand.
-    void drop_hold(const std::shared_ptr<hold>& h) {
-        end_hold(h, errc::released);
-        if (h->multi) queue_release_many(h->id);
-        else queue_unlock(h->key, h->id);
-    }
+    void drop_hold(const std::shared_ptr<hold>& h) { give_back(h, errc::released); }
 
     void close() {
         if (state_ == state::closed) return;
