@@ -46,8 +46,7 @@ acquire_options lock_args::options(std::chrono::milliseconds ttl, bool keep_on_e
     o.ttl = ttl;
     if (max) o.max = max;
     o.wait = !no_wait;
-    // No limit: the broker's longest wait, as good as forever here.
-    o.timeout = timeout_ms > 0 ? std::chrono::milliseconds{timeout_ms} : std::chrono::hours{24 * 365};
+    o.timeout = timeout_ms > 0 ? std::chrono::milliseconds{timeout_ms} : wait_forever;
     o.shared = shared;
     o.keep_locks_on_exit = keep_on_exit;
     return o;
@@ -73,7 +72,8 @@ std::string human_duration(std::chrono::milliseconds d) {
     return buf;
 }
 
-int report(const char* command, const boost::system::error_code& ec, const std::string& url, const std::string& what) {
+int report(const char* command, const boost::system::error_code& ec, const std::string& url, const std::string& what,
+           const std::string& why) {
     std::string msg;
     int code = exit_unreachable;
     std::string subject = what.empty() ? std::string() : what + ": ";
@@ -114,7 +114,8 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         msg = subject + "that lock id does not hold the key (already released, expired or forced)";
         code = exit_not_obtained;
     } else if (ec == errc::bad_request) {
-        msg = subject + "the broker refused the request as invalid (an empty or too long key, or a value out of range)";
+        msg = subject + "invalid request: " +
+              (why.empty() ? "an empty or too long key, or a value out of range" : why);
         code = exit_usage;
     } else {
         msg = subject + ec.message();

@@ -30,9 +30,11 @@ int run_acquire(const acquire_args& a) {
         acquire_options o = a.lock.options(a.ttl_ms > 0 && !a.no_expiry ? std::chrono::milliseconds{a.ttl_ms} : no_expiry, true);
         waiting_notice notice(c.get_executor(), key);
         o.on_queued = notice.on_queued();
+        lmx::diagnostics diag;
+        o.diag = &diag;
         auto [ec, guard] = co_await c.acquire(key, o, use_tuple);
         notice.done();
-        if (ec) co_return report("acquire", ec, c.options().url, "lock on " + quoted(key));
+        if (ec) co_return report("acquire", ec, c.options().url, "lock on " + quoted(key), diag.message);
         std::string id = guard.id();
         auto token = guard.fencing_token();
         guard.detach();  // the hold stays at the broker (keepLocksOnExit) after this process exits

@@ -209,6 +209,8 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
     o.auto_renew = expires;  // the client renews a third of the way through, as long as it holds
     waiting_notice notice(c.get_executor(), key);
     o.on_queued = notice.on_queued();
+    lmx::diagnostics diag;
+    o.diag = &diag;
     auto token = asio::bind_cancellation_slot(s->stop_waiting.slot(), use_tuple);
     auto [ec, guard] = co_await c.acquire(key, o, token);
     notice.done();
@@ -217,7 +219,7 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
         co_return 128 + s->interrupted_by;
     }
     if (ec) {
-        int code = report("run", ec, c.options().url, "lock on " + quoted(key));
+        int code = report("run", ec, c.options().url, "lock on " + quoted(key), diag.message);
         co_return code == exit_not_obtained ? a.conflict_exit_code : code;
     }
 

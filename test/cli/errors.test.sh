@@ -27,6 +27,7 @@ expect 2 "$LMX" ping --url "nonsense://x"
 contains "$ERR" "invalid broker URL"
 ok "usage errors exit 2"
 
+
 for cmd in "acquire k" "release k" "release k --id x" "ls" "info k" "stats" "ping"; do
   # shellcheck disable=SC2086
   expect 3 "$LMX" $cmd --url "$dead"
@@ -51,3 +52,11 @@ contains "$(complete_words "$LMX" run --on)" "--on-lost"
 contains "$(complete_words "$LMX" acquire --no)" "--no-wait"
 [[ $(complete_words "$LMX" set uds) == uds_path ]] || fail "set completion: $(complete_words "$LMX" set uds)"
 ok "bash completion"
+
+# A request the client refuses before sending it says why, the broker's limits included.
+start_broker
+expect 2 "$LMX" acquire "" --url "$TCP_URL"
+contains "$ERR" "invalid request: a key must not be empty"
+expect 2 "$LMX" run "$(printf 'k%.0s' $(seq 2000))" --url "$UNIX_URL" -- true
+contains "$ERR" "over the broker's limit of 1024"
+ok "refused requests say why"
