@@ -1,6 +1,7 @@
 #include "commands.hpp"
 
 #include <lmx/broker/broker.hpp>
+#include <lmx/core/failpoint.hpp>
 #include <lmx/version.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <thread>
 
 namespace lmx::app {
 
@@ -51,6 +53,9 @@ int run_broker(broker_args& a) {
     std::signal(SIGPIPE, SIG_IGN);
     boost::asio::io_context io(1);
     broker b(io.get_executor(), a.opt);
+    // SIGINT/SIGTERM are caught before readiness is announced (the urls file, the log line): a
+    // supervisor may stop the broker the moment it reads either.
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     if (auto err = b.start(); !err.empty()) {
         std::fprintf(stderr, "lmx broker: %s\n", err.c_str());
         return 1;
@@ -69,7 +74,7 @@ int run_broker(broker_args& a) {
                                   ", default ttl " + std::to_string(a.ttl_ms) + " ms" +
                                   (a.opt.state_dir.empty() ? std::string() : ", state dir " + a.opt.state_dir) + ")");
 
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    if (auto fp = LMX_FAILPOINT("broker.ready"); fp.sleep()) std::this_thread::sleep_for(fp.delay);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         log_line(log_level::info, std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");

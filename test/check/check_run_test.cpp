@@ -57,7 +57,7 @@ BOOST_AUTO_TEST_CASE(a_long_run_with_kills_and_restarts_finds_nothing) {
 
 BOOST_AUTO_TEST_CASE(a_broker_that_grants_one_lock_twice_fails_the_check) {
     scoped_env fp("LMX_FAILPOINTS", "grant.double=150*off->1*error->off");
-    auto r = run_lmx({"check", "--ops", "6000", "--clients", "3", "--no-broker-restarts", "--json", "-q"}, 300s);
+    auto r = run_lmx({"check", "--ops", "6000", "--clients", "3", "--no-broker-restarts", "--no-client-kills", "--json", "-q"}, 300s);
     BOOST_TEST_INFO("output: " << r.output.substr(0, 4000));
     BOOST_TEST(r.status == 1);
     auto s = summary_of(r);

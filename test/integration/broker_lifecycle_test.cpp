@@ -139,6 +139,17 @@ BOOST_AUTO_TEST_CASE(socket_file_mode_defaults_to_0660) {
     BOOST_TEST((st.st_mode & 0777) == 0660u);
 }
 
+// A supervisor may send SIGTERM the moment the broker says it is ready; the broker.ready
+// failpoint stalls it there, so a signal not yet caught at that point would kill it (143).
+BOOST_AUTO_TEST_CASE(sigterm_right_after_ready_stops_gracefully) {
+    broker_config cfg;
+    cfg.env = {"LMX_FAILPOINTS=broker.ready=sleep(400)"};
+    checked_broker b(cfg);
+    int status = b.stop(SIGTERM, 5s);
+    BOOST_TEST(status == 0, b.log());
+    BOOST_TEST(b.log().find("received SIGTERM") != std::string::npos, b.log());
+}
+
 BOOST_DATA_TEST_CASE(signals_stop_gracefully, bdata::make({SIGTERM, SIGINT}), sig) {
     checked_broker b;
     const std::string sock = b.dir() + "/lmx.sock";
