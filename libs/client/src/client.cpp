@@ -1,3 +1,5 @@
+#include "session.hpp"
+
 #include <lmx/client.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/scoped_value.hpp>
@@ -22,6 +24,7 @@
 #include <random>
 #include <algorithm>
 #include <deque>
+#include <list>
 #include <unordered_map>
 
 namespace lmx {
@@ -33,11 +36,6 @@ using namespace std::chrono_literals;
 
 namespace detail {
 
-constexpr std::int64_t no_deadline = std::numeric_limits<std::int64_t>::max();
-
-// What a guard refers to. The atomics may be read from any thread while the client's strand
-// updates them; the rest is the strand's. A hold keeps no executor: a guard may outlive its
-// client and its io_context.
 // A watcher's subscription; every field is used on the client's strand only.
 struct watch_state {
     std::weak_ptr<class client_impl> owner;
@@ -48,36 +46,6 @@ struct watch_state {
     error_code ended;  // set once the subscription is over
     asio::any_completion_handler<void(error_code, lock_event)> receiver;
     std::shared_ptr<const char> receive_tag;  // identifies the pending receive for its canceller
-};
-
-struct hold {
-    std::weak_ptr<client_impl> owner;
-    std::shared_ptr<const std::atomic<bool>> client_open;  // false once the client is closed or gone
-    std::string key;  // single-key holds
-    std::string id;
-    std::uint64_t serial = 0;  // the id's number (client_impl::serial_of)
-    ::lmx::fencing_token token = 0;
-    bool multi = false;
-    bool keep = false;
-    std::vector<std::string> keys;                                   // multi: sorted
-    std::vector<std::pair<std::string, ::lmx::fencing_token>> tokens;  // multi
-    std::atomic<bool> lost{false};
-    std::atomic<bool> released{false};
-    std::atomic<std::int64_t> expires{no_deadline};  // steady_clock ticks: the lease as this client counts it
-    std::atomic<int> ended{0};                        // the errc that ended it; 0 while it holds
-
-    // The strand's.
-    std::chrono::milliseconds ttl{};  // the lease asked for (no_expiry: none)
-    bool renew = false;
-    bool renewing = false;
-    steady::time_point renew_at = steady::time_point::max();
-    std::vector<std::pair<std::uint64_t, asio::any_completion_handler<void(error_code)>>> waiters;  // async_wait_lost
-
-    bool holds_now() const noexcept {
-        if (lost || released || !client_open || !client_open->load()) return false;
-        const auto e = expires.load();
-        return e == no_deadline || steady::now().time_since_epoch().count() < e;
-    }
 };
 
 namespace {
@@ -119,40 +87,6 @@ void take(asio::any_completion_handler<Sig>& slot, H&& h) {
     slot.swap(tmp);
 }
 
-// True for well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
-bool valid_utf8(std::string_view s) noexcept {
-    for (std::size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        std::size_t n;
-        unsigned cp;
-        if (c < 0x80) {
-            ++i;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            n = 2;
-            cp = c & 0x1Fu;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 3;
-            cp = c & 0x0Fu;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 4;
-            cp = c & 0x07u;
-        } else {
-            return false;
-        }
-        if (s.size() - i < n) return false;
-        for (std::size_t k = 1; k < n; ++k) {
-            const auto b = static_cast<unsigned char>(s[i + k]);
-            if ((b & 0xC0u) != 0x80u) return false;
-            cp = cp << 6 | (b & 0x3Fu);
-        }
-        if ((n == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return false;
-        i += n;
-    }
-    return true;
-}
-
 std::atomic<std::uint64_t> next_waiter{1};
 
 std::string id_prefix() {
@@ -165,57 +99,6 @@ std::string id_prefix() {
 }
 
 }  // namespace
-
-// One operation of the client: a request in flight (in pending_, keyed by its serial) or one
-// waiting for the connection (in waiting_). Exactly one completion handler is set, per kind.
-// Records are reused, so the steady request path allocates only the caller's handler.
-struct op {
-    enum class kind : std::uint8_t {
-        connect,       // no request: completes when the client is connected
-        call,          // any request; the reply is handed back (ls, info, stats, ping, hello)
-        grant,         // lock: completes with a lock_guard
-        grant_many,    // acquire-many: completes with a multi_lock_guard
-        unlock,        // release(key, id) / force_release(key)
-        release_hold,  // a guard's release
-        extend_hold,   // a guard's extend
-        renew,         // the client's own renewal of a lease (no caller)
-        confirm,       // a renewal that completes a late grant (the caller's guard waits for it)
-    };
-    kind k = kind::call;
-    bool raw = false;  // call: wire errors are replies too (the handshake reads them)
-    bool keep = false;
-    std::string uuid;
-    std::uint64_t serial = 0;  // the number in uuid
-    std::string key;    // grant: the key, to give back a grant that crosses a withdrawal
-    std::string frame;  // the encoded request while waiting for the connection
-    std::chrono::milliseconds timeout{};  // from sending to the local deadline; max: none
-    steady::time_point deadline = steady::time_point::max();
-    steady::time_point sent{};            // when the request left (a lease counts from here)
-    std::chrono::milliseconds ttl{};      // grant, extend, renew: the lease asked for
-    bool renew = false;                   // grant: renew the lease while held
-    diagnostics* diag = nullptr;          // filled on failure
-    std::shared_ptr<hold> h;  // release_hold, extend_hold, renew
-    std::function<void(std::uint32_t)> on_queued;
-    std::shared_ptr<struct cancel_link> link;  // ties the caller's cancellation slot to this op
-
-    asio::any_completion_handler<void(error_code)> done;
-    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;
-    asio::any_completion_handler<void(error_code, multi_lock_guard)> done_multi;
-    asio::any_completion_handler<void(error_code, core::reply)> done_reply;
-
-    bool is_grant() const noexcept { return k == kind::grant || k == kind::grant_many; }
-    asio::cancellation_slot caller_slot() const noexcept {
-        switch (k) {
-            case kind::grant: return done_guard.get_cancellation_slot();
-            case kind::grant_many: return done_multi.get_cancellation_slot();
-            case kind::call: return done_reply.get_cancellation_slot();
-            case kind::renew: return {};  // the client's own: no caller to cancel it
-            case kind::confirm: return {};  // the grant it completes was no longer cancellable
-            default: return done.get_cancellation_slot();
-        }
-    }
-};
-using op_ptr = std::unique_ptr<op>;
 
 class client_impl;
 
@@ -245,14 +128,38 @@ std::shared_ptr<cancel_link> install_canceller(const std::weak_ptr<client_impl>&
     return link;
 }
 
+// The caller's side of one operation: the handler its completion goes to (exactly one is set)
+// and what it asked to hear. The session keeps the protocol side under the same serial.
+struct caller_op {
+    asio::any_completion_handler<void(error_code)> done;                      // connect, release, extend
+    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;    // acquire
+    asio::any_completion_handler<void(error_code, multi_lock_guard)> done_multi;  // acquire_many
+    asio::any_completion_handler<void(error_code, core::reply)> done_reply;   // any other request
+    diagnostics* diag = nullptr;                                              // filled on failure
+    std::function<void(std::uint32_t)> on_queued;
+    std::shared_ptr<cancel_link> link;  // ties the caller's cancellation slot to this op
+
+    asio::cancellation_slot caller_slot() const noexcept {
+        if (done_guard) return done_guard.get_cancellation_slot();
+        if (done_multi) return done_multi.get_cancellation_slot();
+        if (done_reply) return done_reply.get_cancellation_slot();
+        return done.get_cancellation_slot();
+    }
+};
+
 class client_impl : public std::enable_shared_from_this<client_impl> {
 public:
     client_impl(asio::any_io_executor ex, client_options o)
-        : strand_(asio::make_strand(ex)), opt_(std::move(o)), prefix_(id_prefix()) {}
+        : strand_(asio::make_strand(ex)), opt_(std::move(o)), ses_(id_prefix(), opt_.request_timeout, {}, open_) {}
 
     using strand_type = asio::strand<asio::any_io_executor>;
+    using kind = request_op::kind;
     strand_type strand_;
     client_options opt_;
+    // Read by guards from any thread: false once the client is closed or destroyed.
+    std::shared_ptr<std::atomic<bool>> open_ = std::make_shared<std::atomic<bool>>(true);
+    // The protocol: ids, requests, holds, leases. Everything else here is I/O and handlers.
+    client_session ses_;
 
     // ---- connection ---------------------------------------------------------------------
     enum class state { disconnected, connecting, connected, closed };
@@ -262,36 +169,150 @@ public:
     error_code last_connect_error_;
     unsigned failures_ = 0;
     std::string session_;
-    std::string epoch_;  // the broker's start epoch, from hello
-    core::codec_limits limits_{};  // what the broker refuses (from hello; its defaults until then)
-    steady::duration rtt_{};       // the last round trip measured
-    bool hello_garbage_ = false;   // the peer answered the handshake with something not lmx's
-    // Read by guards from any thread: false once the client is closed or destroyed.
-    std::shared_ptr<std::atomic<bool>> open_ = std::make_shared<std::atomic<bool>>(true);
+    std::string epoch_;           // the broker's start epoch, from hello
+    bool hello_garbage_ = false;  // the peer answered the handshake with something not lmx's
     std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
     std::string hello_id_;  // the handshake's request id while it is pending
 
-    // Requests are appended to outbox_ and go out together: at the end of the reader's turn
-    // (requests made by operations the replies completed), or from one queued flush for requests
-    // made elsewhere. A flush hands the kernel what it takes at once; the rest goes to the
-    // connection's writer, which writes asynchronously and then takes whatever queued meanwhile.
+    // The session appends requests to its outbox; they go out together at the end of the
+    // reader's turn (requests made by operations the replies completed), or from one queued
+    // flush for requests made elsewhere. A flush hands the kernel what it takes at once; the
+    // rest goes to the connection's writer, which writes asynchronously and then takes whatever
+    // queued meanwhile.
     struct writer_state {
         asio::steady_timer timer;  // parked (never expires); cancel() wakes the writer
         std::string sending;
         bool busy = false;  // `sending` is being written
         explicit writer_state(asio::any_io_executor ex) : timer(ex, steady::time_point::max()) {}
     };
-    std::string outbox_;
     std::shared_ptr<writer_state> writer_;
     bool in_reader_turn_ = false;
     bool flush_queued_ = false;
 
-    // Keyed by the number in the request id: integer keys hash in a step, where string keys of a
-    // small map are compared one by one.
-    std::unordered_map<std::uint64_t, op_ptr> pending_;  // sent
-    std::vector<op_ptr> waiting_;                      // for the connection
-    std::vector<op_ptr> spare_;                        // finished records, for reuse
-    std::unordered_map<std::uint64_t, std::weak_ptr<hold>> holds_;  // by serial
+    std::unordered_map<std::uint64_t, caller_op> callers_;            // by the session's serial
+    // connect(): waiting for the connection. A list: erasing from a vector would move-assign
+    // handlers, which Boost 1.81's any_completion_handler cannot do (see take).
+    std::list<std::pair<std::uint64_t, caller_op>> connects_;
+    // async_wait_lost handlers by hold serial, each with its own id (for its canceller).
+    std::unordered_map<std::uint64_t, std::list<std::pair<std::uint64_t, asio::any_completion_handler<void(error_code)>>>>
+        lost_waiters_;
+
+    // ---- applying what the session decided ----------------------------------------------
+    // After every call into the session: sends what it queued, arms the timer for its next
+    // deadline, and hands out its completions, queued notices and ended holds. Handlers run
+    // after the session's state is settled, so one that calls back into the client is safe.
+    void apply() {
+        if (!ses_.outbox().empty()) schedule_flush();
+        arm_wake(ses_.next_wake());
+        if (ses_.output().empty()) return;
+        step s;
+        std::swap(s, ses_.output());
+        for (auto& [h, why] : s.ended) hold_ended(*h, why);
+        for (auto& [caller, position] : s.queued) notify_queued(caller, position);
+        for (auto& c : s.done) hand_out(c);
+        s.clear();
+        if (ses_.output().empty()) std::swap(s, ses_.output());  // keeps the vectors' storage
+    }
+
+    void hand_out(completion& c) {
+        auto it = callers_.find(c.caller);
+        if (it == callers_.end()) {
+            if (c.h) ses_.drop_hold(c.h);  // nobody to hand it to
+            return;
+        }
+        auto node = callers_.extract(it);
+        caller_op& op = node.mapped();
+        op.link.reset();
+        if (op.diag) {
+            if (!c.message.empty()) op.diag->message = std::move(c.message);
+            else if (c.ec && !c.from_reply && op.diag->message.empty()) op.diag->message = c.ec.message();
+        }
+        auto finish = [&](auto handler, auto&&... args) {
+            if (c.from_reply) complete(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
+            else complete_later(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
+        };
+        if (op.done_guard) return finish(std::move(op.done_guard), lock_guard(std::move(c.h)));
+        if (op.done_multi) return finish(std::move(op.done_multi), multi_lock_guard(std::move(c.h)));
+        if (op.done_reply) return finish(std::move(op.done_reply), std::move(c.reply));
+        if (op.done) return finish(std::move(op.done));
+    }
+
+    // The callback may close the client, which ends this operation: it runs from a local, and
+    // goes back only if the operation still waits.
+    void notify_queued(std::uint64_t caller, std::uint32_t position) {
+        auto it = callers_.find(caller);
+        if (it == callers_.end() || !it->second.on_queued) return;
+        auto notify = std::move(it->second.on_queued);
+        notify(position);
+        if (auto again = callers_.find(caller); again != callers_.end()) again->second.on_queued = std::move(notify);
+    }
+
+    void hold_ended(const hold& h, errc why) {
+        auto it = lost_waiters_.find(h.serial);
+        if (it == lost_waiters_.end()) return;
+        auto waiters = std::move(it->second);
+        lost_waiters_.erase(it);
+        for (auto& [id, w] : waiters) complete_later(strand_, std::move(w), make_error_code(why));
+    }
+
+    // Registers the caller of operation `serial`, applies a cancellation that came first, and
+    // hands out whatever the session decided.
+    void started(std::uint64_t serial, caller_op op, std::shared_ptr<cancel_link> link) {
+        link = linked(op, std::move(link), serial);
+        callers_.emplace(serial, std::move(op));
+        if (ses_.state() == client_session::link::down) start_connecting();
+        if (link && link->requested) ses_.cancel(serial, steady::now());
+        apply();
+    }
+
+    // Ops started inside the client (on its strand) get their canceller here; public calls
+    // installed theirs while initiating (install_canceller).
+    std::shared_ptr<cancel_link> linked(caller_op& op, std::shared_ptr<cancel_link> link, std::uint64_t serial) {
+        if (!link) {
+            auto slot = op.caller_slot();
+            if (!slot.is_connected()) return nullptr;
+            link = std::make_shared<cancel_link>();
+            slot.template emplace<canceller>(weak_from_this(), link);
+        }
+        link->serial = serial;
+        op.link = link;
+        return link;
+    }
+
+    void cancel_linked(const std::shared_ptr<cancel_link>& link) {
+        if (link->serial == 0) {
+            link->requested = true;
+            return;
+        }
+        for (auto it = connects_.begin(); it != connects_.end(); ++it) {
+            if (it->first != link->serial) continue;
+            caller_op op(std::move(it->second));
+            connects_.erase(it);
+            return complete_later(strand_, std::move(op.done), make_error_code(errc::cancelled));
+        }
+        ses_.cancel(link->serial, steady::now());
+        apply();
+    }
+
+    // ---- one timer for the session's deadlines -------------------------------------------
+    // A timer per request would move the reactor's earliest expiry (a timerfd_settime call) on
+    // nearly every request; this one is re-armed only when a deadline comes before the armed one.
+    asio::steady_timer wake_timer_{strand_, steady::time_point::max()};
+    steady::time_point wake_at_ = steady::time_point::max();
+    std::uint64_t wake_generation_ = 0;
+
+    void arm_wake(steady::time_point at) {
+        if (at >= wake_at_) return;
+        wake_at_ = at;
+        wake_timer_.expires_at(at);  // a wait armed earlier completes with operation_aborted
+        wake_timer_.async_wait([weak = weak_from_this(), gen = ++wake_generation_](error_code ec) {
+            auto self = weak.lock();
+            if (!self || ec || gen != self->wake_generation_) return;
+            self->wake_at_ = steady::time_point::max();
+            self->ses_.on_time(steady::now());
+            self->apply();
+        });
+    }
 
     // ---- watchers -----------------------------------------------------------------------
     std::unordered_map<std::uint64_t, std::shared_ptr<watch_state>> watchers_;
@@ -321,7 +342,7 @@ public:
         }
         std::sort(keys.begin(), keys.end());
         keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-        if (keys.size() > limits_.max_keys) w.all = true;
+        if (keys.size() > ses_.limits().max_keys) w.all = true;
         else w.keys = std::move(keys);
         return w;
     }
@@ -376,15 +397,15 @@ public:
     }
 
     void deliver(const core::reply& r) {
-        const auto kind = event_kind(r.event);
-        if (!kind) return;
+        const auto what = event_kind(r.event);
+        if (!what) return;
         // A receiver completed inline may start or stop watchers: walk a copy.
         std::vector<std::shared_ptr<watch_state>> targets;
         for (const auto& [serial, s] : watchers_)
             if (s->all || std::binary_search(s->keys.begin(), s->keys.end(), r.key)) targets.push_back(s);
         for (auto& s : targets) {
             if (s->ended) continue;  // stopped by an earlier receiver of this event
-            lock_event ev{*kind, r.key, r.uuid, r.token.value_or(0), r.lock_request_count.value_or(0), 0};
+            lock_event ev{*what, r.key, r.uuid, r.token.value_or(0), r.lock_request_count.value_or(0), 0};
             if (s->receiver) {
                 s->receive_tag.reset();
                 complete(strand_, std::move(s->receiver), error_code{}, std::move(ev));
@@ -418,155 +439,8 @@ public:
         s->receive_tag.reset();
         complete_later(strand_, std::move(s->receiver), make_error_code(errc::cancelled), lock_event{});
     }
-    std::unordered_map<std::string, std::string> abandoned_;  // request id -> key: release on grant
-    std::unordered_map<std::string, std::string> cancels_;    // cancel uuid -> target
-    std::string prefix_;
-    std::uint64_t counter_ = 0;
 
-    // Request ids are "<prefix>.<n>", n counting up in base 62, least significant digit first.
-    std::string next_id() {
-        static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-        std::string id = prefix_;
-        id += '.';
-        std::uint64_t n = ++counter_;
-        do {
-            id += digits[n % 62];
-            n /= 62;
-        } while (n);
-        return id;
-    }
-
-    // The number in one of this client's ids; 0 for any other string.
-    std::uint64_t serial_of(std::string_view id) const noexcept {
-        if (id.size() <= prefix_.size() + 1 || id.size() > prefix_.size() + 11 || !id.starts_with(prefix_) ||
-            id[prefix_.size()] != '.' || (id.size() > prefix_.size() + 2 && id.back() == '0'))
-            return 0;
-        std::uint64_t n = 0;
-        for (std::size_t i = id.size(); i-- > prefix_.size() + 1;) {
-            const char c = id[i];
-            int d = -1;
-            if (c >= '0' && c <= '9') d = c - '0';
-            else if (c >= 'a' && c <= 'z') d = c - 'a' + 10;
-            else if (c >= 'A' && c <= 'Z') d = c - 'A' + 36;
-            if (d < 0) return 0;
-            n = n * 62 + static_cast<std::uint64_t>(d);
-        }
-        return n;
-    }
-
-    // ---- operation records --------------------------------------------------------------
-    op_ptr new_op(op::kind k, std::chrono::milliseconds timeout) {
-        op_ptr o;
-        if (spare_.empty()) {
-            o = std::make_unique<op>();
-        } else {
-            o = std::move(spare_.back());
-            spare_.pop_back();
-        }
-        o->k = k;
-        o->uuid = next_id();
-        o->serial = counter_;
-        o->timeout = timeout;
-        return o;
-    }
-
-    // The handler has been moved out; the record keeps its strings' storage for the next use.
-    void recycle(op_ptr o) {
-        if (spare_.size() >= 256) return;
-        o->raw = false;
-        o->keep = false;
-        o->key.clear();
-        o->frame.clear();
-        o->deadline = steady::time_point::max();
-        o->h.reset();
-        o->on_queued = nullptr;
-        o->link.reset();
-        o->renew = false;
-        o->diag = nullptr;
-        spare_.push_back(std::move(o));
-    }
-
-    // Ops started inside the client (on its strand) get their canceller here; public calls
-    // installed theirs while initiating (install_canceller).
-    void watch_cancel(op& o) {
-        if (!o.link) {
-            auto slot = o.caller_slot();
-            if (!slot.is_connected()) return;
-            o.link = std::make_shared<cancel_link>();
-            slot.template emplace<canceller>(weak_from_this(), o.link);
-        }
-        if (o.link->serial == 0) o.link->serial = o.serial;
-    }
-
-    static void unwatch_cancel(op& o) { o.link.reset(); }
-
-    // A cancellation emitted before the op reached the strand is applied once it is there.
-    void adopt_link(op& o, std::shared_ptr<cancel_link> link) {
-        if (!link) return;
-        link->serial = o.serial;
-        o.link = std::move(link);
-    }
-    void cancel_if_requested(const std::shared_ptr<cancel_link>& link) {
-        if (link && link->requested) cancel_op(link->serial);
-    }
-
-    void cancel_linked(const std::shared_ptr<cancel_link>& link) {
-        if (link->serial == 0) link->requested = true;
-        else cancel_op(link->serial);
-    }
-
-    // Sends `o` now when connected (its request `r`), or once the connection is up.
-    void submit(op_ptr o, const core::request& r) {
-        switch (state_) {
-            case state::closed: return fail(std::move(o), make_error_code(errc::closed));
-            case state::connected: return send_op(std::move(o), &r);
-            case state::disconnected:
-            case state::connecting:
-                core::encode_request(r, o->frame);
-                return wait_for_connection(std::move(o));
-        }
-    }
-
-    // An op of kind connect: completes once connected.
-    void submit_connect(op_ptr o) {
-        switch (state_) {
-            case state::closed: return fail(std::move(o), make_error_code(errc::closed));
-            case state::connected: return succeed_connect(std::move(o));
-            case state::disconnected:
-            case state::connecting: return wait_for_connection(std::move(o));
-        }
-    }
-
-    void wait_for_connection(op_ptr o) {
-        watch_cancel(*o);
-        waiting_.push_back(std::move(o));
-        start_connecting();
-    }
-
-    // `r` null: the request is already encoded in o->frame.
-    void send_op(op_ptr o, const core::request* r) {
-        watch_cancel(*o);
-        o->sent = steady::now();
-        o->deadline = o->timeout == std::chrono::milliseconds::max() ? steady::time_point::max() : o->sent + o->timeout;
-        if (o->deadline != steady::time_point::max()) arm_sweeper(o->deadline);
-        if (r) {
-            core::encode_request(*r, outbox_);
-        } else {
-            outbox_ += o->frame;
-            o->frame.clear();
-        }
-        schedule_flush();
-        const auto serial = o->serial;
-        pending_.emplace(serial, std::move(o));
-    }
-
-    // Requests that need no reply: a withdrawal, the unlock of a dropped guard.
-    void send_oneway(const core::request& r) {
-        if (state_ != state::connected || !conn_) return;
-        core::encode_request(r, outbox_);
-        schedule_flush();
-    }
-
+    // ---- sending ------------------------------------------------------------------------
     void schedule_flush() {
         if (in_reader_turn_ || flush_queued_) return;
         flush_queued_ = true;
@@ -577,14 +451,15 @@ public:
     }
 
     void flush() {
-        if (!conn_ || !writer_ || outbox_.empty() || writer_->busy) return;
-        const std::size_t taken = conn_->write_now(outbox_);
-        if (taken == outbox_.size()) {
-            outbox_.clear();
+        std::string& outbox = ses_.outbox();
+        if (!conn_ || !writer_ || outbox.empty() || writer_->busy) return;
+        const std::size_t taken = conn_->write_now(outbox);
+        if (taken == outbox.size()) {
+            outbox.clear();
             return;
         }
-        writer_->sending.assign(outbox_, taken);
-        outbox_.clear();
+        writer_->sending.assign(outbox, taken);
+        outbox.clear();
         writer_->busy = true;
         writer_->timer.cancel();
     }
@@ -603,11 +478,12 @@ public:
                 break;
             }
             if (gen != generation_) break;
-            if (outbox_.empty()) w->busy = false;
-            else std::swap(w->sending, outbox_);  // what queued during the write goes next
+            if (ses_.outbox().empty()) w->busy = false;
+            else std::swap(w->sending, ses_.outbox());  // what queued during the write goes next
         }
     }
 
+    // ---- receiving ----------------------------------------------------------------------
     asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c, std::uint64_t gen) {
         std::vector<std::string_view> batch;
         for (;;) {
@@ -630,6 +506,24 @@ public:
         drop_connection(gen, make_error_code(state_ == state::closed ? errc::closed : errc::connection_lost));
     }
 
+    void route(std::string_view frame) {
+        auto parsed = core::parse_reply(frame);
+        if (!parsed) {
+            // A broker never sends these; ignore rather than fail everyone. During the handshake
+            // it means the peer is something else (an HTTP server at a ws:// port, say).
+            if (!hello_id_.empty()) hello_garbage_ = true;
+            return;
+        }
+        core::reply& r = parsed.value();
+        // A peer that does not know hello answers it without our id (an error, a live-mutex
+        // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
+        if (!hello_id_.empty() && r.uuid.empty()) r.uuid = hello_id_;
+        if (r.type == "event") return deliver(r);  // before the ids: an event may name our own request
+        ses_.on_reply(std::move(r), steady::now());
+        apply();
+    }
+
+    // ---- connecting ---------------------------------------------------------------------
     void start_connecting() {
         if (state_ != state::disconnected) return;
         // The attempt runs as its own coroutine: cancelling an operation that waits for it must
@@ -663,51 +557,17 @@ public:
         if (opt_.on_state) opt_.on_state(st, ec);
     }
 
-    // ---- connection health --------------------------------------------------------------
-    // An idle connection is pinged every health_interval; one from which nothing came for twice
-    // that long is dropped as half-open, so its holds are reported lost instead of trusted.
-    asio::steady_timer health_timer_{strand_, steady::time_point::max()};
-    std::uint64_t health_generation_ = 0;
-    steady::time_point last_rx_{};
-
-    void start_health(std::uint64_t gen) {
-        if (opt_.health_interval.count() <= 0) return;
-        last_rx_ = steady::now();
-        arm_health(gen);
-    }
-
-    void arm_health(std::uint64_t gen) {
-        health_timer_.expires_after(opt_.health_interval);
-        health_timer_.async_wait([weak = weak_from_this(), gen, hg = ++health_generation_](error_code ec) {
-            auto self = weak.lock();
-            if (self && !ec && hg == self->health_generation_) self->check_health(gen);
-        });
-    }
-
-    void check_health(std::uint64_t gen) {
-        if (gen != generation_ || state_ != state::connected) return;
-        const auto idle = steady::now() - last_rx_;
-        if (idle >= 2 * opt_.health_interval) {
-            drop_connection(gen, make_error_code(errc::connection_lost));
-            if (!holds_.empty()) start_connecting();  // kept holds are renewed over a new connection
-            return;
-        }
-        if (idle >= opt_.health_interval) send_oneway(req::ping{next_id(), std::nullopt});
-        arm_health(gen);
-    }
-
     // The attempt has ended: operations waiting for it are sent, or fail with its error.
     void connect_done(error_code ec) {
-        auto ops = std::move(waiting_);
-        waiting_.clear();
-        for (auto& o : ops) {
-            if (state_ == state::connected) {
-                if (o->k == op::kind::connect) succeed_connect(std::move(o));
-                else send_op(std::move(o), nullptr);
-            } else {
-                fail(std::move(o), state_ == state::closed || !ec ? make_error_code(errc::closed) : ec);
-            }
-        }
+        if (state_ == state::connected) ses_.on_handshake_done(steady::now());
+        else ses_.on_connect_failed(ec, steady::now());
+        auto waiting = std::move(connects_);
+        connects_.clear();
+        const error_code outcome = state_ == state::connected ? error_code{}
+                                   : state_ == state::closed || !ec ? make_error_code(errc::closed)
+                                                                    : ec;
+        for (auto& [serial, op] : waiting) complete_later(strand_, std::move(op.done), outcome);
+        apply();
     }
 
     asio::awaitable<error_code> do_connect() {
@@ -737,7 +597,7 @@ public:
         }
         conn_ = std::shared_ptr<transport::connection>(std::move(c));
         ++generation_;
-        outbox_.clear();
+        ses_.on_transport_up();
         writer_ = std::make_shared<writer_state>(strand_);
         auto self = shared_from_this();
         const auto gen = generation_;
@@ -755,26 +615,26 @@ public:
         });
 
         // The hello handshake tells an lmx broker from anything else.
-        auto hello = new_op(op::kind::call, opt_.connect_timeout);
-        hello->raw = true;
-        hello_id_ = hello->uuid;
         hello_garbage_ = false;
-        const auto hello_sent = steady::now();
-        const core::request rq = req::hello{hello->uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION};
-        auto init = [this, &hello, &rq](auto handler) {
-            take(hello->done_reply, std::move(handler));
-            send_op(std::move(hello), &rq);
+        auto init = [this](auto handler) {
+            auto o = ses_.open_request(kind::call, opt_.connect_timeout);
+            o->raw = true;
+            hello_id_ = o->uuid;
+            const core::request rq = req::hello{o->uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION};
+            caller_op op;
+            take(op.done_reply, std::move(handler));
+            started(ses_.submit(std::move(o), rq, steady::now(), true), std::move(op), nullptr);
         };
         auto [hello_ec, rep] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
         hello_id_.clear();
         if (!hello_ec && rep.type == "hello" && rep.protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
             session_ = rep.session;
-            rtt_ = steady::now() - hello_sent;
-            limits_ = rep.limits.value_or(core::codec_limits{});
+            ses_.set_limits(rep.limits.value_or(core::codec_limits{}));
             // Another epoch is another broker run: holds kept across the reconnect are gone.
-            if (!epoch_.empty() && rep.epoch != epoch_) lose_kept_holds();
+            if (!epoch_.empty() && rep.epoch != epoch_) ses_.lose_kept_holds();
             epoch_ = rep.epoch;
+            apply();
             co_return error_code{};
         }
         // No answer in time, or a wrong one: not an lmx broker (of this protocol).
@@ -787,18 +647,6 @@ public:
         co_return bad;
     }
 
-    void lose_kept_holds() {
-        for (auto& h : live_holds()) end_hold(h, errc::connection_lost);
-        holds_.clear();
-    }
-
-    std::vector<std::shared_ptr<hold>> live_holds() {
-        std::vector<std::shared_ptr<hold>> out;
-        for (auto& [id, w] : holds_)
-            if (auto h = w.lock()) out.push_back(std::move(h));
-        return out;
-    }
-
     // Ends connection `gen`: pending operations fail, holds not kept on exit become lost.
     void drop_connection(std::uint64_t gen, error_code why) {
         if (gen != generation_ || !conn_) return;
@@ -808,303 +656,89 @@ public:
         conn_.reset();
         if (writer_) writer_->timer.cancel();
         writer_.reset();
-        outbox_.clear();
         // While connecting, the connector decides the state once its attempt has ended; moving
         // it here would let a second attempt start beside the first.
         if (state_ == state::connected) state_ = state::disconnected;
-        auto failed = std::move(pending_);
-        pending_.clear();
-        for (auto& [id, o] : failed) fail(std::move(o), why);
-        for (auto& h : live_holds()) {
-            if (h->keep && state_ != state::closed) continue;  // it lives on at the broker
-            end_hold(h, state_ == state::closed ? errc::closed : errc::connection_lost);
-        }
-        std::erase_if(holds_, [](const auto& entry) { return entry.second.expired(); });
-        abandoned_.clear();
-        cancels_.clear();
+        ses_.on_disconnect(why, steady::now());
         end_watchers(state_ == state::closed ? make_error_code(errc::closed) : make_error_code(errc::connection_lost));
         if (was_connected && state_ != state::closed) notify_state(connection_state::disconnected, why);
+        apply();
     }
 
-    void route(std::string_view frame) {
-        auto parsed = core::parse_reply(frame);
-        if (!parsed) {
-            // A broker never sends these; ignore rather than fail everyone. During the handshake
-            // it means the peer is something else (an HTTP server at a ws:// port, say).
-            if (!hello_id_.empty()) hello_garbage_ = true;
-            return;
-        }
-        core::reply& r = parsed.value();
-        // A peer that does not know hello answers it without our id (an error, a live-mutex
-        // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
-        if (!hello_id_.empty() && r.uuid.empty()) r.uuid = hello_id_;
-        if (r.type == "event") return deliver(r);  // before the ids: an event may name our own request
-        const std::uint64_t serial = serial_of(r.uuid);
-        if (r.type == "lock-lost") {
-            if (auto it = holds_.find(serial); serial && it != holds_.end()) {
-                if (auto h = it->second.lock()) end_hold(h, r.reason == "forced" ? errc::forced : errc::lease_expired);
-                else holds_.erase(it);
-            }
-            return;
-        }
-        if (auto it = pending_.find(serial); serial && it != pending_.end()) {
-            // A queued notice is progress, not the answer: keep waiting for the grant.
-            if ((r.type == "lock" || r.type == "acquire-many") && r.queued.value_or(false) && !r.acquired.value_or(false)) {
-                // The callback may close the client, which ends this operation: it runs from a
-                // local, and goes back only if the operation still waits.
-                if (auto notify = std::move(it->second->on_queued)) {
-                    notify(r.position.value_or(0));
-                    if (auto again = pending_.find(serial); again != pending_.end()) again->second->on_queued = std::move(notify);
-                }
-                return;
-            }
-            op_ptr o = std::move(it->second);
-            pending_.erase(it);
-            finish(std::move(o), std::move(r));
-            return;
-        }
-        if (auto it = abandoned_.find(r.uuid); it != abandoned_.end()) {
-            // A grant that crossed our withdrawal: give it back at once.
-            if (r.acquired.value_or(false)) {
-                if (r.type == "acquire-many") queue_release_many(r.uuid);
-                else queue_unlock(it->second, r.uuid);
-            }
-            if (r.acquired.has_value() && !r.queued.value_or(false)) abandoned_.erase(it);
-            return;
-        }
-        if (r.type == "cancel") {
-            // Any answer to the target (a grant, a rejection) came before this reply on the same
-            // connection, so there is nothing left to wait for either way.
-            if (auto it = cancels_.find(r.uuid); it != cancels_.end()) {
-                abandoned_.erase(it->second);
-                cancels_.erase(it);
-            }
-        }
+    // ---- connection health --------------------------------------------------------------
+    // An idle connection is pinged every health_interval; one from which nothing came for twice
+    // that long is dropped as half-open, so its holds are reported lost instead of trusted.
+    asio::steady_timer health_timer_{strand_, steady::time_point::max()};
+    std::uint64_t health_generation_ = 0;
+    steady::time_point last_rx_{};
+
+    void start_health(std::uint64_t gen) {
+        if (opt_.health_interval.count() <= 0) return;
+        last_rx_ = steady::now();
+        arm_health(gen);
     }
 
-    // ---- completing operations ----------------------------------------------------------
-
-    // The reply to `o` arrived: completes it, inline when the caller's executor allows (the
-    // caller then runs inside the reader's turn, and its next request joins the turn's flush).
-    void finish(op_ptr o, core::reply r) {
-        unwatch_cancel(*o);
-        error_code ec;
-        const bool wire_error = r.error.has_value();
-        if (o->k != op::kind::grant && o->k != op::kind::grant_many) rtt_ = steady::now() - o->sent;
-        if (wire_error && o->diag) o->diag->message = *r.error;
-        if (o->k == op::kind::renew) return renewed(std::move(o), r);
-        switch (o->k) {
-            case op::kind::connect: break;  // never sent
-            case op::kind::call: {
-                if ((wire_error || r.type == "error") && !o->raw) ec = make_error_code(errc_from_wire(r.code));
-                auto done = std::move(o->done_reply);
-                recycle(std::move(o));
-                return complete(strand_, std::move(done), ec, std::move(r));
-            }
-            case op::kind::grant:
-            case op::kind::grant_many: {
-                std::shared_ptr<hold> h;
-                if (!r.acquired.value_or(false)) {
-                    ec = make_error_code(wire_error ? errc_from_wire(r.code) : errc::would_block);
-                } else if (h = new_hold(o->uuid, o->serial, o->keep); o->k == op::kind::grant) {
-                    h->key = std::move(o->key);
-                    h->token = r.token.value_or(0);
-                } else {
-                    h->multi = true;
-                    h->keys = std::move(r.keys);
-                    h->tokens = std::move(r.fencing_tokens);
-                }
-                if (h) {
-                    h->renew = o->renew;
-                    // The broker's lease began at the grant, which the client only knows came
-                    // after its request left. After a long wait in line that bound says little:
-                    // a renewal sent now gives a fresh one before the caller gets the guard.
-                    if (o->ttl != no_expiry && o->ttl.count() > 0 && steady::now() - o->sent > o->ttl / 3)
-                        return confirm_grant(std::move(o), std::move(h));
-                    set_lease(h, o->sent, o->ttl);
-                }
-                if (o->k == op::kind::grant) {
-                    auto done = std::move(o->done_guard);
-                    recycle(std::move(o));
-                    return complete(strand_, std::move(done), ec, lock_guard(std::move(h)));
-                }
-                auto done = std::move(o->done_multi);
-                recycle(std::move(o));
-                return complete(strand_, std::move(done), ec, multi_lock_guard(std::move(h)));
-            }
-            case op::kind::confirm: {
-                auto h = std::move(o->h);
-                if (r.extended.value_or(false) && !h->ended.load()) {
-                    set_lease(h, o->sent, o->ttl);
-                } else {
-                    // The hold ended between the grant and the renewal (its lease, or a force).
-                    end_hold(h, errc::lease_expired);
-                    ec = make_error_code(errc::lease_expired);
-                    h.reset();
-                }
-                return complete_grant(std::move(o), ec, std::move(h));
-            }
-            case op::kind::unlock:
-                if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
-                else if (!r.unlocked.value_or(false)) ec = make_error_code(errc::not_holder);
-                // Unlocking is idempotent on the wire; the caller learns that the id held nothing.
-                else if (!r.held.value_or(true) && !o->key.empty()) ec = make_error_code(errc::not_held);
-                break;
-            case op::kind::release_hold:
-                if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
-                else if (o->h->multi && !r.released.value_or(false)) ec = make_error_code(errc::not_holder);
-                // The broker answers an unlock of a hold that already ended with a warning.
-                else if (!o->h->multi && (!r.unlocked.value_or(false) || r.warning)) ec = make_error_code(errc::lock_lost);
-                if (ec == errc::lock_lost) o->h->lost = true;
-                break;
-            case op::kind::extend_hold:
-                if (wire_error || r.type == "error") ec = make_error_code(errc_from_wire(r.code));
-                if (ec == errc::not_holder) {
-                    end_hold(o->h, errc::lease_expired);
-                    ec = make_error_code(errc::lock_lost);
-                } else if (!ec && !o->h->ended.load()) {
-                    set_lease(o->h, o->sent, o->ttl);
-                }
-                break;
-            case op::kind::renew: break;  // handled above
-        }
-        auto done = std::move(o->done);
-        recycle(std::move(o));
-        complete(strand_, std::move(done), ec);
-    }
-
-    // `o` ends without a reply (connection lost, closed, cancelled, timed out).
-    void fail(op_ptr o, error_code ec) {
-        unwatch_cancel(*o);
-        if (o->diag && o->diag->message.empty()) o->diag->message = ec.message();
-        if (o->k == op::kind::renew) {
-            // Tried again once the connection is back (or the lease runs out first).
-            if (o->h) {
-                o->h->renewing = false;
-                if (!o->h->ended.load() && ec != errc::closed) retry_renewal(o->h);
-            }
-            return recycle(std::move(o));
-        }
-        switch (o->k) {
-            case op::kind::call: {
-                auto done = std::move(o->done_reply);
-                recycle(std::move(o));
-                return complete_later(strand_, std::move(done), ec, core::reply{});
-            }
-            case op::kind::confirm: {
-                // Unconfirmed, the hold is not handed out: it ends here and is given back.
-                if (auto h = std::move(o->h); h && !h->ended.load()) give_back(h, errc::lease_expired);
-                auto multi = !o->done_multi ? false : true;
-                auto done_guard = std::move(o->done_guard);
-                auto done_multi = std::move(o->done_multi);
-                recycle(std::move(o));
-                if (multi) return complete_later(strand_, std::move(done_multi), ec, multi_lock_guard{});
-                return complete_later(strand_, std::move(done_guard), ec, lock_guard{});
-            }
-            case op::kind::grant: {
-                auto done = std::move(o->done_guard);
-                recycle(std::move(o));
-                return complete_later(strand_, std::move(done), ec, lock_guard{});
-            }
-            case op::kind::grant_many: {
-                auto done = std::move(o->done_multi);
-                recycle(std::move(o));
-                return complete_later(strand_, std::move(done), ec, multi_lock_guard{});
-            }
-            default: {
-                auto done = std::move(o->done);
-                recycle(std::move(o));
-                return complete_later(strand_, std::move(done), ec);
-            }
-        }
-    }
-
-    void succeed_connect(op_ptr o) {
-        unwatch_cancel(*o);
-        auto done = std::move(o->done);
-        recycle(std::move(o));
-        complete_later(strand_, std::move(done), error_code{});
-    }
-
-    // The caller cancelled operation `id`: a request waiting in the broker's queue is withdrawn.
-    void cancel_op(std::uint64_t serial) {
-        for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-            if ((*it)->serial != serial) continue;
-            op_ptr o = std::move(*it);
-            waiting_.erase(it);
-            return fail(std::move(o), make_error_code(errc::cancelled));
-        }
-        auto it = pending_.find(serial);
-        if (it == pending_.end()) return;  // already completed
-        op_ptr o = std::move(it->second);
-        pending_.erase(it);
-        if (o->is_grant()) abandon(o->uuid, o->key, o->k == op::kind::grant_many);
-        fail(std::move(o), make_error_code(errc::cancelled));
-    }
-
-    // ---- deadlines ----------------------------------------------------------------------
-    // One timer serves the deadlines of all requests. A timer per request would move the
-    // reactor's earliest expiry (a timerfd_settime call) on nearly every request; this one is
-    // re-armed only when a new deadline comes before the armed one.
-    asio::steady_timer sweeper_{strand_, steady::time_point::max()};
-    steady::time_point sweep_at_ = steady::time_point::max();
-    std::uint64_t sweep_generation_ = 0;
-
-    void arm_sweeper(steady::time_point at) {
-        if (at >= sweep_at_) return;
-        sweep_at_ = at;
-        sweeper_.expires_at(at);  // a wait armed earlier completes with operation_aborted
-        sweeper_.async_wait([weak = weak_from_this(), gen = ++sweep_generation_](error_code ec) {
+    void arm_health(std::uint64_t gen) {
+        health_timer_.expires_after(opt_.health_interval);
+        health_timer_.async_wait([weak = weak_from_this(), gen, hg = ++health_generation_](error_code ec) {
             auto self = weak.lock();
-            if (self && !ec && gen == self->sweep_generation_) self->sweep();
+            if (self && !ec && hg == self->health_generation_) self->check_health(gen);
         });
     }
 
-    // Fails every request past its deadline (withdrawing acquires) and arms the timer for the next.
-    void sweep() {
-        sweep_at_ = steady::time_point::max();
-        const auto now = steady::now();
-        auto next = steady::time_point::max();
-        std::vector<std::uint64_t> expired;
-        for (auto& [id, o] : pending_) {
-            if (o->deadline <= now) expired.push_back(id);
-            else next = std::min(next, o->deadline);
+    void check_health(std::uint64_t gen) {
+        if (gen != generation_ || state_ != state::connected) return;
+        const auto idle = steady::now() - last_rx_;
+        if (idle >= 2 * opt_.health_interval) {
+            drop_connection(gen, make_error_code(errc::connection_lost));
+            if (ses_.has_holds()) start_connecting();  // kept holds are renewed over a new connection
+            return;
         }
-        for (auto& id : expired) {
-            auto it = pending_.find(id);
-            op_ptr o = std::move(it->second);
-            pending_.erase(it);
-            if (o->is_grant()) abandon(o->uuid, o->key, o->k == op::kind::grant_many);
-            fail(std::move(o), make_error_code(errc::timeout));
+        if (idle >= opt_.health_interval) {
+            ses_.send_oneway(req::ping{ses_.next_id(), std::nullopt});
+            apply();
         }
-        if (next != steady::time_point::max()) arm_sweeper(next);
+        arm_health(gen);
     }
 
-    // Withdraws request `id` at the broker; a grant that still arrives is released at once.
-    void abandon(const std::string& id, const std::string& key, bool multi) {
-        if (state_ != state::connected) return;
-        abandoned_[id] = multi ? std::string() : key;
-        std::string cancel_id = next_id();
-        cancels_[cancel_id] = id;
-        send_oneway(req::cancel{std::move(cancel_id), id});
+    // ---- holds --------------------------------------------------------------------------
+    void wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id, asio::any_completion_handler<void(error_code)> done) {
+        if (const int why = h->ended.load())
+            return complete_later(strand_, std::move(done), make_error_code(static_cast<errc>(why)));
+        lost_waiters_[h->serial].emplace_back(id, std::move(done));
     }
 
-    void queue_unlock(const std::string& key, const std::string& id) { send_oneway(req::unlock{next_id(), key, id, false}); }
-    void queue_release_many(const std::string& id) { send_oneway(req::release_many{next_id(), id}); }
-
-    // Ends the hold here and gives it back at the broker (best effort: not when disconnected).
-    void give_back(const std::shared_ptr<hold>& h, errc why) {
-        end_hold(h, why);
-        if (h->multi) queue_release_many(h->id);
-        else queue_unlock(h->key, h->id);
+    void cancel_wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id) {
+        auto list = lost_waiters_.find(h->serial);
+        if (list == lost_waiters_.end()) return;
+        for (auto it = list->second.begin(); it != list->second.end(); ++it) {
+            if (it->first != id) continue;
+            auto done = std::move(it->second);
+            list->second.erase(it);
+            if (list->second.empty()) lost_waiters_.erase(list);
+            return complete_later(strand_, std::move(done), make_error_code(errc::cancelled));
+        }
     }
 
-    // Renews hold `h` (one of its keys stands for all of a multi-key hold).
-    static core::request extend_request(const std::string& uuid, const hold& h, std::chrono::milliseconds ttl) {
-        return req::extend{uuid, h.multi ? h.keys.front() : h.key, h.id, ttl};
+    // The destructor path of a guard: synchronous, on the strand.
+    void drop_hold(const std::shared_ptr<hold>& h) {
+        ses_.drop_hold(h);
+        apply();
+    }
+
+    void end_hold(const std::shared_ptr<hold>& h, errc why) {
+        ses_.end_hold(h, why);
+        apply();
     }
 
     // ---- operations (on the strand) -----------------------------------------------------
+    // Fails `h` before anything is sent, with the reason in the diagnostics.
+    template <class Sig, class... Args>
+    void refuse(asio::any_completion_handler<Sig> h, diagnostics* diag, std::string why, Args&&... empty) {
+        if (diag) diag->message = std::move(why);
+        complete_later(strand_, std::move(h), make_error_code(errc::bad_request), std::forward<Args>(empty)...);
+    }
+
     std::chrono::milliseconds wait_budget(const acquire_options& o) const {
         if (o.timeout) return *o.timeout;
         unsigned tries = std::max(1u, o.max_retries.value_or(opt_.max_retries));
@@ -1118,201 +752,22 @@ public:
         return budget + opt_.request_timeout;
     }
 
-    std::shared_ptr<hold> new_hold(std::string id, std::uint64_t serial, bool keep) {
-        auto h = std::make_shared<hold>();
-        h->owner = weak_from_this();
-        h->client_open = open_;
-        h->id = std::move(id);
-        h->serial = serial;
-        h->keep = keep;
-        holds_[serial] = h;
-        return h;
+    // An acquire's record, from its options (after they were checked).
+    request_ptr open_acquire(kind k, acquire_options& o, std::chrono::milliseconds budget) {
+        if (o.timeout && o.timeout->count() == 0) o.wait = false;  // a timeout of 0: do not wait
+        auto r = ses_.open_request(k, local_budget(budget));
+        r->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
+        r->notify_queued = static_cast<bool>(o.on_queued);
+        r->ttl = o.ttl.value_or(opt_.ttl);
+        r->renew = o.auto_renew.value_or(!o.ttl.has_value()) && r->ttl != no_expiry;
+        return r;
     }
 
-    // ---- leases -------------------------------------------------------------------------
-    // Renews a hold granted late before its guard is handed out (see finish).
-    void confirm_grant(op_ptr grant, std::shared_ptr<hold> h) {
-        auto c = new_op(op::kind::confirm, opt_.request_timeout);
-        c->ttl = grant->ttl;
-        c->h = h;
-        if (grant->k == op::kind::grant) take(c->done_guard, std::move(grant->done_guard));
-        else take(c->done_multi, std::move(grant->done_multi));
-        recycle(std::move(grant));
-        const core::request rq = extend_request(c->uuid, *h, c->ttl);
-        submit(std::move(c), rq);
-    }
-
-    void complete_grant(op_ptr o, error_code ec, std::shared_ptr<hold> h) {
-        if (o->done_multi) {
-            auto done = std::move(o->done_multi);
-            recycle(std::move(o));
-            return complete(strand_, std::move(done), ec, multi_lock_guard(std::move(h)));
-        }
-        auto done = std::move(o->done_guard);
-        recycle(std::move(o));
-        complete(strand_, std::move(done), ec, lock_guard(std::move(h)));
-    }
-
-    // A lease counts from when its request was sent (the broker's starts later), less a margin
-    // for the round trip: max(5% of the ttl, twice the last round trip measured).
-    std::chrono::milliseconds margin(std::chrono::milliseconds ttl) const {
-        return std::max(ttl / 20, std::chrono::ceil<std::chrono::milliseconds>(2 * rtt_));
-    }
-
-    void set_lease(const std::shared_ptr<hold>& h, steady::time_point sent, std::chrono::milliseconds ttl) {
-        h->ttl = ttl;
-        if (ttl == no_expiry || ttl.count() <= 0) {
-            h->expires = no_deadline;
-            h->renew_at = steady::time_point::max();
-            return;
-        }
-        const auto end = sent + ttl - margin(ttl);
-        h->expires = end.time_since_epoch().count();
-        h->renew_at = h->renew ? sent + ttl / 3 : steady::time_point::max();
-        // Both events: should the renewal go unanswered, the expiry still comes on time.
-        schedule(h, end);
-        if (h->renew) schedule(h, h->renew_at);
-    }
-
-    // Lease events in time order: (when, hold serial). Stale entries are skipped when they come up.
-    using lease_event = std::pair<steady::time_point, std::uint64_t>;
-    std::priority_queue<lease_event, std::vector<lease_event>, std::greater<>> lease_events_;
-    asio::steady_timer lease_timer_{strand_, steady::time_point::max()};
-    steady::time_point lease_at_ = steady::time_point::max();
-    std::uint64_t lease_generation_ = 0;
-
-    void schedule(const std::shared_ptr<hold>& h, steady::time_point at) {
-        lease_events_.push({at, h->serial});
-        if (at < lease_at_) arm_lease_timer(at);
-    }
-
-    void arm_lease_timer(steady::time_point at) {
-        lease_at_ = at;
-        lease_timer_.expires_at(at);
-        lease_timer_.async_wait([weak = weak_from_this(), gen = ++lease_generation_](error_code ec) {
-            auto self = weak.lock();
-            if (self && !ec && gen == self->lease_generation_) self->tend_leases();
-        });
-    }
-
-    // Ends the leases that ran out (whether or not the broker can be reached) and renews those
-    // due, then waits for the next event.
-    void tend_leases() {
-        lease_at_ = steady::time_point::max();
-        const auto now = steady::now();
-        while (!lease_events_.empty() && lease_events_.top().first <= now) {
-            const auto serial = lease_events_.top().second;
-            lease_events_.pop();
-            auto it = holds_.find(serial);
-            if (it == holds_.end()) continue;
-            auto h = it->second.lock();
-            if (!h || h->ended.load()) continue;
-            const auto e = h->expires.load();
-            if (e != no_deadline && steady::time_point(steady::duration(e)) <= now) {
-                // The broker's lease ends a little later (or a renewal it answers late extended
-                // it): give the hold back now rather than leave the key taken by nobody.
-                give_back(h, errc::lease_expired);
-            } else if (h->renew && !h->renewing && h->renew_at <= now) {
-                renew(h);
-            }
-        }
-        if (lease_events_.size() > 64 && lease_events_.size() > 4 * holds_.size()) {
-            // Mostly stale: rebuilt from the holds.
-            decltype(lease_events_) fresh;
-            for (auto& h : live_holds()) {
-                const auto e = h->expires.load();
-                if (e != no_deadline) fresh.push({steady::time_point(steady::duration(e)), h->serial});
-                if (h->renew) fresh.push({h->renew_at, h->serial});
-            }
-            lease_events_ = std::move(fresh);
-        }
-        if (!lease_events_.empty()) arm_lease_timer(lease_events_.top().first);
-    }
-
-    void renew(const std::shared_ptr<hold>& h) {
-        h->renewing = true;
-        auto op = new_op(op::kind::renew, opt_.request_timeout);
-        op->ttl = h->ttl;
-        op->h = h;
-        const core::request rq = extend_request(op->uuid, *h, h->ttl);
-        submit(std::move(op), rq);
-    }
-
-    void renewed(op_ptr o, const core::reply& r) {
-        auto h = std::move(o->h);
-        const auto sent = o->sent;
-        const auto ttl = o->ttl;
-        recycle(std::move(o));
-        h->renewing = false;
-        if (h->ended.load()) return;
-        if (r.extended.value_or(false)) return set_lease(h, sent, ttl);
-        // The broker no longer has it: a lock-lost said why already, or the lease ran out.
-        if (errc_from_wire(r.code) == errc::not_holder) return end_hold(h, errc::lease_expired);
-        retry_renewal(h);
-    }
-
-    // A renewal that failed (no answer, no connection) is tried again soon, until the lease's
-    // own deadline ends the hold.
-    void retry_renewal(const std::shared_ptr<hold>& h) {
-        const auto pause = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(h->ttl / 10),
-                                      std::chrono::milliseconds(20), std::chrono::milliseconds(1000));
-        h->renew_at = steady::now() + pause;
-        schedule(h, h->renew_at);
-    }
-
-    // The hold ended: its guard no longer owns it, and whoever waits for that hears why.
-    void end_hold(const std::shared_ptr<hold>& h, errc why) {
-        int expected = 0;
-        if (!h->ended.compare_exchange_strong(expected, static_cast<int>(why))) return;
-        if (why != errc::released) h->lost = true;
-        holds_.erase(h->serial);
-        auto waiters = std::move(h->waiters);
-        h->waiters.clear();
-        for (auto& [id, w] : waiters) complete_later(strand_, std::move(w), make_error_code(why));
-    }
-
-    void wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id, asio::any_completion_handler<void(error_code)> done) {
-        if (const int why = h->ended.load())
-            return complete_later(strand_, std::move(done), make_error_code(static_cast<errc>(why)));
-        h->waiters.emplace_back(id, std::move(done));
-    }
-
-    void cancel_wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id) {
-        for (auto it = h->waiters.begin(); it != h->waiters.end(); ++it) {
-            if (it->first != id) continue;
-            auto done = std::move(it->second);
-            h->waiters.erase(it);
-            return complete_later(strand_, std::move(done), make_error_code(errc::cancelled));
-        }
-    }
-
-    // ---- checks before sending ----------------------------------------------------------
-    std::string invalid_key(std::string_view key) const {
-        if (key.empty()) return "a key must not be empty";
-        if (key.size() > limits_.max_key_length)
-            return "the key is " + std::to_string(key.size()) + " bytes, over the broker's limit of " +
-                   std::to_string(limits_.max_key_length);
-        if (!valid_utf8(key)) return "the key is not valid UTF-8";
-        return {};
-    }
-
-    std::string invalid_options(const acquire_options& o) const {
-        const auto longest = limits_.max_duration;
-        if (o.ttl && *o.ttl != no_expiry && o.ttl->count() <= 0) return "ttl must be positive (no_expiry for none)";
-        if (o.ttl && *o.ttl != no_expiry && *o.ttl > longest)
-            return "ttl is over the broker's limit of " + std::to_string(longest.count()) + " ms (no_expiry for none)";
-        if (o.timeout && o.timeout->count() < 0) return "timeout must not be negative";
-        if (o.timeout && *o.timeout != wait_forever && *o.timeout > longest)
-            return "timeout is over the broker's limit of " + std::to_string(longest.count()) + " ms (wait_forever for none)";
-        if (o.max && *o.max == 0) return "max must be at least 1";
-        return {};
-    }
-
-    // Fails `h` before anything is sent, with the reason in the diagnostics.
-    template <class Sig, class... Args>
-    void refuse(asio::any_completion_handler<Sig> h, diagnostics* diag, std::string why, Args&&... empty) {
-        if (diag) diag->message = std::move(why);
-        complete_later(strand_, std::move(h), make_error_code(errc::bad_request), std::forward<Args>(empty)...);
+    static caller_op acquire_caller(acquire_options& o) {
+        caller_op op;
+        op.diag = o.diag;
+        op.on_queued = std::move(o.on_queued);
+        return op;
     }
 
     // The broker withdraws a waiting request at `budget`; the local deadline (budget plus
@@ -1320,115 +775,90 @@ public:
     // timeout the request is withdrawn and a grant that crosses the withdrawal is given back.
     void acquire(std::string key, acquire_options o, asio::any_completion_handler<void(error_code, lock_guard)> h,
                  std::shared_ptr<cancel_link> link = nullptr) {
-        if (auto why = invalid_key(key); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
-        if (auto why = invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
-        if (o.timeout && o.timeout->count() == 0) o.wait = false;  // a timeout of 0: do not wait
+        if (auto why = ses_.invalid_key(key); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
+        if (auto why = ses_.invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
         const auto budget = wait_budget(o);
-        auto op = new_op(op::kind::grant, local_budget(budget));
-        adopt_link(*op, link);
-        op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
-        op->on_queued = std::move(o.on_queued);
-        op->ttl = o.ttl.value_or(opt_.ttl);
-        op->renew = o.auto_renew.value_or(!o.ttl.has_value()) && op->ttl != no_expiry;
-        op->diag = o.diag;
-        take(op->done_guard, std::move(h));
-        const core::request rq = req::lock{.uuid = op->uuid,
+        auto r = open_acquire(kind::grant, o, budget);
+        const core::request rq = req::lock{.uuid = r->uuid,
                                            .key = key,
-                                           .ttl = op->ttl,
+                                           .ttl = r->ttl,
                                            .max = o.max,
                                            .wait = o.wait,
                                            .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
                                            .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
-                                           .keep_on_exit = op->keep,
+                                           .keep_on_exit = r->keep,
                                            .force = false,
                                            // Nobody listens for the place in line: no notice.
-                                           .queued_notice = static_cast<bool>(op->on_queued)};
-        op->key = std::move(key);
-        submit(std::move(op), rq);
-        cancel_if_requested(link);
+                                           .queued_notice = r->notify_queued};
+        r->key = std::move(key);
+        auto op = acquire_caller(o);
+        take(op.done_guard, std::move(h));
+        started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), std::move(link));
     }
 
     void acquire_many(std::vector<std::string> keys, acquire_options o,
                       asio::any_completion_handler<void(error_code, multi_lock_guard)> h,
                       std::shared_ptr<cancel_link> link = nullptr) {
         if (keys.empty()) return refuse(std::move(h), o.diag, "no keys to acquire", multi_lock_guard{});
-        if (keys.size() > limits_.max_keys)
+        if (keys.size() > ses_.limits().max_keys)
             return refuse(std::move(h), o.diag,
-                          std::to_string(keys.size()) + " keys, over the broker's limit of " + std::to_string(limits_.max_keys),
+                          std::to_string(keys.size()) + " keys, over the broker's limit of " +
+                              std::to_string(ses_.limits().max_keys),
                           multi_lock_guard{});
         for (const auto& k : keys)
-            if (auto why = invalid_key(k); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
-        if (auto why = invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
-        if (o.timeout && o.timeout->count() == 0) o.wait = false;
+            if (auto why = ses_.invalid_key(k); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
+        if (auto why = ses_.invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
         const auto budget = wait_budget(o);
-        auto op = new_op(op::kind::grant_many, local_budget(budget));
-        adopt_link(*op, link);
-        op->keep = o.keep_locks_on_exit.value_or(opt_.keep_locks_on_exit);
-        op->on_queued = std::move(o.on_queued);
-        op->ttl = o.ttl.value_or(opt_.ttl);
-        op->renew = o.auto_renew.value_or(!o.ttl.has_value()) && op->ttl != no_expiry;
-        op->diag = o.diag;
-        take(op->done_multi, std::move(h));
-        const core::request rq = req::acquire_many{.uuid = op->uuid,
+        auto r = open_acquire(kind::grant_many, o, budget);
+        const core::request rq = req::acquire_many{.uuid = r->uuid,
                                                    .keys = std::move(keys),
-                                                   .ttl = op->ttl,
+                                                   .ttl = r->ttl,
                                                    .wait = o.wait,
                                                    .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
-                                                   .keep_on_exit = op->keep};
-        submit(std::move(op), rq);
-        cancel_if_requested(link);
+                                                   .keep_on_exit = r->keep};
+        auto op = acquire_caller(o);
+        take(op.done_multi, std::move(h));
+        started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), std::move(link));
     }
 
     void release(std::string key, std::string id, bool force, asio::any_completion_handler<void(error_code)> h,
                  std::shared_ptr<cancel_link> link = nullptr) {
-        if (auto why = invalid_key(key); !why.empty()) return refuse(std::move(h), nullptr, why);
-        auto op = new_op(op::kind::unlock, opt_.request_timeout);
-        adopt_link(*op, link);
-        take(op->done, std::move(h));
-        if (!force) op->key = key;  // a release by id: "held nothing" is the caller's error
+        if (auto why = ses_.invalid_key(key); !why.empty()) return refuse(std::move(h), nullptr, why);
+        auto r = ses_.open_request(kind::unlock, opt_.request_timeout);
+        if (!force) r->key = key;  // a release by id: "held nothing" is the caller's error
         std::optional<std::string> lock_id;
         if (!id.empty()) lock_id = std::move(id);
-        const core::request rq = req::unlock{op->uuid, std::move(key), std::move(lock_id), force};
-        submit(std::move(op), rq);
-        cancel_if_requested(link);
+        const core::request rq = req::unlock{r->uuid, std::move(key), std::move(lock_id), force};
+        caller_op op;
+        take(op.done, std::move(h));
+        started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), std::move(link));
     }
 
     // The hold was claimed (released = true) by the initiating call.
     void release_hold(std::shared_ptr<hold> h, asio::any_completion_handler<void(error_code)> done,
                       std::shared_ptr<cancel_link> link = nullptr) {
-        end_hold(h, errc::released);
-        auto op = new_op(op::kind::release_hold, opt_.request_timeout);
-        adopt_link(*op, link);
-        take(op->done, std::move(done));
-        const core::request rq = h->multi ? core::request(req::release_many{op->uuid, h->id})
-                                          : core::request(req::unlock{op->uuid, h->key, h->id, false});
-        op->h = std::move(h);
-        submit(std::move(op), rq);
-        cancel_if_requested(link);
+        caller_op op;
+        take(op.done, std::move(done));
+        started(ses_.release_hold(std::move(h), opt_.request_timeout, steady::now()), std::move(op), std::move(link));
     }
 
     void extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl, asio::any_completion_handler<void(error_code)> done,
                      std::shared_ptr<cancel_link> link = nullptr) {
-        if (h->lost) return complete_later(strand_, std::move(done), make_error_code(errc::lock_lost));
-        if (h->released) return complete_later(strand_, std::move(done), make_error_code(errc::not_holder));
-        if (ttl != no_expiry && ttl.count() <= 0)
-            return complete_later(strand_, std::move(done), make_error_code(errc::bad_request));
-        auto op = new_op(op::kind::extend_hold, opt_.request_timeout);
-        adopt_link(*op, link);
-        op->ttl = ttl;
-        take(op->done, std::move(done));
-        const core::request rq = extend_request(op->uuid, *h, ttl);
-        op->h = std::move(h);
-        submit(std::move(op), rq);
-        cancel_if_requested(link);
+        caller_op op;
+        take(op.done, std::move(done));
+        started(ses_.extend_hold(std::move(h), ttl, opt_.request_timeout, steady::now()), std::move(op), std::move(link));
     }
 
     void connect(asio::any_completion_handler<void(error_code)> done, std::shared_ptr<cancel_link> link = nullptr) {
-        auto op = new_op(op::kind::connect, opt_.request_timeout);
-        adopt_link(*op, link);
-        take(op->done, std::move(done));
-        submit_connect(std::move(op));
-        cancel_if_requested(link);
+        caller_op op;
+        take(op.done, std::move(done));
+        if (state_ == state::closed) return complete_later(strand_, std::move(op.done), make_error_code(errc::closed));
+        if (state_ == state::connected) return complete_later(strand_, std::move(op.done), error_code{});
+        const auto serial = ses_.new_serial();
+        link = linked(op, std::move(link), serial);
+        if (link && link->requested) return complete_later(strand_, std::move(op.done), make_error_code(errc::cancelled));
+        connects_.emplace_back(serial, std::move(op));
+        start_connecting();
     }
 
     // ---- coroutine helpers for the less frequent calls ----------------------------------
@@ -1485,17 +915,15 @@ public:
     template <class MakeRequest>
     asio::awaitable<result<core::reply>> call(MakeRequest make) {
         auto init = [this, &make](auto handler) {
-            auto op = new_op(op::kind::call, opt_.request_timeout);
-            take(op->done_reply, std::move(handler));
-            const core::request rq = make(op->uuid);
-            submit(std::move(op), rq);
+            auto r = ses_.open_request(kind::call, opt_.request_timeout);
+            const core::request rq = make(r->uuid);
+            caller_op op;
+            take(op.done_reply, std::move(handler));
+            started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), nullptr);
         };
         auto [ec, rep] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
         co_return result<core::reply>{ec, std::move(rep)};
     }
-
-    // The destructor path of a guard: synchronous, on the strand.
-    void drop_hold(const std::shared_ptr<hold>& h) { give_back(h, errc::released); }
 
     void close() {
         if (state_ == state::closed) return;
@@ -1503,21 +931,19 @@ public:
         flush();  // what is queued (the unlock of a guard just dropped) still goes out if it fits
         state_ = state::closed;
         public_state_ = connection_state::closed;
-        for (auto& h : live_holds()) end_hold(h, errc::closed);
-        ++lease_generation_;
-        lease_timer_.cancel();
+        ses_.close(steady::now());
+        ++wake_generation_;
+        wake_at_ = steady::time_point::max();
+        wake_timer_.cancel();
         ++health_generation_;
         health_timer_.cancel();
         if (opt_.on_state) opt_.on_state(connection_state::closed, make_error_code(errc::closed));
         drop_connection(generation_, make_error_code(errc::closed));
-        auto ops = std::move(waiting_);
-        waiting_.clear();
-        for (auto& o : ops) fail(std::move(o), make_error_code(errc::closed));
+        auto waiting = std::move(connects_);
+        connects_.clear();
+        for (auto& [serial, op] : waiting) complete_later(strand_, std::move(op.done), make_error_code(errc::closed));
         if (stop_connect_) stop_connect_->emit(asio::cancellation_type::terminal);
-        // Every request has failed above; an armed sweeper would only keep the executor busy.
-        sweep_at_ = steady::time_point::max();
-        ++sweep_generation_;
-        sweeper_.cancel();
+        apply();
     }
 };
 
@@ -1700,7 +1126,9 @@ std::optional<std::chrono::steady_clock::time_point> multi_lock_guard::expires_a
 // ---- client -----------------------------------------------------------------------------
 
 client::client(executor_type ex, client_options options)
-    : impl_(std::make_shared<client_impl>(std::move(ex), std::move(options))) {}
+    : impl_(std::make_shared<client_impl>(std::move(ex), std::move(options))) {
+    impl_->ses_.set_owner(impl_);
+}
 
 // close() runs on the strand: at once when called there, queued otherwise, in order with the
 // operations and guard drops started before it. The impl lives on in the reader and writer
@@ -1888,7 +1316,7 @@ void client::start_watch(std::vector<std::string> keys, bool all, asio::any_comp
             co_await asio::this_coro::throw_if_cancelled(false);
             if (!every && wanted.empty()) co_return result{make_error_code(errc::bad_request), watcher{}};  // watch_all is explicit
             for (const auto& k : wanted)
-                if (!c->invalid_key(k).empty()) co_return result{make_error_code(errc::bad_request), watcher{}};
+                if (!c->ses_.invalid_key(k).empty()) co_return result{make_error_code(errc::bad_request), watcher{}};
             if (auto ec = co_await c->ensure_connected()) co_return result{ec, watcher{}};
             auto s = std::make_shared<detail::watch_state>();
             s->owner = c;
