@@ -68,8 +68,16 @@ struct release_args {
 };
 
 int run_release(const release_args& a) {
+    // Ending every holder of a key is never the default: it takes --force.
+    if (a.id.empty() && !a.force) {
+        std::fprintf(stderr,
+                     "lmx release: name the hold to end: --id ID (printed by `lmx acquire`), or --force to end every "
+                     "holder of '%s'\n",
+                     a.key.c_str());
+        return exit_usage;
+    }
     return run_client("release", a.conn, {}, [&a](lmx::client& c) -> boost::asio::awaitable<int> {
-        bool force = a.id.empty();
+        const bool force = a.force;
         error_code ec;
         if (force) std::tie(ec) = co_await c.force_release(a.key, use_tuple);
         else std::tie(ec) = co_await c.release(a.key, a.id, use_tuple);
@@ -79,7 +87,7 @@ int run_release(const release_args& a) {
             if (!force) out["id"] = a.id;
             std::printf("%s\n", boost::json::serialize(out).c_str());
         } else if (force) {
-            std::printf("force-released %s (no --id given: every holder of the key lost its lock)\n", a.key.c_str());
+            std::printf("force-released %s (every holder of the key lost its lock)\n", a.key.c_str());
         } else {
             std::printf("released %s (lock id %s)\n", a.key.c_str(), a.id.c_str());
         }
@@ -102,10 +110,10 @@ void add_lock_commands(CLI::App& app, action_setter set_action) {
     }
     {
         auto a = std::make_shared<release_args>();
-        auto* cmd = app.add_subcommand("release", "Release a lock by its id, or force-release every hold of the key when no id is given");
+        auto* cmd = app.add_subcommand("release", "Release a lock by its id (--id), or end every hold of the key (--force)");
         cmd->add_option("key", a->key, "The key to release")->required();
         auto* id = cmd->add_option("--id", a->id, "The lock id printed by `lmx acquire`")->type_name("ID");
-        cmd->add_flag("--force", a->force, "End every hold of the key, whoever holds it (the default without --id)")->excludes(id);
+        cmd->add_flag("--force", a->force, "End every hold of the key, whoever holds it")->excludes(id);
         add_client_flags(cmd, a->conn);
         cmd->callback([a, set_action] { set_action([a] { return run_release(*a); }); });
     }

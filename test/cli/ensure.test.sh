@@ -7,7 +7,9 @@ url=tcp://127.0.0.1:$port
 expect 3 "$LMX" ping --url "$url"
 contains "$ERR" "no broker at $url — start one with \`lmx broker\` or pass --ensure-broker"
 
-# Three commands race to start a broker on the same URL.
+# Three commands race to start a broker on the same URL (under a umask that would leave the state
+# folder group-writable, which the broker refuses: the folder is made the user's alone).
+umask 002
 for i in 1 2 3; do
   "$LMX" acquire "race-$i" --url "$url" --ensure-broker >/dev/null 2>"$T/race-$i.err" &
   JOBS+=($!)
@@ -20,6 +22,8 @@ log=$(ls "$XDG_STATE_HOME"/lmx/*/broker.log)
 grep -q "listening on $url" "$log" || fail "broker log $log: $(cat "$log")"
 expect 0 "$LMX" ls --url "$url"
 for i in 1 2 3; do contains "$OUT" "race-$i"; done
+[[ $(stat -c %a "$(dirname "$log")") == 700 ]] || fail "state folder mode $(stat -c %a "$(dirname "$log")")"
+umask 022
 ok "racing --ensure-broker commands start exactly one broker"
 
 # Later calls use the running broker; it outlives the commands that started it.

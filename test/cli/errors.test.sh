@@ -28,7 +28,7 @@ contains "$ERR" "invalid broker URL"
 ok "usage errors exit 2"
 
 
-for cmd in "acquire k" "release k" "release k --id x" "ls" "info k" "stats" "ping"; do
+for cmd in "acquire k" "release k --force" "release k --id x" "ls" "info k" "stats" "ping"; do
   # shellcheck disable=SC2086
   expect 3 "$LMX" $cmd --url "$dead"
   contains "$ERR" "no broker at $dead"

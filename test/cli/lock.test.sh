@@ -27,13 +27,16 @@ for url in "$TCP_URL" "$UNIX_URL" "$WS_URL"; do
   expect 1 "$LMX" release "$key" --id "$id"
   contains "$ERR" "holds nothing on the key"
 
-  # Without an id the release is forced, and says so.
+  # Without an id a release must be forced, and says so.
   expect 0 "$LMX" acquire "$key" --json
   contains "$OUT" "\"key\":\"$key\""
   contains "$OUT" '"ttl_ms":null'
   token2=$(sed -n 's/.*"fencing_token":\([0-9]*\).*/\1/p' <<<"$OUT")
   ((token2 > token)) || fail "fencing token went from $token to $token2"
-  expect 0 "$LMX" release "$key"
+  expect 2 "$LMX" release "$key"
+  contains "$ERR" "--force"
+  [[ $(holders "$key") == 1 ]] || fail "a release without --id or --force ended the hold"
+  expect 0 "$LMX" release "$key" --force
   contains "$OUT" "force-released $key"
   [[ $(holders "$key") == 0 ]] || fail "$key still held after force release"
   ok "acquire, release by id and by force over ${url%%:*}"
@@ -47,7 +50,7 @@ expect 1 "$LMX" acquire pool --max 2 --no-wait
 expect 0 "$LMX" info pool --json
 contains "$OUT" '"max":2'
 [[ $(holders pool) == 2 ]] || fail "pool should have 2 holders"
-expect 0 "$LMX" release pool
+expect 0 "$LMX" release pool --force
 [[ $(holders pool) == 0 ]] || fail "force release left holders on pool"
 ok "semaphore --max 2"
 
@@ -61,7 +64,7 @@ ok "--ttl lease expires"
 expect 0 "$LMX" acquire doc --shared
 expect 0 "$LMX" acquire doc --shared
 expect 1 "$LMX" acquire doc --no-wait
-expect 0 "$LMX" release doc
+expect 0 "$LMX" release doc --force
 ok "--shared"
 
 # A waiter shows up in ls and info, and is granted when the holder releases.
@@ -117,7 +120,7 @@ if command -v script >/dev/null; then
   contains "$OUT" "waiting for 'tty-key', queued at position 2"
   expect 0 "$LMX" release tty-key --id "$tid"
   wait_jobs
-  expect 0 "$LMX" release tty-key
+  expect 0 "$LMX" release tty-key --force
   expect 0 script -qefc "'$LMX' acquire tty-key" /dev/null
   contains "$OUT" "fencing token"
   contains "$OUT" "release with   lmx release tty-key --id"

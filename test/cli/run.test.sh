@@ -126,7 +126,7 @@ ok "lease renewed past its ttl"
 "$LMX" run lost --on-lost TERM -- sleep 10 2>"$T/lost.err" &
 runner=$!
 wait_for 5 holders_are lost 1
-expect 0 "$LMX" release lost
+expect 0 "$LMX" release lost --force
 rc=0
 wait $runner || rc=$?
 ((rc == 143)) || fail "the command was not ended with SIGTERM after the loss (exit $rc)"
@@ -135,7 +135,7 @@ contains "$(cat "$T/lost.err")" "sending SIGTERM"
 "$LMX" run lost2 -- sh -c "until [ -e '$T/go-lost2' ]; do sleep 0.05; done; echo finished >'$T/finished'" 2>"$T/lost2.err" &
 runner=$!
 wait_for 5 holders_are lost2 1
-expect 0 "$LMX" release lost2
+expect 0 "$LMX" release lost2 --force
 wait_for 10 grep -q "keeps running" "$T/lost2.err"
 touch "$T/go-lost2"
 wait $runner

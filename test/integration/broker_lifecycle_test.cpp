@@ -257,4 +257,46 @@ BOOST_AUTO_TEST_CASE(fencing_tokens_never_go_backwards_across_restarts) {
     BOOST_TEST(r.output.find("corrupt") != std::string::npos, r.output);
 }
 
+// Whoever can write into the state directory can reset the fencing floor: such a directory, or
+// one of another user, is refused with what to do; a state file that cannot be read is no first
+// start.
+BOOST_AUTO_TEST_CASE(an_unsafe_state_directory_is_refused) {
+    auto start = [](const std::string& dir) {
+        return run_lmx({"broker", "--listen", "tcp://127.0.0.1:0", "--state-dir", dir}, 5s);
+    };
+    temp_dir shared;
+    BOOST_REQUIRE(::chmod(shared.path().c_str(), 0777) == 0);
+    auto r = start(shared.path());
+    BOOST_TEST(r.status == 1, r.output);
+    BOOST_TEST(r.output.find("has mode 0777") != std::string::npos, r.output);
+    BOOST_TEST(r.output.find("chmod 0700") != std::string::npos, r.output);
+    BOOST_TEST(!fs::exists(shared.path() + "/fencing.tmp"));
+
+    temp_dir group;
+    BOOST_REQUIRE(::chmod(group.path().c_str(), 0770) == 0);
+    r = start(group.path());
+    BOOST_TEST(r.status == 1, r.output);
+    BOOST_TEST(r.output.find("has mode 0770") != std::string::npos, r.output);
+
+    temp_dir foreign;
+    BOOST_REQUIRE(::chown(foreign.path().c_str(), 65534, 65534) == 0);  // the tests run as root
+    r = start(foreign.path());
+    BOOST_TEST(r.status == 1, r.output);
+    BOOST_TEST(r.output.find("owned by uid 65534") != std::string::npos, r.output);
+
+    temp_dir unreadable;
+    fs::create_directory(unreadable.path() + "/fencing");  // not a file: reading it fails
+    r = start(unreadable.path());
+    BOOST_TEST(r.status == 1, r.output);
+    BOOST_TEST(r.output.find("cannot read fencing state") != std::string::npos, r.output);
+
+    // A state directory created by the broker is 0700 and its own.
+    temp_dir parent;
+    checked_broker b({.websocket = false, .state_dir = parent.path() + "/state"});
+    struct stat st {};
+    BOOST_REQUIRE(::stat((parent.path() + "/state").c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 07777) == 0700u);
+    BOOST_TEST(st.st_uid == ::geteuid());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <stdexcept>
@@ -49,6 +50,24 @@ bool read_state(const std::string& path, std::string& text) {
     ::close(fd);
     return true;
 }
+// The state directory decides what the fencing floor is: whoever can write into it can reset
+// the floor or plant a file. It must be a directory of the broker's own user that nobody else
+// may write to (a symlink to one is fine: systemd's DynamicUser makes those).
+void check_state_dir(const std::string& dir) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) fail("cannot use state directory " + dir);
+    if (!S_ISDIR(st.st_mode)) throw std::runtime_error("state directory " + dir + " is not a directory");
+    if (st.st_uid != ::geteuid())
+        throw std::runtime_error("state directory " + dir + " is owned by uid " + std::to_string(st.st_uid) +
+                                 ", not by the broker's uid " + std::to_string(::geteuid()) +
+                                 "; refusing to trust its fencing state");
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw std::runtime_error("state directory " + dir + " has mode " + mode +
+                                 ": others may write to it; make it 0700 (chmod 0700 " + dir + ")");
+    }
+}
 }  // namespace
 
 std::uint64_t fencing_store::load() {
@@ -56,6 +75,7 @@ std::uint64_t fencing_store::load() {
     if (clock_seed > core::max_fencing_token) throw std::runtime_error("the wall clock is beyond the fencing token range");
     if (dir_.empty()) return clock_seed;
     if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) fail("cannot create state directory " + dir_);
+    check_state_dir(dir_);
     std::string text;
     if (!read_state(path(), text)) return clock_seed;  // first start with this state directory
     if (!text.empty() && text.back() == '\n') text.pop_back();

@@ -175,6 +175,9 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
                       folder_for(options.url);
     std::error_code fec;
     fs::create_directories(dir, fec);
+    // The broker keeps its fencing state here and refuses a folder others may write to (a umask
+    // of 002 would make one): it is this user's alone.
+    if (!fec) fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, fec);
     if (fec) return fail(errc::unreachable, "cannot create " + dir + ": " + fec.message());
     std::string log = dir + "/broker.log";
 
