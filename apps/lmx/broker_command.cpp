@@ -23,6 +23,8 @@ struct broker_args {
     broker_options opt;
     std::vector<std::string> listen;
     std::int64_t ttl_ms = 5000;
+    std::int64_t handshake_timeout_ms = 10000;
+    std::int64_t keepalive_s = 60;
     std::string unix_mode = "0660";
     std::string level = "info";
     std::string urls_file;
@@ -31,6 +33,8 @@ struct broker_args {
 int run_broker(broker_args& a) {
     if (!a.listen.empty()) a.opt.listen = a.listen;
     a.opt.default_ttl = std::chrono::milliseconds{a.ttl_ms};
+    a.opt.handshake_timeout = std::chrono::milliseconds{a.handshake_timeout_ms};
+    a.opt.tcp_keepalive = std::chrono::seconds{a.keepalive_s};
     std::size_t used = 0;
     unsigned long mode = 0;
     try {
@@ -107,13 +111,36 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
         ->default_val(1024)->check(CLI::Range(1, 1024 * 1024))->type_name("BYTES");
     cmd->add_option("--max-keys", a->opt.max_keys, "Most keys in one acquire-many")
         ->default_val(64)->check(CLI::Range(1, 100000))->type_name("N");
-    cmd->add_option("--max-connections", a->opt.max_connections, "Connections served at once; more are refused")
-        ->default_val(65536)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->type_name("N");
+    cmd->add_option("--max-connections", a->opt.max_connections,
+                    "Connections served at once; more are refused (default: the file-descriptor limit less 64)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->type_name("N");
+    cmd->add_option("--max-connections-per-peer", a->opt.max_connections_per_peer,
+                    "Connections from one IP address (tcp, ws) or one uid (unix socket)")
+        ->default_val(1024)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->type_name("N");
     cmd->add_option("--max-waiters", a->opt.max_waiters, "Queued lock requests on all keys together")
         ->default_val(1000000)->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))->type_name("N");
+    cmd->add_option("--max-locks-per-connection", a->opt.max_connection_locks,
+                    "Holds and waiting requests of one connection; more are refused with limit_reached")
+        ->default_val(100000)->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))->type_name("N");
+    cmd->add_option("--max-total-keys", a->opt.max_total_keys,
+                    "Keys held or waited for, all clients together; requests for more are refused with limit_reached")
+        ->default_val(10000000)->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))->type_name("N");
     cmd->add_option("--max-outbox", a->opt.max_outbox,
                     "Bytes of replies queued for one client before it is disconnected as not reading")
         ->default_val(8 * 1024 * 1024)->check(CLI::Range(4096, 1 << 30))->type_name("BYTES");
+    cmd->add_option("--max-outbox-total", a->opt.max_outbox_total,
+                    "Bytes of replies queued for all clients together; over it the clients with the most queued are "
+                    "disconnected (default: 1 GiB or a quarter of RAM, the smaller)")
+        ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 40))->type_name("BYTES");
+    cmd->add_option("--max-handshakes", a->opt.max_handshakes,
+                    "ws: connections still in HTTP or the WebSocket handshake; more are closed at accept")
+        ->default_val(256)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
+    cmd->add_option("--handshake-timeout", a->handshake_timeout_ms, "ws: ms for each HTTP request (and the upgrade) to arrive")
+        ->default_val(10000)->check(CLI::Range(std::int64_t{100}, std::int64_t{3600000}))->type_name("MS");
+    cmd->add_option("--tcp-keepalive", a->keepalive_s,
+                    "Seconds a tcp/ws connection may be silent before keepalive probes look for its peer "
+                    "(then every 10 s, 6 probes); 0: off")
+        ->default_val(60)->check(CLI::Range(std::int64_t{0}, std::int64_t{32767}))->type_name("S");
     cmd->add_option("--max-list", a->opt.max_list, "Most keys in one ls page and holders listed by lock-info")
         ->default_val(10000)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
     cmd->add_option("--unix-mode", a->unix_mode, "File mode of Unix socket files (octal)")->default_val("0660")->type_name("MODE");

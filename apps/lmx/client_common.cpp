@@ -95,6 +95,10 @@ int report(const char* command, const boost::system::error_code& ec, const std::
     } else if (ec == errc::unavailable) {
         msg = "the broker at " + url + " grants no locks now: it cannot persist its fencing state (see its /healthz)";
         code = exit_not_obtained;
+    } else if (ec == errc::limit_reached) {
+        msg = subject + "refused by the broker at " + url +
+              ": a limit is reached (its holds and waiters per connection, or keys in total)";
+        code = exit_not_obtained;
     } else if (ec == errc::timeout) {
         msg = what.empty() ? "the broker at " + url + " did not answer in time" : subject + "not granted before the timeout";
         code = exit_not_obtained;

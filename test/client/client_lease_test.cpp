@@ -318,6 +318,27 @@ BOOST_DATA_TEST_CASE(guard_outlives_client_and_io_context, bdata::make(client_tr
 
 // The client checks a request before sending it: a bad one fails at once with bad_request and a
 // reason, and nothing else on the connection is disturbed.
+// A broker bound (here, holds per connection) fails the request with limit_reached and the
+// broker's words; the holds already taken are untouched.
+BOOST_AUTO_TEST_CASE(a_broker_limit_is_limit_reached) {
+    broker_process b({.extra_args = {"--max-locks-per-connection", "2"}});
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client a(ex, options_for(b.url("tcp")));
+        auto first = co_await a.acquire(fresh_key("lim"));
+        auto second = co_await a.acquire(fresh_key("lim"));
+        lmx::diagnostics diag;
+        auto [ec, g] = co_await a.acquire(fresh_key("lim"), {.diag = &diag}, tuple);
+        BOOST_TEST(ec == errc::limit_reached, ec.message());
+        BOOST_TEST((ec == std::errc::resource_unavailable_try_again));
+        BOOST_TEST(diag.message.find("limit") != std::string::npos, diag.message);
+        BOOST_TEST(first.owns_lock());
+        BOOST_TEST(second.owns_lock());
+        co_await first.release();
+        auto third = co_await a.acquire(fresh_key("lim"));
+        BOOST_TEST(third.owns_lock());
+    });
+}
+
 BOOST_DATA_TEST_CASE(bad_requests_fail_alone_and_say_why, bdata::make(client_transports), kind) {
     broker_process b;
     run([&](asio::any_io_executor ex) -> asio::awaitable<void> {

@@ -126,7 +126,7 @@ BOOST_DATA_TEST_CASE(from_env_reaches_a_broker, boost::unit_test::data::make(cli
 
 BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
     std::vector<errc> all;
-    for (int v = static_cast<int>(errc::timeout); v <= static_cast<int>(errc::origin_refused); ++v)
+    for (int v = static_cast<int>(errc::timeout); v <= static_cast<int>(errc::limit_reached); ++v)
         all.push_back(static_cast<errc>(v));
     std::set<std::string> messages;
     for (auto e : all) {
@@ -142,6 +142,7 @@ BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
     BOOST_TEST(lmx::errc_from_wire("timeout") == errc::timeout);
     BOOST_TEST(lmx::errc_from_wire("not_holder") == errc::not_holder);
     BOOST_TEST(lmx::errc_from_wire("too_many_waiters") == errc::too_many_waiters);
+    BOOST_TEST(lmx::errc_from_wire("limit_reached") == errc::limit_reached);
     BOOST_TEST(lmx::errc_from_wire("key_too_long") == errc::bad_request);
     BOOST_TEST(lmx::errc_from_wire("something new") == errc::bad_request);
 }
@@ -159,6 +160,7 @@ BOOST_AUTO_TEST_CASE(errc_matches_standard_conditions) {
         {errc::bad_request, se::invalid_argument},
         {errc::wrong_endpoint, se::protocol_error},
         {errc::origin_refused, se::permission_denied},
+        {errc::limit_reached, se::resource_unavailable_try_again},
     };
     for (auto [ours, theirs] : pairs) {
         lmx::error_code ec = ours;

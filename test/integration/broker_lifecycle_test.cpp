@@ -130,6 +130,24 @@ BOOST_AUTO_TEST_CASE(stale_socket_file_is_replaced) {
     BOOST_TEST(r.status > 0);
     BOOST_TEST(r.output.find("not a socket") != std::string::npos, r.output);
     BOOST_TEST(fs::is_regular_file(file));
+
+    // Nor is a symlink, even one to a stale socket: the broker never follows or replaces it.
+    const std::string link = d.path() + "/link.sock";
+    fs::create_symlink(file, link);
+    r = run_lmx({"broker", "--listen", "unix://" + link});
+    BOOST_TEST(r.status > 0);
+    BOOST_TEST(fs::is_symlink(link));
+    BOOST_TEST(fs::is_regular_file(file));
+    {
+        checked_broker dead({.tcp = false, .websocket = false, .unix_path = d.path() + "/dead.sock"});
+        BOOST_TEST(dead.stop(SIGKILL) == 128 + SIGKILL);
+    }
+    const std::string to_socket = d.path() + "/to-socket.sock";
+    fs::create_symlink(d.path() + "/dead.sock", to_socket);
+    r = run_lmx({"broker", "--listen", "unix://" + to_socket});
+    BOOST_TEST(r.status > 0, r.output);
+    BOOST_TEST(fs::is_symlink(to_socket));
+    BOOST_TEST(is_socket(d.path() + "/dead.sock"));
 }
 
 BOOST_AUTO_TEST_CASE(socket_file_mode_defaults_to_0660) {
@@ -179,8 +197,10 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
     auto r = run_lmx({"broker", "--help"});
     BOOST_TEST(r.status == 0);
     for (const char* option : {"--listen", "--ttl", "--max-message-size", "--max-key-length", "--max-keys",
-                               "--max-connections", "--max-waiters", "--max-outbox", "--max-list", "--unix-mode", "--state-dir", "--fencing-block",
-                               "--allow-origin", "--log-level", "--urls-file"})
+                               "--max-connections", "--max-connections-per-peer", "--max-waiters", "--max-locks-per-connection",
+                               "--max-total-keys", "--max-outbox", "--max-outbox-total", "--max-handshakes",
+                               "--handshake-timeout", "--tcp-keepalive", "--max-list", "--unix-mode", "--state-dir",
+                               "--fencing-block", "--allow-origin", "--log-level", "--urls-file"})
         BOOST_TEST(r.output.find(option) != std::string::npos, option);
     // Defaults are documented with the options.
     for (const char* text_ : {"tcp://127.0.0.1:6970", "ws://127.0.0.1:6971", "5000", "0660"})

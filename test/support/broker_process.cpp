@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -46,7 +47,8 @@ std::string read_file(const std::string& p) {
     return ss.str();
 }
 
-pid_t spawn(const std::vector<std::string>& args, const std::string& out_path, const std::vector<std::string>& env = {}) {
+pid_t spawn(const std::vector<std::string>& args, const std::string& out_path, const std::vector<std::string>& env = {},
+            unsigned nofile = 0) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -66,6 +68,10 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& out_path, c
         int devnull = ::open("/dev/null", O_RDONLY);
         if (devnull >= 0) ::dup2(devnull, 0);
         for (auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+        if (nofile > 0) {
+            const rlimit rl{nofile, nofile};
+            if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(126);
+        }
         ::execv(argv[0], argv.data());
         ::_exit(127);
     }
@@ -98,7 +104,7 @@ broker_process::broker_process(broker_config config) : config_(std::move(config)
     if (config_.websocket) args.insert(args.end(), {"--listen", "ws://127.0.0.1:0/"});
     if (!config_.state_dir.empty()) args.insert(args.end(), {"--state-dir", config_.state_dir});
     args.insert(args.end(), config_.extra_args.begin(), config_.extra_args.end());
-    pid_ = spawn(args, dir() + "/broker.log", config_.env);
+    pid_ = spawn(args, dir() + "/broker.log", config_.env, config_.nofile);
     auto deadline = std::chrono::steady_clock::now() + 20s;
     while (!fs::exists(dir() + "/urls")) {
         if (!running()) throw std::runtime_error("lmx broker exited at start-up: " + log());

@@ -31,6 +31,7 @@ struct broker_config {
     std::string state_dir{};                 // passed as --state-dir when set
     std::string unix_path{};                 // default: <dir>/lmx.sock
     std::vector<std::string> env{};          // extra "NAME=value" entries for the broker's environment
+    unsigned nofile = 0;                     // > 0: the broker's file-descriptor limit (soft and hard)
 };
 
 // The broker is killed when the thread that started it ends (PR_SET_PDEATHSIG), so that no broker

@@ -21,6 +21,7 @@
 #include <array>
 #include <cstdlib>
 #include <random>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <unordered_map>
 #include <unordered_set>
@@ -40,8 +41,11 @@ struct session {
     std::uint64_t id = 0;
     std::unique_ptr<transport::connection> conn;
     std::string remote;
+    std::string peer;     // per-peer connection count key (connection::peer)
     std::string outbox;   // frames waiting for the writer
     std::string sending;  // frames being written
+    std::size_t counted = 0;  // outbox + sending bytes counted in broker::impl::outbox_bytes
+    bool gone = false;        // ended: its bytes no longer count
     asio::steady_timer wake;
     bool writer_idle = false;
     bool closing = false;
@@ -67,6 +71,30 @@ std::string new_epoch() {
     }
     return out;
 }
+
+// A warning that a flood could repeat thousands of times a second (refused connections, clients
+// cut off): logged at most once a second, with how many were held back meanwhile.
+class throttled_log {
+public:
+    void operator()(const std::string& message) {
+        const auto now = steady::now();
+        if (logged_ && now - last_ < std::chrono::seconds(1)) {
+            ++held_;
+            return;
+        }
+        std::string text = message;
+        if (held_) text += " (" + std::to_string(held_) + " more like it since the last such line)";
+        log_line(log_level::warn, text);
+        logged_ = true;
+        last_ = now;
+        held_ = 0;
+    }
+
+private:
+    bool logged_ = false;
+    steady::time_point last_{};
+    std::uint64_t held_ = 0;
+};
 
 // Completion of a broker coroutine: an exception that escapes one is logged, never dropped.
 auto log_failure(std::string what) {
@@ -108,6 +136,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::vector<std::unique_ptr<transport::listener>> listeners;
     std::vector<std::string> bound;
     std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
+    std::unordered_map<std::string, std::size_t> peers;  // open connections per peer
+    std::size_t outbox_bytes = 0;  // replies queued for every client together
+    throttled_log refusals;        // connections refused at a limit
+    throttled_log cutoffs;         // clients disconnected for not reading
     std::vector<session*> watchers;
     std::vector<session*> dirty;  // sessions with new output since the last flush
     asio::steady_timer deadline_timer;
@@ -276,26 +308,61 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             }
             s->outbox.erase(0, s->conn->write_now(s->outbox));
             if (!s->outbox.empty()) s->wake.cancel();
+            else trim(s->outbox);
+            count(*s);
         }
         dirty.clear();
+        if (outbox_bytes > opt.max_outbox_total) shed_outboxes();
         rearm();
+    }
+
+    void count(session& s) {
+        if (s.gone) return;
+        const std::size_t now = s.outbox.size() + s.sending.size();
+        outbox_bytes += now;
+        outbox_bytes -= s.counted;
+        s.counted = now;
+    }
+
+    // The replies queued for all clients together are bounded too: over the bound, the clients
+    // with the most queued are disconnected, largest first, until it holds again.
+    void shed_outboxes() {
+        while (outbox_bytes > opt.max_outbox_total) {
+            session* worst = nullptr;
+            for (auto& [id, s] : sessions)
+                if (!s->closing && s->counted > 0 && (!worst || s->counted > worst->counted)) worst = s.get();
+            if (!worst) break;
+            cutoffs("client " + worst->remote + " has " + std::to_string(worst->counted) + " bytes of replies queued while " +
+                    std::to_string(outbox_bytes) + " are queued for all clients (--max-outbox-total " +
+                    std::to_string(opt.max_outbox_total) + "); disconnecting it");
+            cut_off(*worst);
+        }
+    }
+
+    // A buffer that once held a burst of replies gives its memory back once it is empty, so that
+    // what the bound counts (bytes queued) is what the broker holds.
+    static void trim(std::string& buffer) {
+        if (buffer.empty() && buffer.capacity() > 256 * 1024) std::string().swap(buffer);
+    }
+
+    void cut_off(session& s) {
+        std::string().swap(s.outbox);
+        s.closing = true;
+        s.conn->close();
+        count(s);
     }
 
     void drop_on_write_error(session& s) {
         log_line(log_level::warn, "cannot write to client " + s.remote + " (failpoint session.write); disconnecting");
-        s.outbox.clear();
-        s.closing = true;
-        s.conn->close();
+        cut_off(s);
     }
 
     // A client that does not read its replies cannot make the broker buffer them without bound.
     void cut_off_if_not_reading(session& s) {
         if (s.closing || s.outbox.size() <= opt.max_outbox) return;
-        log_line(log_level::warn, "client " + s.remote + " does not read its replies (" + std::to_string(s.outbox.size()) +
-                                      " bytes queued); disconnecting");
-        s.outbox.clear();
-        s.closing = true;
-        s.conn->close();
+        cutoffs("client " + s.remote + " does not read its replies (" + std::to_string(s.outbox.size()) +
+                " bytes queued); disconnecting");
+        cut_off(s);
     }
 
     // ---- the one deadline timer ---------------------------------------------------------
@@ -340,12 +407,21 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     void accept(std::unique_ptr<transport::connection> conn) {
         if (stopped) return conn->close();
         if (sessions.size() >= opt.max_connections) {
-            log_line(log_level::warn, "refusing connection from " + conn->remote_address() + ": " +
-                                          std::to_string(opt.max_connections) + " connections open (--max-connections)");
+            refusals("refusing connection from " + conn->remote_address() + ": " + std::to_string(opt.max_connections) +
+                     " connections open (--max-connections)");
             return conn->close();
         }
+        std::string peer = conn->peer();
+        std::size_t& from_peer = peers[peer];
+        if (from_peer >= opt.max_connections_per_peer) {
+            refusals("refusing connection from " + conn->remote_address() + ": " + std::to_string(from_peer) +
+                     " connections open from " + peer + " (--max-connections-per-peer)");
+            return conn->close();
+        }
+        ++from_peer;
         auto s = std::make_shared<session>(ex);
         s->id = next_session++;
+        s->peer = std::move(peer);
         s->remote = conn->remote_address();
         s->conn = std::move(conn);
         sessions.emplace(s->id, s);
@@ -466,10 +542,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             if (LMX_FAILPOINT("session.write").error()) ec = asio::error::broken_pipe;
             else ec = co_await s->conn->write(s->sending);
             s->sending.clear();
-            if (ec) {
-                s->outbox.clear();
-                break;
-            }
+            trim(s->sending);
+            if (ec) std::string().swap(s->outbox);
+            count(*s);
+            if (ec) break;
         }
         s->conn->close();
     }
@@ -482,6 +558,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         rw->close_session(s.id, steady::now());
         rw->settle(steady::now());
         sessions.erase(s.id);
+        if (auto it = peers.find(s.peer); it != peers.end() && --it->second == 0) peers.erase(it);
+        outbox_bytes -= s.counted;
+        s.counted = 0;
+        s.gone = true;
         if (s.writer_idle) s.wake.cancel();
         announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s.id) + " closed");
@@ -787,8 +867,20 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         } catch (const std::exception& e) {
             return e.what();
         }
-        table = std::make_unique<core::lock_table>(
-            *this, core::table_config{.default_ttl = opt.default_ttl, .max_waiters = opt.max_waiters, .fencing_seed = seed});
+        const auto limits = resolve_limits(opt);
+        opt.max_connections = limits.max_connections;
+        opt.max_outbox_total = limits.max_outbox_total;
+        if (!limits.note.empty()) log_line(log_level::warn, limits.note);
+        log_line(log_level::info, "limits: " + std::to_string(opt.max_connections) + " connections (" +
+                                      std::to_string(opt.max_connections_per_peer) + " per peer), " +
+                                      std::to_string(opt.max_connection_locks) + " holds and waiters per connection, " +
+                                      std::to_string(opt.max_total_keys) + " keys, " + std::to_string(opt.max_outbox_total >> 20) +
+                                      " MiB of queued replies in all");
+        table = std::make_unique<core::lock_table>(*this, core::table_config{.default_ttl = opt.default_ttl,
+                                                                             .max_waiters = opt.max_waiters,
+                                                                             .max_session_requests = opt.max_connection_locks,
+                                                                             .max_keys = opt.max_total_keys,
+                                                                             .fencing_seed = seed});
         rw = std::make_unique<core::rw_locks>(*table, *this, rw_group_session);
         for (auto& url : opt.listen) {
             std::string why;
@@ -797,6 +889,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             transport::listen_options lo;
             lo.max_message_size = opt.max_message_size;
             lo.unix_mode = opt.unix_mode;
+            lo.keepalive = opt.tcp_keepalive;
+            lo.max_handshakes = opt.max_handshakes;
+            lo.handshake_timeout = opt.handshake_timeout;
             if (ep->scheme == transport::endpoint::kind::websocket) {
                 std::weak_ptr<impl> weak = shared_from_this();
                 lo.http = [weak](const transport::http_request_view& rq) {
@@ -807,7 +902,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                     auto self = weak.lock();
                     return self && self->accept_websocket(rq);
                 };
-                lo.on_error = [](const std::string& what) { log_line(log_level::error, what); };
+                lo.on_error = [weak](const std::string& what) {
+                    if (auto self = weak.lock()) self->refusals(what);
+                };
             }
             boost::system::error_code ec;
             auto l = transport::listener::open(ex, *ep, std::move(lo), ec, why);
@@ -857,6 +954,38 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         deadline_timer.cancel();
     }
 };
+
+resolved_limits resolve_limits(const broker_options& o) {
+    resolved_limits r;
+    // Connections: each is a descriptor, and the listeners, the state file and the log need a
+    // few more. The soft limit is raised to the hard one first, as servers do.
+    std::size_t fds = 1024;
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rlimit raised = rl;
+            raised.rlim_cur = rl.rlim_max;
+            if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+        }
+        fds = rl.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 20 : static_cast<std::size_t>(rl.rlim_cur);
+    }
+    const std::size_t room = fds > 128 ? fds - 64 : fds / 2;
+    r.max_connections = o.max_connections == 0 ? room : o.max_connections;
+    if (o.max_connections > room) {
+        r.max_connections = room;
+        r.note = "--max-connections " + std::to_string(o.max_connections) + " is more than the file-descriptor limit (" +
+                 std::to_string(fds) + ") allows; serving at most " + std::to_string(room) +
+                 " connections (raise the limit, e.g. LimitNOFILE= or ulimit -n)";
+    }
+    r.max_outbox_total = o.max_outbox_total;
+    if (r.max_outbox_total == 0) {
+        const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+        const std::size_t ram = pages > 0 && page > 0 ? static_cast<std::size_t>(pages) * static_cast<std::size_t>(page)
+                                                      : std::size_t{4} << 30;
+        r.max_outbox_total = std::min<std::size_t>(std::size_t{1} << 30, ram / 4);
+    }
+    return r;
+}
 
 broker::broker(asio::any_io_executor ex, broker_options options)
     : impl_(std::make_shared<impl>(ex, std::move(options))) {}

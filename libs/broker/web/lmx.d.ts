@@ -59,7 +59,9 @@ export type ErrorCode =
   /** The peer answered, but not in lmx's protocol (e.g. no lmx WebSocket at that path). */
   | "wrong_endpoint"
   /** The broker refuses WebSocket connections from this page's Origin; the message names the --allow-origin to give it. */
-  | "origin_refused";
+  | "origin_refused"
+  /** A bound of the broker is reached: this connection's holds and waiting requests, or keys in total. */
+  | "limit_reached";
 
 /** Every error code, by name (`errc.timeout === "timeout"`). */
 export declare const errc: { readonly [K in ErrorCode]: K };

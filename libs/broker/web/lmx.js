@@ -36,6 +36,7 @@ export const errc = Object.freeze({
   name_not_resolved: "name_not_resolved",
   wrong_endpoint: "wrong_endpoint",
   origin_refused: "origin_refused",
+  limit_reached: "limit_reached",
 });
 
 const messages = {
@@ -62,6 +63,7 @@ const messages = {
   name_not_resolved: "the broker's host name did not resolve",
   wrong_endpoint: "the peer does not speak lmx's protocol",
   origin_refused: "the broker refuses connections from this origin",
+  limit_reached: "a limit of the broker is reached (holds and waiters of this connection, or keys in total)",
 };
 
 /** A failed lmx operation; `code` is one of `errc`. */
@@ -83,6 +85,7 @@ function fromWire(code) {
     case "duplicate_request":
     case "shutting_down":
     case "unavailable":
+    case "limit_reached":
       return code;
     case "not_found":
       return errc.not_holder;

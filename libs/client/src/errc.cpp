@@ -33,6 +33,7 @@ public:
             case errc::name_not_resolved: return "the broker's host name did not resolve";
             case errc::wrong_endpoint: return "the peer does not speak lmx's protocol";
             case errc::origin_refused: return "the broker refuses connections from this origin (see its --allow-origin)";
+            case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
         }
         return "unknown lmx error " + std::to_string(ev);
     }
@@ -47,6 +48,7 @@ public:
             case errc::would_block: return cond(std_errc::resource_unavailable_try_again);
             case errc::unavailable: return cond(std_errc::resource_unavailable_try_again);
             case errc::too_many_waiters: return cond(std_errc::resource_unavailable_try_again);
+            case errc::limit_reached: return cond(std_errc::resource_unavailable_try_again);
             case errc::connection_lost: return cond(std_errc::not_connected);
             case errc::refused: return cond(std_errc::connection_refused);
             case errc::unreachable: return cond(std_errc::host_unreachable);
@@ -75,6 +77,7 @@ errc errc_from_wire(std::string_view code) noexcept {
     if (code == "version_mismatch") return errc::broker_incompatible;
     if (code == "shutting_down") return errc::shutting_down;
     if (code == "unavailable") return errc::unavailable;
+    if (code == "limit_reached") return errc::limit_reached;
     return errc::bad_request;
 }
 

@@ -38,6 +38,7 @@ std::string_view to_string(errc c) noexcept {
         case errc::version_mismatch: return "version_mismatch";
         case errc::shutting_down: return "shutting_down";
         case errc::unavailable: return "unavailable";
+        case errc::limit_reached: return "limit_reached";
     }
     return "unknown";
 }
@@ -59,6 +60,7 @@ std::string_view default_message(errc c) noexcept {
         case errc::version_mismatch: return "incompatible client version";
         case errc::shutting_down: return "the broker is shutting down";
         case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
+        case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
     }
     return "unknown error";
 }
@@ -97,7 +99,7 @@ std::string_view to_string(event_kind e) noexcept {
 }
 
 std::optional<errc> errc_from_string(std::string_view s) noexcept {
-    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::unavailable);
+    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::limit_reached);
          ++i) {
         auto c = static_cast<errc>(i);
         if (to_string(c) == s) return c;

@@ -288,6 +288,18 @@ struct lock_table::impl {
 
     session_id session_of(const entry& e) const { return e.session == npos ? 0 : sessions[e.session].ext; }
 
+    // Whether one more request of session `s` on `names` would pass a bound: the session's holds
+    // and waiting requests, or the keys in the table.
+    bool over_limits(session_id s, std::span<const std::string_view> names) const {
+        if (auto it = session_slots.find(s); it != session_slots.end() && sessions[it->second].count >= config.max_session_requests)
+            return true;
+        if (stats.keys + names.size() <= config.max_keys) return false;
+        std::uint64_t fresh = 0;
+        for (auto name : names)
+            if (find_key(name, hash_text(name)) == npos) ++fresh;
+        return stats.keys + fresh > config.max_keys;
+    }
+
     u32 session_slot(session_id s) {
         auto [it, inserted] = session_slots.try_emplace(s, npos);
         if (inserted) {
@@ -845,6 +857,7 @@ struct lock_table::impl {
             return reject_now(rq.session, rq.id, rq.key, errc::duplicate_request, false);
         }
         if (stalled) return reject_now(rq.session, rq.id, rq.key, errc::unavailable, false);
+        if (over_limits(rq.session, std::span(&rq.key, 1))) return reject_now(rq.session, rq.id, rq.key, errc::limit_reached, false);
         u32 k = get_or_create_key(rq.key, rq.max);
         key_rec& kr = keys[k];
         drain_pending(now);  // a raised max admits earlier waiters before this request
@@ -917,6 +930,7 @@ struct lock_table::impl {
             return reject_now(rq.session, rq.id, {}, errc::duplicate_request, true);
         }
         if (stalled) return reject_now(rq.session, rq.id, {}, errc::unavailable, true);
+        if (over_limits(rq.session, sorted_keys)) return reject_now(rq.session, rq.id, {}, errc::limit_reached, true);
         group_keys.clear();
         u32 contended = npos;
         for (auto name : sorted_keys) {

@@ -45,6 +45,9 @@ bool open_tcp_acceptor(tcp_acceptor& acceptor, const endpoint& ep, const listen_
 // The endpoint a bound acceptor really listens on (actual port for port 0).
 endpoint bound_endpoint(const tcp_acceptor& acceptor, const endpoint& requested);
 
+// TCP keepalive as listen_options::keepalive describes; best effort.
+void set_keepalive(tcp_socket& socket, std::chrono::seconds idle) noexcept;
+
 // Pause before accepting again after `ec`; zero: at once. Out of descriptors or memory
 // would otherwise spin the loop at full speed while nothing can be accepted.
 std::chrono::milliseconds accept_backoff(const error_code& ec) noexcept;

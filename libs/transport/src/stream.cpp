@@ -10,17 +10,27 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/write.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 namespace lmx::transport {
 
 connection::~connection() = default;
+
+std::string connection::peer() const {
+  // "ip:port" or "[v6]:port": everything before the last colon.
+  auto remote = remote_address();
+  const auto colon = remote.rfind(':');
+  return colon == std::string::npos ? remote : remote.substr(0, colon);
+}
 listener::~listener() = default;
 
 namespace detail {
@@ -74,6 +84,17 @@ public:
 
   const skipped_line* skipped() const noexcept override { return &buffer_.skipped(); }
   std::string remote_address() const override { return remote_; }
+  std::string peer() const override {
+    if constexpr (std::is_same_v<Protocol, tcp>) {
+      return connection::peer();
+    } else {
+      ucred cred{};
+      socklen_t len = sizeof cred;
+      if (::getsockopt(const_cast<socket_type&>(socket_).native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return "uid ?";
+      return "uid " + std::to_string(cred.uid);
+    }
+  }
   endpoint::kind kind() const noexcept override { return kind_; }
   executor get_executor() override { return socket_.get_executor(); }
 
@@ -146,10 +167,12 @@ public:
     // Copies: after the first suspension this listener may already be closed and destroyed.
     const auto max_message_size = options_.max_message_size;
     const bool no_delay = options_.no_delay;
+    const auto keepalive = options_.keepalive;
     const std::string path = local_.path;
     auto accept = accept_;
     auto handle = [&](auto socket) {
       if constexpr (std::is_same_v<Protocol, tcp>) {
+        set_keepalive(socket, keepalive);
         on_connection(make_tcp_connection(std::move(socket), max_message_size, no_delay));
       } else {
         on_connection(std::make_unique<stream_connection<Protocol>>(std::move(socket), max_message_size,
@@ -364,6 +387,19 @@ endpoint bound_endpoint(const tcp_acceptor& acceptor, const endpoint& requested)
     out.port = local.port();
   }
   return out;
+}
+
+void set_keepalive(tcp_socket& socket, std::chrono::seconds idle) noexcept {
+  if (idle.count() <= 0) return;
+  error_code ec;
+  socket.set_option(asio::socket_base::keep_alive(true), ec);
+  if (ec) return;
+  const int fd = socket.native_handle();
+  const int idle_s = static_cast<int>(std::min<std::chrono::seconds::rep>(idle.count(), 32767));
+  const int interval = 10, probes = 6;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof idle_s);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
 std::chrono::milliseconds accept_backoff(const error_code& ec) noexcept {

@@ -147,6 +147,7 @@ struct listener_state {
   std::vector<std::string> websocket_paths;
   std::function<void(std::unique_ptr<connection>)> on_connection;
   std::unordered_set<pending_session*> pending;
+  std::size_t handshakes = 0;  // accepted, not yet upgraded or gone (counted before serve() runs)
   bool closed = false;
 };
 
@@ -194,7 +195,7 @@ asio::awaitable<void> serve(std::shared_ptr<listener_state> state, tcp_socket so
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(http_body_limit);
-    stream.expires_after(http_timeout);
+    stream.expires_after(options.handshake_timeout);
     auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
     if (ec && ec.category() == http::make_error_code(http::error::bad_method).category() &&
         ec != http::error::end_of_stream && ec != http::error::partial_message && !state->closed) {
@@ -265,6 +266,10 @@ asio::awaitable<void> serve(std::shared_ptr<listener_state> state, tcp_socket so
 // A failure inside one connection drops that connection only; the listener goes on, and the
 // owner hears of it.
 asio::awaitable<void> serve_guarded(std::shared_ptr<listener_state> state, tcp_socket socket) {
+  struct counted {
+    listener_state& s;
+    ~counted() { --s.handshakes; }
+  } count{*state};
   std::string what;
   try {
     co_await serve(state, std::move(socket));
@@ -302,10 +307,19 @@ public:
     auto accept = accept_;
     // Named, not a temporary in the co_await expression: g++ 12 destroys those twice.
     auto handle = [state](tcp_socket socket) {
+      if (state->handshakes >= state->options.max_handshakes) {
+        // Slow or idle upgrades cannot hold every slot: the newest is turned away at once.
+        error_code ignored;
+        socket.close(ignored);
+        if (state->options.on_error) state->options.on_error("too many connections in the HTTP handshake; one closed");
+        return;
+      }
+      ++state->handshakes;
       if (state->options.no_delay) {
         error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
       }
+      set_keepalive(socket, state->options.keepalive);
       auto ex = socket.get_executor();
       asio::co_spawn(ex, serve_guarded(state, std::move(socket)), asio::detached);
     };

@@ -35,6 +35,7 @@ enum class errc {
     name_not_resolved,    // the broker's host name did not resolve
     wrong_endpoint,       // the peer answered, but not in lmx's protocol (e.g. tcp:// at a ws:// port)
     origin_refused,       // the broker refuses WebSocket connections from this origin (its --allow-origin)
+    limit_reached,        // a bound of the broker: this connection's holds and waiters, or keys in total
 };
 
 const boost::system::error_category& client_category() noexcept;

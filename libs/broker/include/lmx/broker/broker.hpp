@@ -26,9 +26,16 @@ struct broker_options {
     std::size_t max_message_size = 64 * 1024;
     std::size_t max_key_length = 1024;
     std::size_t max_keys = 64;  // per acquire-many
-    std::size_t max_connections = 65536;
+    std::size_t max_connections = 0;             // 0: the file-descriptor limit less 64
+    std::size_t max_connections_per_peer = 1024;  // per IP address (tcp, ws) or uid (unix)
     std::uint32_t max_waiters = 1'000'000;
+    std::uint32_t max_connection_locks = 100'000;  // holds and waiting requests of one connection
+    std::uint64_t max_total_keys = 10'000'000;     // keys in the lock table
     std::size_t max_outbox = 8 * 1024 * 1024;  // bytes queued for a client that does not read
+    std::size_t max_outbox_total = 0;          // all clients together; 0: 1 GiB or a quarter of RAM, the smaller
+    std::size_t max_handshakes = 256;          // ws: connections not yet upgraded
+    std::chrono::milliseconds handshake_timeout{10000};  // ws: for each HTTP request to arrive
+    std::chrono::seconds tcp_keepalive{60};    // idle time before the first keepalive probe; 0: off
     std::size_t max_list = 10000;  // keys per ls page, holders listed by lock-info
     unsigned unix_mode = 0660;
     std::string state_dir;  // empty: fencing tokens are seeded from the wall clock
@@ -44,6 +51,16 @@ struct broker_figures {
     std::uint64_t messages_in = 0;
     std::uint64_t messages_out = 0;
 };
+
+// What the broker's automatic limits come to on this machine (after raising the soft
+// file-descriptor limit to the hard one): max_connections and max_outbox_total when they are 0.
+// The note says what was adjusted, for the log; empty when nothing was.
+struct resolved_limits {
+    std::size_t max_connections = 0;
+    std::size_t max_outbox_total = 0;
+    std::string note;
+};
+resolved_limits resolve_limits(const broker_options& options);
 
 class broker {
 public:

@@ -20,6 +20,8 @@ namespace lmx::core {
 struct table_config {
     std::chrono::milliseconds default_ttl{5000};
     std::uint32_t max_waiters = 1'000'000;  // all keys together
+    std::uint32_t max_session_requests = 100'000;  // holds and waiting requests of one session
+    std::uint64_t max_keys = 10'000'000;           // keys in the table (held, waited for or pinned)
     fencing_token fencing_seed = 0;         // the first grant gets seed + 1
 };
 

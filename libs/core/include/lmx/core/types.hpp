@@ -39,6 +39,7 @@ enum class errc : std::uint8_t {
     version_mismatch,   // incompatible client version
     shutting_down,      // the broker is stopping
     unavailable,        // the broker cannot grant now (its fencing state cannot be persisted)
+    limit_reached,      // a bound of the broker: this connection's holds and waiters, or keys in total
 };
 
 std::string_view to_string(errc c) noexcept;

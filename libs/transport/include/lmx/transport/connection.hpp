@@ -61,6 +61,9 @@ public:
 
   // "ip:port" ("[v6]:port") for TCP and WebSocket, the socket path for Unix sockets.
   virtual std::string remote_address() const = 0;
+  // Who is at the other end, for per-peer limits: the IP address for TCP and WebSocket ("1.2.3.4",
+  // "[::1]"), "uid N" for a Unix socket (SO_PEERCRED; "uid ?" when unknown).
+  virtual std::string peer() const;
   virtual endpoint::kind kind() const noexcept = 0;
   virtual executor get_executor() = 0;
 };

@@ -8,6 +8,7 @@
 #include <boost/asio/socket_base.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -38,6 +39,13 @@ struct listen_options {
   unsigned unix_mode = 0660;  // chmod of the socket file
   bool no_delay = true;
   int backlog = asio::socket_base::max_listen_connections;
+  // tcp and ws: TCP keepalive on accepted sockets, first probe after this much idle time, then
+  // every 10 s, 6 probes (a vanished peer is found in idle + 60 s). Zero: off.
+  std::chrono::seconds keepalive{60};
+  // ws listener only: connections not yet upgraded (plain HTTP or in the handshake) at once; more
+  // are closed at accept. Each HTTP request must arrive within handshake_timeout.
+  std::size_t max_handshakes = 256;
+  std::chrono::milliseconds handshake_timeout{10000};
   // ws listener only: answers plain HTTP GET/HEAD requests on any path (/healthz, /metrics, ...).
   // Unset: 404. An exception becomes a 500.
   std::function<http_response(const http_request_view&)> http;
