@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -25,6 +26,7 @@ struct broker_args {
     std::int64_t ttl_ms = 5000;
     std::int64_t handshake_timeout_ms = 10000;
     std::int64_t keepalive_s = 60;
+    std::vector<std::string> key_max;
     std::string unix_mode = "0660";
     std::string level = "info";
     std::string urls_file;
@@ -35,6 +37,22 @@ int run_broker(broker_args& a) {
     a.opt.default_ttl = std::chrono::milliseconds{a.ttl_ms};
     a.opt.handshake_timeout = std::chrono::milliseconds{a.handshake_timeout_ms};
     a.opt.tcp_keepalive = std::chrono::seconds{a.keepalive_s};
+    for (const auto& pin : a.key_max) {
+        const auto eq = pin.rfind('=');
+        std::uint32_t max = 0;
+        bool ok = eq != std::string::npos;
+        if (ok) {
+            const char* end = pin.data() + pin.size();
+            const auto [ptr, ec] = std::from_chars(pin.data() + eq + 1, end, max);
+            ok = ec == std::errc{} && ptr == end && max > 0;
+        }
+        if (!ok) {
+            std::fprintf(stderr, "lmx broker: --key-max wants PREFIX=N with N at least 1, such as jobs/=4, not '%s'\n",
+                         pin.c_str());
+            return exit_usage;
+        }
+        a.opt.key_max.emplace_back(pin.substr(0, eq), max);
+    }
     std::size_t used = 0;
     unsigned long mode = 0;
     try {
@@ -137,6 +155,10 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
         ->default_val(256)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
     cmd->add_option("--handshake-timeout", a->handshake_timeout_ms, "ws: ms for each HTTP request (and the upgrade) to arrive")
         ->default_val(10000)->check(CLI::Range(std::int64_t{100}, std::int64_t{3600000}))->type_name("MS");
+    cmd->add_option("--key-max", a->key_max,
+                    "Pin the max of every key starting with PREFIX, repeatable (the longest prefix wins); a request "
+                    "naming another max is refused with max_pinned, one naming none gets N")
+        ->type_name("PREFIX=N");
     cmd->add_option("--tcp-keepalive", a->keepalive_s,
                     "Seconds a tcp/ws connection may be silent before keepalive probes look for its peer "
                     "(then every 10 s, 6 probes); 0: off")

@@ -117,6 +117,10 @@ int report(const char* command, const boost::system::error_code& ec, const std::
     } else if (ec == errc::not_holder) {
         msg = subject + "that lock id does not hold the key (already released, expired or forced)";
         code = exit_not_obtained;
+    } else if (ec == errc::max_pinned) {
+        msg = subject + "the broker at " + url + " pins the key's --max" + (why.empty() ? std::string() : " (" + why + ")") +
+              "; give no --max, or that one";
+        code = exit_usage;
     } else if (ec == errc::bad_request) {
         msg = subject + "invalid request: " +
               (why.empty() ? "an empty or too long key, or a value out of range" : why);

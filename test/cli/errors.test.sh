@@ -25,6 +25,9 @@ expect 2 "$LMX" release k --id x --force
 expect 2 "$LMX" run k --on-lost BOGUS -- true
 expect 2 "$LMX" ping --url "nonsense://x"
 contains "$ERR" "invalid broker URL"
+expect 2 "$LMX" broker --key-max nonsense --listen tcp://127.0.0.1:0
+contains "$ERR" "PREFIX=N"
+expect 2 "$LMX" broker --key-max jobs/=0 --listen tcp://127.0.0.1:0
 ok "usage errors exit 2"
 
 

@@ -1,6 +1,6 @@
 # lmx acquire / release / ls / info / stats / ping across processes and transports.
 source "$(dirname "$0")/lib.sh"
-start_broker
+start_broker --key-max pinned/=2
 
 for url in "$TCP_URL" "$UNIX_URL" "$WS_URL"; do
   export LMX_URL=$url
@@ -139,3 +139,13 @@ expect 0 "$LMX" ls many-
 expect 0 "$LMX" ls many- --json
 [[ $(grep -o '"key":"many-' <<<"$OUT" | wc -l) == 70 ]] || fail "ls --json did not list 70 keys"
 ok "ls of 70 keys"
+
+# An operator-pinned max: acquires naming none get it, one naming another is refused and says so.
+expect 0 "$LMX" acquire pinned/a
+expect 0 "$LMX" acquire pinned/a
+expect 1 "$LMX" acquire pinned/a --no-wait
+expect 2 "$LMX" acquire pinned/a --max 5 --no-wait
+contains "$ERR" "pins the key's --max"
+expect 0 "$LMX" info pinned/a --json
+contains "$OUT" '"max":2'
+ok "--key-max pins a key's max"

@@ -1536,4 +1536,58 @@ BOOST_AUTO_TEST_CASE(the_waiter_limit_rejects_with_too_many_waiters) {
     BOOST_TEST(f.acquire(req(1, "g", "k")) == effect_kind::queued);
 }
 
+// The operator's pinned max: requests naming another are refused, those naming none get it, the
+// longest prefix wins, and the pin outlives the key going idle. Other keys keep live-mutex's rule
+// (a request's max applies).
+BOOST_AUTO_TEST_CASE(a_pinned_max_holds_whatever_requests_ask) {
+    table_config cfg;
+    cfg.pins = {{"jobs/", 2}, {"jobs/solo/", 1}};
+    basic_fixture<> f(cfg);
+    BOOST_TEST(f.acquire(req(1, "a", "jobs/x")) == effect_kind::granted);
+    BOOST_TEST(f.acquire(req(2, "b", "jobs/x")) == effect_kind::granted);  // max 2 without asking
+    BOOST_TEST(f.acquire(req(3, "c", "jobs/x")) == effect_kind::queued);
+    f.take();
+    BOOST_TEST(f.acquire(max_req(4, "d", "jobs/x", 5)) == effect_kind::rejected);
+    auto e = f.take();
+    BOOST_TEST_REQUIRE(e.size() == 1u);
+    BOOST_TEST(e[0].code == errc::max_pinned);
+    BOOST_TEST(f.table.info("jobs/x").max == 2u);  // the refused request changed nothing
+    BOOST_TEST(f.acquire(max_req(4, "e", "jobs/x", 2)) == effect_kind::queued);  // naming the pin is fine
+    BOOST_TEST(f.acquire(max_req(5, "s", "jobs/solo/y", 2)) == effect_kind::rejected);  // the longer prefix
+    BOOST_TEST(f.acquire(req(5, "t", "jobs/solo/y")) == effect_kind::granted);
+    BOOST_TEST(f.acquire(req(6, "u", "jobs/solo/y")) == effect_kind::queued);
+    // acquire-many takes pinned keys at their pin too.
+    BOOST_TEST(f.acquire_many(7, "m1", {"jobs/z", "free"}) == effect_kind::granted);
+    BOOST_TEST(f.acquire_many(8, "m2", {"jobs/z"}) == effect_kind::granted);
+    BOOST_TEST(f.table.info("jobs/z").max == 2u);
+    // Idle and forgotten, the key comes back pinned.
+    f.release("jobs/solo/y", "t");
+    f.release("jobs/solo/y", "u");
+    BOOST_TEST(f.acquire(max_req(9, "v", "jobs/solo/y", 3)) == effect_kind::rejected);
+    // Unpinned keys: a request's max applies, as in live-mutex.
+    BOOST_TEST(f.acquire(max_req(9, "w", "free2", 3)) == effect_kind::granted);
+    BOOST_TEST(f.table.info("free2").max == 3u);
+}
+
+BOOST_AUTO_TEST_CASE(holds_per_session_and_keys_in_total_are_bounded) {
+    table_config cfg;
+    cfg.max_session_requests = 2;
+    cfg.max_keys = 3;
+    basic_fixture<> f(cfg);
+    BOOST_TEST(f.acquire(req(1, "a", "k1")) == effect_kind::granted);
+    BOOST_TEST(f.acquire(req(2, "b", "k1")) == effect_kind::queued);
+    BOOST_TEST(f.acquire(req(1, "c", "k2")) == effect_kind::granted);
+    f.take();
+    BOOST_TEST(f.acquire(req(1, "d", "k3")) == effect_kind::rejected);  // session 1 has two
+    BOOST_TEST(f.take().at(0).code == errc::limit_reached);
+    BOOST_TEST(f.acquire(req(2, "e", "k3")) == effect_kind::granted);  // the third key
+    f.take();
+    BOOST_TEST(f.acquire(req(3, "f", "k4")) == effect_kind::rejected);  // a fourth key
+    BOOST_TEST(f.take().at(0).code == errc::limit_reached);
+    BOOST_TEST(f.acquire(req(3, "g", "k2")) == effect_kind::queued);  // an existing key is fine
+    BOOST_TEST(f.acquire_many(4, "m", {"k1", "k5"}) == effect_kind::rejected);
+    f.release("k2", "c");  // session 1 has room again; k2 stays (g waits for it)
+    BOOST_TEST(f.acquire(req(1, "h", "k1")) == effect_kind::queued);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

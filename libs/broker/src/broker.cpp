@@ -880,6 +880,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                                                                              .max_waiters = opt.max_waiters,
                                                                              .max_session_requests = opt.max_connection_locks,
                                                                              .max_keys = opt.max_total_keys,
+                                                                             .pins = pins(),
                                                                              .fencing_seed = seed});
         rw = std::make_unique<core::rw_locks>(*table, *this, rw_group_session);
         for (auto& url : opt.listen) {
@@ -932,6 +933,12 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
         asio::co_spawn(ex, deadline_loop(self), log_failure("deadline loop"));
         return {};
+    }
+
+    std::vector<core::key_pin> pins() const {
+        std::vector<core::key_pin> out;
+        for (const auto& [prefix, max] : opt.key_max) out.push_back({prefix, max});
+        return out;
     }
 
     std::string close_all(std::string why) {

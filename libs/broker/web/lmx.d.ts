@@ -61,7 +61,9 @@ export type ErrorCode =
   /** The broker refuses WebSocket connections from this page's Origin; the message names the --allow-origin to give it. */
   | "origin_refused"
   /** A bound of the broker is reached: this connection's holds and waiting requests, or keys in total. */
-  | "limit_reached";
+  | "limit_reached"
+  /** The broker's operator pinned this key's `max` (--key-max); the request named another. */
+  | "max_pinned";
 
 /** Every error code, by name (`errc.timeout === "timeout"`). */
 export declare const errc: { readonly [K in ErrorCode]: K };

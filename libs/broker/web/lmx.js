@@ -37,6 +37,7 @@ export const errc = Object.freeze({
   wrong_endpoint: "wrong_endpoint",
   origin_refused: "origin_refused",
   limit_reached: "limit_reached",
+  max_pinned: "max_pinned",
 });
 
 const messages = {
@@ -64,6 +65,7 @@ const messages = {
   wrong_endpoint: "the peer does not speak lmx's protocol",
   origin_refused: "the broker refuses connections from this origin",
   limit_reached: "a limit of the broker is reached (holds and waiters of this connection, or keys in total)",
+  max_pinned: "the broker pins this key's max; name no max, or that one",
 };
 
 /** A failed lmx operation; `code` is one of `errc`. */
@@ -86,6 +88,7 @@ function fromWire(code) {
     case "shutting_down":
     case "unavailable":
     case "limit_reached":
+    case "max_pinned":
       return code;
     case "not_found":
       return errc.not_holder;

@@ -34,6 +34,7 @@ public:
             case errc::wrong_endpoint: return "the peer does not speak lmx's protocol";
             case errc::origin_refused: return "the broker refuses connections from this origin (see its --allow-origin)";
             case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
+            case errc::max_pinned: return "the broker pins this key's max; name no max, or that one";
         }
         return "unknown lmx error " + std::to_string(ev);
     }
@@ -56,6 +57,7 @@ public:
             case errc::invalid_url: return cond(std_errc::invalid_argument);
             case errc::wrong_endpoint: return cond(std_errc::protocol_error);
             case errc::origin_refused: return cond(std_errc::permission_denied);
+            case errc::max_pinned: return cond(std_errc::operation_not_permitted);
             case errc::broker_incompatible: return cond(std_errc::protocol_error);
             default: return {ev, *this};
         }
@@ -78,6 +80,7 @@ errc errc_from_wire(std::string_view code) noexcept {
     if (code == "shutting_down") return errc::shutting_down;
     if (code == "unavailable") return errc::unavailable;
     if (code == "limit_reached") return errc::limit_reached;
+    if (code == "max_pinned") return errc::max_pinned;
     return errc::bad_request;
 }
 

@@ -39,6 +39,7 @@ std::string_view to_string(errc c) noexcept {
         case errc::shutting_down: return "shutting_down";
         case errc::unavailable: return "unavailable";
         case errc::limit_reached: return "limit_reached";
+        case errc::max_pinned: return "max_pinned";
     }
     return "unknown";
 }
@@ -61,6 +62,7 @@ std::string_view default_message(errc c) noexcept {
         case errc::shutting_down: return "the broker is shutting down";
         case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
         case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
+        case errc::max_pinned: return "the key's max is pinned by the broker (--key-max): name no max, or that one";
     }
     return "unknown error";
 }
@@ -99,7 +101,7 @@ std::string_view to_string(event_kind e) noexcept {
 }
 
 std::optional<errc> errc_from_string(std::string_view s) noexcept {
-    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::limit_reached);
+    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::max_pinned);
          ++i) {
         auto c = static_cast<errc>(i);
         if (to_string(c) == s) return c;

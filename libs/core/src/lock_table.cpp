@@ -216,7 +216,17 @@ struct lock_table::impl {
     std::vector<u32> group_keys;
     std::vector<u32> due;
 
-    impl(effect_sink& s, table_config c) : sink(s), config(c), token(c.fencing_seed), ceiling(c.fencing_seed) {}
+    impl(effect_sink& s, table_config c) : sink(s), config(std::move(c)), token(config.fencing_seed), ceiling(config.fencing_seed) {
+        std::stable_sort(config.pins.begin(), config.pins.end(),
+                         [](const key_pin& a, const key_pin& b) { return a.prefix.size() > b.prefix.size(); });
+    }
+
+    // The pinned max of `key`, if the operator pinned one (longest prefix first).
+    std::optional<u32> pin_of(std::string_view key) const {
+        for (const auto& p : config.pins)
+            if (key.starts_with(p.prefix)) return p.max;
+        return std::nullopt;
+    }
 
     // ---- lookups -------------------------------------------------------------------------
     auto key_hash_of() {
@@ -858,7 +868,12 @@ struct lock_table::impl {
         }
         if (stalled) return reject_now(rq.session, rq.id, rq.key, errc::unavailable, false);
         if (over_limits(rq.session, std::span(&rq.key, 1))) return reject_now(rq.session, rq.id, rq.key, errc::limit_reached, false);
-        u32 k = get_or_create_key(rq.key, rq.max);
+        std::optional<u32> max = rq.max;
+        if (auto pinned = pin_of(rq.key)) {
+            if (max && *max != *pinned) return reject_now(rq.session, rq.id, rq.key, errc::max_pinned, false);
+            max = pinned;
+        }
+        u32 k = get_or_create_key(rq.key, max);
         key_rec& kr = keys[k];
         drain_pending(now);  // a raised max admits earlier waiters before this request
         bool free_now = kr.waiters == 0 && admissible(kr, rq.mode);
@@ -934,7 +949,7 @@ struct lock_table::impl {
         group_keys.clear();
         u32 contended = npos;
         for (auto name : sorted_keys) {
-            u32 k = get_or_create_key(name, std::nullopt);
+            u32 k = get_or_create_key(name, pin_of(name));
             group_keys.push_back(k);
             const key_rec& kr = keys[k];
             if (contended == npos && !(kr.waiters == 0 && admissible(kr, lock_mode::exclusive))) contended = k;

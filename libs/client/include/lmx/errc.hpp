@@ -36,6 +36,7 @@ enum class errc {
     wrong_endpoint,       // the peer answered, but not in lmx's protocol (e.g. tcp:// at a ws:// port)
     origin_refused,       // the broker refuses WebSocket connections from this origin (its --allow-origin)
     limit_reached,        // a bound of the broker: this connection's holds and waiters, or keys in total
+    max_pinned,           // the broker's operator pinned the key's max; the request named another
 };
 
 const boost::system::error_category& client_category() noexcept;

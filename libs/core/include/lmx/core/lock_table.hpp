@@ -17,11 +17,19 @@
 
 namespace lmx::core {
 
+// The operator's `max` for every key that starts with `prefix` (the longest matching prefix wins):
+// requests naming another max are refused with errc::max_pinned.
+struct key_pin {
+    std::string prefix;
+    std::uint32_t max = 1;
+};
+
 struct table_config {
     std::chrono::milliseconds default_ttl{5000};
     std::uint32_t max_waiters = 1'000'000;  // all keys together
     std::uint32_t max_session_requests = 100'000;  // holds and waiting requests of one session
-    std::uint64_t max_keys = 10'000'000;           // keys in the table (held, waited for or pinned)
+    std::uint64_t max_keys = 10'000'000;           // keys in the table (held or waited for)
+    std::vector<key_pin> pins{};
     fencing_token fencing_seed = 0;         // the first grant gets seed + 1
 };
 

@@ -40,6 +40,7 @@ enum class errc : std::uint8_t {
     shutting_down,      // the broker is stopping
     unavailable,        // the broker cannot grant now (its fencing state cannot be persisted)
     limit_reached,      // a bound of the broker: this connection's holds and waiters, or keys in total
+    max_pinned,         // the request names a max other than the one the operator pinned for the key
 };
 
 std::string_view to_string(errc c) noexcept;
