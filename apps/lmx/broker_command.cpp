@@ -26,6 +26,7 @@ struct broker_args {
     std::int64_t ttl_ms = 5000;
     std::int64_t handshake_timeout_ms = 10000;
     std::int64_t keepalive_s = 60;
+    std::int64_t idle_timeout_ms = 0;
     std::vector<std::string> key_max;
     std::string unix_mode = "0660";
     std::string level = "info";
@@ -37,6 +38,7 @@ int run_broker(broker_args& a) {
     a.opt.default_ttl = std::chrono::milliseconds{a.ttl_ms};
     a.opt.handshake_timeout = std::chrono::milliseconds{a.handshake_timeout_ms};
     a.opt.tcp_keepalive = std::chrono::seconds{a.keepalive_s};
+    a.opt.idle_timeout = std::chrono::milliseconds{a.idle_timeout_ms};
     for (const auto& pin : a.key_max) {
         const auto eq = pin.rfind('=');
         std::uint32_t max = 0;
@@ -155,6 +157,10 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
         ->default_val(256)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
     cmd->add_option("--handshake-timeout", a->handshake_timeout_ms, "ws: ms for each HTTP request (and the upgrade) to arrive")
         ->default_val(10000)->check(CLI::Range(std::int64_t{100}, std::int64_t{3600000}))->type_name("MS");
+    cmd->add_option("--idle-timeout", a->idle_timeout_ms,
+                    "Close connections that sent nothing for MS while holding, waiting for and watching nothing; "
+                    "0: never (the default: idle live-mutex clients are legitimate)")
+        ->default_val(0)->check(CLI::Range(std::int64_t{0}, max_duration_ms))->type_name("MS");
     cmd->add_option("--key-max", a->key_max,
                     "Pin the max of every key starting with PREFIX, repeatable (the longest prefix wins); a request "
                     "naming another max is refused with max_pinned, one naming none gets N")

@@ -199,7 +199,7 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
     for (const char* option : {"--listen", "--ttl", "--max-message-size", "--max-key-length", "--max-keys",
                                "--max-connections", "--max-connections-per-peer", "--max-waiters", "--max-locks-per-connection",
                                "--max-total-keys", "--max-outbox", "--max-outbox-total", "--max-handshakes",
-                               "--handshake-timeout", "--tcp-keepalive", "--max-list", "--unix-mode", "--state-dir",
+                               "--handshake-timeout", "--tcp-keepalive", "--idle-timeout", "--key-max", "--max-list", "--unix-mode", "--state-dir",
                                "--fencing-block", "--allow-origin", "--log-level", "--urls-file"})
         BOOST_TEST(r.output.find(option) != std::string::npos, option);
     // Defaults are documented with the options.

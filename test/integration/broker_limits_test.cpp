@@ -185,6 +185,29 @@ BOOST_AUTO_TEST_CASE(tcp_connections_get_keepalive_probes) {
     BOOST_TEST(timers[0] == 0);
 }
 
+// --idle-timeout closes connections that send nothing while holding, waiting for and watching
+// nothing; without it (the default) an idle connection stays.
+BOOST_AUTO_TEST_CASE(idle_connections_are_closed_only_when_asked_and_only_when_idle) {
+    checked_broker b({.websocket = false, .extra_args = {"--idle-timeout", "400"}});
+    wire_client idle(b.tcp_url), holder(b.unix_url), waiter(b.tcp_url), watcher(b.tcp_url), chatty(b.unix_url);
+    BOOST_REQUIRE(flag(acquire(holder, fresh_id("h"), "idle-k"), "acquired"));
+    BOOST_REQUIRE(flag(acquire(waiter, fresh_id("w"), "idle-k", {{"timeout", 60000}}), "queued"));
+    BOOST_REQUIRE(flag(watcher.request({{"type", "watch"}, {"uuid", fresh_id("watch")}}), "watching"));
+    auto t0 = std::chrono::steady_clock::now();
+    while (since(t0) < 1200) {
+        BOOST_REQUIRE(alive(chatty));  // talking keeps a connection open
+        std::this_thread::sleep_for(100ms);
+    }
+    BOOST_TEST(idle.closed_by_peer(2s));
+    for (auto* c : {&holder, &waiter, &chatty}) BOOST_TEST(alive(*c));
+    BOOST_TEST(!watcher.closed_by_peer(10ms));
+
+    checked_broker quiet({.tcp = false, .websocket = false});
+    wire_client left(quiet.unix_url);
+    std::this_thread::sleep_for(1s);
+    BOOST_TEST(alive(left));
+}
+
 // 1,000 clients flood ls requests and never read: whatever each may queue, the replies queued
 // for all of them together stay under --max-outbox-total, and so does the broker's memory.
 BOOST_AUTO_TEST_CASE(replies_queued_for_all_clients_are_bounded) {

@@ -46,6 +46,7 @@ struct session {
     std::string sending;  // frames being written
     std::size_t counted = 0;  // outbox + sending bytes counted in broker::impl::outbox_bytes
     bool gone = false;        // ended: its bytes no longer count
+    steady::time_point last_read{};  // when its last bytes arrived (--idle-timeout)
     asio::steady_timer wake;
     bool writer_idle = false;
     bool closing = false;
@@ -403,6 +404,28 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
     }
 
+    // ---- idle connections ---------------------------------------------------------------
+    // With --idle-timeout, a connection that has sent nothing for that long and holds, waits for
+    // and watches nothing is closed. Checked four times per timeout.
+    asio::awaitable<void> idle_loop(std::shared_ptr<impl> /*keeps the broker alive*/) {
+        asio::steady_timer tick(ex);
+        const auto every = std::max<steady::duration>(opt.idle_timeout / 4, std::chrono::milliseconds(50));
+        while (!stopped) {
+            tick.expires_after(every);
+            co_await tick.async_wait(use_tuple);
+            if (stopped) break;
+            const auto now = steady::now();
+            for (auto& [id, s] : sessions) {
+                if (s->closing || s->watching || now - s->last_read < opt.idle_timeout) continue;
+                if (table->session_requests(id) > 0 || rw->tracks(id)) continue;
+                if (log_enabled(log_level::debug))
+                    log_line(log_level::debug, "closing idle connection from " + s->remote + " (--idle-timeout)");
+                s->closing = true;
+                s->conn->close();
+            }
+        }
+    }
+
     // ---- sessions -----------------------------------------------------------------------
     void accept(std::unique_ptr<transport::connection> conn) {
         if (stopped) return conn->close();
@@ -423,6 +446,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         s->id = next_session++;
         s->peer = std::move(peer);
         s->remote = conn->remote_address();
+        s->last_read = steady::now();
         s->conn = std::move(conn);
         sessions.emplace(s->id, s);
         ++fig.connections_total;
@@ -437,6 +461,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         for (;;) {
             batch.clear();
             auto ec = co_await s->conn->read(batch);
+            s->last_read = steady::now();
             {
                 // One clock reading serves the whole batch: it arrived at once and is served at once.
                 const core::scoped_value clock_set(batch_clock, steady::now());
@@ -932,6 +957,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                 log_failure("listener on " + transport::to_string(l->local_endpoint())));
         }
         asio::co_spawn(ex, deadline_loop(self), log_failure("deadline loop"));
+        if (opt.idle_timeout.count() > 0) asio::co_spawn(ex, idle_loop(self), log_failure("idle connection check"));
         return {};
     }
 

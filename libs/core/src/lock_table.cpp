@@ -1346,6 +1346,11 @@ std::optional<time_point> lock_table::next_deadline() { return impl_->next_deadl
 void lock_table::set_events(bool enabled) noexcept { impl_->events = enabled; }
 const table_config& lock_table::config() const noexcept { return impl_->config; }
 
+std::uint32_t lock_table::session_requests(session_id session) const noexcept {
+    auto it = impl_->session_slots.find(session);
+    return it == impl_->session_slots.end() ? 0 : impl_->sessions[it->second].count;
+}
+
 std::vector<std::string> lock_table::list_keys() const {
     std::vector<std::string> out;
     out.reserve(impl_->stats.keys);

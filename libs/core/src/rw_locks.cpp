@@ -588,6 +588,8 @@ std::uint32_t rw_locks::readers(std::string_view key, std::uint32_t table_reader
     return table_readers - 1 + it->second.readers;
 }
 
+bool rw_locks::tracks(session_id s) const noexcept { return impl_->sessions.contains(s); }
+
 bool rw_locks::idle() const noexcept {
     return impl_->reads.empty() && impl_->wprefs.empty() && impl_->sessions.empty() && impl_->group_of.empty() &&
            impl_->effects.empty();

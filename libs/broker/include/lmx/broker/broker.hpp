@@ -36,6 +36,9 @@ struct broker_options {
     std::size_t max_handshakes = 256;          // ws: connections not yet upgraded
     std::chrono::milliseconds handshake_timeout{10000};  // ws: for each HTTP request to arrive
     std::chrono::seconds tcp_keepalive{60};    // idle time before the first keepalive probe; 0: off
+    // Connections that send nothing for this long while they hold, wait for and watch nothing
+    // are closed; 0: never (idle live-mutex clients are legitimate).
+    std::chrono::milliseconds idle_timeout{0};
     std::vector<std::pair<std::string, std::uint32_t>> key_max;  // (prefix, max): pinned by the operator
     std::size_t max_list = 10000;  // keys per ls page, holders listed by lock-info
     unsigned unix_mode = 0660;

@@ -218,6 +218,8 @@ public:
 
     // Removes every waiter of the session and releases its holds except keep-on-exit ones.
     void close_session(session_id session, time_point now);
+    // Holds and waiting requests of `session` (a multi-key request counts once).
+    std::uint32_t session_requests(session_id session) const noexcept;
 
     // Ends leases and wait timeouts due at `now`.
     void expire(time_point now);

@@ -61,6 +61,9 @@ public:
     // readers' group hold counts as the readers it stands for.
     std::uint32_t readers(std::string_view key, std::uint32_t table_readers) const noexcept;
 
+    // Whether session `s` reads, waits to read, or is counted anywhere here.
+    bool tracks(session_id s) const noexcept;
+
     // For tests: nothing tracked is left (every group, flag and count was cleaned up).
     bool idle() const noexcept;
 
