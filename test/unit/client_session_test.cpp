@@ -154,7 +154,7 @@ BOOST_AUTO_TEST_CASE(a_failed_connect_fails_what_waited_with_its_reason) {
     const core::request ra = req::ping{a->uuid, std::nullopt};
     const auto caller = fresh.submit(std::move(a), ra, t0);
     fresh.on_connect_failed(make_error_code(errc::refused), t0);
-    auto st = fresh.output();
+    auto st = std::move(fresh.output());
     BOOST_REQUIRE_EQUAL(st.done.size(), 1u);
     BOOST_TEST(st.done[0].caller == caller);
     BOOST_TEST(st.done[0].ec == errc::refused);

@@ -189,7 +189,10 @@ public:
     bool in_reader_turn_ = false;
     bool flush_queued_ = false;
 
-    std::unordered_map<std::uint64_t, caller_op> callers_;            // by the session's serial
+    using callers_map = std::unordered_map<std::uint64_t, caller_op>;
+    callers_map callers_;  // by the session's serial
+    // Emptied records, reused so that the steady request path allocates none of its own.
+    std::vector<callers_map::node_type> spare_callers_;
     // connect(): waiting for the connection. A list: erasing from a vector would move-assign
     // handlers, which Boost 1.81's any_completion_handler cannot do (see take).
     std::list<std::pair<std::uint64_t, caller_op>> connects_;
@@ -227,14 +230,16 @@ public:
             if (!c.message.empty()) op.diag->message = std::move(c.message);
             else if (c.ec && !c.from_reply && op.diag->message.empty()) op.diag->message = c.ec.message();
         }
+        op.on_queued = nullptr;
         auto finish = [&](auto handler, auto&&... args) {
             if (c.from_reply) complete(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
             else complete_later(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
         };
-        if (op.done_guard) return finish(std::move(op.done_guard), lock_guard(std::move(c.h)));
-        if (op.done_multi) return finish(std::move(op.done_multi), multi_lock_guard(std::move(c.h)));
-        if (op.done_reply) return finish(std::move(op.done_reply), std::move(c.reply));
-        if (op.done) return finish(std::move(op.done));
+        if (op.done_guard) finish(std::move(op.done_guard), lock_guard(std::move(c.h)));
+        else if (op.done_multi) finish(std::move(op.done_multi), multi_lock_guard(std::move(c.h)));
+        else if (op.done_reply) finish(std::move(op.done_reply), c.reply ? std::move(*c.reply) : core::reply{});
+        else if (op.done) finish(std::move(op.done));
+        if (spare_callers_.size() < 256) spare_callers_.push_back(std::move(node));
     }
 
     // The callback may close the client, which ends this operation: it runs from a local, and
@@ -248,6 +253,7 @@ public:
     }
 
     void hold_ended(const hold& h, errc why) {
+        if (lost_waiters_.empty()) return;
         auto it = lost_waiters_.find(h.serial);
         if (it == lost_waiters_.end()) return;
         auto waiters = std::move(it->second);
@@ -259,7 +265,22 @@ public:
     // hands out whatever the session decided.
     void started(std::uint64_t serial, caller_op op, std::shared_ptr<cancel_link> link) {
         link = linked(op, std::move(link), serial);
-        callers_.emplace(serial, std::move(op));
+        if (spare_callers_.empty()) {
+            callers_.emplace(serial, std::move(op));
+        } else {
+            auto node = std::move(spare_callers_.back());
+            spare_callers_.pop_back();
+            node.key() = serial;
+            caller_op& into = node.mapped();  // handlers by take(): never move-assigned
+            take(into.done, std::move(op.done));
+            take(into.done_guard, std::move(op.done_guard));
+            take(into.done_multi, std::move(op.done_multi));
+            take(into.done_reply, std::move(op.done_reply));
+            into.diag = op.diag;
+            into.on_queued = std::move(op.on_queued);
+            into.link = std::move(op.link);
+            callers_.insert(std::move(node));
+        }
         if (ses_.state() == client_session::link::down) start_connecting();
         if (link && link->requested) ses_.cancel(serial, steady::now());
         apply();

@@ -239,8 +239,8 @@ std::vector<std::shared_ptr<hold>> client_session::live_holds() const {
 
 // ---- completing ---------------------------------------------------------------------------
 
-void client_session::complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply, core::reply r,
-                              std::string message) {
+void client_session::complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply,
+                              std::unique_ptr<core::reply> r, std::string message) {
     if (o->caller)
         out_.done.push_back({o->caller, ec, std::move(h), std::move(r), std::move(message), from_reply});
     recycle(std::move(o));
@@ -255,12 +255,12 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
         case k::renew: return renewed(std::move(o), r, now);
         case k::call:
             if (wire_error(r) && !o->raw) ec = make_error_code(errc_from_wire(r.code));
-            return complete(std::move(o), ec, nullptr, true, std::move(r), std::move(message));
+            return complete(std::move(o), ec, nullptr, true, std::make_unique<core::reply>(std::move(r)), std::move(message));
         case k::grant:
         case k::grant_many: {
             if (!r.acquired.value_or(false)) {
                 ec = make_error_code(r.error ? errc_from_wire(r.code) : errc::would_block);
-                return complete(std::move(o), ec, nullptr, true, {}, std::move(message));
+                return complete(std::move(o), ec, nullptr, true, nullptr, std::move(message));
             }
             auto h = new_hold(*o);
             if (o->k == k::grant) {
@@ -289,7 +289,7 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
                 ec = make_error_code(errc::lease_expired);
                 h.reset();
             }
-            return complete(std::move(o), ec, std::move(h), true, {}, std::move(message));
+            return complete(std::move(o), ec, std::move(h), true, nullptr, std::move(message));
         }
         case k::unlock:
             if (wire_error(r)) ec = make_error_code(errc_from_wire(r.code));
@@ -314,7 +314,7 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
             }
             break;
     }
-    complete(std::move(o), ec, nullptr, true, {}, std::move(message));
+    complete(std::move(o), ec, nullptr, true, nullptr, std::move(message));
 }
 
 // `o` ends without a reply (connection lost, closed, cancelled, timed out).

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <string>
 #include <string_view>
@@ -101,7 +102,7 @@ struct completion {
     std::uint64_t caller = 0;
     error_code ec;
     std::shared_ptr<hold> h;  // grant, grant_many: the hold on success
-    core::reply reply;        // call: the reply
+    std::unique_ptr<core::reply> reply;  // call: the reply (held apart: a reply is large to move)
     std::string message;      // the broker's words when it refused
     bool from_reply = false;  // ended by a reply (the caller may resume inline)
 };
@@ -196,8 +197,8 @@ private:
     void send(request_ptr o, const core::request* r, steady::time_point now);
     void finish(request_ptr o, core::reply&& r, steady::time_point now);
     void fail(request_ptr o, error_code ec, steady::time_point now);
-    void complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply, core::reply r = {},
-                  std::string message = {});
+    void complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply,
+                  std::unique_ptr<core::reply> r = nullptr, std::string message = {});
     void recycle(request_ptr o);
     void abandon(const request_op& o);
     void give_back(const std::shared_ptr<hold>& h, errc why);
