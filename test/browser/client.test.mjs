@@ -1,41 +1,20 @@
 // lmx.js in headless Chromium against a real broker: pages import the client from the broker's
 // /lmx.js, acquire, contend, lose holds and reconnect.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startBroker, restartBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
+import { startBroker, restartBroker, lmxPage, waitFor, uniqueKey, sleep, brokerAndBrowser, connectedPage as connectTo, attempt } from './lib/browser.mjs';
 
 let broker;
 let browser;
 let context;
-
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-});
+brokerAndBrowser((s) => ({ broker, browser, context } = s));
 
 // A page that has imported lmx.js and connected as window.client.
-async function connectedPage(b = broker) {
-  const page = await lmxPage(context, b);
-  await page.evaluate(async (url) => { window.client = await window.lmx.connect(url); }, b.ws);
-  return page;
-}
-
-// Runs `body` in the page; an lmx rejection comes back as {error: code}.
-function attempt(page, body, arg) {
-  return page.evaluate(`(async (arg) => {
-    try { return await (${body})(arg); } catch (e) { return { error: e.code ?? String(e), name: e.name, message: e.message }; }
-  })(${JSON.stringify(arg ?? null)})`);
-}
+const connectedPage = (b = broker) => connectTo(context, b);
 
 test('/lmx.js is served as a JavaScript module with nosniff, no-cache and CORS headers', async () => {
   const res = await fetch(`${broker.http}/lmx.js`, { headers: { origin: 'http://example.test' } });

@@ -2,22 +2,13 @@
 // waiters live from the watch stream, filters keys, counts connections, and fits a phone screen.
 // Screenshots are saved as test artifacts.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, restartBroker, launchBrowser, newPage, lmxPage, waitFor, uniqueKey, artifactPath } from './lib/browser.mjs';
+import { startBroker, restartBroker, newPage, lmxPage, waitFor, uniqueKey, artifactPath, brokerAndBrowser } from './lib/browser.mjs';
 
 let broker;
 let browser;
-
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-});
+brokerAndBrowser((s) => ({ broker, browser } = s), { context: false });
 
 // The dashboard, ready (snapshot taken, watching), with its problems collected (see newPage).
 async function openDashboard(context, query = '', b = broker) {

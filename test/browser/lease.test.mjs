@@ -3,39 +3,20 @@
 // client.withLock, `await using` reporting a lost lease, waits without limit, and the checks
 // made before a request is sent.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
+import { startBroker, lmxPage, waitFor, uniqueKey, sleep, brokerAndBrowser, connectedPage as connectTo, attempt } from './lib/browser.mjs';
 
 let broker;
 let browser;
 let context;
+brokerAndBrowser((s) => ({ broker, browser, context } = s));
 
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-});
-
+// A connected page (window.client) with window.sleep(ms).
 async function connectedPage(b = broker, options = {}) {
-  const page = await lmxPage(context, b);
-  await page.evaluate(async ([url, options]) => {
-    window.client = await window.lmx.connect(url, options);
-    window.sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  }, [b.ws, options]);
+  const page = await connectTo(context, b, options);
+  await page.evaluate(() => { window.sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms)); });
   return page;
-}
-
-// Runs `body` in the page; an lmx rejection comes back as {error: code, message, cause}.
-function attempt(page, body, arg) {
-  return page.evaluate(`(async (arg) => {
-    try { return await (${body})(arg); } catch (e) { return { error: e.code ?? String(e), message: e.message, cause: e.cause?.code }; }
-  })(${JSON.stringify(arg ?? null)})`);
 }
 
 test('a lock that names no ttl gets 5000 ms, renewed while held; a named ttl is not renewed unless asked', { timeout: 60_000 }, async () => {

@@ -3,24 +3,14 @@
 // waiting acquire whose connection drops is asked again on the next connection, each within its
 // own timeout. What the old connection held is gone, and is never reported as held.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, restartBroker, launchBrowser, lmxPage, waitFor, uniqueKey, sleep } from './lib/browser.mjs';
+import { startBroker, restartBroker, lmxPage, waitFor, uniqueKey, sleep, brokerAndBrowser } from './lib/browser.mjs';
 
 let broker;
 let browser;
 let context;
-
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-});
+brokerAndBrowser((s) => ({ broker, browser, context } = s));
 
 // A page whose client keeps its WebSockets in window.sockets, so that a test can drop one.
 async function connectedPage(b, options = {}) {

@@ -2,7 +2,7 @@
 // docs/browser.md gives, compile types/usage.ts under --strict (typed events, removeEventListener,
 // `await using`, connect with a URL); and at run time the client does what those types say.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -10,23 +10,14 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { startBroker, launchBrowser, lmxPage, uniqueKey } from './lib/browser.mjs';
+import { lmxPage, uniqueKey, brokerAndBrowser } from './lib/browser.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const tsc = path.join(here, 'node_modules/typescript/bin/tsc');
 
 let broker;
 let browser;
-
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-});
+brokerAndBrowser((s) => ({ broker, browser } = s), { context: false });
 
 // The tsconfig.json of docs/browser.md: the ```json block that maps the broker's URL.
 function documentedTsconfig() {

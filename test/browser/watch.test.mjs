@@ -2,35 +2,24 @@
 // (any iterable; never a string split into characters; never "every key" by accident), and
 // subscriptions whose keys add up to more than the broker watches at once.
 
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, restartBroker, launchBrowser, lmxPage, waitFor, uniqueKey } from './lib/browser.mjs';
+import { startBroker, restartBroker, waitFor, uniqueKey, brokerAndBrowser, connectedPage as connectTo } from './lib/browser.mjs';
 
 let broker;
 let browser;
 let context;
-
-before(async () => {
-  broker = await startBroker();
-  browser = await launchBrowser();
-  context = await browser.newContext();
-});
-
-after(async () => {
-  await browser?.close();
-  await broker?.stop();
-});
+brokerAndBrowser((s) => ({ broker, browser, context } = s));
 
 async function connectedPage(b = broker) {
-  const page = await lmxPage(context, b);
-  await page.evaluate(async (url) => {
-    window.client = await window.lmx.connect(url);
+  const page = await connectTo(context, b);
+  await page.evaluate(() => {
     // Takes and releases each key; then a ping, whose answer comes after every event before it.
     window.touch = async (...keys) => {
       for (const k of keys) await (await client.acquire(k, { ttl: 10000 })).release();
       await client.ping();
     };
-  }, b.ws);
+  });
   return page;
 }
 

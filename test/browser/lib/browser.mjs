@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 import { spawnBroker, sleep } from '../../support/broker_process.mjs';
 
@@ -88,4 +89,39 @@ export function artifactPath(name) {
   const dir = process.env.LMX_ARTIFACT_DIR || path.resolve('artifacts');
   fs.mkdirSync(dir, { recursive: true });
   return path.join(dir, name);
+}
+
+// The setup most test files share: one broker and one headless Chromium for the whole file (and a
+// browser context, unless `context` is false), started before its first test and stopped after
+// its last. `ready` receives { broker, browser, context } once they are up.
+export function brokerAndBrowser(ready, { context = true } = {}) {
+  let broker;
+  let browser;
+  before(async () => {
+    broker = await startBroker();
+    browser = await launchBrowser();
+    ready({ broker, browser, context: context ? await browser.newContext() : undefined });
+  });
+  after(async () => {
+    await browser?.close();
+    await broker?.stop();
+  });
+}
+
+// A page of `context` that has imported lmx.js from `broker` and connected to it as
+// window.client, with connect options `options` (plain data).
+export async function connectedPage(context, broker, options = {}) {
+  const page = await lmxPage(context, broker);
+  await page.evaluate(async ([url, options]) => { window.client = await window.lmx.connect(url, options); },
+    [broker.ws, options]);
+  return page;
+}
+
+// Runs `body` (the source of a function of one argument) in the page; an lmx rejection comes back
+// as { error: code, name, message, cause: the code of its cause }.
+export function attempt(page, body, arg) {
+  return page.evaluate(`(async (arg) => {
+    try { return await (${body})(arg); }
+    catch (e) { return { error: e.code ?? String(e), name: e.name, message: e.message, cause: e.cause?.code }; }
+  })(${JSON.stringify(arg ?? null)})`);
 }
