@@ -5,11 +5,11 @@
 #                                        libFuzzer/sanitizer runtimes; fuzz adds only clang's part)
 set -euo pipefail
 
-want=(g++ cmake make ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev)
+# libssl-dev: tls:// and wss:// (Asio over OpenSSL); openssl: the TLS tests make their certificates with it.
+want=(g++ cmake make ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev libssl-dev openssl)
 if [[ "${1:-build}" == test ]]; then
   # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
-  # libssl-dev: the consumer test builds a program that uses Asio's TLS beside lmx.
-  want+=(nodejs npm chromium chromium-driver fonts-liberation libssl-dev)
+  want+=(nodejs npm chromium chromium-driver fonts-liberation)
 fi
 if [[ "${1:-build}" == fuzz || "${1:-build}" == test ]]; then
   # clang 14 is Debian 12's; libclang-rt-14-dev holds libclang_rt.fuzzer, asan and ubsan. The

@@ -36,6 +36,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -113,6 +114,10 @@ struct session_record {
   error_code error;
   bool finished = false;
   std::string remote;
+  std::string token;  // upgrade_token()
+  bool token_malformed = false;
+  std::optional<lt::peer_credentials> credentials;
+  std::string peer;
 };
 
 // Echoes every batch back as one batch, recording what it read.
@@ -120,6 +125,10 @@ asio::awaitable<void> echo(std::unique_ptr<lt::connection> conn, std::shared_ptr
   std::vector<std::string_view> in;
   std::string out;
   record->remote = conn->remote_address();
+  record->token = conn->upgrade_token();
+  record->token_malformed = conn->upgrade_token_malformed();
+  record->credentials = conn->credentials();
+  record->peer = conn->peer();
   for (;;) {
     in.clear();
     if (auto ec = co_await conn->read(in)) {
@@ -296,12 +305,62 @@ BOOST_AUTO_TEST_CASE(parse_endpoint_accepts_good_urls) {
   }
 }
 
+BOOST_AUTO_TEST_CASE(parse_endpoint_accepts_tls_urls) {
+  struct row {
+    std::string url;
+    lt::endpoint::kind scheme;
+    std::string host;
+    std::uint16_t port;
+    std::string path;
+    std::string canonical;
+  };
+  using k = lt::endpoint::kind;
+  const std::vector<row> rows{
+      {"tls://127.0.0.1:4444", k::tcp, "127.0.0.1", 4444, "", "tls://127.0.0.1:4444"},
+      {"TLS://broker.example.com:443/", k::tcp, "broker.example.com", 443, "", "tls://broker.example.com:443"},
+      {"tls://[::1]:1", k::tcp, "::1", 1, "", "tls://[::1]:1"},
+      {"wss://example.com:443", k::websocket, "example.com", 443, "/", "wss://example.com:443/"},
+      {"WSS://h:1/lmx?x=1#f", k::websocket, "h", 1, "/lmx?x=1", "wss://h:1/lmx?x=1"},
+      {"wss://[fe80::1%25eth0]:9/ws", k::websocket, "fe80::1%eth0", 9, "/ws", "wss://[fe80::1%25eth0]:9/ws"},
+  };
+  for (const auto& r : rows) {
+    BOOST_TEST_CONTEXT(r.url) {
+      std::string error;
+      const auto ep = lt::parse_endpoint(r.url, &error);
+      BOOST_REQUIRE_MESSAGE(ep, error);
+      BOOST_TEST((ep->scheme == r.scheme));
+      BOOST_TEST(ep->tls);
+      BOOST_TEST(ep->host == r.host);
+      BOOST_TEST(ep->port == r.port);
+      BOOST_TEST(ep->path == r.path);
+      BOOST_TEST(lt::to_string(*ep) == r.canonical);
+      BOOST_TEST(lt::scheme_name(*ep) == r.canonical.substr(0, r.canonical.find(':')));
+      const auto again = lt::parse_endpoint(lt::to_string(*ep));
+      BOOST_REQUIRE(again);
+      BOOST_TEST((*again == *ep));
+      // The same address without TLS is another endpoint.
+      auto plain = *ep;
+      plain.tls = false;
+      BOOST_TEST((plain != *ep));
+      BOOST_TEST(lt::to_string(plain).starts_with(r.scheme == k::tcp ? "tcp://" : "ws://"));
+    }
+  }
+  for (const std::string url : {"tcp://h:1", "ws://h:1/", "unix:///tmp/x.sock"}) {
+    const auto ep = lt::parse_endpoint(url);
+    BOOST_REQUIRE(ep);
+    BOOST_TEST(!ep->tls, url);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(parse_endpoint_rejects_bad_urls_with_a_reason) {
   const std::vector<std::pair<std::string, std::string>> rows{
       {"", "missing scheme"},
       {"127.0.0.1:4444", "missing scheme"},
       {"http://h:1", "unknown scheme 'http'"},
-      {"wss://h:1/", "TLS is not supported"},
+      {"wss://h/", "expected wss://host:port"},
+      {"tls://h", "expected tls://host:port"},
+      {"tls://h:1/path", "a tls URL takes no path"},
+      {"https://h:1", "expected tcp, tls, unix, ws or wss"},
       {"tcp://h", "missing port"},
       {"tcp://h:", "missing port number"},
       {"tcp://:80", "missing host"},
@@ -343,7 +402,7 @@ BOOST_AUTO_TEST_CASE(error_codes_have_their_own_category) {
   BOOST_TEST((ec == lt::error::message_too_large));
   BOOST_TEST((ec != lt::error::bad_frame));
   BOOST_TEST((&ec.category() == &lt::error_category()));
-  for (int e = 1; e <= static_cast<int>(lt::error::message_skipped); ++e)
+  for (int e = 1; e <= static_cast<int>(lt::error::tls_config); ++e)
     BOOST_TEST(lt::make_error_code(static_cast<lt::error>(e)).message().find("unknown") == std::string::npos);
 }
 
@@ -870,6 +929,152 @@ BOOST_AUTO_TEST_CASE(websocket_upgrade_refused_by_policy_or_path) {
     const auto echoed = co_await read_messages(*conn2, 1);
     BOOST_TEST(echoed == std::vector<std::string>{"hi"});
     server.listener->close();
+  });
+}
+
+// How a browser spells a token in the subprotocol list: unpadded base64url.
+std::string base64url(std::string_view in) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t bits = 0;
+  int count = 0;
+  for (const char c : in) {
+    bits = (bits << 8) | static_cast<unsigned char>(c);
+    count += 8;
+    while (count >= 6) {
+      count -= 6;
+      out += alphabet[(bits >> count) & 63];
+    }
+  }
+  if (count > 0) out += alphabet[(bits << (6 - count)) & 63];
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(websocket_upgrade_token_from_bearer_or_subprotocol) {
+  using header_list = std::vector<std::pair<http::field, std::string>>;
+  struct row {
+    std::string name;
+    header_list headers;
+    std::string target;
+    std::string token;        // upgrade_token() on the server side
+    bool malformed;           // upgrade_token_malformed()
+    std::string answered;     // Sec-WebSocket-Protocol of the 101 response
+    std::string protocols;    // http_request_view::websocket_protocols
+  };
+  const std::string binary_token("s3cr\xff\x00t", 7);
+  const std::string encoded = "lmx.token." + base64url(binary_token);
+  const auto auth = http::field::authorization;
+  const auto proto = http::field::sec_websocket_protocol;
+  const std::vector<row> rows{
+      {"bearer", {{auth, "Bearer abc.DEF-123_~+/=="}}, "/", "abc.DEF-123_~+/==", false, "", ""},
+      {"bearer, any case and spacing", {{auth, "bearer   xyz"}}, "/", "xyz", false, "", ""},
+      {"subprotocol", {{proto, "lmx, " + encoded}}, "/", binary_token, false, "lmx", "lmx, " + encoded},
+      {"subprotocol first", {{proto, encoded + ",lmx"}}, "/", binary_token, false, "lmx", encoded + ",lmx"},
+      {"subprotocol on its own header line", {{proto, "lmx"}, {proto, encoded}}, "/", binary_token, false, "lmx",
+       "lmx, " + encoded},
+      {"header and subprotocol agree", {{auth, "Bearer abc"}, {proto, "lmx, lmx.token." + base64url("abc")}}, "/", "abc",
+       false, "lmx", "lmx, lmx.token." + base64url("abc")},
+      {"bad base64url", {{proto, "lmx, lmx.token.a!b"}}, "/", "", true, "lmx", "lmx, lmx.token.a!b"},
+      {"padded base64url", {{proto, "lmx, lmx.token.YQ=="}}, "/", "", true, "lmx", "lmx, lmx.token.YQ=="},
+      {"non-canonical base64url", {{proto, "lmx, lmx.token.QR"}}, "/", "", true, "lmx", "lmx, lmx.token.QR"},
+      {"impossible length", {{proto, "lmx, lmx.token.abcde"}}, "/", "", true, "lmx", "lmx, lmx.token.abcde"},
+      {"empty subprotocol token", {{proto, "lmx, lmx.token."}}, "/", "", true, "lmx", "lmx, lmx.token."},
+      {"two subprotocol tokens",
+       {{proto, "lmx, lmx.token." + base64url("a") + ", lmx.token." + base64url("a")}},
+       "/",
+       "",
+       true,
+       "lmx",
+       "lmx, lmx.token." + base64url("a") + ", lmx.token." + base64url("a")},
+      {"header and subprotocol disagree", {{auth, "Bearer abc"}, {proto, "lmx, lmx.token." + base64url("abd")}}, "/", "",
+       true, "lmx", "lmx, lmx.token." + base64url("abd")},
+      {"bearer without a token", {{auth, "Bearer"}}, "/", "", true, "", ""},
+      {"bearer with a space inside", {{auth, "Bearer a b"}}, "/", "", true, "", ""},
+      {"two authorization headers", {{auth, "Bearer a"}, {auth, "Bearer a"}}, "/", "", true, "", ""},
+      {"another scheme is no token", {{auth, "Basic YTpi"}}, "/", "", false, "", ""},
+      {"never from the query string", {{proto, "lmx"}}, "/?token=abc&access_token=abc", "", false, "lmx", "lmx"},
+      {"nothing offered", {}, "/", "", false, "", ""},
+      {"token without lmx is read, nothing answered", {{proto, encoded}}, "/", binary_token, false, "", encoded},
+  };
+
+  asio::io_context io;
+  test_server server;
+  std::vector<std::pair<std::string, std::string>> seen;  // authorization, websocket_protocols
+  run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
+    lt::listen_options options;
+    options.accept_websocket = [&](const lt::http_request_view& req) {
+      seen.emplace_back(req.authorization, req.websocket_protocols);
+      return true;
+    };
+    start_echo_server(server, ex, url_for("ws"), options);
+    const auto ep = server.endpoint();
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      BOOST_TEST_CONTEXT(r.name) {
+        websocket::stream<beast::tcp_stream> ws(co_await raw_tcp(ex, ep));
+        ws.set_option(websocket::stream_base::decorator([&r](websocket::request_type& req) {
+          for (const auto& [field, value] : r.headers) req.insert(field, value);
+        }));
+        websocket::response_type response;
+        auto [hec] = co_await ws.async_handshake(response, "127.0.0.1", r.target, use_tuple);
+        BOOST_REQUIRE_MESSAGE(!hec, hec.message());
+        BOOST_TEST(std::string(response[proto]) == r.answered);
+        BOOST_TEST(response.count(proto) == (r.answered.empty() ? 0u : 1u));
+        {
+          const bool ready = co_await wait_until([&] { return server.sessions.size() == i + 1; });
+          BOOST_REQUIRE(ready);
+        }
+        BOOST_TEST(server.session(i)->token == r.token);
+        BOOST_TEST(server.session(i)->token_malformed == r.malformed);
+        BOOST_REQUIRE(seen.size() == i + 1);
+        const auto authorization = r.headers.empty() || r.headers.front().first != auth
+                                       ? std::string()
+                                       : r.headers.front().second;
+        BOOST_TEST(seen[i].first == authorization);
+        BOOST_TEST(seen[i].second == r.protocols);
+        auto [cec] = co_await ws.async_close(websocket::close_code::normal, use_tuple);
+        BOOST_TEST(!cec, cec.message());
+      }
+    }
+    server.listener->close();
+  });
+}
+
+BOOST_AUTO_TEST_CASE(unix_connections_tell_the_peer_credentials) {
+  asio::io_context io;
+  test_server server;
+  test_server tcp_server;
+  run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
+    start_echo_server(server, ex, url_for("unix"));
+    auto conn = co_await must_connect(ex, server.endpoint());
+    co_await conn->write("hi\n");
+    const auto echoed = co_await read_messages(*conn, 1);
+    BOOST_TEST(echoed == std::vector<std::string>{"hi"});
+    BOOST_REQUIRE(server.session());
+    const auto& cred = server.session()->credentials;
+    BOOST_REQUIRE(cred.has_value());
+    BOOST_TEST(cred->uid == ::getuid());
+    BOOST_TEST(cred->gid == ::getgid());
+    BOOST_TEST(cred->pid == ::getpid());
+    BOOST_TEST(server.session()->peer == "uid " + std::to_string(::getuid()));
+    BOOST_TEST(server.session()->token.empty());
+    // The client's end sees the listening process: this one.
+    const auto theirs = conn->credentials();
+    BOOST_REQUIRE(theirs.has_value());
+    BOOST_TEST(theirs->pid == ::getpid());
+
+    // TCP has neither credentials nor an upgrade token.
+    start_echo_server(tcp_server, ex, url_for("tcp"));
+    auto tconn = co_await must_connect(ex, tcp_server.endpoint());
+    co_await tconn->write("hi\n");
+    co_await read_messages(*tconn, 1);
+    BOOST_REQUIRE(tcp_server.session());
+    BOOST_TEST(!tcp_server.session()->credentials.has_value());
+    BOOST_TEST(!tconn->credentials().has_value());
+    BOOST_TEST(tcp_server.session()->token.empty());
+    BOOST_TEST(!tcp_server.session()->token_malformed);
+    server.listener->close();
+    tcp_server.listener->close();
   });
 }
 

@@ -38,7 +38,7 @@ inline bool stop_requested(const asio::cancellation_state& state) noexcept {
 // Resolves (numeric hosts skip the resolver) and connects a TCP socket on `ex`.
 asio::awaitable<std::pair<error_code, tcp_socket>> connect_tcp(executor ex, endpoint ep, bool no_delay);
 
-// Binds and listens for a tcp:// or ws:// endpoint; false with `ec` and a sentence on failure.
+// Binds and listens for a tcp://, tls://, ws:// or wss:// endpoint; false with `ec` and a sentence on failure.
 bool open_tcp_acceptor(tcp_acceptor& acceptor, const endpoint& ep, const listen_options& options, error_code& ec,
                        std::string& error_text);
 
@@ -92,5 +92,12 @@ std::unique_ptr<listener> open_websocket_listener(executor ex, const endpoint& e
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> connect_websocket(executor ex, endpoint ep,
                                                                                       connect_options options);
+
+// tls:// (tls.cpp); wss:// goes through the two above.
+std::unique_ptr<listener> open_tls_listener(executor ex, const endpoint& ep, listen_options options, error_code& ec,
+                                            std::string& error_text);
+
+asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> connect_tls(executor ex, endpoint ep,
+                                                                                connect_options options);
 
 }  // namespace lmx::transport::detail

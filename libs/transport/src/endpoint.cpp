@@ -63,7 +63,7 @@ std::string parse_authority(std::string_view url, std::string_view authority, en
   }
 
   if (rest.empty())
-    return "missing port in " + quoted + " (expected " + std::string(to_string(ep.scheme)) + "://host:port)";
+    return "missing port in " + quoted + " (expected " + std::string(scheme_name(ep)) + "://host:port)";
   if (rest.front() != ':') return "unexpected '" + std::string(rest) + "' after the host in " + quoted;
   const auto digits = rest.substr(1);
   if (digits.empty()) return "missing port number after ':' in " + quoted;
@@ -89,12 +89,19 @@ std::string_view to_string(endpoint::kind k) noexcept {
   return "?";
 }
 
+std::string_view scheme_name(const endpoint& ep) noexcept {
+  if (ep.tls && ep.scheme == endpoint::kind::tcp) return "tls";
+  if (ep.tls && ep.scheme == endpoint::kind::websocket) return "wss";
+  return to_string(ep.scheme);
+}
+
 std::optional<endpoint> parse_endpoint(std::string_view url, std::string* error) {
   const std::string quoted = "'" + std::string(url) + "'";
   const auto sep = url.find("://");
   if (sep == std::string_view::npos)
-    return fail(error,
-                "missing scheme in " + quoted + " (expected tcp://host:port, unix:///path or ws://host:port/path)");
+    return fail(error, "missing scheme in " + quoted +
+                           " (expected tcp://host:port, tls://host:port, unix:///path, ws://host:port/path or "
+                           "wss://host:port/path)");
 
   const auto scheme = url.substr(0, sep);
   const auto rest = url.substr(sep + 3);
@@ -105,10 +112,15 @@ std::optional<endpoint> parse_endpoint(std::string_view url, std::string* error)
     ep.scheme = endpoint::kind::unix_socket;
   } else if (iequals(scheme, "ws")) {
     ep.scheme = endpoint::kind::websocket;
-  } else if (iequals(scheme, "wss") || iequals(scheme, "tls")) {
-    return fail(error, "TLS is not supported yet: " + quoted);
+  } else if (iequals(scheme, "tls")) {
+    ep.scheme = endpoint::kind::tcp;
+    ep.tls = true;
+  } else if (iequals(scheme, "wss")) {
+    ep.scheme = endpoint::kind::websocket;
+    ep.tls = true;
   } else {
-    return fail(error, "unknown scheme '" + std::string(scheme) + "' in " + quoted + " (expected tcp, unix or ws)");
+    return fail(error, "unknown scheme '" + std::string(scheme) + "' in " + quoted +
+                           " (expected tcp, tls, unix, ws or wss)");
   }
 
   if (ep.scheme == endpoint::kind::unix_socket) {
@@ -129,7 +141,8 @@ std::optional<endpoint> parse_endpoint(std::string_view url, std::string* error)
   if (auto text = parse_authority(url, authority, ep); !text.empty()) return fail(error, std::move(text));
 
   if (ep.scheme == endpoint::kind::tcp) {
-    if (!path.empty() && path != "/") return fail(error, "a tcp URL takes no path: " + quoted);
+    if (!path.empty() && path != "/")
+      return fail(error, "a " + std::string(scheme_name(ep)) + " URL takes no path: " + quoted);
     return ep;
   }
   if (!path.empty() && path.front() == '#') path = {};
@@ -139,7 +152,7 @@ std::optional<endpoint> parse_endpoint(std::string_view url, std::string* error)
 }
 
 std::string to_string(const endpoint& ep) {
-  std::string out(to_string(ep.scheme));
+  std::string out(scheme_name(ep));
   out += "://";
   if (ep.scheme == endpoint::kind::unix_socket) return out + ep.path;
   if (ep.host.find(':') != std::string::npos) {

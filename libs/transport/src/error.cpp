@@ -22,6 +22,15 @@ public:
       case error::upgrade_declined: return "websocket upgrade declined by the server";
       case error::not_a_socket: return "path exists and is not a socket";
       case error::invalid_endpoint: return "invalid endpoint";
+      case error::tls_certificate_untrusted:
+        return "the server's TLS certificate is not signed by a trusted certificate authority";
+      case error::tls_certificate_expired: return "the server's TLS certificate has expired or is not valid yet";
+      case error::tls_host_mismatch: return "the server's TLS certificate is for another host name";
+      case error::tls_client_certificate_required:
+        return "the server requires a TLS client certificate and none was configured";
+      case error::tls_client_certificate_refused: return "the server refused our TLS client certificate";
+      case error::tls_handshake_failed: return "TLS handshake failed";
+      case error::tls_config: return "cannot use the local TLS files (CA, certificate or key)";
     }
     return "unknown lmx.transport error " + std::to_string(ev);
   }

@@ -25,6 +25,11 @@ namespace lmx::transport {
 
 connection::~connection() = default;
 
+const std::string& connection::upgrade_token() const {
+  static const std::string none;
+  return none;
+}
+
 std::string connection::peer() const {
   // "ip:port" or "[v6]:port": everything before the last colon.
   auto remote = remote_address();
@@ -88,11 +93,20 @@ public:
     if constexpr (std::is_same_v<Protocol, tcp>) {
       return connection::peer();
     } else {
+      const auto cred = credentials();
+      return cred ? "uid " + std::to_string(cred->uid) : std::string("uid ?");
+    }
+  }
+  std::optional<peer_credentials> credentials() const override {
+    if constexpr (std::is_same_v<Protocol, tcp>) {
+      return std::nullopt;
+    } else {
       ucred cred{};
       socklen_t len = sizeof cred;
       if (::getsockopt(const_cast<socket_type&>(socket_).native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
-        return "uid ?";
-      return "uid " + std::to_string(cred.uid);
+        return std::nullopt;
+      return peer_credentials{static_cast<std::uint32_t>(cred.uid), static_cast<std::uint32_t>(cred.gid),
+                              static_cast<std::int32_t>(cred.pid)};
     }
   }
   endpoint::kind kind() const noexcept override { return kind_; }
@@ -126,12 +140,13 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> connect_now(
   co_await asio::this_coro::throw_if_cancelled(false);
   switch (ep.scheme) {
     case endpoint::kind::tcp: {
+      if (ep.tls) co_return co_await connect_tls(ex, std::move(ep), std::move(options));
       auto [ec, socket] = co_await connect_tcp(ex, ep, options.no_delay);
       if (ec) co_return std::pair{ec, std::unique_ptr<connection>()};
       co_return std::pair{error_code{}, make_tcp_connection(std::move(socket), options.max_message_size, false)};
     }
     case endpoint::kind::unix_socket: {
-      if (ep.path.empty() || ep.path.size() >= sizeof(sockaddr_un::sun_path))
+      if (ep.tls || ep.path.empty() || ep.path.size() >= sizeof(sockaddr_un::sun_path))
         co_return std::pair{error_code(error::invalid_endpoint), std::unique_ptr<connection>()};
       unix_socket socket(ex);
       auto [ec] = co_await socket.async_connect(unix_protocol::endpoint(ep.path), use_tuple);
@@ -140,7 +155,7 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> connect_now(
                           std::unique_ptr<connection>(std::make_unique<stream_connection<unix_protocol>>(
                               std::move(socket), options.max_message_size, endpoint::kind::unix_socket, ep.path))};
     }
-    case endpoint::kind::websocket: co_return co_await connect_websocket(ex, std::move(ep), options);
+    case endpoint::kind::websocket: co_return co_await connect_websocket(ex, std::move(ep), std::move(options));
   }
   co_return std::pair{error_code(error::invalid_endpoint), std::unique_ptr<connection>()};
 }
@@ -420,8 +435,15 @@ std::unique_ptr<listener> listener::open(executor ex, const endpoint& ep, listen
   ec.clear();
   error_text.clear();
   switch (ep.scheme) {
-    case endpoint::kind::tcp: return detail::open_tcp_listener(std::move(ex), ep, std::move(options), ec, error_text);
+    case endpoint::kind::tcp:
+      if (ep.tls) return detail::open_tls_listener(std::move(ex), ep, std::move(options), ec, error_text);
+      return detail::open_tcp_listener(std::move(ex), ep, std::move(options), ec, error_text);
     case endpoint::kind::unix_socket:
+      if (ep.tls) {
+        ec = error::invalid_endpoint;
+        error_text = "cannot listen on " + to_string(ep) + ": TLS is for tls:// and wss://, not Unix sockets";
+        return nullptr;
+      }
       return detail::open_unix_listener(std::move(ex), ep, std::move(options), ec, error_text);
     case endpoint::kind::websocket:
       return detail::open_websocket_listener(std::move(ex), ep, std::move(options), ec, error_text);
@@ -433,6 +455,10 @@ std::unique_ptr<listener> listener::open(executor ex, const endpoint& ep, listen
 
 asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<connection>>> connect(executor ex, endpoint ep,
                                                                                            connect_options options) {
+  // The caller's strings need only live until here (see tls_client_files); these outlive every
+  // step below, which all finish before this coroutine does.
+  const std::string ca_file(options.tls.ca_file), cert_file(options.tls.cert_file), key_file(options.tls.key_file);
+  options.tls = {ca_file, cert_file, key_file};
   if (options.timeout.count() <= 0) co_return co_await detail::connect_now(std::move(ex), std::move(ep), options);
   using namespace asio::experimental::awaitable_operators;
   asio::steady_timer timer(ex, options.timeout);

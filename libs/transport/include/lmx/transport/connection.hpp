@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,7 +23,14 @@ namespace lmx::transport {
 namespace asio = boost::asio;
 using executor = asio::any_io_executor;
 
-// One message stream: NDJSON over TCP or a Unix socket, or WebSocket messages.
+// Who is at the other end of a Unix socket, as the kernel saw it at connect time (SO_PEERCRED).
+struct peer_credentials {
+  std::uint32_t uid;
+  std::uint32_t gid;
+  std::int32_t pid;
+};
+
+// One message stream: NDJSON over TCP, TLS or a Unix socket, or WebSocket messages (over TCP or TLS).
 // At most one read and one write in flight at a time, and every call (close() included)
 // made from the connection's executor, which must be a strand or a single-threaded context.
 class connection {
@@ -38,7 +47,10 @@ public:
   // Errors: asio::error::eof when the peer closed, error::message_too_large (WebSocket: the
   // connection is done), error::message_skipped (NDJSON: one line over the limit was dropped;
   // skipped() tells what it was, and reading may go on), error::bad_frame,
-  // asio::error::operation_aborted after close(), socket errors.
+  // asio::error::operation_aborted after close(), socket errors. TLS: a peer closing without
+  // close_notify also reads as eof (NDJSON and WebSocket frame their own messages);
+  // error::tls_client_certificate_required when a TLS 1.3 server refused us for lacking a
+  // client certificate; other TLS failures keep Asio's ssl error codes.
   virtual asio::awaitable<boost::system::error_code> read(std::vector<std::string_view>& out) = 0;
 
   // After read() failed with error::message_skipped: the ends of the line that was dropped.
@@ -59,25 +71,56 @@ public:
   // Cancels pending I/O and closes the socket (no WebSocket closing handshake).
   virtual void close() noexcept = 0;
 
-  // "ip:port" ("[v6]:port") for TCP and WebSocket, the socket path for Unix sockets.
+  // "ip:port" ("[v6]:port") for TCP, TLS and WebSocket, the socket path for Unix sockets.
   virtual std::string remote_address() const = 0;
-  // Who is at the other end, for per-peer limits: the IP address for TCP and WebSocket ("1.2.3.4",
-  // "[::1]"), "uid N" for a Unix socket (SO_PEERCRED; "uid ?" when unknown).
+  // Who is at the other end, for per-peer limits: the IP address for TCP, TLS and WebSocket
+  // ("1.2.3.4", "[::1]"), "uid N" for a Unix socket (credentials(); "uid ?" when unknown).
   virtual std::string peer() const;
-  virtual endpoint::kind kind() const noexcept = 0;
+  // Unix sockets: the peer's uid, gid and pid (SO_PEERCRED). Other transports: nullopt.
+  virtual std::optional<peer_credentials> credentials() const { return std::nullopt; }
+
+  // Server-side WebSocket connections: the token the client presented in its upgrade request,
+  // either as "Authorization: Bearer <token>" or, for browsers (which cannot set headers), as the
+  // subprotocol "lmx.token.<base64url(token), no padding>" offered beside "lmx" in
+  // Sec-WebSocket-Protocol (decoded here; the listener answers "lmx" and never echoes the token
+  // protocol). Never taken from the query string. Empty when none was presented, for client-side
+  // and non-WebSocket connections, and when the token was malformed (see upgrade_token_malformed).
+  virtual const std::string& upgrade_token() const;
+  // True when the upgrade request tried to present a token and got it wrong, so the broker can
+  // refuse instead of treating the client as anonymous: "Authorization: Bearer" with an empty or
+  // badly formed token (RFC 6750 token68), more than one Authorization header, a token subprotocol
+  // that is not valid base64url or decodes to nothing, more than one token subprotocol, or a
+  // header and a subprotocol that disagree. Other Authorization schemes (Basic, ...) are ignored.
+  virtual bool upgrade_token_malformed() const noexcept { return false; }
+  virtual endpoint::kind kind() const noexcept = 0;  // tls: kind::tcp; wss: kind::websocket
   virtual executor get_executor() = 0;
 };
 
 struct connect_options {
-  std::chrono::milliseconds timeout{5000};  // resolve + connect + handshake; <= 0: none
+  std::chrono::milliseconds timeout{5000};  // resolve + connect + TLS and WebSocket handshakes; <= 0: none
   bool no_delay = true;
   std::size_t max_message_size = 1 << 20;
+  // tls:// and wss://: the server's certificate must chain to a CA of ca_file (PEM), or of the
+  // system's default store when empty, and name the endpoint's host (DNS name or IP address;
+  // names are also sent as SNI). cert_file and key_file (PEM, both or neither): a client
+  // certificate for servers that require one (mutual TLS).
+  // Views, copied when connect() starts: what they show must live until then, which the usual
+  // `co_await connect(ex, ep, {.tls = {.ca_file = path}})` ensures. Not strings because g++ 12
+  // copies an aggregate temporary with non-trivial members in a co_await expression bitwise and
+  // destroys it twice, and connect_options is usually such a temporary.
+  struct tls_client_files {
+    std::string_view ca_file;
+    std::string_view cert_file;
+    std::string_view key_file;
+  };
+  tls_client_files tls{};
 };
 
-// Connects to a tcp, unix or ws endpoint (ws: TCP, then the WebSocket handshake on
-// endpoint.path). Timeout: asio::error::timed_out. A ws upgrade answered with HTTP 403:
-// error::origin_refused. The connection's executor is `ex`. Arguments are taken by value so
-// the coroutine never refers to a caller's temporaries.
+// Connects to a tcp, tls, unix, ws or wss endpoint (ws: TCP, then the WebSocket handshake on
+// endpoint.path; tls and wss: the TLS handshake first). Timeout: asio::error::timed_out. A ws
+// upgrade answered with HTTP 403: error::origin_refused. TLS failures: the error::tls_* codes
+// (see error.hpp). The connection's executor is `ex`. Arguments are taken by value so the
+// coroutine never refers to a caller's temporaries.
 asio::awaitable<std::pair<boost::system::error_code, std::unique_ptr<connection>>> connect(
     executor ex, endpoint ep, connect_options options = {});
 

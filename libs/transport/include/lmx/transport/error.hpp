@@ -16,6 +16,17 @@ enum class error {
   not_a_socket,           // unix: the path exists and is not a socket, so it is left alone
   invalid_endpoint,       // the endpoint cannot be used here (e.g. unix path too long)
   message_skipped,        // NDJSON: a line over max_message_size was skipped; the connection goes on
+  // tls:// and wss:// (connect unless said otherwise):
+  tls_certificate_untrusted,        // the server's certificate is not signed by a trusted CA (unknown, self-signed)
+  tls_certificate_expired,          // the server's certificate has expired or is not valid yet
+  tls_host_mismatch,                // the server's certificate is for another host name or address
+  tls_client_certificate_required,  // the server demands a client certificate and none was configured
+                                    // (TLS 1.3: may only show at the first read, as the server's alert)
+  tls_client_certificate_refused,   // the server refused our client certificate (unknown CA, expired, ...);
+                                    // TLS 1.3: may only show at the first read
+  tls_handshake_failed,             // any other TLS handshake failure (no common protocol, bad alert, ...)
+  tls_config,                       // the local CA, certificate or key file is missing, unreadable or bad
+                                    // (connect, and listener::open with error_text naming the file)
 };
 
 const boost::system::error_category& error_category() noexcept;

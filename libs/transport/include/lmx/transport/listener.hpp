@@ -25,6 +25,10 @@ struct http_request_view {
   std::string_view origin;  // empty when absent
   std::string_view host;
   std::string_view sec_fetch_site;  // empty when absent; browsers send it with every request
+  std::string_view authorization;   // the Authorization header, empty when absent
+  // Sec-WebSocket-Protocol (several header lines joined with ", "), empty when absent. May hold
+  // a token subprotocol (see connection::upgrade_token): never log it.
+  std::string_view websocket_protocols;
 };
 
 struct http_response {
@@ -39,23 +43,35 @@ struct listen_options {
   unsigned unix_mode = 0660;  // chmod of the socket file
   bool no_delay = true;
   int backlog = asio::socket_base::max_listen_connections;
-  // tcp and ws: TCP keepalive on accepted sockets, first probe after this much idle time, then
+  // tcp, tls, ws and wss: TCP keepalive on accepted sockets, first probe after this much idle time, then
   // every 10 s, 6 probes (a vanished peer is found in idle + 60 s). Zero: off.
   std::chrono::seconds keepalive{60};
-  // ws listener only: connections not yet upgraded (plain HTTP or in the handshake) at once; more
-  // are closed at accept. Each HTTP request must arrive within handshake_timeout.
+  // ws, wss and tls listeners: connections not yet handed over (in the TLS handshake, plain HTTP
+  // or the WebSocket upgrade) at once; more are closed at accept. The TLS handshake and each HTTP
+  // request must complete within handshake_timeout.
   std::size_t max_handshakes = 256;
   std::chrono::milliseconds handshake_timeout{10000};
-  // ws listener only: answers plain HTTP GET/HEAD requests on any path (/healthz, /metrics, ...).
-  // Unset: 404. An exception becomes a 500.
+  // ws and wss listeners only: answers plain HTTP GET/HEAD requests on any path (/healthz,
+  // /metrics, ...). Unset: 404. An exception becomes a 500.
   std::function<http_response(const http_request_view&)> http;
-  // ws listener only: whether a WebSocket upgrade is accepted (judge Origin and Host).
+  // ws and wss listeners only: whether a WebSocket upgrade is accepted (judge Origin and Host).
   // Unset: accept. Refused: HTTP 403.
   std::function<bool(const http_request_view&)> accept_websocket;
-  // ws listener only: told when a connection still in HTTP or the handshake fails with an
-  // exception (the connection is dropped, the listener goes on).
+  // ws, wss and tls listeners: told, in a sentence, when a connection is dropped before it was
+  // handed over: a failed TLS handshake (with the peer address and the reason), an exception in
+  // HTTP or the upgrade, too many handshakes at once. The listener goes on.
   std::function<void(const std::string&)> on_error;
-  // ws listener only: upgrade on these paths (query ignored), plus the endpoint's own path.
+  // tls and wss listeners: PEM files, read when the listener opens (a missing, unreadable or
+  // mismatched file fails open() with error::tls_config and a sentence naming it). cert_file may
+  // hold the chain (leaf first). With client_ca_file, clients must present a certificate signed
+  // by one of its CAs (mutual TLS). TLS 1.2 at least.
+  struct tls_server_files {
+    std::string cert_file;
+    std::string key_file;
+    std::string client_ca_file;  // empty: no client certificate asked for
+  };
+  tls_server_files tls{};
+  // ws and wss listeners only: upgrade on these paths (query ignored), plus the endpoint's own path.
   std::vector<std::string> websocket_paths = {"/", "/ws"};
 };
 
@@ -74,13 +90,13 @@ public:
   listener& operator=(const listener&) = delete;
   virtual ~listener();
 
-  // Accepts until close(), handing over each fully set-up connection (ws: after the upgrade;
-  // plain HTTP is served inside the listener). Transient accept errors (EMFILE, ...) back off
-  // briefly instead of ending the loop. Call once. g++ 12 destroys a lambda temporary written
+  // Accepts until close(), handing over each fully set-up connection (tls and wss: after the TLS
+  // handshake; ws and wss: after the upgrade; plain HTTP is served inside the listener).
+  // Transient accept errors (EMFILE, ...) back off briefly instead of ending the loop. Call once. g++ 12 destroys a lambda temporary written
   // inside a co_await expression twice: name the callback first, then co_await run(std::move(cb)).
   virtual asio::awaitable<void> run(std::function<void(std::unique_ptr<connection>)> on_connection) = 0;
 
-  // Stops accepting and ends run(); ws: also drops connections still in HTTP or the
+  // Stops accepting and ends run(); ws, wss and tls: also drops connections still in HTTP or a
   // handshake. unix: removes the socket file if it is still the one this listener created.
   // The destructor does the same; destroying the listener while run() is suspended is safe.
   virtual void close() noexcept = 0;
