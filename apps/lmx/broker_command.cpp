@@ -13,7 +13,10 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <grp.h>
 #include <map>
+#include <optional>
+#include <pwd.h>
 #include <thread>
 
 namespace lmx::app {
@@ -29,9 +32,43 @@ struct broker_args {
     std::int64_t idle_timeout_ms = 0;
     std::vector<std::string> key_max;
     std::string unix_mode = "0660";
+    std::string unix_group;
+    std::vector<std::string> unix_allow_uid, unix_allow_gid;
     std::string level = "info";
     std::string urls_file;
 };
+
+// A user or group by number or name, optionally followed by ":admin" (or ":client").
+std::optional<broker_options::unix_peer> parse_unix_peer(const std::string& text, bool group, std::string& error) {
+    broker_options::unix_peer out{.group = group};
+    std::string who = text;
+    if (const auto colon = text.rfind(':'); colon != std::string::npos) {
+        const auto role = text.substr(colon + 1);
+        if (role != "admin" && role != "client") {
+            error = "unknown role '" + role + "' (admin or client)";
+            return std::nullopt;
+        }
+        out.admin = role == "admin";
+        who = text.substr(0, colon);
+    }
+    const char* end = who.data() + who.size();
+    if (const auto [ptr, ec] = std::from_chars(who.data(), end, out.id); ec == std::errc{} && ptr == end && !who.empty())
+        return out;
+    if (group) {
+        if (const ::group* g = ::getgrnam(who.c_str())) {
+            out.id = g->gr_gid;
+            return out;
+        }
+        error = "no group named '" + who + "'";
+    } else {
+        if (const ::passwd* p = ::getpwnam(who.c_str())) {
+            out.id = p->pw_uid;
+            return out;
+        }
+        error = "no user named '" + who + "'";
+    }
+    return std::nullopt;
+}
 
 int run_broker(broker_args& a) {
     if (!a.listen.empty()) a.opt.listen = a.listen;
@@ -67,6 +104,32 @@ int run_broker(broker_args& a) {
         return exit_usage;
     }
     a.opt.unix_mode = static_cast<unsigned>(mode);
+    if (a.opt.tls_cert.empty() != a.opt.tls_key.empty()) {
+        std::fprintf(stderr, "lmx broker: --tls-cert and --tls-key go together\n");
+        return exit_usage;
+    }
+    for (const bool group : {false, true}) {
+        for (const auto& text : group ? a.unix_allow_gid : a.unix_allow_uid) {
+            std::string error;
+            auto rule = parse_unix_peer(text, group, error);
+            if (!rule) {
+                std::fprintf(stderr, "lmx broker: %s %s: %s\n", group ? "--unix-allow-gid" : "--unix-allow-uid",
+                             text.c_str(), error.c_str());
+                return exit_usage;
+            }
+            a.opt.unix_allow.push_back(*rule);
+        }
+    }
+    if (!a.unix_group.empty()) {
+        std::string error;
+        auto g = parse_unix_peer(a.unix_group, true, error);
+        if (!g || a.unix_group.find(':') != std::string::npos) {
+            std::fprintf(stderr, "lmx broker: --unix-group %s: %s\n", a.unix_group.c_str(),
+                         error.empty() ? "a group name or number" : error.c_str());
+            return exit_usage;
+        }
+        a.opt.unix_group = static_cast<int>(g->id);
+    }
     static const std::map<std::string, log_level> levels = {
         {"error", log_level::error}, {"warn", log_level::warn}, {"info", log_level::info}, {"debug", log_level::debug}};
     a.opt.level = levels.at(a.level);
@@ -80,6 +143,7 @@ int run_broker(broker_args& a) {
     // SIGINT/SIGTERM are caught before readiness is announced (the urls file, the log line): a
     // supervisor may stop the broker the moment it reads either.
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    boost::asio::signal_set hangups(io, SIGHUP);
     if (auto err = b.start(); !err.empty()) {
         std::fprintf(stderr, "lmx broker: %s\n", err.c_str());
         return 1;
@@ -102,8 +166,18 @@ int run_broker(broker_args& a) {
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         log_line(log_level::info, std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+        hangups.cancel();
         b.stop();
     });
+    std::function<void()> on_hangup = [&] {
+        hangups.async_wait([&](const boost::system::error_code& ec, int) {
+            if (ec) return;
+            log_line(log_level::info, "received SIGHUP, reloading");
+            b.reload();  // logs what it did, or why it kept the old settings
+            on_hangup();
+        });
+    };
+    on_hangup();
     io.run();
     auto f = b.figures();
     log_line(log_level::info, "stopped after " + std::to_string(f.uptime_ms / 1000) + " s, " +
@@ -120,7 +194,8 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     auto* cmd = app.add_subcommand("broker", "Run the lock broker in the foreground (alias: start)");
     cmd->alias("start");
     cmd->add_option("-l,--listen", a->listen,
-                    "Endpoint URL to listen on, repeatable: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT/PATH\n"
+                    "Endpoint URL to listen on, repeatable: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT/PATH,\n"
+                    "tls://HOST:PORT, wss://HOST:PORT/PATH (TLS: --tls-cert and --tls-key)\n"
                     "(default: tcp://127.0.0.1:6970 and ws://127.0.0.1:6971)")
         ->type_name("URL");
     cmd->add_option("--ttl", a->ttl_ms, "Default lease in ms for locks that do not name one")
@@ -172,6 +247,30 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--max-list", a->opt.max_list, "Most keys in one ls page and holders listed by lock-info")
         ->default_val(10000)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
     cmd->add_option("--unix-mode", a->unix_mode, "File mode of Unix socket files (octal)")->default_val("0660")->type_name("MODE");
+    cmd->add_option("--unix-group", a->unix_group,
+                    "Group of Unix socket files (with --unix-mode 0660 its members may connect)")
+        ->type_name("GROUP");
+    cmd->add_option("--tls-cert", a->opt.tls_cert,
+                    "PEM certificate (chain, leaf first) of the tls:// and wss:// listeners")
+        ->type_name("FILE");
+    cmd->add_option("--tls-key", a->opt.tls_key, "PEM private key of --tls-cert")->type_name("FILE");
+    cmd->add_option("--tls-client-ca", a->opt.tls_client_ca,
+                    "Require TLS clients to present a certificate signed by a CA in FILE (PEM): mutual TLS")
+        ->type_name("FILE");
+    cmd->add_option("--auth-token-file", a->opt.auth_token_file,
+                    "Require authentication: FILE lists one token per line, optionally followed by a role (admin or "
+                    "client, the default); '#' starts a comment; re-read on SIGHUP")
+        ->type_name("FILE");
+    cmd->add_option("--unix-allow-uid", a->unix_allow_uid,
+                    "With authentication, let Unix-socket peers of this user in without a token (by SO_PEERCRED), "
+                    "repeatable; ':admin' gives them the admin role")
+        ->type_name("USER[:admin]");
+    cmd->add_option("--unix-allow-gid", a->unix_allow_gid,
+                    "Like --unix-allow-uid, for peers whose primary group is GROUP")
+        ->type_name("GROUP[:admin]");
+    cmd->add_flag("--auth-http", a->opt.auth_http,
+                  "With authentication, /metrics and /healthz need a token too (Authorization: Bearer); /v1/stats "
+                  "always does");
     cmd->add_option("--state-dir", a->opt.state_dir,
                     "Directory for durable state (the fencing-token high-water mark); unset: tokens start from the "
                     "wall clock in microseconds")

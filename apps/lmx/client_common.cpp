@@ -20,10 +20,24 @@ namespace lmx::app {
 void add_client_flags(CLI::App* cmd, client_args& a, bool json) {
     auto* g = cmd->add_option_group("Connection", "Where the broker is (default: LMX_URL, LMX_UDS_PATH, LMX_HOST/LMX_PORT, "
                                                   "then `lmx set`, then tcp://127.0.0.1:6970)");
-    g->add_option("-u,--url", a.url, "Broker URL: tcp://HOST:PORT, unix:///PATH or ws://HOST:PORT/PATH")->type_name("URL");
+    g->add_option("-u,--url", a.url,
+                  "Broker URL: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT/PATH, or over TLS tls://HOST:PORT, "
+                  "wss://HOST:PORT/PATH")
+        ->type_name("URL");
     g->add_option("--host", a.host, "Broker host (TCP)")->type_name("HOST");
     g->add_option("-p,--port", a.port, "Broker port (TCP)")->check(CLI::Range(1, 65535))->type_name("PORT");
     g->add_option("--uds-path", a.uds_path, "Broker Unix socket path (wins over host/port)")->type_name("PATH");
+    g->add_option("--token-file", a.token_file,
+                  "File holding the token for a broker that requires one (default: LMX_TOKEN_FILE, then `lmx set "
+                  "token_file`)")
+        ->type_name("FILE");
+    g->add_option("--tls-ca", a.tls_ca,
+                  "tls:// and wss://: trust the broker's certificate when a CA in FILE (PEM) signed it (default: "
+                  "LMX_TLS_CA, then the system's CAs)")
+        ->type_name("FILE");
+    g->add_option("--tls-cert", a.tls_cert, "Client certificate (PEM) for a broker that requires one (default: LMX_TLS_CERT)")
+        ->type_name("FILE");
+    g->add_option("--tls-key", a.tls_key, "Key of --tls-cert (PEM) (default: LMX_TLS_KEY)")->type_name("FILE");
     g->add_flag("--ensure-broker", a.ensure_broker,
                 "Start a broker in the background if none answers (log and state under $XDG_STATE_HOME/lmx)");
     g->add_option("--connect-timeout", a.connect_timeout_ms, "Give up connecting after MS")
@@ -121,6 +135,14 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         msg = subject + "the broker at " + url + " pins the key's --max" + (why.empty() ? std::string() : " (" + why + ")") +
               "; give no --max, or that one";
         code = exit_usage;
+    } else if (ec == errc::tls_failed) {
+        msg = "TLS with the broker at " + url + " failed" + (why.empty() ? std::string() : ": " + why);
+    } else if (ec == errc::unauthenticated) {
+        msg = "the broker at " + url + " requires a valid token (--token-file, LMX_TOKEN_FILE or `lmx set token_file`)";
+        code = exit_usage;
+    } else if (ec == errc::forbidden) {
+        msg = subject + "the broker at " + url + " refused it: it needs a token with the admin role";
+        code = exit_not_obtained;
     } else if (ec == errc::bad_request) {
         msg = subject + "invalid request: " +
               (why.empty() ? "an empty or too long key, or a value out of range" : why);
@@ -150,9 +172,28 @@ int run_client(const char* command, const client_args& args, client_options base
     if (!args.uds_path.empty()) flags.uds_path = args.uds_path;
     if (!args.host.empty()) flags.host = args.host;
     if (args.port) flags.port = args.port;
+    if (!args.token_file.empty()) flags.token_file = args.token_file;
     std::array layers{flags, *env, *file};
     base.url = resolve_url(layers);
+    for (const auto& layer : layers) {
+        if (!layer.token_file) continue;
+        // Read now so that a wrong path is reported as such, not as a refusal by the broker.
+        std::string error;
+        base.token = read_token_file(*layer.token_file, &error);
+        if (base.token.empty()) {
+            std::fprintf(stderr, "lmx %s: %s\n", command, error.c_str());
+            return exit_usage;
+        }
+        break;
+    }
     base.connect_timeout = std::chrono::milliseconds{args.connect_timeout_ms};
+    auto flag_or_env = [](const std::string& flag, const char* variable) {
+        const char* v = std::getenv(variable);
+        return !flag.empty() ? flag : v ? std::string(v) : std::string();
+    };
+    base.tls_ca_file = flag_or_env(args.tls_ca, "LMX_TLS_CA");
+    base.tls_cert_file = flag_or_env(args.tls_cert, "LMX_TLS_CERT");
+    base.tls_key_file = flag_or_env(args.tls_key, "LMX_TLS_KEY");
 
     std::signal(SIGPIPE, SIG_IGN);
     if (args.ensure_broker) {
@@ -182,7 +223,7 @@ int run_client(const char* command, const client_args& args, client_options base
                     co_await c.connect();
                     co_return co_await body(c);
                 } catch (const boost::system::system_error& e) {
-                    co_return report(command, e.code(), url);
+                    co_return report(command, e.code(), url, {}, e.code() == errc::tls_failed ? c.last_connect_error().message() : std::string());
                 }
             },
             [&](std::exception_ptr ep, int rc) {

@@ -32,6 +32,8 @@ struct client_args {
     std::string host;
     std::uint16_t port = 0;
     std::string uds_path;
+    std::string token_file;
+    std::string tls_ca, tls_cert, tls_key;
     bool ensure_broker = false;
     std::int64_t connect_timeout_ms = 3000;
     bool json = false;

@@ -22,7 +22,7 @@ inline constexpr std::int64_t max_duration_ms = std::int64_t{366} * 24 * 3600 * 
 // Each subcommand registers itself and, when chosen, hands its action to `set_action`.
 using action_setter = std::function<void(std::function<int()>)>;
 void add_broker_command(CLI::App& app, action_setter set_action);
-void add_lock_commands(CLI::App& app, action_setter set_action);      // acquire, release
+void add_lock_commands(CLI::App& app, action_setter set_action);      // acquire, release, pin
 void add_run_command(CLI::App& app, action_setter set_action);
 void add_inspect_commands(CLI::App& app, action_setter set_action);   // ls, info, stats, ping
 void add_settings_commands(CLI::App& app, action_setter set_action);  // set, get, unset

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 namespace lmx::app {
 
@@ -95,6 +96,36 @@ int run_release(const release_args& a) {
     });
 }
 
+struct pin_args {
+    client_args conn;
+    std::string prefix;
+    std::uint32_t max = 0;
+    bool remove = false;
+};
+
+int run_pin(const pin_args& a) {
+    if ((a.max == 0) == !a.remove) {
+        std::fprintf(stderr, "lmx pin: give the max to pin (lmx pin PREFIX N), or --remove\n");
+        return exit_usage;
+    }
+    return run_client("pin", a.conn, {}, [&a](lmx::client& c) -> boost::asio::awaitable<int> {
+        std::optional<std::uint32_t> max;
+        if (!a.remove) max = a.max;
+        auto [ec] = co_await c.pin(a.prefix, max, use_tuple);
+        if (ec) co_return report("pin", ec, c.options().url, "pin of '" + a.prefix + "'");
+        if (a.conn.json) {
+            boost::json::object out{{"prefix", a.prefix}, {"pinned", !a.remove}};
+            out["max"] = a.remove ? boost::json::value(nullptr) : boost::json::value(a.max);
+            std::printf("%s\n", boost::json::serialize(out).c_str());
+        } else if (a.remove) {
+            std::printf("unpinned keys starting with '%s'\n", a.prefix.c_str());
+        } else {
+            std::printf("pinned max %u for keys starting with '%s' (until the broker stops)\n", a.max, a.prefix.c_str());
+        }
+        co_return exit_ok;
+    });
+}
+
 }  // namespace
 
 void add_lock_commands(CLI::App& app, action_setter set_action) {
@@ -116,6 +147,17 @@ void add_lock_commands(CLI::App& app, action_setter set_action) {
         cmd->add_flag("--force", a->force, "End every hold of the key, whoever holds it")->excludes(id);
         add_client_flags(cmd, a->conn);
         cmd->callback([a, set_action] { set_action([a] { return run_release(*a); }); });
+    }
+    {
+        auto a = std::make_shared<pin_args>();
+        auto* cmd = app.add_subcommand("pin", "Pin the max of every key starting with PREFIX at a running broker, as its "
+                                              "--key-max does (admin role with authentication)");
+        cmd->add_option("prefix", a->prefix, "Keys starting with PREFIX (\"\" for every key)")->required();
+        auto* max = cmd->add_option("max", a->max, "Holders allowed at once on each such key")
+                        ->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))->type_name("N");
+        cmd->add_flag("--remove", a->remove, "Remove the pin: requests' own max applies again")->excludes(max);
+        add_client_flags(cmd, a->conn);
+        cmd->callback([a, set_action] { set_action([a] { return run_pin(*a); }); });
     }
 }
 

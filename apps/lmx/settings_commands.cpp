@@ -16,10 +16,11 @@ namespace lmx::app {
 
 namespace {
 
-const std::vector<std::string> names = {"url", "uds_path", "host", "port"};
+const std::vector<std::string> names = {"url", "uds_path", "host", "port", "token_file"};
 
 std::optional<std::string> value_of(const connection_settings& s, const std::string& name) {
     if (name == "url") return s.url;
+    if (name == "token_file") return s.token_file;
     if (name == "uds_path") return s.uds_path;
     if (name == "host") return s.host;
     if (s.port) return std::to_string(*s.port);
@@ -68,6 +69,13 @@ int run_set(const set_args& a) {
         s->url = a.value;
     } else if (a.name == "uds_path") {
         s->uds_path = a.value;
+    } else if (a.name == "token_file") {
+        std::string error;
+        if (read_token_file(a.value, &error).empty()) {
+            std::fprintf(stderr, "lmx set: %s\n", error.c_str());
+            return exit_usage;
+        }
+        s->token_file = a.value;
     } else {
         s->host = a.value;
     }
@@ -81,6 +89,7 @@ int run_unset(const std::string& name) {
     if (!s) return exit_usage;
     if (name == "url") s->url.reset();
     else if (name == "uds_path") s->uds_path.reset();
+    else if (name == "token_file") s->token_file.reset();
     else if (name == "host") s->host.reset();
     else s->port.reset();
     if (!save_or_complain("unset", *s)) return exit_usage;
@@ -136,21 +145,21 @@ void add_settings_commands(CLI::App& app, action_setter set_action) {
     {
         auto a = std::make_shared<set_args>();
         auto* cmd = app.add_subcommand("set", "Save a connection setting" + where);
-        cmd->add_option("name", a->name, "url, uds_path, host or port")->required()->check(CLI::IsMember(names));
+        cmd->add_option("name", a->name, "url, uds_path, host, port or token_file")->required()->check(CLI::IsMember(names));
         cmd->add_option("value", a->value, "The value")->required();
         cmd->callback([a, set_action] { set_action([a] { return run_set(*a); }); });
     }
     {
         auto a = std::make_shared<get_args>();
         auto* cmd = app.add_subcommand("get", "Show a saved setting, or all of them and the broker URL they give");
-        cmd->add_option("name", a->name, "url, uds_path, host or port (exit 1 when unset)")->check(CLI::IsMember(names));
+        cmd->add_option("name", a->name, "url, uds_path, host, port or token_file (exit 1 when unset)")->check(CLI::IsMember(names));
         cmd->add_flag("--json", a->json, "Print one JSON object for scripts");
         cmd->callback([a, set_action] { set_action([a] { return run_get(*a); }); });
     }
     {
         auto a = std::make_shared<std::string>();
         auto* cmd = app.add_subcommand("unset", "Remove a saved setting");
-        cmd->add_option("name", *a, "url, uds_path, host or port")->required()->check(CLI::IsMember(names));
+        cmd->add_option("name", *a, "url, uds_path, host, port or token_file")->required()->check(CLI::IsMember(names));
         cmd->callback([a, set_action] { set_action([a] { return run_unset(*a); }); });
     }
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 LMX=${LMX_BINARY:?set LMX_BINARY to the lmx executable}
 T=$(mktemp -d /tmp/lmx-cli-XXXXXX)
 export XDG_CONFIG_HOME=$T/config XDG_STATE_HOME=$T/state
-unset LMX_URL LMX_HOST LMX_PORT LMX_UDS_PATH
+unset LMX_URL LMX_HOST LMX_PORT LMX_UDS_PATH LMX_TOKEN_FILE
 BROKER_PID=
 
 cleanup() {

@@ -126,7 +126,7 @@ BOOST_DATA_TEST_CASE(from_env_reaches_a_broker, boost::unit_test::data::make(cli
 
 BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
     std::vector<errc> all;
-    for (int v = static_cast<int>(errc::timeout); v <= static_cast<int>(errc::max_pinned); ++v)
+    for (int v = static_cast<int>(errc::timeout); v <= static_cast<int>(errc::tls_failed); ++v)
         all.push_back(static_cast<errc>(v));
     std::set<std::string> messages;
     for (auto e : all) {
@@ -144,6 +144,8 @@ BOOST_AUTO_TEST_CASE(every_errc_has_its_own_message) {
     BOOST_TEST(lmx::errc_from_wire("too_many_waiters") == errc::too_many_waiters);
     BOOST_TEST(lmx::errc_from_wire("limit_reached") == errc::limit_reached);
     BOOST_TEST(lmx::errc_from_wire("max_pinned") == errc::max_pinned);
+    BOOST_TEST(lmx::errc_from_wire("unauthenticated") == errc::unauthenticated);
+    BOOST_TEST(lmx::errc_from_wire("forbidden") == errc::forbidden);
     BOOST_TEST(lmx::errc_from_wire("key_too_long") == errc::bad_request);
     BOOST_TEST(lmx::errc_from_wire("something new") == errc::bad_request);
 }
@@ -163,6 +165,9 @@ BOOST_AUTO_TEST_CASE(errc_matches_standard_conditions) {
         {errc::origin_refused, se::permission_denied},
         {errc::limit_reached, se::resource_unavailable_try_again},
         {errc::max_pinned, se::operation_not_permitted},
+        {errc::unauthenticated, se::permission_denied},
+        {errc::forbidden, se::operation_not_permitted},
+        {errc::tls_failed, se::permission_denied},
     };
     for (auto [ours, theirs] : pairs) {
         lmx::error_code ec = ours;

@@ -116,6 +116,8 @@ broker_process::broker_process(broker_config config) : config_(std::move(config)
         if (line.starts_with("tcp://")) tcp_url = line;
         else if (line.starts_with("unix://")) unix_url = line;
         else if (line.starts_with("ws://")) ws_url = line;
+        else if (line.starts_with("tls://")) tls_url = line;
+        else if (line.starts_with("wss://")) wss_url = line;
     }
 }
 
@@ -157,7 +159,12 @@ int broker_process::stop(int sig, std::chrono::milliseconds wait) {
 std::string broker_process::log() const { return read_file(dir() + "/broker.log"); }
 
 const std::string& broker_process::url(std::string_view kind) const {
-    const std::string* u = kind == "tcp" ? &tcp_url : kind == "unix" ? &unix_url : kind == "ws" ? &ws_url : nullptr;
+    const std::string* u = kind == "tcp"    ? &tcp_url
+                           : kind == "unix" ? &unix_url
+                           : kind == "ws"   ? &ws_url
+                           : kind == "tls"  ? &tls_url
+                           : kind == "wss"  ? &wss_url
+                                            : nullptr;
     if (!u || u->empty()) throw std::runtime_error("broker has no " + std::string(kind) + " listener");
     return *u;
 }

@@ -44,8 +44,9 @@ public:
     broker_process& operator=(const broker_process&) = delete;
 
     std::string tcp_url, unix_url, ws_url;  // bound URLs ("" when not configured)
-    std::vector<std::string> urls() const;  // every configured one
-    // The bound URL of one transport: "tcp", "unix" or "ws"; throws when not configured.
+    std::string tls_url, wss_url;           // when extra_args listen on tls:// or wss://
+    std::vector<std::string> urls() const;  // tcp, unix and ws: every configured one
+    // The bound URL of one transport: "tcp", "unix", "ws", "tls" or "wss"; throws when not configured.
     const std::string& url(std::string_view kind) const;
 
     int pid() const noexcept { return pid_; }

@@ -221,7 +221,8 @@ public:
     enum opcode : std::uint8_t { text = 1, binary = 2, close_frame = 8, ping_frame = 9, pong_frame = 10 };
 
     // Performs the upgrade; `status` is the HTTP status the broker answered (101 when upgraded).
-    explicit raw_websocket(const std::string& ws_url, const std::string& origin = {}, int rcvbuf = 0)
+    explicit raw_websocket(const std::string& ws_url, const std::string& origin = {}, int rcvbuf = 0,
+                           const std::vector<std::pair<std::string, std::string>>& headers = {})
         : sock_(ws_url, rcvbuf) {
         auto ep = transport::parse_endpoint(ws_url);
         std::string rq = "GET " + (ep->path.empty() ? std::string("/") : ep->path) + " HTTP/1.1\r\nHost: " +
@@ -229,6 +230,7 @@ public:
                          "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                          "Sec-WebSocket-Version: 13\r\n";
         if (!origin.empty()) rq += "Origin: " + origin + "\r\n";
+        for (const auto& [name, value] : headers) rq += name + ": " + value + "\r\n";
         rq += "\r\n";
         if (!sock_.send_all(rq)) throw std::runtime_error("cannot send the upgrade request");
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

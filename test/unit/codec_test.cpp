@@ -73,6 +73,7 @@ std::vector<core::request> sample_requests() {
     v.push_back(req::version{"0.2.25"});
     v.push_back(req::hello{"h1", "lmx-cpp/0.1.0", 1});
     v.push_back(req::hello{"h2", "", 7});
+    v.push_back(req::hello{"h3", "lmx-cpp/0.1.0", 1, "a-token-0123456789"});
     v.push_back(req::lock{"u1", "k"});
     v.push_back(req::lock{.uuid = "u2",
                           .key = "a/b:c",
@@ -98,6 +99,8 @@ std::vector<core::request> sample_requests() {
     v.push_back(req::increment_readers{"wf3", "k"});
     v.push_back(req::decrement_readers{"wf4", "k"});
     v.push_back(req::clear_write_flag{"wf5", "k"});
+    v.push_back(req::pin{"p1", "jobs/", 4});
+    v.push_back(req::pin{"p2", "", std::nullopt});
     v.push_back(req::lock_received{"u1", "k"});
     v.push_back(req::lock_received{"u1", ""});
     v.push_back(req::lock_client_timeout{"u1", "k"});
@@ -294,6 +297,8 @@ std::vector<bad_case> bad_cases() {
          errc::bad_request, "u1", "\"protocol\""},
         {"hello string protocol", R"({"type":"hello","uuid":"u1","protocol":"1"})",
          errc::bad_request, "u1", "\"protocol\""},
+        {"hello numeric token", R"({"type":"hello","uuid":"u1","protocol":1,"token":12345})",
+         errc::bad_request, "u1", "\"token\""},
         {"hello numeric client", R"({"type":"hello","uuid":"u1","client":1,"protocol":1})",
          errc::bad_request, "u1", "\"client\""},
         {"version without value", R"({"type":"version"})", errc::bad_request, "", "\"value\""},

@@ -1569,6 +1569,24 @@ BOOST_AUTO_TEST_CASE(a_pinned_max_holds_whatever_requests_ask) {
     BOOST_TEST(f.table.info("free2").max == 3u);
 }
 
+// Pins set at run time (an admin's pin request) work like configured ones, replace a pin of the
+// same prefix, and can be removed again.
+BOOST_AUTO_TEST_CASE(pins_change_at_run_time) {
+    basic_fixture<> f;
+    BOOST_TEST(f.acquire(max_req(1, "a", "gpu/0", 3)) == effect_kind::granted);  // unpinned: 3
+    f.table.set_pin("gpu/", 1);
+    BOOST_TEST(f.acquire(max_req(2, "b", "gpu/0", 3)) == effect_kind::rejected);
+    BOOST_TEST(f.take().back().code == errc::max_pinned);
+    BOOST_TEST(f.acquire(req(2, "c", "gpu/0")) == effect_kind::queued);  // the pin's max 1 now applies
+    f.table.set_pin("gpu/", 2);  // replaces
+    BOOST_TEST(f.acquire(max_req(3, "d", "gpu/1", 1)) == effect_kind::rejected);
+    BOOST_TEST(f.acquire(max_req(3, "e", "gpu/1", 2)) == effect_kind::granted);
+    f.table.set_pin("gpu/", std::nullopt);  // removed: a request's max applies again
+    BOOST_TEST(f.acquire(max_req(4, "g", "gpu/2", 5)) == effect_kind::granted);
+    BOOST_TEST(f.table.info("gpu/2").max == 5u);
+    BOOST_TEST(f.table.config().pins.empty());
+}
+
 BOOST_AUTO_TEST_CASE(holds_per_session_and_keys_in_total_are_bounded) {
     table_config cfg;
     cfg.max_session_requests = 2;

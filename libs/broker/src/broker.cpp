@@ -7,6 +7,7 @@
 #include <lmx/transport/listener.hpp>
 #include <lmx/version.hpp>
 
+#include "auth.hpp"
 #include "fencing_store.hpp"
 #include "http_pages.hpp"
 
@@ -19,7 +20,9 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -36,6 +39,7 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::string_view authenticate_first = "this broker requires authentication first: a hello with a valid token";
 
 struct session {
     std::uint64_t id = 0;
@@ -48,14 +52,17 @@ struct session {
     bool gone = false;        // ended: its bytes no longer count
     steady::time_point last_read{};  // when its last bytes arrived (--idle-timeout)
     asio::steady_timer wake;
+    asio::steady_timer auth_deadline;  // armed while auth is on and no token was shown
     bool writer_idle = false;
     bool closing = false;
     bool watching = false;
     bool dirty = false;  // listed in broker::impl::dirty
     bool live_mutex = false;  // announced itself with a live-mutex `version` message
+    detail::role role = detail::role::none;  // none: not yet authenticated (auth on)
+    std::string token;  // the token it authenticated with, checked again on reload
     std::unordered_set<std::string> watch_keys;  // empty: every key
 
-    session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()) {}
+    session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()), auth_deadline(ex) {}
 };
 
 // live-mutex clients announce their package version; any 0.2.x speaks our protocol.
@@ -157,6 +164,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::uint64_t next_session = 1;
     bool running = false;
     bool stopped = false;
+    std::optional<detail::token_set> tokens;
+    std::vector<detail::unix_rule> unix_rules;
+    throttled_log auth_refusals;  // connections refused for want of a valid token
     broker_figures fig;
     detail::wait_histogram waits;
 
@@ -454,6 +464,97 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
         asio::co_spawn(ex, reader(shared_from_this(), s), log_failure("session reader for " + s->remote));
         asio::co_spawn(ex, writer(s), log_failure("session writer for " + s->remote));
+        authenticate_at_accept(*s);
+        if (s->role == detail::role::none && !s->closing)
+            asio::co_spawn(ex, close_unless_authenticated(shared_from_this(), s), log_failure("authentication deadline for " + s->remote));
+    }
+
+    // ---- authentication -----------------------------------------------------------------
+    bool auth_on() const { return tokens.has_value() || !unix_rules.empty(); }
+
+    // What a connection shows before it sends anything: a unix peer's uid and gid, a WebSocket
+    // upgrade's token. A token that is shown and wrong ends the connection.
+    void authenticate_at_accept(session& s) {
+        if (!auth_on()) {
+            s.role = detail::role::admin;
+            return;
+        }
+        if (auto cred = s.conn->credentials()) s.role = detail::unix_peer_role(unix_rules, cred->uid, cred->gid);
+        if (s.conn->upgrade_token_malformed()) return deny(s, "", "the token in the WebSocket upgrade is malformed");
+        if (const auto& token = s.conn->upgrade_token(); !token.empty() && s.role == detail::role::none) {
+            s.role = tokens ? tokens->find(token) : detail::role::none;
+            if (s.role == detail::role::none) return deny(s, "", "the token in the WebSocket upgrade is not valid");
+            s.token = token;
+        }
+    }
+
+    // Before it is authenticated, a connection may send only a hello with a valid token.
+    bool authenticate(session& s, core::request& rq) {
+        if (auto* hello = std::get_if<req::hello>(&rq)) {
+            if (hello->token.empty()) return deny(s, hello->uuid, "this broker requires a token: send it in the hello"), false;
+            s.role = tokens ? tokens->find(hello->token) : detail::role::none;
+            if (s.role == detail::role::none) return deny(s, hello->uuid, "the token is not valid"), false;
+            s.token = std::move(hello->token);
+            s.auth_deadline.cancel();
+            return true;
+        }
+        const std::string_view uuid = std::visit([](const auto& r) -> std::string_view {
+            if constexpr (requires { r.uuid; }) return r.uuid;
+            else return {};
+        }, rq);
+        deny(s, uuid, authenticate_first);
+        return false;
+    }
+
+    // Answers `unauthenticated` and closes the connection once the answer is written.
+    void deny(session& s, std::string_view uuid, std::string_view why) {
+        if (s.closing) return;
+        auth_refusals("refused connection from " + s.remote + ": " + std::string(why));
+        core::write_error(s.outbox, uuid, core::errc::unauthenticated, why);
+        ++fig.messages_out;
+        count(s);
+        s.closing = true;
+        // Straight to the writer, which closes the connection once the answer is out.
+        if (s.writer_idle) s.wake.cancel();
+    }
+
+    asio::awaitable<void> close_unless_authenticated(std::shared_ptr<impl> /*keeps the broker alive*/, std::shared_ptr<session> s) {
+        if (s->gone || s->closing || s->role != detail::role::none) co_return;
+        s->auth_deadline.expires_after(opt.handshake_timeout);
+        co_await s->auth_deadline.async_wait(use_tuple);
+        if (s->gone || s->closing || s->role != detail::role::none) co_return;
+        deny(*s, "", "no token within " + std::to_string(opt.handshake_timeout.count()) + " ms");
+    }
+
+    std::string load_tokens() {
+        if (opt.auth_token_file.empty()) return {};
+        std::string error, warning;
+        auto loaded = detail::token_set::load(opt.auth_token_file, error, warning);
+        if (!loaded) return error;
+        if (!warning.empty()) log_line(log_level::warn, warning);
+        if (loaded->size() == 0) log_line(log_level::warn, "the token file " + opt.auth_token_file + " lists no token");
+        tokens = std::move(loaded);
+        return {};
+    }
+
+    std::string reload() {
+        if (opt.auth_token_file.empty()) return {};
+        if (auto error = load_tokens(); !error.empty()) {
+            log_line(log_level::error, "reload: " + error + "; the tokens read before stay in force");
+            return error;
+        }
+        std::size_t revoked = 0;
+        for (auto& [id, s] : sessions) {
+            if (s->token.empty() || s->closing) continue;
+            s->role = tokens->find(s->token);
+            if (s->role != detail::role::none) continue;
+            ++revoked;
+            deny(*s, "", "its token was revoked");
+        }
+        log_line(log_level::info, "reloaded " + opt.auth_token_file + ": " + std::to_string(tokens->size()) + " tokens" +
+                                      (revoked ? ", " + std::to_string(revoked) + " connections closed whose token is gone" : ""));
+        flush();
+        return {};
     }
 
     asio::awaitable<void> reader(std::shared_ptr<impl> /*keeps the broker alive*/, std::shared_ptr<session> s) {
@@ -486,7 +587,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             }
             if (ec == transport::error::message_skipped && !s->closing) {
                 // NDJSON: the line was dropped as it came in and the connection goes on.
-                answer_skipped_line(*s);
+                if (s->role == detail::role::none) deny(*s, "", authenticate_first);
+                else answer_skipped_line(*s);
                 flush();
                 continue;
             }
@@ -578,6 +680,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     void end_session(session& s) {
         if (!sessions.contains(s.id)) return;
         s.closing = true;
+        s.auth_deadline.cancel();
         if (s.watching) stop_watching(s);
         table->close_session(s.id, steady::now());
         rw->close_session(s.id, steady::now());
@@ -614,6 +717,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     void handle(session& s, std::string_view frame) {
         ++fig.messages_in;
         auto parsed = parser.parse(frame);
+        if (s.role == detail::role::none) {
+            if (!parsed) return deny(s, parsed.error().uuid, authenticate_first);
+            if (!authenticate(s, parsed.value())) return;
+        }
         if (!parsed) {
             const auto& err = parsed.error();
             if (log_enabled(log_level::debug)) log_line(log_level::debug, "client " + s.remote + ": " + err.message);
@@ -652,7 +759,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit",
             "rw-locks"};
         core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
-                          std::to_string(s.id), features, epoch, &parser.limits());
+                          std::to_string(s.id), features, epoch, &parser.limits(),
+                          auth_on() ? detail::to_string(s.role) : std::string_view{});
     }
 
     const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
@@ -674,6 +782,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
 
     void serve(session& s, req::unlock& r) {
         if (rw->unlock(s.id, r, now())) return;
+        // Any client may end a hold or a wait whose id it knows; every holder at once is the admin's.
+        if (r.force && !r.lock_id && s.role != detail::role::admin)
+            return core::write_unlock_error(*begin_frame(s), r.uuid, r.key, core::errc::forbidden,
+                                            "releasing every holder of a key needs the admin role; name the lock id");
         core::release_result res;
         if (r.lock_id && r.force) res = table->force_release(r.key, *r.lock_id, now());
         else if (r.lock_id) res = table->release(r.key, *r.lock_id, now(), s.id);
@@ -806,6 +918,15 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         core::write_watch_ack(*begin_frame(s), r.uuid, true);
     }
 
+    void serve(session& s, req::pin& r) {
+        if (s.role != detail::role::admin)
+            return core::write_error(*begin_frame(s), r.uuid, core::errc::forbidden, "pinning a key's max needs the admin role");
+        table->set_pin(r.prefix, r.max);
+        log_line(log_level::info, "client " + s.remote + (r.max ? " pinned max " + std::to_string(*r.max) : std::string(" unpinned")) +
+                                      " for keys starting with '" + r.prefix + "'");
+        core::write_pin(*begin_frame(s), r.uuid, r.prefix, r.max);
+    }
+
     void serve(session& s, req::unwatch& r) {
         if (s.watching) stop_watching(s);
         core::write_watch_ack(*begin_frame(s), r.uuid, false);
@@ -815,6 +936,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     transport::http_response http(const transport::http_request_view& rq) {
         if (!browser_may_read(rq)) return {403, "text/plain; charset=utf-8", "host not allowed\n", {}};
         std::string_view path = rq.target.substr(0, rq.target.find('?'));
+        const bool needs_token = path == "/v1/stats" || (opt.auth_http && (path == "/metrics" || path == "/healthz"));
+        if (needs_token && auth_on() && (!tokens || tokens->find(detail::bearer_token(rq.authorization)) == detail::role::none))
+            return {401, "text/plain; charset=utf-8", "a valid token is required: Authorization: Bearer TOKEN\n",
+                    {{"WWW-Authenticate", "Bearer realm=\"lmx\""}}};
         auto c = table->counters();
         if (path == "/healthz") return detail::healthz_page(health());
         if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token(), health());
@@ -892,6 +1017,12 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         } catch (const std::exception& e) {
             return e.what();
         }
+        if (auto error = load_tokens(); !error.empty()) return error;
+        for (const auto& u : opt.unix_allow)
+            unix_rules.push_back({.group = u.group, .id = u.id, .grants = u.admin ? detail::role::admin : detail::role::client});
+        if (auth_on())
+            log_line(log_level::info, "authentication on: " + (tokens ? std::to_string(tokens->size()) + " tokens" : std::string("no token file")) +
+                                          ", " + std::to_string(unix_rules.size()) + " unix peer rules");
         const auto limits = resolve_limits(opt);
         opt.max_connections = limits.max_connections;
         opt.max_outbox_total = limits.max_outbox_total;
@@ -918,8 +1049,12 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             lo.keepalive = opt.tcp_keepalive;
             lo.max_handshakes = opt.max_handshakes;
             lo.handshake_timeout = opt.handshake_timeout;
+            lo.tls = {.cert_file = opt.tls_cert, .key_file = opt.tls_key, .client_ca_file = opt.tls_client_ca};
+            std::weak_ptr<impl> weak = shared_from_this();
+            lo.on_error = [weak](const std::string& what) {
+                if (auto self = weak.lock()) self->refusals(what);
+            };
             if (ep->scheme == transport::endpoint::kind::websocket) {
-                std::weak_ptr<impl> weak = shared_from_this();
                 lo.http = [weak](const transport::http_request_view& rq) {
                     auto self = weak.lock();
                     return self ? self->http(rq) : transport::http_response{503, "text/plain", "stopping\n", {}};
@@ -928,16 +1063,27 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                     auto self = weak.lock();
                     return self && self->accept_websocket(rq);
                 };
-                lo.on_error = [weak](const std::string& what) {
-                    if (auto self = weak.lock()) self->refusals(what);
-                };
             }
             boost::system::error_code ec;
             auto l = transport::listener::open(ex, *ep, std::move(lo), ec, why);
-            if (ec || !l) return close_all("cannot listen on " + url + ": " + (why.empty() ? ec.message() : why));
+            if (ec || !l) {
+                if (ep->tls && (opt.tls_cert.empty() || opt.tls_key.empty()))
+                    return close_all("cannot listen on " + url + ": TLS listeners need --tls-cert and --tls-key");
+                // The transport's sentence names the endpoint already.
+                return close_all(why.empty() ? "cannot listen on " + url + ": " + ec.message() : why);
+            }
+            if (ep->scheme == transport::endpoint::kind::unix_socket && opt.unix_group >= 0 &&
+                ::chown(ep->path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(opt.unix_group)) != 0) {
+                const std::string error = std::strerror(errno);
+                listeners.push_back(std::move(l));  // closed (and its file removed) by close_all
+                return close_all("cannot give " + ep->path + " to group " + std::to_string(opt.unix_group) + ": " + error);
+            }
             bound.push_back(transport::to_string(l->local_endpoint()));
             listeners.push_back(std::move(l));
         }
+        const bool any_tls = std::any_of(listeners.begin(), listeners.end(), [](const auto& l) { return l->local_endpoint().tls; });
+        if (!any_tls && (!opt.tls_cert.empty() || !opt.tls_client_ca.empty()))
+            log_line(log_level::warn, "--tls-cert/--tls-client-ca given, but no tls:// or wss:// listener uses them");
         running = true;
         auto self = shared_from_this();
         for (auto& l : listeners) {
@@ -1027,6 +1173,7 @@ broker::~broker() { impl_->stop(); }
 
 std::string broker::start() { return impl_->start(); }
 void broker::stop() { impl_->stop(); }
+std::string broker::reload() { return impl_->reload(); }
 std::vector<std::string> broker::urls() const { return impl_->bound; }
 broker_figures broker::figures() const {
     auto f = impl_->fig;

@@ -63,7 +63,17 @@ export type ErrorCode =
   /** A bound of the broker is reached: this connection's holds and waiting requests, or keys in total. */
   | "limit_reached"
   /** The broker's operator pinned this key's `max` (--key-max); the request named another. */
-  | "max_pinned";
+  | "max_pinned"
+  /**
+   * The broker checks tokens (--auth-token-file) and refused this client's: none, or one it does
+   * not list. The client then stops reconnecting: calls reject with this at once, without opening
+   * a connection, until `setToken()` or `connect()`.
+   */
+  | "unauthenticated"
+  /** The token's role does not permit the request (e.g. `forceRelease` needs an `admin` token); the connection stays. */
+  | "forbidden"
+  /** The TLS handshake failed (the C++ client; a browser does not tell a page why a wss:// connection failed). */
+  | "tls_failed";
 
 /** Every error code, by name (`errc.timeout === "timeout"`). */
 export declare const errc: { readonly [K in ErrorCode]: K };
@@ -106,6 +116,14 @@ export interface ClientOptions {
   maxBackoff?: number;
   /** The WebSocket constructor to use (default: globalThis.WebSocket). */
   WebSocket?: typeof WebSocket;
+  /**
+   * The token for a broker started with --auth-token-file: offered at the WebSocket upgrade as the
+   * subprotocol `lmx.token.<base64url of its UTF-8>` beside `lmx`, and sent in the hello; never in
+   * the URL. Non-empty, without whitespace or control characters. A broker that refuses it fails
+   * the connection with `unauthenticated`, and the client does not reconnect until `setToken()` or
+   * `connect()`. Default null: no token.
+   */
+  token?: string | null;
 }
 
 /** Options of one acquire. Every value is checked before anything is sent (`bad_request`). */
@@ -350,10 +368,21 @@ export declare class Client extends EventTarget {
   readonly session: string | null;
   /** The broker's name and version (e.g. "lmx/1.2.0"), from the hello handshake. */
   readonly broker: string | null;
+  /** The role the broker gave the token, from the hello; null when the broker checks no tokens. */
+  readonly role: "admin" | "client" | null;
   /** What the broker accepts; requests are checked against it before they are sent. */
   readonly limits: BrokerLimits;
-  /** Connects, or waits for the attempt in progress or the next scheduled one. */
+  /**
+   * Connects, or waits for the attempt in progress or the next scheduled one. After the broker
+   * refused the token (`unauthenticated`), this is what tries again.
+   */
   connect(): Promise<void>;
+  /**
+   * The token for the next connection attempts (null: none); an open connection stays as it is.
+   * Lifts the stop after an `unauthenticated` refusal: the next call connects with it.
+   * Throws `bad_request` at once for a token that cannot be one (empty, whitespace, ...).
+   */
+  setToken(token: string | null): void;
   /** Waits for `key` (or a slot of it, with `max`); rejects with `timeout`, `would_block`, `cancelled`, `bad_request`, ... */
   acquire(key: string, options?: AcquireOptions): Promise<Lock>;
   /**
@@ -372,7 +401,10 @@ export declare class Client extends EventTarget {
   withLock<T>(key: string, callback: (lock: Lock, signal: AbortSignal) => T | PromiseLike<T>): Promise<Awaited<T>>;
   /** Releases the hold `id` of `key`, e.g. one kept on exit by another client; rejects with `not_held` when that id held nothing. */
   release(key: string, id: string): Promise<void>;
-  /** Ends every hold of `key`, whoever holds it (each holder is told it lost the lock). */
+  /**
+   * Ends every hold of `key`, whoever holds it (each holder is told it lost the lock). A broker
+   * that checks tokens permits this to `admin` tokens only: others get `forbidden`.
+   */
   forceRelease(key: string): Promise<void>;
   /** Keys with holders or waiters. */
   ls(): Promise<string[]>;

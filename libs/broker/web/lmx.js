@@ -38,6 +38,9 @@ export const errc = Object.freeze({
   origin_refused: "origin_refused",
   limit_reached: "limit_reached",
   max_pinned: "max_pinned",
+  unauthenticated: "unauthenticated",
+  forbidden: "forbidden",
+  tls_failed: "tls_failed",
 });
 
 const messages = {
@@ -66,6 +69,9 @@ const messages = {
   origin_refused: "the broker refuses connections from this origin",
   limit_reached: "a limit of the broker is reached (holds and waiters of this connection, or keys in total)",
   max_pinned: "the broker pins this key's max; name no max, or that one",
+  unauthenticated: "the broker requires a token it accepts",
+  forbidden: "the token's role does not permit this request",
+  tls_failed: "the TLS handshake failed (certificate untrusted, expired or for another host)",
 };
 
 /** A failed lmx operation; `code` is one of `errc`. */
@@ -89,6 +95,8 @@ function fromWire(code) {
     case "unavailable":
     case "limit_reached":
     case "max_pinned":
+    case "unauthenticated":
+    case "forbidden":
       return code;
     case "not_found":
       return errc.not_holder;
@@ -100,7 +108,7 @@ function fromWire(code) {
 }
 
 function wireError(reply) {
-  return new LmxError(fromWire(reply.code), reply.error);
+  return new LmxError(fromWire(reply.code), reply.error ?? reply.message);
 }
 
 function bad(why) {
@@ -122,6 +130,7 @@ const defaults = {
   reconnect: true,
   minBackoff: 50,
   maxBackoff: 2000,
+  token: null, // sent at the WebSocket upgrade (a subprotocol) and in the hello
 };
 
 // What the broker takes until its hello says otherwise (the broker's own defaults).
@@ -151,7 +160,7 @@ const unknownWatch = Symbol("unknown");
 const dropped = Symbol("dropped");
 // Connect failures that the next attempt will not cure by itself: calls waiting for a connection
 // fail with them at once instead of waiting for their deadline.
-const lasting = new Set(["invalid_url", "origin_refused", "wrong_endpoint", "broker_incompatible"]);
+const lasting = new Set(["invalid_url", "origin_refused", "wrong_endpoint", "broker_incompatible", "unauthenticated"]);
 // Why a hold ended (the lost event's `reason`) -> the error code that says so.
 const lossCodes = { ttl: errc.lease_expired, forced: errc.forced, disconnected: errc.connection_lost, closed: errc.closed };
 
@@ -234,6 +243,32 @@ function checkId(id, limits) {
   if (loneSurrogate.test(id)) throw bad("the lock id is not valid Unicode (it has a lone surrogate)");
   const n = encoder.encode(id).length;
   if (n > limits.maxIdLength) throw bad(`the lock id is ${n} bytes, over the broker's limit of ${limits.maxIdLength}`);
+}
+
+// A token as the broker's token file has them: a non-empty string without whitespace or control
+// characters (a token and its role are separated by whitespace there). The token itself is never
+// put in a message: it is a secret.
+function checkToken(token) {
+  if (token === null || token === undefined) return null;
+  if (typeof token !== "string") throw bad(`token must be a string (or null for none), not a ${typeof token}`);
+  if (token === "") throw bad("token must not be empty (null: no token)");
+  if (/[\s\x00-\x1f\x7f]/.test(token)) throw bad("the token has whitespace or control characters (a token never has them; was a newline pasted with it?)");
+  if (loneSurrogate.test(token)) throw bad("the token is not valid Unicode (it has a lone surrogate)");
+  return token;
+}
+
+// base64url of the UTF-8 of `text`, without padding (RFC 4648, section 5).
+function base64url(text) {
+  let binary = "";
+  for (const b of encoder.encode(text)) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+// The WebSocket subprotocols offered with a token: "lmx", which the broker selects, and the token
+// (browsers cannot set an Authorization header on a WebSocket; a subprotocol is sent in the
+// upgrade, never in the URL).
+function tokenProtocols(token) {
+  return ["lmx", `lmx.token.${base64url(token)}`];
 }
 
 // The wire ttl of a lease: whole ms > 0, or null for one that never expires (null or Infinity).
@@ -589,6 +624,7 @@ export class Client extends EventTarget {
   #stableTimer = null;
   #openFail = null; // fails the connection attempt in progress
   #lastError = null; // why the last connection attempt failed
+  #refusal = null; // the error of the broker's refusal of the token: no attempt until connect() or setToken()
   #connWaiters = new Set(); // calls waiting for a connection: {resolve, reject}
   #limits = defaultLimits;
   #rtt = 0; // the last round trip measured (ms)
@@ -613,8 +649,11 @@ export class Client extends EventTarget {
     waitBudget(this.#opt.lockRequestTimeout, defaultLimits, "lockRequestTimeout");
     if (!Number.isInteger(this.#opt.maxRetries) || this.#opt.maxRetries < 0) throw bad(`maxRetries ${describe(this.#opt.maxRetries)}: must be a whole number >= 0`);
     for (const k of ["connectTimeout", "requestTimeout", "minBackoff", "maxBackoff"]) positiveMs(this.#opt[k], k);
+    this.#opt.token = checkToken(this.#opt.token);
     /** The session name the broker gave this connection. */
     this.session = null;
+    /** The role the broker gave the token ("admin" or "client"); null when it checks no tokens. */
+    this.role = null;
     /** The broker's name and version, from the hello handshake. */
     this.broker = null;
   }
@@ -647,16 +686,36 @@ export class Client extends EventTarget {
 
   /**
    * Connects, or waits for the attempt in progress or the next scheduled one; other calls connect
-   * on first use too.
+   * on first use too. After the broker refused the token (`unauthenticated`) this is what tries
+   * again.
    */
   connect() {
+    this.#refusal = null;
     return this.#ensureConnected();
+  }
+
+  /**
+   * The token for the next connection attempts (null: none); the current connection stays as it
+   * is. Lifts the stop after an `unauthenticated` refusal: the next call connects with it.
+   */
+  setToken(token) {
+    this.#opt.token = checkToken(token);
+    this.#refusal = null;
+  }
+
+  // What calls get while the client stands still after the broker refused its token.
+  #refused() {
+    const first = this.#refusal;
+    const prefix = `${messages.unauthenticated}: `;
+    const why = first.message.startsWith(prefix) ? first.message.slice(prefix.length) : first.message;
+    return new LmxError(errc.unauthenticated, `${why} (not retried until setToken() or connect())`, { cause: first });
   }
 
   // While a reconnect is scheduled, calls wait for that attempt instead of starting their own.
   #ensureConnected() {
     if (this.#state === "connected") return Promise.resolve();
     if (this.#state === "closed") return Promise.reject(new LmxError(errc.closed));
+    if (this.#refusal !== null && !this.#ready) return Promise.reject(this.#refused());
     if (this.#ready) return this.#ready;
     if (this.#scheduled) return this.#scheduled.promise;
     return this.#attempt();
@@ -670,6 +729,7 @@ export class Client extends EventTarget {
     if (this.#state === "connected") return Promise.resolve();
     if (this.#state === "closed") return Promise.reject(new LmxError(errc.closed));
     if (signal?.aborted) return Promise.reject(abortReason(signal));
+    if (this.#refusal !== null && !this.#ready) return Promise.reject(this.#refused());
     if (!this.#opt.reconnect) return this.#ensureConnected();
     return new Promise((resolve, reject) => {
       const done = () => {
@@ -700,7 +760,8 @@ export class Client extends EventTarget {
   }
 
   // One connection attempt; when it fails and reconnect is on, the next one is scheduled (not
-  // for a URL the WebSocket constructor refused: no retry can succeed).
+  // for a URL the WebSocket constructor refused, nor after the broker refused the token: no retry
+  // can succeed. A refused token stops the attempts until connect() or setToken()).
   #attempt() {
     const attempt = this.#open();
     this.#ready = attempt;
@@ -713,6 +774,7 @@ export class Client extends EventTarget {
       (e) => {
         if (this.#ready === attempt) this.#ready = null;
         this.#lastError = e;
+        if (e.code === errc.unauthenticated) this.#refusal = e;
         if (lasting.has(e.code) || e.code === errc.closed) for (const w of [...this.#connWaiters]) w.reject(e);
         if (e.code !== errc.invalid_url) this.#scheduleReconnect();
       },
@@ -724,9 +786,10 @@ export class Client extends EventTarget {
     this.#setState("connecting");
     return new Promise((resolve, reject) => {
       const WS = this.#opt.WebSocket ?? globalThis.WebSocket;
+      const token = this.#opt.token;
       let ws;
       try {
-        ws = new WS(this.#url);
+        ws = token === null ? new WS(this.#url) : new WS(this.#url, tokenProtocols(token));
       } catch (e) {
         this.#setState("disconnected");
         reject(new LmxError(errc.invalid_url, e.message, { cause: e }));
@@ -785,6 +848,11 @@ export class Client extends EventTarget {
           hello: true,
           sentAt,
           resolve: (reply) => {
+            if (reply.type === "error" && reply.code === "unauthenticated") {
+              const why = reply.error ?? reply.message ?? "refused";
+              fail(errc.unauthenticated, `${why} (${token === null ? "this client has no token: the token option" : "this client's token was refused"})`);
+              return;
+            }
             if (reply.type !== "hello" || reply.protocol !== PROTOCOL) {
               fail(errc.broker_incompatible, `answer to hello: ${JSON.stringify(reply).slice(0, 200)}`);
               return;
@@ -802,6 +870,7 @@ export class Client extends EventTarget {
             }, stableAfter);
             this.session = reply.session ?? null;
             this.broker = reply.broker ?? null;
+            this.role = typeof reply.role === "string" ? reply.role : null;
             this.#watchedKeys = undefined;
             // Watches are renewed before the attempt resolves and "connect" fires, so that what
             // follows a connect (a snapshot, say) misses no event.
@@ -817,7 +886,9 @@ export class Client extends EventTarget {
           },
           reject: (e) => fail(e.code ?? errc.connection_lost, e.message),
         });
-        this.#send({ type: "hello", uuid, client: "lmx-js", protocol: PROTOCOL });
+        const hello = { type: "hello", uuid, client: "lmx-js", protocol: PROTOCOL };
+        if (token !== null) hello.token = token;
+        this.#send(hello);
       };
     });
   }
@@ -901,7 +972,7 @@ export class Client extends EventTarget {
   // Reconnects in the background after a delay (backoff with jitter), so that watches resume;
   // calls made meanwhile wait for that attempt. Runs until a connection succeeds or close().
   #scheduleReconnect() {
-    if (this.#state !== "disconnected" || !this.#opt.reconnect || this.#scheduled || this.#ready) return;
+    if (this.#state !== "disconnected" || !this.#opt.reconnect || this.#scheduled || this.#ready || this.#refusal !== null) return;
     const base = Math.min(this.#opt.minBackoff * 2 ** Math.min(this.#failures, 16), this.#opt.maxBackoff);
     const delay = base / 2 + Math.random() * (base / 2);
     const next = {};
@@ -944,6 +1015,14 @@ export class Client extends EventTarget {
     if (!m || typeof m !== "object") return;
     if (m.type === "event") {
       this.#deliver(m);
+      return;
+    }
+    // The broker no longer takes this connection's token (it is about to close it): reconnecting
+    // with the same token would be refused too.
+    if (m.code === "unauthenticated" && this.#state === "connected") {
+      const error = new LmxError(errc.unauthenticated, m.error ?? m.message ?? "the broker no longer accepts the token");
+      this.#refusal = error;
+      this.#drop(error);
       return;
     }
     if (m.type === "lock-lost") {

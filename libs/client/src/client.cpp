@@ -1,6 +1,7 @@
 #include "session.hpp"
 
 #include <lmx/client.hpp>
+#include <lmx/settings.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/scoped_value.hpp>
 #include <lmx/transport/connection.hpp>
@@ -166,10 +167,10 @@ public:
     state state_ = state::disconnected;
     std::shared_ptr<transport::connection> conn_;
     std::uint64_t generation_ = 0;
-    error_code last_connect_error_;
     unsigned failures_ = 0;
     std::string session_;
     std::string epoch_;           // the broker's start epoch, from hello
+    error_code last_connect_error_;  // the transport's error of the last connect attempt
     bool hello_garbage_ = false;  // the peer answered the handshake with something not lmx's
     std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
     std::string hello_id_;  // the handshake's request id while it is pending
@@ -522,7 +523,14 @@ public:
                 }
             }
             flush();
-            if (ec) break;
+            if (!ec) continue;
+            // TLS 1.3: a broker that wants a client certificate says so only after the handshake,
+            // in answer to the hello.
+            if (!hello_id_.empty() && is_tls_failure(ec)) {
+                last_connect_error_ = ec;
+                co_return drop_connection(gen, make_error_code(errc::tls_failed));
+            }
+            break;
         }
         drop_connection(gen, make_error_code(state_ == state::closed ? errc::closed : errc::connection_lost));
     }
@@ -568,7 +576,6 @@ public:
             notify_state(ec ? connection_state::disconnected : connection_state::connected, ec);
             if (!ec) start_health(generation_);
         }
-        last_connect_error_ = ec;
         connect_done(ec);
     }
 
@@ -601,13 +608,17 @@ public:
             co_await t.async_wait(use_tuple);
             if (state_ == state::closed) co_return make_error_code(errc::closed);
         }
-        auto [ec, c] = co_await transport::connect(strand_, *ep,
-                                                   {.timeout = opt_.connect_timeout,
-                                                    .no_delay = opt_.no_delay,
-                                                    .max_message_size = opt_.max_message_size});
+        auto [ec, c] = co_await transport::connect(
+            strand_, *ep,
+            {.timeout = opt_.connect_timeout,
+             .no_delay = opt_.no_delay,
+             .max_message_size = opt_.max_message_size,
+             .tls = {.ca_file = opt_.tls_ca_file, .cert_file = opt_.tls_cert_file, .key_file = opt_.tls_key_file}});
         if (state_ == state::closed) co_return make_error_code(errc::closed);
+        last_connect_error_ = ec;
         if (ec || !c) {
             ++failures_;
+            if (is_tls_failure(ec)) co_return make_error_code(errc::tls_failed);
             if (ec == transport::error::origin_refused) co_return make_error_code(errc::origin_refused);
             if (ec == transport::error::upgrade_declined) co_return make_error_code(errc::wrong_endpoint);
             if (ec == asio::error::connection_refused || ec == boost::system::errc::no_such_file_or_directory)
@@ -635,13 +646,23 @@ public:
             std::rethrow_exception(e);
         });
 
-        // The hello handshake tells an lmx broker from anything else.
+        // The hello handshake tells an lmx broker from anything else, and carries the token.
+        std::string token = opt_.token;
+        if (token.empty() && !opt_.token_file.empty()) {
+            token = read_token_file(opt_.token_file);
+            if (token.empty()) {
+                ++failures_;
+                drop_connection(gen, make_error_code(errc::unauthenticated));
+                co_return make_error_code(errc::unauthenticated);
+            }
+        }
         hello_garbage_ = false;
-        auto init = [this](auto handler) {
+        auto init = [this, &token](auto handler) {
             auto o = ses_.open_request(kind::call, opt_.connect_timeout);
             o->raw = true;
             hello_id_ = o->uuid;
-            const core::request rq = req::hello{o->uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION};
+            const core::request rq =
+                req::hello{o->uuid, "lmx-cpp/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION, std::move(token)};
             caller_op op;
             take(op.done_reply, std::move(handler));
             started(ses_.submit(std::move(o), rq, steady::now(), true), std::move(op), nullptr);
@@ -663,9 +684,21 @@ public:
         if (hello_ec && hello_ec != errc::timeout) bad = hello_ec;
         // The peer answered something that is not lmx's protocol (an HTTP server, say).
         if (hello_garbage_) bad = make_error_code(errc::wrong_endpoint);
-        if (hello_ec) ++failures_;
+        // A broker that requires a token and got none, or a wrong one.
+        const bool refused_token = !hello_ec && rep.type == "error" && rep.code == "unauthenticated";
+        if (refused_token) bad = make_error_code(errc::unauthenticated);
+        if (hello_ec || refused_token) ++failures_;
         drop_connection(gen, bad);
         co_return bad;
+    }
+
+    static bool is_tls_failure(const error_code& ec) {
+        using e = transport::error;
+        for (auto code : {e::tls_certificate_untrusted, e::tls_certificate_expired, e::tls_host_mismatch,
+                          e::tls_client_certificate_required, e::tls_client_certificate_refused, e::tls_handshake_failed,
+                          e::tls_config})
+            if (ec == code) return true;
+        return false;
     }
 
     // Ends connection `gen`: pending operations fail, holds not kept on exit become lost.
@@ -1269,6 +1302,21 @@ void client::start_stats(asio::any_completion_handler<void(error_code, boost::js
             auto [ec, rep] = co_await c->call(make);
             co_return client_impl::result<boost::json::object>{ec, std::move(rep.stats)};
         }(impl),
+        std::move(h));
+}
+
+error_code client::last_connect_error() const { return impl_->last_connect_error_; }
+
+void client::start_pin(std::string prefix, std::optional<std::uint32_t> max, asio::any_completion_handler<void(error_code)> h) {
+    auto impl = impl_;
+    impl->launch<std::monostate>(
+        [](std::shared_ptr<client_impl> c, std::string p, std::optional<std::uint32_t> m)
+            -> asio::awaitable<client_impl::result<std::monostate>> {
+            co_await asio::this_coro::throw_if_cancelled(false);
+            auto make = [&p, m](const std::string& uuid) { return core::request(req::pin{uuid, p, m}); };
+            auto [ec, rep] = co_await c->call(make);
+            co_return client_impl::result<std::monostate>{ec, {}};
+        }(impl, std::move(prefix), max),
         std::move(h));
 }
 

@@ -154,7 +154,8 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     if (!ep) return fail(errc::invalid_url, "invalid broker URL '" + options.url + "': " + why);
 
     auto first = probe(options, milliseconds{2000});
-    if (!first) return {};
+    // A broker that wants another token is a broker all the same: the caller's connect says why.
+    if (!first || first == errc::unauthenticated) return {};
     if (first == errc::broker_incompatible || first == errc::wrong_endpoint)
         return fail(first == errc::wrong_endpoint ? errc::wrong_endpoint : errc::broker_incompatible, "something answers at " + options.url + " but it is not an lmx broker");
     // Nobody listens there (or nothing more precise is known): a broker may be started.

@@ -35,6 +35,9 @@ public:
             case errc::origin_refused: return "the broker refuses connections from this origin (see its --allow-origin)";
             case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
             case errc::max_pinned: return "the broker pins this key's max; name no max, or that one";
+            case errc::unauthenticated: return "the broker requires a valid token";
+            case errc::forbidden: return "the token's role does not permit this request";
+            case errc::tls_failed: return "the TLS handshake with the broker failed";
         }
         return "unknown lmx error " + std::to_string(ev);
     }
@@ -58,6 +61,9 @@ public:
             case errc::wrong_endpoint: return cond(std_errc::protocol_error);
             case errc::origin_refused: return cond(std_errc::permission_denied);
             case errc::max_pinned: return cond(std_errc::operation_not_permitted);
+            case errc::unauthenticated: return cond(std_errc::permission_denied);
+            case errc::forbidden: return cond(std_errc::operation_not_permitted);
+            case errc::tls_failed: return cond(std_errc::permission_denied);
             case errc::broker_incompatible: return cond(std_errc::protocol_error);
             default: return {ev, *this};
         }
@@ -81,6 +87,8 @@ errc errc_from_wire(std::string_view code) noexcept {
     if (code == "unavailable") return errc::unavailable;
     if (code == "limit_reached") return errc::limit_reached;
     if (code == "max_pinned") return errc::max_pinned;
+    if (code == "unauthenticated") return errc::unauthenticated;
+    if (code == "forbidden") return errc::forbidden;
     return errc::bad_request;
 }
 

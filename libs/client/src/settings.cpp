@@ -52,11 +52,12 @@ std::optional<connection_settings> load_settings(std::string* error) {
             if (val.is_int64() && val.as_int64() > 0 && val.as_int64() <= 65535) s.port = static_cast<std::uint16_t>(val.as_int64());
             else if (val.is_string() && parse_port(val.as_string())) s.port = parse_port(val.as_string());
             else return fail("port must be a number from 1 to 65535");
-        } else if (k == "url" || k == "host" || k == "uds_path") {
+        } else if (k == "url" || k == "host" || k == "uds_path" || k == "token_file") {
             if (!val.is_string()) return fail(std::string(k) + " must be a string");
             std::string str(val.as_string());
             if (k == "url") s.url = str;
             else if (k == "host") s.host = str;
+            else if (k == "token_file") s.token_file = str;
             else s.uds_path = str;
         }
     }
@@ -72,6 +73,7 @@ bool save_settings(const connection_settings& s, std::string* error) {
     if (s.uds_path) o["uds_path"] = *s.uds_path;
     if (s.host) o["host"] = *s.host;
     if (s.port) o["port"] = *s.port;
+    if (s.token_file) o["token_file"] = *s.token_file;
     std::string tmp = path + ".tmp";
     {
         std::ofstream out(tmp, std::ios::trunc);
@@ -99,6 +101,7 @@ std::optional<connection_settings> env_settings(std::string* error) {
     s.url = get("LMX_URL");
     s.uds_path = get("LMX_UDS_PATH");
     s.host = get("LMX_HOST");
+    s.token_file = get("LMX_TOKEN_FILE");
     if (auto p = get("LMX_PORT")) {
         s.port = parse_port(*p);
         if (!s.port) {
@@ -128,14 +131,41 @@ std::string resolve_url(std::span<const connection_settings> layers) {
     return "tcp://127.0.0.1:6970";
 }
 
+std::string read_token_file(const std::string& path, std::string* error) {
+    std::ifstream in(path);
+    if (!in) {
+        if (error) *error = "cannot read the token file " + path + ": " + std::strerror(errno);
+        return {};
+    }
+    std::string word;
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream words(line);
+        if (words >> word && word.front() != '#') return word;
+    }
+    if (error) *error = "the token file " + path + " holds no token";
+    return {};
+}
+
 client_options client_options::from_env() { return from_env(client_options{}); }
 
 client_options client_options::from_env(client_options base) {
     std::vector<connection_settings> layers;
     if (auto e = env_settings()) layers.push_back(*e);
     if (auto f = load_settings()) layers.push_back(*f);
-    layers.push_back(connection_settings{.url = base.url, .uds_path = {}, .host = {}, .port = {}});
+    layers.push_back(connection_settings{.url = base.url, .uds_path = {}, .host = {}, .port = {}, .token_file = {}});
     base.url = resolve_url(layers);
+    for (auto [field, name] : {std::pair{&base.tls_ca_file, "LMX_TLS_CA"}, std::pair{&base.tls_cert_file, "LMX_TLS_CERT"},
+                               std::pair{&base.tls_key_file, "LMX_TLS_KEY"}}) {
+        const char* v = std::getenv(name);
+        if (field->empty() && v && *v) *field = v;
+    }
+    if (base.token.empty() && base.token_file.empty()) {
+        for (const auto& l : layers) {
+            if (!l.token_file) continue;
+            base.token_file = *l.token_file;
+            break;
+        }
+    }
     return base;
 }
 

@@ -40,6 +40,8 @@ std::string_view to_string(errc c) noexcept {
         case errc::unavailable: return "unavailable";
         case errc::limit_reached: return "limit_reached";
         case errc::max_pinned: return "max_pinned";
+        case errc::unauthenticated: return "unauthenticated";
+        case errc::forbidden: return "forbidden";
     }
     return "unknown";
 }
@@ -63,6 +65,8 @@ std::string_view default_message(errc c) noexcept {
         case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
         case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
         case errc::max_pinned: return "the key's max is pinned by the broker (--key-max): name no max, or that one";
+        case errc::unauthenticated: return "the broker requires authentication: a valid token in the hello";
+        case errc::forbidden: return "this connection's role does not permit the request";
     }
     return "unknown error";
 }
@@ -101,7 +105,7 @@ std::string_view to_string(event_kind e) noexcept {
 }
 
 std::optional<errc> errc_from_string(std::string_view s) noexcept {
-    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::max_pinned);
+    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::forbidden);
          ++i) {
         auto c = static_cast<errc>(i);
         if (to_string(c) == s) return c;
@@ -135,6 +139,7 @@ constexpr std::array<std::string_view, std::variant_size_v<request>> type_names{
     "increment-readers",
     "decrement-readers",
     "set-write-flag-false-and-broadcast",
+    "pin",
 };
 
 constexpr std::array<std::string_view, 6> rw_status_names{
@@ -567,9 +572,11 @@ enum class field : std::uint8_t {
     cursor,
     limit,
     rw_status,
+    token,
+    prefix,
 };
 
-constexpr std::array<std::string_view, 23> field_names{
+constexpr std::array<std::string_view, 25> field_names{
     "type",
     "uuid",
     "key",
@@ -593,6 +600,8 @@ constexpr std::array<std::string_view, 23> field_names{
     "cursor",
     "limit",
     "rwStatus",
+    "token",
+    "prefix",
 };
 
 class field_slots {
@@ -646,6 +655,13 @@ public:
         const json::value* v = find(field::key);
         if (!v) return fail(errc::bad_request, "missing field \"key\"");
         return key_value("field \"key\"", *v, out);
+    }
+
+    // A key prefix: like a key, but "" (every key) is allowed.
+    bool pin_prefix(std::string& out) {
+        const json::value* v = find(field::prefix);
+        if (v && v->is_string() && v->get_string().empty()) return true;
+        return v && key_value("field \"prefix\"", *v, out);
     }
 
     bool optional_key(std::string& out) {
@@ -836,7 +852,7 @@ bool decode(reader& r, req::version& m) {
 
 bool decode(reader& r, req::hello& m) {
     std::optional<std::int64_t> protocol;
-    if (!r.id(field::uuid, m.uuid) || !r.string(field::client, m.client)) return false;
+    if (!r.id(field::uuid, m.uuid) || !r.string(field::client, m.client) || !r.string(field::token, m.token)) return false;
     if (!r.find(field::protocol)) return r.fail(errc::bad_request, "missing field \"protocol\"");
     if (!r.integer(field::protocol, protocol)) return false;
     if (*protocol < 0 || *protocol > std::numeric_limits<std::uint32_t>::max())
@@ -907,6 +923,12 @@ bool decode(reader& r, req::ls& m) {
 }
 
 bool decode(reader& r, req::lock_info& m) { return r.id(field::uuid, m.uuid) && r.key(m.key); }
+
+bool decode(reader& r, req::pin& m) {
+    if (!r.id(field::uuid, m.uuid)) return false;
+    if (!r.find(field::prefix)) return r.fail(errc::bad_request, "missing field \"prefix\"");
+    return r.pin_prefix(m.prefix) && r.max(m.max);
+}
 
 bool decode(reader& r, req::ping& m) {
     return r.id(field::uuid, m.uuid) && r.integer(field::timestamp, m.timestamp);
@@ -1251,6 +1273,7 @@ void encode(std::string& out, const req::hello& m) {
         .str("uuid", m.uuid)
         .str_if("client", m.client)
         .num("protocol", m.protocol)
+        .str_if("token", m.token)
         .end();
 }
 
@@ -1324,6 +1347,13 @@ void encode(std::string& out, const req::extend& m) {
     frame fr(out, "extend");
     fr.str("uuid", m.uuid).str("key", m.key).str("_uuid", m.lock_id);
     append_optional_ms(fr, "ttl", m.ttl);
+    fr.end();
+}
+
+void encode(std::string& out, const req::pin& m) {
+    frame fr(out, "pin");
+    fr.str("uuid", m.uuid).str("prefix", m.prefix);
+    if (m.max) fr.num("max", *m.max);
     fr.end();
 }
 
@@ -1526,6 +1556,14 @@ void write_cancel(std::string& out, std::string_view uuid, bool cancelled) {
     frame(out, "cancel").str("uuid", uuid).boolean("cancelled", cancelled).end();
 }
 
+void write_pin(std::string& out, std::string_view uuid, std::string_view prefix, std::optional<std::uint32_t> max) {
+    frame fr(out, "pin");
+    fr.str("uuid", uuid).str("prefix", prefix);
+    if (max) fr.num("max", *max);
+    else fr.null("max");
+    fr.boolean("pinned", max.has_value()).end();
+}
+
 void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys,
               std::optional<std::uint64_t> cursor) {
     frame fr(out, "ls");
@@ -1614,10 +1652,11 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
 void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
                  std::uint32_t protocol, std::string_view session,
                  std::span<const std::string_view> features, std::string_view epoch,
-                 const codec_limits* limits) {
+                 const codec_limits* limits, std::string_view role) {
     frame fr(out, "hello");
     fr.str("uuid", uuid).str("broker", broker).num("protocol", protocol).str("session", session);
     if (!epoch.empty()) fr.str("epoch", epoch);
+    if (!role.empty()) fr.str("role", role);
     fr.str_array("features", features);
     if (limits) {
         fr.open_object("limits")

@@ -217,6 +217,10 @@ struct lock_table::impl {
     std::vector<u32> due;
 
     impl(effect_sink& s, table_config c) : sink(s), config(std::move(c)), token(config.fencing_seed), ceiling(config.fencing_seed) {
+        sort_pins();
+    }
+
+    void sort_pins() {
         std::stable_sort(config.pins.begin(), config.pins.end(),
                          [](const key_pin& a, const key_pin& b) { return a.prefix.size() > b.prefix.size(); });
     }
@@ -1344,6 +1348,13 @@ void lock_table::close_session(session_id s, time_point now) { impl_->close_sess
 void lock_table::expire(time_point now) { impl_->expire(now); }
 std::optional<time_point> lock_table::next_deadline() { return impl_->next_deadline(); }
 void lock_table::set_events(bool enabled) noexcept { impl_->events = enabled; }
+
+void lock_table::set_pin(std::string_view prefix, std::optional<std::uint32_t> max) {
+    auto& pins = impl_->config.pins;
+    std::erase_if(pins, [&](const key_pin& p) { return p.prefix == prefix; });
+    if (max) pins.push_back({std::string(prefix), *max});
+    impl_->sort_pins();
+}
 const table_config& lock_table::config() const noexcept { return impl_->config; }
 
 std::uint32_t lock_table::session_requests(session_id session) const noexcept {

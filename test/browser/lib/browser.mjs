@@ -93,12 +93,13 @@ export function artifactPath(name) {
 
 // The setup most test files share: one broker and one headless Chromium for the whole file (and a
 // browser context, unless `context` is false), started before its first test and stopped after
-// its last. `ready` receives { broker, browser, context } once they are up.
-export function brokerAndBrowser(ready, { context = true } = {}) {
+// its last. `args` are more arguments of `lmx broker` (e.g. ['--auth-token-file', path]).
+// `ready` receives { broker, browser, context } once they are up.
+export function brokerAndBrowser(ready, { context = true, args = [] } = {}) {
   let broker;
   let browser;
   before(async () => {
-    broker = await startBroker();
+    broker = await startBroker({ args });
     browser = await launchBrowser();
     ready({ broker, browser, context: context ? await browser.newContext() : undefined });
   });

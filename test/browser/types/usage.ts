@@ -43,6 +43,19 @@ try {
   if (e instanceof LmxError && e.code === errc.not_held) console.log("nothing held");
 }
 
+// A broker started with --auth-token-file: the token, the role it was given, a new token.
+const authed = new Client("ws://127.0.0.1:6971/", { token: "s3cret-token-for-tests" });
+const role: "admin" | "client" | null = authed.role;
+authed.setToken(null);
+try {
+  await authed.connect();
+} catch (e) {
+  if (e instanceof LmxError && (e.code === errc.unauthenticated || e.code === "forbidden")) console.log(role, e.message);
+}
+authed.close();
+// @ts-expect-error: a token is a string
+new Client("ws://127.0.0.1:6971/", { token: 42 });
+
 // @ts-expect-error: a connect event has no reason
 client.addEventListener("connect", (e) => console.log(e.reason));
 // @ts-expect-error: a lost listener gets a LostEvent, not a StateEvent

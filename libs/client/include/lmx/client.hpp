@@ -66,7 +66,8 @@ struct diagnostics {
 enum class connection_state { disconnected, connecting, connected, closed };
 
 struct client_options {
-    std::string url = "tcp://127.0.0.1:6970";  // tcp://host:port, unix:///path, ws://host:port/path
+    // tcp://host:port, unix:///path, ws://host:port/path; over TLS: tls://host:port, wss://host:port/path
+    std::string url = "tcp://127.0.0.1:6970";
     std::chrono::milliseconds ttl{5000};       // lease of a lock that does not name one (as the broker's)
     std::chrono::milliseconds lock_request_timeout{3000};  // one try of a waiting acquire
     unsigned max_retries = 3;                  // tries of an acquire (0 = 1 try, no retry)
@@ -78,13 +79,28 @@ struct client_options {
     // An idle connection is pinged this often, and dropped as half-open when nothing comes back
     // for twice as long (its holds are then reported lost). Zero: never.
     std::chrono::milliseconds health_interval{5000};
+    // For a broker that requires authentication (--auth-token-file): the token, sent in the
+    // hello. Or a file holding it (its first word; '#' lines skipped), read again at every
+    // connect, so that a rotated token is picked up. A file that cannot be read fails the
+    // connect with `unauthenticated`. `token` wins when both are set.
+    std::string token{};
+    std::string token_file{};
+    // tls:// and wss://: the broker's certificate must chain to a CA in tls_ca_file (PEM), or in
+    // the system's store when empty, and name the URL's host; a client certificate and key (PEM)
+    // for a broker that requires one (--tls-client-ca). Failures: errc::tls_failed, with the
+    // reason in last_connect_error().
+    std::string tls_ca_file{};
+    std::string tls_cert_file{};
+    std::string tls_key_file{};
     // Told on the client's strand of every change of the connection's state, with why it was
     // lost (empty on connected). Must not block.
     std::function<void(connection_state, error_code)> on_state{};
 
     // `base` with the connection settings found in, by precedence: the environment (LMX_URL,
-    // or LMX_UDS_PATH, or LMX_HOST/LMX_PORT) over the settings file the `lmx set` command writes
-    // ($XDG_CONFIG_HOME/lmx/config.json, default ~/.config/lmx/config.json) over `base`.
+    // or LMX_UDS_PATH, or LMX_HOST/LMX_PORT; LMX_TOKEN_FILE; LMX_TLS_CA, LMX_TLS_CERT, LMX_TLS_KEY
+    // where the fields are empty) over the settings file the `lmx set`
+    // command writes ($XDG_CONFIG_HOME/lmx/config.json, default ~/.config/lmx/config.json) over
+    // `base`.
     static client_options from_env(client_options base);
     static client_options from_env();
 };
@@ -394,6 +410,22 @@ public:
         return boost::asio::async_initiate<Token, void(error_code, std::chrono::microseconds)>(
             [this](auto handler) { start_ping(std::move(handler)); }, token);
     }
+    // Pins the max of every key starting with `prefix` ("" for every key) at the broker, as its
+    // --key-max does, until the broker stops; with no max, removes the pin. Requests naming
+    // another max then fail with errc::max_pinned. Needs the admin role when the broker requires
+    // authentication (errc::forbidden otherwise).
+    template <class Token = boost::asio::use_awaitable_t<>>
+    auto pin(std::string_view prefix, std::optional<std::uint32_t> max, Token&& token = {}) {
+        return boost::asio::async_initiate<Token, void(error_code)>(
+            [this](auto handler, std::string p, std::optional<std::uint32_t> m) { start_pin(std::move(p), m, std::move(handler)); },
+            token, std::string(prefix), max);
+    }
+
+    // Why the last connect attempt failed, in the transport's words (a TLS certificate that has
+    // expired or names another host, say), where the client's error is less precise. Empty
+    // after a connect that succeeded. Call from the client's executor.
+    error_code last_connect_error() const;
+
     // The broker's system-stats figures.
     template <class Token = boost::asio::use_awaitable_t<>>
     auto stats(Token&& token = {}) {
@@ -432,6 +464,7 @@ private:
     void start_info(std::string key, boost::asio::any_completion_handler<void(error_code, lock_info)> h);
     void start_ping(boost::asio::any_completion_handler<void(error_code, std::chrono::microseconds)> h);
     void start_stats(boost::asio::any_completion_handler<void(error_code, boost::json::object)> h);
+    void start_pin(std::string prefix, std::optional<std::uint32_t> max, boost::asio::any_completion_handler<void(error_code)> h);
     void start_watch(std::vector<std::string> keys, bool all,
                      boost::asio::any_completion_handler<void(error_code, watcher)> h);
 

@@ -37,6 +37,9 @@ enum class errc {
     origin_refused,       // the broker refuses WebSocket connections from this origin (its --allow-origin)
     limit_reached,        // a bound of the broker: this connection's holds and waiters, or keys in total
     max_pinned,           // the broker's operator pinned the key's max; the request named another
+    unauthenticated,      // the broker requires a valid token (client_options::token) and had none
+    forbidden,            // the token's role does not permit the request (it needs admin)
+    tls_failed,           // the TLS handshake failed: certificate untrusted, expired or for another host
 };
 
 const boost::system::error_category& client_category() noexcept;

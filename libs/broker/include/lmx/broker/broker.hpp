@@ -42,9 +42,27 @@ struct broker_options {
     std::vector<std::pair<std::string, std::uint32_t>> key_max;  // (prefix, max): pinned by the operator
     std::size_t max_list = 10000;  // keys per ls page, holders listed by lock-info
     unsigned unix_mode = 0660;
+    int unix_group = -1;  // group of unix socket files; -1: the broker's
     std::string state_dir;  // empty: fencing tokens are seeded from the wall clock
     std::uint64_t fencing_block = 100'000;  // tokens reserved per state-dir write
     std::vector<std::string> allow_origins;  // WebSocket origins besides our own; "*" allows all
+    // Authentication. With a token file (one `TOKEN [admin|client]` per line), every connection
+    // must present a listed token before anything else: in its hello, or in its WebSocket
+    // upgrade (Authorization: Bearer, or the subprotocol lmx.token.<base64url>). Unix-socket
+    // peers may be let in by uid or gid instead. Empty file name and no unix rules: off.
+    std::string auth_token_file;
+    struct unix_peer {
+        bool group = false;  // gid (the peer's primary group) rather than uid
+        std::uint32_t id = 0;
+        bool admin = false;
+    };
+    std::vector<unix_peer> unix_allow;
+    bool auth_http = false;
+    // tls:// and wss:// listeners: PEM certificate (chain) and key; with tls_client_ca, clients
+    // must present a certificate signed by one of its CAs (mutual TLS).
+    std::string tls_cert;
+    std::string tls_key;
+    std::string tls_client_ca;  // /metrics and /healthz need a token too (/v1/stats always does when auth is on)
     log_level level = log_level::info;
 };
 
@@ -78,6 +96,9 @@ public:
     std::string start();
     // Stops accepting, closes every session, removes Unix socket files. Idempotent.
     void stop();
+    // Reads the token file again (SIGHUP): connections whose token is gone are closed, those
+    // whose role changed get the new one. On error (a sentence) the old tokens stay in force.
+    std::string reload();
 
     // The URLs actually bound (ephemeral ports resolved), in --listen order.
     std::vector<std::string> urls() const;

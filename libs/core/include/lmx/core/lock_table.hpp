@@ -236,6 +236,10 @@ public:
     // Watch events cost a call per operation; they are emitted only while enabled.
     void set_events(bool enabled) noexcept;
 
+    // Pins the max of keys starting with `prefix` (replacing a pin of the same prefix), or with
+    // no max removes it. Applies from the next request on each key; holds stay as they are.
+    void set_pin(std::string_view prefix, std::optional<std::uint32_t> max);
+
     std::vector<std::string> list_keys() const;
     // Up to `limit` keys from slot `cursor` on; O(limit + freed slots skipped).
     key_page list_keys(std::uint64_t cursor, std::size_t limit) const;

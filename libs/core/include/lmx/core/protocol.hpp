@@ -48,6 +48,7 @@ struct hello {
     std::string uuid{};
     std::string client{};  // e.g. "lmx-cpp/0.1.0"; may be empty
     std::uint32_t protocol = 0;
+    std::string token{};  // when the broker requires authentication; may be empty
     bool operator==(const hello&) const = default;
 };
 
@@ -168,6 +169,15 @@ struct unwatch {
     bool operator==(const unwatch&) const = default;
 };
 
+// An operator pins the max of every key starting with `prefix` (as --key-max does), or with no
+// max removes that pin. Needs the admin role when the broker requires authentication.
+struct pin {
+    std::string uuid{};
+    std::string prefix{};
+    std::optional<std::uint32_t> max{};
+    bool operator==(const pin&) const = default;
+};
+
 // The messages of live-mutex's write-preferring read/write-lock client; each names one key.
 enum class rw_message_kind : std::uint8_t {
     write_flag_check,              // register-write-flag-check: may a reader go in?
@@ -198,7 +208,7 @@ using request =
                  req::cancel, req::acquire_many, req::release_many, req::extend, req::ls,
                  req::lock_info, req::ping, req::system_stats, req::watch, req::unwatch,
                  req::write_flag_check, req::write_flag_and_readers_check, req::increment_readers,
-                 req::decrement_readers, req::clear_write_flag>;
+                 req::decrement_readers, req::clear_write_flag, req::pin>;
 
 // The wire `type` of a request, e.g. "lock-info-request".
 std::string_view type_name(const request& r) noexcept;
@@ -325,6 +335,8 @@ void write_extend_error(std::string& out, std::string_view uuid, std::string_vie
                         std::string_view message = {});
 
 void write_cancel(std::string& out, std::string_view uuid, bool cancelled);
+// Answers pin: {type:"pin", uuid, prefix, max (null: unpinned), pinned}.
+void write_pin(std::string& out, std::string_view uuid, std::string_view prefix, std::optional<std::uint32_t> max);
 // `cursor` (written when set) is where the next page starts.
 void write_ls(std::string& out, std::string_view uuid, std::span<const std::string> keys,
               std::optional<std::uint64_t> cursor = std::nullopt);
@@ -359,10 +371,11 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
 // sees another epoch knows that the broker lost every hold, keep-on-exit ones too.
 // `limits` (written when given) tells clients what the broker refuses, so that they can refuse
 // it first: {"maxMessageSize","maxKeyLength","maxKeys","maxIdLength","maxDurationMs"}.
+// `role` (written when non-empty, i.e. when the broker requires authentication): "admin" or "client".
 void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
                  std::uint32_t protocol, std::string_view session,
                  std::span<const std::string_view> features, std::string_view epoch = {},
-                 const codec_limits* limits = nullptr);
+                 const codec_limits* limits = nullptr, std::string_view role = {});
 void write_version_mismatch(std::string& out, std::string_view client_version,
                             std::string_view broker_version);
 // Answers watch (`{type:"watch", uuid, watching:true}`) and unwatch (type "unwatch",

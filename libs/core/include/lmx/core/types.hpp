@@ -41,6 +41,8 @@ enum class errc : std::uint8_t {
     unavailable,        // the broker cannot grant now (its fencing state cannot be persisted)
     limit_reached,      // a bound of the broker: this connection's holds and waiters, or keys in total
     max_pinned,         // the request names a max other than the one the operator pinned for the key
+    unauthenticated,    // the broker requires a token (or a permitted unix peer) before anything else
+    forbidden,          // the connection's role does not permit this request
 };
 
 std::string_view to_string(errc c) noexcept;
