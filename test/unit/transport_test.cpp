@@ -406,6 +406,22 @@ BOOST_AUTO_TEST_CASE(error_codes_have_their_own_category) {
     BOOST_TEST(lt::make_error_code(static_cast<lt::error>(e)).message().find("unknown") == std::string::npos);
 }
 
+BOOST_AUTO_TEST_CASE(tls_errors_are_told_apart) {
+  // The client reports every TLS failure as errc::tls_failed by this test alone.
+  for (auto e : {lt::error::tls_certificate_untrusted, lt::error::tls_certificate_expired, lt::error::tls_host_mismatch,
+                 lt::error::tls_client_certificate_required, lt::error::tls_client_certificate_refused,
+                 lt::error::tls_handshake_failed, lt::error::tls_config})
+    BOOST_TEST(lt::is_tls_error(e), lt::make_error_code(e).message());
+  for (auto e : {lt::error::message_too_large, lt::error::bad_frame, lt::error::origin_refused,
+                 lt::error::upgrade_declined, lt::error::not_a_socket, lt::error::invalid_endpoint,
+                 lt::error::message_skipped})
+    BOOST_TEST(!lt::is_tls_error(e), lt::make_error_code(e).message());
+  // Same numbers in other categories are not TLS failures.
+  BOOST_TEST(!lt::is_tls_error(error_code(static_cast<int>(lt::error::tls_config), boost::system::generic_category())));
+  BOOST_TEST(!lt::is_tls_error(boost::asio::error::connection_refused));
+  BOOST_TEST(!lt::is_tls_error(error_code{}));
+}
+
 // Feeds `wire` to a line_buffer in chunks from `chunk_size`, the way a connection reads.
 std::vector<std::string> frame(lt::line_buffer& buffer, std::string_view wire,
                                const std::function<std::size_t()>& chunk_size, error_code& ec) {

@@ -526,7 +526,7 @@ public:
             if (!ec) continue;
             // TLS 1.3: a broker that wants a client certificate says so only after the handshake,
             // in answer to the hello.
-            if (!hello_id_.empty() && is_tls_failure(ec)) {
+            if (!hello_id_.empty() && transport::is_tls_error(ec)) {
                 last_connect_error_ = ec;
                 co_return drop_connection(gen, make_error_code(errc::tls_failed));
             }
@@ -618,7 +618,7 @@ public:
         last_connect_error_ = ec;
         if (ec || !c) {
             ++failures_;
-            if (is_tls_failure(ec)) co_return make_error_code(errc::tls_failed);
+            if (transport::is_tls_error(ec)) co_return make_error_code(errc::tls_failed);
             if (ec == transport::error::origin_refused) co_return make_error_code(errc::origin_refused);
             if (ec == transport::error::upgrade_declined) co_return make_error_code(errc::wrong_endpoint);
             if (ec == asio::error::connection_refused || ec == boost::system::errc::no_such_file_or_directory)
@@ -690,15 +690,6 @@ public:
         if (hello_ec || refused_token) ++failures_;
         drop_connection(gen, bad);
         co_return bad;
-    }
-
-    static bool is_tls_failure(const error_code& ec) {
-        using e = transport::error;
-        for (auto code : {e::tls_certificate_untrusted, e::tls_certificate_expired, e::tls_host_mismatch,
-                          e::tls_client_certificate_required, e::tls_client_certificate_refused, e::tls_handshake_failed,
-                          e::tls_config})
-            if (ec == code) return true;
-        return false;
     }
 
     // Ends connection `gen`: pending operations fail, holds not kept on exit become lost.

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace lmx::transport::detail {
@@ -47,6 +48,13 @@ endpoint bound_endpoint(const tcp_acceptor& acceptor, const endpoint& requested)
 
 // TCP keepalive as listen_options::keepalive describes; best effort.
 void set_keepalive(tcp_socket& socket, std::chrono::seconds idle) noexcept;
+
+// Admission to a listener's handshake phase (TLS, HTTP): when `handshakes` already reaches
+// options.max_handshakes the socket is closed and on_error hears `refusal` (slow or idle peers
+// cannot hold every slot: the newest is turned away at once). Otherwise counts it in `handshakes`
+// (the caller counts it down when the handshake ends) and applies no_delay and keepalive.
+bool admit_handshake(tcp_socket& socket, const listen_options& options, std::size_t& handshakes,
+                     std::string_view refusal);
 
 // Pause before accepting again after `ec`; zero: at once. Out of descriptors or memory
 // would otherwise spin the loop at full speed while nothing can be accepted.

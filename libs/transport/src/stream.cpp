@@ -417,6 +417,20 @@ void set_keepalive(tcp_socket& socket, std::chrono::seconds idle) noexcept {
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
+bool admit_handshake(tcp_socket& socket, const listen_options& options, std::size_t& handshakes,
+                     std::string_view refusal) {
+  error_code ignored;
+  if (handshakes >= options.max_handshakes) {
+    socket.close(ignored);
+    if (options.on_error) options.on_error(std::string(refusal));
+    return false;
+  }
+  ++handshakes;
+  if (options.no_delay) socket.set_option(tcp::no_delay(true), ignored);
+  set_keepalive(socket, options.keepalive);
+  return true;
+}
+
 std::chrono::milliseconds accept_backoff(const error_code& ec) noexcept {
   using std::chrono::milliseconds;
   // The peer gave up before we accepted: nothing is wrong with the listener.

@@ -269,19 +269,9 @@ public:
     state->on_connection = std::move(on_connection);
     auto accept = accept_;
     auto handle = [state](tcp_socket socket) {
-      if (state->handshakes >= state->options.max_handshakes) {
-        // Slow or idle handshakes cannot hold every slot: the newest is turned away at once.
-        error_code ignored;
-        socket.close(ignored);
-        report(*state, "too many connections in the TLS handshake; one closed");
+      if (!admit_handshake(socket, state->options, state->handshakes,
+                           "too many connections in the TLS handshake; one closed"))
         return;
-      }
-      ++state->handshakes;
-      if (state->options.no_delay) {
-        error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-      }
-      set_keepalive(socket, state->options.keepalive);
       auto ex = socket.get_executor();
       asio::co_spawn(ex, server_handshake_guarded(state, std::move(socket)), asio::detached);
     };

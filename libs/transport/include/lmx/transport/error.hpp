@@ -16,7 +16,8 @@ enum class error {
   not_a_socket,           // unix: the path exists and is not a socket, so it is left alone
   invalid_endpoint,       // the endpoint cannot be used here (e.g. unix path too long)
   message_skipped,        // NDJSON: a line over max_message_size was skipped; the connection goes on
-  // tls:// and wss:// (connect unless said otherwise):
+  // tls:// and wss:// (connect unless said otherwise); is_tls_error() knows them as the codes from
+  // tls_certificate_untrusted to tls_config, so new ones go between those two:
   tls_certificate_untrusted,        // the server's certificate is not signed by a trusted CA (unknown, self-signed)
   tls_certificate_expired,          // the server's certificate has expired or is not valid yet
   tls_host_mismatch,                // the server's certificate is for another host name or address
@@ -32,6 +33,12 @@ enum class error {
 const boost::system::error_category& error_category() noexcept;
 
 inline boost::system::error_code make_error_code(error e) noexcept { return {static_cast<int>(e), error_category()}; }
+
+// True for the error::tls_* codes: a certificate, handshake or TLS configuration failure.
+inline bool is_tls_error(const boost::system::error_code& ec) noexcept {
+  return ec.category() == error_category() && ec.value() >= static_cast<int>(error::tls_certificate_untrusted) &&
+         ec.value() <= static_cast<int>(error::tls_config);
+}
 
 }  // namespace lmx::transport
 
