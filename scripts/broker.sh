@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh build
-cmake --preset release >/dev/null
+bash scripts/configure.sh release
 cmake --build --preset release --target lmx
 exec build/release/apps/lmx/lmx broker "$@"

@@ -5,8 +5,9 @@
 #                                        libFuzzer/sanitizer runtimes; fuzz adds only clang's part)
 set -euo pipefail
 
+# ninja-build: the CMake presets generate Ninja builds.
 # libssl-dev: tls:// and wss:// (Asio over OpenSSL); openssl: the TLS tests make their certificates with it.
-want=(g++ cmake make ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev libssl-dev openssl)
+want=(g++ cmake make ninja-build ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev libssl-dev openssl)
 if [[ "${1:-build}" == test ]]; then
   # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
   want+=(nodejs npm chromium chromium-driver fonts-liberation)

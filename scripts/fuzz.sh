@@ -51,7 +51,7 @@ fi
 start=$SECONDS
 if ((build)); then
   bash scripts/deps.sh fuzz
-  cmake --preset fuzz >/dev/null
+  bash scripts/configure.sh fuzz
   cmake --build --preset fuzz
   echo "fuzz: built in $((SECONDS - start)) s" >&2
 fi

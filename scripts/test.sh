@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh test
-cmake --preset test >/dev/null
+bash scripts/configure.sh test
 cmake --build --preset test
 if (($#)); then
   exec ctest --preset test "$@"

@@ -16,7 +16,7 @@ esac
 
 start=$SECONDS
 bash scripts/deps.sh build
-cmake --preset tsan >/dev/null
+bash scripts/configure.sh tsan
 cmake --build --preset tsan
 
 # Absolute, since the tests run in their build directory.
@@ -27,7 +27,7 @@ if [[ ! -x $broker ]]; then
     exit 1
   fi
   # Only the broker app of the test build, not the whole ASan suite.
-  cmake --preset test >/dev/null
+  bash scripts/configure.sh test
   cmake --build --preset test --target lmx
 fi
 export LMX_BINARY=$broker
