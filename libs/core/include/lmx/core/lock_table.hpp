@@ -5,6 +5,7 @@
 // session (grants, queue notices, refusals, rejections, lost holds, watch events) is handed to an
 // effect_sink that the caller routes to connections.
 
+#include <lmx/core/lock_info.hpp>
 #include <lmx/core/types.hpp>
 
 #include <cstdint>
@@ -65,15 +66,6 @@ enum class effect_kind : std::uint8_t {
     event,      // watch stream: see `event`
 };
 
-enum class lost_reason : std::uint8_t { ttl, forced };
-
-enum class event_kind : std::uint8_t { granted, released, expired, queued, cancelled, timeout, forced };
-
-struct key_token {
-    std::string_view key{};
-    fencing_token token;
-};
-
 // Views inside an effect are valid only during the on_effect call.
 struct effect {
     effect_kind kind{};
@@ -131,27 +123,6 @@ struct release_many_result {
     std::vector<std::string> keys;  // sorted
 };
 
-struct holder_info {
-    std::string id;
-    session_id session;
-    lock_mode mode;
-    fencing_token token;
-    std::optional<time_point> expires{};
-    time_point since;
-    bool keep_on_exit;
-};
-
-struct key_info {
-    std::string key;
-    bool exists = false;
-    std::uint32_t max = 1;
-    lock_mode holder_mode = lock_mode::exclusive;
-    std::vector<holder_info> holders;  // at most the max_holders asked for
-    std::uint32_t holder_count = 0;    // every holder, listed or not
-    std::uint32_t waiters = 0;
-    fencing_token last_token = 0;  // the last token granted on this key
-};
-
 struct table_counters {
     std::uint64_t grants = 0;
     std::uint64_t releases = 0;
@@ -172,12 +143,6 @@ struct table_counters {
 struct key_page {
     std::vector<std::string> keys;
     std::optional<std::uint64_t> next;
-};
-
-struct contended_key {
-    std::string key;
-    std::uint32_t waiters;
-    std::uint32_t holders;
 };
 
 class lock_table {

@@ -4,7 +4,7 @@
 // encoded to JSON frames, replies written as JSON text and decoded back. The broker and the
 // client share these definitions, so each message has exactly one spelling.
 
-#include <lmx/core/lock_table.hpp>
+#include <lmx/core/lock_info.hpp>
 #include <lmx/core/types.hpp>
 
 #include <boost/json/object.hpp>
