@@ -10,6 +10,7 @@
 #include "auth.hpp"
 #include "fencing_store.hpp"
 #include "http_pages.hpp"
+#include "http_policy.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -137,6 +138,7 @@ constexpr core::session_id rw_group_session = std::numeric_limits<core::session_
 struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_from_this<broker::impl> {
     asio::any_io_executor ex;
     broker_options opt;
+    detail::http_policy http_rules;  // Host and Origin checks (--allow-origin)
     detail::fencing_store store;
     std::unique_ptr<core::lock_table> table;
     std::unique_ptr<core::rw_locks> rw;
@@ -173,6 +175,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     impl(asio::any_io_executor e, broker_options o)
         : ex(e),
           opt(std::move(o)),
+          http_rules(opt.allow_origins),
           store(opt.state_dir),
           parser(core::codec_limits{.max_message_size = opt.max_message_size,
                                     .max_key_length = opt.max_key_length,
@@ -934,7 +937,11 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
 
     // ---- HTTP ---------------------------------------------------------------------------
     transport::http_response http(const transport::http_request_view& rq) {
-        if (!browser_may_read(rq)) return {403, "text/plain; charset=utf-8", "host not allowed\n", {}};
+        if (!http_rules.browser_may_read(rq)) {
+            log_line(log_level::warn, "refused HTTP request from a browser for host " + std::string(rq.host) +
+                                          " (allow it with --allow-origin)");
+            return {403, "text/plain; charset=utf-8", "host not allowed\n", {}};
+        }
         std::string_view path = rq.target.substr(0, rq.target.find('?'));
         const bool needs_token = path == "/v1/stats" || (opt.auth_http && (path == "/metrics" || path == "/healthz"));
         if (needs_token && auth_on() && (!tokens || tokens->find(detail::bearer_token(rq.authorization)) == detail::role::none))
@@ -944,61 +951,13 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (path == "/healthz") return detail::healthz_page(health());
         if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token(), health());
         if (path == "/v1/stats") return detail::stats_page(stats());
-        if (path == "/v1/origin") return origin_page(rq);
+        if (path == "/v1/origin") return http_rules.origin_page(rq);
         if (auto page = detail::web_page(path)) return std::move(*page);
         return {404, "text/plain; charset=utf-8", "not found\n", {}};
     }
 
-    static bool literal_host(std::string_view host_port) {
-        std::string_view h = host_port;
-        if (h.starts_with('[')) return true;  // an IPv6 literal
-        h = h.substr(0, h.rfind(':') == std::string_view::npos ? h.size() : h.rfind(':'));
-        if (h == "localhost") return true;
-        return !h.empty() && h.find_first_not_of("0123456789.") == std::string_view::npos;
-    }
-
-    bool origin_allowed(std::string_view origin) const {
-        for (auto& o : opt.allow_origins)
-            if (o == "*" || o == origin) return true;
-        return false;
-    }
-
-    // Plain HTTP requests made by a browser (it sends Origin or Sec-Fetch-Site; programs send
-    // neither) must name the broker by an IP literal or localhost: a DNS-rebinding name pointing at
-    // us must not let a foreign page read /v1/stats or /metrics. A name is fine when its origin, or
-    // the Origin of the page asking, is allowed with --allow-origin.
-    bool browser_may_read(const transport::http_request_view& rq) {
-        if (rq.origin.empty() && rq.sec_fetch_site.empty()) return true;
-        if (literal_host(rq.host)) return true;
-        if (!rq.origin.empty() && origin_allowed(rq.origin)) return true;
-        const std::string host(rq.host);
-        if (origin_allowed("http://" + host) || origin_allowed("https://" + host)) return true;
-        log_line(log_level::warn, "refused HTTP request from a browser for host " + host + " (allow it with --allow-origin)");
-        return false;
-    }
-
-    bool websocket_origin_ok(const transport::http_request_view& rq) const {
-        if (rq.origin.empty()) return true;  // not a browser
-        if (origin_allowed(rq.origin)) return true;
-        // Our own pages: the Origin names the Host the browser connected to. Only when that host is
-        // an IP literal or localhost, so that a DNS-rebinding name pointing at us does not pass.
-        bool same_origin = rq.origin == "http://" + std::string(rq.host) || rq.origin == "https://" + std::string(rq.host);
-        return same_origin && literal_host(rq.host);
-    }
-
-    // A browser cannot read why a WebSocket upgrade failed; a page whose upgrade was refused asks
-    // here (readable from any origin) whether its origin is the reason.
-    transport::http_response origin_page(const transport::http_request_view& rq) const {
-        boost::json::object o{{"origin", rq.origin}, {"allowed", websocket_origin_ok(rq)}};
-        if (!websocket_origin_ok(rq))
-            o["hint"] = "the broker refuses WebSocket connections from this origin; start it with --allow-origin " +
-                        std::string(rq.origin.empty() ? "ORIGIN" : rq.origin);
-        return {200, "application/json", boost::json::serialize(o) + "\n",
-                {{"Access-Control-Allow-Origin", "*"}, {"Cache-Control", "no-store"}}};
-    }
-
     bool accept_websocket(const transport::http_request_view& rq) {
-        if (websocket_origin_ok(rq)) return true;
+        if (http_rules.websocket_origin_ok(rq)) return true;
         log_line(log_level::warn, "refused WebSocket from origin " + std::string(rq.origin) + " (allow it with --allow-origin)");
         return false;
     }
