@@ -19,6 +19,7 @@ struct effect_record {
     std::string key;
     std::vector<std::pair<std::string, core::fencing_token>> keys;
     bool multi = false;
+    bool notice = true;
     core::fencing_token token = 0;
     std::uint32_t waiters = 0;
     std::uint32_t readers = 0;
@@ -37,6 +38,7 @@ inline effect_record copy_effect(const core::effect& e) {
     r.key = std::string(e.key);
     for (const auto& kt : e.keys) r.keys.emplace_back(std::string(kt.key), kt.token);
     r.multi = e.multi;
+    r.notice = e.notice;
     r.token = e.token;
     r.waiters = e.waiters;
     r.readers = e.readers;

@@ -1517,6 +1517,44 @@ BOOST_FIXTURE_TEST_CASE(top_contended_orders_keys_by_waiters_descending, fixture
     BOOST_TEST(table.top_contended(0).empty());
 }
 
+// queuedNotice:false travels inside the request: its own queued effects, the first and a re-sent
+// one, say notice = false; every other request's effects keep their notice.
+BOOST_AUTO_TEST_CASE(a_request_without_queued_notice_marks_only_its_own_queued_effects) {
+    basic_fixture<> f;
+    const auto queued_of = [](const std::vector<rec>& effects, std::string_view id) {
+        std::vector<rec> out;
+        for (const auto& e : effects)
+            if (e.kind == effect_kind::queued && e.id == id) out.push_back(e);
+        return out;
+    };
+    f.acquire(req(1, "a", "k"));
+    auto quiet = req(2, "b", "k");
+    quiet.queued_notice = false;
+    BOOST_TEST(f.acquire(quiet) == effect_kind::queued);
+    auto q = queued_of(f.take(), "b");
+    BOOST_TEST_REQUIRE(q.size() == 1u);
+    BOOST_TEST(!q[0].notice);
+    BOOST_TEST(f.acquire(quiet) == effect_kind::queued);  // a retry re-sends the state
+    q = queued_of(f.take(), "b");
+    BOOST_TEST_REQUIRE(q.size() == 1u);
+    BOOST_TEST(!q[0].notice);
+    BOOST_TEST(f.acquire(req(3, "c", "k")) == effect_kind::queued);
+    q = queued_of(f.take(), "c");
+    BOOST_TEST_REQUIRE(q.size() == 1u);
+    BOOST_TEST(q[0].notice);
+    auto loud_retry = quiet;
+    loud_retry.queued_notice = true;
+    BOOST_TEST(f.acquire(loud_retry) == effect_kind::queued);
+    q = queued_of(f.take(), "b");
+    BOOST_TEST_REQUIRE(q.size() == 1u);
+    BOOST_TEST(q[0].notice);
+    auto many = f.acquire_many(4, "m", {"k", "k2"});
+    BOOST_TEST((many == effect_kind::queued));
+    q = queued_of(f.take(), "m");
+    BOOST_TEST_REQUIRE(q.size() == 1u);
+    BOOST_TEST(q[0].notice);
+}
+
 BOOST_AUTO_TEST_CASE(the_waiter_limit_rejects_with_too_many_waiters) {
     table_config cfg;
     cfg.max_waiters = 2;

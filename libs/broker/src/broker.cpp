@@ -259,7 +259,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (e.kind == k::granted) waits.observe(e.waited);
         if (e.kind == k::lock_lost && live_mutex_session(e.session)) return;  // its client only warns about unknown ids
         // A lock request with queuedNotice:false waits for its answer without a notice.
-        if (e.kind == k::queued && !e.multi && quiet_request && e.id == *quiet_request) return;
+        if (e.kind == k::queued && !e.notice) return;
         std::string* out = outbox_of(e.session);
         if (!out) return;
         switch (e.kind) {
@@ -766,11 +766,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                           auth_on() ? detail::to_string(s.role) : std::string_view{});
     }
 
-    const std::string* quiet_request = nullptr;  // the lock request being served, if it wants no queued notice
-
     void serve(session& s, req::lock& r) {
         if (rw->lock(s.id, r, deadline_after(r.timeout), now())) return;
-        const core::scoped_value<const std::string*> quiet(quiet_request, r.queued_notice ? nullptr : &r.uuid);
         table->acquire({.session = s.id,
                         .id = r.uuid,
                         .key = r.key,
@@ -779,7 +776,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                         .wait = r.wait,
                         .wait_deadline = deadline_after(r.timeout),
                         .mode = r.mode,
-                        .keep_on_exit = r.keep_on_exit},
+                        .keep_on_exit = r.keep_on_exit,
+                        .queued_notice = r.queued_notice},
                        now());
     }
 

@@ -801,11 +801,12 @@ struct lock_table::impl {
     }
 
     // The same request id again (a live-mutex retry): tell the current state, change nothing.
-    effect_kind resend(u32 e) {
+    effect_kind resend(u32 e, bool notice = true) {
         const entry& r = entries[e];
         const key_rec& k = keys[r.key];
         effect ef;
         ef.repeat = true;
+        ef.notice = notice;
         ef.session = session_of(r);
         ef.id = r.id;
         ef.key = k.name;
@@ -867,7 +868,8 @@ struct lock_table::impl {
         u32 h = hash_text(rq.id);
         if (u32 dup = find_id(rq.id, h); dup != npos) {
             const entry& d = entries[dup];
-            if (d.group_next == npos && session_of(d) == rq.session && keys[d.key].name == rq.key) return resend(dup);
+            if (d.group_next == npos && session_of(d) == rq.session && keys[d.key].name == rq.key)
+                return resend(dup, rq.queued_notice);
             return reject_now(rq.session, rq.id, rq.key, errc::duplicate_request, false);
         }
         if (stalled) return reject_now(rq.session, rq.id, rq.key, errc::unavailable, false);
@@ -919,6 +921,7 @@ struct lock_table::impl {
                 ef.waiters = kr.waiters;
                 ef.readers = readers(kr);
                 ef.position = kr.waiters;
+                ef.notice = rq.queued_notice;
                 emit(ef);
                 emit_event(event_kind::queued, entries[e]);
                 result = effect_kind::queued;

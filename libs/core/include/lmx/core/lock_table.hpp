@@ -44,6 +44,7 @@ struct acquire_request {
     std::optional<time_point> wait_deadline{};       // when a queued request gives up
     lock_mode mode = lock_mode::exclusive;
     bool keep_on_exit = false;
+    bool queued_notice = true;  // false: the queued effect for this request says notice = false
 };
 
 struct acquire_many_request {
@@ -75,6 +76,9 @@ struct effect {
     std::span<const key_token> keys{};       // multi requests: every key (tokens when granted)
     bool multi = false;
     bool repeat = false;  // re-sent state for a repeated request id (nothing changed)
+    // queued: false when the request asked for no queued notice (acquire_request::queued_notice);
+    // its client waits for the grant or the refusal alone.
+    bool notice = true;
     fencing_token token = 0;
     std::uint32_t waiters = 0;   // lockRequestCount: requests still queued on `key`
     std::uint32_t readers = 0;   // shared holders on `key`
