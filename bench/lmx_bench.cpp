@@ -156,8 +156,6 @@ proc_result run_share(const run_args& a, const workload& w, std::size_t cycles, 
     return r;
 }
 
-// ---- results across processes (w3) ------------------------------------------------------------
-
 void put_u64(std::string& out, std::uint64_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); }
 
 void put_vec(std::string& out, const std::vector<std::uint64_t>& v) {
@@ -361,8 +359,6 @@ int run(run_args a) {
     }
     return all.errors ? 1 : 0;
 }
-
-// ---- scale ------------------------------------------------------------------------------------
 
 struct scale_args {
     std::string url;

@@ -82,8 +82,6 @@ bool write_all(int fd, const char* p, std::size_t n) {
     return true;
 }
 
-// ---- server ----------------------------------------------------------------------------------
-
 void echo_stream(int fd) {
     char buf[65536];
     for (;;) {
@@ -180,8 +178,6 @@ int serve(const std::vector<std::string>& urls, const std::string& urls_file) {
     for (auto& t : acceptors) t.join();
     return 0;
 }
-
-// ---- client ----------------------------------------------------------------------------------
 
 int connect_to(const endpoint& ep) {
     if (ep.scheme == endpoint::unix_socket) {

@@ -2,6 +2,7 @@
 
 #include <lmx/broker/broker.hpp>
 #include <lmx/core/failpoint.hpp>
+#include <lmx/core/protocol.hpp>
 #include <lmx/version.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -179,7 +180,7 @@ int run_broker(broker_args& a) {
     };
     on_hangup();
     io.run();
-    auto f = b.figures();
+    const auto f = b.stats();
     log_line(log_level::info, "stopped after " + std::to_string(f.uptime_ms / 1000) + " s, " +
                                   std::to_string(f.connections_total) + " connections, " +
                                   std::to_string(f.messages_in) + " messages");

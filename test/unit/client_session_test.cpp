@@ -161,8 +161,6 @@ BOOST_AUTO_TEST_CASE(a_failed_connect_fails_what_waited_with_its_reason) {
     BOOST_TEST(!st.done[0].from_reply);
 }
 
-// ---- cancel against grant ------------------------------------------------------------------
-
 BOOST_AUTO_TEST_CASE(a_grant_that_crosses_a_cancel_is_given_back) {
     auto [caller, uuid] = acquire("k", 5000ms, false, t0);
     sent();
@@ -250,8 +248,6 @@ BOOST_AUTO_TEST_CASE(queued_notices_are_progress_not_the_answer) {
     BOOST_TEST(s.in_flight() == 1u);
 }
 
-// ---- release against expiry ----------------------------------------------------------------
-
 BOOST_AUTO_TEST_CASE(a_lease_ends_at_send_time_plus_ttl_less_the_margin_and_is_given_back) {
     auto h = held("k", 1000ms, false, t0);
     // Counted from the send time (t0), not the grant (t0 + 10 ms); margin max(5%, 2 rtt) = 50 ms.
@@ -311,8 +307,6 @@ BOOST_AUTO_TEST_CASE(a_release_before_expiry_succeeds_and_cancels_the_lease_even
     s.on_time(at(950ms));
     BOOST_TEST(sent().empty());
 }
-
-// ---- renewal against loss ------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(renewals_go_out_at_a_third_and_move_the_lease) {
     auto h = held("k", 3000ms, true, t0);
@@ -393,8 +387,6 @@ BOOST_AUTO_TEST_CASE(a_renewal_without_a_connection_is_retried_after_it) {
     BOOST_TEST(sent_one<req::extend>().lock_id == h->id);
 }
 
-// ---- late grants -----------------------------------------------------------------------------
-
 BOOST_AUTO_TEST_CASE(a_late_grant_is_confirmed_before_it_is_handed_out) {
     auto [caller, uuid] = acquire("k", 3000ms, false, t0);
     sent();
@@ -440,8 +432,6 @@ BOOST_AUTO_TEST_CASE(a_late_grant_whose_confirmation_times_out_is_given_back) {
     BOOST_TEST(sent_one<req::unlock>().lock_id.value_or("") == uuid);
 }
 
-// ---- connection loss and close ---------------------------------------------------------------
-
 BOOST_AUTO_TEST_CASE(a_lost_connection_fails_requests_and_ends_holds_not_kept) {
     auto kept = held("a", 60000ms, false, t0, true);
     auto plain = held("b", 60000ms, false, t0);
@@ -479,8 +469,6 @@ BOOST_AUTO_TEST_CASE(close_ends_everything_and_refuses_what_comes_after) {
     BOOST_TEST(st.done[0].caller == late);
     BOOST_TEST(st.done[0].ec == errc::closed);
 }
-
-// ---- answers to the caller -------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(the_brokers_words_and_codes_reach_the_caller) {
     auto [caller, uuid] = acquire("k", 1000ms, false, t0);

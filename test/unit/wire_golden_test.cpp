@@ -267,6 +267,7 @@ std::map<std::string, std::function<void(std::string&)>> writer_cases() {
         core::broker_stats s;
         s.uptime_ms = 40187;
         s.connections = 3;
+        s.connections_total = 17;
         s.keys = 2;
         s.holders = 2;
         s.waiters = 5;

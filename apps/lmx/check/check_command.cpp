@@ -317,7 +317,6 @@ private:
             std::to_string(restarts_) + ", client kills " + std::to_string(kills_));
     }
 
-    // ---- the broker ---------------------------------------------------------------------
     // The new broker listens on a side path until the watcher has subscribed, then the path is
     // renamed to the one clients use: no grant happens before the watch stream sees it.
     bool start_broker() {
@@ -355,7 +354,6 @@ private:
         broker_pid_ = -1;
     }
 
-    // ---- client processes ---------------------------------------------------------------
     struct worker_proc {
         pid_t pid = -1;
         int gen = 0;
@@ -445,7 +443,6 @@ private:
         }
     }
 
-    // ---- the history --------------------------------------------------------------------
     int analyze_and_report() {
         std::vector<std::string> files;
         for (auto& e : fs::directory_iterator(dir_ + "/hist")) files.push_back(e.path().string());

@@ -205,7 +205,6 @@ struct analyzer::impl {
         }
     }
 
-    // ---- the broker's watch stream ------------------------------------------------------
     void on_watch(const json::object& m, std::int64_t t) {
         const std::string type = str(m, "type");
         if (type == "hello") {
@@ -276,7 +275,6 @@ struct analyzer::impl {
         if (sk.holders.empty() && sk.queue.empty()) stream.erase(key);
     }
 
-    // ---- client frames ------------------------------------------------------------------
     // Only lmx connections hear lock-lost; without it a hold's silent end cannot be judged.
     bool tells_lost(const session_st& s) const { return opt.broker_stream && !s.live_mutex; }
 
@@ -492,7 +490,6 @@ struct analyzer::impl {
         }
     }
 
-    // ---- after the last record ----------------------------------------------------------
     // The stream can end early: the broker writes a grant to its client before the event to the
     // watcher, and a watcher that lags loses the broker's unwritten events when it is killed. So a
     // grant must be in the stream only when the stream went on past it in the broker's order:

@@ -186,7 +186,6 @@ public:
     }
 
 private:
-    // ---- connections --------------------------------------------------------------------
     void maintain_connections() {
         std::erase_if(conns_, [](auto& c) { return c->fd < 0; });
         const std::int64_t now = mono_ns();
@@ -316,7 +315,6 @@ private:
         flush(c);
     }
 
-    // ---- replies ------------------------------------------------------------------------
     static std::string str(const json::object& o, std::string_view k) {
         auto* v = o.if_contains(k);
         return v && v->is_string() ? std::string(v->get_string()) : std::string();
@@ -366,7 +364,6 @@ private:
         }
     }
 
-    // ---- operations ---------------------------------------------------------------------
     std::string next_id() { return cfg_.id + "-" + std::to_string(++counter_); }
     int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
     bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
@@ -539,7 +536,6 @@ private:
         return lock(c);
     }
 
-    // ---- the board ----------------------------------------------------------------------
     void publish_text(const std::string& text) {
         char* slot = board_->slots[cfg_.slot].ids[next_slot_++ % ids_per_worker];
         std::size_t n = std::min(text.size(), static_cast<std::size_t>(id_size - 1));

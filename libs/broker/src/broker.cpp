@@ -169,7 +169,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::optional<detail::token_set> tokens;
     std::vector<detail::unix_rule> unix_rules;
     throttled_log auth_refusals;  // connections refused for want of a valid token
-    broker_figures fig;
+    // Traffic since the start; the rest of the stats is read from the table and the sessions.
+    std::uint64_t connections_total = 0;
+    std::uint64_t messages_in = 0;
+    std::uint64_t messages_out = 0;
     detail::wait_histogram waits;
 
     impl(asio::any_io_executor e, broker_options o)
@@ -182,7 +185,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                                     .max_keys = opt.max_keys}),
           deadline_timer(e, steady::time_point::max()) {}
 
-    // ---- effect routing -----------------------------------------------------------------
     std::string* outbox_of(core::session_id id) {
         auto it = sessions.find(id);
         if (it == sessions.end() || it->second->closing) return nullptr;
@@ -196,7 +198,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             s.dirty = true;
             dirty.push_back(&s);
         }
-        ++fig.messages_out;
+        ++messages_out;
         return &s.outbox;
     }
 
@@ -379,7 +381,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         cut_off(s);
     }
 
-    // ---- the one deadline timer ---------------------------------------------------------
     void rearm() {
         auto next = table->next_deadline();
         if (next && *next < armed) {
@@ -417,7 +418,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
     }
 
-    // ---- idle connections ---------------------------------------------------------------
     // With --idle-timeout, a connection that has sent nothing for that long and holds, waits for
     // and watches nothing is closed. Checked four times per timeout.
     asio::awaitable<void> idle_loop(std::shared_ptr<impl> /*keeps the broker alive*/) {
@@ -439,7 +439,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
     }
 
-    // ---- sessions -----------------------------------------------------------------------
     void accept(std::unique_ptr<transport::connection> conn) {
         if (stopped) return conn->close();
         if (sessions.size() >= opt.max_connections) {
@@ -462,7 +461,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         s->last_read = steady::now();
         s->conn = std::move(conn);
         sessions.emplace(s->id, s);
-        ++fig.connections_total;
+        ++connections_total;
         announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
         asio::co_spawn(ex, reader(shared_from_this(), s), log_failure("session reader for " + s->remote));
@@ -472,7 +471,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             asio::co_spawn(ex, close_unless_authenticated(shared_from_this(), s), log_failure("authentication deadline for " + s->remote));
     }
 
-    // ---- authentication -----------------------------------------------------------------
     bool auth_on() const { return tokens.has_value() || !unix_rules.empty(); }
 
     // What a connection shows before it sends anything: a unix peer's uid and gid, a WebSocket
@@ -514,7 +512,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (s.closing) return;
         auth_refusals("refused connection from " + s.remote + ": " + std::string(why));
         core::write_error(s.outbox, uuid, core::errc::unauthenticated, why);
-        ++fig.messages_out;
+        ++messages_out;
         count(s);
         s.closing = true;
         // Straight to the writer, which closes the connection once the answer is out.
@@ -716,9 +714,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         table->set_events(!watchers.empty());
     }
 
-    // ---- requests -----------------------------------------------------------------------
     void handle(session& s, std::string_view frame) {
-        ++fig.messages_in;
+        ++messages_in;
         auto parsed = parser.parse(frame);
         if (s.role == detail::role::none) {
             if (!parsed) return deny(s, parsed.error().uuid, authenticate_first);
@@ -896,8 +893,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         st.releases = c.releases;
         st.expirations = c.expirations;
         st.timeouts = c.timeouts;
-        st.messages_in = fig.messages_in;
-        st.messages_out = fig.messages_out;
+        st.connections_total = connections_total;
+        st.messages_in = messages_in;
+        st.messages_out = messages_out;
         st.pid = ::getpid();
         // A scan of every key: cached, so that stats requests cannot keep the loop busy.
         if (top_at == steady::time_point{} || steady::now() - top_at >= 1s) {
@@ -933,7 +931,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         core::write_watch_ack(*begin_frame(s), r.uuid, false);
     }
 
-    // ---- HTTP ---------------------------------------------------------------------------
     transport::http_response http(const transport::http_request_view& rq) {
         if (!http_rules.browser_may_read(rq)) {
             log_line(log_level::warn, "refused HTTP request from a browser for host " + std::string(rq.host) +
@@ -947,7 +944,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                     {{"WWW-Authenticate", "Bearer realm=\"lmx\""}}};
         auto c = table->counters();
         if (path == "/healthz") return detail::healthz_page(health());
-        if (path == "/metrics") return detail::metrics_page(stats(), c, fig, waits, table->last_token(), health());
+        if (path == "/metrics") return detail::metrics_page(stats(), c, waits, table->last_token(), health());
         if (path == "/v1/stats") return detail::stats_page(stats());
         if (path == "/v1/origin") return http_rules.origin_page(rq);
         if (auto page = detail::web_page(path)) return std::move(*page);
@@ -960,7 +957,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         return false;
     }
 
-    // ---- life cycle ---------------------------------------------------------------------
     std::string start() {
         if (running) return "broker already started";
 #if defined(LMX_FAILPOINTS_ENABLED)
@@ -1132,12 +1128,6 @@ std::string broker::start() { return impl_->start(); }
 void broker::stop() { impl_->stop(); }
 std::string broker::reload() { return impl_->reload(); }
 std::vector<std::string> broker::urls() const { return impl_->bound; }
-broker_figures broker::figures() const {
-    auto f = impl_->fig;
-    f.connections = impl_->sessions.size();
-    f.uptime_ms = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - impl_->started).count());
-    return f;
-}
+core::broker_stats broker::stats() const { return impl_->stats(); }
 
 }  // namespace lmx

@@ -78,7 +78,7 @@ transport::http_response stats_page(const core::broker_stats& st) {
 }
 
 transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
-                                      const broker_figures& fig, const wait_histogram& waits,
+                                      const wait_histogram& waits,
                                       core::fencing_token last_token, const health_state& h) {
     std::string out;
     out.reserve(4096);
@@ -89,7 +89,7 @@ transport::http_response metrics_page(const core::broker_stats& st, const core::
     metric(out, "lmx_fencing_store_failures_total", "counter", "Failed writes of the fencing state.", d(h.store_failures));
     metric(out, "lmx_uptime_seconds", "gauge", "Seconds since the broker started.", d(st.uptime_ms) / 1000.0);
     metric(out, "lmx_connections", "gauge", "Open client connections.", d(st.connections));
-    metric(out, "lmx_connections_total", "counter", "Client connections accepted.", d(fig.connections_total));
+    metric(out, "lmx_connections_total", "counter", "Client connections accepted.", d(st.connections_total));
     metric(out, "lmx_keys", "gauge", "Keys with holders or waiters.", d(c.keys));
     metric(out, "lmx_holders", "gauge", "Holds on all keys.", d(c.holders));
     metric(out, "lmx_waiters", "gauge", "Queued lock requests on all keys.", d(c.waiters));
@@ -101,8 +101,8 @@ transport::http_response metrics_page(const core::broker_stats& st, const core::
     metric(out, "lmx_refused_total", "counter", "Try-locks not granted.", d(c.refused));
     metric(out, "lmx_cancelled_total", "counter", "Queued requests withdrawn.", d(c.cancelled));
     metric(out, "lmx_rejected_total", "counter", "Lock requests refused for bad input or limits.", d(c.rejected));
-    metric(out, "lmx_messages_in_total", "counter", "Protocol messages received.", d(fig.messages_in));
-    metric(out, "lmx_messages_out_total", "counter", "Protocol messages sent.", d(fig.messages_out));
+    metric(out, "lmx_messages_in_total", "counter", "Protocol messages received.", d(st.messages_in));
+    metric(out, "lmx_messages_out_total", "counter", "Protocol messages sent.", d(st.messages_out));
     metric(out, "lmx_fencing_token_last", "gauge", "The last fencing token handed out.", d(last_token));
 
     out += "# HELP lmx_acquire_wait_seconds Time from a lock request to its grant.\n";

@@ -53,7 +53,7 @@ struct health_state {
 transport::http_response healthz_page(const health_state& h);
 transport::http_response stats_page(const core::broker_stats& st);
 transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
-                                      const broker_figures& fig, const wait_histogram& waits,
+                                      const wait_histogram& waits,
                                       core::fencing_token last_token, const health_state& h);
 
 }  // namespace lmx::detail

@@ -162,7 +162,6 @@ public:
     // The protocol: ids, requests, holds, leases. Everything else here is I/O and handlers.
     client_session ses_;
 
-    // ---- connection ---------------------------------------------------------------------
     enum class state { disconnected, connecting, connected, closed };
     state state_ = state::disconnected;
     std::shared_ptr<transport::connection> conn_;
@@ -201,7 +200,6 @@ public:
     std::unordered_map<std::uint64_t, std::list<std::pair<std::uint64_t, asio::any_completion_handler<void(error_code)>>>>
         lost_waiters_;
 
-    // ---- applying what the session decided ----------------------------------------------
     // After every call into the session: sends what it queued, arms the timer for its next
     // deadline, and hands out its completions, queued notices and ended holds. Handlers run
     // after the session's state is settled, so one that calls back into the client is safe.
@@ -316,7 +314,6 @@ public:
         apply();
     }
 
-    // ---- one timer for the session's deadlines -------------------------------------------
     // A timer per request would move the reactor's earliest expiry (a timerfd_settime call) on
     // nearly every request; this one is re-armed only when a deadline comes before the armed one.
     asio::steady_timer wake_timer_{strand_, steady::time_point::max()};
@@ -336,7 +333,6 @@ public:
         });
     }
 
-    // ---- watchers -----------------------------------------------------------------------
     std::unordered_map<std::uint64_t, std::shared_ptr<watch_state>> watchers_;
     std::uint64_t watch_serial_ = 0;
     // A connection has one watch set at the broker: the union of the watchers' keys, or every
@@ -462,7 +458,6 @@ public:
         complete_later(strand_, std::move(s->receiver), make_error_code(errc::cancelled), lock_event{});
     }
 
-    // ---- sending ------------------------------------------------------------------------
     void schedule_flush() {
         if (in_reader_turn_ || flush_queued_) return;
         flush_queued_ = true;
@@ -505,7 +500,6 @@ public:
         }
     }
 
-    // ---- receiving ----------------------------------------------------------------------
     asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c, std::uint64_t gen) {
         std::vector<std::string_view> batch;
         for (;;) {
@@ -552,7 +546,6 @@ public:
         apply();
     }
 
-    // ---- connecting ---------------------------------------------------------------------
     void start_connecting() {
         if (state_ != state::disconnected) return;
         // The attempt runs as its own coroutine: cancelling an operation that waits for it must
@@ -710,7 +703,6 @@ public:
         apply();
     }
 
-    // ---- connection health --------------------------------------------------------------
     // An idle connection is pinged every health_interval; one from which nothing came for twice
     // that long is dropped as half-open, so its holds are reported lost instead of trusted.
     asio::steady_timer health_timer_{strand_, steady::time_point::max()};
@@ -746,7 +738,6 @@ public:
         arm_health(gen);
     }
 
-    // ---- holds --------------------------------------------------------------------------
     void wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id, asio::any_completion_handler<void(error_code)> done) {
         if (const int why = h->ended.load())
             return complete_later(strand_, std::move(done), make_error_code(static_cast<errc>(why)));
@@ -776,7 +767,6 @@ public:
         apply();
     }
 
-    // ---- operations (on the strand) -----------------------------------------------------
     // Fails `h` before anything is sent, with the reason in the diagnostics.
     template <class Sig, class... Args>
     void refuse(asio::any_completion_handler<Sig> h, diagnostics* diag, std::string why, Args&&... empty) {
@@ -906,7 +896,6 @@ public:
         start_connecting();
     }
 
-    // ---- coroutine helpers for the less frequent calls ----------------------------------
     template <class R>
     using result = std::pair<error_code, R>;
 
@@ -1006,8 +995,6 @@ void canceller::operator()(asio::cancellation_type type) {
 
 using detail::client_impl;
 using detail::hold;
-
-// ---- lock_guard -------------------------------------------------------------------------
 
 namespace {
 void queue_drop(const std::shared_ptr<hold>& h) noexcept {
@@ -1137,8 +1124,6 @@ void lock_guard::start_wait_lost(std::shared_ptr<hold> h, asio::any_completion_h
     });
 }
 
-// ---- multi_lock_guard -------------------------------------------------------------------
-
 multi_lock_guard& multi_lock_guard::operator=(multi_lock_guard&& other) noexcept {
     if (this != &other) {
         queue_drop(hold_);
@@ -1166,9 +1151,6 @@ bool multi_lock_guard::lost() const noexcept {
 std::optional<std::chrono::steady_clock::time_point> multi_lock_guard::expires_at() const noexcept {
     return expiry_of(hold_);
 }
-
-
-// ---- client -----------------------------------------------------------------------------
 
 client::client(executor_type ex, client_options options)
     : impl_(std::make_shared<client_impl>(std::move(ex), std::move(options))) {
@@ -1310,8 +1292,6 @@ void client::start_pin(std::string prefix, std::optional<std::uint32_t> max, asi
         }(impl, std::move(prefix), max),
         std::move(h));
 }
-
-// ---- watch ------------------------------------------------------------------------------
 
 namespace {
 // Installed in a receive's cancellation slot: withdraws that receive, on the client's strand.

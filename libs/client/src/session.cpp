@@ -29,8 +29,6 @@ steady::time_point client_session::next_wake() const noexcept {
     return at;
 }
 
-// ---- ids --------------------------------------------------------------------------------
-
 std::string client_session::next_id() {
     static constexpr char digits[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     std::string id = prefix_;
@@ -60,8 +58,6 @@ std::uint64_t client_session::serial_of(std::string_view id) const noexcept {
     return n;
 }
 
-// ---- checks before sending --------------------------------------------------------------
-
 std::string client_session::invalid_key(std::string_view key) const {
     if (key.empty()) return "a key must not be empty";
     if (key.size() > limits_.max_key_length)
@@ -82,8 +78,6 @@ std::string client_session::invalid_options(const acquire_options& o) const {
     if (o.max && *o.max == 0) return "max must be at least 1";
     return {};
 }
-
-// ---- requests ---------------------------------------------------------------------------
 
 request_ptr client_session::open_request(request_op::kind k, std::chrono::milliseconds timeout) {
     request_ptr o;
@@ -237,8 +231,6 @@ std::vector<std::shared_ptr<hold>> client_session::live_holds() const {
     return out;
 }
 
-// ---- completing ---------------------------------------------------------------------------
-
 void client_session::complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply,
                               std::unique_ptr<core::reply> r, std::string message) {
     if (o->caller)
@@ -370,8 +362,6 @@ void client_session::on_reply(core::reply&& r, steady::time_point now) {
     }
 }
 
-// ---- connection ---------------------------------------------------------------------------
-
 void client_session::on_transport_up() {
     if (link_ == link::closed) return;
     link_ = link::handshake;
@@ -423,8 +413,6 @@ void client_session::close(steady::time_point now) {
     deadline_min_ = steady::time_point::max();
     lease_events_ = {};
 }
-
-// ---- time -------------------------------------------------------------------------------
 
 void client_session::on_time(steady::time_point now) {
     if (deadline_min_ <= now) sweep(now);

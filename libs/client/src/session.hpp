@@ -137,7 +137,6 @@ public:
 
     void set_owner(std::weak_ptr<client_impl> owner) { owner_ = std::move(owner); }
 
-    // ---- state --------------------------------------------------------------------------
     link state() const noexcept { return link_; }
     std::string& outbox() noexcept { return outbox_; }  // frames to send, in order
     step& output() noexcept { return out_; }            // taken and cleared by the owner
@@ -150,18 +149,15 @@ public:
     // The earliest moment on_time has work (a request's deadline, a lease event); max: none.
     steady::time_point next_wake() const noexcept;
 
-    // ---- ids ----------------------------------------------------------------------------
     // Request ids are "<prefix>.<n>", n counting up in base 62, least significant digit first.
     std::string next_id();
     std::uint64_t new_serial() { return ++counter_; }  // a handle that names no request
     std::uint64_t serial_of(std::string_view id) const noexcept;  // 0: not one of ours
 
-    // ---- checks before sending ----------------------------------------------------------
     // Why a key or an acquire's options would be refused by the broker; empty when fine.
     std::string invalid_key(std::string_view key) const;
     std::string invalid_options(const acquire_options& o) const;
 
-    // ---- requests -----------------------------------------------------------------------
     // A new request record of kind k; its uuid is set. Fill it, build its request from the uuid,
     // and submit both. Returns the caller's handle (the record's serial).
     request_ptr open_request(request_op::kind k, std::chrono::milliseconds timeout);
@@ -182,7 +178,6 @@ public:
     // The hold ended (released, lost, closed, ...): its guard no longer owns it.
     void end_hold(const std::shared_ptr<hold>& h, errc why);
 
-    // ---- events -------------------------------------------------------------------------
     void on_transport_up();  // the handshake may go out (immediate requests)
     void on_handshake_done(steady::time_point now);  // everything waiting goes out
     void on_connect_failed(error_code ec, steady::time_point now);  // everything waiting fails with ec

@@ -232,7 +232,6 @@ struct lock_table::impl {
         return std::nullopt;
     }
 
-    // ---- lookups -------------------------------------------------------------------------
     auto key_hash_of() {
         return [this](u32 k) { return hash_text(keys[k].name); };
     }
@@ -331,7 +330,6 @@ struct lock_table::impl {
         return it->second;
     }
 
-    // ---- entries ------------------------------------------------------------------------
     u32 new_entry(std::string_view id, u32 h, u32 key, u32 session, lock_mode mode, bool keep) {
         u32 e = entries.alloc();
         entry& r = entries[e];
@@ -391,7 +389,6 @@ struct lock_table::impl {
         entries.release(e);
     }
 
-    // ---- deadlines ----------------------------------------------------------------------
     void set_deadline(u32 e, i64 d) {
         entry& r = entries[e];
         if (r.deadline != no_deadline) --live_deadlines;
@@ -421,7 +418,6 @@ struct lock_table::impl {
         }
     }
 
-    // ---- queue and holder lists ----------------------------------------------------------
     void enqueue(u32 e) {
         entry& r = entries[e];
         key_rec& k = keys[r.key];
@@ -544,7 +540,6 @@ struct lock_table::impl {
         emit(ef);
     }
 
-    // ---- grants -------------------------------------------------------------------------
     // Turns entry e (queued or new) into a hold. For a leader, ttl_ms gives the lease.
     void make_holder(u32 e, i64 now) {
         entry& r = entries[e];
@@ -705,7 +700,6 @@ struct lock_table::impl {
         touched.clear();
     }
 
-    // ---- ending requests ----------------------------------------------------------------
     // Removes a waiting request (single or group) without telling its owner.
     void withdraw(u32 leader) {
         if (entries[leader].group_next == npos) {
@@ -777,7 +771,6 @@ struct lock_table::impl {
         for_each_member(leader, [&](u32 m) { emit_event(kind, entries[m]); });
     }
 
-    // ---- operations ---------------------------------------------------------------------
     effect_kind reject_now(session_id s, std::string_view id, std::string_view key, errc code, bool multi) {
         effect ef;
         ef.kind = effect_kind::rejected;
@@ -1230,7 +1223,6 @@ struct lock_table::impl {
         return from_rep(heap.front().deadline);
     }
 
-    // ---- introspection ------------------------------------------------------------------
     key_info info(std::string_view name, std::size_t max_holders) const {
         key_info out;
         out.key.assign(name);

@@ -300,6 +300,7 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
     fr.raw(std::string_view(millis, sizeof millis));
     fr.num("connections", stats.connections)
         .num("connectedClients", stats.connections)
+        .num("connectionsTotal", stats.connections_total)
         .num("keys", stats.keys)
         .num("totalLocks", stats.keys)
         .num("holders", stats.holders)

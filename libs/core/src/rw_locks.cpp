@@ -89,7 +89,6 @@ struct rw_locks::impl {
 
     impl(lock_table& t, rw_output& o, session_id g) : table(t), out(o), group(g) {}
 
-    // ---- answers ------------------------------------------------------------------------
     void granted(session_id s, std::string_view uuid, std::string_view key, std::uint32_t readers_count) {
         if (std::string* o = out.frames_for(s))
             write_lock_granted(*o, uuid, key, table.info(key, 0).last_token, 0, readers_count);
@@ -104,7 +103,6 @@ struct rw_locks::impl {
         if (it != sessions.end() && it->second.empty()) sessions.erase(it);
     }
 
-    // ---- read-preferring: the readers of R ----------------------------------------------
     void begin_read(session_id s, const req::lock& r, time_point now) {
         session_rw& sr = sessions[s];
         if (!sr.virtual_ids.insert(r.uuid).second) return;  // a retry: its answer is on the way or sent
@@ -337,7 +335,6 @@ struct rw_locks::impl {
         }
     }
 
-    // ---- write-preferring ---------------------------------------------------------------
     void message(session_id s, req::rw_message_kind kind, std::string_view uuid, const std::string& key) {
         if (rw_keys.size() >= 65536) rw_keys.clear();  // a bound; forgetting one costs only concurrency
         rw_keys.insert(key);
@@ -431,7 +428,6 @@ struct rw_locks::impl {
         if (it != wprefs.end() && it->second.readers == 0 && !it->second.flag && it->second.parked.empty()) wprefs.erase(it);
     }
 
-    // ---- sessions -----------------------------------------------------------------------
     void close_session(session_id s, time_point now) {
         auto sit = sessions.find(s);
         if (sit == sessions.end()) return;

@@ -16,6 +16,10 @@
 #include <string>
 #include <vector>
 
+namespace lmx::core {
+struct broker_stats;
+}
+
 namespace lmx {
 
 enum class log_level : std::uint8_t { error, warn, info, debug };
@@ -66,14 +70,6 @@ struct broker_options {
     log_level level = log_level::info;
 };
 
-struct broker_figures {
-    std::uint64_t uptime_ms = 0;
-    std::uint64_t connections = 0;
-    std::uint64_t connections_total = 0;
-    std::uint64_t messages_in = 0;
-    std::uint64_t messages_out = 0;
-};
-
 // What the broker's automatic limits come to on this machine (after raising the soft
 // file-descriptor limit to the hard one): max_connections and max_outbox_total when they are 0.
 // The note says what was adjusted, for the log; empty when nothing was.
@@ -102,7 +98,8 @@ public:
 
     // The URLs actually bound (ephemeral ports resolved), in --listen order.
     std::vector<std::string> urls() const;
-    broker_figures figures() const;
+    // What system-stats and /v1/stats report (callers include <lmx/core/protocol.hpp>).
+    core::broker_stats stats() const;
 
 private:
     struct impl;

@@ -351,6 +351,7 @@ void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp,
 struct broker_stats {
     std::uint64_t uptime_ms = 0;
     std::uint64_t connections = 0;
+    std::uint64_t connections_total = 0;  // accepted since the start
     std::uint64_t keys = 0;
     std::uint64_t holders = 0;
     std::uint64_t waiters = 0;
