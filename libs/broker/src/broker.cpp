@@ -882,10 +882,15 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     }
 
     core::broker_stats stats() {
-        auto c = table->counters();
         core::broker_stats st;
         st.uptime_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count());
         st.connections = sessions.size();
+        st.connections_total = connections_total;
+        st.messages_in = messages_in;
+        st.messages_out = messages_out;
+        st.pid = ::getpid();
+        if (!table) return st;  // not started: no lock state yet
+        auto c = table->counters();
         st.keys = c.keys;
         st.holders = c.holders;
         st.waiters = c.waiters;
@@ -893,10 +898,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         st.releases = c.releases;
         st.expirations = c.expirations;
         st.timeouts = c.timeouts;
-        st.connections_total = connections_total;
-        st.messages_in = messages_in;
-        st.messages_out = messages_out;
-        st.pid = ::getpid();
         // A scan of every key: cached, so that stats requests cannot keep the loop busy.
         if (top_at == steady::time_point{} || steady::now() - top_at >= 1s) {
             top_cache = table->top_contended(10);

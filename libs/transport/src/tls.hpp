@@ -1,7 +1,8 @@
 #pragma once
 
 // Private to libs/transport: TLS contexts and error mapping, shared by tls:// (tls.cpp) and
-// wss:// (websocket.cpp). The only header here that reaches OpenSSL.
+// wss:// (websocket_session.hpp). The private headers of the transport reach OpenSSL; its public
+// ones do not.
 
 #include "detail.hpp"
 
