@@ -52,11 +52,8 @@ struct workload {
 };
 
 const std::map<std::string, workload> workloads = {
-    {"w1", {20, 1, false, std::nullopt}},
-    {"w2", {20, 1, true, std::nullopt}},
-    {"w3", {5, 4, false, std::nullopt}},
-    {"w4", {20, 1, false, 4u}},
-    {"lat", {1, 1, false, std::nullopt}},
+    {"w1", {20, 1, false, std::nullopt}}, {"w2", {20, 1, true, std::nullopt}},  {"w3", {5, 4, false, std::nullopt}},
+    {"w4", {20, 1, false, 4u}},           {"lat", {1, 1, false, std::nullopt}},
 };
 
 struct run_args {
@@ -270,10 +267,13 @@ std::vector<proc_result> run_forked(const run_args& a, const workload& w, bench_
                 ::close(k.go);
                 ::close(k.results);
             }
-            auto r = run_share(a, w, share, p * w.in_flight, [&] {
-                write_all(res[1], "R", 1);
-                read_byte(go[0]);
-            }, false);
+            auto r = run_share(
+                a, w, share, p * w.in_flight,
+                [&] {
+                    write_all(res[1], "R", 1);
+                    read_byte(go[0]);
+                },
+                false);
             auto bytes = serialize(r);
             write_all(res[1], bytes.data(), bytes.size());
             ::_exit(0);
@@ -316,7 +316,8 @@ int run(run_args a) {
     std::vector<proc_result> parts;
     bench_clock::time_point t0;
     if (w.procs == 1) {
-        parts.push_back(run_share(a, w, a.cycles, 0, [&] { t0 = bench_clock::now(); }, true));
+        parts.push_back(run_share(
+            a, w, a.cycles, 0, [&] { t0 = bench_clock::now(); }, true));
     } else {
         parts = run_forked(a, w, t0);
     }
@@ -350,12 +351,12 @@ int run(run_args a) {
             static_cast<unsigned long long>(fmin), static_cast<unsigned long long>(fmax),
             static_cast<unsigned long long>(all.errors), json_string(all.first_error).c_str());
     } else {
-        std::printf("%s %s: %zu cycles in %.1f ms = %.2f cycles/ms; acquire p50 %.1f us p99 %.1f us max %.1f us; "
-                    "cycle p50 %.1f us p99 %.1f us; per worker %llu..%llu (%zu workers)%s%s\n",
-                    a.name.c_str(), a.url.c_str(), cycles, wall_ms, rate, acq.p50_us, acq.p99_us, acq.max_us,
-                    cyc.p50_us, cyc.p99_us, static_cast<unsigned long long>(fmin),
-                    static_cast<unsigned long long>(fmax), all.per_worker.size(), all.errors ? "; ERROR " : "",
-                    all.first_error.c_str());
+        std::printf(
+            "%s %s: %zu cycles in %.1f ms = %.2f cycles/ms; acquire p50 %.1f us p99 %.1f us max %.1f us; "
+            "cycle p50 %.1f us p99 %.1f us; per worker %llu..%llu (%zu workers)%s%s\n",
+            a.name.c_str(), a.url.c_str(), cycles, wall_ms, rate, acq.p50_us, acq.p99_us, acq.max_us, cyc.p50_us,
+            cyc.p99_us, static_cast<unsigned long long>(fmin), static_cast<unsigned long long>(fmax),
+            all.per_worker.size(), all.errors ? "; ERROR " : "", all.first_error.c_str());
     }
     return all.errors ? 1 : 0;
 }
@@ -554,18 +555,20 @@ int scale(scale_args a) {
                                     static_cast<double>(a.count)
                               : 0;
     if (a.json) {
-        std::printf("{\"client\":\"lmx-cpp\",\"scale\":%s,\"url\":%s,\"count\":%zu,\"reached\":%zu,\"broker_pid\":%ld,"
-                    "\"rss_before_kb\":%llu,\"rss_held_kb\":%llu,\"bytes_per_item\":%.1f,\"build_ms\":%.1f,"
-                    "\"errors\":%llu,\"error\":%s}\n",
-                    json_string(a.what).c_str(), json_string(a.url).c_str(), a.count, st.reached, st.pid,
-                    static_cast<unsigned long long>(st.before_kb), static_cast<unsigned long long>(st.held_kb),
-                    per_item, st.build_ms, static_cast<unsigned long long>(st.errors),
-                    json_string(st.first_error).c_str());
+        std::printf(
+            "{\"client\":\"lmx-cpp\",\"scale\":%s,\"url\":%s,\"count\":%zu,\"reached\":%zu,\"broker_pid\":%ld,"
+            "\"rss_before_kb\":%llu,\"rss_held_kb\":%llu,\"bytes_per_item\":%.1f,\"build_ms\":%.1f,"
+            "\"errors\":%llu,\"error\":%s}\n",
+            json_string(a.what).c_str(), json_string(a.url).c_str(), a.count, st.reached, st.pid,
+            static_cast<unsigned long long>(st.before_kb), static_cast<unsigned long long>(st.held_kb), per_item,
+            st.build_ms, static_cast<unsigned long long>(st.errors), json_string(st.first_error).c_str());
     } else {
-        std::printf("scale %s %s: %zu of %zu held; broker RSS %.1f MB (%.1f MB before, %.0f bytes each), built in %.0f ms%s%s\n",
-                    a.what.c_str(), a.url.c_str(), st.reached, a.count, static_cast<double>(st.held_kb) / 1024.0,
-                    static_cast<double>(st.before_kb) / 1024.0, per_item, st.build_ms, st.errors ? "; ERROR " : "",
-                    st.first_error.c_str());
+        std::printf(
+            "scale %s %s: %zu of %zu held; broker RSS %.1f MB (%.1f MB before, %.0f bytes each), built in %.0f "
+            "ms%s%s\n",
+            a.what.c_str(), a.url.c_str(), st.reached, a.count, static_cast<double>(st.held_kb) / 1024.0,
+            static_cast<double>(st.before_kb) / 1024.0, per_item, st.build_ms, st.errors ? "; ERROR " : "",
+            st.first_error.c_str());
     }
     return st.errors ? 1 : 0;
 }

@@ -51,9 +51,12 @@ std::optional<endpoint> parse(const std::string& url) {
         ep.path = url.substr(7);
         return ep.path.empty() ? std::nullopt : std::optional(ep);
     }
-    if (url.rfind("tcp://", 0) == 0) rest = url.substr(6);
-    else if (url.rfind("ws://", 0) == 0) ep.scheme = endpoint::ws, rest = url.substr(5);
-    else return std::nullopt;
+    if (url.rfind("tcp://", 0) == 0)
+        rest = url.substr(6);
+    else if (url.rfind("ws://", 0) == 0)
+        ep.scheme = endpoint::ws, rest = url.substr(5);
+    else
+        return std::nullopt;
     auto slash = rest.find('/');
     ep.path = slash == std::string::npos ? "/" : rest.substr(slash);
     rest = rest.substr(0, slash);
@@ -133,7 +136,8 @@ bound listen_on(const endpoint& ep) {
         sockaddr_in sa{};
         sa.sin_family = AF_INET;
         sa.sin_port = htons(static_cast<std::uint16_t>(ep.port));
-        if (::inet_pton(AF_INET, ep.host.c_str(), &sa.sin_addr) != 1) throw std::runtime_error("not an IPv4 address: " + ep.host);
+        if (::inet_pton(AF_INET, ep.host.c_str(), &sa.sin_addr) != 1)
+            throw std::runtime_error("not an IPv4 address: " + ep.host);
         if (::bind(b.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) die("bind " + ep.host);
         socklen_t len = sizeof sa;
         ::getsockname(b.fd, reinterpret_cast<sockaddr*>(&sa), &len);
@@ -170,8 +174,10 @@ int serve(const std::vector<std::string>& urls, const std::string& urls_file) {
                     return;
                 }
                 if (l.ep.scheme != endpoint::unix_socket) no_delay(fd);
-                if (l.ep.scheme == endpoint::ws) std::thread(echo_ws, fd).detach();
-                else std::thread(echo_stream, fd).detach();
+                if (l.ep.scheme == endpoint::ws)
+                    std::thread(echo_ws, fd).detach();
+                else
+                    std::thread(echo_stream, fd).detach();
             }
         });
     }
@@ -254,14 +260,17 @@ private:
     beast::flat_buffer buf_;
 };
 
-int run(const std::string& url, const std::string& mode, std::size_t count, unsigned depth, std::size_t size, bool json) {
+int run(const std::string& url, const std::string& mode, std::size_t count, unsigned depth, std::size_t size,
+        bool json) {
     auto ep = parse(url);
     if (!ep) throw std::runtime_error("bad --url " + url);
     if (mode != "pingpong" && mode != "pipeline") throw std::runtime_error("--mode is pingpong or pipeline");
     int fd = connect_to(*ep);
     std::unique_ptr<exchange> x;
-    if (ep->scheme == endpoint::ws) x = std::make_unique<ws_exchange>(*ep, fd);
-    else x = std::make_unique<stream_exchange>(fd);
+    if (ep->scheme == endpoint::ws)
+        x = std::make_unique<ws_exchange>(*ep, fd);
+    else
+        x = std::make_unique<stream_exchange>(fd);
     std::string msg(size - 1, 'x');
     msg += '\n';
     bool pipelined = mode == "pipeline";
@@ -302,14 +311,16 @@ int run(const std::string& url, const std::string& mode, std::size_t count, unsi
     auto s = summarize(rtt);
     double rate = static_cast<double>(count) / wall_ms;
     if (json) {
-        std::printf("{\"client\":\"floor\",\"mode\":%s,\"url\":%s,\"messages\":%zu,\"depth\":%u,\"size\":%zu,"
-                    "\"wall_ms\":%.3f,\"round_trips_per_ms\":%.3f,\"rtt_us\":%s}\n",
-                    json_string(mode).c_str(), json_string(url).c_str(), count, depth, size, wall_ms, rate,
-                    json_summary(s).c_str());
+        std::printf(
+            "{\"client\":\"floor\",\"mode\":%s,\"url\":%s,\"messages\":%zu,\"depth\":%u,\"size\":%zu,"
+            "\"wall_ms\":%.3f,\"round_trips_per_ms\":%.3f,\"rtt_us\":%s}\n",
+            json_string(mode).c_str(), json_string(url).c_str(), count, depth, size, wall_ms, rate,
+            json_summary(s).c_str());
     } else {
-        std::printf("floor %s %s: %zu messages of %zu bytes, %u in flight, in %.1f ms = %.2f round trips/ms; "
-                    "rtt p50 %.1f us p99 %.1f us\n",
-                    mode.c_str(), url.c_str(), count, size, depth, wall_ms, rate, s.p50_us, s.p99_us);
+        std::printf(
+            "floor %s %s: %zu messages of %zu bytes, %u in flight, in %.1f ms = %.2f round trips/ms; "
+            "rtt p50 %.1f us p99 %.1f us\n",
+            mode.c_str(), url.c_str(), count, size, depth, wall_ms, rate, s.p50_us, s.p99_us);
     }
     return 0;
 }
@@ -323,7 +334,8 @@ int main(int argc, char** argv) {
     std::vector<std::string> listen;
     std::string urls_file;
     auto* serve_cmd = app.add_subcommand("serve", "Echo server");
-    serve_cmd->add_option("-l,--listen", listen, "tcp://HOST:PORT, unix:///PATH or ws://HOST:PORT/PATH, repeatable")->required();
+    serve_cmd->add_option("-l,--listen", listen, "tcp://HOST:PORT, unix:///PATH or ws://HOST:PORT/PATH, repeatable")
+        ->required();
     serve_cmd->add_option("--urls-file", urls_file, "Write the bound URLs here (default: stdout)");
     std::string url, mode = "pingpong";
     std::size_t count = 10000, size = 100;
@@ -334,7 +346,9 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--mode", mode, "pingpong (one in flight) or pipeline")->default_val("pingpong");
     run_cmd->add_option("-n,--count", count, "Messages")->default_val(10000)->check(CLI::PositiveNumber);
     run_cmd->add_option("--depth", depth, "Messages in flight (pipeline)")->default_val(20)->check(CLI::PositiveNumber);
-    run_cmd->add_option("--size", size, "Bytes per message, newline included")->default_val(100)->check(CLI::Range(2, 65536));
+    run_cmd->add_option("--size", size, "Bytes per message, newline included")
+        ->default_val(100)
+        ->check(CLI::Range(2, 65536));
     run_cmd->add_flag("--json", json, "One JSON object on stdout");
     CLI11_PARSE(app, argc, argv);
     try {

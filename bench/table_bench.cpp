@@ -96,8 +96,8 @@ many_result many_keys(const std::vector<std::string>& keys, const std::vector<st
     double release_s = seconds_since(t0);
     if (sink.grants != keys.size() || table->counters().keys != 0) std::abort();
     double n = static_cast<double>(keys.size());
-    return {n / (acquire_s + release_s), static_cast<double>(heap1 - heap0) / n,
-            static_cast<double>(rss1 - rss0) / n, static_cast<double>(keys[0].size())};
+    return {n / (acquire_s + release_s), static_cast<double>(heap1 - heap0) / n, static_cast<double>(rss1 - rss0) / n,
+            static_cast<double>(keys[0].size())};
 }
 
 // Nanoseconds per retry of a waiting request (single key, and a two-key acquire-many) that is
@@ -114,7 +114,8 @@ retry_cost retry(std::size_t waiters, std::size_t retries) {
     table.acquire({.session = 1, .id = "holder", .key = "q"}, now);
     table.acquire({.session = 1, .id = "holder2", .key = "q2"}, now);
     auto ids = names("w", waiters);
-    for (std::size_t i = 0; i < waiters; ++i) table.acquire({.session = 3, .id = ids[i], .key = i % 2 ? "q2" : "q"}, now);
+    for (std::size_t i = 0; i < waiters; ++i)
+        table.acquire({.session = 3, .id = ids[i], .key = i % 2 ? "q2" : "q"}, now);
     table.acquire({.session = 2, .id = "tail", .key = "q"}, now);
     const std::string_view two[] = {"q", "q2"};
     table.acquire_many({.session = 2, .id = "tail-many", .keys = two}, now);
@@ -142,7 +143,9 @@ std::size_t arg(int argc, char** argv, const char* name, std::size_t dflt) {
 int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i)
         if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-            std::puts("usage: lmx_table_bench [--pairs N (5000000)] [--keys N (1000000)] [--runs N (5)] [--queue N (200000)]");
+            std::puts(
+                "usage: lmx_table_bench [--pairs N (5000000)] [--keys N (1000000)] [--runs N (5)] [--queue N "
+                "(200000)]");
             return 0;
         }
     std::size_t pairs = arg(argc, argv, "--pairs", 5'000'000);
@@ -166,7 +169,8 @@ int main(int argc, char** argv) {
         many.push_back(m.pairs_per_s);
         heap.push_back(m.heap_bytes_per_lock - m.key_text * 0);
         rss.push_back(m.rss_bytes_per_lock);
-        std::fprintf(stderr, "run %zu: one key %.2f M pairs/s, %zu keys %.2f M pairs/s, %.1f heap B/lock, %.1f RSS B/lock\n",
+        std::fprintf(stderr,
+                     "run %zu: one key %.2f M pairs/s, %zu keys %.2f M pairs/s, %.1f heap B/lock, %.1f RSS B/lock\n",
                      r + 1, one.back() / 1e6, nkeys, many.back() / 1e6, heap.back(), rss.back());
     }
     std::printf("lock_table benchmark, median of %zu runs\n", runs);

@@ -10,7 +10,8 @@ set -euo pipefail
 want=(g++ cmake make ninja-build ccache libboost1.81-dev libboost-json1.81-dev libboost-test1.81-dev libcli11-dev libssl-dev openssl)
 if [[ "${1:-build}" == test ]]; then
   # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
-  want+=(nodejs npm chromium chromium-driver fonts-liberation)
+  # clang-format: CTest lint.format checks the layout of the sources.
+  want+=(nodejs npm chromium chromium-driver fonts-liberation clang-format)
 fi
 if [[ "${1:-build}" == fuzz || "${1:-build}" == test ]]; then
   # clang 14 is Debian 12's; libclang-rt-14-dev holds libclang_rt.fuzzer, asan and ubsan. The

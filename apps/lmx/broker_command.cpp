@@ -53,7 +53,8 @@ std::optional<broker_options::unix_peer> parse_unix_peer(const std::string& text
         who = text.substr(0, colon);
     }
     const char* end = who.data() + who.size();
-    if (const auto [ptr, ec] = std::from_chars(who.data(), end, out.id); ec == std::errc{} && ptr == end && !who.empty())
+    if (const auto [ptr, ec] = std::from_chars(who.data(), end, out.id);
+        ec == std::errc{} && ptr == end && !who.empty())
         return out;
     if (group) {
         if (const ::group* g = ::getgrnam(who.c_str())) {
@@ -101,7 +102,8 @@ int run_broker(broker_args& a) {
         used = 0;
     }
     if (used != a.unix_mode.size() || mode > 0777) {
-        std::fprintf(stderr, "lmx broker: --unix-mode must be an octal file mode such as 0660, not '%s'\n", a.unix_mode.c_str());
+        std::fprintf(stderr, "lmx broker: --unix-mode must be an octal file mode such as 0660, not '%s'\n",
+                     a.unix_mode.c_str());
         return exit_usage;
     }
     a.opt.unix_mode = static_cast<unsigned>(mode);
@@ -136,7 +138,8 @@ int run_broker(broker_args& a) {
     a.opt.level = levels.at(a.level);
     set_log_level(a.opt.level);
     if (a.opt.unix_mode & 0002)
-        log_line(log_level::warn, "--unix-mode makes the socket world-writable: any local user can take and release locks");
+        log_line(log_level::warn,
+                 "--unix-mode makes the socket world-writable: any local user can take and release locks");
 
     std::signal(SIGPIPE, SIG_IGN);
     boost::asio::io_context io(1);
@@ -200,43 +203,70 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
                     "(default: tcp://127.0.0.1:6970 and ws://127.0.0.1:6971)")
         ->type_name("URL");
     cmd->add_option("--ttl", a->ttl_ms, "Default lease in ms for locks that do not name one")
-        ->default_val(5000)->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
+        ->default_val(5000)
+        ->check(CLI::Range(std::int64_t{1}, max_duration_ms))
+        ->type_name("MS");
     cmd->add_option("--max-message-size", a->opt.max_message_size, "Largest accepted message in bytes")
-        ->default_val(64 * 1024)->check(CLI::Range(256, 64 * 1024 * 1024))->type_name("BYTES");
+        ->default_val(64 * 1024)
+        ->check(CLI::Range(256, 64 * 1024 * 1024))
+        ->type_name("BYTES");
     cmd->add_option("--max-key-length", a->opt.max_key_length, "Longest accepted key in bytes")
-        ->default_val(1024)->check(CLI::Range(1, 1024 * 1024))->type_name("BYTES");
+        ->default_val(1024)
+        ->check(CLI::Range(1, 1024 * 1024))
+        ->type_name("BYTES");
     cmd->add_option("--max-keys", a->opt.max_keys, "Most keys in one acquire-many")
-        ->default_val(64)->check(CLI::Range(1, 100000))->type_name("N");
+        ->default_val(64)
+        ->check(CLI::Range(1, 100000))
+        ->type_name("N");
     cmd->add_option("--max-connections", a->opt.max_connections,
                     "Connections served at once; more are refused (default: the file-descriptor limit less 64)")
-        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->type_name("N");
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
+        ->type_name("N");
     cmd->add_option("--max-connections-per-peer", a->opt.max_connections_per_peer,
                     "Connections from one IP address (tcp, ws) or one uid (unix socket)")
-        ->default_val(1024)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->type_name("N");
+        ->default_val(1024)
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))
+        ->type_name("N");
     cmd->add_option("--max-waiters", a->opt.max_waiters, "Queued lock requests on all keys together")
-        ->default_val(1000000)->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))->type_name("N");
+        ->default_val(1000000)
+        ->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))
+        ->type_name("N");
     cmd->add_option("--max-locks-per-connection", a->opt.max_connection_locks,
                     "Holds and waiting requests of one connection; more are refused with limit_reached")
-        ->default_val(100000)->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))->type_name("N");
+        ->default_val(100000)
+        ->check(CLI::Range(std::uint32_t{1}, std::uint32_t{4294967295u}))
+        ->type_name("N");
     cmd->add_option("--max-total-keys", a->opt.max_total_keys,
                     "Keys held or waited for, all clients together; requests for more are refused with limit_reached")
-        ->default_val(10000000)->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))->type_name("N");
+        ->default_val(10000000)
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
+        ->type_name("N");
     cmd->add_option("--max-outbox", a->opt.max_outbox,
                     "Bytes of replies queued for one client before it is disconnected as not reading")
-        ->default_val(8 * 1024 * 1024)->check(CLI::Range(4096, 1 << 30))->type_name("BYTES");
+        ->default_val(8 * 1024 * 1024)
+        ->check(CLI::Range(4096, 1 << 30))
+        ->type_name("BYTES");
     cmd->add_option("--max-outbox-total", a->opt.max_outbox_total,
                     "Bytes of replies queued for all clients together; over it the clients with the most queued are "
                     "disconnected (default: 1 GiB or a quarter of RAM, the smaller)")
-        ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 40))->type_name("BYTES");
+        ->check(CLI::Range(std::size_t{4096}, std::size_t{1} << 40))
+        ->type_name("BYTES");
     cmd->add_option("--max-handshakes", a->opt.max_handshakes,
                     "ws: connections still in HTTP or the WebSocket handshake; more are closed at accept")
-        ->default_val(256)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
-    cmd->add_option("--handshake-timeout", a->handshake_timeout_ms, "ws: ms for each HTTP request (and the upgrade) to arrive")
-        ->default_val(10000)->check(CLI::Range(std::int64_t{100}, std::int64_t{3600000}))->type_name("MS");
+        ->default_val(256)
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+        ->type_name("N");
+    cmd->add_option("--handshake-timeout", a->handshake_timeout_ms,
+                    "ws: ms for each HTTP request (and the upgrade) to arrive")
+        ->default_val(10000)
+        ->check(CLI::Range(std::int64_t{100}, std::int64_t{3600000}))
+        ->type_name("MS");
     cmd->add_option("--idle-timeout", a->idle_timeout_ms,
                     "Close connections that sent nothing for MS while holding, waiting for and watching nothing; "
                     "0: never (the default: idle live-mutex clients are legitimate)")
-        ->default_val(0)->check(CLI::Range(std::int64_t{0}, max_duration_ms))->type_name("MS");
+        ->default_val(0)
+        ->check(CLI::Range(std::int64_t{0}, max_duration_ms))
+        ->type_name("MS");
     cmd->add_option("--key-max", a->key_max,
                     "Pin the max of every key starting with PREFIX, repeatable (the longest prefix wins); a request "
                     "naming another max is refused with max_pinned, one naming none gets N")
@@ -244,10 +274,16 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--tcp-keepalive", a->keepalive_s,
                     "Seconds a tcp/ws connection may be silent before keepalive probes look for its peer "
                     "(then every 10 s, 6 probes); 0: off")
-        ->default_val(60)->check(CLI::Range(std::int64_t{0}, std::int64_t{32767}))->type_name("S");
+        ->default_val(60)
+        ->check(CLI::Range(std::int64_t{0}, std::int64_t{32767}))
+        ->type_name("S");
     cmd->add_option("--max-list", a->opt.max_list, "Most keys in one ls page and holders listed by lock-info")
-        ->default_val(10000)->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))->type_name("N");
-    cmd->add_option("--unix-mode", a->unix_mode, "File mode of Unix socket files (octal)")->default_val("0660")->type_name("MODE");
+        ->default_val(10000)
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20))
+        ->type_name("N");
+    cmd->add_option("--unix-mode", a->unix_mode, "File mode of Unix socket files (octal)")
+        ->default_val("0660")
+        ->type_name("MODE");
     cmd->add_option("--unix-group", a->unix_group,
                     "Group of Unix socket files (with --unix-mode 0660 its members may connect)")
         ->type_name("GROUP");
@@ -279,13 +315,16 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--fencing-block", a->opt.fencing_block,
                     "Tokens reserved per write of the state dir: one fsync per block; a restart skips at most "
                     "one block")
-        ->default_val(100000)->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))->type_name("N");
+        ->default_val(100000)
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
+        ->type_name("N");
     cmd->add_option("--allow-origin", a->opt.allow_origins,
                     "Browser origin allowed to open a WebSocket, repeatable; '*' allows all (default: only the "
                     "broker's own origin and clients that send no Origin)")
         ->type_name("ORIGIN");
     cmd->add_option("--log-level", a->level, "Log level")
-        ->default_val("info")->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+        ->default_val("info")
+        ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
     cmd->add_option("--urls-file", a->urls_file, "Write the bound URLs (one per line) to FILE once listening")
         ->type_name("FILE");
     cmd->callback([a, set_action] { set_action([a] { return run_broker(*a); }); });

@@ -18,8 +18,9 @@
 namespace lmx::app {
 
 void add_client_flags(CLI::App* cmd, client_args& a, bool json) {
-    auto* g = cmd->add_option_group("Connection", "Where the broker is (default: LMX_URL, LMX_UDS_PATH, LMX_HOST/LMX_PORT, "
-                                                  "then `lmx set`, then tcp://127.0.0.1:6970)");
+    auto* g = cmd->add_option_group("Connection",
+                                    "Where the broker is (default: LMX_URL, LMX_UDS_PATH, LMX_HOST/LMX_PORT, "
+                                    "then `lmx set`, then tcp://127.0.0.1:6970)");
     g->add_option("-u,--url", a.url,
                   "Broker URL: tcp://HOST:PORT, unix:///PATH, ws://HOST:PORT/PATH, or over TLS tls://HOST:PORT, "
                   "wss://HOST:PORT/PATH")
@@ -35,24 +36,31 @@ void add_client_flags(CLI::App* cmd, client_args& a, bool json) {
                   "tls:// and wss://: trust the broker's certificate when a CA in FILE (PEM) signed it (default: "
                   "LMX_TLS_CA, then the system's CAs)")
         ->type_name("FILE");
-    g->add_option("--tls-cert", a.tls_cert, "Client certificate (PEM) for a broker that requires one (default: LMX_TLS_CERT)")
+    g->add_option("--tls-cert", a.tls_cert,
+                  "Client certificate (PEM) for a broker that requires one (default: LMX_TLS_CERT)")
         ->type_name("FILE");
     g->add_option("--tls-key", a.tls_key, "Key of --tls-cert (PEM) (default: LMX_TLS_KEY)")->type_name("FILE");
     g->add_flag("--ensure-broker", a.ensure_broker,
                 "Start a broker in the background if none answers (log and state under $XDG_STATE_HOME/lmx)");
     g->add_option("--connect-timeout", a.connect_timeout_ms, "Give up connecting after MS")
-        ->default_val(3000)->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
+        ->default_val(3000)
+        ->check(CLI::Range(std::int64_t{1}, max_duration_ms))
+        ->type_name("MS");
     if (json) cmd->add_flag("--json", a.json, "Print one JSON object for scripts");
 }
 
 void add_lock_flags(CLI::App* cmd, lock_args& a) {
     cmd->add_option("key", a.key, "The key to lock")->required();
     cmd->add_option("--max", a.max, "Holders allowed at once on this key (a semaphore; default 1)")
-        ->check(CLI::Range(1u, (1u << 29) - 1))->type_name("N");
-    cmd->add_option("--timeout", a.timeout_ms, "Give up (exit 1) after waiting MS for the lock (default: wait until granted)")
-        ->check(CLI::Range(std::int64_t{1}, max_duration_ms))->type_name("MS");
+        ->check(CLI::Range(1u, (1u << 29) - 1))
+        ->type_name("N");
+    cmd->add_option("--timeout", a.timeout_ms,
+                    "Give up (exit 1) after waiting MS for the lock (default: wait until granted)")
+        ->check(CLI::Range(std::int64_t{1}, max_duration_ms))
+        ->type_name("MS");
     cmd->add_flag("--no-wait,!--wait", a.no_wait, "Exit 1 at once if the lock is not free (default: --wait)");
-    cmd->add_flag("--shared", a.shared, "A shared (reader) lock: coexists with other shared holders, never with an exclusive one");
+    cmd->add_flag("--shared", a.shared,
+                  "A shared (reader) lock: coexists with other shared holders, never with an exclusive one");
 }
 
 acquire_options lock_args::options(std::chrono::milliseconds ttl, bool keep_on_exit) const {
@@ -79,10 +87,14 @@ bool stderr_is_tty() { return ::isatty(2) == 1; }
 std::string human_duration(std::chrono::milliseconds d) {
     auto ms = d.count();
     char buf[64];
-    if (ms < 1000) std::snprintf(buf, sizeof buf, "%lld ms", static_cast<long long>(ms));
-    else if (ms < 60'000) std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000);
-    else if (ms < 3'600'000) std::snprintf(buf, sizeof buf, "%.1f min", static_cast<double>(ms) / 60'000);
-    else std::snprintf(buf, sizeof buf, "%.1f h", static_cast<double>(ms) / 3'600'000);
+    if (ms < 1000)
+        std::snprintf(buf, sizeof buf, "%lld ms", static_cast<long long>(ms));
+    else if (ms < 60'000)
+        std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000);
+    else if (ms < 3'600'000)
+        std::snprintf(buf, sizeof buf, "%.1f min", static_cast<double>(ms) / 60'000);
+    else
+        std::snprintf(buf, sizeof buf, "%.1f h", static_cast<double>(ms) / 3'600'000);
     return buf;
 }
 
@@ -96,7 +108,8 @@ int report(const char* command, const boost::system::error_code& ec, const std::
     } else if (ec == errc::name_not_resolved) {
         msg = "the host name in " + url + " does not resolve";
     } else if (ec == errc::wrong_endpoint) {
-        msg = "the peer at " + url + " does not speak lmx's protocol (a WebSocket port given as tcp://, or another server?)";
+        msg = "the peer at " + url +
+              " does not speak lmx's protocol (a WebSocket port given as tcp://, or another server?)";
     } else if (ec == errc::connection_lost) {
         msg = "lost the connection to the broker at " + url;
     } else if (ec == errc::broker_incompatible) {
@@ -114,7 +127,8 @@ int report(const char* command, const boost::system::error_code& ec, const std::
               ": a limit is reached (its holds and waiters per connection, or keys in total)";
         code = exit_not_obtained;
     } else if (ec == errc::timeout) {
-        msg = what.empty() ? "the broker at " + url + " did not answer in time" : subject + "not granted before the timeout";
+        msg = what.empty() ? "the broker at " + url + " did not answer in time"
+                           : subject + "not granted before the timeout";
         code = exit_not_obtained;
     } else if (ec == errc::would_block) {
         msg = subject + "held by someone else (--no-wait)";
@@ -132,8 +146,8 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         msg = subject + "that lock id does not hold the key (already released, expired or forced)";
         code = exit_not_obtained;
     } else if (ec == errc::max_pinned) {
-        msg = subject + "the broker at " + url + " pins the key's --max" + (why.empty() ? std::string() : " (" + why + ")") +
-              "; give no --max, or that one";
+        msg = subject + "the broker at " + url + " pins the key's --max" +
+              (why.empty() ? std::string() : " (" + why + ")") + "; give no --max, or that one";
         code = exit_usage;
     } else if (ec == errc::tls_failed) {
         msg = "TLS with the broker at " + url + " failed" + (why.empty() ? std::string() : ": " + why);
@@ -144,8 +158,7 @@ int report(const char* command, const boost::system::error_code& ec, const std::
         msg = subject + "the broker at " + url + " refused it: it needs a token with the admin role";
         code = exit_not_obtained;
     } else if (ec == errc::bad_request) {
-        msg = subject + "invalid request: " +
-              (why.empty() ? "an empty or too long key, or a value out of range" : why);
+        msg = subject + "invalid request: " + (why.empty() ? "an empty or too long key, or a value out of range" : why);
         code = exit_usage;
     } else {
         msg = subject + ec.message();
@@ -201,14 +214,17 @@ int run_client(const char* command, const client_args& args, client_options base
         std::array<char, 4096> self{};
         // This very executable, unless LMX_BROKER_PATH names another.
         const char* env_path = std::getenv("LMX_BROKER_PATH");
-        if (env_path && *env_path) how.broker_path = env_path;
-        else if (auto n = ::readlink("/proc/self/exe", self.data(), self.size() - 1); n > 0) how.broker_path.assign(self.data(), n);
+        if (env_path && *env_path)
+            how.broker_path = env_path;
+        else if (auto n = ::readlink("/proc/self/exe", self.data(), self.size() - 1); n > 0)
+            how.broker_path.assign(self.data(), n);
         auto r = ensure_broker(base, how);
         if (r.error) {
             std::fprintf(stderr, "lmx %s: %s\n", command, r.message.c_str());
             return r.error == errc::invalid_url ? exit_usage : exit_unreachable;
         }
-        if (r.started && stderr_is_tty()) std::fprintf(stderr, "lmx: started a broker at %s (log: %s)\n", base.url.c_str(), r.log_path.c_str());
+        if (r.started && stderr_is_tty())
+            std::fprintf(stderr, "lmx: started a broker at %s (log: %s)\n", base.url.c_str(), r.log_path.c_str());
     }
 
     boost::asio::io_context io(1);
@@ -223,7 +239,8 @@ int run_client(const char* command, const client_args& args, client_options base
                     co_await c.connect();
                     co_return co_await body(c);
                 } catch (const boost::system::system_error& e) {
-                    co_return report(command, e.code(), url, {}, e.code() == errc::tls_failed ? c.last_connect_error().message() : std::string());
+                    co_return report(command, e.code(), url, {},
+                                     e.code() == errc::tls_failed ? c.last_connect_error().message() : std::string());
                 }
             },
             [&](std::exception_ptr ep, int rc) {

@@ -63,8 +63,8 @@ int run_client(const char* command, const client_args& args, client_options base
 
 // The one-line message and exit code for a failed client call; prints "lmx COMMAND: ..." to stderr.
 // `why`: what the client's checks or the broker said of a refused request (diagnostics).
-int report(const char* command, const boost::system::error_code& ec, const std::string& url, const std::string& what = {},
-           const std::string& why = {});
+int report(const char* command, const boost::system::error_code& ec, const std::string& url,
+           const std::string& what = {}, const std::string& why = {});
 
 // Both streams: is this a terminal?
 bool stdout_is_tty();

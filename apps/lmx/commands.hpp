@@ -5,7 +5,7 @@
 
 namespace CLI {
 class App;
-}
+}  // namespace CLI
 
 namespace lmx::app {
 
@@ -22,10 +22,10 @@ inline constexpr std::int64_t max_duration_ms = std::int64_t{366} * 24 * 3600 * 
 // Each subcommand registers itself and, when chosen, hands its action to `set_action`.
 using action_setter = std::function<void(std::function<int()>)>;
 void add_broker_command(CLI::App& app, action_setter set_action);
-void add_lock_commands(CLI::App& app, action_setter set_action);      // acquire, release, pin
+void add_lock_commands(CLI::App& app, action_setter set_action);  // acquire, release, pin
 void add_run_command(CLI::App& app, action_setter set_action);
 void add_inspect_commands(CLI::App& app, action_setter set_action);   // ls, info, stats, ping
 void add_settings_commands(CLI::App& app, action_setter set_action);  // set, get, unset
-void add_check_command(CLI::App& app, action_setter set_action);     // the safety checker
+void add_check_command(CLI::App& app, action_setter set_action);      // the safety checker
 
 }  // namespace lmx::app

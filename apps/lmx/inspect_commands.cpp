@@ -22,15 +22,16 @@ namespace {
 boost::json::object to_json(const lock_info& i) {
     boost::json::array holders;
     for (auto& h : i.holders) holders.emplace_back(h);
-    return {{"key", i.key},       {"locked", i.locked}, {"holders", std::move(holders)},
-            {"waiters", i.waiters}, {"max", i.max},      {"last_fencing_token", i.last_token}};
+    return {{"key", i.key},         {"locked", i.locked}, {"holders", std::move(holders)},
+            {"waiters", i.waiters}, {"max", i.max},       {"last_fencing_token", i.last_token}};
 }
 
 void print_json(const boost::json::value& v) { std::printf("%s\n", boost::json::serialize(v).c_str()); }
 
 // Characters, not bytes, of UTF-8 text: what a terminal column counts.
 std::size_t columns(const std::string& s) {
-    return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char ch) { return (static_cast<unsigned char>(ch) & 0xC0) != 0x80; }));
+    return static_cast<std::size_t>(
+        std::count_if(s.begin(), s.end(), [](char ch) { return (static_cast<unsigned char>(ch) & 0xC0) != 0x80; }));
 }
 
 // A plain text table: columns padded to their widest cell.
@@ -77,10 +78,14 @@ int run_ls(const ls_args& a) {
             while (next < keys.size() && next - answered < 64) {
                 std::size_t i = next++;
                 c.info(keys[i], [&, i](error_code ec, lock_info info) {
-                    if (!ec) found[i] = std::move(info);
-                    else if (ec != errc::not_holder && !failure) failure = ec;  // not_holder: freed meanwhile
-                    if (++answered == keys.size()) all_answered.cancel();
-                    else launch();
+                    if (!ec)
+                        found[i] = std::move(info);
+                    else if (ec != errc::not_holder && !failure)
+                        failure = ec;  // not_holder: freed meanwhile
+                    if (++answered == keys.size())
+                        all_answered.cancel();
+                    else
+                        launch();
                 });
             }
         };
@@ -99,7 +104,8 @@ int run_ls(const ls_args& a) {
             co_return exit_ok;
         }
         if (infos.empty()) {
-            std::printf("no locks held or waited for%s\n", a.prefix.empty() ? "" : (" under '" + a.prefix + "'").c_str());
+            std::printf("no locks held or waited for%s\n",
+                        a.prefix.empty() ? "" : (" under '" + a.prefix + "'").c_str());
             co_return exit_ok;
         }
         std::vector<std::vector<std::string>> rows{{"KEY", "HOLDERS", "MAX", "WAITERS", "LOCK ID", "LAST TOKEN"}};
@@ -190,7 +196,8 @@ int run_ping(const ping_args& a) {
         std::sort(rtts.begin(), rtts.end());
         double mn = rtts.front(), mx = rtts.back(), med = rtts[rtts.size() / 2];
         if (a.conn.json)
-            print_json(boost::json::object{{"url", c.options().url}, {"count", rtts.size()}, {"min_us", mn}, {"median_us", med}, {"max_us", mx}});
+            print_json(boost::json::object{
+                {"url", c.options().url}, {"count", rtts.size()}, {"min_us", mn}, {"median_us", med}, {"max_us", mx}});
         else if (a.count > 1)
             std::printf("%zu replies: min %.0f us, median %.0f us, max %.0f us\n", rtts.size(), mn, med, mx);
         co_return exit_ok;
@@ -223,9 +230,14 @@ void add_inspect_commands(CLI::App& app, action_setter set_action) {
     {
         auto a = std::make_shared<ping_args>();
         auto* cmd = app.add_subcommand("ping", "Check that a broker answers and show the round trip time");
-        cmd->add_option("-c,--count", a->count, "Pings to send")->default_val(1)->check(CLI::Range(1u, 1000000u))->type_name("N");
+        cmd->add_option("-c,--count", a->count, "Pings to send")
+            ->default_val(1)
+            ->check(CLI::Range(1u, 1000000u))
+            ->type_name("N");
         cmd->add_option("-i,--interval", a->interval_ms, "Pause between pings")
-            ->default_val(1000)->check(CLI::NonNegativeNumber)->type_name("MS");
+            ->default_val(1000)
+            ->check(CLI::NonNegativeNumber)
+            ->type_name("MS");
         add_client_flags(cmd, a->conn);
         cmd->callback([a, set_action] { set_action([a] { return run_ping(*a); }); });
     }

@@ -8,7 +8,8 @@
 
 int main(int argc, char** argv) {
     CLI::App app{"lmx — networked mutex and semaphore broker, and its command line client"};
-    app.set_version_flag("-V,--version", "lmx " LMX_VERSION_STRING " (protocol " + std::to_string(LMX_PROTOCOL_VERSION) + ")");
+    app.set_version_flag("-V,--version",
+                         "lmx " LMX_VERSION_STRING " (protocol " + std::to_string(LMX_PROTOCOL_VERSION) + ")");
     app.name("lmx");  // in usage lines, whatever path it was started by
     app.require_subcommand(1);
     app.get_formatter()->column_width(36);

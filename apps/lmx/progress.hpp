@@ -14,8 +14,7 @@ namespace lmx::app {
 
 class waiting_notice {
 public:
-    waiting_notice(boost::asio::any_io_executor ex, std::string key)
-        : s_(std::make_shared<state>(ex, std::move(key))) {
+    waiting_notice(boost::asio::any_io_executor ex, std::string key) : s_(std::make_shared<state>(ex, std::move(key))) {
         if (!stderr_is_tty()) return;
         s_->timer.expires_after(std::chrono::seconds(1));
         s_->timer.async_wait([s = s_](error_code ec) { tick(s, ec); });
@@ -49,9 +48,11 @@ private:
 
     static void tick(const std::shared_ptr<state>& s, error_code ec) {
         if (ec || s->finished) return;
-        auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - s->start);
+        auto waited =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - s->start);
         std::string where = s->position ? ", queued at position " + std::to_string(s->position) : "";
-        std::fprintf(stderr, "\r\033[Klmx: waiting for '%s'%s (%s)", s->key.c_str(), where.c_str(), human_duration(waited).c_str());
+        std::fprintf(stderr, "\r\033[Klmx: waiting for '%s'%s (%s)", s->key.c_str(), where.c_str(),
+                     human_duration(waited).c_str());
         std::fflush(stderr);
         s->shown = true;
         s->timer.expires_after(std::chrono::seconds(1));

@@ -48,8 +48,9 @@ struct run_args {
 // Signals lmx run takes over: it forwards the first six to COMMAND and reaps COMMAND on SIGCHLD.
 constexpr int handled_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD};
 
-const std::map<std::string, int> signal_names = {{"none", 0},       {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT},
-                                                 {"HUP", SIGHUP},   {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}};
+const std::map<std::string, int> signal_names = {{"none", 0},       {"TERM", SIGTERM}, {"KILL", SIGKILL},
+                                                 {"INT", SIGINT},   {"HUP", SIGHUP},   {"QUIT", SIGQUIT},
+                                                 {"USR1", SIGUSR1}, {"USR2", SIGUSR2}};
 
 // The signals to take over: those this process was started ignoring (nohup, `cmd &` in a
 // script) stay ignored, except SIGCHLD, which lmx needs.
@@ -117,13 +118,14 @@ asio::awaitable<void> read_signals(std::shared_ptr<run_state> s) {
 
 // Forks and execs COMMAND with the lock in its environment. Returns the pid, or -1 with
 // `error` set (errno of the failed exec, reported through a close-on-exec pipe).
-pid_t start_command(const std::vector<std::string>& command, const std::vector<std::string>& extra_env, int death_signal,
-                    int& error) {
+pid_t start_command(const std::vector<std::string>& command, const std::vector<std::string>& extra_env,
+                    int death_signal, int& error) {
     std::vector<std::string> env_strings;
     for (char** e = environ; *e; ++e) {
         std::string_view kv(*e);
         bool ours = false;
-        for (auto& x : extra_env) ours = ours || kv.substr(0, x.find('=') + 1) == std::string_view(x).substr(0, x.find('=') + 1);
+        for (auto& x : extra_env)
+            ours = ours || kv.substr(0, x.find('=') + 1) == std::string_view(x).substr(0, x.find('=') + 1);
         if (!ours) env_strings.emplace_back(kv);
     }
     env_strings.insert(env_strings.end(), extra_env.begin(), extra_env.end());
@@ -168,8 +170,7 @@ pid_t start_command(const std::vector<std::string>& command, const std::vector<s
     ::close(pipefd[1]);
     int e = 0;
     ssize_t n;
-    while ((n = ::read(pipefd[0], &e, sizeof e)) < 0 && errno == EINTR) {
-    }
+    while ((n = ::read(pipefd[0], &e, sizeof e)) < 0 && errno == EINTR) {}
     ::close(pipefd[0]);
     if (n == sizeof e) {
         ::waitpid(pid, nullptr, 0);
@@ -253,16 +254,20 @@ asio::awaitable<int> run_locked(const run_args& a, lmx::client& c) {
             std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); sending SIG%s to %s\n", key.c_str(), why.c_str(),
                          a.on_lost.c_str(), a.command.front().c_str());
         else
-            std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); %s keeps running without it\n", key.c_str(), why.c_str(),
-                         a.command.front().c_str());
+            std::fprintf(stderr, "lmx run: lost the lock on '%s' (%s); %s keeps running without it\n", key.c_str(),
+                         why.c_str(), a.command.front().c_str());
         if (lost_signal && !s->child_done) ::kill(pid, lost_signal);
     };
     while (!s->child_done) {
         if (!lost && s->ended && s->ended != errc::released) {
-            if (s->ended == errc::lease_expired) lose("its lease ran out before it could be renewed");
-            else if (s->ended == errc::forced) lose("another client forced it");
-            else if (s->ended == errc::connection_lost) lose("the connection to the broker dropped");
-            else lose(s->ended.message());
+            if (s->ended == errc::lease_expired)
+                lose("its lease ran out before it could be renewed");
+            else if (s->ended == errc::forced)
+                lose("another client forced it");
+            else if (s->ended == errc::connection_lost)
+                lose("the connection to the broker dropped");
+            else
+                lose(s->ended.message());
         }
         s->wake.expires_at(std::chrono::steady_clock::time_point::max());
         co_await s->wake.async_wait(use_tuple);
@@ -295,16 +300,23 @@ int run_run(const run_args& a) {
 
 void add_run_command(CLI::App& app, action_setter set_action) {
     auto a = std::make_shared<run_args>();
-    auto* cmd = app.add_subcommand("run", "Run COMMAND while holding a lock (like flock(1) across machines); exits with its status");
+    auto* cmd = app.add_subcommand(
+        "run", "Run COMMAND while holding a lock (like flock(1) across machines); exits with its status");
     add_lock_flags(cmd, a->lock);
     cmd->add_option("command", a->command, "The command and its arguments (after --)")->type_name("COMMAND...");
     auto* ttl = cmd->add_option("--ttl", a->ttl_ms, "Lease in ms, renewed every ttl/3 while COMMAND runs")
-                    ->default_val(10000)->check(CLI::Range(std::int64_t{150}, max_duration_ms))->type_name("MS");
-    cmd->add_flag("--no-expiry", a->no_expiry, "The hold has no lease (it still ends if this process dies)")->excludes(ttl);
+                    ->default_val(10000)
+                    ->check(CLI::Range(std::int64_t{150}, max_duration_ms))
+                    ->type_name("MS");
+    cmd->add_flag("--no-expiry", a->no_expiry, "The hold has no lease (it still ends if this process dies)")
+        ->excludes(ttl);
     cmd->add_option("-E,--conflict-exit-code", a->conflict_exit_code,
                     "Exit code when the lock is not obtained (--timeout, --no-wait), to tell it from COMMAND's own")
-        ->default_val(1)->check(CLI::Range(0, 255))->type_name("N");
-    cmd->add_option("--on-lost", a->on_lost, "Signal sent to COMMAND if the lock is lost while it runs: none, TERM, KILL, INT, HUP, ...")
+        ->default_val(1)
+        ->check(CLI::Range(0, 255))
+        ->type_name("N");
+    cmd->add_option("--on-lost", a->on_lost,
+                    "Signal sent to COMMAND if the lock is lost while it runs: none, TERM, KILL, INT, HUP, ...")
         ->default_val("none")
         ->transform([](std::string v) {
             for (auto& ch : v) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
@@ -318,11 +330,12 @@ void add_run_command(CLI::App& app, action_setter set_action) {
         }()))
         ->type_name("SIGNAL");
     add_client_flags(cmd, a->conn, false);
-    cmd->footer("COMMAND sees LMX_LOCK_KEY, LMX_LOCK_ID and LMX_FENCING_TOKEN in its environment. SIGINT, SIGTERM, SIGHUP,\n"
-                "SIGQUIT, SIGUSR1 and SIGUSR2 sent to lmx are forwarded to COMMAND; while waiting, SIGINT, SIGTERM,\n"
-                "SIGHUP and SIGQUIT withdraw the request and exit 128+N. With --on-lost, COMMAND also gets that\n"
-                "signal if lmx itself dies.\n"
-                "Example: lmx run deploy --timeout 60000 -- ./deploy.sh production");
+    cmd->footer(
+        "COMMAND sees LMX_LOCK_KEY, LMX_LOCK_ID and LMX_FENCING_TOKEN in its environment. SIGINT, SIGTERM, SIGHUP,\n"
+        "SIGQUIT, SIGUSR1 and SIGUSR2 sent to lmx are forwarded to COMMAND; while waiting, SIGINT, SIGTERM,\n"
+        "SIGHUP and SIGQUIT withdraw the request and exit 128+N. With --on-lost, COMMAND also gets that\n"
+        "signal if lmx itself dies.\n"
+        "Example: lmx run deploy --timeout 60000 -- ./deploy.sh production");
     cmd->callback([a, set_action] { set_action([a] { return run_run(*a); }); });
 }
 

@@ -87,11 +87,16 @@ int run_set(const set_args& a) {
 int run_unset(const std::string& name) {
     auto s = load_or_complain("unset");
     if (!s) return exit_usage;
-    if (name == "url") s->url.reset();
-    else if (name == "uds_path") s->uds_path.reset();
-    else if (name == "token_file") s->token_file.reset();
-    else if (name == "host") s->host.reset();
-    else s->port.reset();
+    if (name == "url")
+        s->url.reset();
+    else if (name == "uds_path")
+        s->uds_path.reset();
+    else if (name == "token_file")
+        s->token_file.reset();
+    else if (name == "host")
+        s->host.reset();
+    else
+        s->port.reset();
     if (!save_or_complain("unset", *s)) return exit_usage;
     std::printf("%s unset\n", name.c_str());
     return exit_ok;
@@ -124,8 +129,9 @@ int run_get(const get_args& a) {
         boost::json::object o;
         for (auto& n : names)
             if (auto v = value_of(*file, n)) o[n] = *v;
-        std::printf("%s\n", boost::json::serialize(boost::json::object{{"settings", o}, {"file", settings_path()},
-                                                                       {"url", url}, {"url_from", source}})
+        std::printf("%s\n", boost::json::serialize(
+                                boost::json::object{
+                                    {"settings", o}, {"file", settings_path()}, {"url", url}, {"url_from", source}})
                                 .c_str());
         return exit_ok;
     }
@@ -145,14 +151,17 @@ void add_settings_commands(CLI::App& app, action_setter set_action) {
     {
         auto a = std::make_shared<set_args>();
         auto* cmd = app.add_subcommand("set", "Save a connection setting" + where);
-        cmd->add_option("name", a->name, "url, uds_path, host, port or token_file")->required()->check(CLI::IsMember(names));
+        cmd->add_option("name", a->name, "url, uds_path, host, port or token_file")
+            ->required()
+            ->check(CLI::IsMember(names));
         cmd->add_option("value", a->value, "The value")->required();
         cmd->callback([a, set_action] { set_action([a] { return run_set(*a); }); });
     }
     {
         auto a = std::make_shared<get_args>();
         auto* cmd = app.add_subcommand("get", "Show a saved setting, or all of them and the broker URL they give");
-        cmd->add_option("name", a->name, "url, uds_path, host, port or token_file (exit 1 when unset)")->check(CLI::IsMember(names));
+        cmd->add_option("name", a->name, "url, uds_path, host, port or token_file (exit 1 when unset)")
+            ->check(CLI::IsMember(names));
         cmd->add_flag("--json", a->json, "Print one JSON object for scripts");
         cmd->callback([a, set_action] { set_action([a] { return run_get(*a); }); });
     }

@@ -23,9 +23,12 @@ asio::awaitable<void> demo(lmx::client& holder, lmx::client& client) {
     auto held = co_await holder.acquire("nightly-report", {.ttl = 5s});
 
     // 1. The request's timeout: as_tuple turns the failure into an error code.
-    auto [ec, guard] = co_await client.acquire("nightly-report", {.timeout = 300ms}, asio::as_tuple(asio::use_awaitable));
-    if (ec == lmx::errc::timeout) std::printf("gave up after 300 ms: %s\n", ec.message().c_str());
-    else if (ec) throw boost::system::system_error(ec);
+    auto [ec, guard] =
+        co_await client.acquire("nightly-report", {.timeout = 300ms}, asio::as_tuple(asio::use_awaitable));
+    if (ec == lmx::errc::timeout)
+        std::printf("gave up after 300 ms: %s\n", ec.message().c_str());
+    else if (ec)
+        throw boost::system::system_error(ec);
 
     // 2. Any awaitable deadline: whichever finishes first cancels the other.
     asio::steady_timer deadline(co_await asio::this_coro::executor, 300ms);

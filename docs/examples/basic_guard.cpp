@@ -11,16 +11,18 @@
 #include <cstdio>
 #include <exception>
 
-void use(lmx::fencing_token token) { std::printf("holding orders with fencing token %llu\n", static_cast<unsigned long long>(token)); }
+void use(lmx::fencing_token token) {
+    std::printf("holding orders with fencing token %llu\n", static_cast<unsigned long long>(token));
+}
 
 boost::asio::awaitable<void> work(lmx::client& client) {
-    co_await client.connect();                               // url from options, e.g. "unix:///run/lmx.sock"
+    co_await client.connect();  // url from options, e.g. "unix:///run/lmx.sock"
     {
-        auto guard = co_await client.acquire("orders");      // lmx::lock_guard, RAII
+        auto guard = co_await client.acquire("orders");  // lmx::lock_guard, RAII
         use(guard.fencing_token());
-    }                                                        // released on scope exit
+    }  // released on scope exit
     auto pool = co_await client.acquire("gpu", {.ttl = std::chrono::seconds(30), .max = 4});
-    co_await pool.release();                                 // confirmed release
+    co_await pool.release();  // confirmed release
 }
 
 int main(int argc, char** argv) {

@@ -46,7 +46,8 @@ struct server {
         http::response<http::string_body> res{http::status::ok, req.version()};
         res.set(http::field::content_type, "text/plain");
         res.keep_alive(req.keep_alive());
-        auto [ec, guard] = co_await client.acquire("http:" + path, {.timeout = 5s}, asio::as_tuple(asio::use_awaitable));
+        auto [ec, guard] =
+            co_await client.acquire("http:" + path, {.timeout = 5s}, asio::as_tuple(asio::use_awaitable));
         if (ec) {
             res.result(http::status::service_unavailable);
             res.body() = "busy: " + ec.message() + "\n";
@@ -90,7 +91,8 @@ int main(int argc, char** argv) {
     asio::io_context ctx;
     lmx::client client(ctx.get_executor(), example_options(argc, argv));
     auto port = static_cast<unsigned short>(argc > 2 ? std::atoi(argv[2]) : 8080);
-    server s{client, tcp::acceptor(ctx, {asio::ip::make_address("127.0.0.1"), port}), argc > 3 ? std::atoi(argv[3]) : 0};
+    server s{client, tcp::acceptor(ctx, {asio::ip::make_address("127.0.0.1"), port}),
+             argc > 3 ? std::atoi(argv[3]) : 0};
     std::printf("listening on http://127.0.0.1:%u\n", s.acceptor.local_endpoint().port());
     std::fflush(stdout);
     asio::signal_set signals(ctx, SIGINT, SIGTERM);

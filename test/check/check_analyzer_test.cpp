@@ -21,7 +21,8 @@ struct history {
     std::vector<std::string> lines;
     std::int64_t t = 1'000'000'000;
 
-    history& rec(const std::string& src, int s, const char* ev, const json::object& m = {}, const std::string& how = {}) {
+    history& rec(const std::string& src, int s, const char* ev, const json::object& m = {},
+                 const std::string& how = {}) {
         t += 1'000'000;
         json::object r{{"t", t}, {"src", src}, {"s", s}, {"ev", ev}};
         if (!m.empty()) r["m"] = m;
@@ -48,21 +49,26 @@ struct history {
         if (token) m["fencingToken"] = token;
         return watch(m);
     }
-    history& lock(const std::string& src, int s, const std::string& id, const std::string& key, json::object extra = {}) {
+    history& lock(const std::string& src, int s, const std::string& id, const std::string& key,
+                  json::object extra = {}) {
         json::object m{{"type", "lock"}, {"uuid", id}, {"key", key}, {"ttl", 10000}};
         for (auto& [k, v] : extra) m[k] = v;
         return send(src, s, m);
     }
-    history& granted(const std::string& src, int s, const std::string& id, const std::string& key, std::uint64_t token) {
-        return recv(src, s, {{"type", "lock"}, {"uuid", id}, {"key", key}, {"acquired", true}, {"fencingToken", token}});
+    history& granted(const std::string& src, int s, const std::string& id, const std::string& key,
+                     std::uint64_t token) {
+        return recv(src, s,
+                    {{"type", "lock"}, {"uuid", id}, {"key", key}, {"acquired", true}, {"fencingToken", token}});
     }
     history& queued(const std::string& src, int s, const std::string& id, const std::string& key) {
         return recv(src, s, {{"type", "lock"}, {"uuid", id}, {"key", key}, {"acquired", false}, {"queued", true}});
     }
-    history& unlock(const std::string& src, int s, const std::string& uid, const std::string& id, const std::string& key) {
+    history& unlock(const std::string& src, int s, const std::string& uid, const std::string& id,
+                    const std::string& key) {
         return send(src, s, {{"type", "unlock"}, {"uuid", uid}, {"key", key}, {"_uuid", id}});
     }
-    history& unlocked(const std::string& src, int s, const std::string& uid, const std::string& key, bool warning = false) {
+    history& unlocked(const std::string& src, int s, const std::string& uid, const std::string& key,
+                      bool warning = false) {
         json::object m{{"type", "unlock"}, {"uuid", uid}, {"key", key}, {"unlocked", true}};
         if (warning) m["warning"] = "lock was not held (already released or expired)";
         return recv(src, s, m);
@@ -128,7 +134,9 @@ BOOST_AUTO_TEST_CASE(a_semaphore_within_its_max_passes_and_above_fails) {
 BOOST_AUTO_TEST_CASE(shared_and_exclusive_together) {
     history h;
     h.epoch("e1").hello("a", 1, "e1");
-    h.lock("a", 1, "a-1", "k", {{"max", 3}, {"mode", "shared"}}).ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
+    h.lock("a", 1, "a-1", "k", {{"max", 3}, {"mode", "shared"}})
+        .ev("granted", "k", "a-1", 10)
+        .granted("a", 1, "a-1", "k", 10);
     h.lock("a", 1, "a-2", "k", {{"max", 3}}).ev("granted", "k", "a-2", 11).granted("a", 1, "a-2", "k", 11);
     auto s = h.run();
     BOOST_TEST(count(s, "shared-with-exclusive") == 1u, lmx::check::format_summary(s));
@@ -181,13 +189,19 @@ BOOST_AUTO_TEST_CASE(a_hold_ended_without_telling_its_owner) {
     h.epoch("e1").hello("a", 1, "e1").hello("b", 1, "e1");
     h.send("a", 1, {{"type", "acquire-many"}, {"uuid", "a-1"}, {"keys", json::array{"x", "y"}}, {"ttl", 10000}});
     h.ev("granted", "x", "a-1", 10).ev("granted", "y", "a-1", 11);
-    h.recv("a", 1, {{"type", "acquire-many"}, {"uuid", "a-1"}, {"acquired", true}, {"fencingTokens", {{"x", 10}, {"y", 11}}}});
+    h.recv("a", 1,
+           {{"type", "acquire-many"}, {"uuid", "a-1"}, {"acquired", true}, {"fencingTokens", {{"x", 10}, {"y", 11}}}});
     // Another connection releases it; the owner hears nothing, and finds out at its own release.
     h.send("b", 1, {{"type", "release-many"}, {"uuid", "b-1"}, {"lockUuid", "a-1"}});
     h.ev("released", "x", "a-1", 10).ev("released", "y", "a-1", 11);
     h.recv("b", 1, {{"type", "release-many"}, {"uuid", "b-1"}, {"released", true}});
     h.send("a", 1, {{"type", "release-many"}, {"uuid", "a-2"}, {"lockUuid", "a-1"}});
-    h.recv("a", 1, {{"type", "release-many"}, {"uuid", "a-2"}, {"released", false}, {"error", "no such lock"}, {"code", "not_found"}});
+    h.recv("a", 1,
+           {{"type", "release-many"},
+            {"uuid", "a-2"},
+            {"released", false},
+            {"error", "no such lock"},
+            {"code", "not_found"}});
     auto s = h.run();
     BOOST_TEST(count(s, "silent-end") == 1u, lmx::check::format_summary(s));
 
@@ -195,7 +209,8 @@ BOOST_AUTO_TEST_CASE(a_hold_ended_without_telling_its_owner) {
     history ok;
     ok.epoch("e1").hello("a", 1, "e1");
     ok.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
-    ok.ev("expired", "k", "a-1", 10).recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "ttl"}});
+    ok.ev("expired", "k", "a-1", 10)
+        .recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "ttl"}});
     ok.unlock("a", 1, "a-2", "a-1", "k").unlocked("a", 1, "a-2", "k", true);
     auto s2 = ok.run();
     BOOST_TEST(s2.violation_count == 0u, lmx::check::format_summary(s2));
@@ -218,7 +233,8 @@ BOOST_AUTO_TEST_CASE(an_answer_after_a_confirmed_cancel) {
     h.lock("a", 1, "a-1", "k").ev("queued", "k", "a-1").queued("a", 1, "a-1", "k");
     h.send("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"target", "a-1"}}).ev("cancelled", "k", "a-1");
     h.recv("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"cancelled", true}});
-    h.recv("a", 1, {{"type", "lock"}, {"uuid", "a-1"}, {"key", "k"}, {"acquired", false}, {"error", "x"}, {"code", "timeout"}});
+    h.recv("a", 1,
+           {{"type", "lock"}, {"uuid", "a-1"}, {"key", "k"}, {"acquired", false}, {"error", "x"}, {"code", "timeout"}});
     auto s = h.run();
     BOOST_TEST(count(s, "double-answer") == 1u, lmx::check::format_summary(s));
 }
@@ -230,7 +246,8 @@ BOOST_AUTO_TEST_CASE(a_retry_after_the_answer_starts_the_request_again) {
     h.lock("a", 1, "a-1", "k").ev("granted", "k", "a-1", 10).granted("a", 1, "a-1", "k", 10);
     h.lock("a", 1, "a-1", "k");  // the retry, sent before the grant arrived
     h.send("b", 1, {{"type", "unlock"}, {"uuid", "b-1"}, {"key", "k"}, {"force", true}});
-    h.ev("forced", "k", "a-1", 10).recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "forced"}});
+    h.ev("forced", "k", "a-1", 10)
+        .recv("a", 1, {{"type", "lock-lost"}, {"uuid", "a-1"}, {"key", "k"}, {"reason", "forced"}});
     h.lock("b", 1, "b-2", "k").ev("granted", "k", "b-2", 11).granted("b", 1, "b-2", "k", 11);
     h.ev("queued", "k", "a-1").queued("a", 1, "a-1", "k");
     h.send("a", 1, {{"type", "cancel"}, {"uuid", "a-2"}, {"target", "a-1"}}).ev("cancelled", "k", "a-1");
@@ -260,7 +277,8 @@ BOOST_AUTO_TEST_CASE(client_leases_overlapping_without_a_stream) {
     history ok;
     ok.lock("a", 1, "a-1", "k").recv("a", 1, {{"type", "lock"}, {"uuid", "a-1"}, {"key", "k"}, {"acquired", true}});
     ok.lock("b", 1, "b-1", "k");
-    ok.unlock("a", 1, "a-2", "a-1", "k").recv("b", 1, {{"type", "lock"}, {"uuid", "b-1"}, {"key", "k"}, {"acquired", true}});
+    ok.unlock("a", 1, "a-2", "a-1", "k")
+        .recv("b", 1, {{"type", "lock"}, {"uuid", "b-1"}, {"key", "k"}, {"acquired", true}});
     auto s2 = ok.run(false);
     BOOST_TEST(s2.violation_count == 0u, lmx::check::format_summary(s2));
 }

@@ -57,7 +57,9 @@ BOOST_AUTO_TEST_CASE(a_long_run_with_kills_and_restarts_finds_nothing) {
 
 BOOST_AUTO_TEST_CASE(a_broker_that_grants_one_lock_twice_fails_the_check) {
     scoped_env fp("LMX_FAILPOINTS", "grant.double=150*off->1*error->off");
-    auto r = run_lmx({"check", "--ops", "6000", "--clients", "3", "--no-broker-restarts", "--no-client-kills", "--json", "-q"}, 300s);
+    auto r = run_lmx(
+        {"check", "--ops", "6000", "--clients", "3", "--no-broker-restarts", "--no-client-kills", "--json", "-q"},
+        300s);
     BOOST_TEST_INFO("output: " << r.output.substr(0, 4000));
     BOOST_TEST(r.status == 1);
     auto s = summary_of(r);
@@ -69,10 +71,15 @@ BOOST_AUTO_TEST_CASE(a_broker_that_grants_one_lock_twice_fails_the_check) {
 BOOST_AUTO_TEST_CASE(recorded_histories_are_checked_on_their_own) {
     temp_dir dir;
     const std::string bad = dir.path() + "/bad.jsonl";
-    std::ofstream(bad) << R"({"t":1,"src":"a","s":1,"ev":"send","m":{"type":"lock","uuid":"a-1","key":"k","ttl":10000}})" "\n"
-                       << R"({"t":2,"src":"a","s":1,"ev":"recv","m":{"type":"lock","uuid":"a-1","key":"k","acquired":true}})" "\n"
-                       << R"({"t":3,"src":"b","s":1,"ev":"send","m":{"type":"lock","uuid":"b-1","key":"k","ttl":10000}})" "\n"
-                       << R"({"t":4,"src":"b","s":1,"ev":"recv","m":{"type":"lock","uuid":"b-1","key":"k","acquired":true}})" "\n";
+    std::ofstream(bad)
+        << R"({"t":1,"src":"a","s":1,"ev":"send","m":{"type":"lock","uuid":"a-1","key":"k","ttl":10000}})"
+           "\n"
+        << R"({"t":2,"src":"a","s":1,"ev":"recv","m":{"type":"lock","uuid":"a-1","key":"k","acquired":true}})"
+           "\n"
+        << R"({"t":3,"src":"b","s":1,"ev":"send","m":{"type":"lock","uuid":"b-1","key":"k","ttl":10000}})"
+           "\n"
+        << R"({"t":4,"src":"b","s":1,"ev":"recv","m":{"type":"lock","uuid":"b-1","key":"k","acquired":true}})"
+           "\n";
     auto r = run_lmx({"check", "--analyze", bad, "--peer", "live-mutex"});
     BOOST_TEST(r.status == 1, r.output);
     BOOST_TEST(r.output.find("client-overlap") != std::string::npos, r.output);

@@ -16,7 +16,7 @@ using lmx::errc;
 
 namespace {
 constexpr auto tuple = asio::as_tuple(asio::use_awaitable);
-}
+}  // namespace
 
 BOOST_AUTO_TEST_SUITE(client_basic_test)
 
@@ -368,7 +368,8 @@ BOOST_DATA_TEST_CASE(release_by_id_and_force_release, bdata::make(client_transpo
             id = g.id();
             keeper.close();
         }
-        auto kept = co_await poll_info(other, key, [](auto& i) { return i.holders.empty(); }, 300ms);
+        auto kept = co_await poll_info(
+            other, key, [](auto& i) { return i.holders.empty(); }, 300ms);
         BOOST_TEST(kept.holders == std::vector<std::string>{id});
         co_await other.release(key, id);
 

@@ -65,10 +65,10 @@ BOOST_DATA_TEST_CASE(cancellation_signal_with_callbacks, bdata::make(client_tran
         bool done = false;
         error_code result;
         a.acquire(key, asio::bind_cancellation_slot(signal.slot(), [&](error_code ec, lmx::lock_guard g) {
-            result = ec;
-            done = true;
-            BOOST_TEST(!g.owns_lock());
-        }));
+                      result = ec;
+                      done = true;
+                      BOOST_TEST(!g.owns_lock());
+                  }));
         auto info2 = co_await poll_info(holder, key, [](auto& i) { return i.waiters == 1; });
         BOOST_TEST(info2.waiters == 1u);
         signal.emit(asio::cancellation_type::terminal);
@@ -83,8 +83,7 @@ BOOST_DATA_TEST_CASE(cancellation_signal_with_callbacks, bdata::make(client_tran
         asio::cancellation_signal s2;
         bool many_done = false;
         std::vector<std::string> keys{key, fresh_key("other")};
-        a.acquire_many(keys, {},
-                       asio::bind_cancellation_slot(s2.slot(), [&](error_code ec, lmx::multi_lock_guard) {
+        a.acquire_many(keys, {}, asio::bind_cancellation_slot(s2.slot(), [&](error_code ec, lmx::multi_lock_guard) {
                            BOOST_TEST(ec == errc::cancelled, ec.message());
                            many_done = true;
                        }));
@@ -117,19 +116,22 @@ BOOST_DATA_TEST_CASE(cancel_racing_the_grant_leaks_nothing, bdata::make(client_t
             bool done = false;
             error_code result;
             a.acquire(key, asio::bind_cancellation_slot(signal.slot(), [&](error_code ec, lmx::lock_guard) {
-                result = ec;
-                done = true;
-            }));
+                          result = ec;
+                          done = true;
+                      }));
             co_await poll_info(holder, key, [](auto& info) { return info.waiters == 1; });
             // Release and cancel in the same instant, with a varying head start for the release.
             held.release([](error_code) {});
             if (i % 3) co_await sleep_for(std::chrono::milliseconds(i % 3));
             signal.emit(asio::cancellation_type::terminal);
             while (!done) co_await sleep_for(1ms);
-            if (result) ++withdrawn;
-            else ++granted;  // the guard went out of scope in the handler: released
+            if (result)
+                ++withdrawn;
+            else
+                ++granted;  // the guard went out of scope in the handler: released
             auto info = co_await poll_info(a, key, is_free);
-            BOOST_TEST(is_free(info), "iteration " << i << ": holders " << info.holders.size() << ", waiters " << info.waiters);
+            BOOST_TEST(is_free(info),
+                       "iteration " << i << ": holders " << info.holders.size() << ", waiters " << info.waiters);
         }
         BOOST_TEST_MESSAGE("granted before the cancel: " << granted << ", withdrawn: " << withdrawn);
         auto g = co_await holder.acquire(key, {.wait = false});
@@ -176,13 +178,18 @@ BOOST_DATA_TEST_CASE(cancel_racing_completion_of_calls, bdata::make(client_trans
             for (int j = 0; j < width; ++j) {
                 signals[j] = std::make_unique<asio::cancellation_signal>();
                 auto finish = [&, j](error_code ec) {
-                    if (!ec) ++completed;
-                    else if (ec == errc::cancelled) ++cancelled;
-                    else ++wrong;
+                    if (!ec)
+                        ++completed;
+                    else if (ec == errc::cancelled)
+                        ++cancelled;
+                    else
+                        ++wrong;
                     signals[j].reset();  // the caller's slot is gone once its operation completed
                     --pending;
                 };
-                auto bind = [&](auto f) { return asio::bind_cancellation_slot(signals[j]->slot(), asio::bind_executor(caller, std::move(f))); };
+                auto bind = [&](auto f) {
+                    return asio::bind_cancellation_slot(signals[j]->slot(), asio::bind_executor(caller, std::move(f)));
+                };
                 switch (j % 3) {
                     case 0: a.info(key, bind([finish](error_code ec, lmx::lock_info) { finish(ec); })); break;
                     case 1: a.ping(bind([finish](error_code ec, std::chrono::microseconds) { finish(ec); })); break;

@@ -115,7 +115,13 @@ BOOST_DATA_TEST_CASE(broker_killed_mid_hold, bdata::make(client_transports), kin
 BOOST_AUTO_TEST_CASE(reconnects_to_a_restarted_broker) {
     temp_dir dir;
     auto path = dir.path() + "/lmx.sock";
-    broker_config cfg{.tcp = false, .unix_socket = true, .websocket = false, .extra_args = {}, .state_dir = {}, .unix_path = path, .env = {}};
+    broker_config cfg{.tcp = false,
+                      .unix_socket = true,
+                      .websocket = false,
+                      .extra_args = {},
+                      .state_dir = {},
+                      .unix_path = path,
+                      .env = {}};
     auto first = std::make_unique<broker_process>(cfg);
     run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
         lmx::client a(ex, options_for("unix://" + path));
@@ -179,7 +185,9 @@ BOOST_AUTO_TEST_CASE(peer_that_is_not_an_lmx_broker) {
                 auto socket = co_await acceptor.async_accept(asio::use_awaitable);
                 asio::streambuf buf;
                 co_await asio::async_read_until(socket, buf, '\n', asio::use_awaitable);
-                std::string reply = R"({"type":"version-mismatch","versions":{"clientVersion":"?","brokerVersion":"9.9.9"}})" "\n";
+                std::string reply =
+                    R"({"type":"version-mismatch","versions":{"clientVersion":"?","brokerVersion":"9.9.9"}})"
+                    "\n";
                 co_await asio::async_write(socket, asio::buffer(reply), asio::use_awaitable);
                 co_await asio::async_read_until(socket, buf, "never", tuple);
             },
@@ -207,7 +215,8 @@ asio::awaitable<void> slow_hello_peer(asio::ip::tcp::acceptor& acceptor, std::ch
     if (delay.count() >= 0) {
         co_await sleep_for(delay);
         auto hello = boost::json::parse(line).as_object();
-        boost::json::object reply{{"type", "hello"}, {"uuid", hello.at("uuid")}, {"broker", "fake/0"}, {"protocol", 1}, {"session", "1"}};
+        boost::json::object reply{
+            {"type", "hello"}, {"uuid", hello.at("uuid")}, {"broker", "fake/0"}, {"protocol", 1}, {"session", "1"}};
         std::string out = boost::json::serialize(reply) + "\n";
         co_await asio::async_write(socket, asio::buffer(out), tuple);
     }

@@ -188,8 +188,10 @@ BOOST_DATA_TEST_CASE(acquires_from_four_threads, bdata::make(client_transports),
                     most = std::max(most.load(), now);
                     std::this_thread::sleep_for(std::chrono::microseconds(200));
                     --inside;
-                    if ((i + t) % 2) g.release(asio::use_future).get();
-                    else g = {};  // the destructor path, from a foreign thread
+                    if ((i + t) % 2)
+                        g.release(asio::use_future).get();
+                    else
+                        g = {};  // the destructor path, from a foreign thread
                     auto s = a.acquire(semaphore, {.max = 2}, asio::use_future).get();
                     int in_sem = ++sem_inside;
                     sem_most = std::max(sem_most.load(), in_sem);

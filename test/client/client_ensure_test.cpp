@@ -41,7 +41,8 @@ BOOST_AUTO_TEST_SUITE(client_ensure_test)
 BOOST_AUTO_TEST_CASE(starts_one_broker_then_reuses_it) {
     temp_dir state;
     lmx::client_options o = options_for("tcp://127.0.0.1:" + std::to_string(unused_port()));
-    lmx::ensure_broker_options how{.broker_path = lmx_binary(), .state_dir = state.path(), .start_timeout = 20s, .broker_args = {}};
+    lmx::ensure_broker_options how{
+        .broker_path = lmx_binary(), .state_dir = state.path(), .start_timeout = 20s, .broker_args = {}};
 
     auto first = lmx::ensure_broker(o, how);
     BOOST_TEST(!first.error, first.message);
@@ -65,15 +66,17 @@ BOOST_AUTO_TEST_CASE(starts_one_broker_then_reuses_it) {
 BOOST_AUTO_TEST_CASE(answering_broker_is_left_alone) {
     broker_process b;
     temp_dir state;
-    auto r = lmx::ensure_broker(options_for(b.tcp_url), {.broker_path = "/nonexistent", .state_dir = state.path(),
-                                                         .start_timeout = 1s, .broker_args = {}});
+    auto r = lmx::ensure_broker(
+        options_for(b.tcp_url),
+        {.broker_path = "/nonexistent", .state_dir = state.path(), .start_timeout = 1s, .broker_args = {}});
     BOOST_TEST(!r.error, r.message);
     BOOST_TEST(!r.started);
 }
 
 BOOST_AUTO_TEST_CASE(remote_and_invalid_urls_are_not_started) {
     temp_dir state;
-    lmx::ensure_broker_options how{.broker_path = lmx_binary(), .state_dir = state.path(), .start_timeout = 1s, .broker_args = {}};
+    lmx::ensure_broker_options how{
+        .broker_path = lmx_binary(), .state_dir = state.path(), .start_timeout = 1s, .broker_args = {}};
     auto o = options_for("tcp://192.0.2.1:6970");  // TEST-NET-1: never routed
     o.connect_timeout = 300ms;
     auto remote = lmx::ensure_broker(o, how);
@@ -88,7 +91,8 @@ BOOST_AUTO_TEST_CASE(remote_and_invalid_urls_are_not_started) {
 BOOST_AUTO_TEST_CASE(a_broker_that_cannot_start_is_reported_with_its_log) {
     temp_dir state;
     auto o = options_for("tcp://127.0.0.1:" + std::to_string(unused_port()));
-    auto r = lmx::ensure_broker(o, {.broker_path = "/bin/false", .state_dir = state.path(), .start_timeout = 5s, .broker_args = {}});
+    auto r = lmx::ensure_broker(
+        o, {.broker_path = "/bin/false", .state_dir = state.path(), .start_timeout = 5s, .broker_args = {}});
     BOOST_TEST(r.error == errc::unreachable);
     BOOST_TEST(r.message.find("exited") != std::string::npos, r.message);
     BOOST_TEST(r.message.find("broker.log") != std::string::npos, r.message);

@@ -86,8 +86,8 @@ BOOST_DATA_TEST_CASE(default_hold_is_renewed_past_its_ttl, bdata::make(client_tr
 
 // With the broker frozen nothing can be renewed or reported: the guard stops owning the lock by
 // the deadline it counted itself, and says the lease ran out.
-BOOST_DATA_TEST_CASE(lease_ends_on_time_with_the_broker_frozen, bdata::make(client_transports) * bdata::make({false, true}), kind,
-                     renew) {
+BOOST_DATA_TEST_CASE(lease_ends_on_time_with_the_broker_frozen,
+                     bdata::make(client_transports) * bdata::make({false, true}), kind, renew) {
     broker_process b;
     run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
         auto o = options_for(b.url(kind));

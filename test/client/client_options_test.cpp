@@ -27,14 +27,18 @@ public:
         for (auto& [name, value] : vars) {
             const char* old = std::getenv(name);
             saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
-            if (value) ::setenv(name, value, 1);
-            else ::unsetenv(name);
+            if (value)
+                ::setenv(name, value, 1);
+            else
+                ::unsetenv(name);
         }
     }
     ~scoped_env() {
         for (auto& [name, value] : saved_) {
-            if (value) ::setenv(name.c_str(), value->c_str(), 1);
-            else ::unsetenv(name.c_str());
+            if (value)
+                ::setenv(name.c_str(), value->c_str(), 1);
+            else
+                ::unsetenv(name.c_str());
         }
     }
     scoped_env(const scoped_env&) = delete;
@@ -59,8 +63,13 @@ BOOST_AUTO_TEST_CASE(defaults) {
     BOOST_TEST(o.connect_timeout.count() > 0);
 
     // Designated initializers in declaration order, as the example writes them.
-    lmx::acquire_options a{.ttl = 30s, .max = 4, .wait = false, .timeout = 200ms, .shared = true,
-                           .keep_locks_on_exit = true, .max_retries = 0u};
+    lmx::acquire_options a{.ttl = 30s,
+                           .max = 4,
+                           .wait = false,
+                           .timeout = 200ms,
+                           .shared = true,
+                           .keep_locks_on_exit = true,
+                           .max_retries = 0u};
     BOOST_TEST(a.ttl->count() == 30000);
     BOOST_TEST(*a.max == 4u);
     lmx::acquire_options d;

@@ -36,7 +36,7 @@ struct key_state {
     std::string name;
     std::uint32_t max = 1;
     bool check_tokens = false;  // every grant exclusive: tokens must rise in grant order
-    int exclusive = 0;  // holders in this process, by mode
+    int exclusive = 0;          // holders in this process, by mode
     int shared = 0;
     lmx::fencing_token last_token = 0;
 };
@@ -57,7 +57,8 @@ struct soak {
 
     void taken(key_state& k, bool shared_mode, lmx::fencing_token token) {
         (shared_mode ? k.shared : k.exclusive) += 1;
-        const bool bound_kept = shared_mode ? k.exclusive == 0 : (k.exclusive <= static_cast<int>(k.max) && k.shared == 0);
+        const bool bound_kept =
+            shared_mode ? k.exclusive == 0 : (k.exclusive <= static_cast<int>(k.max) && k.shared == 0);
         if (!bound_kept) {
             ++violations;
             BOOST_ERROR("key " << k.name << " held " << k.exclusive << " exclusive and " << k.shared << " shared");
@@ -82,7 +83,8 @@ std::string outcome(error_code ec) {
 }
 
 asio::awaitable<void> pause(std::mt19937& rng) {
-    const int us = std::uniform_int_distribution<int>(0, 3)(rng) == 0 ? 0 : std::uniform_int_distribution<int>(0, 1500)(rng);
+    const int us =
+        std::uniform_int_distribution<int>(0, 3)(rng) == 0 ? 0 : std::uniform_int_distribution<int>(0, 1500)(rng);
     if (us == 0) co_return;
     asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::microseconds(us));
     co_await t.async_wait(tuple_token);
@@ -141,8 +143,10 @@ asio::awaitable<void> worker(soak& s, lmx::client& c, int iterations) {
             auto acquiring = c.acquire(k.name, o, tuple_token);
             auto waiting = t.async_wait(tuple_token);
             auto r = co_await (std::move(acquiring) || std::move(waiting));
-            if (r.index() == 0) got = std::move(std::get<0>(r));
-            else got = {make_error_code(errc::cancelled), lmx::lock_guard()};
+            if (r.index() == 0)
+                got = std::move(std::get<0>(r));
+            else
+                got = {make_error_code(errc::cancelled), lmx::lock_guard()};
         } else {
             got = co_await c.acquire(k.name, o, tuple_token);
         }
@@ -169,7 +173,8 @@ BOOST_AUTO_TEST_SUITE(client_soak_test)
 
 BOOST_DATA_TEST_CASE(random_endings_keep_every_bound_and_leak_nothing, bdata::make(client_transports), kind) {
     unsigned seed = std::random_device{}();
-    if (const char* forced = std::getenv("LMX_SOAK_SEED")) seed = static_cast<unsigned>(std::strtoul(forced, nullptr, 10));
+    if (const char* forced = std::getenv("LMX_SOAK_SEED"))
+        seed = static_cast<unsigned>(std::strtoul(forced, nullptr, 10));
     BOOST_TEST_MESSAGE("soak over " << kind << ", LMX_SOAK_SEED=" << seed);
     broker_process b;
     soak s(seed);
@@ -209,7 +214,8 @@ BOOST_DATA_TEST_CASE(random_endings_keep_every_bound_and_leak_nothing, bdata::ma
             lmx::client observer(ex, options_for(b.url(kind)));
             for (auto& k : s.keys) {
                 auto info = co_await poll_info(observer, k.name, is_free);
-                BOOST_TEST(is_free(info), k.name << ": " << info.holders.size() << " holders, " << info.waiters << " waiters");
+                BOOST_TEST(is_free(info),
+                           k.name << ": " << info.holders.size() << " holders, " << info.waiters << " waiters");
             }
             // And every client is still in good health.
             for (auto& c : clients) {

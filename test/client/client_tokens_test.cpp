@@ -162,9 +162,9 @@ BOOST_DATA_TEST_CASE(deferred_operations, bdata::make(client_transports), kind) 
         // Composition: the deferred result feeds a continuation.
         lmx::lock_guard kept;
         auto [ec, owned] = co_await a.acquire(key, asio::deferred([&](error_code e, lmx::lock_guard lg) {
-            kept = std::move(lg);
-            return asio::deferred.values(e, kept.owns_lock());
-        }))(asio::as_tuple(asio::use_awaitable));
+                                                  kept = std::move(lg);
+                                                  return asio::deferred.values(e, kept.owns_lock());
+                                              }))(asio::as_tuple(asio::use_awaitable));
         BOOST_TEST(!ec);
         BOOST_TEST(owned);
         auto info4 = co_await a.info(key);
@@ -248,9 +248,9 @@ BOOST_DATA_TEST_CASE(never_completes_inside_the_initiating_call, bdata::make(cli
     }));
     check("release of an empty guard", f7);
     empty.extend(1s, asio::bind_executor(ctx, [&](error_code ec) {
-        BOOST_TEST(ec == errc::not_holder);
-        done(f8);
-    }));
+                     BOOST_TEST(ec == errc::not_holder);
+                     done(f8);
+                 }));
     check("extend of an empty guard", f8);
     BOOST_TEST(run_until(ctx, [&] { return pending == 0; }));
     BOOST_REQUIRE(guard.owns_lock());

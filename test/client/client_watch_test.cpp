@@ -117,7 +117,8 @@ BOOST_AUTO_TEST_CASE(watchers_past_the_broker_key_limit) {
         BOOST_TEST(e.key == second.back());
         std::vector<std::string> seen;
         for (int i = 0; i < 6; ++i) seen.push_back((co_await next(all)).key);
-        BOOST_TEST(seen == (std::vector<std::string>{first.back(), first.back(), second.back(), second.back(), outside, outside}));
+        BOOST_TEST(seen == (std::vector<std::string>{first.back(), first.back(), second.back(), second.back(), outside,
+                                                     outside}));
         // w1 saw its key's two events and nothing of the others.
         BOOST_TEST((co_await next(w1)).key == first.back());
         using namespace boost::asio::experimental::awaitable_operators;

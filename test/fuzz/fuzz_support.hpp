@@ -19,8 +19,7 @@ namespace lmx::fuzz {
     std::abort();
 }
 
-#define LMX_FUZZ_CHECK(cond) \
-    ((cond) ? static_cast<void>(0) : ::lmx::fuzz::fail(__FILE__, __LINE__, #cond))
+#define LMX_FUZZ_CHECK(cond) ((cond) ? static_cast<void>(0) : ::lmx::fuzz::fail(__FILE__, __LINE__, #cond))
 
 using core::utf8_sequence;
 using core::valid_utf8;
@@ -42,9 +41,7 @@ inline std::string to_valid_utf8(std::string_view s) {
 }
 
 // One NDJSON frame: a single line ending in '\n', no other newline (escaping must remove them).
-inline bool one_line(std::string_view frame) noexcept {
-    return !frame.empty() && frame.find('\n') == frame.size() - 1;
-}
+inline bool one_line(std::string_view frame) noexcept { return !frame.empty() && frame.find('\n') == frame.size() - 1; }
 
 // The same JSON object with one more member that no reader uses. The flat (DOM-free) readers
 // leave any frame with an escape to the DOM readers, so this copy is always read the DOM way and

@@ -45,7 +45,8 @@ std::vector<event> split(std::string_view all, std::size_t max) {
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         if (line.size() > max) {
             const auto n = std::min(keep, raw.size());
-            out.push_back({true, std::string(raw.substr(0, n)) + "|" + std::string(raw.substr(raw.size() - n)), raw.size()});
+            out.push_back(
+                {true, std::string(raw.substr(0, n)) + "|" + std::string(raw.substr(raw.size() - n)), raw.size()});
         } else if (!line.empty()) {
             out.push_back({false, std::string(line), 0});
         }

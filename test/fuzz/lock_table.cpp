@@ -141,7 +141,8 @@ struct state {
 // The holds on `key` of request `id`, or of session `s`.
 std::size_t holds_of(const lock_table& table, std::string_view key, std::string_view id) {
     const auto holders = table.info(key).holders;
-    return static_cast<std::size_t>(std::count_if(holders.begin(), holders.end(), [&](const auto& h) { return h.id == id; }));
+    return static_cast<std::size_t>(
+        std::count_if(holders.begin(), holders.end(), [&](const auto& h) { return h.id == id; }));
 }
 std::size_t holds_of(const lock_table& table, std::string_view key, session_id s) {
     const auto holders = table.info(key).holders;
@@ -164,7 +165,7 @@ std::optional<std::uint32_t> max_of(op_input& in) {
         case 0:
         case 1:
         case 2: return std::nullopt;
-        case 6: return 0u;         // refused as bad input
+        case 6: return 0u;        // refused as bad input
         case 7: return 1u << 29;  // over the table's limit
         default: return in.pick(3) + 1;
     }

@@ -104,7 +104,9 @@ public:
 private:
     std::string text(std::size_t max = 40) { return lmx::fuzz::to_valid_utf8(in_.ConsumeRandomLengthString(max)); }
     // Short keys from a small alphabet repeat, so key lists get duplicates and orderings to sort.
-    std::string key() { return in_.ConsumeBool() ? std::string(1, static_cast<char>('a' + in_.ConsumeIntegralInRange(0, 3))) : text(12); }
+    std::string key() {
+        return in_.ConsumeBool() ? std::string(1, static_cast<char>('a' + in_.ConsumeIntegralInRange(0, 3))) : text(12);
+    }
     std::vector<std::string> keys(std::size_t min = 0) {
         std::vector<std::string> v(in_.ConsumeIntegralInRange<std::size_t>(min, 6));
         for (auto& k : v) k = key();

@@ -54,7 +54,8 @@ struct harness : effect_sink, rw_output {
     void on_effect(const effect& e) override {
         if (e.kind == effect_kind::event) return;
         if (e.session == group) return rw.defer(e);
-        if (e.kind == effect_kind::granted && !e.multi) write_lock_granted(out[e.session], e.id, e.key, e.token, e.waiters, rw.readers(e.key, e.readers));
+        if (e.kind == effect_kind::granted && !e.multi)
+            write_lock_granted(out[e.session], e.id, e.key, e.token, e.waiters, rw.readers(e.key, e.readers));
     }
 
     void step(input& in) {
@@ -65,11 +66,14 @@ struct harness : effect_sink, rw_output {
                 static constexpr std::array<std::optional<rw_status>, 5> statuses = {
                     rw_status::begin_read, rw_status::end_read, rw_status::locking_write_key, rw_status::begin_write,
                     std::nullopt};
-                req::lock r{.uuid = in.id(), .key = in.key(), .max = in.pick(3) == 0 ? std::optional<std::uint32_t>(10) : 1u,
+                req::lock r{.uuid = in.id(),
+                            .key = in.key(),
+                            .max = in.pick(3) == 0 ? std::optional<std::uint32_t>(10) : 1u,
                             .rw = statuses[in.pick(5)]};
                 if (in.pick(4) == 0) r.ttl = std::chrono::milliseconds{1 + in.pick(40)};
                 if (!rw.lock(s, r, std::nullopt, now))
-                    table.acquire({.session = s, .id = r.uuid, .key = r.key, .ttl = r.ttl, .max = r.max, .mode = r.mode}, now);
+                    table.acquire(
+                        {.session = s, .id = r.uuid, .key = r.key, .ttl = r.ttl, .max = r.max, .mode = r.mode}, now);
                 break;
             }
             case 2:
@@ -77,20 +81,27 @@ struct harness : effect_sink, rw_output {
                 static constexpr std::array<std::optional<rw_status>, 5> statuses = {
                     rw_status::begin_read, rw_status::end_read, rw_status::unlocking_write_key, rw_status::end_write,
                     std::nullopt};
-                req::unlock r{.uuid = "x" + std::to_string(in.pick(100)), .key = in.key(), .force = in.pick(2) == 0,
+                req::unlock r{.uuid = "x" + std::to_string(in.pick(100)),
+                              .key = in.key(),
+                              .force = in.pick(2) == 0,
                               .rw = statuses[in.pick(5)]};
                 if (in.pick(2) == 0) r.lock_id = in.id();
                 if (!rw.unlock(s, r, now)) {
-                    if (r.lock_id && r.force) table.force_release(r.key, *r.lock_id, now);
-                    else if (r.lock_id) table.release(r.key, *r.lock_id, now, s);
-                    else if (r.force) table.force_release(r.key, std::nullopt, now);
-                    else table.release_own(s, r.key, now);
+                    if (r.lock_id && r.force)
+                        table.force_release(r.key, *r.lock_id, now);
+                    else if (r.lock_id)
+                        table.release(r.key, *r.lock_id, now, s);
+                    else if (r.force)
+                        table.force_release(r.key, std::nullopt, now);
+                    else
+                        table.release_own(s, r.key, now);
                 }
                 break;
             }
             case 4:
             case 5:
-                rw.message(s, static_cast<req::rw_message_kind>(in.pick(5)), "m" + std::to_string(in.pick(100)), in.key(), now);
+                rw.message(s, static_cast<req::rw_message_kind>(in.pick(5)), "m" + std::to_string(in.pick(100)),
+                           in.key(), now);
                 break;
             case 6: {
                 const auto id = in.id();
@@ -119,7 +130,8 @@ struct harness : effect_sink, rw_output {
                     rw.lock(s, r, std::nullopt, now);
                     rw.settle(now);
                     req::lock w{.uuid = id + "w", .key = "W", .rw = rw_status::locking_write_key};
-                    if (!rw.lock(s, w, std::nullopt, now)) table.acquire({.session = s, .id = w.uuid, .key = w.key}, now);
+                    if (!rw.lock(s, w, std::nullopt, now))
+                        table.acquire({.session = s, .id = w.uuid, .key = w.key}, now);
                 }
                 break;
             }

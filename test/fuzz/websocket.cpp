@@ -164,13 +164,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (e) {
             try {
                 std::rethrow_exception(e);
-            } catch (const std::exception&) {
-            }
+            } catch (const std::exception&) {}
         }
     });
     // Only the connection's own timers may be left once it is done; they are dropped unrun.
-    while (!done && ioc.run_one()) {
-    }
+    while (!done && ioc.run_one()) {}
     LMX_FUZZ_CHECK(done);
     return 0;
 }

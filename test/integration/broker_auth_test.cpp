@@ -33,9 +33,7 @@ struct auth_fixture {
         BOOST_REQUIRE(std::rename(tmp.c_str(), file.c_str()) == 0);
     }
 
-    auth_fixture() {
-        write("# lmx tokens\n" + client_token + "\n\n" + admin_token + " admin   # the operator\n");
-    }
+    auth_fixture() { write("# lmx tokens\n" + client_token + "\n\n" + admin_token + " admin   # the operator\n"); }
 
     broker_config config(std::vector<std::string> extra = {}) const {
         broker_config c;
@@ -202,7 +200,8 @@ BOOST_AUTO_TEST_CASE(a_websocket_upgrade_may_carry_the_token) {
     }
     // The subprotocol browsers use (they cannot set headers); the broker selects "lmx".
     {
-        raw_websocket ws(b.ws_url, {}, 0, {{"Sec-WebSocket-Protocol", "lmx, lmx.token.YWRtaW4tdG9rZW4tMDEyMzQ1Njc4OWFiY2RlZg"}});
+        raw_websocket ws(b.ws_url, {}, 0,
+                         {{"Sec-WebSocket-Protocol", "lmx, lmx.token.YWRtaW4tdG9rZW4tMDEyMzQ1Njc4OWFiY2RlZg"}});
         BOOST_REQUIRE_EQUAL(ws.status, 101);
         BOOST_TEST(ws.response.headers["sec-websocket-protocol"] == "lmx");
         BOOST_REQUIRE(ws.send_text(dump(hello(""))));
@@ -257,7 +256,8 @@ BOOST_AUTO_TEST_CASE(unix_peers_may_be_let_in_by_uid) {
 BOOST_AUTO_TEST_CASE(a_uid_that_is_not_allowed_is_refused) {
     auth_fixture f;
     // Some other uid (and gid): the test's own is not on the list.
-    checked_broker b(f.config({"--unix-allow-uid", std::to_string(::getuid() + 1), "--unix-allow-gid", std::to_string(::getgid() + 1)}));
+    checked_broker b(f.config(
+        {"--unix-allow-uid", std::to_string(::getuid() + 1), "--unix-allow-gid", std::to_string(::getgid() + 1)}));
     wire_client local(b.unix_url);
     const auto id = fresh_id("uid");
     expect_refused(local, lock_msg(id, "by-uid"), id);
@@ -279,12 +279,14 @@ BOOST_AUTO_TEST_CASE(unix_group_owns_the_socket_file) {
             return;
         }
     }
-    checked_broker b(broker_config{.tcp = false, .websocket = false, .extra_args = {"--unix-group", std::to_string(other)}});
+    checked_broker b(
+        broker_config{.tcp = false, .websocket = false, .extra_args = {"--unix-group", std::to_string(other)}});
     struct stat st {};
     BOOST_REQUIRE(::stat(b.unix_url.substr(std::string("unix://").size()).c_str(), &st) == 0);
     BOOST_TEST(st.st_gid == other);
     BOOST_TEST((st.st_mode & 0777) == 0660u);
-    auto r = run_lmx({"broker", "--listen", "unix:///tmp/lmx-no-such-group.sock", "--unix-group", "no-such-group-here"}, 10s);
+    auto r = run_lmx({"broker", "--listen", "unix:///tmp/lmx-no-such-group.sock", "--unix-group", "no-such-group-here"},
+                     10s);
     BOOST_TEST(r.status == 2, r.output);
     BOOST_TEST(r.output.find("no group named 'no-such-group-here'") != std::string::npos, r.output);
 }
@@ -340,8 +342,11 @@ BOOST_AUTO_TEST_CASE(v1_stats_needs_a_token_and_metrics_only_when_asked) {
         auto denied = http_get(b.ws_url, "/v1/stats");
         BOOST_TEST(denied.status == 401);
         BOOST_TEST(denied.headers["www-authenticate"].starts_with("Bearer"));
-        BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Authorization", "Bearer wrong-0123456789abcdef"}}).status == 401);
-        BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Authorization", "Bearer " + client_token}}).status == 200);
+        BOOST_TEST(
+            http_request(b.ws_url, "GET", "/v1/stats", {{"Authorization", "Bearer wrong-0123456789abcdef"}}).status ==
+            401);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Authorization", "Bearer " + client_token}}).status ==
+                   200);
         BOOST_TEST(http_get(b.ws_url, "/metrics").status == 200);
         BOOST_TEST(http_get(b.ws_url, "/healthz").status == 200);
         BOOST_TEST(http_get(b.ws_url, "/").status == 200);  // the dashboard page loads; its data needs the token
@@ -350,7 +355,8 @@ BOOST_AUTO_TEST_CASE(v1_stats_needs_a_token_and_metrics_only_when_asked) {
         checked_broker b(f.config({"--auth-http"}));
         BOOST_TEST(http_get(b.ws_url, "/metrics").status == 401);
         BOOST_TEST(http_get(b.ws_url, "/healthz").status == 401);
-        BOOST_TEST(http_request(b.ws_url, "GET", "/metrics", {{"Authorization", "Bearer " + admin_token}}).status == 200);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/metrics", {{"Authorization", "Bearer " + admin_token}}).status ==
+                   200);
     }
 }
 

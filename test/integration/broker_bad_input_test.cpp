@@ -77,11 +77,11 @@ BOOST_DATA_TEST_CASE(malformed_json_and_non_objects, bdata::make(transports), ki
     setup s(kind);
     wire_client c(s.url);
     std::string deep = R"({"type":"ls","uuid":"deep","x":)" + std::string(100, '[') + std::string(100, ']') + "}";
-    for (std::string frame : {std::string(R"({"type":"lock",)"), std::string(R"({"type":"lock","uuid":"u1","key":"precious")"),
-                              std::string("not json at all"), std::string(R"({"type":"lock" "uuid":"x"})"),
-                              std::string("[1,2,3]"), std::string(R"([{"type":"ls","uuid":"u1"}])"), std::string("42"),
-                              std::string(R"("lock")"), std::string("null"), std::string("true"), std::string("{}"),
-                              deep}) {
+    for (std::string frame :
+         {std::string(R"({"type":"lock",)"), std::string(R"({"type":"lock","uuid":"u1","key":"precious")"),
+          std::string("not json at all"), std::string(R"({"type":"lock" "uuid":"x"})"), std::string("[1,2,3]"),
+          std::string(R"([{"type":"ls","uuid":"u1"}])"), std::string("42"), std::string(R"("lock")"),
+          std::string("null"), std::string("true"), std::string("{}"), deep}) {
         BOOST_TEST_CONTEXT(frame.substr(0, 60)) {
             c.send(frame);
             auto r = c.recv(3s);
@@ -126,10 +126,11 @@ BOOST_DATA_TEST_CASE(wrong_field_types, bdata::make(transports), kind) {
     setup s(kind);
     wire_client c(s.url);
     // Lock requests are answered in the lock reply shape so that clients route them to the caller.
-    for (std::string extra : {std::string(R"(,"max":"3")"), std::string(R"(,"max":0)"), std::string(R"(,"max":-1)"),
-                              std::string(R"(,"max":1.5)"), std::string(R"(,"ttl":"5000")"), std::string(R"(,"ttl":-1)"),
-                              std::string(R"(,"wait":"no")"), std::string(R"(,"timeout":"soon")"),
-                              std::string(R"(,"mode":"weird")"), std::string(R"(,"keepLocksOnExit":"yes")")}) {
+    for (std::string extra :
+         {std::string(R"(,"max":"3")"), std::string(R"(,"max":0)"), std::string(R"(,"max":-1)"),
+          std::string(R"(,"max":1.5)"), std::string(R"(,"ttl":"5000")"), std::string(R"(,"ttl":-1)"),
+          std::string(R"(,"wait":"no")"), std::string(R"(,"timeout":"soon")"), std::string(R"(,"mode":"weird")"),
+          std::string(R"(,"keepLocksOnExit":"yes")")}) {
         BOOST_TEST_CONTEXT(extra) {
             auto id = fresh_id("wrong");
             c.send(acquire_text(id, "precious", extra));
@@ -151,14 +152,15 @@ BOOST_DATA_TEST_CASE(wrong_field_types, bdata::make(transports), kind) {
             BOOST_TEST(!flag(r, "unlocked"));
         }
     }
-    for (std::string frame : {std::string(R"({"type":"acquire-many","uuid":"am1","keys":"precious"})"),
-                              std::string(R"({"type":"acquire-many","uuid":"am2","keys":[1,2]})"),
-                              std::string(R"({"type":"acquire-many","uuid":"am3","keys":[]})"),
-                              std::string(R"({"type":"extend","uuid":"ex1","key":"precious","_uuid":"x","ttl":"long"})"),
-                              std::string(R"({"type":"ping","uuid":"p1","timestamp":"now"})"),
-                              std::string(R"({"type":"lock-info-request","uuid":"li1","key":{}})"),
-                              std::string(R"({"type":"cancel","uuid":"c1","target":7})"),
-                              std::string(R"({"type":"watch","uuid":"w1","keys":"precious"})")}) {
+    for (std::string frame :
+         {std::string(R"({"type":"acquire-many","uuid":"am1","keys":"precious"})"),
+          std::string(R"({"type":"acquire-many","uuid":"am2","keys":[1,2]})"),
+          std::string(R"({"type":"acquire-many","uuid":"am3","keys":[]})"),
+          std::string(R"({"type":"extend","uuid":"ex1","key":"precious","_uuid":"x","ttl":"long"})"),
+          std::string(R"({"type":"ping","uuid":"p1","timestamp":"now"})"),
+          std::string(R"({"type":"lock-info-request","uuid":"li1","key":{}})"),
+          std::string(R"({"type":"cancel","uuid":"c1","target":7})"),
+          std::string(R"({"type":"watch","uuid":"w1","keys":"precious"})")}) {
         BOOST_TEST_CONTEXT(frame) {
             auto uuid = json::parse(frame).as_object().at("uuid").as_string();
             c.send(frame);
@@ -187,7 +189,8 @@ BOOST_DATA_TEST_CASE(huge_key, bdata::make(transports), kind) {
             expect_error(r, "lock", "key_too_long", id);
         }
     }
-    auto info = c.request({{"type", "lock-info-request"}, {"uuid", "huge-info"}, {"key", std::string(max_key + 1, 'k')}});
+    auto info =
+        c.request({{"type", "lock-info-request"}, {"uuid", "huge-info"}, {"key", std::string(max_key + 1, 'k')}});
     BOOST_TEST(text(info, "code") == "key_too_long", dump(info));
     BOOST_TEST(number(stats(c), "keys") == 1u);  // nothing was created
     auto ok = acquire(c, fresh_id("max"), std::string(max_key, 'k'));
@@ -288,11 +291,13 @@ BOOST_DATA_TEST_CASE(message_over_size_limit_is_answered, bdata::make(transports
         BOOST_REQUIRE(raw.send_text(oversize));
         std::optional<raw_websocket::message> m;
         std::string error_code;
-        while ((m = raw.recv(3s)) && m->op == raw_websocket::text) error_code = text(json::parse(m->payload).as_object(), "code");
+        while ((m = raw.recv(3s)) && m->op == raw_websocket::text)
+            error_code = text(json::parse(m->payload).as_object(), "code");
         BOOST_REQUIRE(m.has_value());
         if (m->op == raw_websocket::close_frame) {
             BOOST_REQUIRE(m->payload.size() >= 2u);
-            int close_code = (static_cast<unsigned char>(m->payload[0]) << 8) | static_cast<unsigned char>(m->payload[1]);
+            int close_code =
+                (static_cast<unsigned char>(m->payload[0]) << 8) | static_cast<unsigned char>(m->payload[1]);
             BOOST_TEST_MESSAGE("ws over-size: close code " << close_code << ", error reply '" << error_code << "'");
             BOOST_TEST((close_code == 1009 || error_code == "message_too_large"), "close code " << close_code);
         } else {
@@ -305,13 +310,20 @@ BOOST_DATA_TEST_CASE(message_over_size_limit_is_answered, bdata::make(transports
         BOOST_REQUIRE(flag(acquire(c, id, "over-holder"), "acquired"));
         // uuid first, uuid last, and none at all; each between two ordinary requests.
         const auto first_id = fresh_id("big-first"), last_id = fresh_id("big-last");
-        const std::string uuid_last = R"({"type":"lock","key":"big")" + pad(max_message + 5000) + R"(,"uuid":")" + last_id + R"("})";
+        const std::string uuid_last =
+            R"({"type":"lock","key":"big")" + pad(max_message + 5000) + R"(,"uuid":")" + last_id + R"("})";
         const std::string no_uuid = R"({"type":"lock","key":"big")" + pad(3 * max_message) + "}";
         const std::vector<std::pair<std::string, std::string>> lines = {
             {acquire_text(first_id, "big", pad(max_message + 100)), first_id}, {uuid_last, last_id}, {no_uuid, ""}};
         for (const auto& [line, expected_uuid] : lines) {
             const auto before = fresh_id("before"), after = fresh_id("after");
-            c.send(R"({"type":"ping","uuid":")" + before + R"("})" "\n" + line + "\n" R"({"type":"ping","uuid":")" + after + R"("})");
+            c.send(R"({"type":"ping","uuid":")" + before +
+                   R"("})"
+                   "\n" +
+                   line +
+                   "\n"
+                   R"({"type":"ping","uuid":")" +
+                   after + R"("})");
             BOOST_TEST(text(c.recv_for(before, 3s), "type") == "pong");
             auto r = c.try_recv_if([](const json::object& o) { return text(o, "type") == "error"; }, 3s);
             BOOST_REQUIRE(r.has_value());
@@ -326,7 +338,8 @@ BOOST_DATA_TEST_CASE(message_over_size_limit_is_answered, bdata::make(transports
         BOOST_TEST(holders_of(s.holder, "over-holder").size() == 1u);
         BOOST_TEST(holders_of(s.holder, "big").empty());
     }
-    if (std::string_view(kind) == "ws") BOOST_TEST(holders_of(s.holder, "over-holder").empty());  // went with its connection
+    if (std::string_view(kind) == "ws")
+        BOOST_TEST(holders_of(s.holder, "over-holder").empty());  // went with its connection
     s.check_others_unharmed();
 }
 

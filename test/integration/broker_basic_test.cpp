@@ -440,7 +440,8 @@ BOOST_DATA_TEST_CASE(lock_received_rejected_releases_late_grant, bdata::make(tra
     // The same with the hold named by _uuid.
     auto id3 = fresh_id("late");
     BOOST_REQUIRE(flag(acquire(*cs[1], id3, "rejected"), "acquired"));
-    cs[1]->send(json::object{{"type", "lock-received-rejected"}, {"uuid", fresh_id("x")}, {"key", "rejected"}, {"_uuid", id3}});
+    cs[1]->send(
+        json::object{{"type", "lock-received-rejected"}, {"uuid", fresh_id("x")}, {"key", "rejected"}, {"_uuid", id3}});
     BOOST_TEST(holders_of(*cs[1], "rejected").empty());
 
     // A plain acknowledgement changes nothing.

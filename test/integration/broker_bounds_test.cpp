@@ -45,7 +45,8 @@ BOOST_AUTO_TEST_CASE(ls_answers_in_pages) {
 BOOST_AUTO_TEST_CASE(lock_info_lists_a_bounded_number_of_holders) {
     checked_broker b({.tcp = false, .websocket = false, .extra_args = {"--max-list", "5"}});
     wire_client c(b.unix_url);
-    for (int i = 0; i < 8; ++i) BOOST_REQUIRE(flag(acquire(c, fresh_id("sh"), "shared-key", {{"mode", "shared"}}), "acquired"));
+    for (int i = 0; i < 8; ++i)
+        BOOST_REQUIRE(flag(acquire(c, fresh_id("sh"), "shared-key", {{"mode", "shared"}}), "acquired"));
     auto info = lock_info(c, "shared-key");
     BOOST_TEST(info.at("lockholderUUIDs").as_array().size() == 5u);
     BOOST_TEST(number(info, "holderCount") == 8u);

@@ -61,10 +61,11 @@ BOOST_AUTO_TEST_CASE(metrics_reflect_activity) {
     BOOST_TEST(page.body.find("# TYPE lmx_acquire_wait_seconds histogram") != std::string::npos);
     BOOST_TEST(page.body.find("# TYPE lmx_grants_total counter") != std::string::npos);
     auto m0 = scrape(b);
-    for (const char* name : {"lmx_up", "lmx_uptime_seconds", "lmx_connections", "lmx_connections_total", "lmx_keys",
-                             "lmx_holders", "lmx_waiters", "lmx_grants_total", "lmx_releases_total",
-                             "lmx_expirations_total", "lmx_timeouts_total", "lmx_messages_in_total",
-                             "lmx_messages_out_total", "lmx_acquire_wait_seconds_sum", "lmx_acquire_wait_seconds_count"})
+    for (const char* name :
+         {"lmx_up", "lmx_uptime_seconds", "lmx_connections", "lmx_connections_total", "lmx_keys", "lmx_holders",
+          "lmx_waiters", "lmx_grants_total", "lmx_releases_total", "lmx_expirations_total", "lmx_timeouts_total",
+          "lmx_messages_in_total", "lmx_messages_out_total", "lmx_acquire_wait_seconds_sum",
+          "lmx_acquire_wait_seconds_count"})
         BOOST_TEST(m0.contains(name), name);
     for (const char* le : {"0.0001", "0.1", "0.5", "+Inf"}) BOOST_TEST(m0.contains(bucket(le)), le);
     BOOST_TEST(m0["lmx_up"] == 1.0);
@@ -119,8 +120,8 @@ BOOST_AUTO_TEST_CASE(v1_stats_has_the_figures_of_system_stats) {
     BOOST_TEST(r.status == 200);
     BOOST_TEST(r.headers["content-type"].starts_with("application/json"));
     auto http = boost::json::parse(r.body).as_object();
-    for (const char* f : {"connections", "connectedClients", "keys", "totalLocks", "holders", "waiters", "pendingRequests",
-                          "grants", "releases", "expirations", "timeouts", "messagesIn", "pid"})
+    for (const char* f : {"connections", "connectedClients", "keys", "totalLocks", "holders", "waiters",
+                          "pendingRequests", "grants", "releases", "expirations", "timeouts", "messagesIn", "pid"})
         BOOST_TEST(number(http, f) == number(wire, f), f);
     // The stats reply itself may or may not be counted in its own figure.
     BOOST_TEST(number(http, "messagesOut") - number(wire, "messagesOut") <= 1u);
@@ -161,7 +162,8 @@ BOOST_AUTO_TEST_CASE(embedded_web_files) {
 
 BOOST_AUTO_TEST_CASE(unknown_paths_and_methods) {
     checked_broker b;
-    for (const char* path : {"/nope", "/metricsx", "/v1/stats/extra", "/healthz/"}) BOOST_TEST(http_get(b.ws_url, path).status == 404, path);
+    for (const char* path : {"/nope", "/metricsx", "/v1/stats/extra", "/healthz/"})
+        BOOST_TEST(http_get(b.ws_url, path).status == 404, path);
     BOOST_TEST(http_request(b.ws_url, "POST", "/metrics", {{"Content-Length", "0"}}).status == 405);
     // Query strings are ignored.
     BOOST_TEST(http_get(b.ws_url, "/healthz?verbose=1").status == 200);
@@ -210,7 +212,9 @@ BOOST_AUTO_TEST_CASE(browser_requests_must_name_a_literal_host) {
             auto same = http_request(b.ws_url, "GET", path, {{"Host", rebound}, {"Sec-Fetch-Site", "same-origin"}});
             BOOST_TEST(same.status == 403, path);
             BOOST_TEST(same.body.find("\"keys\"") == std::string::npos, path);
-            BOOST_TEST(http_request(b.ws_url, "GET", path, {{"Host", rebound}, {"Origin", "http://" + rebound}}).status == 403, path);
+            BOOST_TEST(
+                http_request(b.ws_url, "GET", path, {{"Host", rebound}, {"Origin", "http://" + rebound}}).status == 403,
+                path);
         }
         BOOST_TEST(b.wait_for_log("refused HTTP request from a browser for host " + rebound), b.log());
         // Programs (no Origin, no Sec-Fetch-Site) may use any name, e.g. a metrics scraper.
@@ -218,15 +222,24 @@ BOOST_AUTO_TEST_CASE(browser_requests_must_name_a_literal_host) {
         // Browsers that name the broker by an IP literal or localhost are fine.
         BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Sec-Fetch-Site", "same-origin"}}).status == 200);
         const std::string local = "localhost:" + port;
-        BOOST_TEST(http_request(b.ws_url, "GET", "/v1/stats", {{"Host", local}, {"Origin", "http://" + local}}).status == 200);
-        BOOST_TEST(http_request(b.ws_url, "GET", "/lmx.js", {{"Origin", "http://elsewhere.example"}, {"Sec-Fetch-Site", "cross-site"}}).status == 200);
+        BOOST_TEST(
+            http_request(b.ws_url, "GET", "/v1/stats", {{"Host", local}, {"Origin", "http://" + local}}).status == 200);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/lmx.js",
+                                {{"Origin", "http://elsewhere.example"}, {"Sec-Fetch-Site", "cross-site"}})
+                       .status == 200);
     }
     {
         // --allow-origin admits a name, as the broker's own origin or as the page's.
-        checked_broker b({.extra_args = {"--allow-origin", "http://app.example", "--allow-origin", "http://broker.example:1"}});
-        BOOST_TEST(http_request(b.ws_url, "GET", "/lmx.js", {{"Host", "broker.lan:1"}, {"Origin", "http://app.example"}}).status == 200);
-        BOOST_TEST(http_request(b.ws_url, "GET", "/", {{"Host", "broker.example:1"}, {"Sec-Fetch-Site", "same-origin"}}).status == 200);
-        BOOST_TEST(http_request(b.ws_url, "GET", "/", {{"Host", "broker.lan:1"}, {"Sec-Fetch-Site", "same-origin"}}).status == 403);
+        checked_broker b(
+            {.extra_args = {"--allow-origin", "http://app.example", "--allow-origin", "http://broker.example:1"}});
+        BOOST_TEST(
+            http_request(b.ws_url, "GET", "/lmx.js", {{"Host", "broker.lan:1"}, {"Origin", "http://app.example"}})
+                .status == 200);
+        BOOST_TEST(http_request(b.ws_url, "GET", "/", {{"Host", "broker.example:1"}, {"Sec-Fetch-Site", "same-origin"}})
+                       .status == 200);
+        BOOST_TEST(
+            http_request(b.ws_url, "GET", "/", {{"Host", "broker.lan:1"}, {"Sec-Fetch-Site", "same-origin"}}).status ==
+            403);
     }
 }
 

@@ -78,7 +78,8 @@ BOOST_AUTO_TEST_SUITE(broker_lifecycle_test)
 
 BOOST_AUTO_TEST_CASE(port_already_in_use) {
     taken_port held;
-    for (std::string url : {"tcp://127.0.0.1:" + std::to_string(held.port), "ws://127.0.0.1:" + std::to_string(held.port) + "/"}) {
+    for (std::string url :
+         {"tcp://127.0.0.1:" + std::to_string(held.port), "ws://127.0.0.1:" + std::to_string(held.port) + "/"}) {
         BOOST_TEST_CONTEXT(url) {
             auto r = run_lmx({"broker", "--listen", url});
             BOOST_TEST(r.status > 0);
@@ -196,11 +197,30 @@ BOOST_DATA_TEST_CASE(signals_stop_gracefully, bdata::make({SIGTERM, SIGINT}), si
 BOOST_AUTO_TEST_CASE(help_lists_every_option) {
     auto r = run_lmx({"broker", "--help"});
     BOOST_TEST(r.status == 0);
-    for (const char* option : {"--listen", "--ttl", "--max-message-size", "--max-key-length", "--max-keys",
-                               "--max-connections", "--max-connections-per-peer", "--max-waiters", "--max-locks-per-connection",
-                               "--max-total-keys", "--max-outbox", "--max-outbox-total", "--max-handshakes",
-                               "--handshake-timeout", "--tcp-keepalive", "--idle-timeout", "--key-max", "--max-list", "--unix-mode", "--state-dir",
-                               "--fencing-block", "--allow-origin", "--log-level", "--urls-file"})
+    for (const char* option : {"--listen",
+                               "--ttl",
+                               "--max-message-size",
+                               "--max-key-length",
+                               "--max-keys",
+                               "--max-connections",
+                               "--max-connections-per-peer",
+                               "--max-waiters",
+                               "--max-locks-per-connection",
+                               "--max-total-keys",
+                               "--max-outbox",
+                               "--max-outbox-total",
+                               "--max-handshakes",
+                               "--handshake-timeout",
+                               "--tcp-keepalive",
+                               "--idle-timeout",
+                               "--key-max",
+                               "--max-list",
+                               "--unix-mode",
+                               "--state-dir",
+                               "--fencing-block",
+                               "--allow-origin",
+                               "--log-level",
+                               "--urls-file"})
         BOOST_TEST(r.output.find(option) != std::string::npos, option);
     // Defaults are documented with the options.
     for (const char* text_ : {"tcp://127.0.0.1:6970", "ws://127.0.0.1:6971", "5000", "0660"})

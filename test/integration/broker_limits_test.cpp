@@ -21,9 +21,7 @@ using namespace lmx::test;
 
 namespace {
 
-bool refused_at_limit(const json::object& r) {
-    return !flag(r, "acquired") && text(r, "code") == "limit_reached";
-}
+bool refused_at_limit(const json::object& r) { return !flag(r, "acquired") && text(r, "code") == "limit_reached"; }
 
 // How many connections the broker counts, waiting up to 3 s for it to become `n`.
 bool connections_become(wire_client& c, std::uint64_t n) {
@@ -111,8 +109,9 @@ BOOST_AUTO_TEST_CASE(connections_from_one_peer_are_bounded) {
             // The fourth from the same address (the same uid on the unix socket) is closed at once.
             raw_socket fourth(std::string(kind) == "ws" ? b.ws_url : b.url(kind));
             if (std::string(kind) == "ws")
-                fourth.send_all("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+                fourth.send_all(
+                    "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
             BOOST_TEST(fourth.closed_by_peer(3s));
             for (auto& c : cs) BOOST_TEST(alive(*c));
             cs.pop_back();
@@ -144,15 +143,16 @@ BOOST_AUTO_TEST_CASE(connections_in_total_follow_the_descriptor_limit) {
     BOOST_TEST(alive(later));
 
     // A --max-connections the limit cannot serve is lowered to what it can, with a warning.
-    checked_broker over({.tcp = false, .websocket = false, .extra_args = {"--max-connections", "100000"}, .nofile = 256});
+    checked_broker over(
+        {.tcp = false, .websocket = false, .extra_args = {"--max-connections", "100000"}, .nofile = 256});
     BOOST_TEST(over.log().find("is more than the file-descriptor limit (256) allows; serving at most 192") !=
                    std::string::npos,
                over.log());
 }
 
 BOOST_AUTO_TEST_CASE(connections_in_the_http_handshake_are_bounded_and_timed) {
-    checked_broker b({.tcp = false, .unix_socket = false,
-                      .extra_args = {"--max-handshakes", "8", "--handshake-timeout", "1500"}});
+    checked_broker b(
+        {.tcp = false, .unix_socket = false, .extra_args = {"--max-handshakes", "8", "--handshake-timeout", "1500"}});
     std::vector<std::unique_ptr<raw_socket>> slow;
     for (int i = 0; i < 8; ++i) slow.push_back(std::make_unique<raw_socket>(b.ws_url));
     std::this_thread::sleep_for(200ms);  // all eight accepted
@@ -224,7 +224,8 @@ BOOST_AUTO_TEST_CASE(replies_queued_for_all_clients_are_bounded) {
     // broker_slow_consumer_test).
     const char* asan = std::getenv("ASAN_OPTIONS");
     const std::string asan_options = (asan && *asan ? std::string(asan) + ":" : std::string()) + "quarantine_size_mb=8";
-    checked_broker b({.tcp = false, .websocket = false,
+    checked_broker b({.tcp = false,
+                      .websocket = false,
                       .extra_args = {"--max-outbox-total", std::to_string(cap_mib << 20), "--max-outbox", "1073741824",
                                      "--max-connections-per-peer", "5000"},
                       .env = {"ASAN_OPTIONS=" + asan_options}});

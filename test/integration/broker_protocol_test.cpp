@@ -25,7 +25,9 @@ std::vector<std::string> strings(const json::object& o, std::string_view name) {
     return out;
 }
 
-bool contains(const std::vector<std::string>& v, std::string_view s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+bool contains(const std::vector<std::string>& v, std::string_view s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+}
 
 }  // namespace
 
@@ -77,7 +79,8 @@ BOOST_DATA_TEST_CASE(acquire_many_is_all_or_nothing, bdata::make(transports), ki
     BOOST_TEST(!text(again, "code").empty());
 
     // Free keys are granted at once.
-    auto now = c2.request({{"type", "acquire-many"}, {"uuid", fresh_id("many")}, {"keys", json::array{"m4", "m5"}}, {"wait", false}});
+    auto now = c2.request(
+        {{"type", "acquire-many"}, {"uuid", fresh_id("many")}, {"keys", json::array{"m4", "m5"}}, {"wait", false}});
     BOOST_TEST(flag(now, "acquired"), dump(now));
 }
 
@@ -174,7 +177,9 @@ BOOST_DATA_TEST_CASE(ping_and_system_stats, bdata::make(transports), kind) {
     BOOST_TEST(text(pong, "type") == "pong");
     BOOST_TEST(flag(pong, "ping"));
     BOOST_TEST(number(pong, "timestamp") == 12345u);
-    auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    auto wall =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     auto server = static_cast<long long>(number(pong, "serverTimestamp"));
     BOOST_TEST(std::llabs(server - wall) < 60'000);
 
@@ -209,8 +214,8 @@ BOOST_DATA_TEST_CASE(hello_and_version_handshakes, bdata::make(transports), kind
     BOOST_TEST(!text(h1, "session").empty());
     BOOST_TEST(text(h1, "session") != text(h2, "session"));
     auto features = strings(h1, "features");
-    for (const char* f : {"semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch",
-                          "keep-on-exit", "rw-locks"})
+    for (const char* f : {"semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel",
+                          "watch", "keep-on-exit", "rw-locks"})
         BOOST_TEST(contains(features, f), f);
 
     // live-mutex 0.2.x: accepted silently.
@@ -271,7 +276,8 @@ BOOST_AUTO_TEST_CASE(watchers_of_every_key_learn_the_connection_count) {
     checked_broker b;
     wire_client all(b.tcp_url), some(b.tcp_url);
     BOOST_TEST(flag(all.request({{"type", "watch"}, {"uuid", fresh_id("watch")}}), "watching"));
-    BOOST_TEST(flag(some.request({{"type", "watch"}, {"uuid", fresh_id("watch")}, {"keys", json::array{"k"}}}), "watching"));
+    BOOST_TEST(
+        flag(some.request({{"type", "watch"}, {"uuid", fresh_id("watch")}, {"keys", json::array{"k"}}}), "watching"));
     // The next connections event that reports `n` (a probe connection of the test harness may
     // still be closing when the watch starts, and is reported too).
     auto count_reaches = [&all](std::uint64_t n) {

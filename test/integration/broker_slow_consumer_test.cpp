@@ -39,8 +39,10 @@ struct flooder {
 
     flooder(const std::string& url, bool websocket) {
         // A tiny receive buffer makes the broker's writes back up after a few replies.
-        if (websocket) ws = std::make_unique<raw_websocket>(url, std::string(), 4096);
-        else stream = std::make_unique<raw_socket>(url, 4096);
+        if (websocket)
+            ws = std::make_unique<raw_websocket>(url, std::string(), 4096);
+        else
+            stream = std::make_unique<raw_socket>(url, 4096);
     }
     raw_socket& socket() { return ws ? ws->socket() : *stream; }
     // False once the broker has dropped the connection (or stopped reading for a second).
@@ -81,7 +83,8 @@ flood_result flood(broker_process& b, const char* kind, wire_client& other, int 
         if (out.sent % 2048 == 0) ping();
     }
     // The kernel may have taken the whole flood before the broker got through it.
-    for (auto deadline = std::chrono::steady_clock::now() + 5s; !out.cut_off && std::chrono::steady_clock::now() < deadline;) {
+    for (auto deadline = std::chrono::steady_clock::now() + 5s;
+         !out.cut_off && std::chrono::steady_clock::now() < deadline;) {
         out.cut_off = f.socket().peer_gone(20ms);
         rss_peak = std::max(rss_peak, b.rss_kib());
     }
@@ -117,7 +120,8 @@ BOOST_DATA_TEST_CASE(flood_of_ls_and_lock_requests_is_cut_off, bdata::make(trans
     checked_broker b(small_outbox());
     wire_client other(b.url(kind));
     // Pipelined: 300 requests, then their replies.
-    for (int i = 0; i < held_keys; ++i) other.send(lock_msg("hold-" + std::to_string(i), held_key(i), {{"ttl", nullptr}}));
+    for (int i = 0; i < held_keys; ++i)
+        other.send(lock_msg("hold-" + std::to_string(i), held_key(i), {{"ttl", nullptr}}));
     for (int i = 0; i < held_keys; ++i) BOOST_REQUIRE(flag(other.recv_for("hold-" + std::to_string(i)), "acquired"));
 
     auto r = flood(b, kind, other, 8000, [](int n) {

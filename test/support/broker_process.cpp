@@ -113,11 +113,16 @@ broker_process::broker_process(broker_config config) : config_(std::move(config)
     }
     std::istringstream urls(read_file(dir() + "/urls"));
     for (std::string line; std::getline(urls, line);) {
-        if (line.starts_with("tcp://")) tcp_url = line;
-        else if (line.starts_with("unix://")) unix_url = line;
-        else if (line.starts_with("ws://")) ws_url = line;
-        else if (line.starts_with("tls://")) tls_url = line;
-        else if (line.starts_with("wss://")) wss_url = line;
+        if (line.starts_with("tcp://"))
+            tcp_url = line;
+        else if (line.starts_with("unix://"))
+            unix_url = line;
+        else if (line.starts_with("ws://"))
+            ws_url = line;
+        else if (line.starts_with("tls://"))
+            tls_url = line;
+        else if (line.starts_with("wss://"))
+            wss_url = line;
     }
 }
 

@@ -28,10 +28,10 @@ struct broker_config {
     bool unix_socket = true;
     bool websocket = true;
     std::vector<std::string> extra_args{};  // e.g. {"--ttl", "200"}
-    std::string state_dir{};                 // passed as --state-dir when set
-    std::string unix_path{};                 // default: <dir>/lmx.sock
-    std::vector<std::string> env{};          // extra "NAME=value" entries for the broker's environment
-    unsigned nofile = 0;                     // > 0: the broker's file-descriptor limit (soft and hard)
+    std::string state_dir{};                // passed as --state-dir when set
+    std::string unix_path{};                // default: <dir>/lmx.sock
+    std::vector<std::string> env{};         // extra "NAME=value" entries for the broker's environment
+    unsigned nofile = 0;                    // > 0: the broker's file-descriptor limit (soft and hard)
 };
 
 // The broker is killed when the thread that started it ends (PR_SET_PDEATHSIG), so that no broker

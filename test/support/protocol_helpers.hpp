@@ -86,12 +86,13 @@ inline std::uint64_t number(const json::object& o, std::string_view name) {
 inline std::string dump(const json::object& o) { return json::serialize(o); }
 
 // Sends a lock and returns its first reply (the grant, the queued notice, a refusal or an error).
-inline json::object acquire(wire_client& c, const std::string& id, const std::string& key, const json::object& extra = {}) {
+inline json::object acquire(wire_client& c, const std::string& id, const std::string& key,
+                            const json::object& extra = {}) {
     return c.request(lock_msg(id, key, extra));
 }
 
 inline json::object release(wire_client& c, const std::string& lock_id, const std::string& key,
-                           const json::object& extra = {}) {
+                            const json::object& extra = {}) {
     return c.request(unlock_msg(lock_id, key, extra));
 }
 
@@ -125,7 +126,8 @@ inline bool alive(wire_client& c) {
 }
 
 // The next frame of `type` (e.g. "lock-lost", "event"); nullopt if none comes within `timeout`.
-inline std::optional<json::object> next_of_type(wire_client& c, std::string_view type, std::chrono::milliseconds timeout) {
+inline std::optional<json::object> next_of_type(wire_client& c, std::string_view type,
+                                                std::chrono::milliseconds timeout) {
     return c.try_recv_if([&](const json::object& o) { return text(o, "type") == type; }, timeout);
 }
 

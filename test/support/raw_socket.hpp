@@ -112,7 +112,8 @@ public:
         auto deadline = std::chrono::steady_clock::now() + timeout;
         std::string all;
         for (;;) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             auto part = recv_some(std::max(left, std::chrono::milliseconds(0)));
             if (!part) throw std::runtime_error("peer did not close within timeout; got: " + all.substr(0, 200));
             if (part->empty()) return all;
@@ -124,7 +125,8 @@ public:
     bool closed_by_peer(std::chrono::milliseconds timeout) {
         auto deadline = std::chrono::steady_clock::now() + timeout;
         for (;;) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() < 0) return false;
             auto part = recv_some(left);
             if (!part) return false;
@@ -149,7 +151,8 @@ private:
     }
     bool wait_for(short events, std::chrono::steady_clock::time_point deadline) {
         for (;;) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             pollfd p{fd_, events, 0};
             int r = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
             if (r > 0) return true;
@@ -171,7 +174,8 @@ struct http_reply {
 inline http_reply parse_http_reply(const std::string& text) {
     http_reply r;
     auto head_end = text.find("\r\n\r\n");
-    if (head_end == std::string::npos || !text.starts_with("HTTP/1.")) throw std::runtime_error("not an HTTP reply: " + text.substr(0, 200));
+    if (head_end == std::string::npos || !text.starts_with("HTTP/1."))
+        throw std::runtime_error("not an HTTP reply: " + text.substr(0, 200));
     std::string head = text.substr(0, head_end);
     r.body = text.substr(head_end + 4);
     auto sp = head.find(' ');
@@ -182,7 +186,8 @@ inline http_reply parse_http_reply(const std::string& text) {
         auto line = head.substr(pos + 2, next == std::string::npos ? std::string::npos : next - pos - 2);
         if (auto colon = line.find(':'); colon != std::string::npos) {
             std::string name = line.substr(0, colon);
-            std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+            std::transform(name.begin(), name.end(), name.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
             auto value = line.substr(colon + 1);
             value.erase(0, value.find_first_not_of(' '));
             r.headers[name] = value;
@@ -213,7 +218,9 @@ inline http_reply http_request(const std::string& ws_url, const std::string& met
     return parse_http_reply(s.recv_until_closed());
 }
 
-inline http_reply http_get(const std::string& ws_url, const std::string& path) { return http_request(ws_url, "GET", path); }
+inline http_reply http_get(const std::string& ws_url, const std::string& path) {
+    return http_request(ws_url, "GET", path);
+}
 
 // A minimal RFC 6455 client over a raw socket: masked frames of any opcode out, unmasked frames in.
 class raw_websocket {
@@ -225,17 +232,18 @@ public:
                            const std::vector<std::pair<std::string, std::string>>& headers = {})
         : sock_(ws_url, rcvbuf) {
         auto ep = transport::parse_endpoint(ws_url);
-        std::string rq = "GET " + (ep->path.empty() ? std::string("/") : ep->path) + " HTTP/1.1\r\nHost: " +
-                         host_port_of(ws_url) +
-                         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                         "Sec-WebSocket-Version: 13\r\n";
+        std::string rq =
+            "GET " + (ep->path.empty() ? std::string("/") : ep->path) + " HTTP/1.1\r\nHost: " + host_port_of(ws_url) +
+            "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n";
         if (!origin.empty()) rq += "Origin: " + origin + "\r\n";
         for (const auto& [name, value] : headers) rq += name + ": " + value + "\r\n";
         rq += "\r\n";
         if (!sock_.send_all(rq)) throw std::runtime_error("cannot send the upgrade request");
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
         while (buf_.find("\r\n\r\n") == std::string::npos) {
-            auto part = sock_.recv_some(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
+            auto part = sock_.recv_some(
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()));
             if (!part) throw std::runtime_error("no answer to the upgrade request");
             if (part->empty()) break;
             buf_ += *part;
@@ -286,7 +294,8 @@ public:
         auto deadline = std::chrono::steady_clock::now() + timeout;
         for (;;) {
             if (auto m = take()) return m;
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() < 0) return std::nullopt;
             auto part = sock_.recv_some(left);
             if (!part) return std::nullopt;

@@ -97,12 +97,14 @@ std::optional<boost::json::object> wire_client::try_recv(std::chrono::millisecon
 
 boost::json::object wire_client::recv(std::chrono::milliseconds timeout) {
     auto m = try_recv(timeout);
-    if (!m) throw std::runtime_error(closed_ ? "connection closed by the broker: " + error_.message() : "no reply within timeout");
+    if (!m)
+        throw std::runtime_error(closed_ ? "connection closed by the broker: " + error_.message()
+                                         : "no reply within timeout");
     return *m;
 }
 
-std::optional<boost::json::object> wire_client::try_recv_if(const std::function<bool(const boost::json::object&)>& match,
-                                                        std::chrono::milliseconds timeout) {
+std::optional<boost::json::object> wire_client::try_recv_if(
+    const std::function<bool(const boost::json::object&)>& match, std::chrono::milliseconds timeout) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     std::size_t checked = 0;  // frames before this one were parsed and rejected already
     for (;;) {
@@ -129,7 +131,9 @@ std::optional<boost::json::object> wire_client::try_recv_for(std::string_view uu
 
 boost::json::object wire_client::recv_for(std::string_view uuid, std::chrono::milliseconds timeout) {
     auto m = try_recv_for(uuid, timeout);
-    if (!m) throw std::runtime_error("no reply for uuid " + std::string(uuid) + (closed_ ? " (connection closed)" : " within timeout"));
+    if (!m)
+        throw std::runtime_error("no reply for uuid " + std::string(uuid) +
+                                 (closed_ ? " (connection closed)" : " within timeout"));
     return std::move(*m);
 }
 

@@ -16,7 +16,7 @@
 
 namespace lmx::transport {
 class connection;
-}
+}  // namespace lmx::transport
 
 namespace lmx::test {
 

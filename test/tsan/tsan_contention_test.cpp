@@ -43,17 +43,10 @@ asio::awaitable<void> holder(lmx::client& c, keys& k, reaper& rp, failures& f, i
         f.check(g.owns_lock() && !g.lost(), "a hold ended inside its critical section");
         k.on_one.leave();
         switch ((i + seed) % 4) {
-            case 0:
-                co_await g.release();
-                break;
-            case 1:
-                break;
-            case 2:
-                rp.take(std::move(g));
-                break;
-            case 3:
-                asio::post(ex, [dropped = std::move(g)] {});
-                break;
+            case 0: co_await g.release(); break;
+            case 1: break;
+            case 2: rp.take(std::move(g)); break;
+            case 3: asio::post(ex, [dropped = std::move(g)] {}); break;
         }
     }
 }
@@ -74,11 +67,8 @@ void holder_thread(lmx::client& c, keys& k, failures& f, int rounds, int seed) {
         k.on_one.write(v + 1);
         k.on_one.leave();
         switch ((i + seed) % 3) {
-            case 0:
-                wait(g.release(asio::use_future));
-                break;
-            case 1:
-                break;
+            case 0: wait(g.release(asio::use_future)); break;
+            case 1: break;
             case 2: {
                 const auto id = g.id();
                 g.detach();
@@ -170,15 +160,9 @@ void prober(lmx::client& c, keys& k, failures& f, const std::atomic<bool>& stop)
     int n = 0;
     while (!stop) {
         switch (n++ % 4) {
-            case 0:
-                wait(c.info(k.one, asio::use_future));
-                break;
-            case 1:
-                wait(c.ping(asio::use_future));
-                break;
-            case 2:
-                wait(c.ls(asio::use_future));
-                break;
+            case 0: wait(c.info(k.one, asio::use_future)); break;
+            case 1: wait(c.ping(asio::use_future)); break;
+            case 2: wait(c.ls(asio::use_future)); break;
             case 3:
                 f.check(wait(c.stats(asio::use_future)).contains("connections"), "stats without connections");
                 break;

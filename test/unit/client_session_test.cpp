@@ -97,8 +97,8 @@ struct session_fixture {
     }
 
     // A granted hold: acquired at `when`, answered 10 ms later.
-    std::shared_ptr<hold> held(const std::string& key, std::chrono::milliseconds ttl, bool renew, steady::time_point when,
-                               bool keep = false) {
+    std::shared_ptr<hold> held(const std::string& key, std::chrono::milliseconds ttl, bool renew,
+                               steady::time_point when, bool keep = false) {
         auto [caller, uuid] = acquire(key, ttl, renew, when, 10000ms, keep);
         sent();
         reply(grant(uuid, key), when + 10ms);
@@ -193,8 +193,9 @@ BOOST_AUTO_TEST_CASE(a_cancel_answered_first_leaves_nothing_to_give_back) {
     BOOST_TEST(take().done.at(0).ec == errc::cancelled);
     auto cancel = sent_one<req::cancel>();
     // The broker withdrew the waiter: its rejection and then the cancel's answer.
-    reply(R"({"type":"lock","uuid":")" + uuid + R"(","key":"k","acquired":false,"error":"cancelled","code":"cancelled"})",
-          at(21ms));
+    reply(
+        R"({"type":"lock","uuid":")" + uuid + R"(","key":"k","acquired":false,"error":"cancelled","code":"cancelled"})",
+        at(21ms));
     reply(R"({"type":"cancel","uuid":")" + cancel.uuid + R"(","cancelled":true})", at(22ms));
     BOOST_TEST(take().empty());  // the caller already heard `cancelled`
     BOOST_TEST(sent().empty());
@@ -409,7 +410,8 @@ BOOST_AUTO_TEST_CASE(a_late_grant_that_cannot_be_confirmed_is_not_handed_out) {
     sent();
     reply(grant(uuid, "k"), at(1500ms));
     auto ext = sent_one<req::extend>();
-    reply(R"({"type":"extend","uuid":")" + ext.uuid + R"(","key":"k","extended":false,"error":"gone","code":"not_holder"})",
+    reply(R"({"type":"extend","uuid":")" + ext.uuid +
+              R"(","key":"k","extended":false,"error":"gone","code":"not_holder"})",
           at(1510ms));
     auto st = take();
     BOOST_REQUIRE_EQUAL(st.done.size(), 1u);
@@ -473,9 +475,10 @@ BOOST_AUTO_TEST_CASE(close_ends_everything_and_refuses_what_comes_after) {
 BOOST_AUTO_TEST_CASE(the_brokers_words_and_codes_reach_the_caller) {
     auto [caller, uuid] = acquire("k", 1000ms, false, t0);
     sent();
-    reply(R"({"type":"lock","uuid":")" + uuid +
-              R"(","key":"k","acquired":false,"error":"field timeout must be a positive integer","code":"bad_request"})",
-          at(1ms));
+    reply(
+        R"({"type":"lock","uuid":")" + uuid +
+            R"(","key":"k","acquired":false,"error":"field timeout must be a positive integer","code":"bad_request"})",
+        at(1ms));
     auto st = take();
     BOOST_REQUIRE_EQUAL(st.done.size(), 1u);
     BOOST_TEST(st.done[0].ec == errc::bad_request);

@@ -33,7 +33,8 @@ BOOST_AUTO_TEST_SUITE(http_policy_test)
 BOOST_AUTO_TEST_CASE(literal_hosts_are_addresses_and_localhost) {
     for (std::string_view h : {"127.0.0.1:6971", "10.1.2.3", "[::1]:6971", "[fe80::1]", "localhost:6971", "localhost"})
         BOOST_TEST(http_policy::literal_host(h), h);
-    for (std::string_view h : {"broker.example:6971", "evil.example", "", ":6971", "localhost.evil:80", "127.0.0.1.nip.io"})
+    for (std::string_view h :
+         {"broker.example:6971", "evil.example", "", ":6971", "localhost.evil:80", "127.0.0.1.nip.io"})
         BOOST_TEST(!http_policy::literal_host(h), h);
 }
 
@@ -81,14 +82,16 @@ BOOST_AUTO_TEST_CASE(the_origin_page_says_why) {
     const auto body = boost::json::parse(refused.body).as_object();
     BOOST_TEST(body.at("allowed").as_bool() == false);
     BOOST_TEST(std::string(body.at("origin").as_string()) == "https://app.example");
-    BOOST_TEST(std::string(body.at("hint").as_string()).find("--allow-origin https://app.example") != std::string::npos);
+    BOOST_TEST(std::string(body.at("hint").as_string()).find("--allow-origin https://app.example") !=
+               std::string::npos);
     bool any_origin = false;
     for (const auto& [name, value] : refused.headers)
         any_origin = any_origin || (name == "Access-Control-Allow-Origin" && value == "*");
     BOOST_TEST(any_origin);
 
-    const auto ok = boost::json::parse(http_policy({"https://app.example"}).origin_page(request("h", "https://app.example")).body)
-                        .as_object();
+    const auto ok =
+        boost::json::parse(http_policy({"https://app.example"}).origin_page(request("h", "https://app.example")).body)
+            .as_object();
     BOOST_TEST(ok.at("allowed").as_bool() == true);
     BOOST_TEST(!ok.contains("hint"));
 }

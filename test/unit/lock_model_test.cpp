@@ -66,36 +66,36 @@ std::string at_text(std::optional<time_point> t) {
 
 std::string name(effect_kind k) {
     switch (k) {
-    case effect_kind::granted: return "granted";
-    case effect_kind::queued: return "queued";
-    case effect_kind::refused: return "refused";
-    case effect_kind::rejected: return "rejected";
-    case effect_kind::lock_lost: return "lost";
-    case effect_kind::event: return "event";
+        case effect_kind::granted: return "granted";
+        case effect_kind::queued: return "queued";
+        case effect_kind::refused: return "refused";
+        case effect_kind::rejected: return "rejected";
+        case effect_kind::lock_lost: return "lost";
+        case effect_kind::event: return "event";
     }
     return "?";
 }
 
 std::string name(errc c) {
     switch (c) {
-    case errc::ok: return "ok";
-    case errc::bad_request: return "bad_request";
-    case errc::timeout: return "timeout";
-    case errc::cancelled: return "cancelled";
-    case errc::too_many_waiters: return "too_many_waiters";
-    case errc::duplicate_request: return "duplicate_request";
-    case errc::not_holder: return "not_holder";
-    case errc::not_found: return "not_found";
-    default: return "other";
+        case errc::ok: return "ok";
+        case errc::bad_request: return "bad_request";
+        case errc::timeout: return "timeout";
+        case errc::cancelled: return "cancelled";
+        case errc::too_many_waiters: return "too_many_waiters";
+        case errc::duplicate_request: return "duplicate_request";
+        case errc::not_holder: return "not_holder";
+        case errc::not_found: return "not_found";
+        default: return "other";
     }
 }
 
 std::string name(release_status s) {
     switch (s) {
-    case release_status::released: return "released";
-    case release_status::withdrawn: return "withdrawn";
-    case release_status::already_released: return "already_released";
-    case release_status::not_holder: return "not_holder";
+        case release_status::released: return "released";
+        case release_status::withdrawn: return "withdrawn";
+        case release_status::already_released: return "already_released";
+        case release_status::not_holder: return "not_holder";
     }
     return "?";
 }
@@ -122,40 +122,37 @@ std::string keys_text(const rec& e) {
 void describe(const rec& e, bool direct, std::vector<std::string>& out) {
     std::string head = std::string(name(e.kind)) + " s=" + std::to_string(e.session) + " id=" + e.id;
     switch (e.kind) {
-    case effect_kind::granted: {
-        std::string s = head + " " + keys_text(e) + " exp=" + at_text(e.expires);
-        if (direct && !e.multi)
-            s += " w=" + std::to_string(e.waiters) + " r=" + std::to_string(e.readers);
-        out.push_back(std::move(s));
-        break;
-    }
-    case effect_kind::queued:
-        out.push_back(head + " " + keys_text(e) + (e.multi ? " at=" + e.key : std::string()) +
-                      " w=" + std::to_string(e.waiters) + " pos=" + std::to_string(e.position));
-        break;
-    case effect_kind::refused:
-        out.push_back(head + " " + keys_text(e) +
-                      (e.multi ? std::string() : " w=" + std::to_string(e.waiters)));
-        break;
-    case effect_kind::rejected:
-        // The keys of a rejected multi request are not compared: the caller has the request at
-        // hand when it is rejected at once (see the report).
-        out.push_back(head + " " + (e.multi ? std::string("multi") : keys_text(e)) + " code=" + name(e.code));
-        break;
-    case effect_kind::lock_lost: {
-        // A multi hold may report its keys in one effect or one effect per key.
-        const char* why = e.reason == lost_reason::ttl ? "ttl" : "forced";
-        if (e.multi && !e.keys.empty()) {
-            for (const auto& kt : e.keys) out.push_back(head + " key=" + kt.first + " why=" + why);
-        } else {
-            out.push_back(head + " key=" + e.key + " why=" + why);
+        case effect_kind::granted: {
+            std::string s = head + " " + keys_text(e) + " exp=" + at_text(e.expires);
+            if (direct && !e.multi) s += " w=" + std::to_string(e.waiters) + " r=" + std::to_string(e.readers);
+            out.push_back(std::move(s));
+            break;
         }
-        break;
-    }
-    case effect_kind::event:
-        out.push_back("event " + std::to_string(static_cast<int>(e.event)) + " key=" + e.key +
-                      " id=" + e.id);
-        break;
+        case effect_kind::queued:
+            out.push_back(head + " " + keys_text(e) + (e.multi ? " at=" + e.key : std::string()) +
+                          " w=" + std::to_string(e.waiters) + " pos=" + std::to_string(e.position));
+            break;
+        case effect_kind::refused:
+            out.push_back(head + " " + keys_text(e) + (e.multi ? std::string() : " w=" + std::to_string(e.waiters)));
+            break;
+        case effect_kind::rejected:
+            // The keys of a rejected multi request are not compared: the caller has the request at
+            // hand when it is rejected at once (see the report).
+            out.push_back(head + " " + (e.multi ? std::string("multi") : keys_text(e)) + " code=" + name(e.code));
+            break;
+        case effect_kind::lock_lost: {
+            // A multi hold may report its keys in one effect or one effect per key.
+            const char* why = e.reason == lost_reason::ttl ? "ttl" : "forced";
+            if (e.multi && !e.keys.empty()) {
+                for (const auto& kt : e.keys) out.push_back(head + " key=" + kt.first + " why=" + why);
+            } else {
+                out.push_back(head + " key=" + e.key + " why=" + why);
+            }
+            break;
+        }
+        case effect_kind::event:
+            out.push_back("event " + std::to_string(static_cast<int>(e.event)) + " key=" + e.key + " id=" + e.id);
+            break;
     }
 }
 
@@ -186,8 +183,8 @@ public:
 
     fencing_token reserve_tokens(fencing_token needed) override {
         if (needed <= ceiling_)
-            errors.push_back("reserve_tokens(" + std::to_string(needed) + ") with ceiling " +
-                             std::to_string(ceiling_) + " (asked without need)");
+            errors.push_back("reserve_tokens(" + std::to_string(needed) + ") with ceiling " + std::to_string(ceiling_) +
+                             " (asked without need)");
         ++reservations;
         ceiling_ = needed + block_ - 1;
         return ceiling_;
@@ -217,10 +214,10 @@ struct mreq {
 };
 
 struct mkey {
-    std::optional<std::uint32_t> max;  // explicit max, if any request gave one
-    bool over = false;                 // max lowered below the holder count: extra holders may stay
-    std::vector<std::string> holders;  // lock ids
-    std::deque<std::string> queue;     // request ids, arrival order
+    std::optional<std::uint32_t> max;          // explicit max, if any request gave one
+    bool over = false;                         // max lowered below the holder count: extra holders may stay
+    std::vector<std::string> holders;          // lock ids
+    std::deque<std::string> queue;             // request ids, arrival order
     std::map<std::string, std::uint32_t> seq;  // per queued id: one more than the id queued before it
     fencing_token last_token = 0;
 };
@@ -244,8 +241,8 @@ public:
     // Per-step outputs.
     std::vector<rec> expected;
     std::vector<std::string> bound_errors;  // the model's own check of the documented position bound
-    std::vector<rec> optional;  // notices the table may or may not send
-    std::string direct;         // the operation's own request id
+    std::vector<rec> optional;              // notices the table may or may not send
+    std::string direct;                     // the operation's own request id
     std::set<std::string> resent;
     std::map<std::string, std::vector<std::string>> key_grants;  // new grants per key, in order
     std::vector<std::string> ended;                              // ids that ended this step
@@ -424,21 +421,21 @@ public:
         e.key = key;
         ++ctr.releases;
         switch (how) {
-        case end_kind::release: break;
-        case end_kind::closed:
-            e.reason = lost_reason::forced;
-            optional.push_back(e);
-            e.reason = lost_reason::ttl;
-            optional.push_back(e);
-            break;
-        case end_kind::ttl:
-            e.reason = lost_reason::ttl;
-            expected.push_back(e);
-            break;
-        case end_kind::forced:
-            e.reason = lost_reason::forced;
-            expected.push_back(e);
-            break;
+            case end_kind::release: break;
+            case end_kind::closed:
+                e.reason = lost_reason::forced;
+                optional.push_back(e);
+                e.reason = lost_reason::ttl;
+                optional.push_back(e);
+                break;
+            case end_kind::ttl:
+                e.reason = lost_reason::ttl;
+                expected.push_back(e);
+                break;
+            case end_kind::forced:
+                e.reason = lost_reason::forced;
+                expected.push_back(e);
+                break;
         }
         if (r.held.empty()) erase_req(id);
     }
@@ -489,7 +486,9 @@ public:
             // unless someone ahead left out of turn, and never below it or beyond the queue.
             const auto exact = static_cast<std::uint32_t>(std::find(q.begin(), q.end(), r.id) - q.begin() + 1);
             e.position = std::clamp<std::uint32_t>(mk.seq.at(r.id) - mk.seq.at(q.front()) + 1, 1, e.waiters);
-            if (e.position < exact) bound_errors.push_back("re-sent position " + std::to_string(e.position) + " below the exact " + std::to_string(exact));
+            if (e.position < exact)
+                bound_errors.push_back("re-sent position " + std::to_string(e.position) + " below the exact " +
+                                       std::to_string(exact));
             expected.push_back(std::move(e));
         }
     }
@@ -504,9 +503,9 @@ public:
 
     // --- operations (same signatures as the table, minus the sink)
 
-    effect_kind acquire(session_id s, const std::string& id, const std::string& key,
-                        std::optional<ms> ttl, std::optional<std::uint32_t> max, bool wait,
-                        std::optional<time_point> deadline, lock_mode mode, bool keep, time_point now) {
+    effect_kind acquire(session_id s, const std::string& id, const std::string& key, std::optional<ms> ttl,
+                        std::optional<std::uint32_t> max, bool wait, std::optional<time_point> deadline, lock_mode mode,
+                        bool keep, time_point now) {
         direct = id;
         mreq r;
         r.id = id;
@@ -521,9 +520,8 @@ public:
         return out;
     }
 
-    effect_kind acquire_many(session_id s, const std::string& id, std::vector<std::string> ks,
-                             std::optional<ms> ttl, bool wait, std::optional<time_point> deadline,
-                             bool keep, time_point now) {
+    effect_kind acquire_many(session_id s, const std::string& id, std::vector<std::string> ks, std::optional<ms> ttl,
+                             bool wait, std::optional<time_point> deadline, bool keep, time_point now) {
         direct = id;
         std::sort(ks.begin(), ks.end());
         ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
@@ -618,8 +616,7 @@ public:
 
     // Returns the expected result; `lenient` is set when either released or already_released
     // would be fine (force on a key that has waiters but no holder).
-    release_result force(const std::string& key, std::optional<std::string> id, time_point now,
-                         bool& lenient) {
+    release_result force(const std::string& key, std::optional<std::string> id, time_point now, bool& lenient) {
         lenient = false;
         release_result out{release_status::already_released, 0, 0};
         auto kit = keys.find(key);
@@ -633,9 +630,8 @@ public:
                 pump(now);
             }
         } else {
-            bool holds = kit != keys.end() &&
-                         std::find(kit->second.holders.begin(), kit->second.holders.end(), *id) !=
-                             kit->second.holders.end();
+            bool holds = kit != keys.end() && std::find(kit->second.holders.begin(), kit->second.holders.end(), *id) !=
+                                                  kit->second.holders.end();
             if (holds) {
                 end_all(*id, end_kind::forced);
                 out.status = release_status::released;
@@ -692,8 +688,7 @@ public:
         gc();
     }
 
-    extend_result extend(const std::string& key, const std::string& id, std::optional<ms> ttl,
-                         time_point now) {
+    extend_result extend(const std::string& key, const std::string& id, std::optional<ms> ttl, time_point now) {
         extend_result out{errc::not_holder, std::nullopt};
         auto it = reqs.find(id);
         // A multi-key lock has one lease: extending it on any of its keys renews all of them.
@@ -793,29 +788,29 @@ struct op {
             return std::to_string(ttl->count());
         };
         switch (kind) {
-        case op_kind::acquire:
-            o << "acquire s=" << session << " id=" << id << " key=" << key << " " << name(mode)
-              << " max=" << (max ? std::to_string(*max) : "-") << " wait=" << wait
-              << " timeout=" << (timeout ? std::to_string(timeout->count()) : "-")
-              << " ttl=" << ttl_text() << " keep=" << keep;
-            break;
-        case op_kind::acquire_many:
-            o << "acquire_many s=" << session << " id=" << id << " keys=";
-            for (const auto& k : keys) o << k << ",";
-            o << " wait=" << wait << " timeout=" << (timeout ? std::to_string(timeout->count()) : "-")
-              << " ttl=" << ttl_text() << " keep=" << keep;
-            break;
-        case op_kind::release: o << "release key=" << key << " id=" << id; break;
-        case op_kind::force:
-            o << "force_release key=" << key << " id=" << (with_id ? id : std::string("(none)"));
-            break;
-        case op_kind::release_many: o << "release_many id=" << id; break;
-        case op_kind::cancel: o << "cancel s=" << session << " id=" << id; break;
-        case op_kind::abandon: o << "abandon s=" << session << " id=" << id; break;
-        case op_kind::extend: o << "extend key=" << key << " id=" << id << " ttl=" << ttl_text(); break;
-        case op_kind::close: o << "close_session s=" << session; break;
-        case op_kind::advance: o << "advance+expire dt=" << dt.count(); break;
-        case op_kind::events: o << "set_events " << flag; break;
+            case op_kind::acquire:
+                o << "acquire s=" << session << " id=" << id << " key=" << key << " " << name(mode)
+                  << " max=" << (max ? std::to_string(*max) : "-") << " wait=" << wait
+                  << " timeout=" << (timeout ? std::to_string(timeout->count()) : "-") << " ttl=" << ttl_text()
+                  << " keep=" << keep;
+                break;
+            case op_kind::acquire_many:
+                o << "acquire_many s=" << session << " id=" << id << " keys=";
+                for (const auto& k : keys) o << k << ",";
+                o << " wait=" << wait << " timeout=" << (timeout ? std::to_string(timeout->count()) : "-")
+                  << " ttl=" << ttl_text() << " keep=" << keep;
+                break;
+            case op_kind::release: o << "release key=" << key << " id=" << id; break;
+            case op_kind::force:
+                o << "force_release key=" << key << " id=" << (with_id ? id : std::string("(none)"));
+                break;
+            case op_kind::release_many: o << "release_many id=" << id; break;
+            case op_kind::cancel: o << "cancel s=" << session << " id=" << id; break;
+            case op_kind::abandon: o << "abandon s=" << session << " id=" << id; break;
+            case op_kind::extend: o << "extend key=" << key << " id=" << id << " ttl=" << ttl_text(); break;
+            case op_kind::close: o << "close_session s=" << session; break;
+            case op_kind::advance: o << "advance+expire dt=" << dt.count(); break;
+            case op_kind::events: o << "set_events " << flag; break;
         }
         return o.str();
     }
@@ -855,7 +850,10 @@ private:
 
     std::uint64_t below(std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(rng_); }
     bool chance(int percent) { return below(100) < static_cast<std::uint64_t>(percent); }
-    template <class T> const T& pick(const std::vector<T>& v) { return v[below(v.size())]; }
+    template <class T>
+    const T& pick(const std::vector<T>& v) {
+        return v[below(v.size())];
+    }
 
     bool is_live(const std::string& id) const { return model_->reqs.count(id) != 0; }
 
@@ -1056,7 +1054,8 @@ private:
         if (failure_.empty()) failure_ = what;
     }
 
-    template <class A, class B> void expect_eq(const A& got, const B& want, const std::string& what) {
+    template <class A, class B>
+    void expect_eq(const A& got, const B& want, const std::string& what) {
         if (!(got == want)) {
             std::ostringstream o;
             o << what << ": table " << got << ", model " << want;
@@ -1076,104 +1075,104 @@ private:
         model& m = *model_;
         m.begin_step();
         switch (o.kind) {
-        case op_kind::acquire: {
-            acquire_request r{.session = o.session,
-                              .id = o.id,
-                              .key = o.key,
-                              .ttl = o.ttl,
-                              .max = o.max,
-                              .wait = o.wait,
-                              .wait_deadline = deadline_of(o),
-                              .mode = o.mode,
-                              .keep_on_exit = o.keep};
-            auto got = table_->acquire(r, now_);
-            auto want = m.acquire(o.session, o.id, o.key, o.ttl, o.max, o.wait, deadline_of(o), o.mode,
-                                  o.keep, now_);
-            expect_eq(name(got), name(want), "acquire result");
-            break;
-        }
-        case op_kind::acquire_many: {
-            std::vector<std::string_view> views(o.keys.begin(), o.keys.end());
-            acquire_many_request r{.session = o.session,
-                                   .id = o.id,
-                                   .keys = views,
-                                   .ttl = o.ttl,
-                                   .wait = o.wait,
-                                   .wait_deadline = deadline_of(o),
-                                   .keep_on_exit = o.keep};
-            auto got = table_->acquire_many(r, now_);
-            auto want = m.acquire_many(o.session, o.id, o.keys, o.ttl, o.wait, deadline_of(o), o.keep, now_);
-            expect_eq(name(got), name(want), "acquire_many result");
-            break;
-        }
-        case op_kind::release: {
-            auto got = table_->release(o.key, o.id, now_);
-            auto want = m.release(o.key, o.id, now_);
-            expect_eq(name(got.status), name(want.status), "release status");
-            expect_eq(got.released, want.released, "release released");
-            expect_eq(got.waiters, want.waiters, "release waiters");
-            break;
-        }
-        case op_kind::force: {
-            std::optional<std::string_view> id;
-            if (o.with_id) id = o.id;
-            auto got = table_->force_release(o.key, id, now_);
-            bool lenient = false;
-            auto want = m.force(o.key, o.with_id ? std::optional<std::string>(o.id) : std::nullopt, now_, lenient);
-            if (!(lenient && got.status == release_status::already_released))
-                expect_eq(name(got.status), name(want.status), "force_release status");
-            expect_eq(got.released, want.released, "force_release released");
-            expect_eq(got.waiters, want.waiters, "force_release waiters");
-            break;
-        }
-        case op_kind::release_many: {
-            auto got = table_->release_many(o.id, now_);
-            auto want = m.release_many(o.id, now_);
-            if (want.known) {
-                expect_eq(name(got.code), "ok", "release_many code");
-                expect_eq(join(got.keys), join(want.keys), "release_many keys");
-            } else if (got.code == errc::ok && !got.keys.empty()) {
-                fail("release_many of an unknown id released " + join(got.keys));
+            case op_kind::acquire: {
+                acquire_request r{.session = o.session,
+                                  .id = o.id,
+                                  .key = o.key,
+                                  .ttl = o.ttl,
+                                  .max = o.max,
+                                  .wait = o.wait,
+                                  .wait_deadline = deadline_of(o),
+                                  .mode = o.mode,
+                                  .keep_on_exit = o.keep};
+                auto got = table_->acquire(r, now_);
+                auto want =
+                    m.acquire(o.session, o.id, o.key, o.ttl, o.max, o.wait, deadline_of(o), o.mode, o.keep, now_);
+                expect_eq(name(got), name(want), "acquire result");
+                break;
             }
-            break;
-        }
-        case op_kind::cancel: {
-            bool got = table_->cancel(o.session, o.id, now_);
-            bool want = m.cancel(o.session, o.id, now_);
-            expect_eq(got, want, "cancel result");
-            break;
-        }
-        case op_kind::abandon:
-            table_->abandon(o.session, o.id, now_);
-            m.abandon(o.session, o.id, now_);
-            break;
-        case op_kind::extend: {
-            auto got = table_->extend(o.key, o.id, o.ttl, now_);
-            auto want = m.extend(o.key, o.id, o.ttl, now_);
-            expect_eq(name(got.code), name(want.code), "extend code");
-            expect_eq(at_text(got.expires), at_text(want.expires), "extend expires");
-            break;
-        }
-        case op_kind::close: {
-            table_->close_session(o.session, now_);
-            m.close(o.session, now_);
-            // Session ids are never reused (the broker hands out fresh ones).
-            std::replace(sessions_.begin(), sessions_.end(), o.session, next_session_++);
-            break;
-        }
-        case op_kind::advance: {
-            // Never jump past a pending deadline: the broker's timer fires at next_deadline().
-            time_point t = now_ + o.dt;
-            if (auto d = m.next_deadline(); d && *d < t) t = *d;
-            now_ = t;
-            table_->expire(now_);
-            m.expire(now_);
-            break;
-        }
-        case op_kind::events:
-            table_->set_events(o.flag);
-            m.events = o.flag;
-            break;
+            case op_kind::acquire_many: {
+                std::vector<std::string_view> views(o.keys.begin(), o.keys.end());
+                acquire_many_request r{.session = o.session,
+                                       .id = o.id,
+                                       .keys = views,
+                                       .ttl = o.ttl,
+                                       .wait = o.wait,
+                                       .wait_deadline = deadline_of(o),
+                                       .keep_on_exit = o.keep};
+                auto got = table_->acquire_many(r, now_);
+                auto want = m.acquire_many(o.session, o.id, o.keys, o.ttl, o.wait, deadline_of(o), o.keep, now_);
+                expect_eq(name(got), name(want), "acquire_many result");
+                break;
+            }
+            case op_kind::release: {
+                auto got = table_->release(o.key, o.id, now_);
+                auto want = m.release(o.key, o.id, now_);
+                expect_eq(name(got.status), name(want.status), "release status");
+                expect_eq(got.released, want.released, "release released");
+                expect_eq(got.waiters, want.waiters, "release waiters");
+                break;
+            }
+            case op_kind::force: {
+                std::optional<std::string_view> id;
+                if (o.with_id) id = o.id;
+                auto got = table_->force_release(o.key, id, now_);
+                bool lenient = false;
+                auto want = m.force(o.key, o.with_id ? std::optional<std::string>(o.id) : std::nullopt, now_, lenient);
+                if (!(lenient && got.status == release_status::already_released))
+                    expect_eq(name(got.status), name(want.status), "force_release status");
+                expect_eq(got.released, want.released, "force_release released");
+                expect_eq(got.waiters, want.waiters, "force_release waiters");
+                break;
+            }
+            case op_kind::release_many: {
+                auto got = table_->release_many(o.id, now_);
+                auto want = m.release_many(o.id, now_);
+                if (want.known) {
+                    expect_eq(name(got.code), "ok", "release_many code");
+                    expect_eq(join(got.keys), join(want.keys), "release_many keys");
+                } else if (got.code == errc::ok && !got.keys.empty()) {
+                    fail("release_many of an unknown id released " + join(got.keys));
+                }
+                break;
+            }
+            case op_kind::cancel: {
+                bool got = table_->cancel(o.session, o.id, now_);
+                bool want = m.cancel(o.session, o.id, now_);
+                expect_eq(got, want, "cancel result");
+                break;
+            }
+            case op_kind::abandon:
+                table_->abandon(o.session, o.id, now_);
+                m.abandon(o.session, o.id, now_);
+                break;
+            case op_kind::extend: {
+                auto got = table_->extend(o.key, o.id, o.ttl, now_);
+                auto want = m.extend(o.key, o.id, o.ttl, now_);
+                expect_eq(name(got.code), name(want.code), "extend code");
+                expect_eq(at_text(got.expires), at_text(want.expires), "extend expires");
+                break;
+            }
+            case op_kind::close: {
+                table_->close_session(o.session, now_);
+                m.close(o.session, now_);
+                // Session ids are never reused (the broker hands out fresh ones).
+                std::replace(sessions_.begin(), sessions_.end(), o.session, next_session_++);
+                break;
+            }
+            case op_kind::advance: {
+                // Never jump past a pending deadline: the broker's timer fires at next_deadline().
+                time_point t = now_ + o.dt;
+                if (auto d = m.next_deadline(); d && *d < t) t = *d;
+                now_ = t;
+                table_->expire(now_);
+                m.expire(now_);
+                break;
+            }
+            case op_kind::events:
+                table_->set_events(o.flag);
+                m.events = o.flag;
+                break;
         }
         if (failure_.empty()) compare_effects();
         if (failure_.empty()) adopt_tokens();
@@ -1336,8 +1335,10 @@ private:
         if (o.kind == op_kind::close) {
             for (const auto& k : universe) {
                 for (const auto& h : table_->info(k).holders) {
-                    if (h.session == o.session) fail("closed session " + std::to_string(o.session) + " still holds " + k);
-                    if (h.session == 0 && !h.keep_on_exit) fail("hold " + h.id + " of a closed session without keep_on_exit");
+                    if (h.session == o.session)
+                        fail("closed session " + std::to_string(o.session) + " still holds " + k);
+                    if (h.session == 0 && !h.keep_on_exit)
+                        fail("hold " + h.id + " of a closed session without keep_on_exit");
                 }
             }
         }
@@ -1362,20 +1363,21 @@ private:
         for (const auto& id : st.holders) {
             const mreq& r = m.reqs.at(id);
             want_h.push_back(id + "/s" + std::to_string(r.session) + "/" + name(r.mode) + "/t" +
-                             std::to_string(r.held.at(k)) + "/exp" + at_text(r.expires) + "/since" +
-                             at_text(r.since) + "/keep" + std::to_string(r.keep));
+                             std::to_string(r.held.at(k)) + "/exp" + at_text(r.expires) + "/since" + at_text(r.since) +
+                             "/keep" + std::to_string(r.keep));
         }
         bool shared = false, exclusive = false;
         for (const auto& h : got.holders) {
             got_h.push_back(h.id + "/s" + std::to_string(h.session) + "/" + name(h.mode) + "/t" +
-                            std::to_string(h.token) + "/exp" + at_text(h.expires) + "/since" +
-                            at_text(h.since) + "/keep" + std::to_string(h.keep_on_exit));
+                            std::to_string(h.token) + "/exp" + at_text(h.expires) + "/since" + at_text(h.since) +
+                            "/keep" + std::to_string(h.keep_on_exit));
             (h.mode == lock_mode::shared ? shared : exclusive) = true;
         }
         std::sort(want_h.begin(), want_h.end());
         std::sort(got_h.begin(), got_h.end());
         expect_eq(join(got_h), join(want_h), "info(" + k + ").holders");
-        if (!got.holders.empty()) expect_eq(name(got.holder_mode), name(got.holders.front().mode), "info(" + k + ").holder_mode");
+        if (!got.holders.empty())
+            expect_eq(name(got.holder_mode), name(got.holders.front().mode), "info(" + k + ").holder_mode");
 
         // Invariants straight on the table's view.
         if (shared && exclusive) fail("shared and exclusive holders together on " + k);

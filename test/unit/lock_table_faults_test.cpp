@@ -52,8 +52,8 @@ struct fixture {
     lock_table table{sink, table_config{.fencing_seed = 100}};
     time_point now = t0;
 
-    effect_kind lock(session_id s, std::string_view id, std::string_view key, std::optional<std::chrono::milliseconds> ttl = {},
-                     std::optional<std::uint32_t> max = {}) {
+    effect_kind lock(session_id s, std::string_view id, std::string_view key,
+                     std::optional<std::chrono::milliseconds> ttl = {}, std::optional<std::uint32_t> max = {}) {
         auto k = table.acquire({.session = s, .id = id, .key = key, .ttl = ttl, .max = max}, now);
         table.check_invariants();
         return k;

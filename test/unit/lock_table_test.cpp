@@ -139,9 +139,8 @@ struct basic_fixture {
         table.check_invariants();
         return k;
     }
-    effect_kind acquire_many(session_id s, std::string_view id, std::vector<std::string_view> keys,
-                             bool wait = true, std::optional<ms> ttl = std::nullopt,
-                             bool keep = false) {
+    effect_kind acquire_many(session_id s, std::string_view id, std::vector<std::string_view> keys, bool wait = true,
+                             std::optional<ms> ttl = std::nullopt, bool keep = false) {
         acquire_many_request r;
         r.session = s;
         r.id = id;
@@ -852,13 +851,13 @@ BOOST_FIXTURE_TEST_CASE(cancel_is_true_only_for_a_waiting_request_of_the_session
     acquire(req(1, "a", "k"));
     acquire(req(2, "b", "k"));
     take();
-    BOOST_TEST(!cancel(1, "a"));        // granted
-    BOOST_TEST(!cancel(1, "nobody"));   // unknown
-    BOOST_TEST(!cancel(3, "b"));        // another session's request
+    BOOST_TEST(!cancel(1, "a"));       // granted
+    BOOST_TEST(!cancel(1, "nobody"));  // unknown
+    BOOST_TEST(!cancel(3, "b"));       // another session's request
     BOOST_TEST(waiters("k") == 1u);
     BOOST_TEST(cancel(2, "b"));
     BOOST_TEST(waiters("k") == 0u);
-    BOOST_TEST(!cancel(2, "b"));        // already gone
+    BOOST_TEST(!cancel(2, "b"));  // already gone
     BOOST_TEST(table.counters().cancelled == 1u);
     BOOST_TEST(holders("k") == ids{"a"});
     // A notice to the cancelled request, if any, is a rejection with code cancelled, never a grant.
@@ -893,15 +892,15 @@ BOOST_FIXTURE_TEST_CASE(abandon_withdraws_a_waiter_or_releases_a_granted_hold, f
 // Sessions and keepLocksOnExit
 
 BOOST_FIXTURE_TEST_CASE(close_session_removes_waiters_releases_holds_and_keeps_keep_on_exit, fixture) {
-    acquire(req(1, "a", "k1"));                // plain hold: released
+    acquire(req(1, "a", "k1"));  // plain hold: released
     acquire_request kept = req(1, "kept", "k2");
     kept.keep_on_exit = true;
-    acquire(kept);                             // survives
+    acquire(kept);  // survives
     acquire(req(2, "other", "k3"));
-    acquire(req(1, "w1", "k3"));               // waiter of session 1: removed
-    acquire(req(2, "w2", "k1"));               // session 2 waits for a
+    acquire(req(1, "w1", "k3"));  // waiter of session 1: removed
+    acquire(req(2, "w2", "k1"));  // session 2 waits for a
     acquire_request kw = req(1, "kw", "k3");
-    kw.keep_on_exit = true;                    // keep_on_exit does not keep a waiter
+    kw.keep_on_exit = true;  // keep_on_exit does not keep a waiter
     acquire(kw);
     acquire(req(2, "w3", "k3"));
     take();
@@ -1086,7 +1085,7 @@ BOOST_FIXTURE_TEST_CASE(acquire_many_is_all_or_nothing, fixture) {
     BOOST_TEST_REQUIRE(e.size() == 1u);
     BOOST_TEST(e[0].kind == effect_kind::queued);
     BOOST_TEST(e[0].multi);
-    BOOST_TEST(e[0].key == "b");  // the contended key
+    BOOST_TEST(e[0].key == "b");       // the contended key
     BOOST_TEST(holders("a").empty());  // holds nothing while it waits
     BOOST_TEST(holders("b") == ids{"h"});
     release("b", "h");
@@ -1314,7 +1313,7 @@ BOOST_FIXTURE_TEST_CASE(info_last_token_is_the_last_token_granted_on_the_key, fi
     acquire(req(2, "b", "k"));         // token 2
     release("k", "b");
     BOOST_TEST(table.info("k").last_token == 2u);  // not the highest token still held (1)
-    acquire(req(3, "c", "other"));     // token 3, another key
+    acquire(req(3, "c", "other"));                 // token 3, another key
     BOOST_TEST(table.info("k").last_token == 2u);
 }
 
@@ -1345,9 +1344,8 @@ BOOST_AUTO_TEST_CASE(reserve_tokens_is_called_before_passing_each_reservation) {
     std::vector<std::string> reserves, grants;
     for (const auto& l : got) (l.rfind("reserve", 0) == 0 ? reserves : grants).push_back(l);
     BOOST_TEST(reserves == (std::vector<std::string>{"reserve 101", "reserve 105", "reserve 108"}));
-    BOOST_TEST(grants == (std::vector<std::string>{"grant 101", "grant 102", "grant 103", "grant 104",
-                                                   "grant 105", "grant 106", "grant 107", "grant 107",
-                                                   "grant 108"}));
+    BOOST_TEST(grants == (std::vector<std::string>{"grant 101", "grant 102", "grant 103", "grant 104", "grant 105",
+                                                   "grant 106", "grant 107", "grant 107", "grant 108"}));
     for (fencing_token n : {101u, 105u, 108u}) {
         auto r = std::find(got.begin(), got.end(), "reserve " + std::to_string(n));
         auto g = std::find(got.begin(), got.end(), "grant " + std::to_string(n));
@@ -1451,15 +1449,15 @@ BOOST_FIXTURE_TEST_CASE(info_reports_holders_waiters_max_and_last_token, fixture
 }
 
 BOOST_FIXTURE_TEST_CASE(counters_track_every_outcome, fixture) {
-    acquire(req(1, "a", "k"));                       // grant
-    acquire(req(2, "b", "k"));                       // queued
-    acquire(try_req(3, "t", "k"));                   // refused
-    acquire(max_req(3, "z", "k", 0));                // rejected
+    acquire(req(1, "a", "k"));         // grant
+    acquire(req(2, "b", "k"));         // queued
+    acquire(try_req(3, "t", "k"));     // refused
+    acquire(max_req(3, "z", "k", 0));  // rejected
     acquire_request c = req(3, "c", "k");
     c.wait_deadline = now + 10ms;
-    acquire(c);                                      // queued, then timeout
-    acquire(req(4, "d", "k"));                       // queued, then cancelled
-    acquire(req(4, "e", "k2"));                      // grant, then forced
+    acquire(c);                  // queued, then timeout
+    acquire(req(4, "d", "k"));   // queued, then cancelled
+    acquire(req(4, "e", "k2"));  // grant, then forced
     auto n = table.counters();
     BOOST_TEST(n.grants == 2u);
     BOOST_TEST(n.queued == 3u);
@@ -1589,7 +1587,7 @@ BOOST_AUTO_TEST_CASE(a_pinned_max_holds_whatever_requests_ask) {
     auto e = f.take();
     BOOST_TEST_REQUIRE(e.size() == 1u);
     BOOST_TEST(e[0].code == errc::max_pinned);
-    BOOST_TEST(f.table.info("jobs/x").max == 2u);  // the refused request changed nothing
+    BOOST_TEST(f.table.info("jobs/x").max == 2u);                                // the refused request changed nothing
     BOOST_TEST(f.acquire(max_req(4, "e", "jobs/x", 2)) == effect_kind::queued);  // naming the pin is fine
     BOOST_TEST(f.acquire(max_req(5, "s", "jobs/solo/y", 2)) == effect_kind::rejected);  // the longer prefix
     BOOST_TEST(f.acquire(req(5, "t", "jobs/solo/y")) == effect_kind::granted);
@@ -1616,7 +1614,7 @@ BOOST_AUTO_TEST_CASE(pins_change_at_run_time) {
     BOOST_TEST(f.acquire(max_req(2, "b", "gpu/0", 3)) == effect_kind::rejected);
     BOOST_TEST(f.take().back().code == errc::max_pinned);
     BOOST_TEST(f.acquire(req(2, "c", "gpu/0")) == effect_kind::queued);  // the pin's max 1 now applies
-    f.table.set_pin("gpu/", 2);  // replaces
+    f.table.set_pin("gpu/", 2);                                          // replaces
     BOOST_TEST(f.acquire(max_req(3, "d", "gpu/1", 1)) == effect_kind::rejected);
     BOOST_TEST(f.acquire(max_req(3, "e", "gpu/1", 2)) == effect_kind::granted);
     f.table.set_pin("gpu/", std::nullopt);  // removed: a request's max applies again

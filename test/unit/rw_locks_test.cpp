@@ -37,8 +37,12 @@ struct fixture : effect_sink, rw_output {
         if (e.session == group) return rw.defer(e);
         std::string& o = out[e.session];
         switch (e.kind) {
-            case effect_kind::granted: write_lock_granted(o, e.id, e.key, e.token, e.waiters, rw.readers(e.key, e.readers)); break;
-            case effect_kind::queued: write_lock_queued(o, e.id, e.key, e.waiters, rw.readers(e.key, e.readers), e.position); break;
+            case effect_kind::granted:
+                write_lock_granted(o, e.id, e.key, e.token, e.waiters, rw.readers(e.key, e.readers));
+                break;
+            case effect_kind::queued:
+                write_lock_queued(o, e.id, e.key, e.waiters, rw.readers(e.key, e.readers), e.position);
+                break;
             case effect_kind::rejected: write_lock_rejected(o, e.id, e.key, e.code); break;
             case effect_kind::lock_lost: write_lock_lost(o, e.key, e.id, e.reason); break;
             default: break;
@@ -70,8 +74,8 @@ struct fixture : effect_sink, rw_output {
         table.check_invariants();
     }
 
-    void lock(session_id s, std::string id, std::string key, std::optional<rw_status> st, std::optional<std::uint32_t> max = {},
-              std::optional<std::chrono::milliseconds> ttl = {}) {
+    void lock(session_id s, std::string id, std::string key, std::optional<rw_status> st,
+              std::optional<std::uint32_t> max = {}, std::optional<std::chrono::milliseconds> ttl = {}) {
         req::lock r{.uuid = id, .key = key, .ttl = ttl, .max = max, .rw = st};
         if (!rw.lock(s, r, std::nullopt, now))
             table.acquire({.session = s, .id = r.uuid, .key = r.key, .ttl = r.ttl, .max = r.max, .mode = r.mode}, now);
@@ -81,10 +85,14 @@ struct fixture : effect_sink, rw_output {
                 std::optional<rw_status> st) {
         req::unlock r{.uuid = uuid, .key = key, .lock_id = id, .force = force, .rw = st};
         if (!rw.unlock(s, r, now)) {
-            if (id && force) table.force_release(key, *id, now);
-            else if (id) table.release(key, *id, now, s);
-            else if (force) table.force_release(key, std::nullopt, now);
-            else table.release_own(s, key, now);
+            if (id && force)
+                table.force_release(key, *id, now);
+            else if (id)
+                table.release(key, *id, now, s);
+            else if (force)
+                table.force_release(key, std::nullopt, now);
+            else
+                table.release_own(s, key, now);
             write_unlock_ok(out[s], uuid, key, 0);
         }
         settle();
@@ -126,9 +134,7 @@ struct fixture : effect_sink, rw_output {
 };
 
 // A reader of the read-preferring client: begin_read, and for the first reader the write key.
-void begin_read(fixture& f, session_id s, const std::string& n) {
-    f.lock(s, n + "-r", "R", rw_status::begin_read, 10);
-}
+void begin_read(fixture& f, session_id s, const std::string& n) { f.lock(s, n + "-r", "R", rw_status::begin_read, 10); }
 
 }  // namespace
 
@@ -203,8 +209,8 @@ BOOST_FIXTURE_TEST_CASE(the_first_readers_disconnect_keeps_the_write_key_for_the
     begin_read(*this, 2, "b");
     BOOST_TEST(readers_count(take(2, "b-r")) == 2u);
     lock(3, "x", "W", rw_status::begin_write, 1);
-    close(1);          // the reader that took the write key dies
-    advance(100ms);    // and the ttl its client asked for passes
+    close(1);        // the reader that took the write key dies
+    advance(100ms);  // and the ttl its client asked for passes
     BOOST_TEST(!writer_holds("W", "x"));
     BOOST_TEST(take(3, "x").empty() == false);  // the queued notice, not a grant
     lock(2, "b-e", "R", rw_status::end_read, 1);
@@ -296,7 +302,7 @@ BOOST_FIXTURE_TEST_CASE(a_reader_waits_while_a_writer_has_the_flag_and_a_dead_wr
     BOOST_TEST(!take(3, "w-c").empty());
     message(1, k::write_flag_check, "r1-c", "K");
     BOOST_TEST(take(1, "r1-c").empty());  // parked: no answer until the flag clears
-    close(3);  // the writer dies with the flag set
+    close(3);                             // the writer dies with the flag set
     auto c = take(1, "r1-c");
     BOOST_REQUIRE(!c.empty());
     BOOST_TEST(c.at("type").as_string() == "register-write-flag-success");
@@ -321,10 +327,10 @@ BOOST_FIXTURE_TEST_CASE(a_reader_that_dies_is_no_longer_counted, fixture) {
 // Found by the rw_locks fuzz target: the readers' hold granted by the table in the same step as
 // the only waiting reader's connection closed was left behind for good.
 BOOST_FIXTURE_TEST_CASE(a_group_hold_granted_as_its_reader_leaves_is_not_left_behind, fixture) {
-    lock(4, "u8", "R", std::nullopt);     // a plain exclusive hold of R
-    begin_read(*this, 4, "b");            // the same connection's reader waits for it
-    table.close_session(4, now);          // frees R: the readers' hold is granted...
-    rw.close_session(4, now);             // ...before the RW layer has seen it
+    lock(4, "u8", "R", std::nullopt);  // a plain exclusive hold of R
+    begin_read(*this, 4, "b");         // the same connection's reader waits for it
+    table.close_session(4, now);       // frees R: the readers' hold is granted...
+    rw.close_session(4, now);          // ...before the RW layer has seen it
     settle();
     BOOST_TEST(rw.idle());
     BOOST_TEST(table.counters().keys == 0u);

@@ -167,7 +167,8 @@ std::string describe(const core::reply& r) {
     }
     if (r.contended_key) s << " contended_key=" << escaped(*r.contended_key);
     if (r.expires_in)
-        s << " expires_in=" << (*r.expires_in == core::no_expiry ? std::string("never") : std::to_string(r.expires_in->count()));
+        s << " expires_in="
+          << (*r.expires_in == core::no_expiry ? std::string("never") : std::to_string(r.expires_in->count()));
     list("ls_result", r.ls_result);
     number("cursor", r.cursor);
     flag("held", r.held);
@@ -251,8 +252,9 @@ std::map<std::string, std::function<void(std::string&)>> writer_cases() {
         i.exists = true;
         i.max = 2;
         i.holder_mode = core::lock_mode::shared;
-        i.holders = {{"h1", 7, core::lock_mode::shared, 1000001, t0 + milliseconds(4000), t0 - milliseconds(1500), false},
-                     {"h2", 8, core::lock_mode::shared, 1000003, std::nullopt, t0 - milliseconds(20), true}};
+        i.holders = {
+            {"h1", 7, core::lock_mode::shared, 1000001, t0 + milliseconds(4000), t0 - milliseconds(1500), false},
+            {"h2", 8, core::lock_mode::shared, 1000003, std::nullopt, t0 - milliseconds(20), true}};
         i.holder_count = 2;
         i.waiters = 1;
         i.last_token = 1000003;
@@ -293,7 +295,9 @@ std::map<std::string, std::function<void(std::string&)>> writer_cases() {
     w["unwatch"] = [](std::string& o) { core::write_watch_ack(o, "w1", false); };
     w["lock-lost-ttl"] = [](std::string& o) { core::write_lock_lost(o, "k", "u1", core::lost_reason::ttl); };
     w["lock-lost-forced"] = [](std::string& o) { core::write_lock_lost(o, "k", "u1", core::lost_reason::forced); };
-    w["event-granted"] = [](std::string& o) { core::write_event(o, core::event_kind::granted, "k", "u1", 1000001, 1u); };
+    w["event-granted"] = [](std::string& o) {
+        core::write_event(o, core::event_kind::granted, "k", "u1", 1000001, 1u);
+    };
     w["event-queued"] = [](std::string& o) { core::write_event(o, core::event_kind::queued, "k", "u2", 0, 2u); };
     w["event-released"] = [](std::string& o) { core::write_event(o, core::event_kind::released, "k", "u1"); };
     w["event-expired"] = [](std::string& o) { core::write_event(o, core::event_kind::expired, "k", ""); };
@@ -301,11 +305,15 @@ std::map<std::string, std::function<void(std::string&)>> writer_cases() {
     w["event-timeout"] = [](std::string& o) { core::write_event(o, core::event_kind::timeout, "k", "u2", 0, 0u); };
     w["event-forced"] = [](std::string& o) { core::write_event(o, core::event_kind::forced, "k", "u1", 1000001); };
     w["event-connections"] = [](std::string& o) { core::write_connections_event(o, 12); };
-    w["rw-answer"] = [](std::string& o) { core::write_rw_answer(o, "register-write-flag-success", "q1", "k", 2u, true); };
+    w["rw-answer"] = [](std::string& o) {
+        core::write_rw_answer(o, "register-write-flag-success", "q1", "k", 2u, true);
+    };
     w["rw-answer-bare"] = [](std::string& o) { core::write_rw_answer(o, "increment-readers-success", "q2", "k"); };
     w["unknown-type"] = [](std::string& o) { core::write_unknown_type(o, "frobnicate", "x1", "k", "unknown type"); };
     w["error"] = [](std::string& o) { core::write_error(o, "x2", errc::unauthenticated); };
-    w["error-key"] = [](std::string& o) { core::write_error(o, "x2", errc::key_too_long, "key over 1024 bytes", "kk"); };
+    w["error-key"] = [](std::string& o) {
+        core::write_error(o, "x2", errc::key_too_long, "key over 1024 bytes", "kk");
+    };
     w["error-bare"] = [](std::string& o) { core::write_error(o, "", errc::shutting_down); };
     w["error-escapes"] = [](std::string& o) {
         core::write_error(o, "x3", errc::bad_request, "bad \"ttl\": \\ \t \x01 \u00e9 \xe2\x82\xac");

@@ -26,16 +26,16 @@ struct board {
 };
 
 struct worker_config {
-    std::string url;      // unix:///path or tcp://host:port
-    std::string board;    // the board file
+    std::string url;    // unix:///path or tcp://host:port
+    std::string board;  // the board file
     int slot = 0;
     std::string id;       // unique per process, e.g. "w3.2"
     std::string history;  // JSON lines written here
     std::string prefix;   // key prefix of this run
     std::uint64_t seed = 1;
     int keys = 6;
-    int sessions = 2;     // connections per client process
-    int depth = 6;        // lock requests in flight per connection
+    int sessions = 2;  // connections per client process
+    int depth = 6;     // lock requests in flight per connection
 };
 
 int run_worker(const worker_config& cfg);

@@ -77,11 +77,16 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& s) {
     }
     std::string unit = s.substr(used);
     double ms;
-    if (unit.empty() || unit == "s") ms = v * 1000;
-    else if (unit == "ms") ms = v;
-    else if (unit == "m" || unit == "min") ms = v * 60'000;
-    else if (unit == "h") ms = v * 3'600'000;
-    else return std::nullopt;
+    if (unit.empty() || unit == "s")
+        ms = v * 1000;
+    else if (unit == "ms")
+        ms = v;
+    else if (unit == "m" || unit == "min")
+        ms = v * 60'000;
+    else if (unit == "h")
+        ms = v * 3'600'000;
+    else
+        return std::nullopt;
     if (!(ms > 0)) return std::nullopt;
     return std::chrono::milliseconds(static_cast<std::int64_t>(ms));
 }
@@ -137,7 +142,10 @@ public:
         }
         ++session_;
         hist_.record("watch", session_, "open");
-        send(json::object{{"type", "hello"}, {"uuid", "watch-hello-" + std::to_string(session_)}, {"client", "lmx-check"}, {"protocol", 1}});
+        send(json::object{{"type", "hello"},
+                          {"uuid", "watch-hello-" + std::to_string(session_)},
+                          {"client", "lmx-check"},
+                          {"protocol", 1}});
         send(json::object{{"type", "watch"}, {"uuid", "watch-" + std::to_string(session_)}});
         ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
         while (!subscribed_) {
@@ -211,11 +219,13 @@ public:
         if (!a_.url.empty() && !a_.url.starts_with("unix://") && !a_.url.starts_with("tcp://"))
             return usage("--url must be unix:///PATH or tcp://HOST:PORT");
         own_broker_ = a_.url.empty();
-        const auto seed = a_.seed.value_or(static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) % 1'000'000'007);
+        const auto seed = a_.seed.value_or(
+            static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) % 1'000'000'007);
         rng_.seed(seed);
         if (a_.dir.empty()) {
             std::string tmpl = (fs::temp_directory_path() / "lmx-check-XXXXXX").string();
-            if (!::mkdtemp(tmpl.data())) return fail("cannot create a work directory: " + std::string(std::strerror(errno)));
+            if (!::mkdtemp(tmpl.data()))
+                return fail("cannot create a work directory: " + std::string(std::strerror(errno)));
             dir_ = tmpl;
             temp_dir_ = true;
         } else {
@@ -261,7 +271,8 @@ public:
                 next_kill = now + exp_ms(a_.kill_every_ms);
             }
             if (own_broker_ && !a_.no_broker_restarts && now >= next_restart) {
-                if (!restart_broker()) return fail("the broker did not come back after a restart; its log: " + dir_ + "/broker.log");
+                if (!restart_broker())
+                    return fail("the broker did not come back after a restart; its log: " + dir_ + "/broker.log");
                 next_restart = std::chrono::steady_clock::now() + exp_ms(a_.restart_every_ms);
             }
             if (auto bad = reap(); !bad.empty()) return fail(bad);
@@ -290,7 +301,8 @@ private:
     }
     int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
     std::chrono::milliseconds exp_ms(int mean) {
-        return std::chrono::milliseconds(static_cast<std::int64_t>(std::exponential_distribution<double>(1.0 / mean)(rng_)) + 1);
+        return std::chrono::milliseconds(
+            static_cast<std::int64_t>(std::exponential_distribution<double>(1.0 / mean)(rng_)) + 1);
     }
 
     bool make_board() {
@@ -312,18 +324,23 @@ private:
     }
 
     void progress(std::uint64_t ops, std::chrono::steady_clock::duration elapsed) {
-        say(std::to_string(ops) + (a_.duration.empty() ? "/" + std::to_string(a_.ops) : std::string()) + " operations, " +
-            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count()) + " s, broker restarts " +
-            std::to_string(restarts_) + ", client kills " + std::to_string(kills_));
+        say(std::to_string(ops) + (a_.duration.empty() ? "/" + std::to_string(a_.ops) : std::string()) +
+            " operations, " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(elapsed).count()) +
+            " s, broker restarts " + std::to_string(restarts_) + ", client kills " + std::to_string(kills_));
     }
 
     // The new broker listens on a side path until the watcher has subscribed, then the path is
     // renamed to the one clients use: no grant happens before the watch stream sees it.
     bool start_broker() {
         const std::string side = dir_ + "/broker.sock.next";
-        std::vector<std::string> args = {a_.broker_binary.empty() ? self_exe() : a_.broker_binary, "broker", "--listen",
-                                         "unix://" + side, "--state-dir", dir_ + "/state",
-                                         "--log-level", "warn"};
+        std::vector<std::string> args = {a_.broker_binary.empty() ? self_exe() : a_.broker_binary,
+                                         "broker",
+                                         "--listen",
+                                         "unix://" + side,
+                                         "--state-dir",
+                                         dir_ + "/state",
+                                         "--log-level",
+                                         "warn"};
         args.insert(args.end(), a_.broker_args.begin(), a_.broker_args.end());
         broker_pid_ = spawn(args, dir_ + "/broker.log");
         if (!watch_->open("unix://" + side, std::chrono::seconds(20))) return false;
@@ -364,18 +381,30 @@ private:
         worker_proc& w = workers_[static_cast<std::size_t>(slot)];
         ++w.gen;
         w.id = "w" + std::to_string(slot) + "." + std::to_string(w.gen);
-        std::vector<std::string> args = {self_exe(),        "check",
-                                         "--worker",        "--worker-id",
-                                         w.id,              "--worker-slot",
-                                         std::to_string(slot), "--worker-url",
-                                         url,               "--worker-board",
-                                         dir_ + "/board",   "--worker-history",
+        std::vector<std::string> args = {self_exe(),
+                                         "check",
+                                         "--worker",
+                                         "--worker-id",
+                                         w.id,
+                                         "--worker-slot",
+                                         std::to_string(slot),
+                                         "--worker-url",
+                                         url,
+                                         "--worker-board",
+                                         dir_ + "/board",
+                                         "--worker-history",
                                          dir_ + "/hist/" + w.id + ".jsonl",
-                                         "--worker-prefix", prefix,
-                                         "--seed",          std::to_string(seed * 1'000'003 + static_cast<std::uint64_t>(slot) * 7919 + static_cast<std::uint64_t>(w.gen)),
-                                         "--keys",          std::to_string(a_.keys),
-                                         "--connections",   std::to_string(a_.connections),
-                                         "--depth",         std::to_string(a_.depth)};
+                                         "--worker-prefix",
+                                         prefix,
+                                         "--seed",
+                                         std::to_string(seed * 1'000'003 + static_cast<std::uint64_t>(slot) * 7919 +
+                                                        static_cast<std::uint64_t>(w.gen)),
+                                         "--keys",
+                                         std::to_string(a_.keys),
+                                         "--connections",
+                                         std::to_string(a_.connections),
+                                         "--depth",
+                                         std::to_string(a_.depth)};
         w.pid = spawn(args, dir_ + "/clients.log");
     }
 
@@ -398,7 +427,8 @@ private:
             int status = 0;
             if (::waitpid(w.pid, &status, WNOHANG) == w.pid) {
                 w.pid = -1;
-                return "client process " + w.id + " ended early (status " + std::to_string(status) + "); see " + dir_ + "/clients.log";
+                return "client process " + w.id + " ended early (status " + std::to_string(status) + "); see " + dir_ +
+                       "/clients.log";
             }
         }
         return {};
@@ -473,8 +503,10 @@ public:
     }
 
     void report(const check::summary& s) {
-        if (a_.json) std::printf("%s\n", check::summary_json(s).c_str());
-        else std::printf("%s", check::format_summary(s).c_str());
+        if (a_.json)
+            std::printf("%s\n", check::summary_json(s).c_str());
+        else
+            std::printf("%s", check::format_summary(s).c_str());
     }
 
 private:
@@ -515,8 +547,10 @@ int run_check(check_args& a) {
             std::fprintf(stderr, "lmx check: %s\n", e.what());
             return exit_usage;
         }
-        if (a.json) std::printf("%s\n", check::summary_json(s).c_str());
-        else std::printf("%s", check::format_summary(s).c_str());
+        if (a.json)
+            std::printf("%s\n", check::summary_json(s).c_str());
+        else
+            std::printf("%s", check::format_summary(s).c_str());
         return s.violation_count ? 1 : 0;
     }
     std::signal(SIGPIPE, SIG_IGN);
@@ -534,29 +568,58 @@ int run_check(check_args& a) {
 void add_check_command(CLI::App& app, action_setter set_action) {
     auto a = std::make_shared<check_args>();
     auto* cmd = app.add_subcommand(
-        "check", "Run random clients against a broker with faults (client kills, broker restarts) and check the "
-                 "history for violations of lmx's guarantees; exit 1 on any");
-    cmd->add_option("--url", a->url, "Check a running broker (unix:// or tcp://); no broker restarts then (default: start one)")
+        "check",
+        "Run random clients against a broker with faults (client kills, broker restarts) and check the "
+        "history for violations of lmx's guarantees; exit 1 on any");
+    cmd->add_option("--url", a->url,
+                    "Check a running broker (unix:// or tcp://); no broker restarts then (default: start one)")
         ->type_name("URL");
-    cmd->add_option("--clients", a->clients, "Client processes")->default_val(4)->check(CLI::Range(1, check::max_workers));
-    cmd->add_option("--ops", a->ops, "Stop after this many operations in all")->default_val(20000)->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
-    cmd->add_option("--duration", a->duration, "Stop after this long instead of --ops, e.g. 90s, 10m, 1h")->type_name("TIME");
-    cmd->add_option("--keys", a->keys, "Keys the clients contend for (their max is 1, 2 or 3)")->default_val(6)->check(CLI::Range(1, 10000));
-    cmd->add_option("--connections", a->connections, "Connections per client process")->default_val(2)->check(CLI::Range(1, 64));
-    cmd->add_option("--depth", a->depth, "Requests in flight per connection")->default_val(6)->check(CLI::Range(1, 1000));
+    cmd->add_option("--clients", a->clients, "Client processes")
+        ->default_val(4)
+        ->check(CLI::Range(1, check::max_workers));
+    cmd->add_option("--ops", a->ops, "Stop after this many operations in all")
+        ->default_val(20000)
+        ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+    cmd->add_option("--duration", a->duration, "Stop after this long instead of --ops, e.g. 90s, 10m, 1h")
+        ->type_name("TIME");
+    cmd->add_option("--keys", a->keys, "Keys the clients contend for (their max is 1, 2 or 3)")
+        ->default_val(6)
+        ->check(CLI::Range(1, 10000));
+    cmd->add_option("--connections", a->connections, "Connections per client process")
+        ->default_val(2)
+        ->check(CLI::Range(1, 64));
+    cmd->add_option("--depth", a->depth, "Requests in flight per connection")
+        ->default_val(6)
+        ->check(CLI::Range(1, 1000));
     cmd->add_option("--seed", a->seed, "Random seed (default: from the clock; printed to reproduce a run)");
     cmd->add_flag("--no-client-kills", a->no_client_kills, "Do not kill client processes (kill -9)");
     cmd->add_flag("--no-broker-restarts", a->no_broker_restarts, "Do not kill and restart the broker");
-    cmd->add_option("--kill-every", a->kill_every_ms, "Mean ms between client kills")->default_val(1500)->check(CLI::Range(10, 3'600'000))->type_name("MS");
-    cmd->add_option("--restart-every", a->restart_every_ms, "Mean ms between broker restarts")->default_val(4000)->check(CLI::Range(100, 3'600'000))->type_name("MS");
-    cmd->add_option("--history", a->history, "Write the history (JSON lines) to FILE (default: in the work dir, kept when violations are found)")->type_name("FILE");
+    cmd->add_option("--kill-every", a->kill_every_ms, "Mean ms between client kills")
+        ->default_val(1500)
+        ->check(CLI::Range(10, 3'600'000))
+        ->type_name("MS");
+    cmd->add_option("--restart-every", a->restart_every_ms, "Mean ms between broker restarts")
+        ->default_val(4000)
+        ->check(CLI::Range(100, 3'600'000))
+        ->type_name("MS");
+    cmd->add_option("--history", a->history,
+                    "Write the history (JSON lines) to FILE (default: in the work dir, kept when violations are found)")
+        ->type_name("FILE");
     cmd->add_option("--dir", a->dir, "Work directory, kept (default: a new temporary one)")->type_name("DIR");
-    cmd->add_option("--broker-arg", a->broker_args, "Extra argument for the broker this command starts, repeatable")->type_name("ARG")->allow_extra_args(false);
+    cmd->add_option("--broker-arg", a->broker_args, "Extra argument for the broker this command starts, repeatable")
+        ->type_name("ARG")
+        ->allow_extra_args(false);
     cmd->add_option("--broker", a->broker_binary, "The lmx binary to run as the broker (default: this one)")
-        ->type_name("PATH")->check(CLI::ExistingFile);
-    cmd->add_option("--analyze", a->analyze, "Only check recorded history files")->type_name("FILE")->check(CLI::ExistingFile);
-    cmd->add_option("--peer", a->peer, "With --analyze: the broker the history comes from; other than lmx, only the checks that need no watch stream or fencing tokens run")
-        ->default_val("lmx")->check(CLI::IsMember({"lmx", "live-mutex"}));
+        ->type_name("PATH")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--analyze", a->analyze, "Only check recorded history files")
+        ->type_name("FILE")
+        ->check(CLI::ExistingFile);
+    cmd->add_option("--peer", a->peer,
+                    "With --analyze: the broker the history comes from; other than lmx, only the checks that need no "
+                    "watch stream or fencing tokens run")
+        ->default_val("lmx")
+        ->check(CLI::IsMember({"lmx", "live-mutex"}));
     cmd->add_flag("--json", a->json, "Print the summary as one JSON object");
     cmd->add_flag("-q,--quiet", a->quiet, "No progress on stderr");
     // The coordinator starts client processes with these.

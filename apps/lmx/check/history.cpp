@@ -78,8 +78,8 @@ struct request_st {
     std::string type;
     session_st* sess = nullptr;
     std::int64_t t_send = 0;
-    int answers = 0;  // final answers
-    int retries = 0;  // the same uuid sent again
+    int answers = 0;         // final answers
+    int retries = 0;         // the same uuid sent again
     bool withdrawn = false;  // its owner's cancel or unlock took it out of the queue
     bool abandoned = false;  // its owner gave up on it (lock-client-timeout); no answer owed
     // lock and acquire-many
@@ -90,7 +90,7 @@ struct request_st {
     std::int64_t t_grant = 0;
     std::int64_t lease_end = never;
     std::int64_t t_release_sent = never;  // its owner's first release of the hold
-    bool cut = false;  // another connection ended it, or a force may have
+    bool cut = false;                     // another connection ended it, or a force may have
     std::vector<held_key> keys;
     // unlock, release-many, extend, cancel, lock-client-timeout
     std::string target;
@@ -184,9 +184,12 @@ struct analyzer::impl {
             s.name = src + "/" + std::to_string(i64(r, "s"));
             ++sum.sessions;
         }
-        if (ev == "send" && m) on_send(s, *m, t);
-        else if (ev == "recv" && m) on_recv(s, *m, t);
-        else if (ev == "close") on_close(s, str(r, "how"), t);
+        if (ev == "send" && m)
+            on_send(s, *m, t);
+        else if (ev == "recv" && m)
+            on_recv(s, *m, t);
+        else if (ev == "close")
+            on_close(s, str(r, "how"), t);
     }
 
     void on_control(const std::string& ev, const json::object& r, std::int64_t t) {
@@ -225,7 +228,9 @@ struct analyzer::impl {
         ++sum.stream_events;
         streamed_ids.insert(id);
         auto rq = reqs.find(id);
-        if (rq == reqs.end()) return flag("unknown-request", "stream event " + event + " on " + key + " for " + id + ", which no client sent", t);
+        if (rq == reqs.end())
+            return flag("unknown-request",
+                        "stream event " + event + " on " + key + " for " + id + ", which no client sent", t);
         stream_key& sk = stream[key];
         if (event == "queued") {
             if (std::find(sk.queue.begin(), sk.queue.end(), id) != sk.queue.end())
@@ -234,8 +239,10 @@ struct analyzer::impl {
         } else if (event == "granted") {
             if (!sk.queue.empty() && sk.queue.front() != id) {
                 auto at = std::find(sk.queue.begin(), sk.queue.end(), id);
-                flag("fifo", id + " granted " + key + " while " + sk.queue.front() + " was first in line" +
-                                 (at == sk.queue.end() ? " (it never queued)" : ""), t);
+                flag("fifo",
+                     id + " granted " + key + " while " + sk.queue.front() + " was first in line" +
+                         (at == sk.queue.end() ? " (it never queued)" : ""),
+                     t);
                 if (at != sk.queue.end()) sk.queue.erase(at);
             } else if (!sk.queue.empty()) {
                 sk.queue.pop_front();
@@ -244,22 +251,30 @@ struct analyzer::impl {
             const bool shared = rq->second.shared && !rq->second.multi;
             sk.holders[id] = shared;
             if (sk.holders.size() > max_of(key))
-                flag("over-max", key + " has " + std::to_string(sk.holders.size()) + " holders (max " +
-                                     std::to_string(max_of(key)) + ") after granting " + id, t);
+                flag("over-max",
+                     key + " has " + std::to_string(sk.holders.size()) + " holders (max " +
+                         std::to_string(max_of(key)) + ") after granting " + id,
+                     t);
             for (auto& [other, other_shared] : sk.holders)
                 if (other_shared != shared) {
-                    flag("shared-with-exclusive", key + ": " + id + (shared ? " (shared)" : " (exclusive)") +
-                                                      " granted while " + other + " holds it in the other mode", t);
+                    flag("shared-with-exclusive",
+                         key + ": " + id + (shared ? " (shared)" : " (exclusive)") + " granted while " + other +
+                             " holds it in the other mode",
+                         t);
                     break;
                 }
             auto token = u64(m, "fencingToken").value_or(0);
             auto& kt = key_last_token[key];
             if (token <= kt)
-                flag("token-order", key + ": token " + std::to_string(token) + " granted to " + id +
-                                        " after token " + std::to_string(kt), t);
+                flag("token-order",
+                     key + ": token " + std::to_string(token) + " granted to " + id + " after token " +
+                         std::to_string(kt),
+                     t);
             if (token <= last_token)
-                flag("token-order", "token " + std::to_string(token) + " granted to " + id + " after token " +
-                                        std::to_string(last_token) + " (on any key, across restarts)", t);
+                flag("token-order",
+                     "token " + std::to_string(token) + " granted to " + id + " after token " +
+                         std::to_string(last_token) + " (on any key, across restarts)",
+                     t);
             kt = std::max(kt, token);
             last_token = std::max(last_token, token);
             stream_grants.insert({stream_epoch, id, key, token});
@@ -269,8 +284,10 @@ struct analyzer::impl {
             if (event == "forced") forced.insert({id, key});
         } else if (event == "cancelled" || event == "timeout") {
             auto at = std::find(sk.queue.begin(), sk.queue.end(), id);
-            if (at == sk.queue.end()) flag("end-of-nothing", event + " event for " + id + " on " + key + ", which was not queued", t);
-            else sk.queue.erase(at);
+            if (at == sk.queue.end())
+                flag("end-of-nothing", event + " event for " + id + " on " + key + ", which was not queued", t);
+            else
+                sk.queue.erase(at);
         }
         if (sk.holders.empty() && sk.queue.empty()) stream.erase(key);
     }
@@ -291,7 +308,8 @@ struct analyzer::impl {
             s.live_mutex = true;
             return;
         }
-        static const std::set<std::string> inspection = {"hello", "ping", "lock-info-request", "ls", "system-stats-request", "watch", "unwatch", "lock-received"};
+        static const std::set<std::string> inspection = {
+            "hello", "ping", "lock-info-request", "ls", "system-stats-request", "watch", "unwatch", "lock-received"};
         if (!inspection.contains(type)) ++sum.operations;
         const std::string uuid = str(m, "uuid");
         if (type == "lock-received") return;
@@ -310,8 +328,10 @@ struct analyzer::impl {
         }
         if (uuid.empty()) return;
         if (auto it = reqs.find(uuid); it != reqs.end()) {
-            if (it->second.sess == &s && it->second.type == type) ++it->second.retries;
-            else flag("reused-id", "request id " + uuid + " sent again by " + s.name, t);
+            if (it->second.sess == &s && it->second.type == type)
+                ++it->second.retries;
+            else
+                flag("reused-id", "request id " + uuid + " sent again by " + s.name, t);
             return;
         }
         request_st& r = reqs[uuid];
@@ -326,7 +346,8 @@ struct analyzer::impl {
                 r.shared = str(m, "mode") == "shared";
                 auto mx = u64(m, "max").value_or(1);
                 auto& km = key_max[key];
-                km = std::max<std::uint32_t>({km, 1u, static_cast<std::uint32_t>(std::min<std::uint64_t>(mx, 1u << 30))});
+                km = std::max<std::uint32_t>(
+                    {km, 1u, static_cast<std::uint32_t>(std::min<std::uint64_t>(mx, 1u << 30))});
             } else {
                 r.multi = true;
                 if (auto* ks = m.if_contains("keys"); ks && ks->is_array()) {
@@ -340,20 +361,27 @@ struct analyzer::impl {
                 }
             }
             if (auto* ttl = m.if_contains("ttl")) {
-                if (ttl->is_null()) r.ttl_ns = never;
-                else if (auto v = u64(m, "ttl"); v && *v > 0) r.ttl_ns = static_cast<std::int64_t>(*v) * ms_ns;
+                if (ttl->is_null())
+                    r.ttl_ns = never;
+                else if (auto v = u64(m, "ttl"); v && *v > 0)
+                    r.ttl_ns = static_cast<std::int64_t>(*v) * ms_ns;
             }
             return;
         }
         r.key = str(m, "key");
         r.force = is_true(m, "force");
-        if (type == "unlock") r.target = str(m, "_uuid");
-        else if (type == "release-many") r.target = str(m, "lockUuid");
+        if (type == "unlock")
+            r.target = str(m, "_uuid");
+        else if (type == "release-many")
+            r.target = str(m, "lockUuid");
         else if (type == "extend") {
             r.target = str(m, "_uuid");
-            if (auto* ttl = m.if_contains("ttl"); ttl && ttl->is_null()) r.extend_ttl_ns = never;
-            else if (auto v = u64(m, "ttl"); v && *v > 0) r.extend_ttl_ns = static_cast<std::int64_t>(*v) * ms_ns;
-        } else if (type == "cancel") r.target = str(m, "target");
+            if (auto* ttl = m.if_contains("ttl"); ttl && ttl->is_null())
+                r.extend_ttl_ns = never;
+            else if (auto v = u64(m, "ttl"); v && *v > 0)
+                r.extend_ttl_ns = static_cast<std::int64_t>(*v) * ms_ns;
+        } else if (type == "cancel")
+            r.target = str(m, "target");
         if (type == "unlock" && r.target.empty() && r.force) key_forces[r.key].push_back(t);
         if ((type == "unlock" || type == "release-many") && !r.target.empty()) {
             auto tg = reqs.find(r.target);
@@ -375,8 +403,10 @@ struct analyzer::impl {
         auto it = reqs.find(uuid);
         if (it == reqs.end() || it->second.sess != &s) {
             if (type == "error" && uuid.empty()) return;
-            return flag("stray-answer", s.name + " got a " + type + " answer for " + (uuid.empty() ? "no id" : uuid) +
-                                            ", which it never sent", t);
+            return flag(
+                "stray-answer",
+                s.name + " got a " + type + " answer for " + (uuid.empty() ? "no id" : uuid) + ", which it never sent",
+                t);
         }
         request_st& r = it->second;
         if (type == "hello") {
@@ -392,17 +422,26 @@ struct analyzer::impl {
             bool ok = is_true(m, "unlocked") && !has(m, "warning") && !has(m, "error");
             if (tg->granted && !tg->multi) {
                 if (tg->keys[0].t_lost == never && tg->t_release_sent == r.t_send && tells_lost(s) && !ok)
-                    flag("silent-end", uuid + ": hold " + r.target + " on " + r.key + " was gone when its owner released it, "
-                                           "and no lock-lost said so: " + json::serialize(m), t);
+                    flag("silent-end",
+                         uuid + ": hold " + r.target + " on " + r.key +
+                             " was gone when its owner released it, "
+                             "and no lock-lost said so: " +
+                             json::serialize(m),
+                         t);
             } else if (tg->answers == 0 && is_true(m, "unlocked")) {
                 tg->withdrawn = true;
             }
         } else if (type == "release-many") {
             if (tg->granted) {
-                bool lost = std::any_of(tg->keys.begin(), tg->keys.end(), [](const held_key& h) { return h.t_lost != never; });
+                bool lost =
+                    std::any_of(tg->keys.begin(), tg->keys.end(), [](const held_key& h) { return h.t_lost != never; });
                 if (!lost && tg->t_release_sent == r.t_send && tells_lost(s) && !is_true(m, "released"))
-                    flag("silent-end", uuid + ": multi-key hold " + r.target + " was gone when its owner released it, "
-                                           "and no lock-lost said so: " + json::serialize(m), t);
+                    flag("silent-end",
+                         uuid + ": multi-key hold " + r.target +
+                             " was gone when its owner released it, "
+                             "and no lock-lost said so: " +
+                             json::serialize(m),
+                         t);
             } else if (tg->answers == 0 && is_true(m, "released")) {
                 tg->withdrawn = true;
             }
@@ -410,8 +449,12 @@ struct analyzer::impl {
             held_key* h = tg->on(r.key);
             if (tg->granted && h && h->t_lost == never && tg->t_release_sent > r.t_send && tells_lost(s)) {
                 if (!is_true(m, "extended"))
-                    flag("silent-end", uuid + ": hold " + r.target + " on " + r.key + " could not be extended, "
-                                           "and no lock-lost said it had ended: " + json::serialize(m), t);
+                    flag("silent-end",
+                         uuid + ": hold " + r.target + " on " + r.key +
+                             " could not be extended, "
+                             "and no lock-lost said it had ended: " +
+                             json::serialize(m),
+                         t);
             }
             // The broker sets the lease to end `ttl` after it serves the extend (no earlier than
             // its send), whether that is later or sooner than before.
@@ -424,7 +467,8 @@ struct analyzer::impl {
                     flag("double-answer", uuid + ": cancel of " + r.target + " succeeded after it was answered", t);
                 tg->withdrawn = true;
             } else if (tg->answers == 0 && !tg->withdrawn && !tg->abandoned) {
-                flag("lost-answer", uuid + ": cancel found " + r.target + " no longer waiting, yet it was never answered", t);
+                flag("lost-answer",
+                     uuid + ": cancel found " + r.target + " no longer waiting, yet it was never answered", t);
             }
         }
     }
@@ -434,13 +478,17 @@ struct analyzer::impl {
         const bool failed = has(m, "error");
         if (!acquired && !failed && is_true(m, "queued")) {
             // A retry that arrives after the request ended starts it again, and may wait again.
-            if (r.answers > r.retries) flag("notice-after-answer", uuid + " got a queued notice after its final answer", t);
+            if (r.answers > r.retries)
+                flag("notice-after-answer", uuid + " got a queued notice after its final answer", t);
             return;
         }
         ++r.answers;
         int allowed = 1 + r.retries + (r.abandoned ? 1 : 0);
-        if (r.answers > allowed) flag("double-answer", uuid + " (" + r.type + ") answered more than once: " + json::serialize(m), t);
-        else if (r.withdrawn) flag("double-answer", uuid + " answered after its owner's withdrawal was confirmed: " + json::serialize(m), t);
+        if (r.answers > allowed)
+            flag("double-answer", uuid + " (" + r.type + ") answered more than once: " + json::serialize(m), t);
+        else if (r.withdrawn)
+            flag("double-answer", uuid + " answered after its owner's withdrawal was confirmed: " + json::serialize(m),
+                 t);
         if (failed) ++sum.rejections_by_code[str(m, "code")];
         if (!acquired) return;
         ++sum.grants;
@@ -452,7 +500,8 @@ struct analyzer::impl {
             r.keys[0].token = u64(m, "fencingToken").value_or(0);
         } else if (auto* ft = m.if_contains("fencingTokens"); ft && ft->is_object()) {
             for (auto& [k, v] : ft->get_object())
-                if (held_key* h = r.on(std::string(k)); h && (v.is_uint64() || v.is_int64())) h->token = v.to_number<std::uint64_t>();
+                if (held_key* h = r.on(std::string(k)); h && (v.is_uint64() || v.is_int64()))
+                    h->token = v.to_number<std::uint64_t>();
         }
         if (opt.broker_stream)
             for (auto& h : r.keys) client_grants.push_back({s.epoch, uuid, h.key, h.token, t, &s});
@@ -462,7 +511,8 @@ struct analyzer::impl {
         ++sum.lost;
         const std::string id = str(m, "uuid"), key = str(m, "key");
         request_st* r = own(s, id);
-        if (!r || !r->granted) return flag("stray-answer", s.name + " got lock-lost for " + id + ", which it did not hold", t);
+        if (!r || !r->granted)
+            return flag("stray-answer", s.name + " got lock-lost for " + id + ", which it did not hold", t);
         if (held_key* h = r->on(key); h && h->t_lost == never) h->t_lost = t;
     }
 
@@ -484,8 +534,11 @@ struct analyzer::impl {
                 const bool lockish = r.type == "lock" || r.type == "acquire-many";
                 const bool owed = lockish ? !r.withdrawn && !r.abandoned : r.type != "version";
                 if (owed && r.answers == 0)
-                    flag("lost-answer", id + " (" + r.type + ") was never answered, though its connection stayed open "
-                                             "until everything was drained", s.t_close);
+                    flag("lost-answer",
+                         id + " (" + r.type +
+                             ") was never answered, though its connection stayed open "
+                             "until everything was drained",
+                         s.t_close);
             }
         }
     }
@@ -496,9 +549,8 @@ struct analyzer::impl {
     // when it names a later request of the same connection, sent after the grant arrived.
     bool stream_went_past(const client_grant& g) const {
         const auto& ids = g.sess->requests;
-        auto first_after = std::upper_bound(ids.begin(), ids.end(), g.t, [&](std::int64_t t, const std::string& id) {
-            return t < reqs.at(id).t_send;
-        });
+        auto first_after = std::upper_bound(
+            ids.begin(), ids.end(), g.t, [&](std::int64_t t, const std::string& id) { return t < reqs.at(id).t_send; });
         return std::any_of(first_after, ids.end(), [&](const std::string& id) { return streamed_ids.contains(id); });
     }
 
@@ -507,8 +559,10 @@ struct analyzer::impl {
             if (!streamed_epochs.contains(g.epoch)) continue;  // no stream to compare with
             if (stream_grants.contains({g.epoch, g.id, g.key, g.token})) continue;
             if (!stream_went_past(g)) continue;
-            flag("phantom-grant", g.id + " was told it holds " + g.key + " with token " + std::to_string(g.token) +
-                                          ", a grant the broker's own stream never made", g.t);
+            flag("phantom-grant",
+                 g.id + " was told it holds " + g.key + " with token " + std::to_string(g.token) +
+                     ", a grant the broker's own stream never made",
+                 g.t);
         }
     }
 
@@ -540,16 +594,21 @@ struct analyzer::impl {
                 std::erase_if(active, [&](const interval* a) { return a->end <= iv.start; });
                 for (const interval* a : active) {
                     if (a->shared != iv.shared) {
-                        flag("client-overlap", key + ": " + *iv.id + " held it " + (iv.shared ? "shared" : "exclusively") +
-                                                   " while " + *a->id + " still held it in the other mode, both within "
-                                                   "their leases", iv.start);
+                        flag("client-overlap",
+                             key + ": " + *iv.id + " held it " + (iv.shared ? "shared" : "exclusively") + " while " +
+                                 *a->id +
+                                 " still held it in the other mode, both within "
+                                 "their leases",
+                             iv.start);
                         break;
                     }
                 }
                 active.push_back(&iv);
                 if (active.size() > mx)
-                    flag("client-overlap", key + ": " + std::to_string(active.size()) + " clients held it at once (max " +
-                                               std::to_string(mx) + ") within their leases, the last " + *iv.id, iv.start);
+                    flag("client-overlap",
+                         key + ": " + std::to_string(active.size()) + " clients held it at once (max " +
+                             std::to_string(mx) + ") within their leases, the last " + *iv.id,
+                         iv.start);
             }
         }
     }
@@ -559,7 +618,8 @@ struct analyzer::impl {
         if (opt.broker_stream) check_client_grants();
         check_client_intervals();
         sum.epochs = epochs.size() - (epochs.contains("") ? 1 : 0);
-        std::sort(sum.violations.begin(), sum.violations.end(), [](const violation& a, const violation& b) { return a.t < b.t; });
+        std::sort(sum.violations.begin(), sum.violations.end(),
+                  [](const violation& a, const violation& b) { return a.t < b.t; });
         return std::move(sum);
     }
 };
@@ -621,10 +681,10 @@ summary analyze_files(const std::vector<std::string>& paths, analyze_options opt
 std::string format_summary(const summary& s) {
     auto n = [](std::uint64_t v) { return std::to_string(v); };
     std::string out;
-    out += "operations " + n(s.operations) + " (requests " + n(s.requests) + "), grants " + n(s.grants) + ", lock-lost " +
-           n(s.lost) + ", stream events " + n(s.stream_events) + "\n";
-    out += "broker runs " + n(s.epochs) + " (kills " + n(s.broker_kills) + "), connections " + n(s.sessions) + " (cut " +
-           n(s.sessions_cut) + "), client kills " + n(s.worker_kills) + "\n";
+    out += "operations " + n(s.operations) + " (requests " + n(s.requests) + "), grants " + n(s.grants) +
+           ", lock-lost " + n(s.lost) + ", stream events " + n(s.stream_events) + "\n";
+    out += "broker runs " + n(s.epochs) + " (kills " + n(s.broker_kills) + "), connections " + n(s.sessions) +
+           " (cut " + n(s.sessions_cut) + "), client kills " + n(s.worker_kills) + "\n";
     if (!s.requests_by_type.empty()) {
         out += "requests:";
         for (auto& [k, v] : s.requests_by_type) out += " " + k + "=" + n(v);
@@ -643,7 +703,8 @@ std::string format_summary(const summary& s) {
     for (auto& [k, v] : s.violations_by_kind) out += " " + k + "=" + n(v);
     out += "\n";
     for (auto& v : s.violations) out += "  [" + v.kind + "] " + v.detail + "\n";
-    if (s.violations.size() < s.violation_count) out += "  ... (" + n(s.violation_count - s.violations.size()) + " more)\n";
+    if (s.violations.size() < s.violation_count)
+        out += "  ... (" + n(s.violation_count - s.violations.size()) + " more)\n";
     return out;
 }
 

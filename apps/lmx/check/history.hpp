@@ -30,12 +30,12 @@ struct violation {
 
 struct summary {
     std::uint64_t records = 0;
-    std::uint64_t requests = 0;      // frames sent by clients
-    std::uint64_t operations = 0;    // requests other than hello, ping and lock-info
-    std::uint64_t grants = 0;        // grants received by clients
-    std::uint64_t lost = 0;          // lock-lost notices received
+    std::uint64_t requests = 0;    // frames sent by clients
+    std::uint64_t operations = 0;  // requests other than hello, ping and lock-info
+    std::uint64_t grants = 0;      // grants received by clients
+    std::uint64_t lost = 0;        // lock-lost notices received
     std::uint64_t stream_events = 0;
-    std::uint64_t epochs = 0;        // broker runs seen
+    std::uint64_t epochs = 0;  // broker runs seen
     std::uint64_t sessions = 0;
     std::uint64_t sessions_cut = 0;  // closed abruptly, lost or killed
     std::uint64_t broker_kills = 0;

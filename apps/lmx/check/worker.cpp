@@ -48,8 +48,8 @@ history_file::~history_file() { ::close(fd_); }
 
 void history_file::record(const std::string& src, std::int64_t session, const char* ev, std::string_view m,
                           std::string_view how, std::string_view extra) {
-    std::string line = "{\"t\":" + std::to_string(mono_ns()) + ",\"src\":\"" + src + "\",\"s\":" + std::to_string(session) +
-                       ",\"ev\":\"" + ev + "\"";
+    std::string line = "{\"t\":" + std::to_string(mono_ns()) + ",\"src\":\"" + src +
+                       "\",\"s\":" + std::to_string(session) + ",\"ev\":\"" + ev + "\"";
     if (!m.empty()) line.append(",\"m\":").append(m);
     if (!how.empty()) line.append(",\"how\":\"").append(how).append("\"");
     if (!extra.empty()) line.append(",").append(extra);
@@ -175,7 +175,8 @@ public:
                 // requests all wait can still release what it holds.
                 const auto depth = static_cast<std::size_t>(cfg_.depth);
                 for (auto& c : conns_)
-                    while (c->fd >= 0 && c->ready && c->calls.size() < depth && (c->waiting() < depth || !c->holds.empty()))
+                    while (c->fd >= 0 && c->ready && c->calls.size() < depth &&
+                           (c->waiting() < depth || !c->holds.empty()))
                         issue(*c);
             }
             pump(5);
@@ -388,8 +389,10 @@ private:
         std::string id = next_id();
         json::object m{{"type", "lock"}, {"uuid", id}, {"key", key(i)}, {"max", max_of(i)}, {"ttl", ttl_value()}};
         if (chance(0.25)) m["mode"] = "shared";
-        if (chance(0.2)) m["wait"] = false;
-        else if (chance(0.7)) m["timeout"] = 1 + pick(500);
+        if (chance(0.2))
+            m["wait"] = false;
+        else if (chance(0.7))
+            m["timeout"] = 1 + pick(500);
         if (chance(0.1)) m["keepLocksOnExit"] = true;
         pending_lock l{{key(i)}, false, false, false, false, json::serialize(m)};
         c.locks[id] = l;
@@ -405,8 +408,10 @@ private:
         json::array arr;
         for (auto& k : ks) arr.emplace_back(k);
         json::object m{{"type", "acquire-many"}, {"uuid", id}, {"keys", std::move(arr)}, {"ttl", ttl_value()}};
-        if (chance(0.2)) m["wait"] = false;
-        else if (chance(0.7)) m["timeout"] = 1 + pick(500);
+        if (chance(0.2))
+            m["wait"] = false;
+        else if (chance(0.7))
+            m["timeout"] = 1 + pick(500);
         if (chance(0.1)) m["keepLocksOnExit"] = true;
         pending_lock l{{ks.begin(), ks.end()}, true, false, false, false, json::serialize(m)};
         c.locks[id] = l;
@@ -425,8 +430,10 @@ private:
     void release(connection& c, const std::string& id) {
         auto it = c.holds.find(id);
         if (it == c.holds.end()) return;
-        if (it->second.multi) call(c, {{"type", "release-many"}, {"lockUuid", id}}, id);
-        else call(c, {{"type", "unlock"}, {"key", it->second.keys[0]}, {"_uuid", id}}, id);
+        if (it->second.multi)
+            call(c, {{"type", "release-many"}, {"lockUuid", id}}, id);
+        else
+            call(c, {{"type", "unlock"}, {"key", it->second.keys[0]}, {"_uuid", id}}, id);
         c.holds.erase(it);
     }
 
@@ -463,7 +470,8 @@ private:
         buf[id_size - 1] = 0;
         std::string text(buf);
         for (char ch : text)
-            if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' || ch == ' ' || ch == '_')) return false;
+            if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' || ch == ' ' || ch == '_'))
+                return false;
         auto sp = text.find(' ');
         if (sp == std::string::npos) return false;
         kind = text.substr(0, sp);
@@ -518,7 +526,8 @@ private:
         if (r < 790) {
             auto w = waiting_ids(c, false);
             if (w.empty()) return lock(c);
-            return send_raw(c, c.locks[w[static_cast<std::size_t>(pick(static_cast<int>(w.size())))]].frame);  // a retry
+            return send_raw(c,
+                            c.locks[w[static_cast<std::size_t>(pick(static_cast<int>(w.size())))]].frame);  // a retry
         }
         if (r < 880) {
             if (!foreign(kind, k, id)) return lock(c);
@@ -542,7 +551,9 @@ private:
         std::memset(slot, 0, id_size);
         std::memcpy(slot, text.data(), n);
     }
-    void publish(const std::string& id, const std::string& k) { publish_text(k.empty() ? "m " + id : "s " + k + " " + id); }
+    void publish(const std::string& id, const std::string& k) {
+        publish_text(k.empty() ? "m " + id : "s " + k + " " + id);
+    }
     void publish_waiting(const std::string& id, const std::string& k) {
         if (chance(0.3)) publish(id, k);
     }

@@ -77,7 +77,8 @@ std::optional<token_set> token_set::load(const std::string& path, std::string& e
         const std::string_view token = text.substr(0, space);
         const std::string_view rest = space == std::string_view::npos ? std::string_view{} : trim(text.substr(space));
         role grants = role::client;
-        if (rest == "admin") grants = role::admin;
+        if (rest == "admin")
+            grants = role::admin;
         else if (!rest.empty() && rest != "client") {
             error = where + "unknown role '" + std::string(rest) + "' (admin or client)";
             return std::nullopt;

@@ -46,21 +46,21 @@ struct session {
     std::uint64_t id = 0;
     std::unique_ptr<transport::connection> conn;
     std::string remote;
-    std::string peer;     // per-peer connection count key (connection::peer)
-    std::string outbox;   // frames waiting for the writer
-    std::string sending;  // frames being written
-    std::size_t counted = 0;  // outbox + sending bytes counted in broker::impl::outbox_bytes
-    bool gone = false;        // ended: its bytes no longer count
+    std::string peer;                // per-peer connection count key (connection::peer)
+    std::string outbox;              // frames waiting for the writer
+    std::string sending;             // frames being written
+    std::size_t counted = 0;         // outbox + sending bytes counted in broker::impl::outbox_bytes
+    bool gone = false;               // ended: its bytes no longer count
     steady::time_point last_read{};  // when its last bytes arrived (--idle-timeout)
     asio::steady_timer wake;
     asio::steady_timer auth_deadline;  // armed while auth is on and no token was shown
     bool writer_idle = false;
     bool closing = false;
     bool watching = false;
-    bool dirty = false;  // listed in broker::impl::dirty
-    bool live_mutex = false;  // announced itself with a live-mutex `version` message
-    detail::role role = detail::role::none;  // none: not yet authenticated (auth on)
-    std::string token;  // the token it authenticated with, checked again on reload
+    bool dirty = false;                          // listed in broker::impl::dirty
+    bool live_mutex = false;                     // announced itself with a live-mutex `version` message
+    detail::role role = detail::role::none;      // none: not yet authenticated (auth on)
+    std::string token;                           // the token it authenticated with, checked again on reload
     std::unordered_set<std::string> watch_keys;  // empty: every key
 
     session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()), auth_deadline(ex) {}
@@ -147,9 +147,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::vector<std::string> bound;
     std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
     std::unordered_map<std::string, std::size_t> peers;  // open connections per peer
-    std::size_t outbox_bytes = 0;  // replies queued for every client together
-    throttled_log refusals;        // connections refused at a limit
-    throttled_log cutoffs;         // clients disconnected for not reading
+    std::size_t outbox_bytes = 0;                        // replies queued for every client together
+    throttled_log refusals;                              // connections refused at a limit
+    throttled_log cutoffs;                               // clients disconnected for not reading
     std::vector<session*> watchers;
     std::vector<session*> dirty;  // sessions with new output since the last flush
     asio::steady_timer deadline_timer;
@@ -220,8 +220,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     void storage_failed(const std::string& why) {
         ++store_failures;
         if (unhealthy.empty())
-            log_line(log_level::error, "cannot persist the fencing state (" + why +
-                                           "); granting no locks until it can be written");
+            log_line(log_level::error,
+                     "cannot persist the fencing state (" + why + "); granting no locks until it can be written");
         unhealthy = "cannot persist the fencing state: " + why;
         if (recovering || stopped) return;
         recovering = true;
@@ -266,20 +266,28 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (!out) return;
         switch (e.kind) {
             case k::granted:
-                if (e.multi) core::write_acquire_many_granted(*out, e.id, e.keys, e.id);
-                else core::write_lock_granted(*out, e.id, e.key, e.token, e.waiters, rw->readers(e.key, e.readers));
+                if (e.multi)
+                    core::write_acquire_many_granted(*out, e.id, e.keys, e.id);
+                else
+                    core::write_lock_granted(*out, e.id, e.key, e.token, e.waiters, rw->readers(e.key, e.readers));
                 break;
             case k::queued:
-                if (e.multi) core::write_acquire_many_queued(*out, e.id, e.keys, e.key, e.waiters);
-                else core::write_lock_queued(*out, e.id, e.key, e.waiters, rw->readers(e.key, e.readers), e.position);
+                if (e.multi)
+                    core::write_acquire_many_queued(*out, e.id, e.keys, e.key, e.waiters);
+                else
+                    core::write_lock_queued(*out, e.id, e.key, e.waiters, rw->readers(e.key, e.readers), e.position);
                 break;
             case k::refused:
-                if (e.multi) core::write_acquire_many_refused(*out, e.id, e.keys, e.key, e.waiters);
-                else core::write_lock_refused(*out, e.id, e.key, e.waiters);
+                if (e.multi)
+                    core::write_acquire_many_refused(*out, e.id, e.keys, e.key, e.waiters);
+                else
+                    core::write_lock_refused(*out, e.id, e.key, e.waiters);
                 break;
             case k::rejected:
-                if (e.multi) core::write_acquire_many_error(*out, e.id, e.keys, e.code);
-                else core::write_lock_rejected(*out, e.id, e.key, e.code);
+                if (e.multi)
+                    core::write_acquire_many_error(*out, e.id, e.keys, e.code);
+                else
+                    core::write_lock_rejected(*out, e.id, e.key, e.code);
                 break;
             case k::lock_lost:
                 if (e.multi) {
@@ -323,8 +331,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                 continue;
             }
             s->outbox.erase(0, s->conn->write_now(s->outbox));
-            if (!s->outbox.empty()) s->wake.cancel();
-            else trim(s->outbox);
+            if (!s->outbox.empty())
+                s->wake.cancel();
+            else
+                trim(s->outbox);
             count(*s);
         }
         dirty.clear();
@@ -348,9 +358,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             for (auto& [id, s] : sessions)
                 if (!s->closing && s->counted > 0 && (!worst || s->counted > worst->counted)) worst = s.get();
             if (!worst) break;
-            cutoffs("client " + worst->remote + " has " + std::to_string(worst->counted) + " bytes of replies queued while " +
-                    std::to_string(outbox_bytes) + " are queued for all clients (--max-outbox-total " +
-                    std::to_string(opt.max_outbox_total) + "); disconnecting it");
+            cutoffs("client " + worst->remote + " has " + std::to_string(worst->counted) +
+                    " bytes of replies queued while " + std::to_string(outbox_bytes) +
+                    " are queued for all clients (--max-outbox-total " + std::to_string(opt.max_outbox_total) +
+                    "); disconnecting it");
             cut_off(*worst);
         }
     }
@@ -463,12 +474,14 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         sessions.emplace(s->id, s);
         ++connections_total;
         announce_connections();
-        if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
+        if (log_enabled(log_level::debug))
+            log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
         asio::co_spawn(ex, reader(shared_from_this(), s), log_failure("session reader for " + s->remote));
         asio::co_spawn(ex, writer(s), log_failure("session writer for " + s->remote));
         authenticate_at_accept(*s);
         if (s->role == detail::role::none && !s->closing)
-            asio::co_spawn(ex, close_unless_authenticated(shared_from_this(), s), log_failure("authentication deadline for " + s->remote));
+            asio::co_spawn(ex, close_unless_authenticated(shared_from_this(), s),
+                           log_failure("authentication deadline for " + s->remote));
     }
 
     bool auth_on() const { return tokens.has_value() || !unix_rules.empty(); }
@@ -492,17 +505,22 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     // Before it is authenticated, a connection may send only a hello with a valid token.
     bool authenticate(session& s, core::request& rq) {
         if (auto* hello = std::get_if<req::hello>(&rq)) {
-            if (hello->token.empty()) return deny(s, hello->uuid, "this broker requires a token: send it in the hello"), false;
+            if (hello->token.empty())
+                return deny(s, hello->uuid, "this broker requires a token: send it in the hello"), false;
             s.role = tokens ? tokens->find(hello->token) : detail::role::none;
             if (s.role == detail::role::none) return deny(s, hello->uuid, "the token is not valid"), false;
             s.token = std::move(hello->token);
             s.auth_deadline.cancel();
             return true;
         }
-        const std::string_view uuid = std::visit([](const auto& r) -> std::string_view {
-            if constexpr (requires { r.uuid; }) return r.uuid;
-            else return {};
-        }, rq);
+        const std::string_view uuid = std::visit(
+            [](const auto& r) -> std::string_view {
+                if constexpr (requires { r.uuid; })
+                    return r.uuid;
+                else
+                    return {};
+            },
+            rq);
         deny(s, uuid, authenticate_first);
         return false;
     }
@@ -519,7 +537,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (s.writer_idle) s.wake.cancel();
     }
 
-    asio::awaitable<void> close_unless_authenticated(std::shared_ptr<impl> /*keeps the broker alive*/, std::shared_ptr<session> s) {
+    asio::awaitable<void> close_unless_authenticated(std::shared_ptr<impl> /*keeps the broker alive*/,
+                                                     std::shared_ptr<session> s) {
         if (s->gone || s->closing || s->role != detail::role::none) co_return;
         s->auth_deadline.expires_after(opt.handshake_timeout);
         co_await s->auth_deadline.async_wait(use_tuple);
@@ -552,8 +571,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             ++revoked;
             deny(*s, "", "its token was revoked");
         }
-        log_line(log_level::info, "reloaded " + opt.auth_token_file + ": " + std::to_string(tokens->size()) + " tokens" +
-                                      (revoked ? ", " + std::to_string(revoked) + " connections closed whose token is gone" : ""));
+        log_line(log_level::info,
+                 "reloaded " + opt.auth_token_file + ": " + std::to_string(tokens->size()) + " tokens" +
+                     (revoked ? ", " + std::to_string(revoked) + " connections closed whose token is gone" : ""));
         flush();
         return {};
     }
@@ -588,8 +608,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             }
             if (ec == transport::error::message_skipped && !s->closing) {
                 // NDJSON: the line was dropped as it came in and the connection goes on.
-                if (s->role == detail::role::none) deny(*s, "", authenticate_first);
-                else answer_skipped_line(*s);
+                if (s->role == detail::role::none)
+                    deny(*s, "", authenticate_first);
+                else
+                    answer_skipped_line(*s);
                 flush();
                 continue;
             }
@@ -624,8 +646,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         log_line(log_level::debug, "client " + s.remote + " sent a line of " + std::to_string(size) + " bytes, over " +
                                        std::to_string(opt.max_message_size) + "; skipped");
         core::write_error(*begin_frame(s), uuid, core::errc::message_too_large,
-                          "message of " + std::to_string(size) + " bytes exceeds " + std::to_string(opt.max_message_size) +
-                              " bytes; skipped");
+                          "message of " + std::to_string(size) + " bytes exceeds " +
+                              std::to_string(opt.max_message_size) + " bytes; skipped");
         cut_off_if_not_reading(s);
     }
 
@@ -647,10 +669,11 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             const auto end = text.find('"', begin);
             if (end == std::string_view::npos) continue;
             const auto id = text.substr(begin, end - begin);
-            const bool plain = !id.empty() && id.size() <= parser.limits().max_id_length &&
-                               std::all_of(id.begin(), id.end(), [](char c) {
-                                   return c != '\\' && static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
-                               });
+            const bool plain =
+                !id.empty() && id.size() <= parser.limits().max_id_length &&
+                std::all_of(id.begin(), id.end(), [](char c) {
+                    return c != '\\' && static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+                });
             if (plain) return id;
         }
         return {};
@@ -667,8 +690,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             }
             std::swap(s->outbox, s->sending);
             boost::system::error_code ec;
-            if (LMX_FAILPOINT("session.write").error()) ec = asio::error::broken_pipe;
-            else ec = co_await s->conn->write(s->sending);
+            if (LMX_FAILPOINT("session.write").error())
+                ec = asio::error::broken_pipe;
+            else
+                ec = co_await s->conn->write(s->sending);
             s->sending.clear();
             trim(s->sending);
             if (ec) std::string().swap(s->outbox);
@@ -726,14 +751,18 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             if (log_enabled(log_level::debug)) log_line(log_level::debug, "client " + s.remote + ": " + err.message);
             std::string& out = *begin_frame(s);
             // Answer in the shape the request's type expects, so clients route it to the caller.
-            if (err.type == "lock" && !err.uuid.empty()) core::write_lock_rejected(out, err.uuid, err.key, err.code, err.message);
-            else if (err.type == "unlock" && !err.uuid.empty()) core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
+            if (err.type == "lock" && !err.uuid.empty())
+                core::write_lock_rejected(out, err.uuid, err.key, err.code, err.message);
+            else if (err.type == "unlock" && !err.uuid.empty())
+                core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
             else if (err.type == "acquire-many" && !err.uuid.empty())
                 core::write_acquire_many_error(out, err.uuid, std::span<const std::string>{}, err.code, err.message);
             // live-mutex's client completes a request as failed only on a reply of its own type.
-            else if (err.code == core::errc::unknown_type && !err.uuid.empty() && !err.type.empty() && err.type.size() <= 64)
+            else if (err.code == core::errc::unknown_type && !err.uuid.empty() && !err.type.empty() &&
+                     err.type.size() <= 64)
                 core::write_unknown_type(out, err.type, err.uuid, err.key, err.message);
-            else core::write_error(out, err);
+            else
+                core::write_error(out, err);
             return;
         }
         std::visit([&](auto& r) { serve(s, r); }, parsed.value());
@@ -755,9 +784,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     }
 
     void serve(session& s, req::hello& r) {
-        static constexpr std::array<std::string_view, 11> features = {
-            "semaphore", "shared", "ttl", "fencing", "timeout", "acquire-many", "extend", "cancel", "watch", "keep-on-exit",
-            "rw-locks"};
+        static constexpr std::array<std::string_view, 11> features = {"semaphore", "shared",       "ttl",     "fencing",
+                                                                      "timeout",   "acquire-many", "extend",  "cancel",
+                                                                      "watch",     "keep-on-exit", "rw-locks"};
         core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
                           std::to_string(s.id), features, epoch, &parser.limits(),
                           auth_on() ? detail::to_string(s.role) : std::string_view{});
@@ -785,24 +814,30 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             return core::write_unlock_error(*begin_frame(s), r.uuid, r.key, core::errc::forbidden,
                                             "releasing every holder of a key needs the admin role; name the lock id");
         core::release_result res;
-        if (r.lock_id && r.force) res = table->force_release(r.key, *r.lock_id, now());
-        else if (r.lock_id) res = table->release(r.key, *r.lock_id, now(), s.id);
-        else if (r.force) res = table->force_release(r.key, std::nullopt, now());
-        else res = table->release_own(s.id, r.key, now());
+        if (r.lock_id && r.force)
+            res = table->force_release(r.key, *r.lock_id, now());
+        else if (r.lock_id)
+            res = table->release(r.key, *r.lock_id, now(), s.id);
+        else if (r.force)
+            res = table->force_release(r.key, std::nullopt, now());
+        else
+            res = table->release_own(s.id, r.key, now());
         std::string& out = *begin_frame(s);
         switch (res.status) {
-            case core::release_status::released:
-                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters);
+            case core::release_status::released: return core::write_unlock_ok(out, r.uuid, r.key, res.waiters);
             case core::release_status::withdrawn:
-                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters, "the request was still waiting; it has been withdrawn");
+                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
+                                             "the request was still waiting; it has been withdrawn");
             case core::release_status::already_released:
                 return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
-                                             r.lock_id ? "lock " + *r.lock_id + " was not held (already released or expired)"
-                                                       : std::string("no holder to release"),
+                                             r.lock_id
+                                                 ? "lock " + *r.lock_id + " was not held (already released or expired)"
+                                                 : std::string("no holder to release"),
                                              false);
             case core::release_status::not_holder:
-                return core::write_unlock_error(out, r.uuid, r.key, core::errc::not_holder,
-                                                r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
+                return core::write_unlock_error(
+                    out, r.uuid, r.key, core::errc::not_holder,
+                    r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
         }
     }
 
@@ -867,13 +902,16 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     }
 
     void serve(session& s, req::ping& r) {
-        auto wall = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+        auto wall =
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count();
         core::write_pong(*begin_frame(s), r.uuid, r.timestamp.value_or(wall), wall);
     }
 
     detail::health_state health() const {
         std::string reason = unhealthy;
-        if (reason.empty() && table && table->grants_stalled()) reason = "the fencing token range (2^53 - 1) is used up";
+        if (reason.empty() && table && table->grants_stalled())
+            reason = "the fencing token range (2^53 - 1) is used up";
         return {.uptime_ms = static_cast<std::uint64_t>(
                     std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count()),
                 .connections = sessions.size(),
@@ -883,7 +921,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
 
     core::broker_stats stats() {
         core::broker_stats st;
-        st.uptime_ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count());
+        st.uptime_ms = static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count());
         st.connections = sessions.size();
         st.connections_total = connections_total;
         st.messages_in = messages_in;
@@ -920,9 +959,11 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
 
     void serve(session& s, req::pin& r) {
         if (s.role != detail::role::admin)
-            return core::write_error(*begin_frame(s), r.uuid, core::errc::forbidden, "pinning a key's max needs the admin role");
+            return core::write_error(*begin_frame(s), r.uuid, core::errc::forbidden,
+                                     "pinning a key's max needs the admin role");
         table->set_pin(r.prefix, r.max);
-        log_line(log_level::info, "client " + s.remote + (r.max ? " pinned max " + std::to_string(*r.max) : std::string(" unpinned")) +
+        log_line(log_level::info, "client " + s.remote +
+                                      (r.max ? " pinned max " + std::to_string(*r.max) : std::string(" unpinned")) +
                                       " for keys starting with '" + r.prefix + "'");
         core::write_pin(*begin_frame(s), r.uuid, r.prefix, r.max);
     }
@@ -940,8 +981,11 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
         std::string_view path = rq.target.substr(0, rq.target.find('?'));
         const bool needs_token = path == "/v1/stats" || (opt.auth_http && (path == "/metrics" || path == "/healthz"));
-        if (needs_token && auth_on() && (!tokens || tokens->find(detail::bearer_token(rq.authorization)) == detail::role::none))
-            return {401, "text/plain; charset=utf-8", "a valid token is required: Authorization: Bearer TOKEN\n",
+        if (needs_token && auth_on() &&
+            (!tokens || tokens->find(detail::bearer_token(rq.authorization)) == detail::role::none))
+            return {401,
+                    "text/plain; charset=utf-8",
+                    "a valid token is required: Authorization: Bearer TOKEN\n",
                     {{"WWW-Authenticate", "Bearer realm=\"lmx\""}}};
         auto c = table->counters();
         if (path == "/healthz") return detail::healthz_page(health());
@@ -954,7 +998,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
 
     bool accept_websocket(const transport::http_request_view& rq) {
         if (http_rules.websocket_origin_ok(rq)) return true;
-        log_line(log_level::warn, "refused WebSocket from origin " + std::string(rq.origin) + " (allow it with --allow-origin)");
+        log_line(log_level::warn,
+                 "refused WebSocket from origin " + std::string(rq.origin) + " (allow it with --allow-origin)");
         return false;
     }
 
@@ -973,10 +1018,13 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         }
         if (auto error = load_tokens(); !error.empty()) return error;
         for (const auto& u : opt.unix_allow)
-            unix_rules.push_back({.group = u.group, .id = u.id, .grants = u.admin ? detail::role::admin : detail::role::client});
+            unix_rules.push_back(
+                {.group = u.group, .id = u.id, .grants = u.admin ? detail::role::admin : detail::role::client});
         if (auth_on())
-            log_line(log_level::info, "authentication on: " + (tokens ? std::to_string(tokens->size()) + " tokens" : std::string("no token file")) +
-                                          ", " + std::to_string(unix_rules.size()) + " unix peer rules");
+            log_line(log_level::info,
+                     "authentication on: " +
+                         (tokens ? std::to_string(tokens->size()) + " tokens" : std::string("no token file")) + ", " +
+                         std::to_string(unix_rules.size()) + " unix peer rules");
         const auto limits = resolve_limits(opt);
         opt.max_connections = limits.max_connections;
         opt.max_outbox_total = limits.max_outbox_total;
@@ -984,14 +1032,15 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         log_line(log_level::info, "limits: " + std::to_string(opt.max_connections) + " connections (" +
                                       std::to_string(opt.max_connections_per_peer) + " per peer), " +
                                       std::to_string(opt.max_connection_locks) + " holds and waiters per connection, " +
-                                      std::to_string(opt.max_total_keys) + " keys, " + std::to_string(opt.max_outbox_total >> 20) +
-                                      " MiB of queued replies in all");
-        table = std::make_unique<core::lock_table>(*this, core::table_config{.default_ttl = opt.default_ttl,
-                                                                             .max_waiters = opt.max_waiters,
-                                                                             .max_session_requests = opt.max_connection_locks,
-                                                                             .max_keys = opt.max_total_keys,
-                                                                             .pins = pins(),
-                                                                             .fencing_seed = seed});
+                                      std::to_string(opt.max_total_keys) + " keys, " +
+                                      std::to_string(opt.max_outbox_total >> 20) + " MiB of queued replies in all");
+        table = std::make_unique<core::lock_table>(*this,
+                                                   core::table_config{.default_ttl = opt.default_ttl,
+                                                                      .max_waiters = opt.max_waiters,
+                                                                      .max_session_requests = opt.max_connection_locks,
+                                                                      .max_keys = opt.max_total_keys,
+                                                                      .pins = pins(),
+                                                                      .fencing_seed = seed});
         rw = std::make_unique<core::rw_locks>(*table, *this, rw_group_session);
         for (auto& url : opt.listen) {
             std::string why;
@@ -1030,27 +1079,32 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                 ::chown(ep->path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(opt.unix_group)) != 0) {
                 const std::string error = std::strerror(errno);
                 listeners.push_back(std::move(l));  // closed (and its file removed) by close_all
-                return close_all("cannot give " + ep->path + " to group " + std::to_string(opt.unix_group) + ": " + error);
+                return close_all("cannot give " + ep->path + " to group " + std::to_string(opt.unix_group) + ": " +
+                                 error);
             }
             bound.push_back(transport::to_string(l->local_endpoint()));
             listeners.push_back(std::move(l));
         }
-        const bool any_tls = std::any_of(listeners.begin(), listeners.end(), [](const auto& l) { return l->local_endpoint().tls; });
+        const bool any_tls =
+            std::any_of(listeners.begin(), listeners.end(), [](const auto& l) { return l->local_endpoint().tls; });
         if (!any_tls && (!opt.tls_cert.empty() || !opt.tls_client_ca.empty()))
             log_line(log_level::warn, "--tls-cert/--tls-client-ca given, but no tls:// or wss:// listener uses them");
         running = true;
         auto self = shared_from_this();
         for (auto& l : listeners) {
             asio::co_spawn(
-                ex, [self, lp = l.get()]() -> asio::awaitable<void> {
+                ex,
+                [self, lp = l.get()]() -> asio::awaitable<void> {
                     // Weak: the ws listener keeps this callback in state that impl owns (through
                     // `listeners`), and a strong pointer there is a cycle that leaks the broker.
                     std::weak_ptr<impl> weak = self;
                     // Named first: g++ 12 destroys a lambda temporary inside a co_await expression twice.
                     std::function<void(std::unique_ptr<transport::connection>)> on_connection =
                         [weak](std::unique_ptr<transport::connection> c) {
-                            if (auto me = weak.lock()) me->accept(std::move(c));
-                            else c->close();
+                            if (auto me = weak.lock())
+                                me->accept(std::move(c));
+                            else
+                                c->close();
                         };
                     co_await lp->run(std::move(on_connection));
                 },
@@ -1106,9 +1160,9 @@ resolved_limits resolve_limits(const broker_options& o) {
     r.max_connections = o.max_connections == 0 ? room : o.max_connections;
     if (o.max_connections > room) {
         r.max_connections = room;
-        r.note = "--max-connections " + std::to_string(o.max_connections) + " is more than the file-descriptor limit (" +
-                 std::to_string(fds) + ") allows; serving at most " + std::to_string(room) +
-                 " connections (raise the limit, e.g. LimitNOFILE= or ulimit -n)";
+        r.note = "--max-connections " + std::to_string(o.max_connections) +
+                 " is more than the file-descriptor limit (" + std::to_string(fds) + ") allows; serving at most " +
+                 std::to_string(room) + " connections (raise the limit, e.g. LimitNOFILE= or ulimit -n)";
     }
     r.max_outbox_total = o.max_outbox_total;
     if (r.max_outbox_total == 0) {

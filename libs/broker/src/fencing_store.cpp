@@ -72,7 +72,8 @@ void check_state_dir(const std::string& dir) {
 
 std::uint64_t fencing_store::load() {
     std::uint64_t clock_seed = wall_clock_micros();
-    if (clock_seed > core::max_fencing_token) throw std::runtime_error("the wall clock is beyond the fencing token range");
+    if (clock_seed > core::max_fencing_token)
+        throw std::runtime_error("the wall clock is beyond the fencing token range");
     if (dir_.empty()) return clock_seed;
     if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) fail("cannot create state directory " + dir_);
     check_state_dir(dir_);

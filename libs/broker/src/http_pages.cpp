@@ -78,15 +78,17 @@ transport::http_response stats_page(const core::broker_stats& st) {
 }
 
 transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
-                                      const wait_histogram& waits,
-                                      core::fencing_token last_token, const health_state& h) {
+                                      const wait_histogram& waits, core::fencing_token last_token,
+                                      const health_state& h) {
     std::string out;
     out.reserve(4096);
     auto d = [](auto v) { return static_cast<double>(v); };
     metric(out, "lmx_up", "gauge", "1 while the broker serves.", 1);
-    metric(out, "lmx_healthy", "gauge", "1 when the broker can grant locks; 0 while its fencing state cannot be persisted.",
+    metric(out, "lmx_healthy", "gauge",
+           "1 when the broker can grant locks; 0 while its fencing state cannot be persisted.",
            h.reason.empty() ? 1 : 0);
-    metric(out, "lmx_fencing_store_failures_total", "counter", "Failed writes of the fencing state.", d(h.store_failures));
+    metric(out, "lmx_fencing_store_failures_total", "counter", "Failed writes of the fencing state.",
+           d(h.store_failures));
     metric(out, "lmx_uptime_seconds", "gauge", "Seconds since the broker started.", d(st.uptime_ms) / 1000.0);
     metric(out, "lmx_connections", "gauge", "Open client connections.", d(st.connections));
     metric(out, "lmx_connections_total", "counter", "Client connections accepted.", d(st.connections_total));

@@ -17,8 +17,7 @@ namespace lmx::detail {
 // Time from queueing to grant (immediate grants count as zero), for the Prometheus histogram.
 class wait_histogram {
 public:
-    static constexpr std::array<double, 12> bounds = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05,
-                                                      0.1,    0.5,    1,     5,     10,   60};
+    static constexpr std::array<double, 12> bounds = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60};
     void observe(std::chrono::steady_clock::duration waited) noexcept {
         double s = std::chrono::duration<double>(waited).count();
         std::size_t i = 0;
@@ -53,7 +52,7 @@ struct health_state {
 transport::http_response healthz_page(const health_state& h);
 transport::http_response stats_page(const core::broker_stats& st);
 transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
-                                      const wait_histogram& waits,
-                                      core::fencing_token last_token, const health_state& h);
+                                      const wait_histogram& waits, core::fencing_token last_token,
+                                      const health_state& h);
 
 }  // namespace lmx::detail

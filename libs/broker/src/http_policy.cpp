@@ -43,7 +43,9 @@ transport::http_response http_policy::origin_page(const transport::http_request_
     if (!allowed)
         o["hint"] = "the broker refuses WebSocket connections from this origin; start it with --allow-origin " +
                     std::string(rq.origin.empty() ? "ORIGIN" : rq.origin);
-    return {200, "application/json", boost::json::serialize(o) + "\n",
+    return {200,
+            "application/json",
+            boost::json::serialize(o) + "\n",
             {{"Access-Control-Allow-Origin", "*"}, {"Cache-Control", "no-store"}}};
 }
 

@@ -58,7 +58,8 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 template <class Sig, class... Args>
 void complete(asio::any_io_executor fallback, asio::any_completion_handler<Sig> h, Args&&... args) {
     auto ex = asio::get_associated_executor(h, fallback);
-    asio::dispatch(ex, [h = std::move(h), ... a = std::forward<Args>(args)]() mutable { std::move(h)(std::move(a)...); });
+    asio::dispatch(ex,
+                   [h = std::move(h), ... a = std::forward<Args>(args)]() mutable { std::move(h)(std::move(a)...); });
 }
 
 // The same, always queued: for results produced outside the reader (failures, cancellations,
@@ -132,11 +133,11 @@ std::shared_ptr<cancel_link> install_canceller(const std::weak_ptr<client_impl>&
 // The caller's side of one operation: the handler its completion goes to (exactly one is set)
 // and what it asked to hear. The session keeps the protocol side under the same serial.
 struct caller_op {
-    asio::any_completion_handler<void(error_code)> done;                      // connect, release, extend
-    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;    // acquire
+    asio::any_completion_handler<void(error_code)> done;                          // connect, release, extend
+    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;        // acquire
     asio::any_completion_handler<void(error_code, multi_lock_guard)> done_multi;  // acquire_many
-    asio::any_completion_handler<void(error_code, core::reply)> done_reply;   // any other request
-    diagnostics* diag = nullptr;                                              // filled on failure
+    asio::any_completion_handler<void(error_code, core::reply)> done_reply;       // any other request
+    diagnostics* diag = nullptr;                                                  // filled on failure
     std::function<void(std::uint32_t)> on_queued;
     std::shared_ptr<cancel_link> link;  // ties the caller's cancellation slot to this op
 
@@ -168,11 +169,11 @@ public:
     std::uint64_t generation_ = 0;
     unsigned failures_ = 0;
     std::string session_;
-    std::string epoch_;           // the broker's start epoch, from hello
+    std::string epoch_;              // the broker's start epoch, from hello
     error_code last_connect_error_;  // the transport's error of the last connect attempt
-    bool hello_garbage_ = false;  // the peer answered the handshake with something not lmx's
+    bool hello_garbage_ = false;     // the peer answered the handshake with something not lmx's
     std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
-    std::string hello_id_;  // the handshake's request id while it is pending
+    std::string hello_id_;                                     // the handshake's request id while it is pending
 
     // The session appends requests to its outbox; they go out together at the end of the
     // reader's turn (requests made by operations the replies completed), or from one queued
@@ -197,7 +198,8 @@ public:
     // handlers, which Boost 1.81's any_completion_handler cannot do (see take).
     std::list<std::pair<std::uint64_t, caller_op>> connects_;
     // async_wait_lost handlers by hold serial, each with its own id (for its canceller).
-    std::unordered_map<std::uint64_t, std::list<std::pair<std::uint64_t, asio::any_completion_handler<void(error_code)>>>>
+    std::unordered_map<std::uint64_t,
+                       std::list<std::pair<std::uint64_t, asio::any_completion_handler<void(error_code)>>>>
         lost_waiters_;
 
     // After every call into the session: sends what it queued, arms the timer for its next
@@ -226,18 +228,26 @@ public:
         caller_op& op = node.mapped();
         op.link.reset();
         if (op.diag) {
-            if (!c.message.empty()) op.diag->message = std::move(c.message);
-            else if (c.ec && !c.from_reply && op.diag->message.empty()) op.diag->message = c.ec.message();
+            if (!c.message.empty())
+                op.diag->message = std::move(c.message);
+            else if (c.ec && !c.from_reply && op.diag->message.empty())
+                op.diag->message = c.ec.message();
         }
         op.on_queued = nullptr;
         auto finish = [&](auto handler, auto&&... args) {
-            if (c.from_reply) complete(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
-            else complete_later(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
+            if (c.from_reply)
+                complete(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
+            else
+                complete_later(strand_, std::move(handler), c.ec, std::forward<decltype(args)>(args)...);
         };
-        if (op.done_guard) finish(std::move(op.done_guard), lock_guard(std::move(c.h)));
-        else if (op.done_multi) finish(std::move(op.done_multi), multi_lock_guard(std::move(c.h)));
-        else if (op.done_reply) finish(std::move(op.done_reply), c.reply ? std::move(*c.reply) : core::reply{});
-        else if (op.done) finish(std::move(op.done));
+        if (op.done_guard)
+            finish(std::move(op.done_guard), lock_guard(std::move(c.h)));
+        else if (op.done_multi)
+            finish(std::move(op.done_multi), multi_lock_guard(std::move(c.h)));
+        else if (op.done_reply)
+            finish(std::move(op.done_reply), c.reply ? std::move(*c.reply) : core::reply{});
+        else if (op.done)
+            finish(std::move(op.done));
         if (spare_callers_.size() < 256) spare_callers_.push_back(std::move(node));
     }
 
@@ -360,8 +370,10 @@ public:
         }
         std::sort(keys.begin(), keys.end());
         keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-        if (keys.size() > ses_.limits().max_keys) w.all = true;
-        else w.keys = std::move(keys);
+        if (keys.size() > ses_.limits().max_keys)
+            w.all = true;
+        else
+            w.keys = std::move(keys);
         return w;
     }
 
@@ -397,9 +409,12 @@ public:
     void remove_watcher(const std::shared_ptr<watch_state>& s) {
         end_watch(*s, make_error_code(errc::closed));
         if (watchers_.erase(s->serial) == 0 || state_ != state::connected) return;
-        asio::co_spawn(strand_, [](std::shared_ptr<client_impl> self) -> asio::awaitable<void> {
-            co_await self->sync_watch();
-        }(shared_from_this()), asio::detached);
+        asio::co_spawn(
+            strand_,
+            [](std::shared_ptr<client_impl> self) -> asio::awaitable<void> {
+                co_await self->sync_watch();
+            }(shared_from_this()),
+            asio::detached);
     }
 
     static std::optional<lock_event::kind> event_kind(std::string_view name) {
@@ -495,12 +510,15 @@ public:
                 break;
             }
             if (gen != generation_) break;
-            if (ses_.outbox().empty()) w->busy = false;
-            else std::swap(w->sending, ses_.outbox());  // what queued during the write goes next
+            if (ses_.outbox().empty())
+                w->busy = false;
+            else
+                std::swap(w->sending, ses_.outbox());  // what queued during the write goes next
         }
     }
 
-    asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c, std::uint64_t gen) {
+    asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c,
+                                 std::uint64_t gen) {
         std::vector<std::string_view> batch;
         for (;;) {
             batch.clear();
@@ -554,12 +572,13 @@ public:
         state_ = state::connecting;
         notify_state(connection_state::connecting, {});
         stop_connect_ = std::make_shared<asio::cancellation_signal>();
-        asio::co_spawn(strand_, connector(shared_from_this()),
-                       asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr e) {
-                           // Thrown by a completion handler run from the attempt: it belongs to
-                           // whoever runs the io_context, like the reader's.
-                           if (e) std::rethrow_exception(e);
-                       }));
+        asio::co_spawn(
+            strand_, connector(shared_from_this()),
+            asio::bind_cancellation_slot(stop_connect_->slot(), [stop = stop_connect_](std::exception_ptr e) {
+                // Thrown by a completion handler run from the attempt: it belongs to
+                // whoever runs the io_context, like the reader's.
+                if (e) std::rethrow_exception(e);
+            }));
     }
 
     asio::awaitable<void> connector(std::shared_ptr<client_impl>) {
@@ -580,11 +599,13 @@ public:
 
     // The attempt has ended: operations waiting for it are sent, or fail with its error.
     void connect_done(error_code ec) {
-        if (state_ == state::connected) ses_.on_handshake_done(steady::now());
-        else ses_.on_connect_failed(ec, steady::now());
+        if (state_ == state::connected)
+            ses_.on_handshake_done(steady::now());
+        else
+            ses_.on_connect_failed(ec, steady::now());
         auto waiting = std::move(connects_);
         connects_.clear();
-        const error_code outcome = state_ == state::connected ? error_code{}
+        const error_code outcome = state_ == state::connected       ? error_code{}
                                    : state_ == state::closed || !ec ? make_error_code(errc::closed)
                                                                     : ec;
         for (auto& [serial, op] : waiting) complete_later(strand_, std::move(op.done), outcome);
@@ -616,7 +637,8 @@ public:
             if (ec == transport::error::upgrade_declined) co_return make_error_code(errc::wrong_endpoint);
             if (ec == asio::error::connection_refused || ec == boost::system::errc::no_such_file_or_directory)
                 co_return make_error_code(errc::refused);
-            if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again || ec == asio::error::no_data)
+            if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again ||
+                ec == asio::error::no_data)
                 co_return make_error_code(errc::name_not_resolved);
             co_return make_error_code(errc::unreachable);
         }
@@ -660,7 +682,8 @@ public:
             take(op.done_reply, std::move(handler));
             started(ses_.submit(std::move(o), rq, steady::now(), true), std::move(op), nullptr);
         };
-        auto [hello_ec, rep] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
+        auto [hello_ec, rep] =
+            co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
         hello_id_.clear();
         if (!hello_ec && rep.type == "hello" && rep.protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
@@ -738,7 +761,8 @@ public:
         arm_health(gen);
     }
 
-    void wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id, asio::any_completion_handler<void(error_code)> done) {
+    void wait_lost(const std::shared_ptr<hold>& h, std::uint64_t id,
+                   asio::any_completion_handler<void(error_code)> done) {
         if (const int why = h->ended.load())
             return complete_later(strand_, std::move(done), make_error_code(static_cast<errc>(why)));
         lost_waiters_[h->serial].emplace_back(id, std::move(done));
@@ -814,17 +838,18 @@ public:
         if (auto why = ses_.invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, lock_guard{});
         const auto budget = wait_budget(o);
         auto r = open_acquire(kind::grant, o, budget);
-        const core::request rq = req::lock{.uuid = r->uuid,
-                                           .key = key,
-                                           .ttl = r->ttl,
-                                           .max = o.max,
-                                           .wait = o.wait,
-                                           .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
-                                           .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
-                                           .keep_on_exit = r->keep,
-                                           .force = false,
-                                           // Nobody listens for the place in line: no notice.
-                                           .queued_notice = r->notify_queued};
+        const core::request rq =
+            req::lock{.uuid = r->uuid,
+                      .key = key,
+                      .ttl = r->ttl,
+                      .max = o.max,
+                      .wait = o.wait,
+                      .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
+                      .mode = o.shared ? core::lock_mode::shared : core::lock_mode::exclusive,
+                      .keep_on_exit = r->keep,
+                      .force = false,
+                      // Nobody listens for the place in line: no notice.
+                      .queued_notice = r->notify_queued};
         r->key = std::move(key);
         auto op = acquire_caller(o);
         take(op.done_guard, std::move(h));
@@ -841,16 +866,19 @@ public:
                               std::to_string(ses_.limits().max_keys),
                           multi_lock_guard{});
         for (const auto& k : keys)
-            if (auto why = ses_.invalid_key(k); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
-        if (auto why = ses_.invalid_options(o); !why.empty()) return refuse(std::move(h), o.diag, why, multi_lock_guard{});
+            if (auto why = ses_.invalid_key(k); !why.empty())
+                return refuse(std::move(h), o.diag, why, multi_lock_guard{});
+        if (auto why = ses_.invalid_options(o); !why.empty())
+            return refuse(std::move(h), o.diag, why, multi_lock_guard{});
         const auto budget = wait_budget(o);
         auto r = open_acquire(kind::grant_many, o, budget);
-        const core::request rq = req::acquire_many{.uuid = r->uuid,
-                                                   .keys = std::move(keys),
-                                                   .ttl = r->ttl,
-                                                   .wait = o.wait,
-                                                   .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
-                                                   .keep_on_exit = r->keep};
+        const core::request rq =
+            req::acquire_many{.uuid = r->uuid,
+                              .keys = std::move(keys),
+                              .ttl = r->ttl,
+                              .wait = o.wait,
+                              .timeout = o.wait && budget != wait_forever ? std::optional(budget) : std::nullopt,
+                              .keep_on_exit = r->keep};
         auto op = acquire_caller(o);
         take(op.done_multi, std::move(h));
         started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), std::move(link));
@@ -877,11 +905,12 @@ public:
         started(ses_.release_hold(std::move(h), opt_.request_timeout, steady::now()), std::move(op), std::move(link));
     }
 
-    void extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl, asio::any_completion_handler<void(error_code)> done,
-                     std::shared_ptr<cancel_link> link = nullptr) {
+    void extend_hold(std::shared_ptr<hold> h, std::chrono::milliseconds ttl,
+                     asio::any_completion_handler<void(error_code)> done, std::shared_ptr<cancel_link> link = nullptr) {
         caller_op op;
         take(op.done, std::move(done));
-        started(ses_.extend_hold(std::move(h), ttl, opt_.request_timeout, steady::now()), std::move(op), std::move(link));
+        started(ses_.extend_hold(std::move(h), ttl, opt_.request_timeout, steady::now()), std::move(op),
+                std::move(link));
     }
 
     void connect(asio::any_completion_handler<void(error_code)> done, std::shared_ptr<cancel_link> link = nullptr) {
@@ -891,7 +920,8 @@ public:
         if (state_ == state::connected) return complete_later(strand_, std::move(op.done), error_code{});
         const auto serial = ses_.new_serial();
         link = linked(op, std::move(link), serial);
-        if (link && link->requested) return complete_later(strand_, std::move(op.done), make_error_code(errc::cancelled));
+        if (link && link->requested)
+            return complete_later(strand_, std::move(op.done), make_error_code(errc::cancelled));
         connects_.emplace_back(serial, std::move(op));
         start_connecting();
     }
@@ -928,14 +958,17 @@ public:
             slot.template emplace<launch_relay>(std::weak_ptr<launch_cancel>(cancel), strand_);
         asio::any_io_executor fallback = strand_;
         auto inner = cancel->signal.slot();
-        asio::co_spawn(strand_, std::move(op),
-                       asio::bind_cancellation_slot(
-                           inner, [h = std::move(h), fallback, cancel, self = shared_from_this()](std::exception_ptr ep, result<R> r) mutable {
-                               cancel->finished = true;
-                               if (ep) r.first = make_error_code(errc::connection_lost);
-                               if constexpr (std::is_same_v<R, std::monostate>) complete(fallback, std::move(h), r.first);
-                               else complete(fallback, std::move(h), r.first, std::move(r.second));
-                           }));
+        asio::co_spawn(
+            strand_, std::move(op),
+            asio::bind_cancellation_slot(inner, [h = std::move(h), fallback, cancel, self = shared_from_this()](
+                                                    std::exception_ptr ep, result<R> r) mutable {
+                cancel->finished = true;
+                if (ep) r.first = make_error_code(errc::connection_lost);
+                if constexpr (std::is_same_v<R, std::monostate>)
+                    complete(fallback, std::move(h), r.first);
+                else
+                    complete(fallback, std::move(h), r.first, std::move(r.second));
+            }));
     }
 
     asio::awaitable<error_code> ensure_connected() {
@@ -955,7 +988,8 @@ public:
             take(op.done_reply, std::move(handler));
             started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), nullptr);
         };
-        auto [ec, rep] = co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
+        auto [ec, rep] =
+            co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
         co_return result<core::reply>{ec, std::move(rep)};
     }
 
@@ -1018,7 +1052,7 @@ lock_guard::~lock_guard() { queue_drop(hold_); }
 
 namespace {
 const std::string empty_string;
-}
+}  // namespace
 
 const std::string& lock_guard::key() const noexcept { return hold_ ? hold_->key : empty_string; }
 const std::string& lock_guard::id() const noexcept { return hold_ ? hold_->id : empty_string; }
@@ -1040,7 +1074,9 @@ bool lock_guard::owns_lock() const noexcept { return hold_ && hold_->holds_now()
 bool lock_guard::lost() const noexcept {
     return hold_ && (hold_->lost || (!hold_->released && (lease_ran_out(*hold_) || !hold_->client_open->load())));
 }
-std::optional<std::chrono::steady_clock::time_point> lock_guard::expires_at() const noexcept { return expiry_of(hold_); }
+std::optional<std::chrono::steady_clock::time_point> lock_guard::expires_at() const noexcept {
+    return expiry_of(hold_);
+}
 void lock_guard::detach() noexcept { detach_hold(hold_); }
 
 void lock_guard::detach_hold(std::shared_ptr<hold>& h) noexcept {
@@ -1048,9 +1084,9 @@ void lock_guard::detach_hold(std::shared_ptr<hold>& h) noexcept {
     h->released = true;
     try {
         // Untracked from now on: no renewal, and whoever waits for its end hears "released".
-        if (auto owner = h->owner.lock()) asio::post(owner->strand_, [owner, h] { owner->end_hold(h, errc::released); });
-    } catch (...) {
-    }
+        if (auto owner = h->owner.lock())
+            asio::post(owner->strand_, [owner, h] { owner->end_hold(h, errc::released); });
+    } catch (...) {}
     h.reset();
 }
 
@@ -1059,8 +1095,8 @@ namespace {
 // the client is gone) through a post, so that even an early failure never completes inside the
 // initiating call.
 template <class Op>
-void run_on_owner(const std::shared_ptr<hold>& h, error_code early, asio::any_completion_handler<void(error_code)> handler,
-                  Op op) {
+void run_on_owner(const std::shared_ptr<hold>& h, error_code early,
+                  asio::any_completion_handler<void(error_code)> handler, Op op) {
     std::shared_ptr<client_impl> owner = h && !early ? h->owner.lock() : nullptr;
     if (!owner) {
         if (!early) early = make_error_code(errc::closed);
@@ -1077,12 +1113,14 @@ void lock_guard::start_release(std::shared_ptr<hold> h, asio::any_completion_han
     // Claimed here, in the initiating call, so that a guard destroyed right after starting its
     // release does not queue a second unlock, and a second release fails at once.
     error_code early;
-    if (!h) early = make_error_code(errc::not_holder);
-    else if (h->lost) early = make_error_code(errc::lock_lost);
-    else if (h->released.exchange(true)) early = make_error_code(errc::not_holder);
-    run_on_owner(h, early, std::move(handler), [h](client_impl& c, auto done, auto link) {
-        c.release_hold(h, std::move(done), std::move(link));
-    });
+    if (!h)
+        early = make_error_code(errc::not_holder);
+    else if (h->lost)
+        early = make_error_code(errc::lock_lost);
+    else if (h->released.exchange(true))
+        early = make_error_code(errc::not_holder);
+    run_on_owner(h, early, std::move(handler),
+                 [h](client_impl& c, auto done, auto link) { c.release_hold(h, std::move(done), std::move(link)); });
 }
 
 void lock_guard::start_extend(std::shared_ptr<hold> h, std::chrono::milliseconds ttl,
@@ -1165,8 +1203,7 @@ client::~client() {
     impl_->open_->store(false);
     try {
         asio::dispatch(impl_->strand_, [impl = impl_] { impl->close(); });
-    } catch (...) {
-    }
+    } catch (...) {}
 }
 
 client::executor_type client::get_executor() const noexcept { return impl_->strand_; }
@@ -1182,31 +1219,35 @@ void client::close() {
 // (as a coroutine resumed by a reply does), queued otherwise. They never complete inline.
 void client::start_connect(asio::any_completion_handler<void(error_code)> h) {
     auto link = detail::install_canceller(impl_, h);
-    asio::dispatch(impl_->strand_, [impl = impl_, h = std::move(h), link]() mutable { impl->connect(std::move(h), std::move(link)); });
+    asio::dispatch(impl_->strand_,
+                   [impl = impl_, h = std::move(h), link]() mutable { impl->connect(std::move(h), std::move(link)); });
 }
 
 void client::start_acquire(std::string key, acquire_options o,
                            asio::any_completion_handler<void(error_code, lock_guard)> h) {
     auto link = detail::install_canceller(impl_, h);
-    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), o = std::move(o), h = std::move(h), link]() mutable {
-        impl->acquire(std::move(key), std::move(o), std::move(h), std::move(link));
-    });
+    asio::dispatch(impl_->strand_,
+                   [impl = impl_, key = std::move(key), o = std::move(o), h = std::move(h), link]() mutable {
+                       impl->acquire(std::move(key), std::move(o), std::move(h), std::move(link));
+                   });
 }
 
 void client::start_acquire_many(std::vector<std::string> keys, acquire_options o,
                                 asio::any_completion_handler<void(error_code, multi_lock_guard)> h) {
     auto link = detail::install_canceller(impl_, h);
-    asio::dispatch(impl_->strand_, [impl = impl_, keys = std::move(keys), o = std::move(o), h = std::move(h), link]() mutable {
-        impl->acquire_many(std::move(keys), std::move(o), std::move(h), std::move(link));
-    });
+    asio::dispatch(impl_->strand_,
+                   [impl = impl_, keys = std::move(keys), o = std::move(o), h = std::move(h), link]() mutable {
+                       impl->acquire_many(std::move(keys), std::move(o), std::move(h), std::move(link));
+                   });
 }
 
 void client::start_release(std::string key, std::string id, bool force,
                            asio::any_completion_handler<void(error_code)> h) {
     auto link = detail::install_canceller(impl_, h);
-    asio::dispatch(impl_->strand_, [impl = impl_, key = std::move(key), id = std::move(id), force, h = std::move(h), link]() mutable {
-        impl->release(std::move(key), std::move(id), force, std::move(h), std::move(link));
-    });
+    asio::dispatch(impl_->strand_,
+                   [impl = impl_, key = std::move(key), id = std::move(id), force, h = std::move(h), link]() mutable {
+                       impl->release(std::move(key), std::move(id), force, std::move(h), std::move(link));
+                   });
 }
 
 void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<std::string>)> h) {
@@ -1219,11 +1260,16 @@ void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<
             std::vector<std::string> keys;
             std::optional<std::uint64_t> cursor;
             do {
-                auto make = [&cursor](const std::string& uuid) { return core::request(req::ls{uuid, cursor, std::nullopt}); };
+                auto make = [&cursor](const std::string& uuid) {
+                    return core::request(req::ls{uuid, cursor, std::nullopt});
+                };
                 auto [ec, rep] = co_await c->call(make);
                 if (ec) co_return client_impl::result<std::vector<std::string>>{ec, {}};
-                if (keys.empty()) keys = std::move(rep.ls_result);
-                else keys.insert(keys.end(), std::make_move_iterator(rep.ls_result.begin()), std::make_move_iterator(rep.ls_result.end()));
+                if (keys.empty())
+                    keys = std::move(rep.ls_result);
+                else
+                    keys.insert(keys.end(), std::make_move_iterator(rep.ls_result.begin()),
+                                std::make_move_iterator(rep.ls_result.end()));
                 cursor = rep.cursor;
             } while (cursor);
             co_return client_impl::result<std::vector<std::string>>{error_code{}, std::move(keys)};
@@ -1256,7 +1302,8 @@ void client::start_ping(asio::any_completion_handler<void(error_code, std::chron
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<std::chrono::microseconds>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             // The round trip is timed once connected, so that it never includes the connect.
-            if (auto ec = co_await c->ensure_connected()) co_return client_impl::result<std::chrono::microseconds>{ec, {}};
+            if (auto ec = co_await c->ensure_connected())
+                co_return client_impl::result<std::chrono::microseconds>{ec, {}};
             auto t0 = steady::now();
             auto make = [](const std::string& uuid) { return core::request(req::ping{uuid, std::nullopt}); };
             auto [ec, rep] = co_await c->call(make);
@@ -1280,11 +1327,12 @@ void client::start_stats(asio::any_completion_handler<void(error_code, boost::js
 
 error_code client::last_connect_error() const { return impl_->last_connect_error_; }
 
-void client::start_pin(std::string prefix, std::optional<std::uint32_t> max, asio::any_completion_handler<void(error_code)> h) {
+void client::start_pin(std::string prefix, std::optional<std::uint32_t> max,
+                       asio::any_completion_handler<void(error_code)> h) {
     auto impl = impl_;
     impl->launch<std::monostate>(
-        [](std::shared_ptr<client_impl> c, std::string p, std::optional<std::uint32_t> m)
-            -> asio::awaitable<client_impl::result<std::monostate>> {
+        [](std::shared_ptr<client_impl> c, std::string p,
+           std::optional<std::uint32_t> m) -> asio::awaitable<client_impl::result<std::monostate>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             auto make = [&p, m](const std::string& uuid) { return core::request(req::pin{uuid, p, m}); };
             auto [ec, rep] = co_await c->call(make);
@@ -1348,13 +1396,16 @@ const std::vector<std::string>& watcher::keys() const noexcept {
     return state_ ? state_->keys : none;
 }
 
-void client::start_watch(std::vector<std::string> keys, bool all, asio::any_completion_handler<void(error_code, watcher)> h) {
+void client::start_watch(std::vector<std::string> keys, bool all,
+                         asio::any_completion_handler<void(error_code, watcher)> h) {
     auto impl = impl_;
     impl->launch<watcher>(
-        [](std::shared_ptr<client_impl> c, std::vector<std::string> wanted, bool every) -> asio::awaitable<client_impl::result<watcher>> {
+        [](std::shared_ptr<client_impl> c, std::vector<std::string> wanted,
+           bool every) -> asio::awaitable<client_impl::result<watcher>> {
             using result = client_impl::result<watcher>;
             co_await asio::this_coro::throw_if_cancelled(false);
-            if (!every && wanted.empty()) co_return result{make_error_code(errc::bad_request), watcher{}};  // watch_all is explicit
+            if (!every && wanted.empty())
+                co_return result{make_error_code(errc::bad_request), watcher{}};  // watch_all is explicit
             for (const auto& k : wanted)
                 if (!c->ses_.invalid_key(k).empty()) co_return result{make_error_code(errc::bad_request), watcher{}};
             if (auto ec = co_await c->ensure_connected()) co_return result{ec, watcher{}};

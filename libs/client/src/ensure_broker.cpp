@@ -71,9 +71,12 @@ std::string find_broker(const ensure_broker_options& how) {
 std::string folder_for(std::string_view url) {
     std::string out;
     for (char ch : url) {
-        bool keep = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_';
-        if (keep) out += ch;
-        else if (!out.empty() && out.back() != '-') out += '-';
+        bool keep =
+            (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_';
+        if (keep)
+            out += ch;
+        else if (!out.empty() && out.back() != '-')
+            out += '-';
     }
     while (!out.empty() && out.back() == '-') out.pop_back();
     return out.empty() ? std::string("broker") : out;
@@ -128,8 +131,7 @@ pid_t spawn_detached(const std::vector<std::string>& args, const std::string& lo
     if (::read(pipefd[0], &pid, sizeof pid) != sizeof pid) pid = -1;
     ::close(pipefd[0]);
     int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {}
     return pid;
 }
 
@@ -157,20 +159,23 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     // A broker that wants another token is a broker all the same: the caller's connect says why.
     if (!first || first == errc::unauthenticated) return {};
     if (first == errc::broker_incompatible || first == errc::wrong_endpoint)
-        return fail(first == errc::wrong_endpoint ? errc::wrong_endpoint : errc::broker_incompatible, "something answers at " + options.url + " but it is not an lmx broker");
+        return fail(first == errc::wrong_endpoint ? errc::wrong_endpoint : errc::broker_incompatible,
+                    "something answers at " + options.url + " but it is not an lmx broker");
     // Nobody listens there (or nothing more precise is known): a broker may be started.
     if (first != errc::unreachable && first != errc::refused)
         return fail(errc::unreachable, "cannot reach " + options.url + ": " + first.message());
     if (!is_local(*ep))
-        return fail(errc::unreachable, "no broker at " + options.url + ", and it is not a local address where one could be started");
+        return fail(errc::unreachable,
+                    "no broker at " + options.url + ", and it is not a local address where one could be started");
 
     std::error_code aec;
     std::string broker = find_broker(how);
     // The broker runs from "/", so relative paths are made absolute here.
     if (!broker.empty()) broker = fs::absolute(broker, aec).string();
     if (broker.empty())
-        return fail(errc::unreachable, "no broker at " + options.url +
-                                           " and no lmx executable to start one (put lmx on PATH or set LMX_BROKER_PATH)");
+        return fail(errc::unreachable,
+                    "no broker at " + options.url +
+                        " and no lmx executable to start one (put lmx on PATH or set LMX_BROKER_PATH)");
 
     std::string dir = fs::absolute(how.state_dir.empty() ? default_state_dir() : how.state_dir, aec).string() + "/" +
                       folder_for(options.url);
@@ -190,7 +195,8 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
         if (steady::now() >= lock_deadline) {
             ::close(lock_fd);
-            return fail(errc::unreachable, "another process has been starting a broker for " + options.url + " for too long (" + lock_path + ")");
+            return fail(errc::unreachable, "another process has been starting a broker for " + options.url +
+                                               " for too long (" + lock_path + ")");
         }
         std::this_thread::sleep_for(milliseconds{20});
     }
@@ -206,9 +212,7 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
     if (options.url != client_options{}.url) args.insert(args.end(), {"--listen", options.url});
     args.insert(args.end(), {"--state-dir", dir});
     args.insert(args.end(), how.broker_args.begin(), how.broker_args.end());
-    {
-        std::ofstream(log, std::ios::app) << "--- started by ensure_broker for " << options.url << "\n";
-    }
+    { std::ofstream(log, std::ios::app) << "--- started by ensure_broker for " << options.url << "\n"; }
     pid_t pid = spawn_detached(args, log);
     if (pid <= 0) return fail(errc::unreachable, "cannot start " + broker + ": " + std::strerror(errno), log);
 
@@ -222,8 +226,8 @@ ensure_broker_result ensure_broker(const client_options& options, const ensure_b
         if (gone || steady::now() >= deadline) {
             std::string last = last_line_of(log);
             return fail(errc::unreachable,
-                        "the broker started for " + options.url +
-                            (gone ? " exited" : " did not answer in time") + (last.empty() ? "" : ": " + last) + " (log: " + log + ")",
+                        "the broker started for " + options.url + (gone ? " exited" : " did not answer in time") +
+                            (last.empty() ? "" : ": " + last) + " (log: " + log + ")",
                         log);
         }
         std::this_thread::sleep_for(milliseconds{50});

@@ -32,8 +32,10 @@ public:
             case errc::refused: return "the broker's address refused the connection";
             case errc::name_not_resolved: return "the broker's host name did not resolve";
             case errc::wrong_endpoint: return "the peer does not speak lmx's protocol";
-            case errc::origin_refused: return "the broker refuses connections from this origin (see its --allow-origin)";
-            case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
+            case errc::origin_refused:
+                return "the broker refuses connections from this origin (see its --allow-origin)";
+            case errc::limit_reached:
+                return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
             case errc::max_pinned: return "the broker pins this key's max; name no max, or that one";
             case errc::unauthenticated: return "the broker requires a valid token";
             case errc::forbidden: return "the token's role does not permit this request";

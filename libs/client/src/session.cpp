@@ -49,9 +49,12 @@ std::uint64_t client_session::serial_of(std::string_view id) const noexcept {
     for (std::size_t i = id.size(); i-- > prefix_.size() + 1;) {
         const char c = id[i];
         int d = -1;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'a' && c <= 'z') d = c - 'a' + 10;
-        else if (c >= 'A' && c <= 'Z') d = c - 'A' + 36;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'z')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'Z')
+            d = c - 'A' + 36;
         if (d < 0) return 0;
         n = n * 62 + static_cast<std::uint64_t>(d);
     }
@@ -74,7 +77,8 @@ std::string client_session::invalid_options(const acquire_options& o) const {
         return "ttl is over the broker's limit of " + std::to_string(longest.count()) + " ms (no_expiry for none)";
     if (o.timeout && o.timeout->count() < 0) return "timeout must not be negative";
     if (o.timeout && *o.timeout != wait_forever && *o.timeout > longest)
-        return "timeout is over the broker's limit of " + std::to_string(longest.count()) + " ms (wait_forever for none)";
+        return "timeout is over the broker's limit of " + std::to_string(longest.count()) +
+               " ms (wait_forever for none)";
     if (o.max && *o.max == 0) return "max must be at least 1";
     return {};
 }
@@ -185,9 +189,12 @@ std::uint64_t client_session::extend_hold(std::shared_ptr<hold> h, std::chrono::
     auto o = open_request(request_op::kind::extend_hold, timeout);
     const auto caller = o->caller;
     error_code early;
-    if (h->lost) early = make_error_code(errc::lock_lost);
-    else if (h->released) early = make_error_code(errc::not_holder);
-    else if (ttl != no_expiry && ttl.count() <= 0) early = make_error_code(errc::bad_request);
+    if (h->lost)
+        early = make_error_code(errc::lock_lost);
+    else if (h->released)
+        early = make_error_code(errc::not_holder);
+    else if (ttl != no_expiry && ttl.count() <= 0)
+        early = make_error_code(errc::bad_request);
     if (early) {
         fail(std::move(o), early, now);
         return caller;
@@ -200,8 +207,10 @@ std::uint64_t client_session::extend_hold(std::shared_ptr<hold> h, std::chrono::
 
 void client_session::give_back(const std::shared_ptr<hold>& h, errc why) {
     end_hold(h, why);
-    if (h->multi) send_oneway(req::release_many{next_id(), h->id});
-    else send_oneway(req::unlock{next_id(), h->key, h->id, false});
+    if (h->multi)
+        send_oneway(req::release_many{next_id(), h->id});
+    else
+        send_oneway(req::unlock{next_id(), h->key, h->id, false});
 }
 
 void client_session::end_hold(const std::shared_ptr<hold>& h, errc why) {
@@ -233,8 +242,7 @@ std::vector<std::shared_ptr<hold>> client_session::live_holds() const {
 
 void client_session::complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply,
                               std::unique_ptr<core::reply> r, std::string message) {
-    if (o->caller)
-        out_.done.push_back({o->caller, ec, std::move(h), std::move(r), std::move(message), from_reply});
+    if (o->caller) out_.done.push_back({o->caller, ec, std::move(h), std::move(r), std::move(message), from_reply});
     recycle(std::move(o));
 }
 
@@ -247,7 +255,8 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
         case k::renew: return renewed(std::move(o), r, now);
         case k::call:
             if (wire_error(r) && !o->raw) ec = make_error_code(errc_from_wire(r.code));
-            return complete(std::move(o), ec, nullptr, true, std::make_unique<core::reply>(std::move(r)), std::move(message));
+            return complete(std::move(o), ec, nullptr, true, std::make_unique<core::reply>(std::move(r)),
+                            std::move(message));
         case k::grant:
         case k::grant_many: {
             if (!r.acquired.value_or(false)) {
@@ -284,16 +293,22 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
             return complete(std::move(o), ec, std::move(h), true, nullptr, std::move(message));
         }
         case k::unlock:
-            if (wire_error(r)) ec = make_error_code(errc_from_wire(r.code));
-            else if (!r.unlocked.value_or(false)) ec = make_error_code(errc::not_holder);
+            if (wire_error(r))
+                ec = make_error_code(errc_from_wire(r.code));
+            else if (!r.unlocked.value_or(false))
+                ec = make_error_code(errc::not_holder);
             // Unlocking is idempotent on the wire; the caller learns that the id held nothing.
-            else if (!r.held.value_or(true) && !o->key.empty()) ec = make_error_code(errc::not_held);
+            else if (!r.held.value_or(true) && !o->key.empty())
+                ec = make_error_code(errc::not_held);
             break;
         case k::release_hold:
-            if (wire_error(r)) ec = make_error_code(errc_from_wire(r.code));
-            else if (o->h->multi && !r.released.value_or(false)) ec = make_error_code(errc::not_holder);
+            if (wire_error(r))
+                ec = make_error_code(errc_from_wire(r.code));
+            else if (o->h->multi && !r.released.value_or(false))
+                ec = make_error_code(errc::not_holder);
             // The broker answers an unlock of a hold that already ended with a warning.
-            else if (!o->h->multi && (!r.unlocked.value_or(false) || r.warning)) ec = make_error_code(errc::lock_lost);
+            else if (!o->h->multi && (!r.unlocked.value_or(false) || r.warning))
+                ec = make_error_code(errc::lock_lost);
             if (ec == errc::lock_lost) o->h->lost = true;
             break;
         case k::extend_hold:
@@ -328,8 +343,10 @@ void client_session::on_reply(core::reply&& r, steady::time_point now) {
     const std::uint64_t serial = serial_of(r.uuid);
     if (r.type == "lock-lost") {
         if (auto it = holds_.find(serial); serial && it != holds_.end()) {
-            if (auto h = it->second.lock()) end_hold(h, r.reason == "forced" ? errc::forced : errc::lease_expired);
-            else holds_.erase(it);
+            if (auto h = it->second.lock())
+                end_hold(h, r.reason == "forced" ? errc::forced : errc::lease_expired);
+            else
+                holds_.erase(it);
         }
         return;
     }
@@ -346,8 +363,10 @@ void client_session::on_reply(core::reply&& r, steady::time_point now) {
     if (auto it = abandoned_.find(r.uuid); it != abandoned_.end()) {
         // A grant that crossed our withdrawal: give it back at once.
         if (r.acquired.value_or(false)) {
-            if (r.type == "acquire-many") send_oneway(req::release_many{next_id(), r.uuid});
-            else send_oneway(req::unlock{next_id(), it->second, r.uuid, false});
+            if (r.type == "acquire-many")
+                send_oneway(req::release_many{next_id(), r.uuid});
+            else
+                send_oneway(req::unlock{next_id(), it->second, r.uuid, false});
         }
         if (r.acquired.has_value() && !r.queued.value_or(false)) abandoned_.erase(it);
         return;
@@ -424,8 +443,10 @@ void client_session::sweep(steady::time_point now) {
     deadline_min_ = steady::time_point::max();
     std::vector<std::uint64_t> expired;
     for (auto& [id, o] : pending_) {
-        if (o->deadline <= now) expired.push_back(id);
-        else deadline_min_ = std::min(deadline_min_, o->deadline);
+        if (o->deadline <= now)
+            expired.push_back(id);
+        else
+            deadline_min_ = std::min(deadline_min_, o->deadline);
     }
     for (auto id : expired) {
         auto it = pending_.find(id);
@@ -469,7 +490,9 @@ void client_session::set_lease(const std::shared_ptr<hold>& h, steady::time_poin
     if (h->renew) schedule(h, h->renew_at);
 }
 
-void client_session::schedule(const std::shared_ptr<hold>& h, steady::time_point at) { lease_events_.push({at, h->serial}); }
+void client_session::schedule(const std::shared_ptr<hold>& h, steady::time_point at) {
+    lease_events_.push({at, h->serial});
+}
 
 // Ends the leases that ran out (whether or not the broker can be reached) and renews those due.
 void client_session::tend_leases(steady::time_point now) {

@@ -41,18 +41,18 @@ class client_impl;
 struct hold {
     std::weak_ptr<client_impl> owner;
     std::shared_ptr<const std::atomic<bool>> client_open;  // false once the client is closed or gone
-    std::string key;  // single-key holds
+    std::string key;                                       // single-key holds
     std::string id;
     std::uint64_t serial = 0;  // the id's number (client_session::serial_of)
     ::lmx::fencing_token token = 0;
     bool multi = false;
     bool keep = false;
-    std::vector<std::string> keys;                                   // multi: sorted
+    std::vector<std::string> keys;                                     // multi: sorted
     std::vector<std::pair<std::string, ::lmx::fencing_token>> tokens;  // multi
     std::atomic<bool> lost{false};
     std::atomic<bool> released{false};
     std::atomic<std::int64_t> expires{no_deadline};  // steady_clock ticks: the lease as this client counts it
-    std::atomic<int> ended{0};                        // the errc that ended it; 0 while it holds
+    std::atomic<int> ended{0};                       // the errc that ended it; 0 while it holds
 
     // The strand's.
     std::chrono::milliseconds ttl{};  // the lease asked for (no_expiry: none)
@@ -87,8 +87,8 @@ struct request_op {
     std::string uuid;
     std::uint64_t serial = 0;  // the number in uuid
     std::uint64_t caller = 0;  // the operation a completion goes to (0: none; usually == serial)
-    std::string key;    // grant: the key, to give back a grant that crosses a withdrawal; unlock by id
-    std::string frame;  // the encoded request while waiting for the connection
+    std::string key;           // grant: the key, to give back a grant that crosses a withdrawal; unlock by id
+    std::string frame;         // the encoded request while waiting for the connection
     std::chrono::milliseconds timeout{};  // from sending to the local deadline; max: none
     steady::time_point deadline = steady::time_point::max();
     steady::time_point sent{};        // when the request left (a lease counts from here)
@@ -101,17 +101,17 @@ using request_ptr = std::unique_ptr<request_op>;
 struct completion {
     std::uint64_t caller = 0;
     error_code ec;
-    std::shared_ptr<hold> h;  // grant, grant_many: the hold on success
+    std::shared_ptr<hold> h;             // grant, grant_many: the hold on success
     std::unique_ptr<core::reply> reply;  // call: the reply (held apart: a reply is large to move)
-    std::string message;      // the broker's words when it refused
-    bool from_reply = false;  // ended by a reply (the caller may resume inline)
+    std::string message;                 // the broker's words when it refused
+    bool from_reply = false;             // ended by a reply (the caller may resume inline)
 };
 
 // What one call into the session produced, besides frames.
 struct step {
     std::vector<completion> done;
     std::vector<std::pair<std::uint64_t, std::uint32_t>> queued;  // (caller, place in line)
-    std::vector<std::pair<std::shared_ptr<hold>, errc>> ended;   // holds that ended, and why
+    std::vector<std::pair<std::shared_ptr<hold>, errc>> ended;    // holds that ended, and why
     bool empty() const noexcept { return done.empty() && queued.empty() && ended.empty(); }
     void clear() noexcept {
         done.clear();
@@ -151,7 +151,7 @@ public:
 
     // Request ids are "<prefix>.<n>", n counting up in base 62, least significant digit first.
     std::string next_id();
-    std::uint64_t new_serial() { return ++counter_; }  // a handle that names no request
+    std::uint64_t new_serial() { return ++counter_; }             // a handle that names no request
     std::uint64_t serial_of(std::string_view id) const noexcept;  // 0: not one of ours
 
     // Why a key or an acquire's options would be refused by the broker; empty when fine.
@@ -178,15 +178,15 @@ public:
     // The hold ended (released, lost, closed, ...): its guard no longer owns it.
     void end_hold(const std::shared_ptr<hold>& h, errc why);
 
-    void on_transport_up();  // the handshake may go out (immediate requests)
-    void on_handshake_done(steady::time_point now);  // everything waiting goes out
+    void on_transport_up();                                         // the handshake may go out (immediate requests)
+    void on_handshake_done(steady::time_point now);                 // everything waiting goes out
     void on_connect_failed(error_code ec, steady::time_point now);  // everything waiting fails with ec
     // The connection ended: requests in flight fail, holds not kept on exit end.
     void on_disconnect(error_code why, steady::time_point now);
     void lose_kept_holds();  // the broker restarted: holds kept across the reconnect are gone
     void on_reply(core::reply&& r, steady::time_point now);  // not events: those are the watchers'
-    void on_time(steady::time_point now);  // deadlines, lease ends and renewals due by `now`
-    void close(steady::time_point now);    // every request fails, every hold ends `closed`
+    void on_time(steady::time_point now);                    // deadlines, lease ends and renewals due by `now`
+    void close(steady::time_point now);                      // every request fails, every hold ends `closed`
 
 private:
     void send(request_ptr o, const core::request* r, steady::time_point now);
@@ -222,13 +222,13 @@ private:
 
     // Keyed by the number in the request id: integer keys hash in a step, where string keys of a
     // small map are compared one by one.
-    std::unordered_map<std::uint64_t, request_ptr> pending_;  // sent
-    std::vector<request_ptr> waiting_;                        // for the connection
-    std::vector<request_ptr> spare_;                          // finished records, for reuse
+    std::unordered_map<std::uint64_t, request_ptr> pending_;        // sent
+    std::vector<request_ptr> waiting_;                              // for the connection
+    std::vector<request_ptr> spare_;                                // finished records, for reuse
     std::unordered_map<std::uint64_t, std::weak_ptr<hold>> holds_;  // by serial
-    std::unordered_map<std::string, std::string> abandoned_;  // withdrawn request id -> key: give back on grant
-    std::unordered_map<std::string, std::string> cancels_;    // cancel uuid -> target
-    steady::time_point deadline_min_ = steady::time_point::max();  // no request is due before this
+    std::unordered_map<std::string, std::string> abandoned_;        // withdrawn request id -> key: give back on grant
+    std::unordered_map<std::string, std::string> cancels_;          // cancel uuid -> target
+    steady::time_point deadline_min_ = steady::time_point::max();   // no request is due before this
 
     // Lease events in time order: (when, hold serial). Stale entries are skipped when they come up.
     using lease_event = std::pair<steady::time_point, std::uint64_t>;

@@ -49,16 +49,23 @@ std::optional<connection_settings> load_settings(std::string* error) {
     auto& o = v.as_object();
     for (auto& [k, val] : o) {
         if (k == "port") {
-            if (val.is_int64() && val.as_int64() > 0 && val.as_int64() <= 65535) s.port = static_cast<std::uint16_t>(val.as_int64());
-            else if (val.is_string() && parse_port(val.as_string())) s.port = parse_port(val.as_string());
-            else return fail("port must be a number from 1 to 65535");
+            if (val.is_int64() && val.as_int64() > 0 && val.as_int64() <= 65535)
+                s.port = static_cast<std::uint16_t>(val.as_int64());
+            else if (val.is_string() && parse_port(val.as_string()))
+                s.port = parse_port(val.as_string());
+            else
+                return fail("port must be a number from 1 to 65535");
         } else if (k == "url" || k == "host" || k == "uds_path" || k == "token_file") {
             if (!val.is_string()) return fail(std::string(k) + " must be a string");
             std::string str(val.as_string());
-            if (k == "url") s.url = str;
-            else if (k == "host") s.host = str;
-            else if (k == "token_file") s.token_file = str;
-            else s.uds_path = str;
+            if (k == "url")
+                s.url = str;
+            else if (k == "host")
+                s.host = str;
+            else if (k == "token_file")
+                s.token_file = str;
+            else
+                s.uds_path = str;
         }
     }
     return s;
@@ -154,8 +161,9 @@ client_options client_options::from_env(client_options base) {
     if (auto f = load_settings()) layers.push_back(*f);
     layers.push_back(connection_settings{.url = base.url, .uds_path = {}, .host = {}, .port = {}, .token_file = {}});
     base.url = resolve_url(layers);
-    for (auto [field, name] : {std::pair{&base.tls_ca_file, "LMX_TLS_CA"}, std::pair{&base.tls_cert_file, "LMX_TLS_CERT"},
-                               std::pair{&base.tls_key_file, "LMX_TLS_KEY"}}) {
+    for (auto [field, name] :
+         {std::pair{&base.tls_ca_file, "LMX_TLS_CA"}, std::pair{&base.tls_cert_file, "LMX_TLS_CERT"},
+          std::pair{&base.tls_key_file, "LMX_TLS_KEY"}}) {
         const char* v = std::getenv(name);
         if (field->empty() && v && *v) *field = v;
     }

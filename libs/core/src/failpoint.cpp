@@ -44,9 +44,12 @@ std::string parse_term(std::string_view text, term& t) {
         if (!parse_number(trim(text.substr(0, star)), t.count)) return "bad count in '" + std::string(text) + "'";
         text = trim(text.substr(star + 1));
     }
-    if (text == "off") t.act.what = action::kind::off;
-    else if (text == "error") t.act.what = action::kind::error;
-    else if (text == "abort") t.act.what = action::kind::abort;
+    if (text == "off")
+        t.act.what = action::kind::off;
+    else if (text == "error")
+        t.act.what = action::kind::error;
+    else if (text == "abort")
+        t.act.what = action::kind::abort;
     else if (text.starts_with("sleep(") && text.ends_with(")")) {
         long ms = 0;
         if (!parse_number(text.substr(6, text.size() - 7), ms)) return "bad sleep in '" + std::string(text) + "'";

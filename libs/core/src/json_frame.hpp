@@ -39,9 +39,7 @@ public:
         quoted(v);
         return *this;
     }
-    frame& str_if(std::string_view name, std::string_view v) {
-        return v.empty() ? *this : str(name, v);
-    }
+    frame& str_if(std::string_view name, std::string_view v) { return v.empty() ? *this : str(name, v); }
     template <std::integral Int>
     frame& num(std::string_view name, Int v) {
         field(name);
@@ -197,7 +195,8 @@ private:
 };
 
 // `name: null` for no_expiry, the count of milliseconds otherwise; nothing when unset.
-inline void append_optional_ms(frame& fr, std::string_view name, const std::optional<std::chrono::milliseconds>& value) {
+inline void append_optional_ms(frame& fr, std::string_view name,
+                               const std::optional<std::chrono::milliseconds>& value) {
     if (!value) return;
     if (*value == no_expiry)
         fr.null(name);

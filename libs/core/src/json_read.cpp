@@ -9,8 +9,7 @@ int_status to_int64(const json::value& v, std::int64_t& out) noexcept {
     switch (v.kind()) {
         case json::kind::int64: out = v.get_int64(); return int_status::ok;
         case json::kind::uint64:
-            if (v.get_uint64() >
-                static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+            if (v.get_uint64() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
                 return int_status::too_large;
             out = static_cast<std::int64_t>(v.get_uint64());
             return int_status::ok;

@@ -78,8 +78,14 @@ inline bool scan_flat_object(std::string_view frame, OnMember&& on_member) {
         if (p == end) return false;
         switch (*p) {
             case '"': v.k = flat_value::kind::string; return string(v.text);
-            case 't': v.k = flat_value::kind::boolean; v.flag = true; return literal("true");
-            case 'f': v.k = flat_value::kind::boolean; v.flag = false; return literal("false");
+            case 't':
+                v.k = flat_value::kind::boolean;
+                v.flag = true;
+                return literal("true");
+            case 'f':
+                v.k = flat_value::kind::boolean;
+                v.flag = false;
+                return literal("false");
             case 'n': v.k = flat_value::kind::null; return literal("null");
             default: break;
         }

@@ -8,9 +8,7 @@
 
 namespace lmx::core {
 
-fencing_token effect_sink::reserve_tokens(fencing_token) {
-    return max_fencing_token;
-}
+fencing_token effect_sink::reserve_tokens(fencing_token) { return max_fencing_token; }
 
 namespace {
 
@@ -203,9 +201,9 @@ struct lock_table::impl {
 
     fencing_token token = 0;
     fencing_token ceiling = 0;
-    bool stalled = false;         // a token reservation failed: nothing is granted until resumed
+    bool stalled = false;           // a token reservation failed: nothing is granted until resumed
     std::vector<u32> stalled_keys;  // keys whose queue head waits for tokens
-    i64 last_wait = 0;  // queue time of the request granted last
+    i64 last_wait = 0;              // queue time of the request granted last
     table_counters stats;
 
     // Scratch, reused across calls so the hot path does not allocate.
@@ -216,7 +214,8 @@ struct lock_table::impl {
     std::vector<u32> group_keys;
     std::vector<u32> due;
 
-    impl(effect_sink& s, table_config c) : sink(s), config(std::move(c)), token(config.fencing_seed), ceiling(config.fencing_seed) {
+    impl(effect_sink& s, table_config c)
+        : sink(s), config(std::move(c)), token(config.fencing_seed), ceiling(config.fencing_seed) {
         sort_pins();
     }
 
@@ -246,9 +245,8 @@ struct lock_table::impl {
         return [this](u32 e) { return own_hash(entries[e].session, entries[e].key); };
     }
     u32 find_own(u32 session_slot, u32 key) const {
-        return own_index.find(own_hash(session_slot, key), [&](u32 e) {
-            return entries[e].session == session_slot && entries[e].key == key;
-        });
+        return own_index.find(own_hash(session_slot, key),
+                              [&](u32 e) { return entries[e].session == session_slot && entries[e].key == key; });
     }
     void index_own(u32 e) {
         entry& r = entries[e];
@@ -304,7 +302,8 @@ struct lock_table::impl {
     // Whether one more request of session `s` on `names` would pass a bound: the session's holds
     // and waiting requests, or the keys in the table.
     bool over_limits(session_id s, std::span<const std::string_view> names) const {
-        if (auto it = session_slots.find(s); it != session_slots.end() && sessions[it->second].count >= config.max_session_requests)
+        if (auto it = session_slots.find(s);
+            it != session_slots.end() && sessions[it->second].count >= config.max_session_requests)
             return true;
         if (stats.keys + names.size() <= config.max_keys) return false;
         std::uint64_t fresh = 0;
@@ -367,8 +366,10 @@ struct lock_table::impl {
         if (r.session == npos) return;
         unindex_own(e);
         session_rec& s = sessions[r.session];
-        if (r.sprev != npos) entries[r.sprev].snext = r.snext;
-        else s.head = r.snext;
+        if (r.sprev != npos)
+            entries[r.sprev].snext = r.snext;
+        else
+            s.head = r.snext;
         if (r.snext != npos) entries[r.snext].sprev = r.sprev;
         r.sprev = r.snext = npos;
         r.session = npos;
@@ -424,8 +425,10 @@ struct lock_table::impl {
         r.seq = k.q_tail != npos ? entries[k.q_tail].seq + 1 : 0;
         r.kprev = k.q_tail;
         r.knext = npos;
-        if (k.q_tail != npos) entries[k.q_tail].knext = e;
-        else k.q_head = e;
+        if (k.q_tail != npos)
+            entries[k.q_tail].knext = e;
+        else
+            k.q_head = e;
         k.q_tail = e;
         ++k.waiters;
         ++stats.waiters;
@@ -435,10 +438,14 @@ struct lock_table::impl {
         entry& r = entries[e];
         key_rec& k = keys[r.key];
         if (k.q_head == e) pending.push_back(r.key);
-        if (r.kprev != npos) entries[r.kprev].knext = r.knext;
-        else k.q_head = r.knext;
-        if (r.knext != npos) entries[r.knext].kprev = r.kprev;
-        else k.q_tail = r.kprev;
+        if (r.kprev != npos)
+            entries[r.kprev].knext = r.knext;
+        else
+            k.q_head = r.knext;
+        if (r.knext != npos)
+            entries[r.knext].kprev = r.kprev;
+        else
+            k.q_tail = r.kprev;
         r.kprev = r.knext = npos;
         --k.waiters;
         --stats.waiters;
@@ -462,8 +469,10 @@ struct lock_table::impl {
         unindex_own(e);
         entry& r = entries[e];
         key_rec& k = keys[r.key];
-        if (r.kprev != npos) entries[r.kprev].knext = r.knext;
-        else k.hold_head = r.knext;
+        if (r.kprev != npos)
+            entries[r.kprev].knext = r.knext;
+        else
+            k.hold_head = r.knext;
         if (r.knext != npos) entries[r.knext].kprev = r.kprev;
         r.kprev = r.knext = npos;
         --k.holders;
@@ -479,9 +488,7 @@ struct lock_table::impl {
         return k.holders < k.max;
     }
 
-    std::uint32_t readers(const key_rec& k) const noexcept {
-        return k.holders_shared ? k.holders : 0;
-    }
+    std::uint32_t readers(const key_rec& k) const noexcept { return k.holders_shared ? k.holders : 0; }
 
     // Makes sure `n` more tokens may be handed out, asking the sink to reserve when they pass the
     // ceiling. Callers ask before they change anything, so a failure leaves the table as it was.
@@ -591,7 +598,8 @@ struct lock_table::impl {
         bool ready = true;
         for_each_member(leader, [&](u32 m) {
             const key_rec& k = keys[entries[m].key];
-            if (entries[m].st == state::waiting && (k.q_head != m || !admissible(k, lock_mode::exclusive))) ready = false;
+            if (entries[m].st == state::waiting && (k.q_head != m || !admissible(k, lock_mode::exclusive)))
+                ready = false;
         });
         return ready;
     }
@@ -866,7 +874,8 @@ struct lock_table::impl {
             return reject_now(rq.session, rq.id, rq.key, errc::duplicate_request, false);
         }
         if (stalled) return reject_now(rq.session, rq.id, rq.key, errc::unavailable, false);
-        if (over_limits(rq.session, std::span(&rq.key, 1))) return reject_now(rq.session, rq.id, rq.key, errc::limit_reached, false);
+        if (over_limits(rq.session, std::span(&rq.key, 1)))
+            return reject_now(rq.session, rq.id, rq.key, errc::limit_reached, false);
         std::optional<u32> max = rq.max;
         if (auto pinned = pin_of(rq.key)) {
             if (max && *max != *pinned) return reject_now(rq.session, rq.id, rq.key, errc::max_pinned, false);
@@ -929,8 +938,10 @@ struct lock_table::impl {
         sorted_keys.assign(rq.keys.begin(), rq.keys.end());
         std::sort(sorted_keys.begin(), sorted_keys.end());
         sorted_keys.erase(std::unique(sorted_keys.begin(), sorted_keys.end()), sorted_keys.end());
-        bool empty_key = std::any_of(sorted_keys.begin(), sorted_keys.end(), [](std::string_view s) { return s.empty(); });
-        if (sorted_keys.empty() || empty_key || rq.id.empty()) return reject_now(rq.session, rq.id, {}, errc::bad_request, true);
+        bool empty_key =
+            std::any_of(sorted_keys.begin(), sorted_keys.end(), [](std::string_view s) { return s.empty(); });
+        if (sorted_keys.empty() || empty_key || rq.id.empty())
+            return reject_now(rq.session, rq.id, {}, errc::bad_request, true);
         u32 h = hash_text(rq.id);
         if (u32 dup = find_id(rq.id, h); dup != npos) {
             const entry& d = entries[dup];
@@ -988,8 +999,10 @@ struct lock_table::impl {
         for (u32 k : group_keys) {
             u32 e = new_entry(rq.id, h, k, sess, lock_mode::exclusive, rq.keep_on_exit);
             entries[e].leader = leader == npos;
-            if (leader == npos) leader = e;
-            else entries[prev].group_next = e;
+            if (leader == npos)
+                leader = e;
+            else
+                entries[prev].group_next = e;
             prev = e;
         }
         entries[prev].group_next = leader;
@@ -1028,7 +1041,8 @@ struct lock_table::impl {
         u32 e = find_id(id);
         // A multi-key lock ends only as a whole (release-many).
         if (e != npos && entries[e].group_next != npos) return {release_status::not_holder, waiters_on(key), 0};
-        if (e == npos || keys[entries[e].key].name != key) return {release_status::already_released, waiters_on(key), 0};
+        if (e == npos || keys[entries[e].key].name != key)
+            return {release_status::already_released, waiters_on(key), 0};
         release_result out{release_status::released, 0, 1};
         const bool foreign = by && *by != session_of(entries[e]) && entries[e].session != npos;
         if (entries[e].st == state::waiting) {
@@ -1066,7 +1080,8 @@ struct lock_table::impl {
             finish(now);
             return {release_status::released, waiters_on(key), 1};
         }
-        if (k == npos || keys[k].holders == 0) return {release_status::already_released, k == npos ? 0 : keys[k].waiters, 0};
+        if (k == npos || keys[k].holders == 0)
+            return {release_status::already_released, k == npos ? 0 : keys[k].waiters, 0};
         u32 count = 0;
         // Ending a group hold removes its entry from this key's holder list too, so re-read the head.
         while (keys[k].hold_head != npos) {
@@ -1109,7 +1124,8 @@ struct lock_table::impl {
     release_result release_own(session_id s, std::string_view key, time_point tnow) {
         u32 k = find_key(key, hash_text(key));
         auto slot = session_slots.find(s);
-        if (k == npos || slot == session_slots.end()) return {release_status::already_released, k == npos ? 0 : keys[k].waiters, 0};
+        if (k == npos || slot == session_slots.end())
+            return {release_status::already_released, k == npos ? 0 : keys[k].waiters, 0};
         u32 e = find_own(slot->second, k);
         if (e == npos) return {release_status::already_released, keys[k].waiters, 0};
         emit_event(event_kind::released, entries[e]);
@@ -1275,7 +1291,8 @@ struct lock_table::impl {
             if (prev != kr.q_tail || n != kr.waiters) fail("queue count mismatch");
             // A waiter at the head that could be granted must have been granted (unless the
             // table stopped granting for want of tokens).
-            if (!stalled && kr.q_head != npos && entries[kr.q_head].group_next == npos && admissible(kr, entries[kr.q_head].mode))
+            if (!stalled && kr.q_head != npos && entries[kr.q_head].group_next == npos &&
+                admissible(kr, entries[kr.q_head].mode))
                 fail("grantable head left waiting");
             holders += kr.holders;
             waiters += kr.waiters;
@@ -1335,8 +1352,8 @@ bool lock_table::grants_stalled() const noexcept { return impl_->stalled; }
 bool lock_table::resume_grants(time_point now) { return impl_->resume_grants(rep(now)); }
 bool lock_table::cancel(session_id s, std::string_view id, time_point now) { return impl_->cancel(s, id, now); }
 void lock_table::abandon(session_id s, std::string_view id, time_point now) { impl_->abandon(s, id, now); }
-extend_result lock_table::extend(std::string_view key, std::string_view id, std::optional<std::chrono::milliseconds> ttl,
-                                 time_point now) {
+extend_result lock_table::extend(std::string_view key, std::string_view id,
+                                 std::optional<std::chrono::milliseconds> ttl, time_point now) {
     return impl_->extend(key, id, ttl, now);
 }
 void lock_table::close_session(session_id s, time_point now) { impl_->close_session(s, now); }

@@ -48,7 +48,8 @@ std::string_view default_message(errc c) noexcept {
         case errc::version_mismatch: return "incompatible client version";
         case errc::shutting_down: return "the broker is shutting down";
         case errc::unavailable: return "the broker cannot grant locks now (its fencing state cannot be persisted)";
-        case errc::limit_reached: return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
+        case errc::limit_reached:
+            return "a limit of the broker is reached (holds and waiters of this connection, or keys in total)";
         case errc::max_pinned: return "the key's max is pinned by the broker (--key-max): name no max, or that one";
         case errc::unauthenticated: return "the broker requires authentication: a valid token in the hello";
         case errc::forbidden: return "this connection's role does not permit the request";
@@ -56,13 +57,9 @@ std::string_view default_message(errc c) noexcept {
     return "unknown error";
 }
 
-std::string_view to_string(lock_mode m) noexcept {
-    return m == lock_mode::shared ? "shared" : "exclusive";
-}
+std::string_view to_string(lock_mode m) noexcept { return m == lock_mode::shared ? "shared" : "exclusive"; }
 
-std::string_view to_string(lost_reason r) noexcept {
-    return r == lost_reason::forced ? "forced" : "ttl";
-}
+std::string_view to_string(lost_reason r) noexcept { return r == lost_reason::forced ? "forced" : "ttl"; }
 
 std::string_view to_string(rw_status s) noexcept {
     switch (s) {
@@ -90,8 +87,7 @@ std::string_view to_string(event_kind e) noexcept {
 }
 
 std::optional<errc> errc_from_string(std::string_view s) noexcept {
-    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::forbidden);
-         ++i) {
+    for (auto i = static_cast<unsigned>(errc::ok); i <= static_cast<unsigned>(errc::forbidden); ++i) {
         auto c = static_cast<errc>(i);
         if (to_string(c) == s) return c;
     }

@@ -88,8 +88,7 @@ public:
         const json::value* v = find(name);
         if (!v) return true;
         std::int64_t n = 0;
-        if (to_int64(*v, n) != int_status::ok || n < 0 ||
-            n > std::numeric_limits<std::uint32_t>::max())
+        if (to_int64(*v, n) != int_status::ok || n < 0 || n > std::numeric_limits<std::uint32_t>::max())
             return fail(name, "a non-negative 32-bit integer");
         out = static_cast<std::uint32_t>(n);
         return true;
@@ -128,8 +127,7 @@ public:
             return true;
         }
         std::int64_t n = 0;
-        if (to_int64(*v, n) != int_status::ok || n < 0)
-            return fail("expiresInMs", "null or a non-negative integer");
+        if (to_int64(*v, n) != int_status::ok || n < 0) return fail("expiresInMs", "null or a non-negative integer");
         out = milliseconds{n};
         return true;
     }
@@ -148,8 +146,7 @@ public:
         if (!v) return true;
         if (!v->is_object()) return fail("versions", "an object");
         reply_reader inner(v->get_object());
-        if (!inner.str("clientVersion", r.client_version) ||
-            !inner.str("brokerVersion", r.broker_version)) {
+        if (!inner.str("clientVersion", r.client_version) || !inner.str("brokerVersion", r.broker_version)) {
             error = inner.error;
             return false;
         }
@@ -188,8 +185,9 @@ public:
 private:
     static constexpr std::size_t max_indexed = 32;  // at most half the slots used
     static std::size_t slot_of(std::string_view k) noexcept {
-        const std::size_t h = k.empty() ? 0 : k.size() * 31 + static_cast<unsigned char>(k.front()) * 7 +
-                                                  static_cast<unsigned char>(k.back());
+        const std::size_t h = k.empty() ? 0
+                                        : k.size() * 31 + static_cast<unsigned char>(k.front()) * 7 +
+                                              static_cast<unsigned char>(k.back());
         return h % 64;
     }
     struct slot {
@@ -256,12 +254,15 @@ private:
     // Each known name once; a name whose value is not scalar is only accepted as null (absent).
     bool assign(std::string_view name, const flat_value& v, reply& r) {
         static constexpr std::array<std::string_view, 41> names = {
-            "type", "uuid", "key", "acquired", "queued", "unlocked", "extended", "cancelled", "released",
-            "watching", "error", "code", "warning", "fencingToken", "lockRequestCount", "readersCount",
-            "position", "lockUuid", "contendedKey", "expiresInMs", "lockInfo", "isLocked", "max",
-            "timestamp", "serverTimestamp", "broker", "protocol", "session", "reason", "event",
-            "keys", "fencingTokens", "ls_result", "lockholderUUIDs", "features", "stats", "versions", "epoch", "cursor",
-            "held", "limits"};
+            "type",         "uuid",          "key",       "acquired",        "queued",
+            "unlocked",     "extended",      "cancelled", "released",        "watching",
+            "error",        "code",          "warning",   "fencingToken",    "lockRequestCount",
+            "readersCount", "position",      "lockUuid",  "contendedKey",    "expiresInMs",
+            "lockInfo",     "isLocked",      "max",       "timestamp",       "serverTimestamp",
+            "broker",       "protocol",      "session",   "reason",          "event",
+            "keys",         "fencingTokens", "ls_result", "lockholderUUIDs", "features",
+            "stats",        "versions",      "epoch",     "cursor",          "held",
+            "limits"};
         const std::size_t i = index_of(names, name);
         if (i == names.size()) return true;  // not a reply field: ignored, as the DOM reader does
         const std::uint64_t bit = std::uint64_t{1} << i;
@@ -318,32 +319,29 @@ reply_result parse_reply(std::string_view frame) {
     alignas(std::max_align_t) unsigned char buffer[4096];
     json::monotonic_resource resource(buffer, sizeof buffer);
     json::error_code ec;
-    const json::value doc = json::parse(json::string_view(frame.data(), frame.size()), ec,
-                                        json::storage_ptr(&resource));
+    const json::value doc =
+        json::parse(json::string_view(frame.data(), frame.size()), ec, json::storage_ptr(&resource));
     if (ec) return malformed("malformed JSON: " + ec.message());
     if (!doc.is_object()) return malformed("reply must be a JSON object");
 
     reply r;
     reply_reader rd(doc.get_object());
-    bool ok =
-        rd.str("type", r.type) && rd.str("uuid", r.uuid) && rd.str("key", r.key) &&
-        rd.boolean("acquired", r.acquired) && rd.boolean("queued", r.queued) &&
-        rd.boolean("unlocked", r.unlocked) && rd.boolean("extended", r.extended) &&
-        rd.boolean("cancelled", r.cancelled) && rd.boolean("released", r.released) &&
-        rd.boolean("watching", r.watching) && rd.str("error", r.error) && rd.str("code", r.code) &&
-        rd.str("warning", r.warning) && rd.token("fencingToken", r.token) &&
-        rd.u32("lockRequestCount", r.lock_request_count) &&
-        rd.u32("readersCount", r.readers_count) && rd.u32("position", r.position) &&
-        rd.str("lockUuid", r.lock_id) && rd.strings("keys", r.keys) &&
-        rd.tokens(r.fencing_tokens) && rd.str("contendedKey", r.contended_key) &&
-        rd.expires(r.expires_in) && rd.strings("ls_result", r.ls_result) &&
-        rd.boolean("lockInfo", r.lock_info) && rd.boolean("isLocked", r.is_locked) &&
-        rd.strings("lockholderUUIDs", r.lockholder_uuids) && rd.u32("max", r.max) &&
-        rd.i64("timestamp", r.timestamp) && rd.i64("serverTimestamp", r.server_timestamp) &&
-        rd.str("broker", r.broker) && rd.u32("protocol", r.protocol) &&
-        rd.str("session", r.session) && rd.strings("features", r.features) && rd.stats(r.stats) &&
-        rd.versions(r) && rd.str("reason", r.reason) && rd.str("event", r.event) && rd.str("epoch", r.epoch) && rd.token("cursor", r.cursor) &&
-        rd.boolean("held", r.held) && rd.limits(r);
+    bool ok = rd.str("type", r.type) && rd.str("uuid", r.uuid) && rd.str("key", r.key) &&
+              rd.boolean("acquired", r.acquired) && rd.boolean("queued", r.queued) &&
+              rd.boolean("unlocked", r.unlocked) && rd.boolean("extended", r.extended) &&
+              rd.boolean("cancelled", r.cancelled) && rd.boolean("released", r.released) &&
+              rd.boolean("watching", r.watching) && rd.str("error", r.error) && rd.str("code", r.code) &&
+              rd.str("warning", r.warning) && rd.token("fencingToken", r.token) &&
+              rd.u32("lockRequestCount", r.lock_request_count) && rd.u32("readersCount", r.readers_count) &&
+              rd.u32("position", r.position) && rd.str("lockUuid", r.lock_id) && rd.strings("keys", r.keys) &&
+              rd.tokens(r.fencing_tokens) && rd.str("contendedKey", r.contended_key) && rd.expires(r.expires_in) &&
+              rd.strings("ls_result", r.ls_result) && rd.boolean("lockInfo", r.lock_info) &&
+              rd.boolean("isLocked", r.is_locked) && rd.strings("lockholderUUIDs", r.lockholder_uuids) &&
+              rd.u32("max", r.max) && rd.i64("timestamp", r.timestamp) &&
+              rd.i64("serverTimestamp", r.server_timestamp) && rd.str("broker", r.broker) &&
+              rd.u32("protocol", r.protocol) && rd.str("session", r.session) && rd.strings("features", r.features) &&
+              rd.stats(r.stats) && rd.versions(r) && rd.str("reason", r.reason) && rd.str("event", r.event) &&
+              rd.str("epoch", r.epoch) && rd.token("cursor", r.cursor) && rd.boolean("held", r.held) && rd.limits(r);
     if (!ok) {
         parse_error e = malformed(std::move(rd.error));
         e.uuid = r.uuid;

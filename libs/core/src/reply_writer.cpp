@@ -30,8 +30,7 @@ void for_each_sorted_unique(std::span<const T> items, F&& f) {
     std::vector<const T*> order;
     order.reserve(items.size());
     for (const auto& item : items) order.push_back(&item);
-    std::stable_sort(order.begin(), order.end(),
-                     [](const T* a, const T* b) { return key_of(*a) < key_of(*b); });
+    std::stable_sort(order.begin(), order.end(), [](const T* a, const T* b) { return key_of(*a) < key_of(*b); });
     const T* previous = nullptr;
     for (const T* item : order) {
         if (previous && key_of(*previous) == key_of(*item)) continue;
@@ -71,9 +70,8 @@ void acquire_many_error(std::string& out, std::string_view uuid, std::span<const
 
 }  // namespace
 
-void write_lock_granted(std::string& out, std::string_view uuid, std::string_view key,
-                        fencing_token token, std::uint32_t lock_request_count,
-                        std::uint32_t readers_count) {
+void write_lock_granted(std::string& out, std::string_view uuid, std::string_view key, fencing_token token,
+                        std::uint32_t lock_request_count, std::uint32_t readers_count) {
     frame(out, "lock")
         .str("uuid", uuid)
         .str("key", key)
@@ -84,9 +82,8 @@ void write_lock_granted(std::string& out, std::string_view uuid, std::string_vie
         .end();
 }
 
-void write_lock_queued(std::string& out, std::string_view uuid, std::string_view key,
-                       std::uint32_t lock_request_count, std::uint32_t readers_count,
-                       std::uint32_t position) {
+void write_lock_queued(std::string& out, std::string_view uuid, std::string_view key, std::uint32_t lock_request_count,
+                       std::uint32_t readers_count, std::uint32_t position) {
     frame fr(out, "lock");
     fr.str("uuid", uuid)
         .str("key", key)
@@ -111,16 +108,11 @@ void write_lock_refused(std::string& out, std::string_view uuid, std::string_vie
 
 void write_lock_rejected(std::string& out, std::string_view uuid, std::string_view key, errc code,
                          std::string_view message) {
-    frame(out, "lock")
-        .str("uuid", uuid)
-        .str("key", key)
-        .boolean("acquired", false)
-        .failure(code, message)
-        .end();
+    frame(out, "lock").str("uuid", uuid).str("key", key).boolean("acquired", false).failure(code, message).end();
 }
 
-void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view key,
-                     std::uint32_t lock_request_count, std::string_view warning, bool held) {
+void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view key, std::uint32_t lock_request_count,
+                     std::string_view warning, bool held) {
     frame fr(out, "unlock");
     fr.str("uuid", uuid)
         .str("key", key)
@@ -133,16 +125,11 @@ void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view k
 
 void write_unlock_error(std::string& out, std::string_view uuid, std::string_view key, errc code,
                         std::string_view message) {
-    frame(out, "unlock")
-        .str("uuid", uuid)
-        .str("key", key)
-        .boolean("unlocked", false)
-        .failure(code, message)
-        .end();
+    frame(out, "unlock").str("uuid", uuid).str("key", key).boolean("unlocked", false).failure(code, message).end();
 }
 
-void write_acquire_many_granted(std::string& out, std::string_view uuid,
-                                std::span<const key_token> keys, std::string_view lock_id) {
+void write_acquire_many_granted(std::string& out, std::string_view uuid, std::span<const key_token> keys,
+                                std::string_view lock_id) {
     frame fr(out, "acquire-many");
     fr.str("uuid", uuid);
     append_keys(fr, keys);
@@ -151,21 +138,18 @@ void write_acquire_many_granted(std::string& out, std::string_view uuid,
     fr.close_object().end();
 }
 
-void write_acquire_many_queued(std::string& out, std::string_view uuid,
-                               std::span<const key_token> keys, std::string_view contended_key,
-                               std::uint32_t lock_request_count) {
+void write_acquire_many_queued(std::string& out, std::string_view uuid, std::span<const key_token> keys,
+                               std::string_view contended_key, std::uint32_t lock_request_count) {
     acquire_many_queued(out, uuid, keys, contended_key, lock_request_count);
 }
 
-void write_acquire_many_queued(std::string& out, std::string_view uuid,
-                               std::span<const std::string> keys, std::string_view contended_key,
-                               std::uint32_t lock_request_count) {
+void write_acquire_many_queued(std::string& out, std::string_view uuid, std::span<const std::string> keys,
+                               std::string_view contended_key, std::uint32_t lock_request_count) {
     acquire_many_queued(out, uuid, keys, contended_key, lock_request_count);
 }
 
-void write_acquire_many_refused(std::string& out, std::string_view uuid,
-                                std::span<const key_token> keys, std::string_view contended_key,
-                                std::uint32_t lock_request_count) {
+void write_acquire_many_refused(std::string& out, std::string_view uuid, std::span<const key_token> keys,
+                                std::string_view contended_key, std::uint32_t lock_request_count) {
     frame fr(out, "acquire-many");
     fr.str("uuid", uuid);
     append_keys(fr, keys);
@@ -176,14 +160,12 @@ void write_acquire_many_refused(std::string& out, std::string_view uuid,
         .end();
 }
 
-void write_acquire_many_error(std::string& out, std::string_view uuid,
-                              std::span<const key_token> keys, errc code,
+void write_acquire_many_error(std::string& out, std::string_view uuid, std::span<const key_token> keys, errc code,
                               std::string_view message) {
     acquire_many_error(out, uuid, keys, code, message);
 }
 
-void write_acquire_many_error(std::string& out, std::string_view uuid,
-                              std::span<const std::string> keys, errc code,
+void write_acquire_many_error(std::string& out, std::string_view uuid, std::span<const std::string> keys, errc code,
                               std::string_view message) {
     acquire_many_error(out, uuid, keys, code, message);
 }
@@ -196,13 +178,8 @@ void write_release_many_ok(std::string& out, std::string_view uuid, std::string_
     fr.boolean("released", true).end();
 }
 
-void write_release_many_error(std::string& out, std::string_view uuid, errc code,
-                              std::string_view message) {
-    frame(out, "release-many")
-        .str("uuid", uuid)
-        .boolean("released", false)
-        .failure(code, message)
-        .end();
+void write_release_many_error(std::string& out, std::string_view uuid, errc code, std::string_view message) {
+    frame(out, "release-many").str("uuid", uuid).boolean("released", false).failure(code, message).end();
 }
 
 void write_extend_ok(std::string& out, std::string_view uuid, std::string_view key,
@@ -218,12 +195,7 @@ void write_extend_ok(std::string& out, std::string_view uuid, std::string_view k
 
 void write_extend_error(std::string& out, std::string_view uuid, std::string_view key, errc code,
                         std::string_view message) {
-    frame(out, "extend")
-        .str("uuid", uuid)
-        .str("key", key)
-        .boolean("extended", false)
-        .failure(code, message)
-        .end();
+    frame(out, "extend").str("uuid", uuid).str("key", key).boolean("extended", false).failure(code, message).end();
 }
 
 void write_cancel(std::string& out, std::string_view uuid, bool cancelled) {
@@ -233,8 +205,10 @@ void write_cancel(std::string& out, std::string_view uuid, bool cancelled) {
 void write_pin(std::string& out, std::string_view uuid, std::string_view prefix, std::optional<std::uint32_t> max) {
     frame fr(out, "pin");
     fr.str("uuid", uuid).str("prefix", prefix);
-    if (max) fr.num("max", *max);
-    else fr.null("max");
+    if (max)
+        fr.num("max", *max);
+    else
+        fr.null("max");
     fr.boolean("pinned", max.has_value()).end();
 }
 
@@ -270,8 +244,10 @@ void write_lock_info(std::string& out, std::string_view uuid, const key_info& in
                 .num("fencingToken", h.token)
                 .str("mode", to_string(h.mode))
                 .num("heldMs", ms(*now - h.since));
-            if (h.expires) fr.num("expiresInMs", ms(*h.expires - *now));
-            else fr.null("expiresInMs");
+            if (h.expires)
+                fr.num("expiresInMs", ms(*h.expires - *now));
+            else
+                fr.null("expiresInMs");
             fr.close_object();
         }
         fr.close_array();
@@ -279,8 +255,7 @@ void write_lock_info(std::string& out, std::string_view uuid, const key_info& in
     fr.end();
 }
 
-void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp,
-                std::int64_t server_timestamp) {
+void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp, std::int64_t server_timestamp) {
     frame(out, "pong")
         .str("uuid", uuid)
         .num("timestamp", timestamp)
@@ -315,18 +290,13 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
     if (stats.pid != 0) fr.num("pid", stats.pid);
     fr.open_array("topContendedKeys");
     for (const auto& k : stats.top_contended) {
-        fr.open_object_element()
-            .str("key", k.key)
-            .num("waiters", k.waiters)
-            .num("holders", k.holders)
-            .close_object();
+        fr.open_object_element().str("key", k.key).num("waiters", k.waiters).num("holders", k.holders).close_object();
     }
     fr.close_array().close_object().end();
 }
 
-void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
-                 std::uint32_t protocol, std::string_view session,
-                 std::span<const std::string_view> features, std::string_view epoch,
+void write_hello(std::string& out, std::string_view uuid, std::string_view broker, std::uint32_t protocol,
+                 std::string_view session, std::span<const std::string_view> features, std::string_view epoch,
                  const codec_limits* limits, std::string_view role) {
     frame fr(out, "hello");
     fr.str("uuid", uuid).str("broker", broker).num("protocol", protocol).str("session", session);
@@ -345,8 +315,7 @@ void write_hello(std::string& out, std::string_view uuid, std::string_view broke
     fr.end();
 }
 
-void write_version_mismatch(std::string& out, std::string_view client_version,
-                            std::string_view broker_version) {
+void write_version_mismatch(std::string& out, std::string_view client_version, std::string_view broker_version) {
     frame(out, "version-mismatch")
         .open_object("versions")
         .str("clientVersion", client_version)
@@ -371,19 +340,11 @@ void write_unknown_type(std::string& out, std::string_view type, std::string_vie
 }
 
 void write_watch_ack(std::string& out, std::string_view uuid, bool watching) {
-    frame(out, watching ? "watch" : "unwatch")
-        .str("uuid", uuid)
-        .boolean("watching", watching)
-        .end();
+    frame(out, watching ? "watch" : "unwatch").str("uuid", uuid).boolean("watching", watching).end();
 }
 
-void write_lock_lost(std::string& out, std::string_view key, std::string_view lock_id,
-                     lost_reason reason) {
-    frame(out, "lock-lost")
-        .str("key", key)
-        .str("uuid", lock_id)
-        .str("reason", to_string(reason))
-        .end();
+void write_lock_lost(std::string& out, std::string_view key, std::string_view lock_id, lost_reason reason) {
+    frame(out, "lock-lost").str("key", key).str("uuid", lock_id).str("reason", to_string(reason)).end();
 }
 
 void write_event(std::string& out, event_kind event, std::string_view key, std::string_view lock_id,
@@ -399,13 +360,10 @@ void write_connections_event(std::string& out, std::size_t connections) {
     frame(out, "event").str("event", "connections").num("connections", connections).end();
 }
 
-void write_error(std::string& out, std::string_view uuid, errc code, std::string_view message,
-                 std::string_view key) {
+void write_error(std::string& out, std::string_view uuid, errc code, std::string_view message, std::string_view key) {
     frame(out, "error").str_if("uuid", uuid).str_if("key", key).failure(code, message).end();
 }
 
-void write_error(std::string& out, const parse_error& e) {
-    write_error(out, e.uuid, e.code, e.message, e.key);
-}
+void write_error(std::string& out, const parse_error& e) { write_error(out, e.uuid, e.code, e.message, e.key); }
 
 }  // namespace lmx::core

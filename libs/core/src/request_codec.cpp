@@ -100,9 +100,7 @@ public:
             if (const std::size_t i = index_of(field_names, member.key()); i < field_names.size())
                 slots_[i] = &member.value();
     }
-    const json::value* operator[](field f) const noexcept {
-        return slots_[static_cast<std::size_t>(f)];
-    }
+    const json::value* operator[](field f) const noexcept { return slots_[static_cast<std::size_t>(f)]; }
 
 private:
     std::array<const json::value*, field_names.size()> slots_{};
@@ -169,8 +167,7 @@ public:
     bool keep_on_exit(bool& out) {
         bool after_death = false;
         bool on_exit = false;
-        if (!flag(field::keep_locks_after_death, after_death) ||
-            !flag(field::keep_locks_on_exit, on_exit))
+        if (!flag(field::keep_locks_after_death, after_death) || !flag(field::keep_locks_on_exit, on_exit))
             return false;
         out = after_death || on_exit;
         return true;
@@ -195,8 +192,7 @@ public:
                                                    std::to_string(limits_.max_duration.count()) +
                                                    " ms (null means no expiry)");
             default:
-                return fail(errc::bad_request,
-                            "field \"ttl\" must be null or a non-negative integer (milliseconds)");
+                return fail(errc::bad_request, "field \"ttl\" must be null or a non-negative integer (milliseconds)");
         }
         if (n == 0)
             out.reset();
@@ -207,8 +203,7 @@ public:
 
     bool timeout(std::optional<milliseconds>& out) {
         std::optional<std::int64_t> n;
-        if (!bounded(field::timeout, 1, limits_.max_duration.count(),
-                     "a positive integer (milliseconds)", n))
+        if (!bounded(field::timeout, 1, limits_.max_duration.count(), "a positive integer (milliseconds)", n))
             return false;
         if (n) out = milliseconds{*n};
         return true;
@@ -216,9 +211,7 @@ public:
 
     bool max(std::optional<std::uint32_t>& out) {
         std::optional<std::int64_t> n;
-        if (!bounded(field::max, 1, std::numeric_limits<std::uint32_t>::max(), "an integer >= 1",
-                     n))
-            return false;
+        if (!bounded(field::max, 1, std::numeric_limits<std::uint32_t>::max(), "an integer >= 1", n)) return false;
         if (n) out = static_cast<std::uint32_t>(*n);
         return true;
     }
@@ -239,8 +232,8 @@ public:
     }
 
     bool integer(field name, std::optional<std::int64_t>& out) {
-        return bounded(name, std::numeric_limits<std::int64_t>::min(),
-                       std::numeric_limits<std::int64_t>::max(), "an integer", out);
+        return bounded(name, std::numeric_limits<std::int64_t>::min(), std::numeric_limits<std::int64_t>::max(),
+                       "an integer", out);
     }
 
     bool mode(lock_mode& out) {
@@ -258,11 +251,10 @@ public:
     bool string(field name, std::string& out) {
         const json::value* v = find(name);
         if (!v) return true;
-        if (!v->is_string())
-            return fail(errc::bad_request, quoted_name(name) + " must be a string");
+        if (!v->is_string()) return fail(errc::bad_request, quoted_name(name) + " must be a string");
         if (v->get_string().size() > limits_.max_id_length)
-            return fail(errc::bad_request, quoted_name(name) + " is longer than " +
-                                               std::to_string(limits_.max_id_length) + " bytes");
+            return fail(errc::bad_request,
+                        quoted_name(name) + " is longer than " + std::to_string(limits_.max_id_length) + " bytes");
         out = v->get_string();
         return true;
     }
@@ -270,13 +262,11 @@ public:
     // A non-empty array of valid keys, at most max_keys long.
     bool key_list(field name, const json::value& v, std::vector<std::string>& out) {
         if (!v.is_array() || v.get_array().empty())
-            return fail(errc::bad_request,
-                        quoted_name(name) + " must be a non-empty array of keys");
+            return fail(errc::bad_request, quoted_name(name) + " must be a non-empty array of keys");
         const auto& array = v.get_array();
         if (array.size() > limits_.max_keys)
-            return fail(errc::too_many_keys,
-                        quoted_name(name) + " has " + std::to_string(array.size()) +
-                            " keys, over the limit of " + std::to_string(limits_.max_keys));
+            return fail(errc::too_many_keys, quoted_name(name) + " has " + std::to_string(array.size()) +
+                                                 " keys, over the limit of " + std::to_string(limits_.max_keys));
         out.clear();
         out.reserve(array.size());
         for (std::size_t i = 0; i < array.size(); ++i) {
@@ -292,8 +282,8 @@ private:
         if (!v.is_string() || v.get_string().empty())
             return fail(errc::bad_request, quoted_name(name) + " must be a non-empty string");
         if (v.get_string().size() > limits_.max_id_length)
-            return fail(errc::bad_request, quoted_name(name) + " is longer than " +
-                                               std::to_string(limits_.max_id_length) + " bytes");
+            return fail(errc::bad_request,
+                        quoted_name(name) + " is longer than " + std::to_string(limits_.max_id_length) + " bytes");
         out = v.get_string();
         return true;
     }
@@ -303,8 +293,7 @@ private:
         const auto& s = v.get_string();
         if (s.empty()) return fail(errc::bad_request, what + " must not be empty");
         if (s.size() > limits_.max_key_length)
-            return fail(errc::key_too_long, what + " is " + std::to_string(s.size()) +
-                                                " bytes, over the limit of " +
+            return fail(errc::key_too_long, what + " is " + std::to_string(s.size()) + " bytes, over the limit of " +
                                                 std::to_string(limits_.max_key_length));
         out = s;
         return true;
@@ -321,10 +310,8 @@ private:
         switch (s) {
             case int_status::ok: out = n; return true;
             case int_status::too_large:
-                return fail(errc::bad_request,
-                            quoted_name(name) + " must be at most " + std::to_string(hi));
-            default:
-                return fail(errc::bad_request, quoted_name(name) + " must be " + std::string(what));
+                return fail(errc::bad_request, quoted_name(name) + " must be at most " + std::to_string(hi));
+            default: return fail(errc::bad_request, quoted_name(name) + " must be " + std::string(what));
         }
     }
 
@@ -341,7 +328,8 @@ bool decode(reader& r, req::version& m) {
 
 bool decode(reader& r, req::hello& m) {
     std::optional<std::int64_t> protocol;
-    if (!r.id(field::uuid, m.uuid) || !r.string(field::client, m.client) || !r.string(field::token, m.token)) return false;
+    if (!r.id(field::uuid, m.uuid) || !r.string(field::client, m.client) || !r.string(field::token, m.token))
+        return false;
     if (!r.find(field::protocol)) return r.fail(errc::bad_request, "missing field \"protocol\"");
     if (!r.integer(field::protocol, protocol)) return false;
     if (*protocol < 0 || *protocol > std::numeric_limits<std::uint32_t>::max())
@@ -351,9 +339,8 @@ bool decode(reader& r, req::hello& m) {
 }
 
 bool decode(reader& r, req::lock& m) {
-    return r.id(field::uuid, m.uuid) && r.key(m.key) && r.ttl(m.ttl) && r.max(m.max) &&
-           r.flag(field::wait, m.wait) && r.timeout(m.timeout) && r.mode(m.mode) &&
-           r.keep_on_exit(m.keep_on_exit) && r.flag(field::force, m.force) &&
+    return r.id(field::uuid, m.uuid) && r.key(m.key) && r.ttl(m.ttl) && r.max(m.max) && r.flag(field::wait, m.wait) &&
+           r.timeout(m.timeout) && r.mode(m.mode) && r.keep_on_exit(m.keep_on_exit) && r.flag(field::force, m.force) &&
            r.flag(field::queued_notice, m.queued_notice) && r.rw(m.rw);
 }
 
@@ -363,21 +350,20 @@ bool decode(reader& r, req::unlock& m) {
 }
 
 template <req::rw_message_kind K>
-bool decode(reader& r, req::rw_message<K>& m) { return r.id(field::uuid, m.uuid) && r.key(m.key); }
+bool decode(reader& r, req::rw_message<K>& m) {
+    return r.id(field::uuid, m.uuid) && r.key(m.key);
+}
 
 template <class Control>
-requires std::same_as<Control, req::lock_received> ||
-    std::same_as<Control, req::lock_client_timeout> || std::same_as<Control, req::lock_client_error>
+requires std::same_as<Control, req::lock_received> || std::same_as<Control, req::lock_client_timeout> ||
+    std::same_as<Control, req::lock_client_error>
 bool decode(reader& r, Control& m) { return r.id(field::uuid, m.uuid) && r.optional_key(m.key); }
 
 bool decode(reader& r, req::lock_received_rejected& m) {
-    return r.id(field::uuid, m.uuid) && r.optional_key(m.key) &&
-           r.optional_id(field::lock_id, m.lock_id);
+    return r.id(field::uuid, m.uuid) && r.optional_key(m.key) && r.optional_id(field::lock_id, m.lock_id);
 }
 
-bool decode(reader& r, req::cancel& m) {
-    return r.id(field::uuid, m.uuid) && r.id(field::target, m.target);
-}
+bool decode(reader& r, req::cancel& m) { return r.id(field::uuid, m.uuid) && r.id(field::target, m.target); }
 
 bool decode(reader& r, req::acquire_many& m) {
     if (!r.id(field::uuid, m.uuid)) return false;
@@ -387,13 +373,10 @@ bool decode(reader& r, req::acquire_many& m) {
            r.timeout(m.timeout) && r.keep_on_exit(m.keep_on_exit);
 }
 
-bool decode(reader& r, req::release_many& m) {
-    return r.id(field::uuid, m.uuid) && r.id(field::lock_uuid, m.lock_id);
-}
+bool decode(reader& r, req::release_many& m) { return r.id(field::uuid, m.uuid) && r.id(field::lock_uuid, m.lock_id); }
 
 bool decode(reader& r, req::extend& m) {
-    return r.id(field::uuid, m.uuid) && r.key(m.key) && r.id(field::lock_id, m.lock_id) &&
-           r.ttl(m.ttl);
+    return r.id(field::uuid, m.uuid) && r.key(m.key) && r.id(field::lock_id, m.lock_id) && r.ttl(m.ttl);
 }
 
 template <class UuidOnly>
@@ -419,9 +402,7 @@ bool decode(reader& r, req::pin& m) {
     return r.pin_prefix(m.prefix) && r.max(m.max);
 }
 
-bool decode(reader& r, req::ping& m) {
-    return r.id(field::uuid, m.uuid) && r.integer(field::timestamp, m.timestamp);
-}
+bool decode(reader& r, req::ping& m) { return r.id(field::uuid, m.uuid) && r.integer(field::timestamp, m.timestamp); }
 
 bool decode(reader& r, req::watch& m) {
     if (!r.id(field::uuid, m.uuid)) return false;
@@ -448,12 +429,12 @@ constexpr auto decoders = make_decoders(std::make_index_sequence<std::variant_si
 
 // Fills the fields an error reply echoes, from whatever the frame got right.
 void fill_echo(const field_slots& fields, const codec_limits& limits, parse_error& err) {
-    if (const auto* u = fields[field::uuid]; u && u->is_string() && !u->get_string().empty() &&
-                                             u->get_string().size() <= limits.max_id_length)
+    if (const auto* u = fields[field::uuid];
+        u && u->is_string() && !u->get_string().empty() && u->get_string().size() <= limits.max_id_length)
         err.uuid = u->get_string();
     if (const auto* t = fields[field::type]; t && t->is_string()) err.type = t->get_string();
-    if (const auto* k = fields[field::key]; k && k->is_string() && !k->get_string().empty() &&
-                                            k->get_string().size() <= limits.max_key_length)
+    if (const auto* k = fields[field::key];
+        k && k->is_string() && !k->get_string().empty() && k->get_string().size() <= limits.max_key_length)
         err.key = k->get_string();
 }
 
@@ -494,11 +475,34 @@ parse_result decode_object(const json::object& obj, const codec_limits& limits) 
 // frame that would be refused, so that refusals read as they always did.
 std::optional<request> parse_flat_lock_request(std::string_view frame, const codec_limits& limits) {
     enum slot : std::size_t {
-        type, uuid, key, ttl, max, wait, timeout, mode, after_death, on_exit, force, queued_notice, lock_id, count
+        type,
+        uuid,
+        key,
+        ttl,
+        max,
+        wait,
+        timeout,
+        mode,
+        after_death,
+        on_exit,
+        force,
+        queued_notice,
+        lock_id,
+        count
     };
-    static constexpr std::array<std::string_view, count> names = {
-        "type", "uuid", "key", "ttl", "max", "wait", "timeout", "mode", "keepLocksAfterDeath", "keepLocksOnExit",
-        "force", "queuedNotice", "_uuid"};
+    static constexpr std::array<std::string_view, count> names = {"type",
+                                                                  "uuid",
+                                                                  "key",
+                                                                  "ttl",
+                                                                  "max",
+                                                                  "wait",
+                                                                  "timeout",
+                                                                  "mode",
+                                                                  "keepLocksAfterDeath",
+                                                                  "keepLocksOnExit",
+                                                                  "force",
+                                                                  "queuedNotice",
+                                                                  "_uuid"};
     std::array<std::optional<flat_value>, count> f;
     const bool flat = scan_flat_object(frame, [&](std::string_view name, const flat_value& v) {
         const std::size_t i = index_of(names, name);
@@ -516,7 +520,8 @@ std::optional<request> parse_flat_lock_request(std::string_view frame, const cod
         return true;
     };
     auto key_of = [&](std::string& out) {
-        if (!present(key) || f[key]->k != kind::string || f[key]->text.empty() || f[key]->text.size() > limits.max_key_length)
+        if (!present(key) || f[key]->k != kind::string || f[key]->text.empty() ||
+            f[key]->text.size() > limits.max_key_length)
             return false;
         out = f[key]->text;
         return true;
@@ -556,9 +561,12 @@ std::optional<request> parse_flat_lock_request(std::string_view frame, const cod
         if (!bounded(timeout, 1, max_ms, n)) return std::nullopt;
         if (n) m.timeout = milliseconds{static_cast<std::int64_t>(*n)};
         if (present(mode)) {
-            if (f[mode]->k == kind::string && f[mode]->text == "exclusive") m.mode = lock_mode::exclusive;
-            else if (f[mode]->k == kind::string && f[mode]->text == "shared") m.mode = lock_mode::shared;
-            else return std::nullopt;
+            if (f[mode]->k == kind::string && f[mode]->text == "exclusive")
+                m.mode = lock_mode::exclusive;
+            else if (f[mode]->k == kind::string && f[mode]->text == "shared")
+                m.mode = lock_mode::shared;
+            else
+                return std::nullopt;
         }
         bool keep_after_death = false, keep_on_exit = false;
         if (!flag(after_death, keep_after_death) || !flag(on_exit, keep_on_exit) || !flag(force, m.force) ||
@@ -679,8 +687,7 @@ std::string_view uuid_of(const request& r) noexcept {
 }
 
 struct request_parser::impl {
-    explicit impl(const codec_limits& l)
-        : limits(l), parser(parse_options_for(l), stack_buffer, sizeof stack_buffer) {}
+    explicit impl(const codec_limits& l) : limits(l), parser(parse_options_for(l), stack_buffer, sizeof stack_buffer) {}
 
     codec_limits limits;
     // The DOM of one frame lives in resource_buffer (spilling to the heap only for big frames)
@@ -691,8 +698,7 @@ struct request_parser::impl {
     json::basic_parser<dom_handler> parser;
 };
 
-request_parser::request_parser(const codec_limits& limits)
-    : impl_(std::make_unique<impl>(limits)) {}
+request_parser::request_parser(const codec_limits& limits) : impl_(std::make_unique<impl>(limits)) {}
 request_parser::~request_parser() = default;
 request_parser::request_parser(request_parser&&) noexcept = default;
 request_parser& request_parser::operator=(request_parser&&) noexcept = default;
@@ -744,9 +750,7 @@ parse_result parse_request(std::string_view frame, const codec_limits& limits) {
 
 namespace {
 
-void encode(std::string& out, const req::version& m) {
-    frame(out, "version").str("value", m.value).end();
-}
+void encode(std::string& out, const req::version& m) { frame(out, "version").str("value", m.value).end(); }
 
 void encode(std::string& out, const req::hello& m) {
     frame(out, "hello")
@@ -867,9 +871,7 @@ void encode(std::string& out, const req::watch& m) {
     fr.end();
 }
 
-void encode(std::string& out, const req::unwatch& m) {
-    frame(out, "unwatch").str("uuid", m.uuid).end();
-}
+void encode(std::string& out, const req::unwatch& m) { frame(out, "unwatch").str("uuid", m.uuid).end(); }
 
 }  // namespace
 

@@ -25,7 +25,7 @@ struct read_group {
     std::string write_key;
     std::string write_id;  // the write-key request or hold taken for the readers; empty: none
     bool write_granted = false;
-    session_id linker = 0;  // the first reader: its next locking_write_key lock is the group's
+    session_id linker = 0;             // the first reader: its next locking_write_key lock is the group's
     std::deque<pending_read> waiting;  // begin_reads not yet let in, in arrival order
 };
 
@@ -46,12 +46,12 @@ struct write_pref {
 struct session_rw {
     std::unordered_map<std::string, std::uint32_t> reads;  // read key -> this session's readers inside
     std::unordered_map<std::string, std::uint32_t> incs;   // key -> increment-readers not yet decremented
-    std::unordered_set<std::string> announced;  // keys whose next lock from this session is a reader's
-    std::unordered_set<std::string> virtual_ids;  // begin_read / end_read requests answered here
-    std::unordered_set<std::string> pending_in;   // read keys where a begin_read of it waits
-    std::unordered_set<std::string> parked_in;    // keys where a message of it is parked
-    std::unordered_set<std::string> flags;        // keys whose writer flag it set
-    std::string link_for;  // the read key whose write key this session is to lock
+    std::unordered_set<std::string> announced;             // keys whose next lock from this session is a reader's
+    std::unordered_set<std::string> virtual_ids;           // begin_read / end_read requests answered here
+    std::unordered_set<std::string> pending_in;            // read keys where a begin_read of it waits
+    std::unordered_set<std::string> parked_in;             // keys where a message of it is parked
+    std::unordered_set<std::string> flags;                 // keys whose writer flag it set
+    std::string link_for;                                  // the read key whose write key this session is to lock
 
     bool empty() const noexcept {
         return reads.empty() && incs.empty() && announced.empty() && virtual_ids.empty() && pending_in.empty() &&
@@ -144,7 +144,8 @@ struct rw_locks::impl {
         group_of[g.group_id] = key;
         g.g = group_hold::requested;
         // Its outcome comes back as an effect (settle): granted now or later, or refused.
-        table.acquire({.session = group, .id = g.group_id, .key = key, .ttl = no_expiry, .mode = lock_mode::shared}, now);
+        table.acquire({.session = group, .id = g.group_id, .key = key, .ttl = no_expiry, .mode = lock_mode::shared},
+                      now);
     }
 
     void admit(const std::string& key, read_group& g, const pending_read& p) {
@@ -233,7 +234,11 @@ struct rw_locks::impl {
         if (!g.write_id.empty()) {
             if (r.uuid != g.write_id) return false;
             // A retry of the same request: the table answers it as a repeat (settle relays it).
-            table.acquire({.session = group, .id = r.uuid, .key = g.write_key, .ttl = no_expiry, .wait = r.wait,
+            table.acquire({.session = group,
+                           .id = r.uuid,
+                           .key = g.write_key,
+                           .ttl = no_expiry,
+                           .wait = r.wait,
                            .wait_deadline = deadline},
                           now);
             return true;
@@ -242,9 +247,9 @@ struct rw_locks::impl {
         g.write_id = r.uuid;
         g.write_granted = false;
         group_of[r.uuid] = key;
-        table.acquire({.session = group, .id = r.uuid, .key = r.key, .ttl = no_expiry, .wait = r.wait,
-                       .wait_deadline = deadline},
-                      now);
+        table.acquire(
+            {.session = group, .id = r.uuid, .key = r.key, .ttl = no_expiry, .wait = r.wait, .wait_deadline = deadline},
+            now);
         return true;
     }
 
@@ -283,9 +288,7 @@ struct rw_locks::impl {
         read_group& g = git->second;
         if (e.id == g.group_id) {
             switch (e.kind) {
-                case effect_kind::granted:
-                    g.g = group_hold::held;
-                    break;
+                case effect_kind::granted: g.g = group_hold::held; break;
                 case effect_kind::rejected:
                     group_of.erase(g.group_id);
                     g.group_id.clear();
@@ -309,14 +312,16 @@ struct rw_locks::impl {
                 if (e.repeat) break;  // its grant is already on the way
                 g.write_granted = true;
                 if (s) {
-                    if (std::string* o = out.frames_for(s)) write_lock_granted(*o, e.id, g.write_key, e.token, e.waiters, 0);
+                    if (std::string* o = out.frames_for(s))
+                        write_lock_granted(*o, e.id, g.write_key, e.token, e.waiters, 0);
                     unlink(g);
                 }
                 pump(key, now);
                 break;
             case effect_kind::queued:
                 if (s)
-                    if (std::string* o = out.frames_for(s)) write_lock_queued(*o, e.id, g.write_key, e.waiters, 0, e.position);
+                    if (std::string* o = out.frames_for(s))
+                        write_lock_queued(*o, e.id, g.write_key, e.waiters, 0, e.position);
                 break;
             case effect_kind::rejected:
                 if (s)
@@ -425,7 +430,8 @@ struct rw_locks::impl {
 
     void forget_wpref_if_idle(const std::string& key) {
         auto it = wprefs.find(key);
-        if (it != wprefs.end() && it->second.readers == 0 && !it->second.flag && it->second.parked.empty()) wprefs.erase(it);
+        if (it != wprefs.end() && it->second.readers == 0 && !it->second.flag && it->second.parked.empty())
+            wprefs.erase(it);
     }
 
     void close_session(session_id s, time_point now) {
@@ -505,7 +511,10 @@ bool rw_locks::lock(session_id s, req::lock& r, std::optional<time_point> wait_d
     if (r.rw) {
         switch (*r.rw) {
             case rw_status::begin_read: impl_->begin_read(s, r, now); return true;
-            case rw_status::end_read: impl_->end_read(s, r, now); impl_->forget_session_if_empty(s); return true;
+            case rw_status::end_read:
+                impl_->end_read(s, r, now);
+                impl_->forget_session_if_empty(s);
+                return true;
             case rw_status::locking_write_key: return impl_->lock_write_key(s, r, wait_deadline, now);
             default: return false;  // begin_write and the rest: a plain exclusive lock
         }
@@ -530,7 +539,8 @@ bool rw_locks::unlock(session_id s, const req::unlock& r, time_point now) {
         case rw_status::end_read: {
             // The lock it ends was answered here and is no table hold.
             if (r.lock_id) {
-                if (auto it = impl_->sessions.find(s); it != impl_->sessions.end()) it->second.virtual_ids.erase(*r.lock_id);
+                if (auto it = impl_->sessions.find(s); it != impl_->sessions.end())
+                    it->second.virtual_ids.erase(*r.lock_id);
                 impl_->forget_session_if_empty(s);
             }
             if (std::string* o = impl_->out.frames_for(s)) write_unlock_ok(*o, r.uuid, r.key, 0);
@@ -548,15 +558,17 @@ bool rw_locks::unlock(session_id s, const req::unlock& r, time_point now) {
             auto res = impl_->table.release_own(s, r.key, now);
             if (std::string* o = impl_->out.frames_for(s))
                 write_unlock_ok(*o, r.uuid, r.key, res.waiters,
-                                res.status == release_status::released ? std::string_view{}
-                                                                       : "this connection held no write lock on the key");
+                                res.status == release_status::released
+                                    ? std::string_view{}
+                                    : "this connection held no write lock on the key");
             return true;
         }
         default: return false;
     }
 }
 
-void rw_locks::message(session_id s, req::rw_message_kind kind, std::string_view uuid, std::string_view key, time_point) {
+void rw_locks::message(session_id s, req::rw_message_kind kind, std::string_view uuid, std::string_view key,
+                       time_point) {
     impl_->message(s, kind, uuid, std::string(key));
     impl_->forget_session_if_empty(s);
 }

@@ -33,7 +33,7 @@ std::string format_address(const tcp::endpoint& ep);
 // True once the coroutine owning `state` was asked to stop (e.g. by a timeout racing it).
 // A plain call: g++ 12 mishandles co_await inside && and ?: expressions.
 inline bool stop_requested(const asio::cancellation_state& state) noexcept {
-  return state.cancelled() != asio::cancellation_type::none;
+    return state.cancelled() != asio::cancellation_type::none;
 }
 
 // Resolves (numeric hosts skip the resolver) and connects a TCP socket on `ex`.
@@ -64,35 +64,35 @@ std::chrono::milliseconds accept_backoff(const error_code& ec) noexcept;
 // closed and destroyed while run() is still suspended.
 template <class Protocol>
 struct accept_state {
-  explicit accept_state(executor ex) : acceptor(ex), backoff(ex) {}
+    explicit accept_state(executor ex) : acceptor(ex), backoff(ex) {}
 
-  void close() noexcept {
-    closed = true;
-    error_code ignored;
-    acceptor.close(ignored);
-    backoff.cancel();
-  }
+    void close() noexcept {
+        closed = true;
+        error_code ignored;
+        acceptor.close(ignored);
+        backoff.cancel();
+    }
 
-  asio::basic_socket_acceptor<Protocol, executor> acceptor;
-  asio::steady_timer backoff;
-  bool closed = false;
+    asio::basic_socket_acceptor<Protocol, executor> acceptor;
+    asio::steady_timer backoff;
+    bool closed = false;
 };
 
 // Runs `handle(socket)` for every accepted socket until the state is closed.
 template <class Protocol, class Handler>
 asio::awaitable<void> accept_loop(std::shared_ptr<accept_state<Protocol>> state, Handler handle) {
-  for (;;) {
-    auto [ec, socket] = co_await state->acceptor.async_accept(use_tuple);
-    if (state->closed || ec == asio::error::operation_aborted) co_return;
-    if (ec) {
-      if (const auto delay = accept_backoff(ec); delay.count() > 0) {
-        state->backoff.expires_after(delay);
-        co_await state->backoff.async_wait(use_tuple);
-      }
-      continue;
+    for (;;) {
+        auto [ec, socket] = co_await state->acceptor.async_accept(use_tuple);
+        if (state->closed || ec == asio::error::operation_aborted) co_return;
+        if (ec) {
+            if (const auto delay = accept_backoff(ec); delay.count() > 0) {
+                state->backoff.expires_after(delay);
+                co_await state->backoff.async_wait(use_tuple);
+            }
+            continue;
+        }
+        handle(std::move(socket));
     }
-    handle(std::move(socket));
-  }
 }
 
 std::unique_ptr<listener> open_websocket_listener(executor ex, const endpoint& ep, listen_options options,

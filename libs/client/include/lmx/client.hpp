@@ -68,11 +68,11 @@ enum class connection_state { disconnected, connecting, connected, closed };
 struct client_options {
     // tcp://host:port, unix:///path, ws://host:port/path; over TLS: tls://host:port, wss://host:port/path
     std::string url = "tcp://127.0.0.1:6970";
-    std::chrono::milliseconds ttl{5000};       // lease of a lock that does not name one (as the broker's)
+    std::chrono::milliseconds ttl{5000};                   // lease of a lock that does not name one (as the broker's)
     std::chrono::milliseconds lock_request_timeout{3000};  // one try of a waiting acquire
-    unsigned max_retries = 3;                  // tries of an acquire (0 = 1 try, no retry)
-    bool keep_locks_on_exit = false;           // holds survive this client's connection closing
-    bool no_delay = true;                      // TCP_NODELAY
+    unsigned max_retries = 3;                              // tries of an acquire (0 = 1 try, no retry)
+    bool keep_locks_on_exit = false;                       // holds survive this client's connection closing
+    bool no_delay = true;                                  // TCP_NODELAY
     std::chrono::milliseconds connect_timeout{5000};
     std::chrono::milliseconds request_timeout{10000};  // replies to non-lock requests
     std::size_t max_message_size = 1 << 20;
@@ -195,7 +195,8 @@ private:
                               boost::asio::any_completion_handler<void(error_code)> h);
     static void start_extend(std::shared_ptr<detail::hold> hold, std::chrono::milliseconds ttl,
                              boost::asio::any_completion_handler<void(error_code)> h);
-    static void start_wait_lost(std::shared_ptr<detail::hold> hold, boost::asio::any_completion_handler<void(error_code)> h);
+    static void start_wait_lost(std::shared_ptr<detail::hold> hold,
+                                boost::asio::any_completion_handler<void(error_code)> h);
     static void detach_hold(std::shared_ptr<detail::hold>& hold) noexcept;
     std::shared_ptr<detail::hold> hold_;
 };
@@ -229,7 +230,9 @@ public:
     template <class Token = boost::asio::use_awaitable_t<>>
     auto extend(std::chrono::milliseconds ttl, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
-            [h = hold_](auto handler, std::chrono::milliseconds t) { lock_guard::start_extend(h, t, std::move(handler)); },
+            [h = hold_](auto handler, std::chrono::milliseconds t) {
+                lock_guard::start_extend(h, t, std::move(handler));
+            },
             token, ttl);
     }
     template <class Token = boost::asio::use_awaitable_t<>>
@@ -253,8 +256,9 @@ class key_list {
 public:
     key_list(std::vector<std::string> keys) : keys_(std::move(keys)) {}
     template <class... Keys>
-        requires(sizeof...(Keys) > 0 && (std::is_convertible_v<const Keys&, std::string_view> && ...))
-    key_list(const Keys&... keys) : keys_{std::string(std::string_view(keys))...} {}
+    requires(sizeof...(Keys) > 0 && (std::is_convertible_v<const Keys&, std::string_view> && ...))
+        key_list(const Keys&... keys)
+        : keys_{std::string(std::string_view(keys))...} {}
 
     std::vector<std::string> take() && { return std::move(keys_); }
 
@@ -276,7 +280,7 @@ struct lock_event {
     enum class kind { granted, released, expired, forced, queued, cancelled, timeout };
     kind type{};
     std::string key;
-    std::string id;  // the lock id; for queued, cancelled and timeout the waiting request's id
+    std::string id;                          // the lock id; for queued, cancelled and timeout the waiting request's id
     ::lmx::fencing_token fencing_token = 0;  // on events of holds (granted, released, expired, forced)
     std::uint32_t waiting = 0;               // requests queued on the key once the event happened
     // Events of this watcher dropped just before this one because it was not read fast enough
@@ -326,7 +330,7 @@ public:
     explicit client(executor_type ex, client_options options = {});
     // On an io_context (or any execution context): client c(ioc, {.url = ...}).
     template <class ExecutionContext>
-        requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
+    requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>
     explicit client(ExecutionContext& context, client_options options = {})
         : client(executor_type(context.get_executor()), std::move(options)) {}
     // Closes the connection; holds not kept on exit end at the broker.
@@ -354,8 +358,7 @@ public:
             token, std::string(key), std::move(options));
     }
     template <class Token>
-        requires(!std::is_convertible_v<Token, acquire_options>)
-    auto acquire(std::string_view key, Token&& token) {
+    requires(!std::is_convertible_v<Token, acquire_options>) auto acquire(std::string_view key, Token&& token) {
         return acquire(key, acquire_options{}, std::forward<Token>(token));
     }
 
@@ -370,8 +373,7 @@ public:
             token, std::move(keys).take(), std::move(options));
     }
     template <class Token>
-        requires(!std::is_convertible_v<Token, acquire_options>)
-    auto acquire_many(key_list keys, Token&& token) {
+    requires(!std::is_convertible_v<Token, acquire_options>) auto acquire_many(key_list keys, Token&& token) {
         return acquire_many(std::move(keys), acquire_options{}, std::forward<Token>(token));
     }
 
@@ -417,7 +419,9 @@ public:
     template <class Token = boost::asio::use_awaitable_t<>>
     auto pin(std::string_view prefix, std::optional<std::uint32_t> max, Token&& token = {}) {
         return boost::asio::async_initiate<Token, void(error_code)>(
-            [this](auto handler, std::string p, std::optional<std::uint32_t> m) { start_pin(std::move(p), m, std::move(handler)); },
+            [this](auto handler, std::string p, std::optional<std::uint32_t> m) {
+                start_pin(std::move(p), m, std::move(handler));
+            },
             token, std::string(prefix), max);
     }
 
@@ -464,7 +468,8 @@ private:
     void start_info(std::string key, boost::asio::any_completion_handler<void(error_code, lock_info)> h);
     void start_ping(boost::asio::any_completion_handler<void(error_code, std::chrono::microseconds)> h);
     void start_stats(boost::asio::any_completion_handler<void(error_code, boost::json::object)> h);
-    void start_pin(std::string prefix, std::optional<std::uint32_t> max, boost::asio::any_completion_handler<void(error_code)> h);
+    void start_pin(std::string prefix, std::optional<std::uint32_t> max,
+                   boost::asio::any_completion_handler<void(error_code)> h);
     void start_watch(std::vector<std::string> keys, bool all,
                      boost::asio::any_completion_handler<void(error_code, watcher)> h);
 

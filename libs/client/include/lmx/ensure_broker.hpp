@@ -29,10 +29,10 @@ struct ensure_broker_options {
 };
 
 struct ensure_broker_result {
-    error_code error;         // unreachable (the broker did not come up), broker_incompatible, invalid_url...
-    std::string message;      // one line saying what failed and where to look, when `error` is set
-    bool started = false;     // this call started the broker (false: one was already answering)
-    std::string log_path;     // the started broker's log file
+    error_code error;      // unreachable (the broker did not come up), broker_incompatible, invalid_url...
+    std::string message;   // one line saying what failed and where to look, when `error` is set
+    bool started = false;  // this call started the broker (false: one was already answering)
+    std::string log_path;  // the started broker's log file
 };
 
 // Blocks until a broker answers at `options.url`, starting one in its own session (detached,

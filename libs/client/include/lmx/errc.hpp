@@ -44,9 +44,7 @@ enum class errc {
 
 const boost::system::error_category& client_category() noexcept;
 
-inline boost::system::error_code make_error_code(errc e) noexcept {
-    return {static_cast<int>(e), client_category()};
-}
+inline boost::system::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), client_category()}; }
 
 // The errc for a broker `code` string (e.g. "timeout"); bad_request for codes it does not know.
 errc errc_from_wire(std::string_view code) noexcept;

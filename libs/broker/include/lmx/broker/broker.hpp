@@ -18,7 +18,7 @@
 
 namespace lmx::core {
 struct broker_stats;
-}
+}  // namespace lmx::core
 
 namespace lmx {
 
@@ -29,26 +29,26 @@ struct broker_options {
     std::chrono::milliseconds default_ttl{5000};
     std::size_t max_message_size = 64 * 1024;
     std::size_t max_key_length = 1024;
-    std::size_t max_keys = 64;  // per acquire-many
-    std::size_t max_connections = 0;             // 0: the file-descriptor limit less 64
+    std::size_t max_keys = 64;                    // per acquire-many
+    std::size_t max_connections = 0;              // 0: the file-descriptor limit less 64
     std::size_t max_connections_per_peer = 1024;  // per IP address (tcp, ws) or uid (unix)
     std::uint32_t max_waiters = 1'000'000;
     std::uint32_t max_connection_locks = 100'000;  // holds and waiting requests of one connection
     std::uint64_t max_total_keys = 10'000'000;     // keys in the lock table
-    std::size_t max_outbox = 8 * 1024 * 1024;  // bytes queued for a client that does not read
-    std::size_t max_outbox_total = 0;          // all clients together; 0: 1 GiB or a quarter of RAM, the smaller
-    std::size_t max_handshakes = 256;          // ws: connections not yet upgraded
+    std::size_t max_outbox = 8 * 1024 * 1024;      // bytes queued for a client that does not read
+    std::size_t max_outbox_total = 0;              // all clients together; 0: 1 GiB or a quarter of RAM, the smaller
+    std::size_t max_handshakes = 256;              // ws: connections not yet upgraded
     std::chrono::milliseconds handshake_timeout{10000};  // ws: for each HTTP request to arrive
-    std::chrono::seconds tcp_keepalive{60};    // idle time before the first keepalive probe; 0: off
+    std::chrono::seconds tcp_keepalive{60};              // idle time before the first keepalive probe; 0: off
     // Connections that send nothing for this long while they hold, wait for and watch nothing
     // are closed; 0: never (idle live-mutex clients are legitimate).
     std::chrono::milliseconds idle_timeout{0};
     std::vector<std::pair<std::string, std::uint32_t>> key_max;  // (prefix, max): pinned by the operator
-    std::size_t max_list = 10000;  // keys per ls page, holders listed by lock-info
+    std::size_t max_list = 10000;                                // keys per ls page, holders listed by lock-info
     unsigned unix_mode = 0660;
-    int unix_group = -1;  // group of unix socket files; -1: the broker's
-    std::string state_dir;  // empty: fencing tokens are seeded from the wall clock
-    std::uint64_t fencing_block = 100'000;  // tokens reserved per state-dir write
+    int unix_group = -1;                     // group of unix socket files; -1: the broker's
+    std::string state_dir;                   // empty: fencing tokens are seeded from the wall clock
+    std::uint64_t fencing_block = 100'000;   // tokens reserved per state-dir write
     std::vector<std::string> allow_origins;  // WebSocket origins besides our own; "*" allows all
     // Authentication. With a token file (one `TOKEN [admin|client]` per line), every connection
     // must present a listed token before anything else: in its hello, or in its WebSocket

@@ -40,5 +40,6 @@ std::string configure(std::string_view spec);
 #if defined(LMX_FAILPOINTS_ENABLED)
 #define LMX_FAILPOINT(name) ::lmx::failpoint::hit(name)
 #else
-#define LMX_FAILPOINT(name) ::lmx::failpoint::action{}
+#define LMX_FAILPOINT(name) \
+    ::lmx::failpoint::action {}
 #endif

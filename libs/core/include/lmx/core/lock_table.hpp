@@ -27,20 +27,20 @@ struct key_pin {
 
 struct table_config {
     std::chrono::milliseconds default_ttl{5000};
-    std::uint32_t max_waiters = 1'000'000;  // all keys together
+    std::uint32_t max_waiters = 1'000'000;         // all keys together
     std::uint32_t max_session_requests = 100'000;  // holds and waiting requests of one session
     std::uint64_t max_keys = 10'000'000;           // keys in the table (held or waited for)
     std::vector<key_pin> pins{};
-    fencing_token fencing_seed = 0;         // the first grant gets seed + 1
+    fencing_token fencing_seed = 0;  // the first grant gets seed + 1
 };
 
 struct acquire_request {
     session_id session = 0;
-    std::string_view id{};   // request uuid; becomes the lock id
+    std::string_view id{};  // request uuid; becomes the lock id
     std::string_view key{};
     std::optional<std::chrono::milliseconds> ttl{};  // unset: table default; no_expiry: never expires
     std::optional<std::uint32_t> max{};              // unset: keep the key's max (1 for a new key)
-    bool wait = true;                              // false: try-lock, never queued
+    bool wait = true;                                // false: try-lock, never queued
     std::optional<time_point> wait_deadline{};       // when a queued request gives up
     lock_mode mode = lock_mode::exclusive;
     bool keep_on_exit = false;
@@ -58,9 +58,9 @@ struct acquire_many_request {
 };
 
 enum class effect_kind : std::uint8_t {
-    granted,    // request `id` now holds `key` (or all `keys` of a multi request)
-    queued,     // request `id` waits; `waiters` is the queue length, `position` its place (1 = next;
-                // exact in a first notice, an upper bound when re-sent, see queue_position)
+    granted,  // request `id` now holds `key` (or all `keys` of a multi request)
+    queued,   // request `id` waits; `waiters` is the queue length, `position` its place (1 = next;
+    // exact in a first notice, an upper bound when re-sent, see queue_position)
     refused,    // try-lock not granted
     rejected,   // request ended without a grant: see `code`
     lock_lost,  // hold `id` ended without its owner's unlock: see `reason`
@@ -72,22 +72,22 @@ struct effect {
     effect_kind kind{};
     session_id session = 0;  // 0: the hold's session has closed (keep-on-exit hold)
     std::string_view id{};
-    std::string_view key{};                  // for multi requests: the contended key, if any
-    std::span<const key_token> keys{};       // multi requests: every key (tokens when granted)
+    std::string_view key{};             // for multi requests: the contended key, if any
+    std::span<const key_token> keys{};  // multi requests: every key (tokens when granted)
     bool multi = false;
     bool repeat = false;  // re-sent state for a repeated request id (nothing changed)
     // queued: false when the request asked for no queued notice (acquire_request::queued_notice);
     // its client waits for the grant or the refusal alone.
     bool notice = true;
     fencing_token token = 0;
-    std::uint32_t waiters = 0;   // lockRequestCount: requests still queued on `key`
-    std::uint32_t readers = 0;   // shared holders on `key`
-    std::uint32_t position = 0;  // queued: 1-based place in line
+    std::uint32_t waiters = 0;            // lockRequestCount: requests still queued on `key`
+    std::uint32_t readers = 0;            // shared holders on `key`
+    std::uint32_t position = 0;           // queued: 1-based place in line
     std::optional<time_point> expires{};  // granted: lease end (none: no expiry)
-    time_point::duration waited{};       // granted: time spent in the queue
-    errc code = errc::ok;               // rejected
-    lost_reason reason{};               // lock_lost
-    event_kind event{};                 // event
+    time_point::duration waited{};        // granted: time spent in the queue
+    errc code = errc::ok;                 // rejected
+    lost_reason reason{};                 // lock_lost
+    event_kind event{};                   // event
 };
 
 class effect_sink {
@@ -118,7 +118,7 @@ struct release_result {
 };
 
 struct extend_result {
-    errc code = errc::ok;               // not_holder when the hold is gone
+    errc code = errc::ok;                 // not_holder when the hold is gone
     std::optional<time_point> expires{};  // none: no expiry
 };
 
@@ -167,12 +167,10 @@ public:
     release_result release(std::string_view key, std::string_view id, time_point now,
                            std::optional<session_id> by = std::nullopt);
     // No id: every holder of `key` loses it. With an id: only that hold, and only if it holds.
-    release_result force_release(std::string_view key, std::optional<std::string_view> id,
-                                 time_point now);
+    release_result force_release(std::string_view key, std::optional<std::string_view> id, time_point now);
     // `by` as for release(): another session ending the request tells its owner (lock_lost for
     // a hold, rejected with errc::cancelled for a waiting request).
-    release_many_result release_many(std::string_view id, time_point now,
-                                     std::optional<session_id> by = std::nullopt);
+    release_many_result release_many(std::string_view id, time_point now, std::optional<session_id> by = std::nullopt);
     // Releases one single-key hold of `session` on `key` (any, when it holds several slots).
     release_result release_own(session_id session, std::string_view key, time_point now);
 
@@ -182,8 +180,8 @@ public:
     // withdraw it if it waits, release it if it was granted meanwhile.
     void abandon(session_id session, std::string_view id, time_point now);
 
-    extend_result extend(std::string_view key, std::string_view id,
-                         std::optional<std::chrono::milliseconds> ttl, time_point now);
+    extend_result extend(std::string_view key, std::string_view id, std::optional<std::chrono::milliseconds> ttl,
+                         time_point now);
 
     // Removes every waiter of the session and releases its holds except keep-on-exit ones.
     void close_session(session_id session, time_point now);

@@ -60,9 +60,9 @@ struct lock {
     bool wait = true;
     std::optional<std::chrono::milliseconds> timeout{};
     lock_mode mode = lock_mode::exclusive;
-    bool keep_on_exit = false;  // keepLocksOnExit or keepLocksAfterDeath
-    bool force = false;         // live-mutex: jump the queue; the broker decides what it honours
-    bool queued_notice = true;  // queuedNotice: false asks for no queued notice, only the answer
+    bool keep_on_exit = false;      // keepLocksOnExit or keepLocksAfterDeath
+    bool force = false;             // live-mutex: jump the queue; the broker decides what it honours
+    bool queued_notice = true;      // queuedNotice: false asks for no queued notice, only the answer
     std::optional<rw_status> rw{};  // rwStatus of live-mutex's read/write-lock clients
     bool operator==(const lock&) const = default;
 };
@@ -203,10 +203,9 @@ using clear_write_flag = rw_message<rw_message_kind::clear_write_flag>;
 }  // namespace req
 
 using request =
-    std::variant<req::version, req::hello, req::lock, req::unlock, req::lock_received,
-                 req::lock_client_timeout, req::lock_client_error, req::lock_received_rejected,
-                 req::cancel, req::acquire_many, req::release_many, req::extend, req::ls,
-                 req::lock_info, req::ping, req::system_stats, req::watch, req::unwatch,
+    std::variant<req::version, req::hello, req::lock, req::unlock, req::lock_received, req::lock_client_timeout,
+                 req::lock_client_error, req::lock_received_rejected, req::cancel, req::acquire_many, req::release_many,
+                 req::extend, req::ls, req::lock_info, req::ping, req::system_stats, req::watch, req::unwatch,
                  req::write_flag_check, req::write_flag_and_readers_check, req::increment_readers,
                  req::decrement_readers, req::clear_write_flag, req::pin>;
 
@@ -282,13 +281,11 @@ std::optional<errc> errc_from_string(std::string_view s) noexcept;
 // they are escaped as needed. An empty error `message` means default_message(code).
 
 // type "lock"
-void write_lock_granted(std::string& out, std::string_view uuid, std::string_view key,
-                        fencing_token token, std::uint32_t lock_request_count,
-                        std::uint32_t readers_count);
+void write_lock_granted(std::string& out, std::string_view uuid, std::string_view key, fencing_token token,
+                        std::uint32_t lock_request_count, std::uint32_t readers_count);
 // `position` (1 = next in line) is written when non-zero.
-void write_lock_queued(std::string& out, std::string_view uuid, std::string_view key,
-                       std::uint32_t lock_request_count, std::uint32_t readers_count,
-                       std::uint32_t position = 0);
+void write_lock_queued(std::string& out, std::string_view uuid, std::string_view key, std::uint32_t lock_request_count,
+                       std::uint32_t readers_count, std::uint32_t position = 0);
 void write_lock_refused(std::string& out, std::string_view uuid, std::string_view key,
                         std::uint32_t lock_request_count);
 void write_lock_rejected(std::string& out, std::string_view uuid, std::string_view key, errc code,
@@ -296,37 +293,31 @@ void write_lock_rejected(std::string& out, std::string_view uuid, std::string_vi
 
 // type "unlock"; `warning` is written when non-empty, `held: false` when the id held nothing
 // (the unlock still succeeds: unlocking is idempotent).
-void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view key,
-                     std::uint32_t lock_request_count, std::string_view warning = {}, bool held = true);
+void write_unlock_ok(std::string& out, std::string_view uuid, std::string_view key, std::uint32_t lock_request_count,
+                     std::string_view warning = {}, bool held = true);
 void write_unlock_error(std::string& out, std::string_view uuid, std::string_view key, errc code,
                         std::string_view message = {});
 
 // type "acquire-many"; keys are written sorted and deduplicated whatever the input order.
-void write_acquire_many_granted(std::string& out, std::string_view uuid,
-                                std::span<const key_token> keys, std::string_view lock_id);
-void write_acquire_many_queued(std::string& out, std::string_view uuid,
-                               std::span<const key_token> keys, std::string_view contended_key,
-                               std::uint32_t lock_request_count);
-void write_acquire_many_queued(std::string& out, std::string_view uuid,
-                               std::span<const std::string> keys, std::string_view contended_key,
-                               std::uint32_t lock_request_count);
+void write_acquire_many_granted(std::string& out, std::string_view uuid, std::span<const key_token> keys,
+                                std::string_view lock_id);
+void write_acquire_many_queued(std::string& out, std::string_view uuid, std::span<const key_token> keys,
+                               std::string_view contended_key, std::uint32_t lock_request_count);
+void write_acquire_many_queued(std::string& out, std::string_view uuid, std::span<const std::string> keys,
+                               std::string_view contended_key, std::uint32_t lock_request_count);
 // Try-lock (wait:false) not granted: `acquired:false, queued:false`, like the single-key refusal.
-void write_acquire_many_refused(std::string& out, std::string_view uuid,
-                                std::span<const key_token> keys, std::string_view contended_key,
-                                std::uint32_t lock_request_count);
+void write_acquire_many_refused(std::string& out, std::string_view uuid, std::span<const key_token> keys,
+                                std::string_view contended_key, std::uint32_t lock_request_count);
 // `keys` is omitted when empty (e.g. the request's keys were unusable).
-void write_acquire_many_error(std::string& out, std::string_view uuid,
-                              std::span<const key_token> keys, errc code,
+void write_acquire_many_error(std::string& out, std::string_view uuid, std::span<const key_token> keys, errc code,
                               std::string_view message = {});
-void write_acquire_many_error(std::string& out, std::string_view uuid,
-                              std::span<const std::string> keys, errc code,
+void write_acquire_many_error(std::string& out, std::string_view uuid, std::span<const std::string> keys, errc code,
                               std::string_view message = {});
 
 // type "release-many"
 void write_release_many_ok(std::string& out, std::string_view uuid, std::string_view lock_id,
                            std::span<const std::string> keys);
-void write_release_many_error(std::string& out, std::string_view uuid, errc code,
-                              std::string_view message = {});
+void write_release_many_error(std::string& out, std::string_view uuid, errc code, std::string_view message = {});
 
 // type "extend"; `expires_in` unset (no expiry) is written as `expiresInMs: null`.
 void write_extend_ok(std::string& out, std::string_view uuid, std::string_view key,
@@ -345,8 +336,7 @@ void write_ls(std::string& out, std::string_view uuid, std::span<const std::stri
 // also `holders`: [{uuid, fencingToken, mode, heldMs, expiresInMs (null: no expiry)}].
 void write_lock_info(std::string& out, std::string_view uuid, const key_info& info,
                      std::optional<time_point> now = std::nullopt);
-void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp,
-                std::int64_t server_timestamp);
+void write_pong(std::string& out, std::string_view uuid, std::int64_t timestamp, std::int64_t server_timestamp);
 
 struct broker_stats {
     std::uint64_t uptime_ms = 0;
@@ -373,23 +363,19 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
 // `limits` (written when given) tells clients what the broker refuses, so that they can refuse
 // it first: {"maxMessageSize","maxKeyLength","maxKeys","maxIdLength","maxDurationMs"}.
 // `role` (written when non-empty, i.e. when the broker requires authentication): "admin" or "client".
-void write_hello(std::string& out, std::string_view uuid, std::string_view broker,
-                 std::uint32_t protocol, std::string_view session,
-                 std::span<const std::string_view> features, std::string_view epoch = {},
+void write_hello(std::string& out, std::string_view uuid, std::string_view broker, std::uint32_t protocol,
+                 std::string_view session, std::span<const std::string_view> features, std::string_view epoch = {},
                  const codec_limits* limits = nullptr, std::string_view role = {});
-void write_version_mismatch(std::string& out, std::string_view client_version,
-                            std::string_view broker_version);
+void write_version_mismatch(std::string& out, std::string_view client_version, std::string_view broker_version);
 // Answers watch (`{type:"watch", uuid, watching:true}`) and unwatch (type "unwatch",
 // `watching:false`).
 void write_watch_ack(std::string& out, std::string_view uuid, bool watching);
 // `uuid` on the wire is the lock id of the hold that ended.
-void write_lock_lost(std::string& out, std::string_view key, std::string_view lock_id,
-                     lost_reason reason);
+void write_lock_lost(std::string& out, std::string_view key, std::string_view lock_id, lost_reason reason);
 // type "event": `uuid` when `lock_id` is non-empty, `fencingToken` when non-zero,
 // `lockRequestCount` when given.
 void write_event(std::string& out, event_kind event, std::string_view key, std::string_view lock_id,
-                 fencing_token token = 0,
-                 std::optional<std::uint32_t> lock_request_count = std::nullopt);
+                 fencing_token token = 0, std::optional<std::uint32_t> lock_request_count = std::nullopt);
 // The answers of live-mutex's read/write-lock messages: `type` as given (e.g.
 // "register-write-flag-success"), `uuid`, `key`, and `readersCount` / `writerFlag` when set.
 void write_rw_answer(std::string& out, std::string_view type, std::string_view uuid, std::string_view key,
@@ -436,7 +422,7 @@ struct reply {
     std::optional<std::uint64_t> cursor{};  // ls: the next page starts here
     std::optional<bool> held{};             // unlock: false when the id held nothing
     std::optional<codec_limits> limits{};   // hello: what the broker refuses
-    bool lock_info = false;  // lockInfo
+    bool lock_info = false;                 // lockInfo
     std::optional<bool> is_locked{};
     std::vector<std::string> lockholder_uuids{};
     std::optional<std::uint32_t> max{};

@@ -20,7 +20,14 @@ inline constexpr std::chrono::milliseconds no_expiry = std::chrono::milliseconds
 enum class lock_mode : std::uint8_t { exclusive, shared };
 
 // live-mutex's read/write-lock clients tag their lock and unlock requests (`rwStatus`).
-enum class rw_status : std::uint8_t { begin_read, end_read, begin_write, end_write, locking_write_key, unlocking_write_key };
+enum class rw_status : std::uint8_t {
+    begin_read,
+    end_read,
+    begin_write,
+    end_write,
+    locking_write_key,
+    unlocking_write_key
+};
 
 // Machine-readable failure codes; their names are the wire `code` strings.
 enum class errc : std::uint8_t {
