@@ -97,3 +97,33 @@ test('connect errors say why: a refused origin fails waiting calls at once, a wr
     await broker.stop();
   }
 });
+
+test('an upgrade tried before the broker listened is not a wrong endpoint: the next attempt connects', async () => {
+  // The race of a restart: the WebSocket meets no listener, and by the time the page asks
+  // /v1/origin why, the broker answers. The first socket of each client here goes to a dead port
+  // while the broker is up, which is that race made certain.
+  const broker = await startBroker();
+  const context = await browser.newContext();
+  try {
+    const page = await lmxPage(context, broker);
+    const r = await page.evaluate(async (url) => {
+      const firstFails = () => {
+        let tried = false;
+        return class extends WebSocket {
+          constructor(u, ...rest) { super(tried ? u : 'ws://127.0.0.1:9/', ...rest); tried = true; }
+        };
+      };
+      const once = await lmx.connect(url, { WebSocket: firstFails(), reconnect: false, connectTimeout: 3000 })
+        .then(() => ({ code: 'ok' }), (e) => ({ code: e.code, message: e.message }));
+      const client = new lmx.Client(url, { WebSocket: firstFails(), minBackoff: 50, maxBackoff: 200, requestTimeout: 8000 });
+      const again = await client.ls().then(() => 'ok', (e) => e.code);
+      client.close();
+      return { once, again };
+    }, broker.ws);
+    assert.equal(r.once.code, 'unreachable', r.once.message);
+    assert.equal(r.again, 'ok', 'a client that reconnects connects on its next attempt');
+  } finally {
+    await context.close();
+    await broker.stop();
+  }
+});

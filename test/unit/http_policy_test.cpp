@@ -4,6 +4,7 @@
 #include "http_policy.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <string>
@@ -77,7 +78,8 @@ BOOST_AUTO_TEST_CASE(websocket_origins) {
 
 BOOST_AUTO_TEST_CASE(the_origin_page_says_why) {
     const http_policy none({});
-    auto refused = none.origin_page(request("127.0.0.1:6971", "https://app.example"));
+    const std::vector<std::string> paths{"/", "/ws", "/locks"};
+    auto refused = none.origin_page(request("127.0.0.1:6971", "https://app.example"), paths);
     BOOST_TEST(refused.status == 200u);
     const auto body = boost::json::parse(refused.body).as_object();
     BOOST_TEST(body.at("allowed").as_bool() == false);
@@ -90,10 +92,14 @@ BOOST_AUTO_TEST_CASE(the_origin_page_says_why) {
     BOOST_TEST(any_origin);
 
     const auto ok =
-        boost::json::parse(http_policy({"https://app.example"}).origin_page(request("h", "https://app.example")).body)
+        boost::json::parse(
+            http_policy({"https://app.example"}).origin_page(request("h", "https://app.example"), paths).body)
             .as_object();
     BOOST_TEST(ok.at("allowed").as_bool() == true);
     BOOST_TEST(!ok.contains("hint"));
+    // The listener's WebSocket paths, so that a page can tell a wrong path from a broker that was
+    // not listening yet when its upgrade was tried.
+    BOOST_TEST(boost::json::serialize(ok.at("websocketPaths")) == R"(["/","/ws","/locks"])");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -973,7 +973,9 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         core::write_watch_ack(*begin_frame(s), r.uuid, false);
     }
 
-    transport::http_response http(const transport::http_request_view& rq) {
+    // An HTTP request to a ws:// or wss:// listener that upgrades on `websocket_paths`.
+    transport::http_response http(const transport::http_request_view& rq,
+                                  const std::vector<std::string>& websocket_paths) {
         if (!http_rules.browser_may_read(rq)) {
             log_line(log_level::warn, "refused HTTP request from a browser for host " + std::string(rq.host) +
                                           " (allow it with --allow-origin)");
@@ -991,7 +993,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (path == "/healthz") return detail::healthz_page(health());
         if (path == "/metrics") return detail::metrics_page(stats(), c, waits, table->last_token(), health());
         if (path == "/v1/stats") return detail::stats_page(stats());
-        if (path == "/v1/origin") return http_rules.origin_page(rq);
+        if (path == "/v1/origin") return http_rules.origin_page(rq, websocket_paths);
         if (auto page = detail::web_page(path)) return std::move(*page);
         return {404, "text/plain; charset=utf-8", "not found\n", {}};
     }
@@ -1058,9 +1060,14 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                 if (auto self = weak.lock()) self->refusals(what);
             };
             if (ep->scheme == transport::endpoint::kind::websocket) {
-                lo.http = [weak](const transport::http_request_view& rq) {
+                // The listener upgrades on its default paths and on the endpoint's own.
+                auto paths = lo.websocket_paths;
+                std::string own = ep->path.substr(0, ep->path.find('?'));
+                if (own.empty()) own = "/";
+                if (std::find(paths.begin(), paths.end(), own) == paths.end()) paths.push_back(std::move(own));
+                lo.http = [weak, paths](const transport::http_request_view& rq) {
                     auto self = weak.lock();
-                    return self ? self->http(rq) : transport::http_response{503, "text/plain", "stopping\n", {}};
+                    return self ? self->http(rq, paths) : transport::http_response{503, "text/plain", "stopping\n", {}};
                 };
                 lo.accept_websocket = [weak](const transport::http_request_view& rq) {
                     auto self = weak.lock();

@@ -1,5 +1,6 @@
 #include "http_policy.hpp"
 
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -37,9 +38,12 @@ bool http_policy::websocket_origin_ok(const transport::http_request_view& rq) co
     return same_origin && literal_host(rq.host);
 }
 
-transport::http_response http_policy::origin_page(const transport::http_request_view& rq) const {
+transport::http_response http_policy::origin_page(const transport::http_request_view& rq,
+                                                  const std::vector<std::string>& websocket_paths) const {
     const bool allowed = websocket_origin_ok(rq);
-    boost::json::object o{{"origin", rq.origin}, {"allowed", allowed}};
+    boost::json::array paths;
+    for (const auto& p : websocket_paths) paths.emplace_back(p);
+    boost::json::object o{{"origin", rq.origin}, {"allowed", allowed}, {"websocketPaths", std::move(paths)}};
     if (!allowed)
         o["hint"] = "the broker refuses WebSocket connections from this origin; start it with --allow-origin " +
                     std::string(rq.origin.empty() ? "ORIGIN" : rq.origin);

@@ -26,8 +26,11 @@ public:
     bool websocket_origin_ok(const transport::http_request_view& rq) const;
 
     // /v1/origin: a browser cannot read why a WebSocket upgrade failed, so a refused page asks
-    // here (readable from any origin) whether its origin is the reason.
-    transport::http_response origin_page(const transport::http_request_view& rq) const;
+    // here (readable from any origin) whether its origin is the reason, and on which paths the
+    // listener it asked upgrades (`websocket_paths`): a path among them whose upgrade failed
+    // met a broker that was not listening yet, not a wrong endpoint.
+    transport::http_response origin_page(const transport::http_request_view& rq,
+                                         const std::vector<std::string>& websocket_paths) const;
 
     // "127.0.0.1:6971", "[::1]:6971", "localhost:6971": a host no DNS answer can redirect.
     static bool literal_host(std::string_view host_port);

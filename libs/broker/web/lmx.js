@@ -897,6 +897,7 @@ export class Client extends EventTarget {
   // from any origin): [code, detail].
   async #diagnose() {
     const u = new URL(this.#url);
+    const path = u.pathname;
     u.protocol = u.protocol === "wss:" ? "https:" : "http:";
     u.pathname = "/v1/origin";
     u.search = "";
@@ -920,7 +921,13 @@ export class Client extends EventTarget {
     if (!body.allowed) {
       return [errc.origin_refused, body.hint ?? `start the broker with --allow-origin ${body.origin || "ORIGIN"}`];
     }
-    return [errc.wrong_endpoint, `${this.#url}: the broker at ${u.host} refused the WebSocket upgrade (is the path right?)`];
+    // The broker answers now and upgrades on this path: it was not listening yet (or was going
+    // away) when the WebSocket tried, which the next attempt may cure.
+    if (Array.isArray(body.websocketPaths) && body.websocketPaths.includes(path)) {
+      return [errc.unreachable, `${this.#url}: the WebSocket did not open, though the broker at ${u.host} answers now`];
+    }
+    const served = Array.isArray(body.websocketPaths) ? ` (it upgrades on ${body.websocketPaths.join(", ")})` : " (is the path right?)";
+    return [errc.wrong_endpoint, `${this.#url}: the broker at ${u.host} has no WebSocket at ${path}${served}`];
   }
 
   #send(msg) {
