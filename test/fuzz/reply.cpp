@@ -1,6 +1,7 @@
 // Reply codec, both directions, from one input:
 // - parse_reply on the raw bytes, as a client reads broker frames; a reply it accepts must read
-//   the same through the DOM reader (a copy of the frame the flat reader leaves alone);
+//   the same through the DOM reader (a copy of the frame the flat reader leaves alone), and
+//   decode_reply must accept exactly what parse_reply accepts;
 // - the same bytes, read as writer arguments (valid UTF-8 strings, any numbers), drive one reply
 //   writer appending to a non-empty buffer: the frame must be one valid UTF-8 line, leave what was
 //   in the buffer alone, and parse_reply must give back exactly the fields written.
@@ -8,6 +9,7 @@
 #include "fuzz_support.hpp"
 
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/replies.hpp>
 
 #include <fuzzer/FuzzedDataProvider.h>
 
@@ -32,7 +34,11 @@ using std::chrono::milliseconds;
 
 void read_any(std::string_view frame) {
     const reply_result first = parse_reply(frame);
+    // Every frame the reader accepts has a meaning, and decode_reply agrees with classify.
+    const typed_reply_result typed = decode_reply(frame);
+    LMX_FUZZ_CHECK(typed.ok() == first.ok());
     if (!first.ok()) return;
+    LMX_FUZZ_CHECK(typed.value() == classify(reply(first.value())));
     if (const auto padded = lmx::fuzz::with_ignored_member(frame)) {
         const reply_result dom = parse_reply(*padded);
         LMX_FUZZ_CHECK(dom.ok());

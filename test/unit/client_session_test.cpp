@@ -71,7 +71,7 @@ struct session_fixture {
     }
 
     void reply(std::string_view frame, steady::time_point when) {
-        auto r = core::parse_reply(frame);
+        auto r = core::decode_reply(frame);
         BOOST_REQUIRE_MESSAGE(r, "not a reply: " << frame);
         s.on_reply(std::move(r.value()), when);
     }

@@ -6,11 +6,12 @@
 //                     or the error reply (write_error) when it is refused. Each frame goes
 //                     through a reused request_parser and through parse_request, which agree.
 //   == reply NAME     ">" what the writer case NAME below writes; "=" its decoding by
-//                     parse_reply, field by field.
-//   == reply-in NAME  "<" a frame from another broker (live-mutex's); "=" its decoding.
+//                     parse_reply, field by field; ":" what it means to the client (decode_reply).
+//   == reply-in NAME  "<" a frame from another broker (live-mutex's); "=" and ":" its decodings.
 // LMX_GOLDEN_WRITE=1 rewrites the outputs of the file from the code (then review `git diff`).
 
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/replies.hpp>
 
 #include <boost/json/serialize.hpp>
 #include <boost/test/unit_test.hpp>
@@ -42,6 +43,7 @@ struct golden_case {
     std::string input;   // "<"
     std::string output;  // ">"
     std::string fields;  // "="
+    std::string typed;   // ":"
 };
 
 struct golden_file {
@@ -58,13 +60,13 @@ golden_file read_golden() {
         if (line.starts_with("== ")) {
             const auto space = line.find(' ', 3);
             BOOST_TEST_REQUIRE(space != std::string::npos, "bad case line: " << line);
-            file.cases.push_back({line.substr(3, space - 3), line.substr(space + 1), {}, {}, {}});
+            file.cases.push_back({line.substr(3, space - 3), line.substr(space + 1), {}, {}, {}, {}});
         } else if (line.starts_with("#") && file.cases.empty()) {
             file.header.push_back(line);
         } else if (line.size() >= 2 && line[1] == ' ' && !file.cases.empty() &&
-                   (line[0] == '<' || line[0] == '>' || line[0] == '=')) {
+                   (line[0] == '<' || line[0] == '>' || line[0] == '=' || line[0] == ':')) {
             auto& c = file.cases.back();
-            auto& slot = line[0] == '<' ? c.input : line[0] == '>' ? c.output : c.fields;
+            auto& slot = line[0] == '<' ? c.input : line[0] == '>' ? c.output : line[0] == '=' ? c.fields : c.typed;
             BOOST_TEST_REQUIRE(slot.empty(), "case " << c.name << " has two '" << line[0] << "' lines");
             slot = line.substr(2);
         } else {
@@ -82,6 +84,7 @@ void write_golden(const golden_file& file) {
         if (!c.input.empty()) out << "< " << c.input << '\n';
         if (!c.output.empty()) out << "> " << c.output << '\n';
         if (!c.fields.empty()) out << "= " << c.fields << '\n';
+        if (!c.typed.empty()) out << ": " << c.typed << '\n';
     }
 }
 
@@ -193,6 +196,94 @@ std::string describe(const core::reply& r) {
     text("reason", r.reason);
     text("event", r.event);
     return s.str();
+}
+
+template <class... F>
+struct overloaded : F... {
+    using F::operator()...;
+};
+template <class... F>
+overloaded(F...) -> overloaded<F...>;
+
+// The typed reply: its kind, then what the client reads from it.
+std::string describe(const core::typed_reply& t) {
+    namespace rep = core::rep;
+    std::ostringstream s;
+    s << std::boolalpha;
+    const auto list = [&](std::string_view name, const std::vector<std::string>& v) {
+        s << ' ' << name << "=[";
+        for (std::size_t i = 0; i < v.size(); ++i) s << (i ? "," : "") << escaped(v[i]);
+        s << ']';
+    };
+    std::visit(overloaded{
+                   [&](const rep::other& r) { s << "other type=" << escaped(r.type); },
+                   [&](const rep::granted& r) { s << "granted key=" << escaped(r.key) << " token=" << r.token; },
+                   [&](const rep::granted_many& r) {
+                       s << "granted_many";
+                       list("keys", r.keys);
+                       s << " tokens=[";
+                       for (std::size_t i = 0; i < r.tokens.size(); ++i)
+                           s << (i ? "," : "") << escaped(r.tokens[i].first) << ':' << r.tokens[i].second;
+                       s << ']';
+                   },
+                   [&](const rep::queued& r) { s << "queued position=" << r.position; },
+                   [&](const rep::refused& r) {
+                       s << "refused";
+                       if (r.contended_key) s << " contended_key=" << escaped(*r.contended_key);
+                   },
+                   [&](const rep::unlocked& r) {
+                       s << "unlocked ok=" << r.ok << " held=" << r.held << " warned=" << r.warned;
+                   },
+                   [&](const rep::released& r) { s << "released ok=" << r.ok; },
+                   [&](const rep::extended& r) {
+                       s << "extended ok=" << r.ok;
+                       if (r.expires_in)
+                           s << " expires_in="
+                             << (*r.expires_in == core::no_expiry ? std::string("never")
+                                                                  : std::to_string(r.expires_in->count()));
+                   },
+                   [&](const rep::cancelled& r) { s << "cancelled ok=" << r.ok; },
+                   [&](const rep::lock_lost& r) {
+                       s << "lock_lost key=" << escaped(r.key) << " reason=" << escaped(r.reason);
+                   },
+                   [&](const rep::event& r) {
+                       s << "event key=" << escaped(r.key) << " name=" << escaped(r.name) << " token=" << r.token
+                         << " waiters=" << r.waiters;
+                   },
+                   [&](const rep::hello& r) {
+                       s << "hello protocol=" << r.protocol << " broker=" << escaped(r.broker)
+                         << " session=" << escaped(r.session) << " epoch=" << escaped(r.epoch)
+                         << " limits=" << (r.limits ? "yes" : "no");
+                       list("features", r.features);
+                   },
+                   [&](const rep::keys_page& r) {
+                       s << "keys_page";
+                       list("keys", r.keys);
+                       if (r.cursor) s << " cursor=" << *r.cursor;
+                   },
+                   [&](const rep::key_state& r) {
+                       s << "key_state key=" << escaped(r.key) << " locked=" << r.locked;
+                       list("holders", r.holders);
+                       s << " waiters=" << r.waiters << " max=" << r.max << " last_token=" << r.last_token;
+                   },
+                   [&](const rep::stats& r) { s << "stats figures=" << r.figures.size(); },
+                   [&](const rep::pong&) { s << "pong"; },
+                   [&](const rep::failed& r) {
+                       s << "failed type=" << escaped(r.type) << " code=" << escaped(r.code) << " message=\""
+                         << escaped(r.message) << '"';
+                   },
+               },
+               t);
+    s << " uuid=" << escaped(core::reply_uuid(t));
+    return s.str();
+}
+
+// What decode_reply makes of the frame; its kind is "refused" exactly when parse_reply refuses it.
+std::string decode_typed(std::string_view frame) {
+    auto r = core::decode_reply(frame);
+    BOOST_TEST(r.ok() == core::parse_reply(frame).ok(), "decode_reply and parse_reply disagree on " << frame);
+    if (!r.ok()) return "refused: " + r.error().message;
+    return describe(r.value());
 }
 
 std::string decode_reply(std::string_view frame) {
@@ -323,7 +414,7 @@ std::map<std::string, std::function<void(std::string&)>> writer_cases() {
 
 // A case of each kind, checked against the file; every difference is reported.
 void check(const golden_case& c, golden_case& actual,
-           const std::map<std::string, std::function<void(std::string&)>>& writers) {
+           const std::map<std::string, std::function<void(std::string&)>>& writers, std::set<std::size_t>& kinds) {
     if (c.kind == "request") {
         BOOST_TEST_REQUIRE(!c.input.empty(), "request case " << c.name << " has no '<' line");
         static core::request_parser reused;  // reused across frames, as a connection does
@@ -338,13 +429,17 @@ void check(const golden_case& c, golden_case& actual,
         it->second(out);
         actual.output = strip_newline(std::move(out));
         actual.fields = decode_reply(actual.output);
+        actual.typed = decode_typed(actual.output);
+        if (auto t = core::decode_reply(actual.output); t.ok()) kinds.insert(t.value().index());
     } else if (c.kind == "reply-in") {
         actual.fields = decode_reply(c.input);
+        actual.typed = decode_typed(c.input);
     } else {
         BOOST_FAIL("unknown case kind " << c.kind << " (" << c.name << ")");
     }
     BOOST_TEST(actual.output == c.output, c.kind << ' ' << c.name << ": wire bytes differ");
     BOOST_TEST(actual.fields == c.fields, c.kind << ' ' << c.name << ": decoded fields differ");
+    BOOST_TEST(actual.typed == c.typed, c.kind << ' ' << c.name << ": typed decoding differs");
 }
 
 }  // namespace
@@ -357,11 +452,12 @@ BOOST_AUTO_TEST_CASE(every_frame_matches_the_golden_file) {
     golden_file actual = file;
     std::set<std::string> names;
     std::set<std::size_t> request_types;
+    std::set<std::size_t> reply_kinds;
     for (std::size_t i = 0; i < file.cases.size(); ++i) {
         const auto& c = file.cases[i];
         BOOST_TEST_CONTEXT(c.kind << ' ' << c.name) {
             BOOST_TEST(names.insert(c.kind + ' ' + c.name).second, "case named twice");
-            check(c, actual.cases[i], writers);
+            check(c, actual.cases[i], writers, reply_kinds);
             if (c.kind == "request") {
                 if (auto r = core::parse_request(c.input); r.ok()) request_types.insert(r.value().index());
             }
@@ -370,6 +466,8 @@ BOOST_AUTO_TEST_CASE(every_frame_matches_the_golden_file) {
     // Every message type is pinned: a new one must come with its golden frames.
     for (std::size_t t = 0; t < std::variant_size_v<core::request>; ++t)
         BOOST_TEST(request_types.count(t) == 1, "no request case decodes to request alternative " << t);
+    for (std::size_t t = 0; t < std::variant_size_v<core::typed_reply>; ++t)
+        BOOST_TEST(reply_kinds.count(t) == 1, "no writer case decodes to typed reply alternative " << t);
     for (const auto& [name, write] : writers)
         BOOST_TEST(names.count("reply " + name) == 1, "writer case " << name << " has no golden frame");
     if (const char* w = std::getenv("LMX_GOLDEN_WRITE"); w && std::string_view(w) == "1") {

@@ -3,6 +3,7 @@
 #include <lmx/client.hpp>
 #include <lmx/settings.hpp>
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/replies.hpp>
 #include <lmx/core/scoped_value.hpp>
 #include <lmx/transport/connection.hpp>
 #include <lmx/version.hpp>
@@ -133,11 +134,11 @@ std::shared_ptr<cancel_link> install_canceller(const std::weak_ptr<client_impl>&
 // The caller's side of one operation: the handler its completion goes to (exactly one is set)
 // and what it asked to hear. The session keeps the protocol side under the same serial.
 struct caller_op {
-    asio::any_completion_handler<void(error_code)> done;                          // connect, release, extend
-    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;        // acquire
-    asio::any_completion_handler<void(error_code, multi_lock_guard)> done_multi;  // acquire_many
-    asio::any_completion_handler<void(error_code, core::reply)> done_reply;       // any other request
-    diagnostics* diag = nullptr;                                                  // filled on failure
+    asio::any_completion_handler<void(error_code)> done;                           // connect, release, extend
+    asio::any_completion_handler<void(error_code, lock_guard)> done_guard;         // acquire
+    asio::any_completion_handler<void(error_code, multi_lock_guard)> done_multi;   // acquire_many
+    asio::any_completion_handler<void(error_code, core::typed_reply)> done_reply;  // any other request
+    diagnostics* diag = nullptr;                                                   // filled on failure
     std::function<void(std::uint32_t)> on_queued;
     std::shared_ptr<cancel_link> link;  // ties the caller's cancellation slot to this op
 
@@ -245,7 +246,7 @@ public:
         else if (op.done_multi)
             finish(std::move(op.done_multi), multi_lock_guard(std::move(c.h)));
         else if (op.done_reply)
-            finish(std::move(op.done_reply), c.reply ? std::move(*c.reply) : core::reply{});
+            finish(std::move(op.done_reply), c.reply ? std::move(*c.reply) : core::typed_reply{});
         else if (op.done)
             finish(std::move(op.done));
         if (spare_callers_.size() < 256) spare_callers_.push_back(std::move(node));
@@ -386,7 +387,7 @@ public:
             if (!want.active) return core::request(req::unwatch{uuid});
             return core::request(req::watch{uuid, want.all ? std::nullopt : std::optional(want.keys)});
         };
-        auto [ec, rep] = co_await call(make);
+        auto [ec, rep] = co_await call<core::rep::other>(make);
         if (ec) broker_watch_.known = false;
         co_return ec;
     }
@@ -429,8 +430,8 @@ public:
         return std::nullopt;  // e.g. the connection count, not a key's event
     }
 
-    void deliver(const core::reply& r) {
-        const auto what = event_kind(r.event);
+    void deliver(const core::rep::event& r) {
+        const auto what = event_kind(r.name);
         if (!what) return;
         // A receiver completed inline may start or stop watchers: walk a copy.
         std::vector<std::shared_ptr<watch_state>> targets;
@@ -438,7 +439,7 @@ public:
             if (s->all || std::binary_search(s->keys.begin(), s->keys.end(), r.key)) targets.push_back(s);
         for (auto& s : targets) {
             if (s->ended) continue;  // stopped by an earlier receiver of this event
-            lock_event ev{*what, r.key, r.uuid, r.token.value_or(0), r.lock_request_count.value_or(0), 0};
+            lock_event ev{*what, r.key, r.uuid, r.token, r.waiters, 0};
             if (s->receiver) {
                 s->receive_tag.reset();
                 complete(strand_, std::move(s->receiver), error_code{}, std::move(ev));
@@ -548,18 +549,19 @@ public:
     }
 
     void route(std::string_view frame) {
-        auto parsed = core::parse_reply(frame);
+        auto parsed = core::decode_reply(frame);
         if (!parsed) {
             // A broker never sends these; ignore rather than fail everyone. During the handshake
             // it means the peer is something else (an HTTP server at a ws:// port, say).
             if (!hello_id_.empty()) hello_garbage_ = true;
             return;
         }
-        core::reply& r = parsed.value();
+        core::typed_reply& r = parsed.value();
         // A peer that does not know hello answers it without our id (an error, a live-mutex
         // version-mismatch): that is the handshake's answer, and a prompt "incompatible".
-        if (!hello_id_.empty() && r.uuid.empty()) r.uuid = hello_id_;
-        if (r.type == "event") return deliver(r);  // before the ids: an event may name our own request
+        if (auto& id = core::reply_uuid(r); !hello_id_.empty() && id.empty()) id = hello_id_;
+        // Before the ids: an event may name our own request.
+        if (const auto* ev = std::get_if<core::rep::event>(&r)) return deliver(*ev);
         ses_.on_reply(std::move(r), steady::now());
         apply();
     }
@@ -682,16 +684,17 @@ public:
             take(op.done_reply, std::move(handler));
             started(ses_.submit(std::move(o), rq, steady::now(), true), std::move(op), nullptr);
         };
-        auto [hello_ec, rep] =
-            co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
+        auto [hello_ec, answer] =
+            co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::typed_reply)>(init, use_tuple);
         hello_id_.clear();
-        if (!hello_ec && rep.type == "hello" && rep.protocol == LMX_PROTOCOL_VERSION) {
+        const auto* rep = std::get_if<core::rep::hello>(&answer);
+        if (!hello_ec && rep && rep->protocol == LMX_PROTOCOL_VERSION) {
             failures_ = 0;
-            session_ = rep.session;
-            ses_.set_limits(rep.limits.value_or(core::codec_limits{}));
+            session_ = rep->session;
+            ses_.set_limits(rep->limits.value_or(core::codec_limits{}));
             // Another epoch is another broker run: holds kept across the reconnect are gone.
-            if (!epoch_.empty() && rep.epoch != epoch_) ses_.lose_kept_holds();
-            epoch_ = rep.epoch;
+            if (!epoch_.empty() && rep->epoch != epoch_) ses_.lose_kept_holds();
+            epoch_ = rep->epoch;
             apply();
             co_return error_code{};
         }
@@ -701,7 +704,8 @@ public:
         // The peer answered something that is not lmx's protocol (an HTTP server, say).
         if (hello_garbage_) bad = make_error_code(errc::wrong_endpoint);
         // A broker that requires a token and got none, or a wrong one.
-        const bool refused_token = !hello_ec && rep.type == "error" && rep.code == "unauthenticated";
+        const auto* refusal = std::get_if<core::rep::failed>(&answer);
+        const bool refused_token = !hello_ec && refusal && refusal->code == "unauthenticated";
         if (refused_token) bad = make_error_code(errc::unauthenticated);
         if (hello_ec || refused_token) ++failures_;
         drop_connection(gen, bad);
@@ -978,9 +982,10 @@ public:
         co_return ec;
     }
 
-    // Sends the request make(uuid) and waits for its reply; wire errors become the error code.
-    template <class MakeRequest>
-    asio::awaitable<result<core::reply>> call(MakeRequest make) {
+    // Sends the request make(uuid) and waits for its reply, of type Reply; wire errors become the
+    // error code, and so does an answer of another type (broker_incompatible).
+    template <class Reply, class MakeRequest>
+    asio::awaitable<result<Reply>> call(MakeRequest make) {
         auto init = [this, &make](auto handler) {
             auto r = ses_.open_request(kind::call, opt_.request_timeout);
             const core::request rq = make(r->uuid);
@@ -988,9 +993,11 @@ public:
             take(op.done_reply, std::move(handler));
             started(ses_.submit(std::move(r), rq, steady::now()), std::move(op), nullptr);
         };
-        auto [ec, rep] =
-            co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::reply)>(init, use_tuple);
-        co_return result<core::reply>{ec, std::move(rep)};
+        auto [ec, answer] =
+            co_await asio::async_initiate<decltype(use_tuple), void(error_code, core::typed_reply)>(init, use_tuple);
+        if (auto* rep = std::get_if<Reply>(&answer)) co_return result<Reply>{ec, std::move(*rep)};
+        if (!ec) ec = make_error_code(errc::broker_incompatible);
+        co_return result<Reply>{ec, Reply{}};
     }
 
     void close() {
@@ -1263,13 +1270,13 @@ void client::start_ls(asio::any_completion_handler<void(error_code, std::vector<
                 auto make = [&cursor](const std::string& uuid) {
                     return core::request(req::ls{uuid, cursor, std::nullopt});
                 };
-                auto [ec, rep] = co_await c->call(make);
+                auto [ec, rep] = co_await c->call<core::rep::keys_page>(make);
                 if (ec) co_return client_impl::result<std::vector<std::string>>{ec, {}};
                 if (keys.empty())
-                    keys = std::move(rep.ls_result);
+                    keys = std::move(rep.keys);
                 else
-                    keys.insert(keys.end(), std::make_move_iterator(rep.ls_result.begin()),
-                                std::make_move_iterator(rep.ls_result.end()));
+                    keys.insert(keys.end(), std::make_move_iterator(rep.keys.begin()),
+                                std::make_move_iterator(rep.keys.end()));
                 cursor = rep.cursor;
             } while (cursor);
             co_return client_impl::result<std::vector<std::string>>{error_code{}, std::move(keys)};
@@ -1283,14 +1290,14 @@ void client::start_info(std::string key, asio::any_completion_handler<void(error
         [](std::shared_ptr<client_impl> c, std::string k) -> asio::awaitable<client_impl::result<lock_info>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             auto make = [&k](const std::string& uuid) { return core::request(req::lock_info{uuid, k}); };
-            auto [ec, rep] = co_await c->call(make);
+            auto [ec, rep] = co_await c->call<core::rep::key_state>(make);
             lock_info info;
             info.key = k;
-            info.locked = rep.is_locked.value_or(false);
-            info.holders = std::move(rep.lockholder_uuids);
-            info.waiters = rep.lock_request_count.value_or(0);
-            info.max = rep.max.value_or(1);
-            info.last_token = rep.token.value_or(0);
+            info.locked = rep.locked;
+            info.holders = std::move(rep.holders);
+            info.waiters = rep.waiters;
+            info.max = rep.max;
+            info.last_token = rep.last_token;
             co_return client_impl::result<lock_info>{ec, std::move(info)};
         }(impl, std::move(key)),
         std::move(h));
@@ -1306,7 +1313,7 @@ void client::start_ping(asio::any_completion_handler<void(error_code, std::chron
                 co_return client_impl::result<std::chrono::microseconds>{ec, {}};
             auto t0 = steady::now();
             auto make = [](const std::string& uuid) { return core::request(req::ping{uuid, std::nullopt}); };
-            auto [ec, rep] = co_await c->call(make);
+            auto [ec, rep] = co_await c->call<core::rep::pong>(make);
             auto rtt = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0);
             co_return client_impl::result<std::chrono::microseconds>{ec, rtt};
         }(impl),
@@ -1319,8 +1326,8 @@ void client::start_stats(asio::any_completion_handler<void(error_code, boost::js
         [](std::shared_ptr<client_impl> c) -> asio::awaitable<client_impl::result<boost::json::object>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             auto make = [](const std::string& uuid) { return core::request(req::system_stats{uuid}); };
-            auto [ec, rep] = co_await c->call(make);
-            co_return client_impl::result<boost::json::object>{ec, std::move(rep.stats)};
+            auto [ec, rep] = co_await c->call<core::rep::stats>(make);
+            co_return client_impl::result<boost::json::object>{ec, std::move(rep.figures)};
         }(impl),
         std::move(h));
 }
@@ -1335,7 +1342,7 @@ void client::start_pin(std::string prefix, std::optional<std::uint32_t> max,
            std::optional<std::uint32_t> m) -> asio::awaitable<client_impl::result<std::monostate>> {
             co_await asio::this_coro::throw_if_cancelled(false);
             auto make = [&p, m](const std::string& uuid) { return core::request(req::pin{uuid, p, m}); };
-            auto [ec, rep] = co_await c->call(make);
+            auto [ec, rep] = co_await c->call<core::rep::other>(make);
             co_return client_impl::result<std::monostate>{ec, {}};
         }(impl, std::move(prefix), max),
         std::move(h));

@@ -7,6 +7,7 @@
 namespace lmx::detail {
 
 namespace req = core::req;
+namespace rep = core::rep;
 
 namespace {
 
@@ -14,8 +15,6 @@ namespace {
 core::request extend_request(const std::string& uuid, const hold& h, std::chrono::milliseconds ttl) {
     return req::extend{uuid, h.multi ? h.keys.front() : h.key, h.id, ttl};
 }
-
-bool wire_error(const core::reply& r) { return r.error.has_value() || r.type == "error"; }
 
 }  // namespace
 
@@ -241,36 +240,40 @@ std::vector<std::shared_ptr<hold>> client_session::live_holds() const {
 }
 
 void client_session::complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply,
-                              std::unique_ptr<core::reply> r, std::string message) {
+                              std::unique_ptr<core::typed_reply> r, std::string message) {
     if (o->caller) out_.done.push_back({o->caller, ec, std::move(h), std::move(r), std::move(message), from_reply});
     recycle(std::move(o));
 }
 
-void client_session::finish(request_ptr o, core::reply&& r, steady::time_point now) {
+void client_session::finish(request_ptr o, core::typed_reply&& r, steady::time_point now) {
     using k = request_op::kind;
     error_code ec;
-    std::string message = r.error.value_or(std::string());
+    const auto* failure = std::get_if<rep::failed>(&r);
+    const error_code refusal = failure ? make_error_code(errc_from_wire(failure->code)) : error_code{};
+    std::string message = failure ? failure->message : std::string();
     if (o->k != k::grant && o->k != k::grant_many) rtt_ = now - o->sent;
     switch (o->k) {
         case k::renew: return renewed(std::move(o), r, now);
         case k::call:
-            if (wire_error(r) && !o->raw) ec = make_error_code(errc_from_wire(r.code));
-            return complete(std::move(o), ec, nullptr, true, std::make_unique<core::reply>(std::move(r)),
+            if (failure && !o->raw) ec = refusal;
+            return complete(std::move(o), ec, nullptr, true, std::make_unique<core::typed_reply>(std::move(r)),
                             std::move(message));
         case k::grant:
         case k::grant_many: {
-            if (!r.acquired.value_or(false)) {
-                ec = make_error_code(r.error ? errc_from_wire(r.code) : errc::would_block);
+            auto* one = o->k == k::grant ? std::get_if<rep::granted>(&r) : nullptr;
+            auto* many = o->k == k::grant_many ? std::get_if<rep::granted_many>(&r) : nullptr;
+            if (!one && !many) {
+                ec = failure ? refusal : make_error_code(errc::would_block);
                 return complete(std::move(o), ec, nullptr, true, nullptr, std::move(message));
             }
             auto h = new_hold(*o);
-            if (o->k == k::grant) {
+            if (one) {
                 h->key = o->key;
-                h->token = r.token.value_or(0);
+                h->token = one->token;
             } else {
                 h->multi = true;
-                h->keys = std::move(r.keys);
-                h->tokens = std::move(r.fencing_tokens);
+                h->keys = std::move(many->keys);
+                h->tokens = std::move(many->tokens);
             }
             // The broker's lease began at the grant, which the client only knows came after its
             // request left. After a long wait in line that bound says little: a renewal sent now
@@ -282,7 +285,7 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
         }
         case k::confirm: {
             auto h = std::move(o->h);
-            if (r.extended.value_or(false) && !h->ended.load()) {
+            if (const auto* x = std::get_if<rep::extended>(&r); x && x->ok && !h->ended.load()) {
                 set_lease(h, o->sent, o->ttl);
             } else {
                 // The hold ended between the grant and the renewal (its lease, or a force).
@@ -293,26 +296,28 @@ void client_session::finish(request_ptr o, core::reply&& r, steady::time_point n
             return complete(std::move(o), ec, std::move(h), true, nullptr, std::move(message));
         }
         case k::unlock:
-            if (wire_error(r))
-                ec = make_error_code(errc_from_wire(r.code));
-            else if (!r.unlocked.value_or(false))
+            if (failure)
+                ec = refusal;
+            else if (const auto* u = std::get_if<rep::unlocked>(&r); !u || !u->ok)
                 ec = make_error_code(errc::not_holder);
             // Unlocking is idempotent on the wire; the caller learns that the id held nothing.
-            else if (!r.held.value_or(true) && !o->key.empty())
+            else if (!u->held && !o->key.empty())
                 ec = make_error_code(errc::not_held);
             break;
         case k::release_hold:
-            if (wire_error(r))
-                ec = make_error_code(errc_from_wire(r.code));
-            else if (o->h->multi && !r.released.value_or(false))
-                ec = make_error_code(errc::not_holder);
-            // The broker answers an unlock of a hold that already ended with a warning.
-            else if (!o->h->multi && (!r.unlocked.value_or(false) || r.warning))
+            if (failure) {
+                ec = refusal;
+            } else if (o->h->multi) {
+                if (const auto* x = std::get_if<rep::released>(&r); !x || !x->ok)
+                    ec = make_error_code(errc::not_holder);
+            } else if (const auto* u = std::get_if<rep::unlocked>(&r); !u || !u->ok || u->warned) {
+                // The broker answers an unlock of a hold that already ended with a warning.
                 ec = make_error_code(errc::lock_lost);
+            }
             if (ec == errc::lock_lost) o->h->lost = true;
             break;
         case k::extend_hold:
-            if (wire_error(r)) ec = make_error_code(errc_from_wire(r.code));
+            if (failure) ec = refusal;
             if (ec == errc::not_holder) {
                 end_hold(o->h, errc::lease_expired);
                 ec = make_error_code(errc::lock_lost);
@@ -339,12 +344,13 @@ void client_session::fail(request_ptr o, error_code ec, steady::time_point now) 
     complete(std::move(o), ec, nullptr, false);
 }
 
-void client_session::on_reply(core::reply&& r, steady::time_point now) {
-    const std::uint64_t serial = serial_of(r.uuid);
-    if (r.type == "lock-lost") {
+void client_session::on_reply(core::typed_reply&& r, steady::time_point now) {
+    const std::string& id = core::reply_uuid(r);
+    const std::uint64_t serial = serial_of(id);
+    if (const auto* lost = std::get_if<rep::lock_lost>(&r)) {
         if (auto it = holds_.find(serial); serial && it != holds_.end()) {
             if (auto h = it->second.lock())
-                end_hold(h, r.reason == "forced" ? errc::forced : errc::lease_expired);
+                end_hold(h, lost->reason == "forced" ? errc::forced : errc::lease_expired);
             else
                 holds_.erase(it);
         }
@@ -352,29 +358,28 @@ void client_session::on_reply(core::reply&& r, steady::time_point now) {
     }
     if (auto it = pending_.find(serial); serial && it != pending_.end()) {
         // A queued notice is progress, not the answer: keep waiting for the grant.
-        if ((r.type == "lock" || r.type == "acquire-many") && r.queued.value_or(false) && !r.acquired.value_or(false)) {
-            if (it->second->notify_queued) out_.queued.emplace_back(it->second->caller, r.position.value_or(0));
+        if (const auto* q = std::get_if<rep::queued>(&r)) {
+            if (it->second->notify_queued) out_.queued.emplace_back(it->second->caller, q->position);
             return;
         }
         request_ptr o = std::move(it->second);
         pending_.erase(it);
         return finish(std::move(o), std::move(r), now);
     }
-    if (auto it = abandoned_.find(r.uuid); it != abandoned_.end()) {
+    if (auto it = abandoned_.find(id); it != abandoned_.end()) {
         // A grant that crossed our withdrawal: give it back at once.
-        if (r.acquired.value_or(false)) {
-            if (r.type == "acquire-many")
-                send_oneway(req::release_many{next_id(), r.uuid});
-            else
-                send_oneway(req::unlock{next_id(), it->second, r.uuid, false});
-        }
-        if (r.acquired.has_value() && !r.queued.value_or(false)) abandoned_.erase(it);
+        if (std::holds_alternative<rep::granted>(r))
+            send_oneway(req::unlock{next_id(), it->second, id, false});
+        else if (std::holds_alternative<rep::granted_many>(r))
+            send_oneway(req::release_many{next_id(), id});
+        // Anything but a queued notice is the request's last answer.
+        if (!std::holds_alternative<rep::queued>(r)) abandoned_.erase(it);
         return;
     }
-    if (r.type == "cancel") {
+    if (std::holds_alternative<rep::cancelled>(r)) {
         // Any answer to the target (a grant, a rejection) came before this reply on the same
         // connection, so there is nothing left to wait for either way.
-        if (auto it = cancels_.find(r.uuid); it != cancels_.end()) {
+        if (auto it = cancels_.find(id); it != cancels_.end()) {
             abandoned_.erase(it->second);
             cancels_.erase(it);
         }
@@ -533,16 +538,17 @@ void client_session::renew(const std::shared_ptr<hold>& h, steady::time_point no
     submit(std::move(o), rq, now);
 }
 
-void client_session::renewed(request_ptr o, const core::reply& r, steady::time_point now) {
+void client_session::renewed(request_ptr o, const core::typed_reply& r, steady::time_point now) {
     auto h = std::move(o->h);
     const auto sent = o->sent;
     const auto ttl = o->ttl;
     recycle(std::move(o));
     h->renewing = false;
     if (h->ended.load()) return;
-    if (r.extended.value_or(false)) return set_lease(h, sent, ttl);
+    if (const auto* x = std::get_if<rep::extended>(&r); x && x->ok) return set_lease(h, sent, ttl);
     // The broker no longer has it: a lock-lost said why already, or the lease ran out.
-    if (errc_from_wire(r.code) == errc::not_holder) return end_hold(h, errc::lease_expired);
+    if (const auto* f = std::get_if<rep::failed>(&r); f && errc_from_wire(f->code) == errc::not_holder)
+        return end_hold(h, errc::lease_expired);
     retry_renewal(h, now);
 }
 

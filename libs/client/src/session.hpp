@@ -12,6 +12,7 @@
 
 #include <lmx/client.hpp>
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/replies.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -101,10 +102,10 @@ using request_ptr = std::unique_ptr<request_op>;
 struct completion {
     std::uint64_t caller = 0;
     error_code ec;
-    std::shared_ptr<hold> h;             // grant, grant_many: the hold on success
-    std::unique_ptr<core::reply> reply;  // call: the reply (held apart: a reply is large to move)
-    std::string message;                 // the broker's words when it refused
-    bool from_reply = false;             // ended by a reply (the caller may resume inline)
+    std::shared_ptr<hold> h;                   // grant, grant_many: the hold on success
+    std::unique_ptr<core::typed_reply> reply;  // call: the reply (held apart: a reply is large to move)
+    std::string message;                       // the broker's words when it refused
+    bool from_reply = false;                   // ended by a reply (the caller may resume inline)
 };
 
 // What one call into the session produced, besides frames.
@@ -184,16 +185,16 @@ public:
     // The connection ended: requests in flight fail, holds not kept on exit end.
     void on_disconnect(error_code why, steady::time_point now);
     void lose_kept_holds();  // the broker restarted: holds kept across the reconnect are gone
-    void on_reply(core::reply&& r, steady::time_point now);  // not events: those are the watchers'
-    void on_time(steady::time_point now);                    // deadlines, lease ends and renewals due by `now`
-    void close(steady::time_point now);                      // every request fails, every hold ends `closed`
+    void on_reply(core::typed_reply&& r, steady::time_point now);  // not events: those are the watchers'
+    void on_time(steady::time_point now);                          // deadlines, lease ends and renewals due by `now`
+    void close(steady::time_point now);                            // every request fails, every hold ends `closed`
 
 private:
     void send(request_ptr o, const core::request* r, steady::time_point now);
-    void finish(request_ptr o, core::reply&& r, steady::time_point now);
+    void finish(request_ptr o, core::typed_reply&& r, steady::time_point now);
     void fail(request_ptr o, error_code ec, steady::time_point now);
     void complete(request_ptr o, error_code ec, std::shared_ptr<hold> h, bool from_reply,
-                  std::unique_ptr<core::reply> r = nullptr, std::string message = {});
+                  std::unique_ptr<core::typed_reply> r = nullptr, std::string message = {});
     void recycle(request_ptr o);
     void abandon(const request_op& o);
     void give_back(const std::shared_ptr<hold>& h, errc why);
@@ -205,7 +206,7 @@ private:
     void sweep(steady::time_point now);
     void tend_leases(steady::time_point now);
     void renew(const std::shared_ptr<hold>& h, steady::time_point now);
-    void renewed(request_ptr o, const core::reply& r, steady::time_point now);
+    void renewed(request_ptr o, const core::typed_reply& r, steady::time_point now);
     void retry_renewal(const std::shared_ptr<hold>& h, steady::time_point now);
     std::vector<std::shared_ptr<hold>> live_holds() const;
 

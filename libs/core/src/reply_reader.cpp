@@ -1,9 +1,10 @@
 // The client's reader of broker frames (parse_reply): a one-pass path for flat frames, the DOM
-// path for the rest.
+// path for the rest; and what a reply means (classify, decode_reply).
 
 #include "json_read.hpp"
 
 #include <lmx/core/protocol.hpp>
+#include <lmx/core/replies.hpp>
 
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/monotonic_resource.hpp>
@@ -350,6 +351,64 @@ reply_result parse_reply(std::string_view frame) {
         return e;
     }
     return r;
+}
+
+}  // namespace lmx::core
+
+namespace lmx::core {
+
+const std::string& reply_uuid(const typed_reply& r) noexcept {
+    return std::visit([](const auto& x) -> const std::string& { return x.uuid; }, r);
+}
+
+std::string& reply_uuid(typed_reply& r) noexcept {
+    return std::visit([](auto& x) -> std::string& { return x.uuid; }, r);
+}
+
+typed_reply classify(reply&& r) {
+    std::string& id = r.uuid;
+    const std::string_view type = r.type;
+    if (r.error || type == "error")
+        return rep::failed{std::move(id), std::move(r.type), std::move(r.code), std::move(r.error).value_or("")};
+    if (type == "lock" || type == "acquire-many") {
+        if (r.acquired.value_or(false)) {
+            if (type == "lock") return rep::granted{std::move(id), std::move(r.key), r.token.value_or(0)};
+            return rep::granted_many{std::move(id), std::move(r.keys), std::move(r.fencing_tokens)};
+        }
+        if (r.queued.value_or(false)) return rep::queued{std::move(id), r.position.value_or(0)};
+        return rep::refused{std::move(id), std::move(r.contended_key)};
+    }
+    if (type == "unlock")
+        return rep::unlocked{std::move(id), r.unlocked.value_or(false), r.held.value_or(true), r.warning.has_value()};
+    if (type == "release-many") return rep::released{std::move(id), r.released.value_or(false)};
+    if (type == "extend") return rep::extended{std::move(id), r.extended.value_or(false), r.expires_in};
+    if (type == "cancel") return rep::cancelled{std::move(id), r.cancelled.value_or(false)};
+    if (type == "lock-lost") return rep::lock_lost{std::move(id), std::move(r.key), std::move(r.reason)};
+    if (type == "event")
+        return rep::event{std::move(id), std::move(r.key), std::move(r.event), r.token.value_or(0),
+                          r.lock_request_count.value_or(0)};
+    if (type == "hello")
+        return rep::hello{std::move(id),        r.protocol.value_or(0), std::move(r.broker),
+                          std::move(r.session), std::move(r.epoch),     r.limits,
+                          std::move(r.features)};
+    if (type == "ls") return rep::keys_page{std::move(id), std::move(r.ls_result), r.cursor};
+    if (type == "lock-info-response")
+        return rep::key_state{std::move(id),
+                              std::move(r.key),
+                              r.is_locked.value_or(false),
+                              std::move(r.lockholder_uuids),
+                              r.lock_request_count.value_or(0),
+                              r.max.value_or(1),
+                              r.token.value_or(0)};
+    if (type == "system-stats-response") return rep::stats{std::move(id), std::move(r.stats)};
+    if (type == "pong") return rep::pong{std::move(id)};
+    return rep::other{std::move(id), std::move(r.type)};
+}
+
+typed_reply_result decode_reply(std::string_view frame) {
+    auto r = parse_reply(frame);
+    if (!r) return r.error();
+    return classify(std::move(r).value());
 }
 
 }  // namespace lmx::core
