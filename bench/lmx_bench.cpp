@@ -73,6 +73,7 @@ struct proc_result {
     std::uint64_t errors = 0;
     std::string first_error;
     std::uint64_t end_ns = 0;  // steady clock, comparable across processes on one machine
+    std::uint64_t cpu_ns = 0;  // CPU the process used from the start to the end of its run
 };
 
 std::uint64_t steady_ns() { return static_cast<std::uint64_t>(bench_clock::now().time_since_epoch().count()); }
@@ -135,13 +136,15 @@ proc_result run_share(const run_args& a, const workload& w, std::size_t cycles, 
             }
             connected = true;
             ready();
+            const std::uint64_t cpu0 = process_cpu_ns();
             // Workers run on the client's executor (its strand), as an application would: the
             // client then completes their calls without a hop through the scheduler. The
             // connection stays open (and io.run() with it) until the last worker ends.
             for (unsigned i = 0; i < w.in_flight; ++i)
-                asio::co_spawn(client.get_executor(), worker(i), [&, n = w.in_flight](std::exception_ptr) {
+                asio::co_spawn(client.get_executor(), worker(i), [&, cpu0, n = w.in_flight](std::exception_ptr) {
                     if (++finished < n) return;
                     r.end_ns = steady_ns();
+                    r.cpu_ns = process_cpu_ns() - cpu0;
                     client.close();
                 });
         },
@@ -167,6 +170,7 @@ std::string serialize(const proc_result& r) {
     put_vec(out, r.per_worker);
     put_u64(out, r.errors);
     put_u64(out, r.end_ns);
+    put_u64(out, r.cpu_ns);
     put_u64(out, r.first_error.size());
     out += r.first_error;
     return out;
@@ -206,6 +210,7 @@ bool deserialize(const std::string& s, proc_result& r) {
     r.per_worker = rd.vec();
     r.errors = rd.u64();
     r.end_ns = rd.u64();
+    r.cpu_ns = rd.u64();
     auto n = rd.u64();
     if (!rd.ok || rd.at + n > s.size()) return false;
     r.first_error = s.substr(rd.at, n);
@@ -329,6 +334,7 @@ int run(run_args a) {
         all.cycle_ns.insert(all.cycle_ns.end(), p.cycle_ns.begin(), p.cycle_ns.end());
         all.per_worker.insert(all.per_worker.end(), p.per_worker.begin(), p.per_worker.end());
         all.errors += p.errors;
+        all.cpu_ns += p.cpu_ns;
         if (all.first_error.empty()) all.first_error = p.first_error;
         end = std::max(end, p.end_ns);
     }
@@ -345,11 +351,13 @@ int run(run_args a) {
         std::printf(
             "{\"client\":\"lmx-cpp\",\"workload\":%s,\"url\":%s,\"cycles\":%zu,\"in_flight\":%u,\"procs\":%u,"
             "\"wall_ms\":%.3f,\"cycles_per_ms\":%.3f,\"acquire_us\":%s,\"cycle_us\":%s,"
-            "\"fairness\":{\"workers\":%zu,\"min\":%llu,\"max\":%llu},\"errors\":%llu,\"error\":%s}\n",
+            "\"fairness\":{\"workers\":%zu,\"min\":%llu,\"max\":%llu},\"cpu_ms\":%.3f,\"errors\":%llu,"
+            "\"error\":%s}\n",
             json_string(a.name).c_str(), json_string(a.url).c_str(), cycles, w.in_flight, w.procs, wall_ms, rate,
             json_summary(acq).c_str(), json_summary(cyc).c_str(), all.per_worker.size(),
             static_cast<unsigned long long>(fmin), static_cast<unsigned long long>(fmax),
-            static_cast<unsigned long long>(all.errors), json_string(all.first_error).c_str());
+            static_cast<double>(all.cpu_ns) / 1e6, static_cast<unsigned long long>(all.errors),
+            json_string(all.first_error).c_str());
     } else {
         std::printf(
             "%s %s: %zu cycles in %.1f ms = %.2f cycles/ms; acquire p50 %.1f us p99 %.1f us max %.1f us; "
@@ -427,7 +435,8 @@ asio::awaitable<std::uint64_t> await_stat(lmx::client& c, scale_state& st, const
         if (!co_await broker_stats(c, st, o)) co_return have;
         have = stat_u64(o, field);
         prog.update(have, want);
-        if (have >= want || bench_clock::now() > deadline) break;
+        // A refused request (a bound of the broker, say) ends the build-up: no use waiting.
+        if (have >= want || st.errors || bench_clock::now() > deadline) break;
         asio::steady_timer t(st.io, 50ms);
         co_await t.async_wait(use_tuple);
     }

@@ -281,6 +281,7 @@ int run(const std::string& url, const std::string& mode, std::size_t count, unsi
     std::string batch;
 
     auto t0 = bench_clock::now();
+    const std::uint64_t cpu0 = process_cpu_ns();
     std::size_t sent = 0, received = 0;
     {
         std::size_t first = std::min<std::size_t>(depth, count);
@@ -307,15 +308,16 @@ int run(const std::string& url, const std::string& mode, std::size_t count, unsi
         prog.update(received, count);
     }
     double wall_ms = std::chrono::duration<double, std::milli>(bench_clock::now() - t0).count();
+    const double cpu_ms = static_cast<double>(process_cpu_ns() - cpu0) / 1e6;
     prog.finish();
     auto s = summarize(rtt);
     double rate = static_cast<double>(count) / wall_ms;
     if (json) {
         std::printf(
             "{\"client\":\"floor\",\"mode\":%s,\"url\":%s,\"messages\":%zu,\"depth\":%u,\"size\":%zu,"
-            "\"wall_ms\":%.3f,\"round_trips_per_ms\":%.3f,\"rtt_us\":%s}\n",
+            "\"wall_ms\":%.3f,\"round_trips_per_ms\":%.3f,\"rtt_us\":%s,\"cpu_ms\":%.3f}\n",
             json_string(mode).c_str(), json_string(url).c_str(), count, depth, size, wall_ms, rate,
-            json_summary(s).c_str());
+            json_summary(s).c_str(), cpu_ms);
     } else {
         std::printf(
             "floor %s %s: %zu messages of %zu bytes, %u in flight, in %.1f ms = %.2f round trips/ms; "

@@ -120,8 +120,6 @@ function recorder(file) {
 
 const maxOfKey = (i) => (i % 3) + 1;
 
-// ---- a client process --------------------------------------------------------------------------
-
 async function runWorker(a) {
   const w = a.worker; // {id, port, dir, seed, keyPrefix}
   const { Client } = require('live-mutex/dist/client'); // not the package root: that loads the broker too
@@ -254,8 +252,6 @@ async function runWorker(a) {
   process.send({ done: true, anomalies }, () => process.exit(0));
 }
 
-// ---- live-mutex's own broker, in its own process ------------------------------------------------
-
 async function runLmBroker(port) {
   const { Broker } = require('live-mutex/dist/broker');
   const b = new Broker({ host: '127.0.0.1', port });
@@ -270,8 +266,6 @@ async function runLmBroker(port) {
   process.stdout.write('ready\n');
   // SIGTERM: live-mutex's own handler closes the connections and exits.
 }
-
-// ---- the driver ---------------------------------------------------------------------------------
 
 function canConnect(port) {
   return new Promise((resolve) => {

@@ -54,6 +54,7 @@ async function runShare(a, w, cycles, workerBase, ready) {
   c.emitter.on('error', () => {});
   await c.ensure();
   await ready();
+  const cpu0 = process.cpuUsage();
   const r = { acquireNs: [], cycleNs: [], perWorker: new Array(w.inFlight).fill(0), errors: 0, error: '' };
   const prefix = `bench-${a.workload}-${process.pid}-`;
   let started = 0;
@@ -78,6 +79,8 @@ async function runShare(a, w, cycles, workerBase, ready) {
   };
   await Promise.all(Array.from({ length: w.inFlight }, (_, i) => worker(i)));
   r.endNs = String(nowNs());
+  const cpu = process.cpuUsage(cpu0);
+  r.cpuMs = (cpu.user + cpu.system) / 1000; // CPU this process used for its share
   try { c.close(); } catch { /* closed */ }
   for (const k of Object.keys(c.timers || {})) clearTimeout(c.timers[k]);
   return r;
@@ -157,6 +160,7 @@ async function main() {
     acquire_us: summarize(acquire),
     cycle_us: summarize(cycleNs),
     fairness: { workers: perWorker.length, min: Math.min(...perWorker), max: Math.max(...perWorker) },
+    cpu_ms: Math.round(parts.reduce((n, p) => n + p.cpuMs, 0) * 1000) / 1000,
     errors,
     error: parts.map((p) => p.error).find(Boolean) || '',
   };
