@@ -353,10 +353,6 @@ reply_result parse_reply(std::string_view frame) {
     return r;
 }
 
-}  // namespace lmx::core
-
-namespace lmx::core {
-
 const std::string& reply_uuid(const typed_reply& r) noexcept {
     return std::visit([](const auto& x) -> const std::string& { return x.uuid; }, r);
 }
