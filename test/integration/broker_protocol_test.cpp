@@ -88,16 +88,16 @@ BOOST_DATA_TEST_CASE(extend_renews_the_lease, bdata::make(transports), kind) {
     checked_broker b;
     wire_client c(b.url(kind));
     auto id = fresh_id("ext");
-    auto t0 = std::chrono::steady_clock::now();
     BOOST_REQUIRE(flag(acquire(c, id, "ext", {{"ttl", 400}}), "acquired"));
-    std::this_thread::sleep_until(t0 + 100ms);
     auto e = c.request({{"type", "extend"}, {"uuid", fresh_id("e")}, {"key", "ext"}, {"_uuid", id}, {"ttl", 1500}});
     BOOST_TEST(text(e, "type") == "extend");
     BOOST_TEST(flag(e, "extended"), dump(e));
-    BOOST_TEST(number(e, "expiresInMs") <= 1500u);
-    BOOST_TEST(number(e, "expiresInMs") >= 1300u);
-    std::this_thread::sleep_until(t0 + 600ms);  // well past the original 400 ms lease
-    BOOST_TEST(holders_of(c, "ext") == std::vector<std::string>{id});
+    BOOST_TEST(number(e, "expiresInMs") == 1500u);
+    // The lease now ends past the original 400 ms. When to the millisecond is lock_service_test's.
+    auto info = c.request({{"type", "lock-info-request"}, {"uuid", fresh_id("i")}, {"key", "ext"}});
+    const auto& holders = info.at("holders").as_array();
+    BOOST_REQUIRE_EQUAL(holders.size(), 1u);
+    BOOST_TEST(number(holders[0].as_object(), "expiresInMs") > 1000u, dump(info));
     BOOST_TEST(!next_of_type(c, "lock-lost", 0ms));
     auto u = release(c, id, "ext");
     BOOST_TEST(flag(u, "unlocked"));
@@ -303,7 +303,6 @@ BOOST_AUTO_TEST_CASE(lock_info_details_each_holder) {
     auto a = fresh_id("a"), s = fresh_id("s");
     auto ga = acquire(c, a, "pool", {{"max", 2}, {"ttl", 60000}});
     BOOST_REQUIRE(flag(ga, "acquired"));
-    std::this_thread::sleep_for(50ms);
     auto gs = acquire(c, s, "pool", {{"max", 2}, {"ttl", nullptr}});
     BOOST_REQUIRE(flag(gs, "acquired"));
     auto info = c.request({{"type", "lock-info-request"}, {"uuid", fresh_id("i")}, {"key", "pool"}});
@@ -315,7 +314,7 @@ BOOST_AUTO_TEST_CASE(lock_info_details_each_holder) {
     BOOST_TEST(number(by_id[a], "fencingToken") == number(ga, "fencingToken"));
     BOOST_TEST(number(by_id[s], "fencingToken") == number(gs, "fencingToken"));
     BOOST_TEST(text(by_id[a], "mode") == "exclusive");
-    BOOST_TEST(number(by_id[a], "heldMs") >= 50u);
+    // Exact ages and leases are lock_service_test's; here they come through the wire.
     BOOST_TEST(number(by_id[a], "heldMs") >= number(by_id[s], "heldMs"));
     BOOST_TEST(number(by_id[a], "expiresInMs") <= 60000u);
     BOOST_TEST(number(by_id[a], "expiresInMs") > 50000u);

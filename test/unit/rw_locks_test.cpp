@@ -2,6 +2,7 @@
 // sockets: the frames each session would get are recorded, and the table's holders are checked
 // for the guarantee (no RW writer holds the write key while an RW reader reads, and the reverse).
 
+#include <lmx/core/lock_table.hpp>
 #include <lmx/core/rw_locks.hpp>
 
 #include <boost/json/parse.hpp>

@@ -1,8 +1,6 @@
 #include <lmx/broker/broker.hpp>
 #include <lmx/core/failpoint.hpp>
-#include <lmx/core/lock_table.hpp>
 #include <lmx/core/protocol.hpp>
-#include <lmx/core/rw_locks.hpp>
 #include <lmx/core/scoped_value.hpp>
 #include <lmx/transport/listener.hpp>
 #include <lmx/version.hpp>
@@ -11,6 +9,7 @@
 #include "fencing_store.hpp"
 #include "http_pages.hpp"
 #include "http_policy.hpp"
+#include "lock_service.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -42,10 +41,10 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::string_view authenticate_first = "this broker requires authentication first: a hello with a valid token";
 
-struct session {
-    std::uint64_t id = 0;
+// A connection: its I/O, limits and authentication; detail::client is what the lock service
+// sees of it.
+struct session : detail::client {
     std::unique_ptr<transport::connection> conn;
-    std::string remote;
     std::string peer;                // per-peer connection count key (connection::peer)
     std::string outbox;              // frames waiting for the writer
     std::string sending;             // frames being written
@@ -56,18 +55,14 @@ struct session {
     asio::steady_timer auth_deadline;  // armed while auth is on and no token was shown
     bool writer_idle = false;
     bool closing = false;
-    bool watching = false;
-    bool dirty = false;                          // listed in broker::impl::dirty
-    bool live_mutex = false;                     // announced itself with a live-mutex `version` message
-    detail::role role = detail::role::none;      // none: not yet authenticated (auth on)
-    std::string token;                           // the token it authenticated with, checked again on reload
-    std::unordered_set<std::string> watch_keys;  // empty: every key
+    bool dirty = false;  // listed in broker::impl::dirty
+    std::string token;   // the token it authenticated with, checked again on reload
 
-    session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()), auth_deadline(ex) {}
+    // Its role is none (not yet authenticated) until authenticate_at_accept decides.
+    session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()), auth_deadline(ex) {
+        role = detail::role::none;
+    }
 };
-
-// live-mutex clients announce their package version; any 0.2.x speaks our protocol.
-bool compatible_live_mutex(std::string_view v) { return v.empty() || v.starts_with("0.2.") || v == "0.2"; }
 
 // 128 random bits as hex: new at every start, so clients can tell a restarted broker.
 std::string new_epoch() {
@@ -131,17 +126,12 @@ std::string what_of(std::exception_ptr ep) {
 
 }  // namespace
 
-// The session under which live-mutex's read/write-lock readers hold their group locks; no
-// connection ever gets this id.
-constexpr core::session_id rw_group_session = std::numeric_limits<core::session_id>::max();
-
-struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_from_this<broker::impl> {
+struct broker::impl : detail::service_host, std::enable_shared_from_this<broker::impl> {
     asio::any_io_executor ex;
     broker_options opt;
     detail::http_policy http_rules;  // Host and Origin checks (--allow-origin)
     detail::fencing_store store;
-    std::unique_ptr<core::lock_table> table;
-    std::unique_ptr<core::rw_locks> rw;
+    std::unique_ptr<detail::lock_service> service;  // made at start()
     core::request_parser parser;
     std::vector<std::unique_ptr<transport::listener>> listeners;
     std::vector<std::string> bound;
@@ -150,8 +140,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::size_t outbox_bytes = 0;                        // replies queued for every client together
     throttled_log refusals;                              // connections refused at a limit
     throttled_log cutoffs;                               // clients disconnected for not reading
-    std::vector<session*> watchers;
-    std::vector<session*> dirty;  // sessions with new output since the last flush
+    std::vector<session*> dirty;                         // sessions with new output since the last flush
     asio::steady_timer deadline_timer;
     steady::time_point armed = steady::time_point::max();
     steady::time_point started = steady::now();
@@ -161,8 +150,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::string unhealthy;
     std::uint64_t store_failures = 0;
     bool recovering = false;
-    std::vector<core::contended_key> top_cache;  // stats' top contended keys, refreshed at most once a second
-    steady::time_point top_at{};
     std::uint64_t next_session = 1;
     bool running = false;
     bool stopped = false;
@@ -173,7 +160,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     std::uint64_t connections_total = 0;
     std::uint64_t messages_in = 0;
     std::uint64_t messages_out = 0;
-    detail::wait_histogram waits;
 
     impl(asio::any_io_executor e, broker_options o)
         : ex(e),
@@ -185,11 +171,12 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                                     .max_keys = opt.max_keys}),
           deadline_timer(e, steady::time_point::max()) {}
 
-    std::string* outbox_of(core::session_id id) {
+    detail::client* find(core::session_id id) override {
         auto it = sessions.find(id);
-        if (it == sessions.end() || it->second->closing) return nullptr;
-        return begin_frame(*it->second);
+        return it == sessions.end() || it->second->closing ? nullptr : it->second.get();
     }
+
+    std::string& frames(detail::client& c) override { return *begin_frame(static_cast<session&>(c)); }
 
     std::string* begin_frame(session& s) {
         // Not "outbox was empty": behind a stuck write the outbox stays non-empty, and it must still
@@ -235,9 +222,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             t.expires_after(1s);
             co_await t.async_wait(use_tuple);
             if (stopped) break;
-            const bool resumed = table->resume_grants(steady::now());
-            rw->settle(steady::now());
-            if (resumed) {
+            if (service->resume_grants(steady::now())) {
                 log_line(log_level::info, "fencing state written again; granting locks");
                 unhealthy.clear();
                 flush();
@@ -245,78 +230,6 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             }
         }
         recovering = false;
-    }
-
-    std::string* frames_for(core::session_id id) override { return outbox_of(id); }
-
-    void on_effect(const core::effect& e) override {
-        using k = core::effect_kind;
-        if (e.kind == k::event) return route_event(e);
-        if (e.session == rw_group_session) return rw->defer(e);
-        if (e.kind == k::queued && !e.multi && LMX_FAILPOINT("grant.double").error()) return fake_grant(e);
-        // A retried request that already holds gets no second grant: the first is on its way, and
-        // live-mutex clients answer an unexpected grant with lock-received-rejected, which would
-        // release the hold they believe they have.
-        if (e.kind == k::granted && e.repeat) return;
-        if (e.kind == k::granted) waits.observe(e.waited);
-        if (e.kind == k::lock_lost && live_mutex_session(e.session)) return;  // its client only warns about unknown ids
-        // A lock request with queuedNotice:false waits for its answer without a notice.
-        if (e.kind == k::queued && !e.notice) return;
-        std::string* out = outbox_of(e.session);
-        if (!out) return;
-        switch (e.kind) {
-            case k::granted:
-                if (e.multi)
-                    core::write_acquire_many_granted(*out, e.id, e.keys, e.id);
-                else
-                    core::write_lock_granted(*out, e.id, e.key, e.token, e.waiters, rw->readers(e.key, e.readers));
-                break;
-            case k::queued:
-                if (e.multi)
-                    core::write_acquire_many_queued(*out, e.id, e.keys, e.key, e.waiters);
-                else
-                    core::write_lock_queued(*out, e.id, e.key, e.waiters, rw->readers(e.key, e.readers), e.position);
-                break;
-            case k::refused:
-                if (e.multi)
-                    core::write_acquire_many_refused(*out, e.id, e.keys, e.key, e.waiters);
-                else
-                    core::write_lock_refused(*out, e.id, e.key, e.waiters);
-                break;
-            case k::rejected:
-                if (e.multi)
-                    core::write_acquire_many_error(*out, e.id, e.keys, e.code);
-                else
-                    core::write_lock_rejected(*out, e.id, e.key, e.code);
-                break;
-            case k::lock_lost:
-                if (e.multi) {
-                    for (auto& kt : e.keys) core::write_lock_lost(*out, kt.key, e.id, e.reason);
-                } else {
-                    core::write_lock_lost(*out, e.key, e.id, e.reason);
-                }
-                break;
-            case k::event: break;
-        }
-    }
-
-    // Failpoint grant.double: answers a waiting request with a grant the table never made, so
-    // that tests can prove the safety checker notices a broker that hands one lock to two.
-    void fake_grant(const core::effect& e) {
-        if (std::string* out = outbox_of(e.session))
-            core::write_lock_granted(*out, e.id, e.key, table->last_token() + 1, e.waiters, e.readers);
-    }
-
-    bool live_mutex_session(core::session_id id) const {
-        auto it = sessions.find(id);
-        return it != sessions.end() && it->second->live_mutex;
-    }
-
-    void route_event(const core::effect& e) {
-        for (session* w : watchers) {
-            if (!w->watch_keys.empty() && !w->watch_keys.contains(std::string(e.key))) continue;
-            core::write_event(*begin_frame(*w), e.event, e.key, e.id, e.token, e.waiters);
-        }
     }
 
     // Replies go out here, at the end of each read batch: straight to the kernel when no write
@@ -393,7 +306,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
     }
 
     void rearm() {
-        auto next = table->next_deadline();
+        auto next = service->next_deadline();
         if (next && *next < armed) {
             armed = *next;
             deadline_timer.expires_at(armed);
@@ -417,8 +330,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             }
             try {
                 if (fp.error()) throw std::runtime_error("failpoint deadline.tick");
-                table->expire(steady::now());
-                rw->settle(steady::now());
+                service->expire(steady::now());
             } catch (const std::exception& e) {
                 log_line(log_level::error, std::string("expiring leases failed: ") + e.what() + "; retrying");
                 // Due deadlines stay due, so the next turn comes at once.
@@ -440,8 +352,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             if (stopped) break;
             const auto now = steady::now();
             for (auto& [id, s] : sessions) {
-                if (s->closing || s->watching || now - s->last_read < opt.idle_timeout) continue;
-                if (table->session_requests(id) > 0 || rw->tracks(id)) continue;
+                if (s->closing || now - s->last_read < opt.idle_timeout || !service->idle(*s)) continue;
                 if (log_enabled(log_level::debug))
                     log_line(log_level::debug, "closing idle connection from " + s->remote + " (--idle-timeout)");
                 s->closing = true;
@@ -513,15 +424,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
             s.auth_deadline.cancel();
             return true;
         }
-        const std::string_view uuid = std::visit(
-            [](const auto& r) -> std::string_view {
-                if constexpr (requires { r.uuid; })
-                    return r.uuid;
-                else
-                    return {};
-            },
-            rq);
-        deny(s, uuid, authenticate_first);
+        deny(s, core::uuid_of(rq), authenticate_first);
         return false;
     }
 
@@ -707,10 +610,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (!sessions.contains(s.id)) return;
         s.closing = true;
         s.auth_deadline.cancel();
-        if (s.watching) stop_watching(s);
-        table->close_session(s.id, steady::now());
-        rw->close_session(s.id, steady::now());
-        rw->settle(steady::now());
+        service->close(s, steady::now());
         sessions.erase(s.id);
         if (auto it = peers.find(s.peer); it != peers.end() && --it->second == 0) peers.erase(it);
         outbox_bytes -= s.counted;
@@ -723,20 +623,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
 
     // Watchers of every key (dashboards) learn the connection count as it changes.
     void announce_connections() {
-        bool any = false;
-        for (session* w : watchers) {
-            if (!w->watch_keys.empty() || w->closing) continue;
-            core::write_connections_event(*begin_frame(*w), sessions.size());
-            any = true;
-        }
-        if (any) flush();
-    }
-
-    void stop_watching(session& s) {
-        s.watching = false;
-        s.watch_keys.clear();
-        std::erase(watchers, &s);
-        table->set_events(!watchers.empty());
+        if (service->announce_connections(sessions.size())) flush();
     }
 
     void handle(session& s, std::string_view frame) {
@@ -749,168 +636,17 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         if (!parsed) {
             const auto& err = parsed.error();
             if (log_enabled(log_level::debug)) log_line(log_level::debug, "client " + s.remote + ": " + err.message);
-            std::string& out = *begin_frame(s);
-            // Answer in the shape the request's type expects, so clients route it to the caller.
-            if (err.type == "lock" && !err.uuid.empty())
-                core::write_lock_rejected(out, err.uuid, err.key, err.code, err.message);
-            else if (err.type == "unlock" && !err.uuid.empty())
-                core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
-            else if (err.type == "acquire-many" && !err.uuid.empty())
-                core::write_acquire_many_error(out, err.uuid, std::span<const std::string>{}, err.code, err.message);
-            // live-mutex's client completes a request as failed only on a reply of its own type.
-            else if (err.code == core::errc::unknown_type && !err.uuid.empty() && !err.type.empty() &&
-                     err.type.size() <= 64)
-                core::write_unknown_type(out, err.type, err.uuid, err.key, err.message);
-            else
-                core::write_error(out, err);
-            return;
+            return service->refuse(s, err);
         }
-        std::visit([&](auto& r) { serve(s, r); }, parsed.value());
-        rw->settle(now());
+        service->serve(s, parsed.value(), now());
     }
 
     steady::time_point batch_clock{};  // set while a read batch is served
     steady::time_point now() const { return batch_clock != steady::time_point{} ? batch_clock : steady::now(); }
 
-    std::optional<steady::time_point> deadline_after(std::optional<std::chrono::milliseconds> timeout) const {
-        if (!timeout) return std::nullopt;
-        return now() + *timeout;
-    }
-
-    void serve(session& s, req::version& r) {
-        s.live_mutex = true;
-        if (compatible_live_mutex(r.value)) return;
-        core::write_version_mismatch(*begin_frame(s), r.value, LMX_VERSION_STRING);
-    }
-
-    void serve(session& s, req::hello& r) {
-        static constexpr std::array<std::string_view, 11> features = {"semaphore", "shared",       "ttl",     "fencing",
-                                                                      "timeout",   "acquire-many", "extend",  "cancel",
-                                                                      "watch",     "keep-on-exit", "rw-locks"};
-        core::write_hello(*begin_frame(s), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION,
-                          std::to_string(s.id), features, epoch, &parser.limits(),
-                          auth_on() ? detail::to_string(s.role) : std::string_view{});
-    }
-
-    void serve(session& s, req::lock& r) {
-        if (rw->lock(s.id, r, deadline_after(r.timeout), now())) return;
-        table->acquire({.session = s.id,
-                        .id = r.uuid,
-                        .key = r.key,
-                        .ttl = r.ttl,
-                        .max = r.max,
-                        .wait = r.wait,
-                        .wait_deadline = deadline_after(r.timeout),
-                        .mode = r.mode,
-                        .keep_on_exit = r.keep_on_exit,
-                        .queued_notice = r.queued_notice},
-                       now());
-    }
-
-    void serve(session& s, req::unlock& r) {
-        if (rw->unlock(s.id, r, now())) return;
-        // Any client may end a hold or a wait whose id it knows; every holder at once is the admin's.
-        if (r.force && !r.lock_id && s.role != detail::role::admin)
-            return core::write_unlock_error(*begin_frame(s), r.uuid, r.key, core::errc::forbidden,
-                                            "releasing every holder of a key needs the admin role; name the lock id");
-        core::release_result res;
-        if (r.lock_id && r.force)
-            res = table->force_release(r.key, *r.lock_id, now());
-        else if (r.lock_id)
-            res = table->release(r.key, *r.lock_id, now(), s.id);
-        else if (r.force)
-            res = table->force_release(r.key, std::nullopt, now());
-        else
-            res = table->release_own(s.id, r.key, now());
-        std::string& out = *begin_frame(s);
-        switch (res.status) {
-            case core::release_status::released: return core::write_unlock_ok(out, r.uuid, r.key, res.waiters);
-            case core::release_status::withdrawn:
-                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
-                                             "the request was still waiting; it has been withdrawn");
-            case core::release_status::already_released:
-                return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
-                                             r.lock_id
-                                                 ? "lock " + *r.lock_id + " was not held (already released or expired)"
-                                                 : std::string("no holder to release"),
-                                             false);
-            case core::release_status::not_holder:
-                return core::write_unlock_error(
-                    out, r.uuid, r.key, core::errc::not_holder,
-                    r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
-        }
-    }
-
-    void serve(session&, req::lock_received&) {}
-    void serve(session& s, req::lock_client_timeout& r) {
-        if (!rw->abandon(s.id, r.uuid, now())) table->abandon(s.id, r.uuid, now());
-    }
-    void serve(session& s, req::lock_client_error& r) {
-        if (!rw->abandon(s.id, r.uuid, now())) table->abandon(s.id, r.uuid, now());
-    }
-
-    template <req::rw_message_kind K>
-    void serve(session& s, req::rw_message<K>& r) {
-        rw->message(s.id, K, r.uuid, r.key, now());
-    }
-    void serve(session& s, req::lock_received_rejected& r) { table->abandon(s.id, r.lock_id.value_or(r.uuid), now()); }
-
-    void serve(session& s, req::cancel& r) {
-        bool ok = table->cancel(s.id, r.target, now());
-        core::write_cancel(*begin_frame(s), r.uuid, ok);
-    }
-
-    void serve(session& s, req::acquire_many& r) {
-        std::vector<std::string_view> keys(r.keys.begin(), r.keys.end());
-        table->acquire_many({.session = s.id,
-                             .id = r.uuid,
-                             .keys = keys,
-                             .ttl = r.ttl,
-                             .wait = r.wait,
-                             .wait_deadline = deadline_after(r.timeout),
-                             .keep_on_exit = r.keep_on_exit},
-                            now());
-    }
-
-    void serve(session& s, req::release_many& r) {
-        auto res = table->release_many(r.lock_id, now(), s.id);
-        if (res.code != core::errc::ok)
-            return core::write_release_many_error(*begin_frame(s), r.uuid, res.code, "no multi-key lock " + r.lock_id);
-        core::write_release_many_ok(*begin_frame(s), r.uuid, r.lock_id, res.keys);
-    }
-
-    void serve(session& s, req::extend& r) {
-        auto t = now();
-        auto res = table->extend(r.key, r.lock_id, r.ttl, t);
-        if (res.code != core::errc::ok)
-            return core::write_extend_error(*begin_frame(s), r.uuid, r.key, res.code,
-                                            "lock " + r.lock_id + " does not hold " + r.key + " (expired or released)");
-        std::optional<std::chrono::milliseconds> in;
-        if (res.expires) in = std::chrono::ceil<std::chrono::milliseconds>(*res.expires - t);
-        core::write_extend_ok(*begin_frame(s), r.uuid, r.key, in);
-    }
-
-    // A page at a time, so that no answer keeps the loop busy for long.
-    void serve(session& s, req::ls& r) {
-        const std::size_t limit = std::min<std::size_t>(r.limit.value_or(opt.max_list), opt.max_list);
-        auto page = table->list_keys(r.cursor.value_or(0), limit);
-        core::write_ls(*begin_frame(s), r.uuid, page.keys, page.next);
-    }
-
-    void serve(session& s, req::lock_info& r) {
-        core::write_lock_info(*begin_frame(s), r.uuid, table->info(r.key, opt.max_list), now());
-    }
-
-    void serve(session& s, req::ping& r) {
-        auto wall =
-            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-                .count();
-        core::write_pong(*begin_frame(s), r.uuid, r.timestamp.value_or(wall), wall);
-    }
-
     detail::health_state health() const {
         std::string reason = unhealthy;
-        if (reason.empty() && table && table->grants_stalled())
+        if (reason.empty() && service && service->store().grants_stalled())
             reason = "the fencing token range (2^53 - 1) is used up";
         return {.uptime_ms = static_cast<std::uint64_t>(
                     std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count()),
@@ -919,7 +655,7 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                 .store_failures = store_failures};
     }
 
-    core::broker_stats stats() {
+    core::broker_stats stats() override {
         core::broker_stats st;
         st.uptime_ms = static_cast<std::uint64_t>(
             std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count());
@@ -928,49 +664,8 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
         st.messages_in = messages_in;
         st.messages_out = messages_out;
         st.pid = ::getpid();
-        if (!table) return st;  // not started: no lock state yet
-        auto c = table->counters();
-        st.keys = c.keys;
-        st.holders = c.holders;
-        st.waiters = c.waiters;
-        st.grants = c.grants;
-        st.releases = c.releases;
-        st.expirations = c.expirations;
-        st.timeouts = c.timeouts;
-        // A scan of every key: cached, so that stats requests cannot keep the loop busy.
-        if (top_at == steady::time_point{} || steady::now() - top_at >= 1s) {
-            top_cache = table->top_contended(10);
-            top_at = steady::now();
-        }
-        st.top_contended = top_cache;
+        if (service) service->add_figures(st, steady::now());
         return st;
-    }
-
-    void serve(session& s, req::system_stats& r) { core::write_system_stats(*begin_frame(s), r.uuid, stats()); }
-
-    void serve(session& s, req::watch& r) {
-        if (!s.watching) watchers.push_back(&s);
-        s.watching = true;
-        s.watch_keys.clear();
-        if (r.keys) s.watch_keys.insert(r.keys->begin(), r.keys->end());
-        table->set_events(true);
-        core::write_watch_ack(*begin_frame(s), r.uuid, true);
-    }
-
-    void serve(session& s, req::pin& r) {
-        if (s.role != detail::role::admin)
-            return core::write_error(*begin_frame(s), r.uuid, core::errc::forbidden,
-                                     "pinning a key's max needs the admin role");
-        table->set_pin(r.prefix, r.max);
-        log_line(log_level::info, "client " + s.remote +
-                                      (r.max ? " pinned max " + std::to_string(*r.max) : std::string(" unpinned")) +
-                                      " for keys starting with '" + r.prefix + "'");
-        core::write_pin(*begin_frame(s), r.uuid, r.prefix, r.max);
-    }
-
-    void serve(session& s, req::unwatch& r) {
-        if (s.watching) stop_watching(s);
-        core::write_watch_ack(*begin_frame(s), r.uuid, false);
     }
 
     // An HTTP request to a ws:// or wss:// listener that upgrades on `websocket_paths`.
@@ -989,9 +684,10 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                     "text/plain; charset=utf-8",
                     "a valid token is required: Authorization: Bearer TOKEN\n",
                     {{"WWW-Authenticate", "Bearer realm=\"lmx\""}}};
-        auto c = table->counters();
         if (path == "/healthz") return detail::healthz_page(health());
-        if (path == "/metrics") return detail::metrics_page(stats(), c, waits, table->last_token(), health());
+        if (path == "/metrics")
+            return detail::metrics_page(stats(), service->store().counters(), service->waits(),
+                                        service->store().last_token(), health());
         if (path == "/v1/stats") return detail::stats_page(stats());
         if (path == "/v1/origin") return http_rules.origin_page(rq, websocket_paths);
         if (auto page = detail::web_page(path)) return std::move(*page);
@@ -1036,14 +732,17 @@ struct broker::impl : core::effect_sink, core::rw_output, std::enable_shared_fro
                                       std::to_string(opt.max_connection_locks) + " holds and waiters per connection, " +
                                       std::to_string(opt.max_total_keys) + " keys, " +
                                       std::to_string(opt.max_outbox_total >> 20) + " MiB of queued replies in all");
-        table = std::make_unique<core::lock_table>(*this,
-                                                   core::table_config{.default_ttl = opt.default_ttl,
-                                                                      .max_waiters = opt.max_waiters,
-                                                                      .max_session_requests = opt.max_connection_locks,
-                                                                      .max_keys = opt.max_total_keys,
-                                                                      .pins = pins(),
-                                                                      .fencing_seed = seed});
-        rw = std::make_unique<core::rw_locks>(*table, *this, rw_group_session);
+        service = std::make_unique<detail::lock_service>(
+            *this, detail::service_config{.table = {.default_ttl = opt.default_ttl,
+                                                    .max_waiters = opt.max_waiters,
+                                                    .max_session_requests = opt.max_connection_locks,
+                                                    .max_keys = opt.max_total_keys,
+                                                    .pins = pins(),
+                                                    .fencing_seed = seed},
+                                          .max_list = opt.max_list,
+                                          .limits = parser.limits(),
+                                          .epoch = epoch,
+                                          .auth_on = auth_on()});
         for (auto& url : opt.listen) {
             std::string why;
             auto ep = transport::parse_endpoint(url, &why);

@@ -75,7 +75,7 @@ constexpr std::string_view writer_ok = "register-write-flag-and-readers-check-su
 }  // namespace
 
 struct rw_locks::impl {
-    lock_table& table;
+    lock_store& table;
     rw_output& out;
     session_id group;
     std::unordered_map<std::string, read_group> reads;
@@ -87,7 +87,7 @@ struct rw_locks::impl {
     // Keys write-preferring clients used lately: a writer's max of 1 there is no bound on readers.
     std::unordered_set<std::string> rw_keys;
 
-    impl(lock_table& t, rw_output& o, session_id g) : table(t), out(o), group(g) {}
+    impl(lock_store& t, rw_output& o, session_id g) : table(t), out(o), group(g) {}
 
     void granted(session_id s, std::string_view uuid, std::string_view key, std::uint32_t readers_count) {
         if (std::string* o = out.frames_for(s))
@@ -503,7 +503,7 @@ struct rw_locks::impl {
     }
 };
 
-rw_locks::rw_locks(lock_table& table, rw_output& out, session_id group_session)
+rw_locks::rw_locks(lock_store& table, rw_output& out, session_id group_session)
     : impl_(std::make_unique<impl>(table, out, group_session)) {}
 rw_locks::~rw_locks() = default;
 

@@ -1,6 +1,6 @@
 #pragma once
 
-// The embeddable lmx broker: listeners -> sessions -> one lock_table, all on one thread.
+// The embeddable lmx broker: listeners -> sessions -> the lock service over one lock store, all on one thread.
 // Run it inside any process (tests, `lmx::ensure_broker`, the `lmx broker` app):
 //
 //   boost::asio::io_context io;

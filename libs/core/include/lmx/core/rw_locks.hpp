@@ -16,7 +16,7 @@
 // whatever order the flag and counter messages come in; the writer flag and reader count are
 // kept per key and cleaned up when their connection closes.
 
-#include <lmx/core/lock_table.hpp>
+#include <lmx/core/lock_store.hpp>
 #include <lmx/core/protocol.hpp>
 
 #include <memory>
@@ -36,7 +36,7 @@ public:
 class rw_locks {
 public:
     // `group_session` must be a session id no connection uses.
-    rw_locks(lock_table& table, rw_output& out, session_id group_session);
+    rw_locks(lock_store& table, rw_output& out, session_id group_session);
     ~rw_locks();
     rw_locks(const rw_locks&) = delete;
     rw_locks& operator=(const rw_locks&) = delete;

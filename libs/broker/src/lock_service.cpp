@@ -1,0 +1,366 @@
+#include "lock_service.hpp"
+
+#include <lmx/broker/broker.hpp>
+#include <lmx/core/failpoint.hpp>
+#include <lmx/core/lock_table.hpp>
+#include <lmx/version.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <limits>
+#include <span>
+
+namespace lmx::detail {
+
+namespace req = core::req;
+using core::time_point;
+
+namespace {
+
+// The session under which live-mutex's read/write-lock readers hold their group locks; no
+// connection ever gets this id.
+constexpr core::session_id rw_group_session = std::numeric_limits<core::session_id>::max();
+
+// live-mutex clients announce their package version; any 0.2.x speaks our protocol.
+bool compatible_live_mutex(std::string_view v) { return v.empty() || v.starts_with("0.2.") || v == "0.2"; }
+
+std::optional<time_point> deadline_after(std::optional<std::chrono::milliseconds> timeout, time_point now) {
+    if (!timeout) return std::nullopt;
+    return now + *timeout;
+}
+
+}  // namespace
+
+lock_service::store_factory lock_service::in_memory() {
+    return [](core::effect_sink& sink, const core::table_config& config) -> std::unique_ptr<core::lock_store> {
+        return std::make_unique<core::lock_table>(sink, config);
+    };
+}
+
+lock_service::lock_service(service_host& host, service_config config, const store_factory& make_store)
+    : host_(host), config_(std::move(config)) {
+    store_ = make_store(*this, config_.table);
+    rw_ = std::make_unique<core::rw_locks>(*store_, static_cast<core::rw_output&>(*this), rw_group_session);
+}
+
+lock_service::~lock_service() = default;
+
+void lock_service::serve(client& c, core::request& r, time_point now) {
+    std::visit([&](auto& one) { serve(c, one, now); }, r);
+    rw_->settle(now);
+}
+
+void lock_service::refuse(client& c, const core::parse_error& err) {
+    std::string& out = host_.frames(c);
+    // Answer in the shape the request's type expects, so clients route it to the caller.
+    if (err.type == "lock" && !err.uuid.empty())
+        core::write_lock_rejected(out, err.uuid, err.key, err.code, err.message);
+    else if (err.type == "unlock" && !err.uuid.empty())
+        core::write_unlock_error(out, err.uuid, err.key, err.code, err.message);
+    else if (err.type == "acquire-many" && !err.uuid.empty())
+        core::write_acquire_many_error(out, err.uuid, std::span<const std::string>{}, err.code, err.message);
+    // live-mutex's client completes a request as failed only on a reply of its own type.
+    else if (err.code == core::errc::unknown_type && !err.uuid.empty() && !err.type.empty() && err.type.size() <= 64)
+        core::write_unknown_type(out, err.type, err.uuid, err.key, err.message);
+    else
+        core::write_error(out, err);
+}
+
+void lock_service::expire(time_point now) {
+    store_->expire(now);
+    rw_->settle(now);
+}
+
+bool lock_service::resume_grants(time_point now) {
+    const bool resumed = store_->resume_grants(now);
+    rw_->settle(now);
+    return resumed;
+}
+
+std::optional<time_point> lock_service::next_deadline() { return store_->next_deadline(); }
+
+void lock_service::close(client& c, time_point now) {
+    if (c.watching) stop_watching(c);
+    store_->close_session(c.id, now);
+    rw_->close_session(c.id, now);
+    rw_->settle(now);
+}
+
+bool lock_service::idle(const client& c) const {
+    return !c.watching && store_->session_requests(c.id) == 0 && !rw_->tracks(c.id);
+}
+
+bool lock_service::announce_connections(std::size_t open) {
+    bool any = false;
+    for (client* w : watchers_) {
+        if (!w->watch_keys.empty() || !host_.find(w->id)) continue;
+        core::write_connections_event(host_.frames(*w), open);
+        any = true;
+    }
+    return any;
+}
+
+void lock_service::add_figures(core::broker_stats& st, time_point now) {
+    const auto c = store_->counters();
+    st.keys = c.keys;
+    st.holders = c.holders;
+    st.waiters = c.waiters;
+    st.grants = c.grants;
+    st.releases = c.releases;
+    st.expirations = c.expirations;
+    st.timeouts = c.timeouts;
+    if (top_at_ == time_point{} || now - top_at_ >= std::chrono::seconds(1)) {
+        top_cache_ = store_->top_contended(10);
+        top_at_ = now;
+    }
+    st.top_contended = top_cache_;
+}
+
+core::fencing_token lock_service::reserve_tokens(core::fencing_token needed) { return host_.reserve_tokens(needed); }
+
+std::string* lock_service::frames_for(core::session_id id) {
+    client* c = host_.find(id);
+    return c ? &host_.frames(*c) : nullptr;
+}
+
+void lock_service::on_effect(const core::effect& e) {
+    using k = core::effect_kind;
+    if (e.kind == k::event) return route_event(e);
+    if (e.session == rw_group_session) return rw_->defer(e);
+    if (e.kind == k::queued && !e.multi && LMX_FAILPOINT("grant.double").error()) return fake_grant(e);
+    // A retried request that already holds gets no second grant: the first is on its way, and
+    // live-mutex clients answer an unexpected grant with lock-received-rejected, which would
+    // release the hold they believe they have.
+    if (e.kind == k::granted && e.repeat) return;
+    if (e.kind == k::granted) waits_.observe(e.waited);
+    // A lock request with queuedNotice:false waits for its answer without a notice.
+    if (e.kind == k::queued && !e.notice) return;
+    client* c = host_.find(e.session);
+    if (!c) return;
+    if (e.kind == k::lock_lost && c->live_mutex) return;  // its client only warns about unknown ids
+    std::string& out = host_.frames(*c);
+    switch (e.kind) {
+        case k::granted:
+            if (e.multi)
+                core::write_acquire_many_granted(out, e.id, e.keys, e.id);
+            else
+                core::write_lock_granted(out, e.id, e.key, e.token, e.waiters, rw_->readers(e.key, e.readers));
+            break;
+        case k::queued:
+            if (e.multi)
+                core::write_acquire_many_queued(out, e.id, e.keys, e.key, e.waiters);
+            else
+                core::write_lock_queued(out, e.id, e.key, e.waiters, rw_->readers(e.key, e.readers), e.position);
+            break;
+        case k::refused:
+            if (e.multi)
+                core::write_acquire_many_refused(out, e.id, e.keys, e.key, e.waiters);
+            else
+                core::write_lock_refused(out, e.id, e.key, e.waiters);
+            break;
+        case k::rejected:
+            if (e.multi)
+                core::write_acquire_many_error(out, e.id, e.keys, e.code);
+            else
+                core::write_lock_rejected(out, e.id, e.key, e.code);
+            break;
+        case k::lock_lost:
+            if (e.multi) {
+                for (auto& kt : e.keys) core::write_lock_lost(out, kt.key, e.id, e.reason);
+            } else {
+                core::write_lock_lost(out, e.key, e.id, e.reason);
+            }
+            break;
+        case k::event: break;
+    }
+}
+
+// Failpoint grant.double: answers a waiting request with a grant the store never made, so that
+// tests can prove the safety checker notices a broker that hands one lock to two.
+void lock_service::fake_grant(const core::effect& e) {
+    if (std::string* out = frames_for(e.session))
+        core::write_lock_granted(*out, e.id, e.key, store_->last_token() + 1, e.waiters, e.readers);
+}
+
+void lock_service::route_event(const core::effect& e) {
+    for (client* w : watchers_) {
+        if (!w->watch_keys.empty() && !w->watch_keys.contains(std::string(e.key))) continue;
+        if (!host_.find(w->id)) continue;
+        core::write_event(host_.frames(*w), e.event, e.key, e.id, e.token, e.waiters);
+    }
+}
+
+void lock_service::stop_watching(client& c) {
+    c.watching = false;
+    c.watch_keys.clear();
+    std::erase(watchers_, &c);
+    store_->set_events(!watchers_.empty());
+}
+
+void lock_service::serve(client& c, req::version& r, time_point) {
+    c.live_mutex = true;
+    if (compatible_live_mutex(r.value)) return;
+    core::write_version_mismatch(host_.frames(c), r.value, LMX_VERSION_STRING);
+}
+
+void lock_service::serve(client& c, req::hello& r, time_point) {
+    static constexpr std::array<std::string_view, 11> features = {"semaphore", "shared",       "ttl",     "fencing",
+                                                                  "timeout",   "acquire-many", "extend",  "cancel",
+                                                                  "watch",     "keep-on-exit", "rw-locks"};
+    core::write_hello(host_.frames(c), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION, std::to_string(c.id),
+                      features, config_.epoch, &config_.limits,
+                      config_.auth_on ? detail::to_string(c.role) : std::string_view{});
+}
+
+void lock_service::serve(client& c, req::lock& r, time_point now) {
+    if (rw_->lock(c.id, r, deadline_after(r.timeout, now), now)) return;
+    store_->acquire({.session = c.id,
+                     .id = r.uuid,
+                     .key = r.key,
+                     .ttl = r.ttl,
+                     .max = r.max,
+                     .wait = r.wait,
+                     .wait_deadline = deadline_after(r.timeout, now),
+                     .mode = r.mode,
+                     .keep_on_exit = r.keep_on_exit,
+                     .queued_notice = r.queued_notice},
+                    now);
+}
+
+void lock_service::serve(client& c, req::unlock& r, time_point now) {
+    if (rw_->unlock(c.id, r, now)) return;
+    // Any client may end a hold or a wait whose id it knows; every holder at once is the admin's.
+    if (r.force && !r.lock_id && c.role != detail::role::admin)
+        return core::write_unlock_error(host_.frames(c), r.uuid, r.key, core::errc::forbidden,
+                                        "releasing every holder of a key needs the admin role; name the lock id");
+    core::release_result res;
+    if (r.lock_id && r.force)
+        res = store_->force_release(r.key, *r.lock_id, now);
+    else if (r.lock_id)
+        res = store_->release(r.key, *r.lock_id, now, c.id);
+    else if (r.force)
+        res = store_->force_release(r.key, std::nullopt, now);
+    else
+        res = store_->release_own(c.id, r.key, now);
+    std::string& out = host_.frames(c);
+    switch (res.status) {
+        case core::release_status::released: return core::write_unlock_ok(out, r.uuid, r.key, res.waiters);
+        case core::release_status::withdrawn:
+            return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
+                                         "the request was still waiting; it has been withdrawn");
+        case core::release_status::already_released:
+            return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
+                                         r.lock_id
+                                             ? "lock " + *r.lock_id + " was not held (already released or expired)"
+                                             : std::string("no holder to release"),
+                                         false);
+        case core::release_status::not_holder:
+            return core::write_unlock_error(
+                out, r.uuid, r.key, core::errc::not_holder,
+                r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
+    }
+}
+
+void lock_service::serve(client&, req::lock_received&, time_point) {}
+
+void lock_service::serve(client& c, req::lock_client_timeout& r, time_point now) {
+    if (!rw_->abandon(c.id, r.uuid, now)) store_->abandon(c.id, r.uuid, now);
+}
+
+void lock_service::serve(client& c, req::lock_client_error& r, time_point now) {
+    if (!rw_->abandon(c.id, r.uuid, now)) store_->abandon(c.id, r.uuid, now);
+}
+
+template <req::rw_message_kind K>
+void lock_service::serve(client& c, req::rw_message<K>& r, time_point now) {
+    rw_->message(c.id, K, r.uuid, r.key, now);
+}
+
+void lock_service::serve(client& c, req::lock_received_rejected& r, time_point now) {
+    store_->abandon(c.id, r.lock_id.value_or(r.uuid), now);
+}
+
+void lock_service::serve(client& c, req::cancel& r, time_point now) {
+    const bool ok = store_->cancel(c.id, r.target, now);
+    core::write_cancel(host_.frames(c), r.uuid, ok);
+}
+
+void lock_service::serve(client& c, req::acquire_many& r, time_point now) {
+    std::vector<std::string_view> keys(r.keys.begin(), r.keys.end());
+    store_->acquire_many({.session = c.id,
+                          .id = r.uuid,
+                          .keys = keys,
+                          .ttl = r.ttl,
+                          .wait = r.wait,
+                          .wait_deadline = deadline_after(r.timeout, now),
+                          .keep_on_exit = r.keep_on_exit},
+                         now);
+}
+
+void lock_service::serve(client& c, req::release_many& r, time_point now) {
+    auto res = store_->release_many(r.lock_id, now, c.id);
+    if (res.code != core::errc::ok)
+        return core::write_release_many_error(host_.frames(c), r.uuid, res.code, "no multi-key lock " + r.lock_id);
+    core::write_release_many_ok(host_.frames(c), r.uuid, r.lock_id, res.keys);
+}
+
+void lock_service::serve(client& c, req::extend& r, time_point now) {
+    auto res = store_->extend(r.key, r.lock_id, r.ttl, now);
+    if (res.code != core::errc::ok)
+        return core::write_extend_error(host_.frames(c), r.uuid, r.key, res.code,
+                                        "lock " + r.lock_id + " does not hold " + r.key + " (expired or released)");
+    std::optional<std::chrono::milliseconds> in;
+    if (res.expires) in = std::chrono::ceil<std::chrono::milliseconds>(*res.expires - now);
+    core::write_extend_ok(host_.frames(c), r.uuid, r.key, in);
+}
+
+// A page at a time, so that no answer keeps the loop busy for long.
+void lock_service::serve(client& c, req::ls& r, time_point) {
+    const std::size_t limit = std::min<std::size_t>(r.limit.value_or(config_.max_list), config_.max_list);
+    auto page = store_->list_keys(r.cursor.value_or(0), limit);
+    core::write_ls(host_.frames(c), r.uuid, page.keys, page.next);
+}
+
+void lock_service::serve(client& c, req::lock_info& r, time_point now) {
+    core::write_lock_info(host_.frames(c), r.uuid, store_->info(r.key, config_.max_list), now);
+}
+
+void lock_service::serve(client& c, req::ping& r, time_point) {
+    const auto wall =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    core::write_pong(host_.frames(c), r.uuid, r.timestamp.value_or(wall), wall);
+}
+
+void lock_service::serve(client& c, req::system_stats& r, time_point) {
+    const auto st = host_.stats();
+    core::write_system_stats(host_.frames(c), r.uuid, st);
+}
+
+void lock_service::serve(client& c, req::watch& r, time_point) {
+    if (!c.watching) watchers_.push_back(&c);
+    c.watching = true;
+    c.watch_keys.clear();
+    if (r.keys) c.watch_keys.insert(r.keys->begin(), r.keys->end());
+    store_->set_events(true);
+    core::write_watch_ack(host_.frames(c), r.uuid, true);
+}
+
+void lock_service::serve(client& c, req::unwatch& r, time_point) {
+    if (c.watching) stop_watching(c);
+    core::write_watch_ack(host_.frames(c), r.uuid, false);
+}
+
+void lock_service::serve(client& c, req::pin& r, time_point) {
+    if (c.role != detail::role::admin)
+        return core::write_error(host_.frames(c), r.uuid, core::errc::forbidden,
+                                 "pinning a key's max needs the admin role");
+    store_->set_pin(r.prefix, r.max);
+    log_line(log_level::info, "client " + c.remote +
+                                  (r.max ? " pinned max " + std::to_string(*r.max) : std::string(" unpinned")) +
+                                  " for keys starting with '" + r.prefix + "'");
+    core::write_pin(host_.frames(c), r.uuid, r.prefix, r.max);
+}
+
+}  // namespace lmx::detail
