@@ -1,5 +1,6 @@
-// WebSocket connections (Beast) and the ws:// and wss:// listener, which is also a small HTTP
-// server (over TLS for wss://). The TLS halves are in websocket_tls.cpp.
+// WebSocket connections (Beast answers and makes the upgrades; the frames are ws_frames.cpp) and
+// the ws:// and wss:// listener, which is also a small HTTP server (over TLS for wss://). The TLS
+// halves are in websocket_tls.cpp.
 
 #include "websocket_session.hpp"
 
@@ -157,7 +158,7 @@ asio::awaitable<void> serve(std::shared_ptr<listener_state> state, tcp_socket so
     }
     plain_stream stream(std::move(socket));
     pending_session registration(*state, stream);
-    co_await serve_http(state, stream, registration);
+    co_await serve_http(state, stream);
 }
 
 // A failure inside one connection drops that connection only; the listener goes on, and the
@@ -256,11 +257,9 @@ asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> connect_webs
     }
     auto [ec, socket] = co_await connect_tcp(ex, ep, options.no_delay);
     if (ec) co_return std::pair{ec, std::unique_ptr<connection>()};
-    if (!context) {
-        auto conn = std::make_unique<ws::websocket_connection<ws::plain_stream>>(
-            ws::plain_stream(std::move(socket)), options.max_message_size, ws::beast::role_type::client);
-        co_return co_await ws::upgrade(std::move(conn), ep, cancellation);
-    }
+    if (!context)
+        co_return co_await ws::upgrade(ws::plain_stream(std::move(socket)), ep, options.max_message_size, {},
+                                       cancellation);
     co_return co_await ws::connect_secure(std::move(socket), std::move(context), ep, options.max_message_size,
                                           cancellation);
 }

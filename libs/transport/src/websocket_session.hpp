@@ -5,15 +5,22 @@
 // that the two heavy instantiations compile in parallel.
 
 #include "tls.hpp"
+#include "ws_frames.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/stream.hpp>
 
 #include <algorithm>
@@ -67,92 +74,192 @@ struct upgrade_credentials {
 upgrade_credentials read_upgrade_credentials(std::size_t authorization_headers, std::string_view authorization,
                                              std::string_view protocols);
 
+// A WebSocket connection once the handshake is done. The handshakes are HTTP (Beast); the
+// frames are ours (ws_frames.hpp), so that a batch of messages is one socket write and a read
+// hands over every complete message received. Pings are answered with pongs and a close with a
+// close; this side sends no pings of its own (TCP keepalive finds dead peers).
 template <class Next>
 class websocket_connection final : public connection {
 public:
-    using ws_stream = websocket::stream<Next>;
-
+    // `received`: bytes that came after the handshake, before this connection existed.
     // `context`: the TLS context of a secure_stream, kept alive as long as its SSL object.
-    websocket_connection(Next stream, std::size_t max_message_size, beast::role_type role, tls_context_ptr context = {})
-        : context_(std::move(context)), ws_(std::move(stream)) {
-        auto& lowest = beast::get_lowest_layer(ws_);
-        lowest.expires_never();  // the websocket stream runs its own timers
+    websocket_connection(Next stream, std::size_t max_message_size, beast::role_type role, tls_context_ptr context = {},
+                         std::string_view received = {})
+        : context_(std::move(context)),
+          stream_(std::move(stream)),
+          client_(role == beast::role_type::client),
+          reader_(role == beast::role_type::server, max_message_size),
+          gate_(stream_.get_executor(), std::chrono::steady_clock::time_point::max()) {
+        auto& lowest = beast::get_lowest_layer(stream_);
+        lowest.expires_never();
         error_code ec;
         const auto peer = lowest.socket().remote_endpoint(ec);
         remote_ = ec ? std::string("?") : format_address(peer);
-        ws_.set_option(websocket::stream_base::timeout::suggested(role));
-        if (role == beast::role_type::server) {
-            ws_.set_option(websocket::stream_base::decorator(
-                [](websocket::response_type& res) { res.set(http::field::server, server_name); }));
-        } else {
-            ws_.set_option(websocket::stream_base::decorator(
-                [](websocket::request_type& req) { req.set(http::field::user_agent, server_name); }));
-        }
-        ws_.read_message_max(max_message_size);
-        ws_.auto_fragment(false);
-        ws_.text(true);
+        reader_.append(received);
     }
 
-    ws_stream& stream() noexcept { return ws_; }
-
     asio::awaitable<error_code> read(std::vector<std::string_view>& out) override {
-        buffer_.clear();  // keeps the capacity: no allocation per message
+        reader_.release();
         for (;;) {
-            auto [ec, n] = co_await ws_.async_read(buffer_, use_tuple);
-            if (ec) co_return map_ws_error(ec, ssl_of(ws_.next_layer()));
-            if (n == 0) continue;  // like an empty NDJSON line
-            out.emplace_back(static_cast<const char*>(buffer_.cdata().data()), buffer_.size());
-            co_return error_code{};
+            controls_.clear();
+            const auto status = reader_.parse(out, controls_);
+            for (const auto& c : controls_) {
+                // A close is answered with its status code (RFC 6455 5.5.1), a ping with its payload.
+                const auto reply = c.op == opcode::ping ? opcode::pong : opcode::close;
+                const std::string_view payload =
+                    c.op == opcode::ping ? std::string_view(c.payload) : std::string_view(c.payload).substr(0, 2);
+                append_frame(control_, reply, payload, client_, client_ ? random_mask_key() : 0);
+            }
+            if (!control_.empty()) co_await send_control();
+            if (!out.empty()) co_return error_code{};
+            switch (status) {
+                case read_status::more: break;
+                case read_status::closed: co_return asio::error::eof;
+                case read_status::bad_frame: co_return error::bad_frame;
+                case read_status::too_large: co_return error::message_too_large;
+            }
+            constexpr std::size_t chunk = 16 * 1024;
+            auto [ec, n] = co_await stream_.async_read_some(asio::buffer(reader_.prepare(chunk), chunk), use_tuple);
+            if (ec) co_return map_ws_error(ec, ssl_of(stream_));
+            reader_.commit(n);
         }
     }
 
     asio::awaitable<error_code> write(std::string_view batch) override {
-        std::size_t pos = 0;
-        while (pos < batch.size()) {
-            auto end = batch.find('\n', pos);
-            if (end == std::string_view::npos) end = batch.size();
-            if (end > pos) {
-                auto [ec, n] = co_await ws_.async_write(asio::buffer(batch.data() + pos, end - pos), use_tuple);
-                if (ec) co_return map_ws_error(ec, ssl_of(ws_.next_layer()));
-            }
-            pos = end + 1;
+        // One write at a time on the socket: a pong or close on its way goes first.
+        while (control_writing_) {
+            gate_.expires_at(std::chrono::steady_clock::time_point::max());
+            co_await gate_.async_wait(use_tuple);
         }
-        co_return error_code{};
+        writing_ = true;
+        out_.clear();
+        if (partial_sent_ > 0) {
+            // write_now() sent the start of this batch's first frame: the rest of it goes first,
+            // framed again exactly as it was (same masking key), then anything else.
+            const auto end = std::min(batch.find('\n'), batch.size());
+            append_frame(out_, opcode::text, batch.substr(0, end), client_, partial_mask_);
+            out_.erase(0, partial_sent_);
+            partial_sent_ = 0;
+            batch.remove_prefix(std::min(end + 1, batch.size()));
+        }
+        out_.append(control_);
+        control_.clear();
+        append_text_frames(out_, batch, client_);
+        error_code result;
+        while (!out_.empty()) {
+            auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(out_), use_tuple);
+            out_.clear();
+            if (ec) {
+                result = map_ws_error(ec, ssl_of(stream_));
+                break;
+            }
+            out_.swap(control_);  // answers to pings that came during the write
+        }
+        writing_ = false;
+        if (out_.capacity() > 256 * 1024) std::string().swap(out_);
+        co_return result;
+    }
+
+    // ws:// only (a TLS stream cannot write without waiting). Frames the batch and hands the
+    // kernel what it takes. A frame it takes only in part counts as not taken: the next write()
+    // gets that message again and sends the rest of the same frame.
+    std::size_t write_now(std::string_view batch) noexcept override {
+        if constexpr (!std::is_same_v<Next, plain_stream>) {
+            (void)batch;
+            return 0;
+        } else {
+            if (writing_ || control_writing_ || partial_sent_ > 0 || !control_.empty() || batch.empty()) return 0;
+            auto& socket = beast::get_lowest_layer(stream_).socket();
+            error_code ec;
+            if (!non_blocking_) {
+                socket.non_blocking(true, ec);
+                if (ec) return 0;
+                non_blocking_ = true;
+            }
+            try {
+                now_.clear();
+                now_frames_.clear();
+                std::size_t pos = 0;
+                while (pos < batch.size()) {
+                    auto end = batch.find('\n', pos);
+                    if (end == std::string_view::npos) end = batch.size();
+                    const std::uint32_t key = client_ ? random_mask_key() : 0;
+                    if (end > pos) append_frame(now_, opcode::text, batch.substr(pos, end - pos), client_, key);
+                    pos = std::min(end + 1, batch.size());
+                    now_frames_.push_back({now_.size(), pos, key});
+                }
+            } catch (...) {
+                return 0;
+            }
+            const std::size_t sent = socket.write_some(asio::buffer(now_), ec);
+            if (ec || sent == 0) return 0;
+            std::size_t frame_start = 0, batch_start = 0;
+            for (const auto& f : now_frames_) {
+                if (sent < f.wire_end) {
+                    partial_sent_ = sent - frame_start;  // 0 when this frame has not started
+                    partial_mask_ = f.key;
+                    return batch_start;
+                }
+                frame_start = f.wire_end;
+                batch_start = f.batch_end;
+            }
+            return batch.size();
+        }
     }
 
     void close() noexcept override {
         error_code ignored;
-        beast::get_lowest_layer(ws_).socket().close(ignored);
-        // Stops Beast's handshake/idle timer, which would otherwise keep the io_context busy.
-        websocket::stream_base::timeout off{};
-        off.handshake_timeout = websocket::stream_base::none();
-        off.idle_timeout = websocket::stream_base::none();
-        off.keep_alive_pings = false;
-        ws_.set_option(off);
+        beast::get_lowest_layer(stream_).socket().close(ignored);
+        gate_.cancel();
     }
 
     std::string remote_address() const override { return remote_; }
     endpoint::kind kind() const noexcept override { return endpoint::kind::websocket; }
-    executor get_executor() override { return ws_.get_executor(); }
+    executor get_executor() override { return stream_.get_executor(); }
     const std::string& upgrade_token() const override { return credentials_.token; }
     bool upgrade_token_malformed() const noexcept override { return credentials_.malformed; }
-
-    // Server side, before the accept: what the upgrade request presented. Answers "lmx" as the
-    // subprotocol when the client offered it (browsers fail the connection otherwise).
-    void set_upgrade_credentials(upgrade_credentials credentials) {
-        if (credentials.lmx_offered) {
-            ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& res) {
-                res.set(http::field::server, server_name);
-                res.set(http::field::sec_websocket_protocol, lmx_protocol);
-            }));
-        }
-        credentials_ = std::move(credentials);
-    }
+    void set_upgrade_credentials(upgrade_credentials credentials) { credentials_ = std::move(credentials); }
 
 private:
-    tls_context_ptr context_;  // before ws_: outlives the SSL object
-    ws_stream ws_;
-    beast::flat_buffer buffer_;
+    // Sends the control frames queued by read(), unless a write() is under way: that one sends them.
+    asio::awaitable<void> send_control() {
+        // Not in the middle of a frame that write_now() began: the write() that ends it sends them.
+        if (writing_ || control_writing_ || partial_sent_ > 0) co_return;
+        control_writing_ = true;
+        while (!control_.empty()) {
+            std::string sending;
+            sending.swap(control_);
+            auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(sending), use_tuple);
+            if (ec) {
+                control_.clear();  // the reads and writes that follow see the failure
+                break;
+            }
+        }
+        control_writing_ = false;
+        gate_.cancel();
+    }
+
+    tls_context_ptr context_;  // before stream_: outlives the SSL object
+    Next stream_;
+    bool client_;
+    frame_reader reader_;
+    std::vector<control_frame> controls_;
+    std::string out_;      // the frames of the write under way
+    std::string control_;  // pongs and a close waiting for the socket
+    bool writing_ = false;
+    bool control_writing_ = false;
+    bool non_blocking_ = false;
+    // write_now(): the frames it built, and how much of the first frame not wholly sent went out.
+    struct frame_end {
+        std::size_t wire_end;   // in now_
+        std::size_t batch_end;  // in the batch, after the message's '\n'
+        std::uint32_t key;
+    };
+    std::string now_;
+    std::vector<frame_end> now_frames_;
+    std::size_t partial_sent_ = 0;
+    std::uint32_t partial_mask_ = 0;
+    asio::steady_timer gate_;  // a write waits here while read() sends a control frame
     std::string remote_;
     upgrade_credentials credentials_;
 };
@@ -173,7 +280,6 @@ public:
     ~pending_session();
     pending_session(const pending_session&) = delete;
     pending_session& operator=(const pending_session&) = delete;
-    void retarget(beast::tcp_stream& stream) noexcept { stream_ = &stream; }
     void close() noexcept {
         error_code ignored;
         stream_->socket().close(ignored);
@@ -224,7 +330,7 @@ asio::awaitable<error_code> send_response(Stream& stream, http_response r, unsig
 
 // HTTP requests and the upgrade on an accepted (and for wss, TLS-established) stream.
 template <class Stream>
-asio::awaitable<void> serve_http(std::shared_ptr<listener_state> state, Stream& stream, pending_session& registration) {
+asio::awaitable<void> serve_http(std::shared_ptr<listener_state> state, Stream& stream) {
     beast::flat_buffer buffer;
     const auto& options = state->options;
     for (;;) {
@@ -281,13 +387,25 @@ asio::awaitable<void> serve_http(std::shared_ptr<listener_state> state, Stream& 
                 co_await send_response(stream, std::move(response), req.version(), false, false);
                 co_return;
             }
+            auto credentials = read_upgrade_credentials(req.count(http::field::authorization), view.authorization,
+                                                        view.websocket_protocols);
+            {
+                // Beast answers the upgrade; the frames after it are the connection's.
+                websocket::stream<Stream&> handshake(stream);
+                const bool lmx_offered = credentials.lmx_offered;
+                handshake.set_option(websocket::stream_base::decorator([lmx_offered](websocket::response_type& res) {
+                    res.set(http::field::server, server_name);
+                    // Browsers fail the connection when a subprotocol they offered is not chosen.
+                    if (lmx_offered) res.set(http::field::sec_websocket_protocol, lmx_protocol);
+                }));
+                auto [aec] = co_await handshake.async_accept(req, use_tuple);
+                if (aec || state->closed || !state->on_connection) co_return;
+            }
+            // Frames a client sent right behind its upgrade request are already in `buffer`.
+            const std::string_view early(static_cast<const char*>(buffer.data().data()), buffer.size());
             auto conn = std::make_unique<websocket_connection<Stream>>(std::move(stream), options.max_message_size,
-                                                                       beast::role_type::server, state->tls);
-            conn->set_upgrade_credentials(read_upgrade_credentials(req.count(http::field::authorization),
-                                                                   view.authorization, view.websocket_protocols));
-            registration.retarget(beast::get_lowest_layer(conn->stream()));
-            auto [aec] = co_await conn->stream().async_accept(req, use_tuple);
-            if (aec || state->closed || !state->on_connection) co_return;
+                                                                       beast::role_type::server, state->tls, early);
+            conn->set_upgrade_credentials(std::move(credentials));
             state->on_connection(std::move(conn));
             co_return;
         }
@@ -322,22 +440,48 @@ asio::awaitable<void> serve_http(std::shared_ptr<listener_state> state, Stream& 
     }
 }
 
-// The client's upgrade on an established stream (TCP, or TLS after its handshake).
+// The client's upgrade on an established stream (TCP, or TLS after its handshake). `context`: the
+// TLS context of a secure_stream.
 template <class Next>
 asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> upgrade(
-    std::unique_ptr<websocket_connection<Next>> conn, const endpoint& ep,
+    Next stream, const endpoint& ep, std::size_t max_message_size, tls_context_ptr context,
     const asio::cancellation_state& cancellation) {
-    websocket::response_type response;
-    const std::string host = host_header(ep);
-    const std::string target = ep.path.empty() ? std::string("/") : ep.path;
-    auto [hec] = co_await conn->stream().async_handshake(response, host, target, use_tuple);
-    if (hec == websocket::error::upgrade_declined) {
-        const error e = response.result_int() == 403 ? error::origin_refused : error::upgrade_declined;
-        co_return std::pair{error_code(e), std::unique_ptr<connection>()};
+    using result = std::pair<error_code, std::unique_ptr<connection>>;
+    websocket::detail::sec_ws_key_type key;
+    websocket::detail::make_sec_ws_key(key);
+    http::request<http::empty_body> req{http::verb::get, ep.path.empty() ? std::string("/") : ep.path, 11};
+    req.set(http::field::host, host_header(ep));
+    req.set(http::field::upgrade, "websocket");
+    req.set(http::field::connection, "Upgrade");
+    req.set(http::field::sec_websocket_key, beast::string_view(key.data(), key.size()));
+    req.set(http::field::sec_websocket_version, "13");
+    req.set(http::field::user_agent, server_name);
+    auto [wec, written] = co_await http::async_write(stream, req, use_tuple);
+    if (!wec && stop_requested(cancellation)) wec = asio::error::operation_aborted;
+    if (wec) co_return result{map_ws_error(wec, ssl_of(stream)), nullptr};
+
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(http_body_limit);
+    auto [rec, read] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (!rec && stop_requested(cancellation)) rec = asio::error::operation_aborted;
+    if (rec) co_return result{map_ws_error(rec, ssl_of(stream)), nullptr};
+    const auto& res = parser.get();
+    if (res.result() != http::status::switching_protocols) {
+        const error e = res.result_int() == 403 ? error::origin_refused : error::upgrade_declined;
+        co_return result{error_code(e), nullptr};
     }
-    if (!hec && stop_requested(cancellation)) hec = asio::error::operation_aborted;
-    if (hec) co_return std::pair{map_ws_error(hec, ssl_of(conn->stream().next_layer())), std::unique_ptr<connection>()};
-    co_return std::pair{error_code{}, std::unique_ptr<connection>(std::move(conn))};
+    websocket::detail::sec_ws_accept_type accept;
+    websocket::detail::make_sec_ws_accept(accept, beast::string_view(key.data(), key.size()));
+    if (!beast::iequals(res[http::field::upgrade], "websocket") ||
+        !http::token_list{res[http::field::connection]}.exists("upgrade") ||
+        res[http::field::sec_websocket_accept] != std::string_view(accept.data(), accept.size()))
+        co_return result{error_code(error::upgrade_declined), nullptr};
+    // Frames the server sent right behind its answer are already in `buffer`.
+    const std::string_view early(static_cast<const char*>(buffer.data().data()), buffer.size());
+    co_return result{error_code{},
+                     std::make_unique<websocket_connection<Next>>(std::move(stream), max_message_size,
+                                                                  beast::role_type::client, std::move(context), early)};
 }
 
 // The wss:// halves (websocket_tls.cpp): the TLS handshake, then serve_http; the client's TLS

@@ -25,23 +25,19 @@ asio::awaitable<void> serve_secure(std::shared_ptr<listener_state> state, tcp_so
         }
         co_return;
     }
-    co_await serve_http(state, stream, registration);
+    co_await serve_http(state, stream);
 }
 
 asio::awaitable<std::pair<error_code, std::unique_ptr<connection>>> connect_secure(
     tcp_socket socket, tls_context_ptr context, const endpoint& ep, std::size_t max_message_size,
     const asio::cancellation_state& cancellation) {
-    auto& ctx = *context;
-    auto conn = std::make_unique<websocket_connection<secure_stream>>(
-        secure_stream(plain_stream(std::move(socket)), ctx), max_message_size, beast::role_type::client,
-        std::move(context));
-    auto& tls = conn->stream().next_layer();
+    secure_stream tls(plain_stream(std::move(socket)), *context);
     if (auto pec = prepare_client(tls.native_handle(), ep.host))
         co_return std::pair{pec, std::unique_ptr<connection>()};
     auto [tec] = co_await tls.async_handshake(asio::ssl::stream_base::client, use_tuple);
     if (!tec && stop_requested(cancellation)) tec = asio::error::operation_aborted;
     if (tec) co_return std::pair{client_handshake_error(tec, tls.native_handle()), std::unique_ptr<connection>()};
-    co_return co_await upgrade(std::move(conn), ep, cancellation);
+    co_return co_await upgrade(std::move(tls), ep, max_message_size, std::move(context), cancellation);
 }
 
 }  // namespace lmx::transport::detail::ws

@@ -43,7 +43,8 @@ public:
     // Waits until at least one complete message is available, then appends every complete
     // message buffered so far to `out`. The views stay valid until the next read() call.
     // NDJSON: a message is one line without "\n" / "\r\n"; empty lines are skipped.
-    // WebSocket: one text or binary message per call.
+    // WebSocket: a message is one text or binary message; empty ones are skipped. Pings are
+    // answered and a close is answered, then read as eof.
     // Errors: asio::error::eof when the peer closed, error::message_too_large (WebSocket: the
     // connection is done), error::message_skipped (NDJSON: one line over the limit was dropped;
     // skipped() tells what it was, and reading may go on), error::bad_frame,
@@ -56,13 +57,16 @@ public:
     // After read() failed with error::message_skipped: the ends of the line that was dropped.
     virtual const skipped_line* skipped() const noexcept { return nullptr; }
 
-    // `batch` holds one or more messages, each ending in '\n'. Stream sockets send it with one
-    // write call; WebSocket sends one text message per line. Complete means fully handed to the kernel.
+    // `batch` holds one or more messages, each ending in '\n'. It is sent with one write call;
+    // WebSocket sends one text message per line, all their frames in that call. Complete means
+    // fully handed to the kernel.
     virtual asio::awaitable<boost::system::error_code> write(std::string_view batch) = 0;
 
     // Hands as much of `batch` to the kernel as it takes at once, without waiting, where the
-    // transport can (stream sockets); returns the bytes taken, 0 when it cannot or none fit. Only
-    // while no write() is in flight. A failure is left for the next write() to report.
+    // transport can (tcp, unix, ws); returns the bytes taken, 0 when it cannot or none fit. Only
+    // while no write() is in flight. A failure is left for the next write() to report. WebSocket
+    // counts whole messages: a message whose frame went out in part is not counted, and the next
+    // write() must start with the rest of `batch` (it finishes that frame first).
     virtual std::size_t write_now(std::string_view batch) noexcept {
         (void)batch;
         return 0;
