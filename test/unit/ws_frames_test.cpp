@@ -43,8 +43,12 @@ BOOST_AUTO_TEST_SUITE(ws_frames_test)
 
 // Every length form (7-bit, 16-bit, 64-bit), masked and not, split anyhow, reads back the same.
 BOOST_AUTO_TEST_CASE(frames_read_back_whatever_the_split) {
-    const std::vector<std::string> sent{"a", std::string(125, 'b'), std::string(126, 'c'), std::string(65535, 'd'),
-                                        std::string(65536, 'e'), R"({"type":"lock","uuid":"1","key":"k"})"};
+    const std::vector<std::string> sent{"a",
+                                        std::string(125, 'b'),
+                                        std::string(126, 'c'),
+                                        std::string(65535, 'd'),
+                                        std::string(65536, 'e'),
+                                        R"({"type":"lock","uuid":"1","key":"k"})"};
     std::string batch;
     for (const auto& m : sent) batch += m + "\n";
     batch += "\n";  // an empty line makes no frame
@@ -111,8 +115,8 @@ BOOST_AUTO_TEST_CASE(forbidden_frames_end_the_reading) {
         {"continuation without a start", header(0x80 | 0x00, 0x80 | 1) + "kkkk" + "x"},
         {"text inside a fragmented message", header(0x01, 0x80 | 1) + "kkkkx" + header(0x81, 0x80 | 1) + "kkkky"},
         {"fragmented control frame", header(0x09, 0x80 | 0) + "kkkk"},
-        {"control frame over 125 bytes", header(0x89, 0x80 | 126) + std::string("\x00\x7e", 2) + "kkkk" +
-                                             std::string(126, 'p')},
+        {"control frame over 125 bytes",
+         header(0x89, 0x80 | 126) + std::string("\x00\x7e", 2) + "kkkk" + std::string(126, 'p')},
         {"close with a one-byte payload", header(0x88, 0x80 | 1) + "kkkk" + "x"},
     };
     for (const auto& [why, wire] : bad) {
@@ -134,15 +138,17 @@ BOOST_AUTO_TEST_CASE(text_messages_must_be_utf8) {
     BOOST_TEST(read_all(header(0x81, static_cast<unsigned char>(good.size())) + good, false).messages ==
                std::vector<std::string>{good});
     // Split inside a sequence across fragments: still one good message.
-    const std::string joined = header(0x01, 4) + good.substr(0, 4) + header(0x80, static_cast<unsigned char>(good.size() - 4)) +
-                               good.substr(4);
+    const std::string joined = header(0x01, 4) + good.substr(0, 4) +
+                               header(0x80, static_cast<unsigned char>(good.size() - 4)) + good.substr(4);
     BOOST_TEST(read_all(joined, false).messages == std::vector<std::string>{good});
-    for (const std::string& bad : {std::string("\xc0\xaf"), std::string("\xed\xa0\x80"), std::string("\xf4\x90\x80\x80"),
-                                  std::string("\xe2\x82"), std::string("\xff"), std::string("ok\x80")}) {
+    for (const std::string& bad :
+         {std::string("\xc0\xaf"), std::string("\xed\xa0\x80"), std::string("\xf4\x90\x80\x80"),
+          std::string("\xe2\x82"), std::string("\xff"), std::string("ok\x80")}) {
         const auto wire = header(0x81, static_cast<unsigned char>(bad.size())) + bad;
         BOOST_TEST((read_all(wire, false).status == ws::read_status::bad_frame));
-        BOOST_TEST((read_all(header(0x01, 0) + header(0x80, static_cast<unsigned char>(bad.size())) + bad, false).status ==
-                    ws::read_status::bad_frame));
+        BOOST_TEST(
+            (read_all(header(0x01, 0) + header(0x80, static_cast<unsigned char>(bad.size())) + bad, false).status ==
+             ws::read_status::bad_frame));
         BOOST_TEST(read_all(header(0x82, static_cast<unsigned char>(bad.size())) + bad, false).messages ==
                    std::vector<std::string>{bad});
     }

@@ -11,7 +11,8 @@ namespace {
 void apply_mask(char* data, std::size_t n, std::uint32_t key, std::size_t offset = 0) noexcept {
     unsigned char k[4] = {static_cast<unsigned char>(key >> 24), static_cast<unsigned char>(key >> 16),
                           static_cast<unsigned char>(key >> 8), static_cast<unsigned char>(key)};
-    for (std::size_t i = 0; i < n; ++i) data[i] = static_cast<char>(static_cast<unsigned char>(data[i]) ^ k[(i + offset) & 3]);
+    for (std::size_t i = 0; i < n; ++i)
+        data[i] = static_cast<char>(static_cast<unsigned char>(data[i]) ^ k[(i + offset) & 3]);
 }
 
 bool is_control(unsigned op) noexcept { return op >= 8; }
@@ -72,7 +73,8 @@ void append_frame(std::string& out, opcode op, std::string_view payload, bool ma
         out.push_back(static_cast<char>(n & 0xff));
     } else {
         out.push_back(static_cast<char>(mask_bit | 127));
-        for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((std::uint64_t{n} >> shift) & 0xff));
+        for (int shift = 56; shift >= 0; shift -= 8)
+            out.push_back(static_cast<char>((std::uint64_t{n} >> shift) & 0xff));
     }
     if (!masked) {
         out.append(payload);
@@ -94,7 +96,8 @@ void append_text_frames(std::string& out, std::string_view batch, bool masked) {
     while (pos < batch.size()) {
         auto end = batch.find('\n', pos);
         if (end == std::string_view::npos) end = batch.size();
-        if (end > pos) append_frame(out, opcode::text, batch.substr(pos, end - pos), masked, masked ? random_mask_key() : 0);
+        if (end > pos)
+            append_frame(out, opcode::text, batch.substr(pos, end - pos), masked, masked ? random_mask_key() : 0);
         pos = end + 1;
     }
 }
@@ -103,11 +106,18 @@ frame_reader::frame_reader(bool peer_masks, std::size_t max_message_size)
     : peer_masks_(peer_masks), max_message_size_(max_message_size) {}
 
 char* frame_reader::prepare(std::size_t n) {
-    if (buffer_.size() < size_ + n) buffer_.resize(std::max(size_ + n, buffer_.size() * 2));
-    return buffer_.data() + size_;
+    if (capacity_ < size_ + n) {
+        const std::size_t grown = std::max(size_ + n, capacity_ * 2);
+        auto bigger = std::make_unique_for_overwrite<char[]>(grown);
+        if (size_ > 0) std::memcpy(bigger.get(), buffer_.get(), size_);
+        buffer_ = std::move(bigger);
+        capacity_ = grown;
+    }
+    return buffer_.get() + size_;
 }
 
 void frame_reader::append(std::string_view bytes) {
+    if (bytes.empty()) return;
     std::memcpy(prepare(bytes.size()), bytes.data(), bytes.size());
     commit(bytes.size());
 }
@@ -115,9 +125,14 @@ void frame_reader::append(std::string_view bytes) {
 void frame_reader::release() noexcept {
     whole_.clear();
     if (consumed_ == 0) return;
-    std::memmove(buffer_.data(), buffer_.data() + consumed_, size_ - consumed_);
+    std::memmove(buffer_.get(), buffer_.get() + consumed_, size_ - consumed_);
     size_ -= consumed_;
     consumed_ = 0;
+    // A buffer that grew for a large message gives its memory back once it is drained.
+    if (size_ == 0 && capacity_ > 256 * 1024) {
+        buffer_.reset();
+        capacity_ = 0;
+    }
 }
 
 read_status frame_reader::parse(std::vector<std::string_view>& messages, std::vector<control_frame>& controls) {
@@ -127,7 +142,7 @@ read_status frame_reader::parse(std::vector<std::string_view>& messages, std::ve
         return why;
     };
     for (;;) {
-        const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + consumed_);
+        const auto* p = reinterpret_cast<const unsigned char*>(buffer_.get() + consumed_);
         const std::size_t avail = size_ - consumed_;
         if (avail < 2) return read_status::more;
         const bool fin = p[0] & 0x80;
@@ -162,7 +177,7 @@ read_status frame_reader::parse(std::vector<std::string_view>& messages, std::ve
             header += 4;
         }
         if (avail - header < length) return read_status::more;
-        char* payload = buffer_.data() + consumed_ + header;
+        char* payload = buffer_.get() + consumed_ + header;
         const auto n = static_cast<std::size_t>(length);
         if (masked) apply_mask(payload, n, key);
         consumed_ += header + n;

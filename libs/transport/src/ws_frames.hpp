@@ -9,7 +9,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -66,13 +67,16 @@ public:
 private:
     bool peer_masks_;
     std::size_t max_message_size_;
-    std::string buffer_;          // received bytes; [0, consumed_) parsed, [consumed_, size_) not yet
-    std::size_t size_ = 0;        // bytes of buffer_ in use
-    std::size_t consumed_ = 0;    // parsed
-    std::string fragments_;       // the message being received in fragments
-    bool in_message_ = false;     // a fragmented message has started
-    bool text_ = false;           // ... and it is a text message
-    std::deque<std::string> whole_;  // fragmented messages completed since the last release()
+    // Received bytes: [0, consumed_) parsed, [consumed_, size_) not yet. Allocated without being
+    // written, so that an idle connection keeps only the pages its reads touched.
+    std::unique_ptr<char[]> buffer_;
+    std::size_t capacity_ = 0;
+    std::size_t size_ = 0;                   // bytes of buffer_ in use
+    std::size_t consumed_ = 0;               // parsed
+    std::string fragments_;                  // the message being received in fragments
+    bool in_message_ = false;                // a fragmented message has started
+    bool text_ = false;                      // ... and it is a text message
+    std::list<std::string> whole_;           // fragmented messages completed since the last release()
     read_status ended_ = read_status::more;  // closed, bad_frame or too_large once one was met
 };
 
