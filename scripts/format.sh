@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Formats the C++ sources with clang-format and the repository's .clang-format.
-#   scripts/format.sh           rewrite every tracked .cpp/.hpp in place
+#   scripts/format.sh           rewrite every .cpp/.hpp git knows of (tracked or not ignored) in place
 #   scripts/format.sh --check   change nothing; list the files that differ and exit 1 if any
 # (CTest runs the check as lint.format.)
 set -euo pipefail
@@ -13,7 +13,8 @@ case "${1:-}" in
   *) echo "format: unknown option $1 (see --help)" >&2; exit 2 ;;
 esac
 command -v clang-format >/dev/null || { echo "format: clang-format is missing (bash scripts/deps.sh test installs it)" >&2; exit 2; }
-mapfile -t files < <(git ls-files -- '*.cpp' '*.hpp' | grep -v '/node_modules/')
+# Files not added yet count too: a new file is formatted before its first commit.
+mapfile -t files < <(git ls-files --cached --others --exclude-standard -- '*.cpp' '*.hpp' | grep -v '/node_modules/')
 if ((check)); then
   bad=()
   for f in "${files[@]}"; do

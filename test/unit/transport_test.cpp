@@ -1,3 +1,4 @@
+#include <lmx/transport/batched_writer.hpp>
 #include <lmx/transport/connection.hpp>
 #include <lmx/transport/endpoint.hpp>
 #include <lmx/transport/error.hpp>
@@ -616,6 +617,110 @@ BOOST_DATA_TEST_CASE(write_now_then_write_delivers_every_message, data::make(all
             server.listener->close();
         },
         60s);
+}
+
+// writer.run() in a coroutine of its own, and what came of it.
+struct writer_run {
+    error_code error = asio::error::would_block;  // until it returns
+    bool ended = false;
+    std::size_t writes = 0;
+};
+
+void start_run(lt::executor ex, lt::batched_writer& writer, writer_run& r) {
+    asio::co_spawn(
+        ex,
+        [&writer, &r]() -> asio::awaitable<void> {
+            r.error = co_await writer.run([&r] { ++r.writes; });
+            r.ended = true;
+        },
+        asio::detached);
+}
+
+// The writer shared by broker sessions and clients: flush() sends what the kernel takes, run()
+// the rest; what is appended while a write is under way goes in the next write, in order; finish()
+// ends run() once all of it is out, with `written` called after each write.
+BOOST_DATA_TEST_CASE(batched_writer_sends_everything_in_order, data::make(all_schemes), scheme) {
+    asio::io_context io;
+    test_server server;
+    run_async(
+        io,
+        [&](lt::executor ex) -> asio::awaitable<void> {
+            start_echo_server(server, ex, url_for(scheme));
+            auto conn = co_await must_connect(ex, server.endpoint());
+            std::string outbox;
+            lt::batched_writer writer(*conn, outbox);
+            std::vector<std::string> sent;
+            const auto append = [&](std::size_t bytes) {
+                for (const auto until = outbox.size() + bytes; outbox.size() < until;) {
+                    sent.push_back(make_message(sent.size(), 3000 + sent.size() % 5000));
+                    outbox += sent.back();
+                    outbox += '\n';
+                }
+            };
+            // More than socket buffers hold both ways while nothing reads the echoes: the write
+            // run() makes of it cannot end before the reading below.
+            append(48u << 20);
+            writer.flush();  // some now; the rest waits for run()
+            BOOST_TEST(!outbox.empty(), "48 MiB went out at once");
+            writer_run run;
+            start_run(ex, writer, run);
+            const bool taken = co_await wait_until([&] { return outbox.empty(); });
+            BOOST_REQUIRE(taken);  // run() is writing it
+            append(4u << 20);
+            writer.flush();  // a write is under way: nothing goes out here
+            BOOST_TEST(outbox.size() >= (4u << 20));
+            writer.finish();
+            const auto got = co_await read_messages(*conn, sent.size());
+            BOOST_TEST((got == sent));
+            const bool ended = co_await wait_until([&] { return run.ended; });
+            BOOST_REQUIRE(ended);
+            BOOST_TEST(!run.error, run.error.message());
+            BOOST_TEST(run.writes >= 2u);
+            BOOST_TEST(writer.queued() == 0u);
+            conn->close();
+            server.listener->close();
+        },
+        60s);
+}
+
+// A failed write empties the outbox (nothing after a lost message may go out) and ends run()
+// with the error; an abandoned writer leaves the outbox alone, as it may be the next connection's.
+BOOST_DATA_TEST_CASE(batched_writer_stops_on_error_or_when_abandoned, data::make(all_schemes), scheme) {
+    asio::io_context io;
+    test_server server;
+    run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
+        start_echo_server(server, ex, url_for(scheme));
+        {
+            auto conn = co_await must_connect(ex, server.endpoint());
+            std::string outbox;
+            lt::batched_writer writer(*conn, outbox);
+            conn->close();
+            outbox = make_message(1) + "\n";
+            writer_run run;
+            start_run(ex, writer, run);
+            const bool ended = co_await wait_until([&] { return run.ended; });
+            BOOST_REQUIRE(ended);
+            BOOST_TEST(run.error.failed());
+            BOOST_TEST(outbox.empty());
+        }
+        {
+            auto conn = co_await must_connect(ex, server.endpoint());
+            std::string outbox;
+            lt::batched_writer writer(*conn, outbox);
+            writer_run run;
+            start_run(ex, writer, run);
+            co_await sleep_for(1ms);  // parked
+            writer.abandon();
+            outbox = make_message(2) + "\n";  // the next connection's
+            const bool ended = co_await wait_until([&] { return run.ended; });
+            BOOST_REQUIRE(ended);
+            BOOST_TEST(run.error == asio::error::operation_aborted);
+            BOOST_TEST(run.writes == 0u);
+            BOOST_TEST(outbox == make_message(2) + "\n");
+            conn->close();
+        }
+        server.listener->close();
+    });
 }
 
 // The server side of the same, read by Beast's WebSocket client: a frame that write_now() began

@@ -75,6 +75,29 @@ BOOST_AUTO_TEST_CASE(client_frames_are_masked_with_a_new_key_each) {
     BOOST_TEST(b == header(0x81, 4) + "same");
 }
 
+// A limit stops framing after the line that reaches it; every line, empty ones too, is accounted
+// for with where its frame and its line end, so a caller can tell how much of the batch went out.
+BOOST_AUTO_TEST_CASE(framing_stops_at_a_limit_and_tells_where_each_line_ended) {
+    const std::string batch =
+        std::string(100, 'a') + "\n\n" + std::string(100, 'b') + "\n" + std::string(100, 'c') + "\n";
+    std::string wire;
+    std::vector<ws::framed_line> lines;
+    const std::size_t framed = ws::append_text_frames(wire, batch, false, 150, &lines);
+    BOOST_TEST(framed == 203u);  // "a...\n", "\n", "b...\n": the third line passes 150 bytes
+    BOOST_REQUIRE_EQUAL(lines.size(), 3u);
+    BOOST_TEST(lines[0].wire_end == 102u);
+    BOOST_TEST(lines[1].wire_end == 102u);  // the empty line has no frame
+    BOOST_TEST(lines[1].batch_end == 102u);
+    BOOST_TEST(lines[2].wire_end == wire.size());
+    BOOST_TEST(lines[2].batch_end == framed);
+    const auto got = read_all(wire, false, 0);
+    BOOST_TEST((got.messages == std::vector<std::string>{std::string(100, 'a'), std::string(100, 'b')}));
+    // Without a limit, everything; a batch whose last line has no '\n' is framed to its end.
+    std::string all;
+    BOOST_TEST(ws::append_text_frames(all, "x\ny", false) == 3u);
+    BOOST_TEST((read_all(all, false, 0).messages == std::vector<std::string>{"x", "y"}));
+}
+
 // Fragments join into one message, with control frames between them answered on their own.
 BOOST_AUTO_TEST_CASE(fragments_join_and_pings_between_them_are_kept) {
     std::string wire = header(0x01, 3) + "abc";  // text, not final

@@ -2,6 +2,7 @@
 #include <lmx/core/failpoint.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/scoped_value.hpp>
+#include <lmx/transport/batched_writer.hpp>
 #include <lmx/transport/listener.hpp>
 #include <lmx/version.hpp>
 
@@ -45,23 +46,20 @@ constexpr std::string_view authenticate_first = "this broker requires authentica
 // sees of it.
 struct session : detail::client {
     std::unique_ptr<transport::connection> conn;
-    std::string peer;                // per-peer connection count key (connection::peer)
-    std::string outbox;              // frames waiting for the writer
-    std::string sending;             // frames being written
-    std::size_t counted = 0;         // outbox + sending bytes counted in broker::impl::outbox_bytes
-    bool gone = false;               // ended: its bytes no longer count
-    steady::time_point last_read{};  // when its last bytes arrived (--idle-timeout)
-    asio::steady_timer wake;
+    std::string outbox;                // replies of this turn, and those waiting for the writer
+    transport::batched_writer out;     // sends the outbox
+    std::string peer;                  // per-peer connection count key (connection::peer)
+    std::size_t counted = 0;           // queued bytes counted in broker::impl::outbox_bytes
+    bool gone = false;                 // ended: its bytes no longer count
+    steady::time_point last_read{};    // when its last bytes arrived (--idle-timeout)
     asio::steady_timer auth_deadline;  // armed while auth is on and no token was shown
-    bool writer_idle = false;
     bool closing = false;
     bool dirty = false;  // listed in broker::impl::dirty
     std::string token;   // the token it authenticated with, checked again on reload
 
-    // Its role is none (not yet authenticated) until authenticate_at_accept decides.
-    session(asio::any_io_executor ex) : wake(ex, steady::time_point::max()), auth_deadline(ex) {
-        role = detail::role::none;
-    }
+    // Its role stays none (not yet authenticated) until authenticate_at_accept decides.
+    explicit session(std::unique_ptr<transport::connection> c)
+        : conn(std::move(c)), out(*conn, outbox), auth_deadline(conn->get_executor()) {}
 };
 
 // 128 random bits as hex: new at every start, so clients can tell a restarted broker.
@@ -238,16 +236,12 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         for (session* s : dirty) {
             s->dirty = false;
             cut_off_if_not_reading(*s);
-            if (!s->writer_idle || s->outbox.empty()) continue;
+            if (s->outbox.empty()) continue;
             if (LMX_FAILPOINT("session.write").error()) {
                 drop_on_write_error(*s);
                 continue;
             }
-            s->outbox.erase(0, s->conn->write_now(s->outbox));
-            if (!s->outbox.empty())
-                s->wake.cancel();
-            else
-                trim(s->outbox);
+            s->out.flush();
             count(*s);
         }
         dirty.clear();
@@ -257,7 +251,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
 
     void count(session& s) {
         if (s.gone) return;
-        const std::size_t now = s.outbox.size() + s.sending.size();
+        const std::size_t now = s.out.queued();
         outbox_bytes += now;
         outbox_bytes -= s.counted;
         s.counted = now;
@@ -277,12 +271,6 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
                     "); disconnecting it");
             cut_off(*worst);
         }
-    }
-
-    // A buffer that once held a burst of replies gives its memory back once it is empty, so that
-    // what the bound counts (bytes queued) is what the broker holds.
-    static void trim(std::string& buffer) {
-        if (buffer.empty() && buffer.capacity() > 256 * 1024) std::string().swap(buffer);
     }
 
     void cut_off(session& s) {
@@ -376,12 +364,11 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
             return conn->close();
         }
         ++from_peer;
-        auto s = std::make_shared<session>(ex);
+        auto s = std::make_shared<session>(std::move(conn));
         s->id = next_session++;
         s->peer = std::move(peer);
-        s->remote = conn->remote_address();
+        s->remote = s->conn->remote_address();
         s->last_read = steady::now();
-        s->conn = std::move(conn);
         sessions.emplace(s->id, s);
         ++connections_total;
         announce_connections();
@@ -437,7 +424,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         count(s);
         s.closing = true;
         // Straight to the writer, which closes the connection once the answer is out.
-        if (s.writer_idle) s.wake.cancel();
+        s.out.finish();
     }
 
     asio::awaitable<void> close_unless_authenticated(std::shared_ptr<impl> /*keeps the broker alive*/,
@@ -582,27 +569,10 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         return {};
     }
 
+    // Sends what flush() could not; after finish() (closing), closes the connection once the
+    // last reply is out.
     asio::awaitable<void> writer(std::shared_ptr<session> s) {
-        for (;;) {
-            if (s->outbox.empty()) {
-                if (s->closing) break;
-                s->writer_idle = true;
-                co_await s->wake.async_wait(use_tuple);
-                s->writer_idle = false;
-                continue;
-            }
-            std::swap(s->outbox, s->sending);
-            boost::system::error_code ec;
-            if (LMX_FAILPOINT("session.write").error())
-                ec = asio::error::broken_pipe;
-            else
-                ec = co_await s->conn->write(s->sending);
-            s->sending.clear();
-            trim(s->sending);
-            if (ec) std::string().swap(s->outbox);
-            count(*s);
-            if (ec) break;
-        }
+        co_await s->out.run([this, raw = s.get()] { count(*raw); });
         s->conn->close();
     }
 
@@ -616,7 +586,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         outbox_bytes -= s.counted;
         s.counted = 0;
         s.gone = true;
-        if (s.writer_idle) s.wake.cancel();
+        s.out.finish();
         announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s.id) + " closed");
     }
@@ -842,7 +812,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         for (auto& [id, s] : all) {
             s->closing = true;
             s->conn->close();
-            if (s->writer_idle) s->wake.cancel();
+            s->out.finish();
         }
         deadline_timer.cancel();
     }

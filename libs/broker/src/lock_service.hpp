@@ -28,9 +28,9 @@ namespace lmx::detail {
 // from it) and tells the service when it ends.
 struct client {
     core::session_id id = 0;
-    detail::role role = detail::role::admin;
-    std::string remote;       // for log lines
-    bool live_mutex = false;  // announced itself with a live-mutex `version` message
+    detail::role role = detail::role::none;  // none until the sessions part authenticates it
+    std::string remote;                      // for log lines
+    bool live_mutex = false;                 // announced itself with a live-mutex `version` message
     bool watching = false;
     std::unordered_set<std::string> watch_keys;  // empty: every key
 };

@@ -5,6 +5,7 @@
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/replies.hpp>
 #include <lmx/core/scoped_value.hpp>
+#include <lmx/transport/batched_writer.hpp>
 #include <lmx/transport/connection.hpp>
 #include <lmx/version.hpp>
 
@@ -178,16 +179,8 @@ public:
 
     // The session appends requests to its outbox; they go out together at the end of the
     // reader's turn (requests made by operations the replies completed), or from one queued
-    // flush for requests made elsewhere. A flush hands the kernel what it takes at once; the
-    // rest goes to the connection's writer, which writes asynchronously and then takes whatever
-    // queued meanwhile.
-    struct writer_state {
-        asio::steady_timer timer;  // parked (never expires); cancel() wakes the writer
-        std::string sending;
-        bool busy = false;  // `sending` is being written
-        explicit writer_state(asio::any_io_executor ex) : timer(ex, steady::time_point::max()) {}
-    };
-    std::shared_ptr<writer_state> writer_;
+    // flush for requests made elsewhere. One writer per connection, abandoned with it.
+    std::shared_ptr<transport::batched_writer> writer_;
     bool in_reader_turn_ = false;
     bool flush_queued_ = false;
 
@@ -484,38 +477,13 @@ public:
     }
 
     void flush() {
-        std::string& outbox = ses_.outbox();
-        if (!conn_ || !writer_ || outbox.empty() || writer_->busy) return;
-        const std::size_t taken = conn_->write_now(outbox);
-        if (taken == outbox.size()) {
-            outbox.clear();
-            return;
-        }
-        writer_->sending.assign(outbox, taken);
-        outbox.clear();
-        writer_->busy = true;
-        writer_->timer.cancel();
+        if (writer_) writer_->flush();
     }
 
-    asio::awaitable<void> writer(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c,
-                                 std::shared_ptr<writer_state> w, std::uint64_t gen) {
-        while (gen == generation_) {
-            if (!w->busy) {
-                co_await w->timer.async_wait(use_tuple);
-                continue;
-            }
-            const error_code ec = co_await c->write(w->sending);
-            w->sending.clear();
-            if (ec) {
-                drop_connection(gen, make_error_code(errc::connection_lost));
-                break;
-            }
-            if (gen != generation_) break;
-            if (ses_.outbox().empty())
-                w->busy = false;
-            else
-                std::swap(w->sending, ses_.outbox());  // what queued during the write goes next
-        }
+    asio::awaitable<void> writer(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> /*for w*/,
+                                 std::shared_ptr<transport::batched_writer> w, std::uint64_t gen) {
+        const error_code ec = co_await w->run();
+        if (ec) drop_connection(gen, make_error_code(errc::connection_lost));
     }
 
     asio::awaitable<void> reader(std::shared_ptr<client_impl>, std::shared_ptr<transport::connection> c,
@@ -647,7 +615,7 @@ public:
         conn_ = std::shared_ptr<transport::connection>(std::move(c));
         ++generation_;
         ses_.on_transport_up();
-        writer_ = std::make_shared<writer_state>(strand_);
+        writer_ = std::make_shared<transport::batched_writer>(*conn_, ses_.outbox());
         auto self = shared_from_this();
         const auto gen = generation_;
         asio::co_spawn(strand_, reader(self, conn_, gen), [self, gen](std::exception_ptr e) {
@@ -719,7 +687,7 @@ public:
         ++generation_;
         conn_->close();
         conn_.reset();
-        if (writer_) writer_->timer.cancel();
+        if (writer_) writer_->abandon();
         writer_.reset();
         // While connecting, the connector decides the state once its attempt has ended; moving
         // it here would let a second attempt start beside the first.

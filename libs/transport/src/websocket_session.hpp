@@ -176,25 +176,19 @@ public:
                 if (ec) return 0;
                 non_blocking_ = true;
             }
+            std::size_t framed = 0;
             try {
                 now_.clear();
-                now_frames_.clear();
-                std::size_t pos = 0;
-                while (pos < batch.size()) {
-                    auto end = batch.find('\n', pos);
-                    if (end == std::string_view::npos) end = batch.size();
-                    const std::uint32_t key = client_ ? random_mask_key() : 0;
-                    if (end > pos) append_frame(now_, opcode::text, batch.substr(pos, end - pos), client_, key);
-                    pos = std::min(end + 1, batch.size());
-                    now_frames_.push_back({now_.size(), pos, key});
-                }
+                now_lines_.clear();
+                // Not much more than a socket buffer takes: what is left is framed by write().
+                framed = append_text_frames(now_, batch, client_, write_now_frames, &now_lines_);
             } catch (...) {
                 return 0;
             }
             const std::size_t sent = socket.write_some(asio::buffer(now_), ec);
             if (ec || sent == 0) return 0;
             std::size_t frame_start = 0, batch_start = 0;
-            for (const auto& f : now_frames_) {
+            for (const auto& f : now_lines_) {
                 if (sent < f.wire_end) {
                     partial_sent_ = sent - frame_start;  // 0 when this frame has not started
                     partial_mask_ = f.key;
@@ -203,7 +197,7 @@ public:
                 frame_start = f.wire_end;
                 batch_start = f.batch_end;
             }
-            return batch.size();
+            return framed;
         }
     }
 
@@ -250,13 +244,9 @@ private:
     bool control_writing_ = false;
     bool non_blocking_ = false;
     // write_now(): the frames it built, and how much of the first frame not wholly sent went out.
-    struct frame_end {
-        std::size_t wire_end;   // in now_
-        std::size_t batch_end;  // in the batch, after the message's '\n'
-        std::uint32_t key;
-    };
+    static constexpr std::size_t write_now_frames = 1 << 20;
     std::string now_;
-    std::vector<frame_end> now_frames_;
+    std::vector<framed_line> now_lines_;
     std::size_t partial_sent_ = 0;
     std::uint32_t partial_mask_ = 0;
     asio::steady_timer gate_;  // a write waits here while read() sends a control frame

@@ -91,15 +91,18 @@ std::uint32_t random_mask_key() {
     return static_cast<std::uint32_t>(generator());
 }
 
-void append_text_frames(std::string& out, std::string_view batch, bool masked) {
+std::size_t append_text_frames(std::string& out, std::string_view batch, bool masked, std::size_t limit,
+                               std::vector<framed_line>* lines) {
     std::size_t pos = 0;
-    while (pos < batch.size()) {
+    while (pos < batch.size() && out.size() < limit) {
         auto end = batch.find('\n', pos);
         if (end == std::string_view::npos) end = batch.size();
-        if (end > pos)
-            append_frame(out, opcode::text, batch.substr(pos, end - pos), masked, masked ? random_mask_key() : 0);
-        pos = end + 1;
+        const std::uint32_t key = masked ? random_mask_key() : 0;
+        if (end > pos) append_frame(out, opcode::text, batch.substr(pos, end - pos), masked, key);
+        pos = std::min(end + 1, batch.size());
+        if (lines) lines->push_back({out.size(), pos, key});
     }
+    return pos;
 }
 
 frame_reader::frame_reader(bool peer_masks, std::size_t max_message_size)

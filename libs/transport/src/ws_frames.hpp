@@ -24,9 +24,20 @@ enum class opcode : std::uint8_t { continuation = 0, text = 1, binary = 2, close
 void append_frame(std::string& out, opcode op, std::string_view payload, bool masked = false,
                   std::uint32_t mask_key = 0);
 
+// Where append_text_frames() put one line of the batch: its frame ends at `wire_end` in `out`,
+// the line at `batch_end` in the batch (after its '\n'), and `key` masked it. An empty line gets
+// an entry too, with no frame.
+struct framed_line {
+    std::size_t wire_end;
+    std::size_t batch_end;
+    std::uint32_t key;
+};
+
 // Appends a text frame for every '\n'-terminated line of `batch` (empty lines are skipped), each
-// with a new random masking key when `masked`.
-void append_text_frames(std::string& out, std::string_view batch, bool masked);
+// with a new random masking key when `masked`. Stops after the line that brings `out` to `limit`
+// bytes or more; returns how much of `batch` it framed. `lines`, when given, gets an entry per line.
+std::size_t append_text_frames(std::string& out, std::string_view batch, bool masked,
+                               std::size_t limit = std::string::npos, std::vector<framed_line>* lines = nullptr);
 
 // An unpredictable masking key (RFC 6455 10.3).
 std::uint32_t random_mask_key();
