@@ -12,8 +12,11 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace bdata = boost::unit_test::data;
 namespace fs = std::filesystem;
@@ -213,6 +216,7 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
                                "--handshake-timeout",
                                "--tcp-keepalive",
                                "--idle-timeout",
+                               "--busy-poll",
                                "--key-max",
                                "--max-list",
                                "--unix-mode",
@@ -233,6 +237,42 @@ BOOST_AUTO_TEST_CASE(help_lists_every_option) {
     BOOST_TEST(version.output.find("lmx ") != std::string::npos, version.output);
     auto bad = run_lmx({"broker", "--no-such-option"});
     BOOST_TEST(bad.status == 2, bad.output);
+}
+
+// CPU time of a process so far, in clock ticks (utime + stime of /proc/<pid>/stat).
+long cpu_ticks(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // after "pid (comm) "
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {
+        if (i == 14) utime = std::stol(field);
+        if (i == 15) stime = std::stol(field);
+    }
+    return utime + stime;
+}
+
+// --busy-poll serves as the plain loop does, stops on SIGTERM, and once the requests stop it
+// sleeps: an idle broker costs no CPU, however long the window.
+BOOST_AUTO_TEST_CASE(busy_poll_serves_and_sleeps_when_idle) {
+    checked_broker b({.tcp = false, .websocket = false, .extra_args = {"--busy-poll", "10000"}});
+    wire_client c(b.unix_url);
+    for (int i = 0; i < 500; ++i) {
+        const auto id = "bp-" + std::to_string(i);
+        BOOST_REQUIRE(flag(acquire(c, id, "busy"), "acquired"));
+        BOOST_REQUIRE(flag(release(c, id, "busy"), "unlocked"));
+    }
+    std::this_thread::sleep_for(100ms);  // past the window: asleep in epoll_wait
+    const long before = cpu_ticks(b.pid());
+    std::this_thread::sleep_for(1s);
+    const long spent = cpu_ticks(b.pid()) - before;
+    const long per_second = ::sysconf(_SC_CLK_TCK);
+    BOOST_TEST(spent * 10 < per_second, spent << " ticks of CPU in one idle second (" << per_second << " per second)");
+    BOOST_TEST(alive(c));
+    auto bad = run_lmx({"broker", "--busy-poll", "20000"});
+    BOOST_TEST(bad.status == 2, bad.output);
+    BOOST_TEST(bad.output.find("--busy-poll") != std::string::npos, bad.output);
 }
 
 BOOST_AUTO_TEST_CASE(max_connections_refuses_the_third) {
