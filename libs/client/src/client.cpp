@@ -181,6 +181,7 @@ public:
     // reader's turn (requests made by operations the replies completed), or from one queued
     // flush for requests made elsewhere. One writer per connection, abandoned with it.
     std::shared_ptr<transport::batched_writer> writer_;
+    static constexpr std::size_t early_flush = 8;  // replies routed between flushes in one read turn
     bool in_reader_turn_ = false;
     bool flush_queued_ = false;
 
@@ -495,12 +496,15 @@ public:
             if (gen != generation_) co_return;
             last_rx_ = steady::now();
             {
-                // Operations the replies complete resume here, and what they send goes out in
-                // the one flush below.
+                // Operations the replies complete resume here, and what they send goes out in the
+                // flush below, and every `early_flush` replies before it: the broker then serves
+                // those while the rest are routed, instead of the two taking turns.
                 const core::scoped_value turn(in_reader_turn_, true);
+                std::size_t routed = 0;
                 for (auto frame : batch) {
                     route(frame);
                     if (gen != generation_) co_return;
+                    if (++routed % early_flush == 0) flush();
                 }
             }
             flush();
