@@ -493,7 +493,8 @@ function writeOutputs(med, targets, durationS) {
   L.push('<!-- compare:begin (written by bench/compare/compare.mjs; edits here are overwritten) -->');
   L.push('## lmx against live-mutex and the transport floor (`bench/compare`)', '');
   L.push('Lock cycles (acquire, then an immediate confirmed release) against real broker processes: the lmx');
-  L.push('broker with the lmx C++ client (`lmx-bench`), the lmx broker with the unmodified npm');
+  L.push('broker with the lmx C++ client (`lmx-bench`), once with its defaults and once with');
+  L.push('`--busy-poll 50` (tcp and unix), the lmx broker with the unmodified npm');
   L.push(`\`live-mutex@${M.liveMutex}\` client, live-mutex's own broker with that client, and the floor: a`);
   L.push('plain-socket echo (`lmx-floor`) of 100-byte messages between two processes, one in flight');
   L.push('(ping-pong) and 20 in flight (pipelined). Each W1 cycle needs one round trip, so the ping-pong');
