@@ -85,6 +85,15 @@ inline asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
     co_await t.async_wait(asio::use_awaitable);
 }
 
+// Waits until `ready()` holds, checking every millisecond for up to `limit`; returns whether it
+// did. Takes [&] lambdas (g++ 12 destroys a lambda temporary in a co_await expression twice).
+template <class Ready>
+asio::awaitable<bool> until(Ready ready, std::chrono::milliseconds limit = 3s) {
+    const auto deadline = steady::now() + limit;
+    while (!ready() && steady::now() < deadline) co_await sleep_for(std::chrono::milliseconds(1));
+    co_return ready();
+}
+
 // Polls `info(key)` until `pred` holds; returns the last info (check it with BOOST_TEST).
 inline asio::awaitable<lock_info> poll_info(client& c, std::string key, std::function<bool(const lock_info&)> pred,
                                             std::chrono::milliseconds wait = 3s) {
