@@ -585,9 +585,10 @@ function chart(med) {
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(v)}" y2="${y(v)}" stroke="${color}" stroke-dasharray="6 4" stroke-width="1.5"/>`,
       `<text x="${W - right - 4}" y="${y(v) - 4}" text-anchor="end" fill="${color}">${label} ${fmt(v)}/ms</text>`);
   });
+  // Two labels to a row: four long ones do not fit side by side.
   series.forEach((s, i) => {
-    const x = left + i * 240;
-    out.push(`<rect x="${x}" y="${H - 30}" width="12" height="12" fill="${s.color}"/>`, `<text x="${x + 16}" y="${H - 20}">${s.label}</text>`);
+    const x = left + (i % 2) * 340, yy = H - 40 + Math.floor(i / 2) * 18;
+    out.push(`<rect x="${x}" y="${yy}" width="12" height="12" fill="${s.color}"/>`, `<text x="${x + 16}" y="${yy + 10}">${s.label}</text>`);
   });
   out.push('</svg>');
   return out.join('\n') + '\n';
