@@ -233,7 +233,36 @@ std::string make_message(std::size_t i, std::size_t size = 0) {
     return m;
 }
 
+// Appends messages to `batch`, each with its '\n', until it has grown by `bytes`, and records them
+// in `sent`: the n-th of `sent` is make_message(n, base + n % spread) long.
+void append_messages(std::string& batch, std::vector<std::string>& sent, std::size_t bytes, std::size_t base,
+                     std::size_t spread) {
+    for (const auto until = batch.size() + bytes; batch.size() < until;) {
+        sent.push_back(make_message(sent.size(), base + sent.size() % spread));
+        batch += sent.back();
+        batch += '\n';
+    }
+}
+
 const std::vector<std::string> all_schemes{"tcp", "unix", "ws"};
+
+// Runs `body(ex, conn)` on a connection to an echo server over `scheme`, then closes both ends.
+// `body` is a [&] coroutine lambda (see wait_until).
+template <class Body>
+void with_echo_connection(const std::string& scheme, Body body, std::chrono::steady_clock::duration limit = 20s) {
+    asio::io_context io;
+    test_server server;
+    run_async(
+        io,
+        [&](lt::executor ex) -> asio::awaitable<void> {
+            start_echo_server(server, ex, url_for(scheme));
+            auto conn = co_await must_connect(ex, server.endpoint());
+            co_await body(ex, *conn);
+            conn->close();
+            server.listener->close();
+        },
+        limit);
+}
 
 // A raw HTTP exchange on a plain TCP socket, as a browser or curl would do it.
 asio::awaitable<http::response<http::string_body>> http_exchange(asio::ip::tcp::socket& socket,
@@ -591,30 +620,20 @@ BOOST_DATA_TEST_CASE(echo_many_messages_in_one_batch, data::make(all_schemes), s
 // more than the socket buffers hold, the kernel takes part of the batch (WebSocket: maybe part of a
 // frame, which the following write() finishes): every message still arrives whole and in order.
 BOOST_DATA_TEST_CASE(write_now_then_write_delivers_every_message, data::make(all_schemes), scheme) {
-    asio::io_context io;
-    test_server server;
-    run_async(
-        io,
-        [&](lt::executor ex) -> asio::awaitable<void> {
-            start_echo_server(server, ex, url_for(scheme));
-            auto conn = co_await must_connect(ex, server.endpoint());
+    with_echo_connection(
+        scheme,
+        [&](lt::executor, lt::connection& conn) -> asio::awaitable<void> {
             std::vector<std::string> sent;
             std::string batch;
-            for (std::size_t i = 0; batch.size() < (24u << 20); ++i) {
-                sent.push_back(make_message(i, 5000 + i % 3000));
-                batch += sent.back();
-                batch += '\n';
-            }
-            const std::size_t taken = conn->write_now(batch);
+            append_messages(batch, sent, 24u << 20, 5000, 3000);
+            const std::size_t taken = conn.write_now(batch);
             BOOST_TEST(taken > 0u);
             BOOST_TEST(taken < batch.size());
             // NDJSON counts bytes; WebSocket counts whole messages (a frame it began is finished by write()).
             if (scheme == "ws") BOOST_TEST(batch[taken - 1] == '\n', "only whole messages count as taken");
-            const auto got = co_await exchange(*conn, std::string_view(batch).substr(taken), sent.size());
+            const auto got = co_await exchange(conn, std::string_view(batch).substr(taken), sent.size());
             BOOST_TEST(got.size() == sent.size());
             BOOST_TEST((got == sent));
-            conn->close();
-            server.listener->close();
         },
         60s);
 }
@@ -640,45 +659,32 @@ void start_run(lt::executor ex, lt::batched_writer& writer, writer_run& r) {
 // the rest; what is appended while a write is under way goes in the next write, in order; finish()
 // ends run() once all of it is out, with `written` called after each write.
 BOOST_DATA_TEST_CASE(batched_writer_sends_everything_in_order, data::make(all_schemes), scheme) {
-    asio::io_context io;
-    test_server server;
-    run_async(
-        io,
-        [&](lt::executor ex) -> asio::awaitable<void> {
-            start_echo_server(server, ex, url_for(scheme));
-            auto conn = co_await must_connect(ex, server.endpoint());
+    with_echo_connection(
+        scheme,
+        [&](lt::executor ex, lt::connection& conn) -> asio::awaitable<void> {
             std::string outbox;
-            lt::batched_writer writer(*conn, outbox);
+            lt::batched_writer writer(conn, outbox);
             std::vector<std::string> sent;
-            const auto append = [&](std::size_t bytes) {
-                for (const auto until = outbox.size() + bytes; outbox.size() < until;) {
-                    sent.push_back(make_message(sent.size(), 3000 + sent.size() % 5000));
-                    outbox += sent.back();
-                    outbox += '\n';
-                }
-            };
             // More than socket buffers hold both ways while nothing reads the echoes: the write
             // run() makes of it cannot end before the reading below.
-            append(48u << 20);
+            append_messages(outbox, sent, 48u << 20, 3000, 5000);
             writer.flush();  // some now; the rest waits for run()
             BOOST_TEST(!outbox.empty(), "48 MiB went out at once");
             writer_run run;
             start_run(ex, writer, run);
             const bool taken = co_await wait_until([&] { return outbox.empty(); });
             BOOST_REQUIRE(taken);  // run() is writing it
-            append(4u << 20);
+            append_messages(outbox, sent, 4u << 20, 3000, 5000);
             writer.flush();  // a write is under way: nothing goes out here
             BOOST_TEST(outbox.size() >= (4u << 20));
             writer.finish();
-            const auto got = co_await read_messages(*conn, sent.size());
+            const auto got = co_await read_messages(conn, sent.size());
             BOOST_TEST((got == sent));
             const bool ended = co_await wait_until([&] { return run.ended; });
             BOOST_REQUIRE(ended);
             BOOST_TEST(!run.error, run.error.message());
             BOOST_TEST(run.writes >= 2u);
             BOOST_TEST(writer.queued() == 0u);
-            conn->close();
-            server.listener->close();
         },
         60s);
 }
@@ -754,11 +760,7 @@ BOOST_AUTO_TEST_CASE(websocket_server_finishes_a_frame_write_now_began) {
             }
             std::vector<std::string> sent;
             std::string batch;
-            for (std::size_t i = 0; batch.size() < (24u << 20); ++i) {
-                sent.push_back(make_message(i, 7000 + i % 5000));
-                batch += sent.back();
-                batch += '\n';
-            }
+            append_messages(batch, sent, 24u << 20, 7000, 5000);
             const std::size_t taken = accepted->write_now(batch);
             BOOST_TEST(taken < batch.size());
             BOOST_TEST((taken == 0 || batch[taken - 1] == '\n'));
