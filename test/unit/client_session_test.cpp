@@ -309,6 +309,31 @@ BOOST_AUTO_TEST_CASE(a_release_before_expiry_succeeds_and_cancels_the_lease_even
     BOOST_TEST(sent().empty());
 }
 
+// The guard reports a hold lost from its lease's end on; a release or extend that comes before the
+// lease event has been handled must agree with it, not reach a broker that still counts the lease.
+BOOST_AUTO_TEST_CASE(a_release_or_extend_after_the_lease_ran_out_reports_the_loss_before_its_lease_event) {
+    for (const bool release : {true, false}) {
+        BOOST_TEST_CONTEXT("release " << release) {
+            auto h = held(release ? "r" : "e", 1000ms, false, t0);
+            h->released = release;  // claimed by the guard's release
+            // No on_time since the grant: the lease event (at 950 ms) has not come up.
+            const auto caller = release ? s.release_hold(h, request_timeout, at(960ms))
+                                        : s.extend_hold(h, 1000ms, request_timeout, at(950ms));
+            auto st = take();
+            BOOST_REQUIRE_EQUAL(st.done.size(), 1u);
+            BOOST_TEST(st.done[0].caller == caller);
+            BOOST_TEST(st.done[0].ec == errc::lock_lost);
+            BOOST_REQUIRE_EQUAL(st.ended.size(), 1u);
+            BOOST_TEST(st.ended[0].second == errc::lease_expired);
+            BOOST_TEST(h->lost);
+            BOOST_TEST(sent_one<req::unlock>().lock_id.value_or("") == h->id);  // still given back
+        }
+    }
+    s.on_time(at(2000ms));
+    BOOST_TEST(sent().empty());
+    BOOST_TEST(take().empty());
+}
+
 BOOST_AUTO_TEST_CASE(renewals_go_out_at_a_third_and_move_the_lease) {
     auto h = held("k", 3000ms, true, t0);
     BOOST_TEST((s.next_wake() == at(1000ms)));

@@ -175,8 +175,14 @@ void client_session::abandon(const request_op& o) {
 
 std::uint64_t client_session::release_hold(std::shared_ptr<hold> h, std::chrono::milliseconds timeout,
                                            steady::time_point now) {
-    end_hold(h, errc::released);
     auto o = open_request(request_op::kind::release_hold, timeout);
+    if (expire_if_due(h, now)) {
+        // The guard already reports the hold lost; its release must not say otherwise.
+        const auto caller = o->caller;
+        fail(std::move(o), make_error_code(errc::lock_lost), now);
+        return caller;
+    }
+    end_hold(h, errc::released);
     const core::request rq = h->multi ? core::request(req::release_many{o->uuid, h->id})
                                       : core::request(req::unlock{o->uuid, h->key, h->id, false});
     o->h = std::move(h);
@@ -188,7 +194,7 @@ std::uint64_t client_session::extend_hold(std::shared_ptr<hold> h, std::chrono::
     auto o = open_request(request_op::kind::extend_hold, timeout);
     const auto caller = o->caller;
     error_code early;
-    if (h->lost)
+    if (expire_if_due(h, now) || h->lost)
         early = make_error_code(errc::lock_lost);
     else if (h->released)
         early = make_error_code(errc::not_holder);
@@ -210,6 +216,15 @@ void client_session::give_back(const std::shared_ptr<hold>& h, errc why) {
         send_oneway(req::release_many{next_id(), h->id});
     else
         send_oneway(req::unlock{next_id(), h->key, h->id, false});
+}
+
+// A lease that ran out by `now` ends here even when its lease event has not come up yet: the
+// guard reports it lost from that moment on, so a release or extend must not succeed after it.
+bool client_session::expire_if_due(const std::shared_ptr<hold>& h, steady::time_point now) {
+    const auto e = h->expires.load();
+    if (h->ended.load() || e == no_deadline || steady::time_point(steady::duration(e)) > now) return false;
+    give_back(h, errc::lease_expired);
+    return true;
 }
 
 void client_session::end_hold(const std::shared_ptr<hold>& h, errc why) {

@@ -198,6 +198,7 @@ private:
     void recycle(request_ptr o);
     void abandon(const request_op& o);
     void give_back(const std::shared_ptr<hold>& h, errc why);
+    bool expire_if_due(const std::shared_ptr<hold>& h, steady::time_point now);
     std::shared_ptr<hold> new_hold(const request_op& o);
     void confirm_grant(request_ptr grant, std::shared_ptr<hold> h, steady::time_point now);
     std::chrono::milliseconds margin(std::chrono::milliseconds ttl) const;
