@@ -39,3 +39,16 @@ if(LMX_TSAN)
     add_compile_options(-Wno-tsan)
   endif()
 endif()
+
+# The library in the current libs/<name> folder: every src/*.cpp, public headers under include/,
+# built as lmx_<name> and used (and exported) as lmx::<name>.
+function(lmx_add_library name)
+  file(GLOB sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/*.cpp)
+  add_library(lmx_${name} ${sources})
+  add_library(lmx::${name} ALIAS lmx_${name})
+  set_target_properties(lmx_${name} PROPERTIES EXPORT_NAME ${name} OUTPUT_NAME lmx_${name})
+  target_include_directories(lmx_${name} PUBLIC
+    $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  lmx_target_defaults(lmx_${name})
+endfunction()
