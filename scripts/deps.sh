@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages lmx needs, only when something is missing.
 #   scripts/deps.sh [build|test|fuzz]   (test adds what the test suite drives: node, npm, the
-#                                        headless Chromium of the browser tests, and clang with its
-#                                        libFuzzer/sanitizer runtimes; fuzz adds only clang's part)
+#                                        headless Chromium of the browser tests, etcd for the etcd
+#                                        client's tests, and clang with its libFuzzer/sanitizer
+#                                        runtimes; fuzz adds only clang's part)
 set -euo pipefail
 
 # ninja-build: the CMake presets generate Ninja builds.
@@ -11,7 +12,8 @@ want=(g++ cmake make ninja-build ccache libboost1.81-dev libboost-json1.81-dev l
 if [[ "${1:-build}" == test ]]; then
   # fonts-liberation: chromium only recommends it, and dashboard screenshots want real fonts.
   # clang-format: CTest lint.format checks the layout of the sources.
-  want+=(nodejs npm chromium chromium-driver fonts-liberation clang-format)
+  # etcd-server: the etcd client's tests start real etcd members (the store of the HA mode).
+  want+=(nodejs npm chromium chromium-driver fonts-liberation clang-format etcd-server)
 fi
 if [[ "${1:-build}" == fuzz || "${1:-build}" == test ]]; then
   # clang 14 is Debian 12's; libclang-rt-14-dev holds libclang_rt.fuzzer, asan and ubsan. The
@@ -34,4 +36,9 @@ if ((${#missing[@]})); then
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts an etcd service of its own; the tests start their members themselves, so a
+  # service installed here for them is stopped and disabled again.
+  if [[ " ${missing[*]} " == *" etcd-server "* && -d /run/systemd/system ]]; then
+    $sudo systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  fi
 fi

@@ -4,6 +4,7 @@
 // completion on a private io_context, and polling of the broker's view through a second client.
 
 #include "broker_process.hpp"
+#include "run_body.hpp"
 
 #include <lmx/client.hpp>
 
@@ -56,16 +57,7 @@ inline client_options options_for(const std::string& url) {
 template <class Body>
 void run(Body&& body, std::chrono::seconds limit = 60s) {
     asio::io_context ctx;
-    std::exception_ptr failure;
-    bool finished = false;
-    asio::co_spawn(ctx, body(ctx.get_executor()), [&](std::exception_ptr e) {
-        failure = e;
-        finished = true;
-    });
-    auto deadline = steady::now() + limit;
-    while (!finished && !ctx.stopped() && steady::now() < deadline) ctx.run_one_for(100ms);
-    if (!finished) throw std::runtime_error("the test body did not finish in time");
-    if (failure) std::rethrow_exception(failure);
+    run_body(ctx, std::forward<Body>(body), limit);
     auto drain = steady::now() + 5s;
     while (!ctx.stopped() && steady::now() < drain) ctx.run_one_for(100ms);
     BOOST_TEST(ctx.stopped(), "work was left on the io_context after the test body finished");

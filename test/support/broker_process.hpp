@@ -3,25 +3,14 @@
 // Starts a real `lmx broker` process on ephemeral ports and a temp Unix socket for a test, and
 // stops it (SIGTERM, then SIGKILL) when the test is done.
 
+#include "process.hpp"
+
 #include <chrono>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace lmx::test {
-
-// A fresh empty directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
-class temp_dir {
-public:
-    temp_dir();
-    ~temp_dir();
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    const std::string& path() const noexcept { return path_; }
-
-private:
-    std::string path_;
-};
 
 struct broker_config {
     bool tcp = true;
