@@ -3,6 +3,7 @@
 
 #include "etcd_cluster.hpp"
 #include "run_body.hpp"
+#include "test_pki.hpp"
 
 #include <lmx/etcd/client.hpp>
 
@@ -34,16 +35,20 @@ etcd::options options_for(std::vector<std::string> endpoints) {
     return o;
 }
 
-// Runs `body` to its end with a client of `endpoints`.
-void with_client(std::vector<std::string> endpoints, std::function<asio::awaitable<void>(etcd::client&)> body) {
+// Runs `body` to its end with a client made with `o`.
+void with_client(const etcd::options& o, std::function<asio::awaitable<void>(etcd::client&)> body) {
     asio::io_context ctx;
     lmx::test::run_body(
         ctx,
         [&](asio::any_io_executor ex) -> asio::awaitable<void> {
-            etcd::client c(ex, options_for(endpoints));
+            etcd::client c(ex, o);
             co_await body(c);
         },
         60s);
+}
+
+void with_client(std::vector<std::string> endpoints, std::function<asio::awaitable<void>(etcd::client&)> body) {
+    with_client(options_for(std::move(endpoints)), std::move(body));
 }
 
 // The error kind a call ends with (nullopt: it succeeded).
@@ -328,10 +333,75 @@ BOOST_AUTO_TEST_CASE(a_killed_member_of_three_is_failed_over) {
     });
 }
 
+BOOST_AUTO_TEST_CASE(tls_members_are_checked_and_shown_a_client_certificate) {
+    const lmx::test::test_pki pki;
+    etcd_cluster cluster(1, lmx::test::etcd_tls{pki.cert("ca"), pki.cert("server"), pki.key("server")});
+    auto o = options_for(cluster.endpoints());
+    o.ca_file = pki.cert("ca");
+    o.cert_file = pki.cert("client");
+    o.key_file = pki.key("client");
+    with_client(o, [&](etcd::client& c) -> asio::awaitable<void> {
+        const auto rev = co_await c.put("/s/a", "over tls");
+        BOOST_TEST((co_await c.range("/s/a")).kvs.at(0).value == "over tls");
+        auto w = co_await c.watch("/s/", etcd::prefix_end("/s/"), rev);
+        std::size_t events = 0;
+        while (events < 1) events += (co_await w.next()).events.size();
+        BOOST_TEST(events == 1u);
+    });
+    // Each of these fails the handshake, so the put cannot have been applied: unreachable (not
+    // outcome_unknown), naming the endpoint. `tls_words`: the failure shows as a TLS one (a member
+    // refusing a certificate may instead just reset the connection).
+    auto refused = [&](etcd::options bad, std::string_view why, bool tls_words) {
+        BOOST_TEST_CONTEXT(why) {
+            with_client(bad, [&](etcd::client& c) -> asio::awaitable<void> {
+                try {
+                    co_await c.put("/s/b", "x");
+                    BOOST_ERROR("the put went through");
+                } catch (const etcd::error& e) {
+                    const std::string what = e.what();
+                    BOOST_TEST((e.which() == etcd::error::kind::unreachable), what);
+                    BOOST_TEST(what.find(c.endpoint()) != std::string::npos, what);
+                    if (tls_words) BOOST_TEST(what.find("TLS handshake") != std::string::npos, what);
+                }
+            });
+        }
+    };
+    auto untrusted = o;
+    untrusted.ca_file = pki.cert("other_ca");
+    refused(untrusted, "a member certificate from a CA not trusted", true);
+    auto anonymous = o;
+    anonymous.cert_file.clear();
+    anonymous.key_file.clear();
+    refused(anonymous, "no client certificate", false);
+    auto foreign = o;
+    foreign.cert_file = pki.cert("foreign_client");
+    foreign.key_file = pki.key("foreign_client");
+    refused(foreign, "a client certificate from a CA the member does not trust", false);
+    // A member whose certificate, from the trusted CA, names another host than the endpoint's.
+    etcd_cluster misnamed(1, lmx::test::etcd_tls{pki.cert("ca"), pki.cert("wrong_host"), pki.key("wrong_host")});
+    auto elsewhere = o;
+    elsewhere.endpoints = misnamed.endpoints();
+    refused(elsewhere, "a certificate for another host", true);
+}
+
+BOOST_AUTO_TEST_CASE(bad_tls_files_are_refused_when_the_client_is_made) {
+    asio::io_context ctx;
+    auto o = options_for({"https://127.0.0.1:2379"});
+    o.ca_file = "/nonexistent/ca.pem";
+    BOOST_CHECK_THROW(etcd::client(ctx.get_executor(), o), std::invalid_argument);
+    o.ca_file.clear();
+    o.cert_file = "/nonexistent/client.pem";
+    BOOST_CHECK_THROW(etcd::client(ctx.get_executor(), o), std::invalid_argument);  // no key with it
+    o.key_file = "/nonexistent/client.key";
+    BOOST_CHECK_THROW(etcd::client(ctx.get_executor(), o), std::invalid_argument);
+    auto plain = options_for({"127.0.0.1:2379"});
+    plain.ca_file = "/etc/ssl/certs/ca-certificates.crt";
+    BOOST_CHECK_THROW(etcd::client(ctx.get_executor(), plain), std::invalid_argument);  // TLS files, no https
+}
+
 BOOST_AUTO_TEST_CASE(bad_endpoints_are_refused_when_the_client_is_made) {
     asio::io_context ctx;
-    for (const auto* bad :
-         {"", "localhost", "localhost:0", "localhost:65536", "localhost:x", "https://localhost:2379"}) {
+    for (const auto* bad : {"", "localhost", "localhost:0", "localhost:65536", "localhost:x", "ftp://localhost:2379"}) {
         BOOST_TEST_CONTEXT("endpoint '" << bad << "'") {
             BOOST_CHECK_THROW(etcd::client(ctx.get_executor(), options_for({bad})), std::invalid_argument);
         }

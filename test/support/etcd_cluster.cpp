@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 namespace lmx::test {
 
@@ -69,10 +70,12 @@ bool healthy(unsigned port) {
     return answer.find("\"health\":\"true\"") != std::string::npos;
 }
 
-std::string url(unsigned port) { return "http://127.0.0.1:" + std::to_string(port); }
+std::string url(unsigned port, bool tls = false) {
+    return (tls ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(port);
+}
 }  // namespace
 
-etcd_cluster::etcd_cluster(int members) {
+etcd_cluster::etcd_cluster(int members, std::optional<etcd_tls> tls) : tls_(std::move(tls)) {
     if (members < 1) throw std::invalid_argument("an etcd cluster needs a member");
     dir_ = std::make_unique<temp_dir>(fs::is_directory("/dev/shm") ? "/dev/shm" : "");
     token_ = "lmx-test-" + std::to_string(std::random_device{}());
@@ -93,46 +96,46 @@ etcd_cluster::~etcd_cluster() {
 void etcd_cluster::start(member& m, bool fresh) {
     std::string initial;
     for (const auto& o : members_) initial += (initial.empty() ? "" : ",") + o.name + "=" + url(o.peer_port);
-    // Short heartbeats and elections: a test that kills the leader waits for the next one.
-    std::vector<std::string> args = {etcd_binary(),
-                                     "--name",
-                                     m.name,
-                                     "--data-dir",
-                                     dir_->path() + "/" + m.name,
-                                     "--listen-client-urls",
-                                     url(m.client_port),
-                                     "--advertise-client-urls",
-                                     url(m.client_port),
-                                     "--listen-peer-urls",
-                                     url(m.peer_port),
-                                     "--initial-advertise-peer-urls",
-                                     url(m.peer_port),
-                                     "--initial-cluster",
-                                     initial,
-                                     "--initial-cluster-token",
-                                     token_,
-                                     "--initial-cluster-state",
-                                     fresh ? "new" : "existing",
-                                     "--heartbeat-interval",
-                                     "50",
-                                     "--election-timeout",
-                                     "500",
-                                     "--experimental-enable-lease-checkpoint",
-                                     "--logger",
-                                     "zap",
-                                     "--log-level",
-                                     "warn"};
+    const auto client_url = url(m.client_port, tls_.has_value());
+    std::vector<std::string> args = {etcd_binary(), "--name", m.name, "--data-dir", dir_->path() + "/" + m.name};
+    const std::pair<const char*, std::string> flags[] = {
+        {"--listen-client-urls", client_url},
+        {"--advertise-client-urls", client_url},
+        {"--listen-peer-urls", url(m.peer_port)},
+        {"--initial-advertise-peer-urls", url(m.peer_port)},
+        {"--initial-cluster", initial},
+        {"--initial-cluster-token", token_},
+        {"--initial-cluster-state", fresh ? "new" : "existing"},
+        // Short heartbeats and elections: a test that kills the leader waits for the next one.
+        {"--heartbeat-interval", "50"},
+        {"--election-timeout", "500"},
+        {"--logger", "zap"},
+        // info: a member serving TLS says in its log when it is ready.
+        {"--log-level", tls_ ? "info" : "warn"},
+    };
+    for (const auto& [flag, value] : flags) args.insert(args.end(), {flag, value});
+    args.emplace_back("--experimental-enable-lease-checkpoint");
+    if (tls_)
+        args.insert(args.end(), {"--cert-file", tls_->cert, "--key-file", tls_->key, "--trusted-ca-file", tls_->ca,
+                                 "--client-cert-auth"});
     m.pid = spawn(args, dir_->path() + "/" + m.name + ".log");
 }
 
 void etcd_cluster::wait_ready(const member& m) const {
     const auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (!healthy(m.client_port)) {
+    // /health over TLS would need the client certificate; such a member's log says when it serves.
+    const auto ready = [&] {
+        return tls_ ? log(static_cast<int>(&m - members_.data())).find("serving client traffic securely") !=
+                          std::string::npos
+                    : healthy(m.client_port);
+    };
+    while (!ready()) {
         if (!running(static_cast<int>(&m - members_.data())))
             throw std::runtime_error("etcd " + m.name +
                                      " exited at start-up: " + log(static_cast<int>(&m - members_.data())));
         if (std::chrono::steady_clock::now() > deadline)
-            throw std::runtime_error("etcd " + m.name + " did not become healthy in 30 s");
+            throw std::runtime_error("etcd " + m.name +
+                                     " did not become ready in 30 s: " + log(static_cast<int>(&m - members_.data())));
         std::this_thread::sleep_for(20ms);
     }
 }
@@ -144,7 +147,8 @@ std::vector<std::string> etcd_cluster::endpoints() const {
 }
 
 std::string etcd_cluster::endpoint(int i) const {
-    return "127.0.0.1:" + std::to_string(members_.at(static_cast<std::size_t>(i)).client_port);
+    const auto port = std::to_string(members_.at(static_cast<std::size_t>(i)).client_port);
+    return (tls_ ? "https://127.0.0.1:" : "127.0.0.1:") + port;
 }
 
 void etcd_cluster::kill(int i) {

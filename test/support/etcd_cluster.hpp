@@ -8,20 +8,30 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace lmx::test {
 
+// PEM files: members serve clients over https:// with cert and key, and ask each client for a
+// certificate of ca.
+struct etcd_tls {
+    std::string ca;
+    std::string cert;
+    std::string key;
+};
+
 class etcd_cluster {
 public:
-    explicit etcd_cluster(int members = 1);  // started and answering when the constructor returns
+    // Started and answering when the constructor returns.
+    explicit etcd_cluster(int members = 1, std::optional<etcd_tls> tls = std::nullopt);
     ~etcd_cluster();
     etcd_cluster(const etcd_cluster&) = delete;
     etcd_cluster& operator=(const etcd_cluster&) = delete;
 
     int size() const noexcept { return static_cast<int>(members_.size()); }
-    std::vector<std::string> endpoints() const;  // "127.0.0.1:port" of every member
+    std::vector<std::string> endpoints() const;  // "127.0.0.1:port" ("https://..." with TLS) of every member
     std::string endpoint(int i) const;
 
     void kill(int i);     // SIGKILL, waited for
@@ -41,6 +51,7 @@ private:
 
     std::unique_ptr<temp_dir> dir_;
     std::string token_;
+    std::optional<etcd_tls> tls_;
     std::vector<member> members_;
 };
 

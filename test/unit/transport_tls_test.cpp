@@ -1,3 +1,5 @@
+#include "test_pki.hpp"
+
 #include <lmx/transport/connection.hpp>
 #include <lmx/transport/endpoint.hpp>
 #include <lmx/transport/error.hpp>
@@ -78,82 +80,9 @@ asio::awaitable<bool> wait_until(Ready ready, std::chrono::milliseconds limit = 
 
 bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
-std::string read_file(const std::string& path) {
-    std::stringstream content;
-    content << std::ifstream(path).rdbuf();
-    return content.str();
-}
-
-// A directory under /tmp, removed with everything in it when the object goes.
-class temp_dir {
+// The throwaway PKI (test/support/test_pki.hpp) and the transport options that use it.
+class tls_fixture : public lmx::test::test_pki {
 public:
-    temp_dir() {
-        std::string pattern = "/tmp/lmx-tls-test-XXXXXX";
-        BOOST_REQUIRE_MESSAGE(::mkdtemp(pattern.data()), "mkdtemp failed");
-        path_ = pattern;
-    }
-    ~temp_dir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    temp_dir(const temp_dir&) = delete;
-    temp_dir& operator=(const temp_dir&) = delete;
-    const std::string& path() const { return path_; }
-
-private:
-    std::string path_;
-};
-
-// A throwaway PKI made with the openssl command line: two CAs and certificates for every case
-// the tests need, as <name>.pem and <name>.key in a temp dir that goes with the fixture.
-class test_pki {
-public:
-    test_pki() {
-        write("openssl.cnf", R"([req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = lmx test
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ca]
-default_ca = test_ca
-[test_ca]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = any
-unique_subject = no
-[any]
-commonName = supplied
-)");
-        write("index.txt", "");
-        write("serial", "1000\n");
-        make_ca("ca");
-        make_ca("other_ca");
-        make_leaf("server", "ca", "DNS:localhost,IP:127.0.0.1");
-        make_leaf("wrong_host", "ca", "DNS:other.example,IP:10.9.8.7");
-        make_leaf("foreign", "other_ca", "DNS:localhost,IP:127.0.0.1");
-        make_leaf("client", "ca", "DNS:client.example");
-        make_leaf("foreign_client", "other_ca", "DNS:client.example");
-        // Self-signed: its own issuer, in no trust store.
-        run("openssl req -x509 -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "
-            "self_signed.key -out self_signed.pem -days 2 -subj /CN=localhost -addext "
-            "subjectAltName=DNS:localhost,IP:127.0.0.1");
-        // openssl 3.0's x509 cannot set dates in the past; its ca command can.
-        make_dated("expired", "20200101000000Z", "20200102000000Z");
-        make_dated("not_yet_valid", "20900101000000Z", "20900102000000Z");
-    }
-
-    std::string cert(const std::string& name) const { return dir_.path() + "/" + name + ".pem"; }
-    std::string key(const std::string& name) const { return dir_.path() + "/" + name + ".key"; }
-    std::string file(const std::string& name) const { return dir_.path() + "/" + name; }
-
-    void write(const std::string& name, const std::string& text) const { std::ofstream(file(name)) << text; }
-
     lt::listen_options server_options(const std::string& name) const {
         lt::listen_options options;
         options.tls.cert_file = cert(name);
@@ -178,46 +107,7 @@ commonName = supplied
     }
 
 private:
-    temp_dir dir_;  // first: removed even when the constructor fails half-way
     std::deque<std::string> kept_;
-
-    void run(const std::string& command) const {
-        const std::string line = "cd " + dir_.path() + " && " + command + " >>openssl.log 2>&1";
-        const int rc = std::system(line.c_str());
-        BOOST_REQUIRE_MESSAGE(rc == 0, "`" << command << "` failed:\n" << read_file(file("openssl.log")));
-    }
-
-    void make_ca(const std::string& name) const {
-        run("openssl req -x509 -config openssl.cnf -extensions v3_ca -newkey ec -pkeyopt ec_paramgen_curve:P-256 "
-            "-nodes -keyout " +
-            name + ".key -out " + name + ".pem -days 2 -subj '/CN=lmx test " + name + "'");
-    }
-
-    void write_extensions(const std::string& name, const std::string& alt_names) const {
-        write(name + ".ext",
-              "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n"
-              "extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = " +
-                  alt_names + "\n");
-    }
-
-    void make_request(const std::string& name) const {
-        run("openssl req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout " + name +
-            ".key -out " + name + ".csr -subj /CN=" + name);
-    }
-
-    void make_leaf(const std::string& name, const std::string& ca, const std::string& alt_names) const {
-        write_extensions(name, alt_names);
-        make_request(name);
-        run("openssl x509 -req -in " + name + ".csr -CA " + ca + ".pem -CAkey " + ca + ".key -CAcreateserial -days 2 " +
-            "-extfile " + name + ".ext -out " + name + ".pem");
-    }
-
-    void make_dated(const std::string& name, const std::string& start, const std::string& end) const {
-        write_extensions(name, "DNS:localhost,IP:127.0.0.1");
-        make_request(name);
-        run("openssl ca -config openssl.cnf -batch -notext -cert ca.pem -keyfile ca.key -in " + name + ".csr -out " +
-            name + ".pem -startdate " + start + " -enddate " + end + " -extfile " + name + ".ext");
-    }
 };
 
 std::string url_for(const std::string& scheme) { return scheme == "tls" ? "tls://127.0.0.1:0" : "wss://127.0.0.1:0/"; }
@@ -366,7 +256,7 @@ using namespace lmx_transport_tls_test;
 
 BOOST_AUTO_TEST_SUITE(transport_tls_test)
 
-BOOST_DATA_TEST_CASE_F(test_pki, messages_round_trip_over_a_trusted_certificate, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, messages_round_trip_over_a_trusted_certificate, data::make(tls_schemes), scheme) {
     asio::io_context io;
     test_server server;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
@@ -406,7 +296,8 @@ BOOST_DATA_TEST_CASE_F(test_pki, messages_round_trip_over_a_trusted_certificate,
     });
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, certificate_for_another_host_is_tls_host_mismatch, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, certificate_for_another_host_is_tls_host_mismatch, data::make(tls_schemes),
+                       scheme) {
     asio::io_context io;
     test_server server;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
@@ -422,7 +313,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, certificate_for_another_host_is_tls_host_mismat
     });
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, expired_or_future_certificate_is_tls_certificate_expired, data::make(tls_schemes),
+BOOST_DATA_TEST_CASE_F(tls_fixture, expired_or_future_certificate_is_tls_certificate_expired, data::make(tls_schemes),
                        scheme) {
     for (const std::string name : {"expired", "not_yet_valid"}) {
         BOOST_TEST_CONTEXT(name) {
@@ -439,7 +330,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, expired_or_future_certificate_is_tls_certificat
     }
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, unknown_ca_is_tls_certificate_untrusted, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, unknown_ca_is_tls_certificate_untrusted, data::make(tls_schemes), scheme) {
     struct row {
         std::string server_cert;
         std::string ca_file;  // empty: the system's store
@@ -461,7 +352,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, unknown_ca_is_tls_certificate_untrusted, data::
     }
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, missing_client_certificate_is_refused, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, missing_client_certificate_is_refused, data::make(tls_schemes), scheme) {
     asio::io_context io;
     test_server server;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
@@ -493,7 +384,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, missing_client_certificate_is_refused, data::ma
 
 // TLS 1.2 refuses within the handshake, with a plain handshake_failure alert: the client knows
 // the server asked for a certificate it did not have.
-BOOST_FIXTURE_TEST_CASE(missing_client_certificate_against_a_tls12_server, test_pki) {
+BOOST_FIXTURE_TEST_CASE(missing_client_certificate_against_a_tls12_server, tls_fixture) {
     asio::io_context io;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
         asio::ssl::context context(asio::ssl::context::tls_server);
@@ -525,7 +416,7 @@ BOOST_FIXTURE_TEST_CASE(missing_client_certificate_against_a_tls12_server, test_
     });
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, client_certificate_from_an_unknown_ca_is_refused, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, client_certificate_from_an_unknown_ca_is_refused, data::make(tls_schemes), scheme) {
     asio::io_context io;
     test_server server;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
@@ -549,7 +440,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, client_certificate_from_an_unknown_ca_is_refuse
     });
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, listener_refuses_bad_tls_files_with_a_clear_sentence, data::make(tls_schemes),
+BOOST_DATA_TEST_CASE_F(tls_fixture, listener_refuses_bad_tls_files_with_a_clear_sentence, data::make(tls_schemes),
                        scheme) {
     asio::io_context io;
     write("garbage.pem", "not a certificate\n");
@@ -601,7 +492,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, listener_refuses_bad_tls_files_with_a_clear_sen
     }
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, connect_refuses_bad_local_tls_files, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, connect_refuses_bad_local_tls_files, data::make(tls_schemes), scheme) {
     asio::io_context io;
     test_server server;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
@@ -625,7 +516,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, connect_refuses_bad_local_tls_files, data::make
     });
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, failed_server_handshakes_are_reported_and_the_listener_goes_on,
+BOOST_DATA_TEST_CASE_F(tls_fixture, failed_server_handshakes_are_reported_and_the_listener_goes_on,
                        data::make(tls_schemes), scheme) {
     asio::io_context io;
     test_server server;
@@ -699,7 +590,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, failed_server_handshakes_are_reported_and_the_l
     });
 }
 
-BOOST_DATA_TEST_CASE_F(test_pki, connect_times_out_when_the_tls_handshake_stalls, data::make(tls_schemes), scheme) {
+BOOST_DATA_TEST_CASE_F(tls_fixture, connect_times_out_when_the_tls_handshake_stalls, data::make(tls_schemes), scheme) {
     asio::io_context io;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {
         // Accepts TCP, never answers the TLS hello.
@@ -720,7 +611,7 @@ BOOST_DATA_TEST_CASE_F(test_pki, connect_times_out_when_the_tls_handshake_stalls
     });
 }
 
-BOOST_FIXTURE_TEST_CASE(wss_listener_serves_http_over_tls, test_pki) {
+BOOST_FIXTURE_TEST_CASE(wss_listener_serves_http_over_tls, tls_fixture) {
     asio::io_context io;
     test_server server;
     run_async(io, [&](lt::executor ex) -> asio::awaitable<void> {

@@ -11,6 +11,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -39,14 +40,19 @@ constexpr int grpc_unavailable = 14;
 struct peer {
     std::string host;
     std::string port;
+    bool tls = false;
     std::string name() const { return (host.find(':') == std::string::npos ? host : "[" + host + "]") + ":" + port; }
 };
 
 peer parse_endpoint(std::string_view text) {
     const std::string given(text);
-    if (text.starts_with("https://"))
-        throw std::invalid_argument("etcd endpoint " + given + ": https is not supported; use http://");
-    if (text.starts_with("http://")) text.remove_prefix(7);
+    const bool tls = text.starts_with("https://");
+    if (tls)
+        text.remove_prefix(8);
+    else if (text.starts_with("http://"))
+        text.remove_prefix(7);
+    else if (text.find("://") != std::string_view::npos)
+        throw std::invalid_argument("etcd endpoint " + given + ": expected http:// or https://");
     while (text.ends_with('/')) text.remove_suffix(1);
     const auto colon = text.rfind(':');
     if (colon == std::string_view::npos || colon == 0)
@@ -58,7 +64,60 @@ peer parse_endpoint(std::string_view text) {
     if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || n == 0 || n > 65535)
         throw std::invalid_argument("etcd endpoint " + given + ": the port must be 1 to 65535");
     if (host.starts_with('[') && host.ends_with(']')) host = host.substr(1, host.size() - 2);
-    return {std::string(host), std::string(port)};
+    return {std::string(host), std::string(port), tls};
+}
+
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+// One connection to a member: plain TCP, or TLS over it.
+struct link {
+    std::unique_ptr<beast::tcp_stream> plain;
+    std::unique_ptr<tls_stream> secure;
+
+    explicit operator bool() const { return plain || secure; }
+    beast::tcp_stream& tcp() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+    // Calls `op` with the stream to read and write (`op` returns the same type for both).
+    template <class Op>
+    auto use(Op&& op) {
+        return secure ? op(*secure) : op(*plain);
+    }
+};
+
+std::shared_ptr<asio::ssl::context> make_tls_context(const options& o) {
+    auto ctx = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
+    ctx->set_verify_mode(asio::ssl::verify_peer);
+    boost::system::error_code ec;
+    if (o.ca_file.empty())
+        ctx->set_default_verify_paths(ec);
+    else
+        ctx->load_verify_file(o.ca_file, ec);
+    if (ec) throw std::invalid_argument("etcd: cannot load the CA file " + o.ca_file + ": " + ec.message());
+    if (o.cert_file.empty() != o.key_file.empty())
+        throw std::invalid_argument("etcd: a client certificate needs both its certificate and its key file");
+    if (!o.cert_file.empty()) {
+        ctx->use_certificate_chain_file(o.cert_file, ec);
+        if (ec) throw std::invalid_argument("etcd: cannot load the certificate " + o.cert_file + ": " + ec.message());
+        ctx->use_private_key_file(o.key_file, asio::ssl::context::pem, ec);
+        if (ec) throw std::invalid_argument("etcd: cannot load the key " + o.key_file + ": " + ec.message());
+    }
+    return ctx;
+}
+
+// Before the handshake: the member's certificate must name `host` (a DNS name, sent as SNI too,
+// or an IP address).
+void expect_host(tls_stream& s, const std::string& host) {
+    SSL* ssl = s.native_handle();
+    boost::system::error_code not_ip;
+    asio::ip::make_address(host, not_ip);
+    if (!not_ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
+        return;
+    }
+    X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(ssl), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    SSL_set1_host(ssl, host.c_str());
+    SSL_set_tlsext_host_name(ssl, host.c_str());
 }
 
 json::string number(std::int64_t n) { return json::string(std::to_string(n)); }
@@ -71,11 +130,12 @@ json::object parse_object(std::string_view body) {
 }
 
 // A kept-alive connection whose peer has closed it (etcd restarted, say) is not reused: a request
-// sent on it would end with its outcome unknown.
-bool still_open(beast::tcp_stream& s) {
+// sent on it would end with its outcome unknown. (Bytes waiting are fine: TLS 1.3 servers send
+// session tickets after the handshake.)
+bool still_open(link& l) {
     char c = 0;
-    const auto n = ::recv(s.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    const auto n = ::recv(l.tcp().socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
 }
 
 void add_failure(std::string& all, const std::string& one) {
@@ -89,30 +149,40 @@ struct client::impl {
     options opt;
     std::vector<peer> eps;
     std::size_t current = 0;
-    std::vector<std::unique_ptr<beast::tcp_stream>> idle;  // kept alive, to eps[current]
+    std::vector<link> idle;                   // kept alive, to eps[current]
+    std::shared_ptr<asio::ssl::context> tls;  // for https:// endpoints
 
     void next_endpoint() {
         current = (current + 1) % eps.size();
         idle.clear();
     }
 
-    asio::awaitable<std::unique_ptr<beast::tcp_stream>> connect(const peer& ep, std::string& why) {
+    asio::awaitable<link> connect(const peer& ep, std::string& why) {
         tcp::resolver resolver(ex);
         auto [rec, results] = co_await resolver.async_resolve(ep.host, ep.port, tuple);
         if (rec) {
             why = ep.name() + ": " + rec.message();
-            co_return nullptr;
+            co_return link{};
         }
         auto s = std::make_unique<beast::tcp_stream>(ex);
         s->expires_after(opt.connect_timeout);
         auto [cec, at] = co_await s->async_connect(results, tuple);
         if (cec) {
             why = ep.name() + ": " + (cec == beast::error::timeout ? std::string("connect timed out") : cec.message());
-            co_return nullptr;
+            co_return link{};
         }
         boost::system::error_code ignored;
         s->socket().set_option(tcp::no_delay(true), ignored);
-        co_return s;
+        if (!ep.tls) co_return link{std::move(s), nullptr};
+        auto t = std::make_unique<tls_stream>(std::move(*s), *tls);
+        expect_host(*t, ep.host);
+        auto [hec] = co_await t->async_handshake(asio::ssl::stream_base::client, tuple);
+        if (hec) {
+            why = ep.name() +
+                  ": TLS handshake: " + (hec == beast::error::timeout ? std::string("timed out") : hec.message());
+            co_return link{};
+        }
+        co_return link{nullptr, std::move(t)};
     }
 
     static http::request<http::string_body> post(const peer& ep, std::string_view target, std::string body) {
@@ -132,13 +202,13 @@ struct client::impl {
         std::string failures;
         for (std::size_t tried = 0; tried < eps.size();) {
             const auto ep = eps[current];
-            std::unique_ptr<beast::tcp_stream> s;
+            link s;
             while (!idle.empty() && !s) {
                 s = std::move(idle.back());
                 idle.pop_back();
-                if (!still_open(*s)) s.reset();
+                if (!still_open(s)) s = link{};
             }
-            const bool reused = s != nullptr;
+            const bool reused = static_cast<bool>(s);
             if (!reused) {
                 std::string why;
                 s = co_await connect(ep, why);
@@ -150,9 +220,9 @@ struct client::impl {
                 }
             }
             auto req = post(ep, target, body);
-            s->expires_after(opt.request_timeout);
+            s.tcp().expires_after(opt.request_timeout);
             // A failed write left part of the request unsent, so etcd cannot have acted on it.
-            auto [wec, written] = co_await http::async_write(*s, req, tuple);
+            auto [wec, written] = co_await s.use([&](auto& stream) { return http::async_write(stream, req, tuple); });
             if (wec) {
                 if (!reused) {
                     add_failure(failures, ep.name() + ": " + wec.message());
@@ -164,15 +234,20 @@ struct client::impl {
             beast::flat_buffer buf;
             http::response_parser<http::string_body> parser;
             parser.body_limit(max_answer);
-            auto [rec, read] = co_await http::async_read(*s, buf, parser, tuple);
+            auto [rec, read] =
+                co_await s.use([&](auto& stream) { return http::async_read(stream, buf, parser, tuple); });
             if (rec && reused && resend_safe) continue;  // a fresh connection to the same endpoint
             if (rec) {
                 const auto why =
                     ep.name() + ": " + (rec == beast::error::timeout ? "no answer in time" : rec.message());
-                if (!resend_safe)
+                // With TLS 1.3 a member refuses the client's certificate after the client has
+                // finished its handshake: the alert arrives instead of the first answer, and the
+                // request was never read.
+                const bool refused_handshake = !reused && rec.category() == asio::error::get_ssl_category();
+                if (!resend_safe && !refused_handshake)
                     throw error(error::kind::outcome_unknown, 0,
                                 "etcd: the connection to " + why + " after the request went out");
-                add_failure(failures, why);
+                add_failure(failures, refused_handshake ? ep.name() + ": TLS handshake: " + rec.message() : why);
                 next_endpoint();
                 ++tried;
                 continue;
@@ -200,7 +275,7 @@ struct client::impl {
 };
 
 struct watch_stream::impl {
-    std::unique_ptr<beast::tcp_stream> s;
+    link s;
     std::string endpoint;
     beast::flat_buffer buf;
     http::response_parser<http::buffer_body> parser;
@@ -217,8 +292,8 @@ watch_stream::~watch_stream() { close(); }
 void watch_stream::close() {
     if (!impl_ || !impl_->s) return;
     boost::system::error_code ignored;
-    impl_->s->socket().shutdown(tcp::socket::shutdown_both, ignored);
-    impl_->s->socket().close(ignored);
+    impl_->s.tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    impl_->s.tcp().socket().close(ignored);
     impl_->over = true;
 }
 
@@ -238,7 +313,8 @@ asio::awaitable<watch_batch> watch_stream::next() {
         auto& body = w.parser.get().body();
         body.data = w.chunk.data();
         body.size = w.chunk.size();
-        auto [ec, n] = co_await http::async_read_some(*w.s, w.buf, w.parser, tuple);
+        auto [ec, n] =
+            co_await w.s.use([&](auto& stream) { return http::async_read_some(stream, w.buf, w.parser, tuple); });
         if (ec == http::error::need_buffer) ec = {};
         if (ec) {
             w.over = true;
@@ -251,7 +327,15 @@ asio::awaitable<watch_batch> watch_stream::next() {
 
 client::client(asio::any_io_executor ex, options o) : impl_(std::make_shared<impl>()) {
     if (o.endpoints.empty()) throw std::invalid_argument("etcd: no endpoint given");
-    for (const auto& e : o.endpoints) impl_->eps.push_back(parse_endpoint(e));
+    bool any_tls = false;
+    for (const auto& e : o.endpoints) {
+        impl_->eps.push_back(parse_endpoint(e));
+        any_tls = any_tls || impl_->eps.back().tls;
+    }
+    if (any_tls)
+        impl_->tls = make_tls_context(o);
+    else if (!o.ca_file.empty() || !o.cert_file.empty() || !o.key_file.empty())
+        throw std::invalid_argument("etcd: TLS files given, but no endpoint is https://");
     impl_->ex = std::move(ex);
     impl_->opt = std::move(o);
 }
@@ -353,9 +437,11 @@ asio::awaitable<watch_stream> open_watch(std::shared_ptr<client::impl> i, std::s
         auto w = std::make_unique<watch_stream::impl>();
         w->endpoint = ep.name();
         auto req = client::impl::post(ep, "/v3/watch", body);
-        s->expires_after(i->opt.request_timeout);
-        auto [wec, written] = co_await http::async_write(*s, req, tuple);
-        if (!wec) std::tie(wec, std::ignore) = co_await http::async_read_header(*s, w->buf, w->parser, tuple);
+        s.tcp().expires_after(i->opt.request_timeout);
+        auto [wec, written] = co_await s.use([&](auto& stream) { return http::async_write(stream, req, tuple); });
+        if (!wec)
+            std::tie(wec, std::ignore) =
+                co_await s.use([&](auto& stream) { return http::async_read_header(stream, w->buf, w->parser, tuple); });
         if (wec) {
             add_failure(failures, ep.name() + ": " + wec.message());
             continue;
@@ -364,7 +450,7 @@ asio::awaitable<watch_stream> open_watch(std::shared_ptr<client::impl> i, std::s
             throw error(
                 error::kind::refused, 0,
                 "etcd: " + ep.name() + " refused the watch with HTTP " + std::to_string(w->parser.get().result_int()));
-        s->expires_never();
+        s.tcp().expires_never();
         w->s = std::move(s);
         co_return watch_stream(std::move(w));
     }

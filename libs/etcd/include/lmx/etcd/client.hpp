@@ -24,8 +24,14 @@
 namespace lmx::etcd {
 
 struct options {
-    // "host:port" or "http://host:port", tried in this order.
+    // "host:port", "http://host:port" or "https://host:port", tried in this order.
     std::vector<std::string> endpoints{};
+    // https:// endpoints: a member's certificate must chain to a CA of ca_file (PEM; the system's
+    // store when empty) and name the endpoint's host. cert_file and key_file (PEM, both or
+    // neither): the client certificate a cluster with client-cert-auth asks for.
+    std::string ca_file{};
+    std::string cert_file{};
+    std::string key_file{};
     std::chrono::milliseconds connect_timeout{2000};  // per endpoint
     std::chrono::milliseconds request_timeout{5000};  // one request's write and answer
 };
@@ -161,7 +167,8 @@ private:
 // connection of its own.
 class client {
 public:
-    client(boost::asio::any_io_executor ex, options o);  // throws std::invalid_argument on a bad endpoint
+    // Throws std::invalid_argument on a bad endpoint or TLS file.
+    client(boost::asio::any_io_executor ex, options o);
     client(const client&) = delete;
     client& operator=(const client&) = delete;
     ~client();
