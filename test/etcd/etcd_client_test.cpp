@@ -2,6 +2,7 @@
 // compaction, and endpoints that die.
 
 #include "etcd_cluster.hpp"
+#include "etcd_test_helpers.hpp"
 #include "run_body.hpp"
 #include "test_pki.hpp"
 
@@ -19,20 +20,12 @@ namespace asio = boost::asio;
 namespace etcd = lmx::etcd;
 using namespace std::chrono_literals;
 using lmx::test::etcd_cluster;
+using lmx::test::sleep_for;
 
 namespace {
 
-asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
-    asio::steady_timer t(co_await asio::this_coro::executor, d);
-    co_await t.async_wait(asio::use_awaitable);
-}
-
 etcd::options options_for(std::vector<std::string> endpoints) {
-    etcd::options o;
-    o.endpoints = std::move(endpoints);
-    o.connect_timeout = 1s;
-    o.request_timeout = 3s;
-    return o;
+    return lmx::test::etcd_options(std::move(endpoints), 3s);
 }
 
 // Runs `body` to its end with a client made with `o`.

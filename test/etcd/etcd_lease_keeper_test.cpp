@@ -2,6 +2,7 @@
 // before the lease can have expired when etcd goes away, and a new lease once it is back.
 
 #include "etcd_cluster.hpp"
+#include "etcd_test_helpers.hpp"
 #include "run_body.hpp"
 
 #include <lmx/etcd/client.hpp>
@@ -21,14 +22,11 @@ namespace asio = boost::asio;
 namespace etcd = lmx::etcd;
 using namespace std::chrono_literals;
 using lmx::test::etcd_cluster;
+using lmx::test::sleep_for;
+using lmx::test::until;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
-asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
-    asio::steady_timer t(co_await asio::this_coro::executor, d);
-    co_await t.async_wait(asio::use_awaitable);
-}
 
 // What the keeper reported, with when, and until when it had said the lease surely existed.
 struct seen {
@@ -44,11 +42,7 @@ void with_keeper(const etcd_cluster& cluster, std::chrono::seconds ttl,
     lmx::test::run_body(
         ctx,
         [&](asio::any_io_executor ex) -> asio::awaitable<void> {
-            etcd::options o;
-            o.endpoints = cluster.endpoints();
-            o.connect_timeout = 500ms;
-            o.request_timeout = 1s;
-            etcd::client c(ex, o);
+            etcd::client c(ex, lmx::test::etcd_options(cluster.endpoints(), 1s));
             std::vector<seen> events;
             steady::time_point held_until{};
             etcd::lease_keeper keeper(c, ttl, [&](const etcd::lease_keeper::event& e) {
@@ -73,13 +67,6 @@ void with_keeper(const etcd_cluster& cluster, std::chrono::seconds ttl,
             while (!ran) co_await sleep_for(10ms);
         },
         90s);
-}
-
-template <class Ready>
-asio::awaitable<bool> until(Ready ready, std::chrono::milliseconds limit) {
-    const auto deadline = steady::now() + limit;
-    while (!ready() && steady::now() < deadline) co_await sleep_for(10ms);
-    co_return ready();
 }
 
 }  // namespace
