@@ -8,6 +8,7 @@
 
 #include <lmx/etcd/client.hpp>
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -285,6 +286,24 @@ BOOST_AUTO_TEST_CASE(dead_endpoints_are_skipped_and_a_dead_store_is_an_error) {
         // Back on the same data, the client finds it again.
         cluster.restart(0);
         BOOST_TEST((co_await c.range("/d/a")).kvs.at(0).value == "1");
+    });
+}
+
+// Calls running side by side that meet the same dead endpoint move on once, not once each: two
+// moves would bring them back to the dead one and fail them although a member is alive.
+BOOST_AUTO_TEST_CASE(calls_side_by_side_skip_a_dead_endpoint_together) {
+    etcd_cluster cluster;
+    with_client({dead_endpoint(), cluster.endpoint(0)}, [&](etcd::client& c) -> asio::awaitable<void> {
+        const auto ex = co_await asio::this_coro::executor;
+        int done = 0, failed = 0;
+        for (int i = 0; i < 4; ++i)
+            asio::co_spawn(ex, c.range("/side/" + std::to_string(i)), [&](std::exception_ptr e, etcd::range_result) {
+                ++done;
+                if (e) ++failed;
+            });
+        while (done < 4) co_await sleep_for(10ms);
+        BOOST_TEST(failed == 0);
+        BOOST_TEST(c.endpoint() == cluster.endpoint(0));
     });
 }
 

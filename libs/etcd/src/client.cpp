@@ -157,6 +157,17 @@ struct client::impl {
         idle.clear();
     }
 
+    // Endpoint `at` failed a call: the next call goes to the one after it, unless a call running
+    // beside this one has moved on already (two failures must not skip a live endpoint).
+    void failed_at(std::size_t at) {
+        if (current == at) next_endpoint();
+    }
+
+    // A connection to endpoint `at` that may carry the next call.
+    void keep(link s, std::size_t at) {
+        if (current == at && idle.size() < max_idle) idle.push_back(std::move(s));
+    }
+
     asio::awaitable<link> connect(const peer& ep, std::string& why) {
         tcp::resolver resolver(ex);
         auto [rec, results] = co_await resolver.async_resolve(ep.host, ep.port, tuple);
@@ -201,7 +212,8 @@ struct client::impl {
     asio::awaitable<json::object> call(std::string_view target, std::string body, bool resend_safe) {
         std::string failures;
         for (std::size_t tried = 0; tried < eps.size();) {
-            const auto ep = eps[current];
+            const auto at = current;
+            const auto ep = eps[at];
             link s;
             while (!idle.empty() && !s) {
                 s = std::move(idle.back());
@@ -214,7 +226,7 @@ struct client::impl {
                 s = co_await connect(ep, why);
                 if (!s) {
                     add_failure(failures, why);
-                    next_endpoint();
+                    failed_at(at);
                     ++tried;
                     continue;
                 }
@@ -226,7 +238,7 @@ struct client::impl {
             if (wec) {
                 if (!reused) {
                     add_failure(failures, ep.name() + ": " + wec.message());
-                    next_endpoint();
+                    failed_at(at);
                     ++tried;
                 }
                 continue;  // a kept-alive connection that had closed: a fresh one to the same endpoint
@@ -248,7 +260,7 @@ struct client::impl {
                     throw error(error::kind::outcome_unknown, 0,
                                 "etcd: the connection to " + why + " after the request went out");
                 add_failure(failures, refused_handshake ? ep.name() + ": TLS handshake: " + rec.message() : why);
-                next_endpoint();
+                failed_at(at);
                 ++tried;
                 continue;
             }
@@ -259,15 +271,15 @@ struct client::impl {
                 auto e = gateway::read_error(pec ? json::value() : v, res.result_int());
                 if (e.code() == grpc_unavailable && resend_safe) {
                     add_failure(failures, ep.name() + ": " + e.what());
-                    next_endpoint();
+                    failed_at(at);
                     ++tried;
                     continue;
                 }
-                if (res.keep_alive() && idle.size() < max_idle) idle.push_back(std::move(s));
+                if (res.keep_alive()) keep(std::move(s), at);
                 throw e;
             }
             auto answer = parse_object(res.body());
-            if (res.keep_alive() && idle.size() < max_idle) idle.push_back(std::move(s));
+            if (res.keep_alive()) keep(std::move(s), at);
             co_return answer;
         }
         throw error(error::kind::unreachable, 0, "etcd: no endpoint answered (" + failures + ")");
@@ -426,12 +438,14 @@ asio::awaitable<void> client::compact(std::int64_t revision) {
 namespace {
 asio::awaitable<watch_stream> open_watch(std::shared_ptr<client::impl> i, std::string body) {
     std::string failures;
-    for (std::size_t tried = 0; tried < i->eps.size(); ++tried, i->next_endpoint()) {
-        const auto ep = i->eps[i->current];
+    for (std::size_t tried = 0; tried < i->eps.size(); ++tried) {
+        const auto at = i->current;
+        const auto ep = i->eps[at];
         std::string why;
         auto s = co_await i->connect(ep, why);
         if (!s) {
             add_failure(failures, why);
+            i->failed_at(at);
             continue;
         }
         auto w = std::make_unique<watch_stream::impl>();
@@ -444,6 +458,7 @@ asio::awaitable<watch_stream> open_watch(std::shared_ptr<client::impl> i, std::s
                 co_await s.use([&](auto& stream) { return http::async_read_header(stream, w->buf, w->parser, tuple); });
         if (wec) {
             add_failure(failures, ep.name() + ": " + wec.message());
+            i->failed_at(at);
             continue;
         }
         if (w->parser.get().result() != http::status::ok)
