@@ -37,12 +37,13 @@ struct seen {
 
 // A client of `cluster`, a keeper of a `ttl` lease on it running beside `body`, and the events so far.
 void with_keeper(const etcd_cluster& cluster, std::chrono::seconds ttl,
-                 std::function<asio::awaitable<void>(etcd::client&, etcd::lease_keeper&, std::vector<seen>&)> body) {
+                 std::function<asio::awaitable<void>(etcd::client&, etcd::lease_keeper&, std::vector<seen>&)> body,
+                 std::chrono::milliseconds request_timeout = 1s) {
     asio::io_context ctx;
     lmx::test::run_body(
         ctx,
         [&](asio::any_io_executor ex) -> asio::awaitable<void> {
-            etcd::client c(ex, lmx::test::etcd_options(cluster.endpoints(), 1s));
+            etcd::client c(ex, lmx::test::etcd_options(cluster.endpoints(), request_timeout));
             std::vector<seen> events;
             steady::time_point held_until{};
             etcd::lease_keeper keeper(c, ttl, [&](const etcd::lease_keeper::event& e) {
@@ -133,6 +134,31 @@ BOOST_AUTO_TEST_CASE(losing_etcd_is_reported_before_the_lease_can_expire_and_a_n
             BOOST_TEST((co_await c.range("/k/b")).kvs.empty());
             BOOST_TEST((co_await c.keep_alive(first)).count() == 0);
         });
+}
+
+// A renewal that fails is tried again soon, not a renewal interval later: one failure must not use
+// up the margin. With a 6 s ttl renewals come every 2 s and the loss is due 2 s before the bound.
+BOOST_AUTO_TEST_CASE(a_renewal_that_fails_once_is_tried_again_before_the_margin_runs_out) {
+    etcd_cluster cluster;
+    with_keeper(
+        cluster, 6s,
+        [&](etcd::client&, etcd::lease_keeper& k, std::vector<seen>& events) -> asio::awaitable<void> {
+            BOOST_REQUIRE(co_await until([&] { return k.lease() != 0; }, 5000ms));
+            const auto lease = k.lease();
+            const auto granted_until = k.holds_until();
+            BOOST_REQUIRE(co_await until([&] { return k.holds_until() != granted_until; }, 5000ms));
+            // Just renewed: etcd answers nothing for 2.8 s, so the next renewal (due in 2 s) times
+            // out, here after 0.6 s (0.3 s on the kept connection, 0.3 s on a fresh one).
+            const auto renewed = steady::now();
+            cluster.pause(0);
+            co_await sleep_for(2800ms);
+            cluster.resume(0);
+            co_await sleep_for(4000ms);  // past the moment the loss would have been reported
+            BOOST_TEST(events.size() == 1u, "events: " << events.size());  // the grant only
+            BOOST_TEST(k.lease() == lease);
+            BOOST_TEST((k.holds_until() > renewed + 6s));
+        },
+        300ms);
 }
 
 BOOST_AUTO_TEST_CASE(a_lease_etcd_no_longer_has_is_reported_lost_and_replaced) {

@@ -159,6 +159,9 @@ void etcd_cluster::kill(int i) {
     m.pid = -1;
 }
 
+void etcd_cluster::pause(int i) { ::kill(members_.at(static_cast<std::size_t>(i)).pid, SIGSTOP); }
+void etcd_cluster::resume(int i) { ::kill(members_.at(static_cast<std::size_t>(i)).pid, SIGCONT); }
+
 void etcd_cluster::restart(int i) {
     auto& m = members_.at(static_cast<std::size_t>(i));
     if (m.pid > 0) throw std::logic_error("etcd " + m.name + " is running");

@@ -35,6 +35,8 @@ public:
     std::string endpoint(int i) const;
 
     void kill(int i);     // SIGKILL, waited for
+    void pause(int i);    // SIGSTOP: connections are accepted and nothing is answered
+    void resume(int i);   // SIGCONT
     void restart(int i);  // starts a killed member again on its data and ports; waits until it answers
     bool running(int i) const;
     std::string log(int i) const;

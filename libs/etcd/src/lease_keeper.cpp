@@ -95,11 +95,13 @@ asio::awaitable<void> lease_keeper::run() {
     s->pause.emplace(ex);
     s->watchdog.emplace(ex);
     asio::co_spawn(ex, watch_deadline(s), asio::detached);
-    bool failed = false;
+    // A renewal answered waits a third of the ttl for the next; anything that failed is tried
+    // again soon, so that a short outage does not use up the margin before the next attempt.
+    milliseconds wait{0};
     while (!s->stopped) {
-        if (failed) co_await s->sleep(s->retry_after());
-        failed = false;
+        if (wait.count() > 0) co_await s->sleep(wait);
         if (s->stopped) break;
+        wait = s->retry_after();
         try {
             // A lease given up goes first: its entries must not outlive the report of its loss.
             while (!s->given_up.empty()) {
@@ -117,9 +119,9 @@ asio::awaitable<void> lease_keeper::run() {
                 s->until = sent + granted.ttl;
                 s->rearm_watchdog();
                 s->emit({event_kind::granted, granted.id, {}});
+                wait = s->renew_every();
+                continue;
             }
-            co_await s->sleep(s->renew_every());
-            if (s->stopped || !s->lease) continue;
             const auto id = s->lease;
             const auto sent = steady::now();
             const auto left = co_await s->c.keep_alive(id);
@@ -130,8 +132,10 @@ asio::awaitable<void> lease_keeper::run() {
             }
             s->until = sent + left;
             s->rearm_watchdog();
+            wait = s->renew_every();
         } catch (const error&) {
-            failed = true;  // etcd unreachable or refusing: the watchdog decides when the lease counts as lost
+            // etcd unreachable or refusing: tried again soon; the watchdog decides when the lease
+            // counts as lost
         }
     }
     // Stopped: what is held goes with it, if etcd can be told.
