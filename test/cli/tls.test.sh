@@ -3,28 +3,8 @@
 source "$(dirname "$0")/lib.sh"
 P=$T/pki
 mkdir -p "$P"
+cp "$(dirname "$0")/../support/openssl.cnf" "$P/openssl.cnf"
 cd "$P"
-cat >openssl.cnf <<'CNF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = lmx test
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-[ca]
-default_ca = test_ca
-[test_ca]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = any
-unique_subject = no
-[any]
-commonName = supplied
-CNF
 : >index.txt
 echo 1000 >serial
 quiet() { "$@" >>openssl.log 2>&1 || fail "$* failed: $(cat openssl.log)"; }

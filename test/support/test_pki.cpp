@@ -8,27 +8,12 @@
 namespace lmx::test {
 
 test_pki::test_pki() {
-    write("openssl.cnf", R"([req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = lmx test
-[v3_ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[ca]
-default_ca = test_ca
-[test_ca]
-database = index.txt
-new_certs_dir = .
-serial = serial
-default_md = sha256
-policy = any
-unique_subject = no
-[any]
-commonName = supplied
-)");
+    // The configuration the shell TLS tests use too.
+    std::ifstream cnf(LMX_TEST_SUPPORT_DIR "/openssl.cnf");
+    std::stringstream text;
+    text << cnf.rdbuf();
+    if (!cnf || text.str().empty()) throw std::runtime_error("cannot read " LMX_TEST_SUPPORT_DIR "/openssl.cnf");
+    write("openssl.cnf", text.str());
     write("index.txt", "");
     write("serial", "1000\n");
     make_ca("ca");

@@ -218,8 +218,9 @@ void client_session::give_back(const std::shared_ptr<hold>& h, errc why) {
         send_oneway(req::unlock{next_id(), h->key, h->id, false});
 }
 
-// A lease that ran out by `now` ends here even when its lease event has not come up yet: the
-// guard reports it lost from that moment on, so a release or extend must not succeed after it.
+// Ends a hold whose lease ran out by `now` (given back, lease_expired). Its lease event does this,
+// and so does a release or extend that comes first: the guard reports the hold lost from that
+// moment on, so neither may succeed after it.
 bool client_session::expire_if_due(const std::shared_ptr<hold>& h, steady::time_point now) {
     const auto e = h->expires.load();
     if (h->ended.load() || e == no_deadline || steady::time_point(steady::duration(e)) > now) return false;
@@ -523,14 +524,9 @@ void client_session::tend_leases(steady::time_point now) {
         if (it == holds_.end()) continue;
         auto h = it->second.lock();
         if (!h || h->ended.load()) continue;
-        const auto e = h->expires.load();
-        if (e != no_deadline && steady::time_point(steady::duration(e)) <= now) {
-            // The broker's lease ends a little later (or a renewal it answers late extended it):
-            // give the hold back now rather than leave the key taken by nobody.
-            give_back(h, errc::lease_expired);
-        } else if (h->renew && !h->renewing && h->renew_at <= now) {
-            renew(h, now);
-        }
+        // The broker's lease ends a little later (or a renewal it answers late extended it): a
+        // hold whose lease ran out is given back now rather than leave the key taken by nobody.
+        if (!expire_if_due(h, now) && h->renew && !h->renewing && h->renew_at <= now) renew(h, now);
     }
     if (lease_events_.size() > 64 && lease_events_.size() > 4 * holds_.size()) {
         // Mostly stale: rebuilt from the holds.
