@@ -65,11 +65,15 @@ wait_for() {
   done
 }
 
-# A TCP port nothing listens on.
+# A TCP port nothing listens on, below the kernel's ephemeral range: a port from that range can
+# be taken at any moment as the local port of some other test's outgoing connection, and then a
+# broker cannot listen on it.
 free_port() {
-  local p
+  local low _ p
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  ((low > 11024)) || low=32768
   while :; do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (low - 10000)))
     (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }

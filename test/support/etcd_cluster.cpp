@@ -27,20 +27,34 @@ const char* etcd_binary() {
     return other && *other ? other : "/usr/bin/etcd";
 }
 
-// `n` distinct loopback ports free at the time of the call: every socket stays bound until all
-// are chosen, so that none is handed out twice.
+// The lowest port of the kernel's ephemeral range (32768 if it cannot be read).
+unsigned ephemeral_low() {
+    std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+    unsigned low = 0;
+    return in >> low && low > 11024 ? low : 32768;
+}
+
+// `n` distinct loopback ports free at the time of the call, below the ephemeral range: a port
+// from that range may be taken at any moment as the local port of another test's outgoing
+// connection, and then the member cannot listen on it. Every socket stays bound until all are
+// chosen, so that none is handed out twice.
 std::vector<unsigned> free_ports(std::size_t n) {
+    static std::mt19937 rng{std::random_device{}()};
+    std::uniform_int_distribution<unsigned> pick(10000, ephemeral_low() - 1);
     std::vector<int> fds;
     std::vector<unsigned> ports;
-    for (std::size_t i = 0; i < n; ++i) {
-        const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    for (int tries = 0; ports.size() < n; ++tries) {
+        if (tries > 1000) throw std::runtime_error("no free loopback port");
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) throw std::runtime_error("no socket for a free port");
         sockaddr_in a{};
         a.sin_family = AF_INET;
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof a;
-        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-            throw std::runtime_error("no free loopback port");
+        a.sin_port = htons(static_cast<std::uint16_t>(pick(rng)));
+        if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            ::close(fd);
+            continue;
+        }
         fds.push_back(fd);
         ports.push_back(ntohs(a.sin_port));
     }
