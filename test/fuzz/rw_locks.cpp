@@ -6,8 +6,9 @@
 //
 // Input layout: one byte chooses the operation, the next bytes its session, key and details.
 
-#include <lmx/core/lock_table.hpp>
+#include <lmx/core/memory_store.hpp>
 #include <lmx/core/rw_locks.hpp>
+#include <lmx/core/store_answers.hpp>
 
 #include "fuzz_support.hpp"
 
@@ -42,8 +43,9 @@ private:
 };
 
 struct harness : effect_sink, rw_output {
-    lock_table table{*this};
-    rw_locks rw{table, *this, group};
+    memory_store store{*this};
+    lock_table& table = store.table();
+    rw_locks rw{store, *this, group};
     std::map<session_id, std::string> out;
     time_point now = time_point{} + 1h;
 
@@ -53,6 +55,10 @@ struct harness : effect_sink, rw_output {
     }
     void on_effect(const effect& e) override {
         if (e.kind == effect_kind::event) return;
+        if (is_answer(e.kind)) {
+            if (!e.uuid.empty()) write_answer(out[e.session], e);
+            return;
+        }
         if (e.session == group) return rw.defer(e);
         if (e.kind == effect_kind::granted && !e.multi)
             write_lock_granted(out[e.session], e.id, e.key, e.token, e.waiters, rw.readers(e.key, e.readers));

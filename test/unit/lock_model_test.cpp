@@ -72,6 +72,10 @@ std::string name(effect_kind k) {
         case effect_kind::rejected: return "rejected";
         case effect_kind::lock_lost: return "lost";
         case effect_kind::event: return "event";
+        case effect_kind::unlocked: return "unlocked";
+        case effect_kind::extended: return "extended";
+        case effect_kind::released_many: return "released_many";
+        case effect_kind::cancelled: return "cancelled";
     }
     return "?";
 }
@@ -153,6 +157,11 @@ void describe(const rec& e, bool direct, std::vector<std::string>& out) {
         case effect_kind::event:
             out.push_back("event " + std::to_string(static_cast<int>(e.event)) + " key=" + e.key + " id=" + e.id);
             break;
+        // The table answers its calls by returning; an answer effect from it is out of the model.
+        case effect_kind::unlocked:
+        case effect_kind::extended:
+        case effect_kind::released_many:
+        case effect_kind::cancelled: out.push_back(head); break;
     }
 }
 

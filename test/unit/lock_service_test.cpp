@@ -4,6 +4,7 @@
 
 #include "lock_service.hpp"
 
+#include <lmx/core/memory_store.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/replies.hpp>
 
@@ -12,6 +13,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -45,13 +47,128 @@ struct host final : detail::service_host {
     core::broker_stats stats() override { return {}; }
 };
 
+// A store that answers late, as one whose changes must first be committed to a shared log does:
+// every call that changes state waits in a list until flush(), and then runs on the in-memory
+// store with the time it was made at. Reads answer at once.
+class late_store final : public core::lock_store {
+public:
+    late_store(core::effect_sink& sink, const core::table_config& config) : inner_(sink, config) {}
+
+    // Runs the calls made so far, in order.
+    void flush() {
+        while (!calls_.empty()) {
+            auto calls = std::move(calls_);
+            calls_.clear();
+            for (auto& call : calls) call();
+        }
+    }
+    std::size_t pending() const { return calls_.size(); }
+
+    void acquire(const core::acquire_request& r, time_point now) override {
+        later([=, this, id = std::string(r.id), key = std::string(r.key)] {
+            auto copy = r;
+            copy.id = id;
+            copy.key = key;
+            inner_.acquire(copy, now);
+        });
+    }
+    void acquire_many(const core::acquire_many_request& r, time_point now) override {
+        later([=, this, id = std::string(r.id), keys = std::vector<std::string>(r.keys.begin(), r.keys.end())] {
+            std::vector<std::string_view> views(keys.begin(), keys.end());
+            auto copy = r;
+            copy.id = id;
+            copy.keys = views;
+            inner_.acquire_many(copy, now);
+        });
+    }
+    void release(const core::reply_to& to, std::string_view key, std::string_view id, time_point now) override {
+        later(
+            [=, this, t = owned(to), k = std::string(key), i = std::string(id)] { inner_.release(t.to(), k, i, now); });
+    }
+    void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id,
+                       time_point now) override {
+        std::optional<std::string> i;
+        if (id) i.emplace(*id);
+        later([=, this, t = owned(to), k = std::string(key)] {
+            std::optional<std::string_view> view;
+            if (i) view = *i;
+            inner_.force_release(t.to(), k, view, now);
+        });
+    }
+    void release_many(const core::reply_to& to, std::string_view id, time_point now) override {
+        later([=, this, t = owned(to), i = std::string(id)] { inner_.release_many(t.to(), i, now); });
+    }
+    void release_own(const core::reply_to& to, std::string_view key, time_point now) override {
+        later([=, this, t = owned(to), k = std::string(key)] { inner_.release_own(t.to(), k, now); });
+    }
+    void cancel(const core::reply_to& to, std::string_view id, time_point now) override {
+        later([=, this, t = owned(to), i = std::string(id)] { inner_.cancel(t.to(), i, now); });
+    }
+    void extend(const core::reply_to& to, std::string_view key, std::string_view id,
+                std::optional<std::chrono::milliseconds> ttl, time_point now) override {
+        later([=, this, t = owned(to), k = std::string(key), i = std::string(id)] {
+            inner_.extend(t.to(), k, i, ttl, now);
+        });
+    }
+    void abandon(core::session_id session, std::string_view id, time_point now) override {
+        later([=, this, i = std::string(id)] { inner_.abandon(session, i, now); });
+    }
+    void close_session(core::session_id session, time_point now) override {
+        later([=, this] { inner_.close_session(session, now); });
+    }
+    void expire(time_point now) override {
+        later([=, this] { inner_.expire(now); });
+    }
+    std::uint32_t session_requests(core::session_id session) const noexcept override {
+        return inner_.session_requests(session);
+    }
+    std::optional<time_point> next_deadline() override { return inner_.next_deadline(); }
+    bool grants_stalled() const noexcept override { return inner_.grants_stalled(); }
+    bool resume_grants(time_point now) override { return inner_.resume_grants(now); }
+    void set_events(bool enabled) noexcept override { inner_.set_events(enabled); }
+    void set_pin(std::string_view prefix, std::optional<std::uint32_t> max) override { inner_.set_pin(prefix, max); }
+    core::key_page list_keys(std::uint64_t cursor, std::size_t limit) const override {
+        return inner_.list_keys(cursor, limit);
+    }
+    core::key_info info(std::string_view key, std::size_t max_holders) const override {
+        return inner_.info(key, max_holders);
+    }
+    core::table_counters counters() const noexcept override { return inner_.counters(); }
+    std::vector<core::contended_key> top_contended(std::size_t n) const override { return inner_.top_contended(n); }
+    core::fencing_token last_token() const noexcept override { return inner_.last_token(); }
+
+private:
+    struct owned_reply {
+        core::session_id session;
+        std::string uuid;
+        core::answer_style style;
+        core::reply_to to() const { return {.session = session, .uuid = uuid, .style = style}; }
+    };
+    static owned_reply owned(const core::reply_to& to) { return {to.session, std::string(to.uuid), to.style}; }
+    void later(std::function<void()> call) { calls_.push_back(std::move(call)); }
+
+    core::memory_store inner_;
+    std::vector<std::function<void()>> calls_;
+};
+
 struct fixture {
     host h;
+    late_store* late = nullptr;  // set when the fixture runs on a late_store
     detail::lock_service service;
     time_point t0 = time_point{} + 1000h;
 
     explicit fixture(detail::service_config config = {.table = {.default_ttl = 5000ms}, .epoch = "e1"})
         : service(h, std::move(config)) {}
+
+    // On a late_store, with the default configuration.
+    struct answering_late {};
+    explicit fixture(answering_late)
+        : service(h, {.table = {.default_ttl = 5000ms}, .epoch = "e1"},
+                  [this](core::effect_sink& sink, const core::table_config& config) {
+                      auto store = std::make_unique<late_store>(sink, config);
+                      late = store.get();
+                      return store;
+                  }) {}
 
     detail::client& connect(core::session_id id, detail::role role = detail::role::admin) {
         auto& c = h.clients[id];
@@ -369,6 +486,100 @@ BOOST_AUTO_TEST_CASE(grants_wait_for_the_fencing_reservation) {
     f.send(2, lock("b", "k"), f.t0 + 2s);
     const auto granted = f.only<rep::granted>(2);
     BOOST_TEST(granted.token <= f.h.reserved_up_to);
+}
+
+// Requests of every kind that changes state, from three clients, with the times they arrive at.
+struct timed_request {
+    core::session_id client;
+    std::string json;
+    std::chrono::milliseconds at;
+};
+std::vector<timed_request> busy_script() {
+    return {
+        {1, lock("a", "k", R"(,"ttl":1000)"), 0ms},
+        {2, lock("b", "k"), 1ms},
+        {3, lock("c", "k", R"(,"timeout":500)"), 2ms},
+        {3, R"({"type":"cancel","uuid":"c1","target":"c"})", 3ms},
+        {3, R"({"type":"cancel","uuid":"c2","target":"c"})", 4ms},
+        {1, R"({"type":"extend","uuid":"x1","key":"k","_uuid":"a","ttl":2000})", 5ms},
+        {2, R"({"type":"extend","uuid":"x2","key":"k","_uuid":"b","ttl":2000})", 6ms},
+        {1, R"({"type":"acquire-many","uuid":"m","keys":["p","q"]})", 7ms},
+        {2, R"({"type":"acquire-many","uuid":"n","keys":["q","r"],"wait":false})", 8ms},
+        {1, R"({"type":"unlock","uuid":"u1","key":"k","_uuid":"a"})", 9ms},
+        {1, R"({"type":"unlock","uuid":"u2","key":"k","_uuid":"a"})", 10ms},
+        {3, R"({"type":"unlock","uuid":"u3","key":"k","_uuid":"b","force":true})", 11ms},
+        {1, R"({"type":"release-many","uuid":"rm1","lockUuid":"m"})", 12ms},
+        {1, R"({"type":"release-many","uuid":"rm2","lockUuid":"m"})", 13ms},
+        {2, lock("d", "k", R"(,"ttl":50)"), 14ms},
+        {2, R"({"type":"unlock","uuid":"u4","key":"k"})", 15ms},
+        {3, R"({"type":"unlock","uuid":"u5","key":"k"})", 16ms},
+    };
+}
+
+std::map<core::session_id, std::string> run_script(fixture& f, bool flush_each) {
+    for (core::session_id id : {1, 2, 3}) f.connect(id, id == 3 ? detail::role::admin : detail::role::client);
+    for (const auto& r : busy_script()) {
+        f.send(r.client, r.json, f.t0 + r.at);
+        if (f.late && flush_each) f.late->flush();
+    }
+    if (f.late) f.late->flush();
+    return f.h.out;
+}
+
+// The lock service takes every answer from the store's effects, never from a call's return: a
+// store that answers later gives each client the very same frames, in the same order.
+BOOST_AUTO_TEST_CASE(a_store_that_answers_later_gives_the_same_replies) {
+    fixture now_answering;
+    const auto expected = run_script(now_answering, false);
+    // The script reaches every answer: released, not held, extended and not, released-many and
+    // not, cancelled and not, forced by another client.
+    const auto has = [&](core::session_id id, std::string_view frame) {
+        return expected.at(id).find(frame) != std::string::npos;
+    };
+    BOOST_TEST(has(1, R"("uuid":"u1","key":"k","unlocked":true)"));
+    BOOST_TEST(has(1, R"("uuid":"u2","key":"k","unlocked":true,"lockRequestCount":0,"warning")"));
+    BOOST_TEST(has(1, R"("uuid":"x1","key":"k","extended":true,"expiresInMs":2000)"));
+    BOOST_TEST(has(2, R"("uuid":"x2","key":"k","extended":false)"));
+    BOOST_TEST(has(1, R"("uuid":"rm1","lockUuid":"m","keys":["p","q"],"released":true)"));
+    BOOST_TEST(has(1, R"("uuid":"rm2","released":false)"));
+    BOOST_TEST(has(3, R"("uuid":"c1","cancelled":true)"));
+    BOOST_TEST(has(3, R"("uuid":"c2","cancelled":false)"));
+    BOOST_TEST(has(2, R"("type":"lock-lost","key":"k","uuid":"b","reason":"forced")"));
+    BOOST_TEST(
+        has(3, R"("uuid":"u5","key":"k","unlocked":true,"lockRequestCount":0,"warning":"no holder to release")"));
+
+    fixture step_by_step{fixture::answering_late{}};
+    const auto step = run_script(step_by_step, true);
+    fixture all_at_once{fixture::answering_late{}};
+    const auto once = run_script(all_at_once, false);
+    for (core::session_id id : {1, 2, 3}) {
+        BOOST_TEST(step.at(id) == expected.at(id), "client " << id);
+        BOOST_TEST(once.at(id) == expected.at(id), "client " << id);
+    }
+}
+
+// Until the store answers, the client hears nothing; an answer for a client that has gone
+// meanwhile is dropped.
+BOOST_AUTO_TEST_CASE(answers_wait_for_the_store_and_skip_clients_that_left) {
+    fixture f{fixture::answering_late{}};
+    f.connect(1);
+    f.connect(2);
+    f.send(1, lock("a", "k"), f.t0);
+    f.send(2, lock("b", "k"), f.t0);
+    BOOST_TEST(f.late->pending() == 2u);
+    BOOST_TEST(f.replies(1).empty());
+    f.late->flush();
+    BOOST_TEST(f.only<rep::granted>(1).uuid == "a");
+    BOOST_TEST(f.only<rep::queued>(2).uuid == "b");
+
+    f.send(1, R"({"type":"unlock","uuid":"u","key":"k","_uuid":"a"})", f.t0 + 1ms);
+    f.send(2, R"({"type":"cancel","uuid":"c","target":"b"})", f.t0 + 1ms);
+    BOOST_TEST(f.replies(1).empty());
+    BOOST_TEST(f.h.out[2].empty(), f.h.out[2]);
+    f.h.closing[2] = true;
+    f.late->flush();
+    BOOST_TEST(f.only<rep::unlocked>(1).uuid == "u");
+    BOOST_TEST(f.h.out[2].empty());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -2,8 +2,9 @@
 // sockets: the frames each session would get are recorded, and the table's holders are checked
 // for the guarantee (no RW writer holds the write key while an RW reader reads, and the reverse).
 
-#include <lmx/core/lock_table.hpp>
+#include <lmx/core/memory_store.hpp>
 #include <lmx/core/rw_locks.hpp>
+#include <lmx/core/store_answers.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/test/unit_test.hpp>
@@ -26,8 +27,9 @@ constexpr session_id group = 1'000'000;
 // Plays the broker's part: table effects of ordinary sessions become frames, the group
 // session's go to rw_locks, and rw_locks settles after every step.
 struct fixture : effect_sink, rw_output {
-    lock_table table{*this};
-    rw_locks rw{table, *this, group};
+    memory_store store{*this};
+    lock_table& table = store.table();
+    rw_locks rw{store, *this, group};
     std::map<session_id, std::string> out;
     std::map<session_id, std::deque<json::object>> inbox;
     time_point now = time_point{} + 1h;
@@ -35,6 +37,10 @@ struct fixture : effect_sink, rw_output {
     std::string* frames_for(session_id s) override { return &out[s]; }
     void on_effect(const effect& e) override {
         if (e.kind == effect_kind::event) return;
+        if (is_answer(e.kind)) {
+            if (!e.uuid.empty()) write_answer(out[e.session], e);
+            return;
+        }
         if (e.session == group) return rw.defer(e);
         std::string& o = out[e.session];
         switch (e.kind) {

@@ -2,7 +2,8 @@
 
 #include <lmx/broker/broker.hpp>
 #include <lmx/core/failpoint.hpp>
-#include <lmx/core/lock_table.hpp>
+#include <lmx/core/memory_store.hpp>
+#include <lmx/core/store_answers.hpp>
 #include <lmx/version.hpp>
 
 #include <algorithm>
@@ -34,7 +35,7 @@ std::optional<time_point> deadline_after(std::optional<std::chrono::milliseconds
 
 lock_service::store_factory lock_service::in_memory() {
     return [](core::effect_sink& sink, const core::table_config& config) -> std::unique_ptr<core::lock_store> {
-        return std::make_unique<core::lock_table>(sink, config);
+        return std::make_unique<core::memory_store>(sink, config);
     };
 }
 
@@ -138,6 +139,10 @@ void lock_service::on_effect(const core::effect& e) {
     if (e.kind == k::queued && !e.notice) return;
     client* c = host_.find(e.session);
     if (!c) return;
+    if (core::is_answer(e.kind)) {
+        if (!e.uuid.empty()) core::write_answer(host_.frames(*c), e);
+        return;
+    }
     if (e.kind == k::lock_lost && c->live_mutex) return;  // its client only warns about unknown ids
     std::string& out = host_.frames(*c);
     switch (e.kind) {
@@ -172,7 +177,7 @@ void lock_service::on_effect(const core::effect& e) {
                 core::write_lock_lost(out, e.key, e.id, e.reason);
             }
             break;
-        case k::event: break;
+        default: break;
     }
 }
 
@@ -234,32 +239,15 @@ void lock_service::serve(client& c, req::unlock& r, time_point now) {
     if (r.force && !r.lock_id && c.role != detail::role::admin)
         return core::write_unlock_error(host_.frames(c), r.uuid, r.key, core::errc::forbidden,
                                         "releasing every holder of a key needs the admin role; name the lock id");
-    core::release_result res;
+    const core::reply_to to{.session = c.id, .uuid = r.uuid};
     if (r.lock_id && r.force)
-        res = store_->force_release(r.key, *r.lock_id, now);
+        store_->force_release(to, r.key, *r.lock_id, now);
     else if (r.lock_id)
-        res = store_->release(r.key, *r.lock_id, now, c.id);
+        store_->release(to, r.key, *r.lock_id, now);
     else if (r.force)
-        res = store_->force_release(r.key, std::nullopt, now);
+        store_->force_release(to, r.key, std::nullopt, now);
     else
-        res = store_->release_own(c.id, r.key, now);
-    std::string& out = host_.frames(c);
-    switch (res.status) {
-        case core::release_status::released: return core::write_unlock_ok(out, r.uuid, r.key, res.waiters);
-        case core::release_status::withdrawn:
-            return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
-                                         "the request was still waiting; it has been withdrawn");
-        case core::release_status::already_released:
-            return core::write_unlock_ok(out, r.uuid, r.key, res.waiters,
-                                         r.lock_id
-                                             ? "lock " + *r.lock_id + " was not held (already released or expired)"
-                                             : std::string("no holder to release"),
-                                         false);
-        case core::release_status::not_holder:
-            return core::write_unlock_error(
-                out, r.uuid, r.key, core::errc::not_holder,
-                r.lock_id ? "lock " + *r.lock_id + " does not hold " + r.key : std::string());
-    }
+        store_->release_own(to, r.key, now);
 }
 
 void lock_service::serve(client&, req::lock_received&, time_point) {}
@@ -282,8 +270,7 @@ void lock_service::serve(client& c, req::lock_received_rejected& r, time_point n
 }
 
 void lock_service::serve(client& c, req::cancel& r, time_point now) {
-    const bool ok = store_->cancel(c.id, r.target, now);
-    core::write_cancel(host_.frames(c), r.uuid, ok);
+    store_->cancel({.session = c.id, .uuid = r.uuid}, r.target, now);
 }
 
 void lock_service::serve(client& c, req::acquire_many& r, time_point now) {
@@ -299,20 +286,11 @@ void lock_service::serve(client& c, req::acquire_many& r, time_point now) {
 }
 
 void lock_service::serve(client& c, req::release_many& r, time_point now) {
-    auto res = store_->release_many(r.lock_id, now, c.id);
-    if (res.code != core::errc::ok)
-        return core::write_release_many_error(host_.frames(c), r.uuid, res.code, "no multi-key lock " + r.lock_id);
-    core::write_release_many_ok(host_.frames(c), r.uuid, r.lock_id, res.keys);
+    store_->release_many({.session = c.id, .uuid = r.uuid}, r.lock_id, now);
 }
 
 void lock_service::serve(client& c, req::extend& r, time_point now) {
-    auto res = store_->extend(r.key, r.lock_id, r.ttl, now);
-    if (res.code != core::errc::ok)
-        return core::write_extend_error(host_.frames(c), r.uuid, r.key, res.code,
-                                        "lock " + r.lock_id + " does not hold " + r.key + " (expired or released)");
-    std::optional<std::chrono::milliseconds> in;
-    if (res.expires) in = std::chrono::ceil<std::chrono::milliseconds>(*res.expires - now);
-    core::write_extend_ok(host_.frames(c), r.uuid, r.key, in);
+    store_->extend({.session = c.id, .uuid = r.uuid}, r.key, r.lock_id, r.ttl, now);
 }
 
 // A page at a time, so that no answer keeps the loop busy for long.

@@ -3,7 +3,7 @@
 // The broker's lock service, without I/O: a parsed request and the time come in; the answers,
 // grants, notices and watch events go out as frames appended to the clients' reply buffers,
 // which the sessions part (broker.cpp) owns and writes. Lock state lives in a core::lock_store
-// (the in-memory lock_table today). Private to libs/broker.
+// (core::memory_store unless the broker is given another). Private to libs/broker.
 
 #include <lmx/core/lock_store.hpp>
 #include <lmx/core/protocol.hpp>
@@ -62,7 +62,7 @@ public:
     // Builds the store that holds the lock state; it reports to `sink`.
     using store_factory =
         std::function<std::unique_ptr<core::lock_store>(core::effect_sink& sink, const core::table_config& config)>;
-    // An in-memory core::lock_table.
+    // The in-memory store (core::memory_store).
     static store_factory in_memory();
 
     lock_service(service_host& host, service_config config, const store_factory& make_store = in_memory());

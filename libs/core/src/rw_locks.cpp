@@ -193,13 +193,11 @@ struct rw_locks::impl {
 
     // A request of the group session ends, whether it waits or holds: a grant may have happened
     // in the table with its effect not yet settled here.
-    void end_group_request(const std::string& key, const std::string& id, time_point now) {
-        if (!table.cancel(group, id, now)) table.release(key, id, now, group);
-    }
+    void end_group_request(const std::string& id, time_point now) { table.abandon(group, id, now); }
 
     void release_write_key(read_group& g, time_point now) {
         if (g.write_id.empty()) return;
-        end_group_request(g.write_key, g.write_id, now);
+        end_group_request(g.write_id, now);
         group_of.erase(g.write_id);
         g.write_id.clear();
         g.write_granted = false;
@@ -207,9 +205,7 @@ struct rw_locks::impl {
 
     void release_group(read_group& g, time_point now) {
         if (g.group_id.empty()) return;
-        auto it = group_of.find(g.group_id);
-        std::string key = it != group_of.end() ? it->second : std::string();
-        end_group_request(key, g.group_id, now);
+        end_group_request(g.group_id, now);
         group_of.erase(g.group_id);
         g.group_id.clear();
         g.g = group_hold::none;
@@ -555,12 +551,7 @@ bool rw_locks::unlock(session_id s, const req::unlock& r, time_point now) {
         case rw_status::end_write: {
             if (r.lock_id) return false;
             // A writer ends its own write: never another writer's hold that came after its lease.
-            auto res = impl_->table.release_own(s, r.key, now);
-            if (std::string* o = impl_->out.frames_for(s))
-                write_unlock_ok(*o, r.uuid, r.key, res.waiters,
-                                res.status == release_status::released
-                                    ? std::string_view{}
-                                    : "this connection held no write lock on the key");
+            impl_->table.release_own({.session = s, .uuid = r.uuid, .style = answer_style::rw_end_write}, r.key, now);
             return true;
         }
         default: return false;
@@ -577,7 +568,7 @@ bool rw_locks::abandon(session_id s, std::string_view id, time_point now) { retu
 void rw_locks::close_session(session_id s, time_point now) { impl_->close_session(s, now); }
 
 void rw_locks::defer(const effect& e) {
-    if (e.kind == effect_kind::event) return;
+    if (e.kind == effect_kind::event || is_answer(e.kind)) return;
     impl_->effects.push_back({e.kind, std::string(e.id), e.code, e.token, e.waiters, e.position, e.repeat});
 }
 

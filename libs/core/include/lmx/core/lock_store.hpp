@@ -1,10 +1,13 @@
 #pragma once
 
-// The seam between the broker's lock service and where lock state lives. The in-memory
-// lock_table is one store; a store shared by several brokers plugs in here too. A store is a
-// state machine driven by plain calls with the current time passed in: what a call decides at
-// once it returns, and every outcome that concerns a session (grants, queue notices, refusals,
-// rejections, lost holds, watch events) goes to the effect_sink it was built with, now or later.
+// The seam between the broker's lock service and where lock state lives. The in-memory store
+// (memory_store over a lock_table) is one; a store shared by several brokers plugs in here too.
+// A store is driven by plain calls with the current time passed in, and it answers through the
+// effect_sink it was built with, now or later: every outcome that concerns a session (grants,
+// queue notices, refusals, rejections, lost holds, watch events) and the answer to every call
+// that changes state (unlocked, extended, released_many, cancelled, addressed by a reply_to).
+// So a store may answer only once a shared log has committed a change; the in-memory store
+// answers before the call returns, after the grants and notices the call caused.
 
 #include <lmx/core/lock_info.hpp>
 #include <lmx/core/types.hpp>
@@ -57,6 +60,27 @@ struct acquire_many_request {
     bool keep_on_exit = false;
 };
 
+// Who a state-changing call answers: the asking session and the uuid of its request. An empty
+// uuid asks for no answer (the effect still comes, and its receiver drops it).
+enum class answer_style : std::uint8_t {
+    plain,
+    // live-mutex's end of a write (rwStatus end-write): finding no hold of the session is no error.
+    rw_end_write,
+};
+
+struct reply_to {
+    session_id session = 0;
+    std::string_view uuid{};
+    answer_style style = answer_style::plain;
+};
+
+enum class release_status : std::uint8_t {
+    released,          // the hold ended now
+    withdrawn,         // the id was still waiting; it is removed from the queue
+    already_released,  // unknown id or key (late unlock after ttl/force): harmless
+    not_holder,        // force with an id that does not hold the key
+};
+
 enum class effect_kind : std::uint8_t {
     granted,  // request `id` now holds `key` (or all `keys` of a multi request)
     queued,   // request `id` waits; `waiters` is the queue length, `position` its place (1 = next;
@@ -65,7 +89,15 @@ enum class effect_kind : std::uint8_t {
     rejected,   // request ended without a grant: see `code`
     lock_lost,  // hold `id` ended without its owner's unlock: see `reason`
     event,      // watch stream: see `event`
+    // Answers to calls, addressed to `session` with the request's `uuid`:
+    unlocked,       // release / force_release / release_own: `status`, `waiters`, `released`
+    extended,       // extend: `code`, `lease`
+    released_many,  // release_many: `code`, `names`
+    cancelled,      // cancel: `done`
 };
+
+// Whether `k` answers a call (as opposed to telling a session what happened to its request).
+constexpr bool is_answer(effect_kind k) noexcept { return k >= effect_kind::unlocked; }
 
 // Views inside an effect are valid only during the on_effect call.
 struct effect {
@@ -88,6 +120,14 @@ struct effect {
     errc code = errc::ok;                 // rejected
     lost_reason reason{};                 // lock_lost
     event_kind event{};                   // event
+    // Answers (is_answer(kind)):
+    std::string_view uuid{};  // the request answered
+    answer_style style = answer_style::plain;
+    release_status status{};                           // unlocked
+    std::uint32_t released = 0;                        // unlocked: holds ended (force without id may end several)
+    std::optional<std::chrono::milliseconds> lease{};  // extended: the new lease from now (none: no expiry)
+    std::span<const std::string> names{};              // released_many: the keys, sorted
+    bool done = false;                                 // cancelled: the request was waiting and is withdrawn
 };
 
 class effect_sink {
@@ -102,13 +142,6 @@ public:
     // before it knows it has the tokens, so a failure never leaves a request half-granted.
     // The default reserves everything.
     virtual fencing_token reserve_tokens(fencing_token needed);
-};
-
-enum class release_status : std::uint8_t {
-    released,          // the hold ended now
-    withdrawn,         // the id was still waiting; it is removed from the queue
-    already_released,  // unknown id or key (late unlock after ttl/force): harmless
-    not_holder,        // force with an id that does not hold the key
 };
 
 struct release_result {
@@ -153,34 +186,30 @@ class lock_store {
 public:
     virtual ~lock_store() = default;
 
-    // Outcome goes to the sink (granted / queued / refused / rejected) and is also returned.
-    // A repeated id of the same session on the same key re-sends the current state
-    // (granted again or queued again) and changes nothing.
-    virtual effect_kind acquire(const acquire_request& r, time_point now) = 0;
-    virtual effect_kind acquire_many(const acquire_many_request& r, time_point now) = 0;
+    // The outcome goes to the sink: granted, queued, refused or rejected. A repeated id of the
+    // same session on the same key re-sends the current state (granted again or queued again)
+    // and changes nothing.
+    virtual void acquire(const acquire_request& r, time_point now) = 0;
+    virtual void acquire_many(const acquire_many_request& r, time_point now) = 0;
 
-    // `by`: the session asking. When it is not the owner's, the owner is told: a hold gets a
-    // lock_lost(forced) notice, a waiting request a rejection with errc::cancelled.
-    virtual release_result release(std::string_view key, std::string_view id, time_point now,
-                                   std::optional<session_id> by = std::nullopt) = 0;
+    // The calls below answer `to` with one answer effect each. `to.session` is the session
+    // asking: when it is not the owner's, the owner is told (a hold gets lock_lost(forced), a
+    // waiting request a rejection with errc::cancelled).
+    virtual void release(const reply_to& to, std::string_view key, std::string_view id, time_point now) = 0;
     // No id: every holder of `key` loses it. With an id: only that hold, and only if it holds.
-    virtual release_result force_release(std::string_view key, std::optional<std::string_view> id, time_point now) = 0;
-    // `by` as for release(): another session ending the request tells its owner (lock_lost for
-    // a hold, rejected with errc::cancelled for a waiting request).
-    virtual release_many_result release_many(std::string_view id, time_point now,
-                                             std::optional<session_id> by = std::nullopt) = 0;
-    // Releases one single-key hold of `session` on `key` (any, when it holds several slots).
-    virtual release_result release_own(session_id session, std::string_view key, time_point now) = 0;
+    virtual void force_release(const reply_to& to, std::string_view key, std::optional<std::string_view> id,
+                               time_point now) = 0;
+    virtual void release_many(const reply_to& to, std::string_view id, time_point now) = 0;
+    // Releases one single-key hold of `to.session` on `key` (any, when it holds several slots).
+    virtual void release_own(const reply_to& to, std::string_view key, time_point now) = 0;
+    // Withdraws a waiting request of `to.session`; `done` is false when it is not waiting.
+    virtual void cancel(const reply_to& to, std::string_view id, time_point now) = 0;
+    virtual void extend(const reply_to& to, std::string_view key, std::string_view id,
+                        std::optional<std::chrono::milliseconds> ttl, time_point now) = 0;
 
-    // Withdraws a waiting request of `session`. False when it is not waiting (granted or unknown).
-    virtual bool cancel(session_id session, std::string_view id, time_point now) = 0;
     // The client gave up on request `id` (live-mutex lock-client-timeout / lock-received-rejected):
-    // withdraw it if it waits, release it if it was granted meanwhile.
+    // withdraw it if it waits, release it if it was granted meanwhile. No answer.
     virtual void abandon(session_id session, std::string_view id, time_point now) = 0;
-
-    virtual extend_result extend(std::string_view key, std::string_view id,
-                                 std::optional<std::chrono::milliseconds> ttl, time_point now) = 0;
-
     // Removes every waiter of the session and releases its holds except keep-on-exit ones.
     virtual void close_session(session_id session, time_point now) = 0;
     // Holds and waiting requests of `session` (a multi-key request counts once).
