@@ -3,13 +3,13 @@ include(CMakePackageConfigHelpers)
 
 set(LMX_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/lmx)
 
-install(TARGETS lmx_core lmx_transport lmx_broker lmx_client
+install(TARGETS lmx_core lmx_transport lmx_etcd lmx_broker lmx_client
   EXPORT lmxTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-foreach(lib core transport broker client)
+foreach(lib core transport etcd broker client)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/libs/${lib}/include/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 endforeach()
 install(EXPORT lmxTargets NAMESPACE lmx:: DESTINATION ${LMX_INSTALL_CMAKEDIR})

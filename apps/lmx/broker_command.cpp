@@ -355,6 +355,28 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
         ->default_val(100000)
         ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))
         ->type_name("N");
+    cmd->add_option("--store", a->opt.store,
+                    "Keep the lock state in an etcd cluster shared with other brokers: their clients contend "
+                    "for the same locks (unset: in this process's memory)")
+        ->type_name("etcd://HOST:PORT[,HOST:PORT...]");
+    cmd->add_option("--store-prefix", a->opt.store_prefix, "Key prefix of the lock state in etcd")
+        ->default_val("/lmx/")
+        ->type_name("PREFIX");
+    cmd->add_option_function<std::int64_t>(
+           "--session-ttl", [a](std::int64_t s) { a->opt.session_ttl = std::chrono::seconds(s); },
+           "Seconds after which etcd drops the holds and waits of a broker that died (at least 2)")
+        ->default_val(10)
+        ->check(CLI::Range(std::int64_t{2}, std::int64_t{3600}))
+        ->type_name("SECONDS");
+    cmd->add_option("--store-cacert", a->opt.store_ca, "CA file (PEM) for TLS to etcd: endpoints are then https://")
+        ->check(CLI::ExistingFile)
+        ->type_name("FILE");
+    cmd->add_option("--store-cert", a->opt.store_cert, "Client certificate (PEM) shown to etcd")
+        ->check(CLI::ExistingFile)
+        ->type_name("FILE");
+    cmd->add_option("--store-key", a->opt.store_key, "Key (PEM) of --store-cert")
+        ->check(CLI::ExistingFile)
+        ->type_name("FILE");
     cmd->add_option("--allow-origin", a->opt.allow_origins,
                     "Browser origin allowed to open a WebSocket, repeatable; '*' allows all (default: only the "
                     "broker's own origin and clients that send no Origin)")

@@ -10,6 +10,7 @@
 #include "fencing_store.hpp"
 #include "http_pages.hpp"
 #include "http_policy.hpp"
+#include "etcd_store.hpp"
 #include "lock_service.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -616,8 +617,10 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
 
     detail::health_state health() const {
         std::string reason = unhealthy;
-        if (reason.empty() && service && service->store().grants_stalled())
-            reason = "the fencing token range (2^53 - 1) is used up";
+        if (reason.empty() && service && service->store().grants_stalled()) {
+            reason = service->store().stall_reason();
+            if (reason.empty()) reason = "the fencing token range (2^53 - 1) is used up";
+        }
         return {.uptime_ms = static_cast<std::uint64_t>(
                     std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - started).count()),
                 .connections = sessions.size(),
@@ -702,17 +705,47 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
                                       std::to_string(opt.max_connection_locks) + " holds and waiters per connection, " +
                                       std::to_string(opt.max_total_keys) + " keys, " +
                                       std::to_string(opt.max_outbox_total >> 20) + " MiB of queued replies in all");
-        service = std::make_unique<detail::lock_service>(
-            *this, detail::service_config{.table = {.default_ttl = opt.default_ttl,
-                                                    .max_waiters = opt.max_waiters,
-                                                    .max_session_requests = opt.max_connection_locks,
-                                                    .max_keys = opt.max_total_keys,
-                                                    .pins = pins(),
-                                                    .fencing_seed = seed},
-                                          .max_list = opt.max_list,
-                                          .limits = parser.limits(),
-                                          .epoch = epoch,
-                                          .auth_on = auth_on()});
+        auto make_store = detail::lock_service::in_memory();
+        if (!opt.store.empty()) {
+            std::string why;
+            auto endpoints = detail::parse_store_url(opt.store, !opt.store_ca.empty(), &why);
+            if (endpoints.empty()) return close_all("bad --store " + opt.store + ": " + why);
+            std::weak_ptr<impl> weak = shared_from_this();
+            detail::etcd_store_options eo{.endpoints = std::move(endpoints),
+                                          .prefix = opt.store_prefix,
+                                          .session_ttl = opt.session_ttl,
+                                          .ca_file = opt.store_ca,
+                                          .cert_file = opt.store_cert,
+                                          .key_file = opt.store_key,
+                                          .broker_id = epoch};
+            make_store = [this, weak, eo](core::effect_sink& sink, const core::table_config& config) {
+                return detail::make_etcd_store(ex, sink, config, eo, [weak] {
+                    if (auto self = weak.lock(); self && self->service && !self->stopped) {
+                        self->service->settle(steady::now());
+                        self->flush();
+                    }
+                });
+            };
+            log_line(log_level::info, "lock state in etcd at " + opt.store + " under " + opt.store_prefix +
+                                          " (session ttl " + std::to_string(opt.session_ttl.count()) + " s)");
+        }
+        try {
+            service = std::make_unique<detail::lock_service>(
+                *this,
+                detail::service_config{.table = {.default_ttl = opt.default_ttl,
+                                                 .max_waiters = opt.max_waiters,
+                                                 .max_session_requests = opt.max_connection_locks,
+                                                 .max_keys = opt.max_total_keys,
+                                                 .pins = pins(),
+                                                 .fencing_seed = seed},
+                                       .max_list = opt.max_list,
+                                       .limits = parser.limits(),
+                                       .epoch = epoch,
+                                       .auth_on = auth_on()},
+                make_store);
+        } catch (const std::exception& e) {
+            return close_all(std::string("cannot use the store: ") + e.what());
+        }
         for (auto& url : opt.listen) {
             std::string why;
             auto ep = transport::parse_endpoint(url, &why);
@@ -815,6 +848,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
             s->out.finish();
         }
         deadline_timer.cancel();
+        if (service) service->stop_store();
     }
 };
 

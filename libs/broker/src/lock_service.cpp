@@ -73,6 +73,10 @@ void lock_service::expire(time_point now) {
     rw_->settle(now);
 }
 
+void lock_service::settle(time_point now) { rw_->settle(now); }
+
+void lock_service::stop_store() noexcept { store_->stop(); }
+
 bool lock_service::resume_grants(time_point now) {
     const bool resumed = store_->resume_grants(now);
     rw_->settle(now);

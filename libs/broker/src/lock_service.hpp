@@ -77,6 +77,11 @@ public:
 
     // Ends the leases and wait timeouts due at `now`.
     void expire(core::time_point now);
+    // After the store told the sink something outside a call (a store that answers later):
+    // finishes what live-mutex's read/write-lock layer has to do with it.
+    void settle(core::time_point now);
+    // Ends the store's background work; the broker is stopping.
+    void stop_store() noexcept;
     // After a failed fencing reservation: reserves again and, on success, grants what waited.
     bool resume_grants(core::time_point now);
     std::optional<core::time_point> next_deadline();

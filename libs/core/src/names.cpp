@@ -59,7 +59,14 @@ std::string_view default_message(errc c) noexcept {
 
 std::string_view to_string(lock_mode m) noexcept { return m == lock_mode::shared ? "shared" : "exclusive"; }
 
-std::string_view to_string(lost_reason r) noexcept { return r == lost_reason::forced ? "forced" : "ttl"; }
+std::string_view to_string(lost_reason r) noexcept {
+    switch (r) {
+        case lost_reason::forced: return "forced";
+        case lost_reason::unavailable: return "unavailable";
+        case lost_reason::ttl: break;
+    }
+    return "ttl";
+}
 
 std::string_view to_string(rw_status s) noexcept {
     switch (s) {

@@ -68,6 +68,12 @@ struct broker_options {
     std::string tls_key;
     std::string tls_client_ca;  // /metrics and /healthz need a token too (/v1/stats always does when auth is on)
     log_level level = log_level::info;
+    // Lock state in an etcd cluster shared with other brokers (etcd://HOST:PORT[,HOST:PORT...]);
+    // empty: in this process's memory.
+    std::string store;
+    std::string store_prefix = "/lmx/";
+    std::chrono::seconds session_ttl{10};         // the lease this broker's entries hang on
+    std::string store_ca, store_cert, store_key;  // TLS to etcd (https:// endpoints when store_ca is set)
 };
 
 // What the broker's automatic limits come to on this machine (after raising the soft

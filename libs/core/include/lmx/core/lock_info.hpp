@@ -14,7 +14,9 @@
 
 namespace lmx::core {
 
-enum class lost_reason : std::uint8_t { ttl, forced };
+// ttl: the lease ran out; forced: another request ended it; unavailable: the broker lost its
+// store (etcd) and cannot vouch for the hold any more.
+enum class lost_reason : std::uint8_t { ttl, forced, unavailable };
 
 enum class event_kind : std::uint8_t { granted, released, expired, queued, cancelled, timeout, forced };
 

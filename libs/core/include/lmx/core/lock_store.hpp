@@ -226,6 +226,11 @@ public:
     // returns true.
     virtual bool grants_stalled() const noexcept = 0;
     virtual bool resume_grants(time_point now) = 0;
+    // Why grants are stalled when the store knows better than the broker (a store over etcd that
+    // lost its session); empty otherwise.
+    virtual std::string stall_reason() const { return {}; }
+    // Ends the store's background work (connections, watches, timers) when the broker stops.
+    virtual void stop() noexcept {}
 
     // Watch events cost a call per operation; they are emitted only while enabled.
     virtual void set_events(bool enabled) noexcept = 0;

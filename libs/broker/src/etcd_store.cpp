@@ -1,0 +1,1023 @@
+#include "etcd_store.hpp"
+
+#include <lmx/broker/broker.hpp>
+#include <lmx/core/queue_rule.hpp>
+#include <lmx/etcd/client.hpp>
+#include <lmx/etcd/lease_keeper.hpp>
+#include <lmx/etcd/prefix_mirror.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace lmx::detail {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using core::time_point;
+using steady = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// One request on a lock key as the mirror shows it.
+struct entry {
+    std::string id{};
+    core::lock_mode mode = core::lock_mode::exclusive;
+    core::key_max max{};
+    std::int64_t revision = 0;  // create revision of its q/ key: the queue order
+    std::int64_t grant = 0;     // create revision of its g/ key (0: not granted)
+};
+
+struct key_state {
+    std::map<std::int64_t, entry> entries;  // by create revision
+    std::unordered_map<std::string, std::int64_t> by_id;
+    std::optional<core::named_max> last;
+};
+
+enum class phase : std::uint8_t {
+    creating,  // its entry is being written
+    waiting,   // its entry is in etcd, not granted
+    claiming,  // its claim is being written
+    holding,
+    ending,  // this broker is deleting it (release, cancel, timeout, close): no notice when it goes
+};
+
+// A request of one of this broker's sessions.
+struct own_request {
+    std::string id{};
+    std::string key{};
+    core::session_id session = 0;
+    core::lock_mode mode = core::lock_mode::exclusive;
+    std::uint64_t ttl_ms = 0;  // 0: never expires
+    std::optional<time_point> wait_deadline{};
+    bool wait = true;
+    bool queued_notice = true;
+    bool told_queued = false;
+    bool keep_on_exit = false;  // a hold that outlives its connection (not its broker: it hangs on the session lease)
+    phase ph = phase::creating;
+    std::int64_t revision = 0;
+    core::fencing_token token = 0;
+    std::optional<time_point> expires{};
+    time_point since{};
+};
+
+std::uint64_t ttl_ms(const std::optional<milliseconds>& ttl, milliseconds dflt) {
+    auto t = ttl.value_or(dflt);
+    if (t != core::no_expiry && t.count() <= 0) t = dflt;
+    if (t == core::no_expiry) return 0;
+    return static_cast<std::uint64_t>(t.count());
+}
+
+std::string length_prefixed(std::string_view key) { return std::to_string(key.size()) + ":" + std::string(key); }
+
+// Parses "<n>:<key>/<id>" (or "<n>:<key>" when `with_id` is false).
+bool parse_entry_name(std::string_view rest, bool with_id, std::string& key, std::string& id) {
+    const auto colon = rest.find(':');
+    if (colon == std::string_view::npos) return false;
+    std::size_t n = 0;
+    auto [p, ec] = std::from_chars(rest.data(), rest.data() + colon, n);
+    if (ec != std::errc{} || p != rest.data() + colon || rest.size() < colon + 1 + n) return false;
+    key.assign(rest.substr(colon + 1, n));
+    rest.remove_prefix(colon + 1 + n);
+    if (!with_id) return rest.empty();
+    if (rest.size() < 2 || rest.front() != '/') return false;
+    id.assign(rest.substr(1));
+    return true;
+}
+
+class state : public std::enable_shared_from_this<state> {
+public:
+    state(asio::any_io_executor e, core::effect_sink& s, const core::table_config& c, etcd_store_options o,
+          std::function<void()> done)
+        : ex_(e),
+          sink_(s),
+          config_(c),
+          opt_(std::move(o)),
+          turn_done_(std::move(done)),
+          client_(e, {.endpoints = opt_.endpoints,
+                      .ca_file = opt_.ca_file,
+                      .cert_file = opt_.cert_file,
+                      .key_file = opt_.key_file}) {}
+
+    void start() {
+        auto self = shared_from_this();
+        mirror_ = std::make_unique<etcd::prefix_mirror>(
+            client_, opt_.prefix, [this](const std::vector<etcd::watch_event>& changes, std::int64_t) {
+                if (stopped_) return;
+                apply(changes);
+                turn_done_();
+            });
+        keeper_ = std::make_unique<etcd::lease_keeper>(client_, opt_.session_ttl,
+                                                       [this](const etcd::lease_keeper::event& ev) {
+                                                           if (stopped_) return;
+                                                           on_lease(ev);
+                                                           turn_done_();
+                                                       });
+        asio::co_spawn(ex_, startup(self), [](std::exception_ptr) {});
+    }
+
+    void stop() noexcept {
+        if (stopped_) return;
+        stopped_ = true;
+        if (mirror_) mirror_->stop();
+        if (keeper_) keeper_->stop();
+    }
+
+    void acquire(const core::acquire_request& r, time_point now) {
+        const std::string key(r.key);
+        if (auto it = own_.find(std::string(r.id)); it != own_.end()) {
+            own_request& o = it->second;
+            if (o.session == r.session && o.key == r.key) return resend(o, r.queued_notice);
+            return reject(r.session, r.id, r.key, core::errc::duplicate_request);
+        }
+        if (!ready()) return reject(r.session, r.id, r.key, core::errc::unavailable);
+        if (session_requests(r.session) >= config_.max_session_requests)
+            return reject(r.session, r.id, r.key, core::errc::limit_reached);
+        std::optional<std::uint32_t> named = r.max;
+        if (auto pinned = pin_of(r.key)) {
+            if (named && *named != *pinned) return reject(r.session, r.id, r.key, core::errc::max_pinned);
+            named = pinned;
+        }
+        const core::key_max max = core::max_for_new(view(key), last_of(key), named);
+        own_request o{.id = std::string(r.id),
+                      .key = key,
+                      .session = r.session,
+                      .mode = r.mode,
+                      .ttl_ms = ttl_ms(r.ttl, config_.default_ttl),
+                      .wait_deadline = r.wait ? r.wait_deadline : std::nullopt,
+                      .wait = r.wait,
+                      .queued_notice = r.queued_notice,
+                      .keep_on_exit = r.keep_on_exit,
+                      .since = now};
+        own_.emplace(o.id, o);
+        json::object v{{"mode", std::string(core::to_string(r.mode))},
+                       {"max", max.max},
+                       {"named", max.named},
+                       {"broker", opt_.broker_id},
+                       {"session", r.session}};
+        etcd::txn_request t;
+        t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = json::serialize(v), .lease = lease_});
+        if (named) t.success.push_back(etcd::put_op{.key = m_key(key), .value = std::to_string(*named)});
+        spawn(create(shared_from_this(), o.id, std::move(t)));
+    }
+
+    void release(const core::reply_to& to, std::string_view key, std::string_view id) {
+        const entry* e = find_entry(key, id);
+        auto it = own_.find(std::string(id));
+        const bool mine = it != own_.end() && it->second.key == key;
+        if (!e && !mine) return answer_unlock(to, key, id, core::release_status::already_released, 0);
+        if (mine && it->second.session == to.session) {
+            // Not written yet: the write's completion deletes it.
+            if (it->second.ph == phase::creating) {
+                it->second.ph = phase::ending;
+                return answer_unlock(to, key, id, core::release_status::withdrawn, 0);
+            }
+            it->second.ph = phase::ending;
+        }
+        end_entries(to, std::string(key), {std::string(id)}, std::string(id), false);
+    }
+
+    void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id) {
+        std::vector<std::string> ids;
+        if (id) {
+            const entry* e = find_entry(key, *id);
+            if (!e || !held(key, *e)) return answer_unlock(to, key, *id, core::release_status::not_holder, 0);
+            ids.emplace_back(*id);
+        } else {
+            auto ks = keys_.find(std::string(key));
+            if (ks != keys_.end())
+                for (auto& [rev, e] : ks->second.entries)
+                    if (held(key, e)) ids.push_back(e.id);
+            if (ids.empty()) return answer_unlock(to, key, {}, core::release_status::already_released, 0);
+        }
+        end_entries(to, std::string(key), std::move(ids), std::string(id.value_or("")), true);
+    }
+
+    void release_own(const core::reply_to& to, std::string_view key) {
+        for (auto& [id, o] : own_)
+            if (o.session == to.session && o.key == key && o.ph == phase::holding) {
+                o.ph = phase::ending;
+                return end_entries(to, o.key, {id}, {}, false);
+            }
+        answer_unlock(to, key, {}, core::release_status::already_released, 0);
+    }
+
+    void cancel(const core::reply_to& to, std::string_view id) {
+        auto it = own_.find(std::string(id));
+        const bool unwritten = it != own_.end() && it->second.session == to.session && it->second.ph == phase::creating;
+        if (unwritten) it->second.ph = phase::ending;  // the write's completion deletes it
+        if (unwritten || it == own_.end() || it->second.session != to.session || it->second.ph != phase::waiting) {
+            sink_.on_effect({.kind = core::effect_kind::cancelled,
+                             .session = to.session,
+                             .id = id,
+                             .uuid = to.uuid,
+                             .style = to.style,
+                             .done = unwritten});
+            return;
+        }
+        it->second.ph = phase::ending;
+        ++counters_.cancelled;
+        etcd::txn_request t;
+        t.success.push_back(etcd::delete_op{.key = q_key(it->second.key, it->second.id)});
+        spawn(cancel_entry(shared_from_this(), owned(to), std::string(id), std::move(t)));
+    }
+
+    void extend(const core::reply_to& to, std::string_view key, std::string_view id, std::optional<milliseconds> ttl,
+                time_point now) {
+        auto it = own_.find(std::string(id));
+        core::effect ef{.kind = core::effect_kind::extended,
+                        .session = to.session,
+                        .id = id,
+                        .key = key,
+                        .uuid = to.uuid,
+                        .style = to.style};
+        if (it == own_.end() || it->second.key != key || it->second.ph != phase::holding) {
+            ef.code = core::errc::not_holder;
+            return sink_.on_effect(ef);
+        }
+        own_request& o = it->second;
+        o.ttl_ms = ttl_ms(ttl, config_.default_ttl);
+        o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
+        if (o.expires) ef.lease = milliseconds(o.ttl_ms);
+        sink_.on_effect(ef);
+    }
+
+    void abandon(core::session_id s, std::string_view id) {
+        auto it = own_.find(std::string(id));
+        if (it != own_.end() && it->second.session == s) give_up(it->second);
+    }
+
+    void close_session(core::session_id s) {
+        for (auto& [id, o] : own_) {
+            if (o.session != s) continue;
+            if (o.keep_on_exit && o.ph == phase::holding)
+                o.session = 0;  // kept, as in memory: ended by its ttl or by a release naming it
+            else
+                give_up(o);
+        }
+    }
+
+    std::uint32_t session_requests(core::session_id s) const noexcept {
+        std::uint32_t n = 0;
+        for (auto& [id, o] : own_) n += o.session == s && o.ph != phase::ending;
+        return n;
+    }
+
+    void expire(time_point now) {
+        for (auto& [id, o] : own_) {
+            if (o.ph == phase::holding && o.expires && *o.expires <= now) {
+                ++counters_.expirations;
+                sink_.on_effect({.kind = core::effect_kind::lock_lost,
+                                 .session = o.session,
+                                 .id = o.id,
+                                 .key = o.key,
+                                 .reason = core::lost_reason::ttl});
+                o.ph = phase::ending;
+                end_entries({}, o.key, {id}, {}, false);
+            } else if ((o.ph == phase::waiting || o.ph == phase::creating) && o.wait_deadline &&
+                       *o.wait_deadline <= now) {
+                ++counters_.timeouts;
+                sink_.on_effect({.kind = core::effect_kind::rejected,
+                                 .session = o.session,
+                                 .id = o.id,
+                                 .key = o.key,
+                                 .code = core::errc::timeout});
+                const bool written = o.ph == phase::waiting;
+                o.ph = phase::ending;
+                if (written) end_entries({}, o.key, {id}, {}, false);
+            }
+        }
+    }
+
+    std::optional<time_point> next_deadline() const {
+        std::optional<time_point> next;
+        auto take = [&](std::optional<time_point> t) {
+            if (t && (!next || *t < *next)) next = t;
+        };
+        for (auto& [id, o] : own_) {
+            if (o.ph == phase::holding) take(o.expires);
+            if (o.ph == phase::waiting || o.ph == phase::creating) take(o.wait_deadline);
+        }
+        return next;
+    }
+
+    bool grants_stalled() const noexcept { return !ready(); }
+    std::string stall_reason() const { return ready() ? std::string() : trouble_; }
+
+    void set_pin(std::string_view prefix, std::optional<std::uint32_t> max) {
+        std::erase_if(pins_, [&](const core::key_pin& p) { return p.prefix == prefix; });
+        if (max) pins_.push_back({std::string(prefix), *max});
+    }
+
+    core::key_page list_keys(std::uint64_t cursor, std::size_t limit) const {
+        core::key_page page;
+        std::uint64_t i = 0;
+        for (auto& [key, ks] : keys_) {
+            if (i++ < cursor) continue;
+            if (page.keys.size() == limit) {
+                page.next = i - 1;
+                break;
+            }
+            page.keys.push_back(key);
+        }
+        return page;
+    }
+
+    core::key_info info(std::string_view key, std::size_t max_holders) const {
+        core::key_info out;
+        out.key = std::string(key);
+        auto it = keys_.find(out.key);
+        if (it == keys_.end()) return out;
+        out.exists = true;
+        const auto v = view(out.key);
+        out.max = core::max_of(v, it->second.last).max;
+        const std::size_t n = core::holder_count(v, core::max_of(v, it->second.last));
+        std::size_t i = 0;
+        for (auto& [rev, e] : it->second.entries) {
+            if (i++ >= n) break;
+            out.holder_mode = e.mode;
+            ++out.holder_count;
+            if (e.grant) out.last_token = std::max(out.last_token, token_of(e.grant));
+            if (out.holders.size() >= max_holders) continue;
+            core::holder_info h{.id = e.id,
+                                .session = 0,
+                                .mode = e.mode,
+                                .token = e.grant ? token_of(e.grant) : 0,
+                                .since = {},
+                                .keep_on_exit = false};
+            if (auto o = own_.find(e.id); o != own_.end() && o->second.key == key) {
+                h.session = o->second.session;
+                h.expires = o->second.expires;
+                h.since = o->second.since;
+                h.keep_on_exit = o->second.keep_on_exit;
+            }
+            out.holders.push_back(std::move(h));
+        }
+        out.waiters = static_cast<std::uint32_t>(v.size() - n);
+        return out;
+    }
+
+    core::table_counters counters() const noexcept {
+        core::table_counters c = counters_;
+        c.keys = keys_.size();
+        c.holders = c.waiters = 0;
+        for (auto& [key, ks] : keys_)
+            for (auto& [rev, e] : ks.entries) (e.grant ? c.holders : c.waiters) += 1;
+        std::unordered_set<core::session_id> sessions;
+        for (auto& [id, o] : own_) sessions.insert(o.session);
+        c.sessions = sessions.size();
+        return c;
+    }
+
+    std::vector<core::contended_key> top_contended(std::size_t n) const {
+        std::vector<core::contended_key> all;
+        for (auto& [key, ks] : keys_) {
+            std::uint32_t held_n = 0, waiting = 0;
+            for (auto& [rev, e] : ks.entries) (e.grant ? held_n : waiting) += 1;
+            if (waiting) all.push_back({key, waiting, held_n});
+        }
+        std::sort(all.begin(), all.end(), [](auto& a, auto& b) { return a.waiters > b.waiters; });
+        if (all.size() > n) all.resize(n);
+        return all;
+    }
+
+    core::fencing_token last_token() const noexcept { return last_grant_ ? token_of(last_grant_) : 0; }
+
+private:
+    struct owned_reply {
+        core::session_id session = 0;
+        std::string uuid{};
+        core::answer_style style = core::answer_style::plain;
+    };
+    static owned_reply owned(const core::reply_to& to) { return {to.session, std::string(to.uuid), to.style}; }
+
+    // Starts `work` from the executor's queue, never inside the caller: a coroutine that fails
+    // before it first suspends must not change the state under a loop of its caller.
+    void spawn(asio::awaitable<void> work) {
+        asio::post(ex_, [this, self = shared_from_this(), w = std::move(work)]() mutable {
+            if (!stopped_) asio::co_spawn(ex_, std::move(w), [](std::exception_ptr) {});
+        });
+    }
+
+    bool ready() const noexcept { return !stopped_ && lease_ != 0 && base_ >= 0 && mirror_ && mirror_->synced(); }
+
+    std::string q_key(std::string_view key, std::string_view id) const {
+        return opt_.prefix + "q/" + length_prefixed(key) + "/" + std::string(id);
+    }
+    std::string g_key(std::string_view key, std::string_view id) const {
+        return opt_.prefix + "g/" + length_prefixed(key) + "/" + std::string(id);
+    }
+    std::string m_key(std::string_view key) const { return opt_.prefix + "m/" + length_prefixed(key); }
+
+    core::fencing_token token_of(std::int64_t revision) const noexcept {
+        return static_cast<core::fencing_token>(base_) + static_cast<core::fencing_token>(revision);
+    }
+
+    std::optional<std::uint32_t> pin_of(std::string_view key) const {
+        std::optional<std::uint32_t> best;
+        std::size_t len = 0;
+        for (auto& p : pins_)
+            if (key.starts_with(p.prefix) && (!best || p.prefix.size() >= len)) {
+                best = p.max;
+                len = p.prefix.size();
+            }
+        return best;
+    }
+
+    const entry* find_entry(std::string_view key, std::string_view id) const {
+        auto ks = keys_.find(std::string(key));
+        if (ks == keys_.end()) return nullptr;
+        auto r = ks->second.by_id.find(std::string(id));
+        return r == ks->second.by_id.end() ? nullptr : &ks->second.entries.at(r->second);
+    }
+
+    // Whether `e` counts as a holder: granted, or ours and being claimed.
+    bool held(std::string_view key, const entry& e) const {
+        if (e.grant) return true;
+        auto o = own_.find(e.id);
+        return o != own_.end() && o->second.key == key &&
+               (o->second.ph == phase::claiming || o->second.ph == phase::holding);
+    }
+
+    std::vector<core::queue_entry> view(const std::string& key) const {
+        std::vector<core::queue_entry> v;
+        auto ks = keys_.find(key);
+        if (ks == keys_.end()) return v;
+        for (auto& [rev, e] : ks->second.entries)
+            v.push_back({.revision = rev, .mode = e.mode, .max = e.max, .holds = held(key, e)});
+        return v;
+    }
+
+    std::optional<core::named_max> last_of(const std::string& key) const {
+        auto ks = keys_.find(key);
+        return ks == keys_.end() ? std::nullopt : ks->second.last;
+    }
+
+    std::uint32_t waiters_on(const std::string& key) const {
+        const auto v = view(key);
+        auto ks = keys_.find(key);
+        if (ks == keys_.end()) return 0;
+        return static_cast<std::uint32_t>(v.size() - core::holder_count(v, core::max_of(v, ks->second.last)));
+    }
+
+    // Ends one of this broker's requests without a word to anyone: deleted now, or, while its
+    // entry is being written, by the write's completion.
+    void give_up(own_request& o) {
+        if (o.ph == phase::ending) return;
+        const bool written = o.ph != phase::creating;
+        o.ph = phase::ending;
+        if (written) end_entries({}, o.key, {o.id}, {}, false);
+    }
+
+    void reject(core::session_id s, std::string_view id, std::string_view key, core::errc code) {
+        ++counters_.rejected;
+        sink_.on_effect({.kind = core::effect_kind::rejected, .session = s, .id = id, .key = key, .code = code});
+    }
+
+    void resend(const own_request& o, bool notice) {
+        if (o.ph == phase::holding)
+            sink_.on_effect({.kind = core::effect_kind::granted,
+                             .session = o.session,
+                             .id = o.id,
+                             .key = o.key,
+                             .repeat = true,
+                             .token = o.token,
+                             .waiters = waiters_on(o.key),
+                             .expires = o.expires});
+        else if (o.ph == phase::waiting && o.told_queued)
+            sink_.on_effect({.kind = core::effect_kind::queued,
+                             .session = o.session,
+                             .id = o.id,
+                             .key = o.key,
+                             .repeat = true,
+                             .notice = notice,
+                             .waiters = waiters_on(o.key),
+                             .position = waiters_on(o.key)});
+    }
+
+    void answer_unlock(const core::reply_to& to, std::string_view key, std::string_view id, core::release_status status,
+                       std::uint32_t released) {
+        if (to.uuid.empty()) return;
+        sink_.on_effect({.kind = core::effect_kind::unlocked,
+                         .session = to.session,
+                         .id = id,
+                         .key = key,
+                         .waiters = waiters_on(std::string(key)),
+                         .uuid = to.uuid,
+                         .style = to.style,
+                         .status = status,
+                         .released = released});
+    }
+
+    // Deletes the entries (and grants) of `ids` on `key` in one txn; answers `to` when it has a
+    // uuid. `forced`: the answer counts holds ended (force_release) rather than one request.
+    void end_entries(const core::reply_to& to, std::string key, std::vector<std::string> ids, std::string named,
+                     bool forced) {
+        etcd::txn_request t;
+        for (auto& id : ids) {
+            t.success.push_back(etcd::delete_op{.key = q_key(key, id)});
+            t.success.push_back(etcd::delete_op{.key = g_key(key, id)});
+        }
+        if (forced) counters_.forced += ids.size();
+        spawn(
+            end(shared_from_this(), owned(to), std::move(key), std::move(ids), std::move(named), forced, std::move(t)));
+    }
+
+    asio::awaitable<void> startup(std::shared_ptr<state> self) {
+        asio::steady_timer timer(ex_);
+        const std::string base_key = opt_.prefix + "meta/token-base";
+        while (!stopped_ && base_ < 0) {
+            try {
+                const auto wall = std::chrono::duration_cast<std::chrono::microseconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
+                const auto proposed = std::max<std::int64_t>(wall, static_cast<std::int64_t>(config_.fencing_seed));
+                etcd::txn_request t;
+                t.compares.push_back({.key = base_key, .what = etcd::compare::target::create_revision, .number = 0});
+                t.success.push_back(etcd::put_op{.key = base_key, .value = std::to_string(proposed)});
+                t.failure.push_back(etcd::range_op{.key = base_key});
+                const auto r = co_await client_.txn(t);
+                if (stopped_) co_return;
+                if (r.succeeded) {
+                    base_ = proposed;
+                } else if (!r.responses.empty() && !r.responses[0].range.kvs.empty()) {
+                    const auto& text = r.responses[0].range.kvs[0].value;
+                    std::int64_t b = -1;
+                    std::from_chars(text.data(), text.data() + text.size(), b);
+                    base_ = b;
+                }
+                if (base_ >= 0)
+                    log_line(log_level::info,
+                             "etcd store: fencing tokens are " + std::to_string(base_) + " + the grant's revision");
+            } catch (const std::exception& e) {
+                trouble_ = std::string("etcd does not answer: ") + e.what();
+            }
+            if (base_ < 0) {
+                timer.expires_after(milliseconds(500));
+                co_await timer.async_wait(asio::use_awaitable);
+            }
+        }
+        if (stopped_) co_return;
+        asio::co_spawn(ex_, keep_running(self, true), [](std::exception_ptr) {});
+        asio::co_spawn(ex_, keep_running(self, false), [](std::exception_ptr) {});
+        // Grants start once the mirror is in place; the broker is told so that /healthz turns.
+        while (!stopped_ && !mirror_->synced()) {
+            timer.expires_after(milliseconds(20));
+            co_await timer.async_wait(asio::use_awaitable);
+        }
+        if (!stopped_) turn_done_();
+        (void)self;
+    }
+
+    // The mirror's or the keeper's run(), with this state (and so the client they use) kept alive
+    // until it returns.
+    asio::awaitable<void> keep_running(std::shared_ptr<state> self, bool mirror) {
+        if (mirror)
+            co_await mirror_->run();
+        else
+            co_await keeper_->run();
+        (void)self;
+    }
+
+    asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, etcd::txn_request t) {
+        bool failed = false;
+        std::int64_t revision = 0;
+        try {
+            revision = (co_await client_.txn(t)).revision;
+        } catch (const std::exception& e) {
+            failed = true;
+            log_line(log_level::warn, std::string("etcd store: a lock request could not be written: ") + e.what());
+        }
+        if (stopped_) co_return;
+        auto it = own_.find(id);
+        if (it == own_.end()) co_return;
+        own_request& o = it->second;
+        if (failed) {
+            const bool quiet = o.ph == phase::ending;
+            const std::string key = o.key;
+            const core::session_id s = o.session;
+            own_.erase(it);
+            if (!quiet) reject(s, id, key, core::errc::unavailable);
+            // The entry may have been written: take it away again (on the session lease anyway).
+            end_entries({}, key, {id}, {}, false);
+            turn_done_();
+            co_return;
+        }
+        o.revision = revision;
+        if (o.ph == phase::ending) {
+            end_entries({}, o.key, {id}, {}, false);
+        } else {
+            o.ph = phase::waiting;
+            evaluate(o.key);
+        }
+        turn_done_();
+        (void)self;
+    }
+
+    asio::awaitable<void> claim(std::shared_ptr<state> self, std::string id, std::int64_t revision,
+                                etcd::txn_request t) {
+        std::optional<etcd::txn_result> r;
+        try {
+            r = co_await client_.txn(t);
+        } catch (const std::exception& e) {
+            log_line(log_level::warn, std::string("etcd store: a claim failed: ") + e.what());
+        }
+        if (stopped_) co_return;
+        auto it = own_.find(id);
+        if (it == own_.end() || it->second.revision != revision) co_return;
+        own_request& o = it->second;
+        if (o.ph != phase::claiming) {
+            // Released, timed out or closed while the claim was under way: whatever the claim
+            // did, the entry is being deleted.
+            co_return;
+        }
+        if (!r || !r->succeeded) {
+            // Not claimed (etcd did not answer, or the entry is gone: the watch reports that).
+            o.ph = phase::waiting;
+            if (!r) evaluate(o.key);
+            turn_done_();
+            co_return;
+        }
+        grant(o, r->revision);
+        turn_done_();
+        (void)self;
+    }
+
+    asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::string key,
+                              std::vector<std::string> ids, std::string named, bool forced, etcd::txn_request t) {
+        std::optional<etcd::txn_result> r;
+        try {
+            r = co_await client_.txn(t);
+        } catch (const std::exception& e) {
+            log_line(log_level::warn, std::string("etcd store: a release failed: ") + e.what());
+        }
+        if (stopped_) co_return;
+        for (auto& id : ids)
+            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending && it->second.key == key)
+                own_.erase(it);
+        const core::reply_to reply{.session = to.session, .uuid = to.uuid, .style = to.style};
+        if (!to.uuid.empty()) {
+            if (!r) {
+                answer_unlock(reply, key, named, core::release_status::already_released, 0);
+            } else {
+                std::uint32_t entries = 0, grants = 0;
+                for (std::size_t i = 0; i + 1 < r->responses.size(); i += 2) {
+                    entries += r->responses[i].deleted > 0;
+                    grants += r->responses[i + 1].deleted > 0;
+                }
+                const auto status = grants    ? core::release_status::released
+                                    : entries ? core::release_status::withdrawn
+                                              : core::release_status::already_released;
+                if (grants) counters_.releases += grants;
+                answer_unlock(reply, key, named, status, forced ? grants : std::min<std::uint32_t>(grants, 1));
+            }
+        }
+        turn_done_();
+        (void)self;
+    }
+
+    asio::awaitable<void> cancel_entry(std::shared_ptr<state> self, owned_reply to, std::string id,
+                                       etcd::txn_request t) {
+        bool done = false;
+        try {
+            const auto r = co_await client_.txn(t);
+            done = !r.responses.empty() && r.responses[0].deleted > 0;
+        } catch (const std::exception& e) {
+            log_line(log_level::warn, std::string("etcd store: a cancel failed: ") + e.what());
+        }
+        if (stopped_) co_return;
+        if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) own_.erase(it);
+        sink_.on_effect({.kind = core::effect_kind::cancelled,
+                         .session = to.session,
+                         .id = id,
+                         .uuid = to.uuid,
+                         .style = to.style,
+                         .done = done});
+        turn_done_();
+        (void)self;
+    }
+
+    void on_lease(const etcd::lease_keeper::event& ev) {
+        if (ev.kind == etcd::lease_keeper::event_kind::granted) {
+            lease_ = ev.lease;
+            log_line(log_level::info, "etcd store: session lease " + std::to_string(lease_) + " granted");
+            return;
+        }
+        lease_ = 0;
+        trouble_ = "lost its etcd session lease: " + ev.why;
+        log_line(log_level::error, "etcd store: " + trouble_ + "; every hold of this broker is given up");
+        // Whatever this broker held or waited for may be gone: its holders hear it now, before
+        // etcd can have let anyone else in.
+        auto all = std::move(own_);
+        own_.clear();
+        for (auto& [id, o] : all) {
+            if (o.ph == phase::holding || o.ph == phase::claiming) {
+                sink_.on_effect({.kind = core::effect_kind::lock_lost,
+                                 .session = o.session,
+                                 .id = o.id,
+                                 .key = o.key,
+                                 .reason = core::lost_reason::unavailable});
+            } else if (o.ph != phase::ending) {
+                reject(o.session, o.id, o.key, core::errc::unavailable);
+            }
+        }
+    }
+
+    void apply(const std::vector<etcd::watch_event>& changes) {
+        std::unordered_set<std::string> touched;
+        const std::string& p = opt_.prefix;
+        for (const auto& ev : changes) {
+            std::string_view name(ev.kv.key);
+            if (!name.starts_with(p)) continue;
+            name.remove_prefix(p.size());
+            std::string key, id;
+            const bool put = ev.what == etcd::watch_event::type::put;
+            if (name.starts_with("q/") && parse_entry_name(name.substr(2), true, key, id)) {
+                touched.insert(key);
+                if (put)
+                    put_entry(key, id, ev.kv);
+                else
+                    drop_entry(key, id);
+            } else if (name.starts_with("g/") && parse_entry_name(name.substr(2), true, key, id)) {
+                touched.insert(key);
+                auto ks = keys_.find(key);
+                if (ks == keys_.end()) continue;
+                auto r = ks->second.by_id.find(id);
+                if (r == ks->second.by_id.end()) continue;
+                ks->second.entries.at(r->second).grant = put ? ev.kv.create_revision : 0;
+                if (put) last_grant_ = std::max(last_grant_, ev.kv.create_revision);
+            } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {
+                touched.insert(key);
+                std::uint32_t max = 1;
+                std::from_chars(ev.kv.value.data(), ev.kv.value.data() + ev.kv.value.size(), max);
+                auto ks = keys_.find(key);
+                if (put) {
+                    named_[key] = core::named_max{ev.kv.mod_revision, {max, true}};
+                    if (ks != keys_.end()) ks->second.last = named_[key];
+                } else {
+                    named_.erase(key);
+                    if (ks != keys_.end()) ks->second.last.reset();
+                }
+            }
+        }
+        for (const auto& key : touched) evaluate(key);
+    }
+
+    void put_entry(const std::string& key, const std::string& id, const etcd::key_value& kv) {
+        entry e{.id = id, .revision = kv.create_revision};
+        try {
+            const auto v = json::parse(kv.value).as_object();
+            if (auto* m = v.if_contains("mode"); m && m->is_string() && m->get_string() == "shared")
+                e.mode = core::lock_mode::shared;
+            if (auto* m = v.if_contains("max"); m && m->is_int64())
+                e.max.max = static_cast<std::uint32_t>(m->get_int64());
+            if (auto* m = v.if_contains("named"); m && m->is_bool()) e.max.named = m->get_bool();
+        } catch (const std::exception&) {
+            log_line(log_level::warn, "etcd store: an unreadable entry " + kv.key + " counts as an exclusive request");
+        }
+        key_state& ks = keys_[key];
+        if (auto n = named_.find(key); n != named_.end()) ks.last = n->second;
+        ks.by_id[id] = e.revision;
+        ks.entries[e.revision] = std::move(e);
+    }
+
+    void drop_entry(const std::string& key, const std::string& id) {
+        auto ks = keys_.find(key);
+        if (ks != keys_.end()) {
+            if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end()) {
+                ks->second.entries.erase(r->second);
+                ks->second.by_id.erase(r);
+            }
+            if (ks->second.entries.empty()) keys_.erase(ks);
+        }
+        auto it = own_.find(id);
+        if (it == own_.end() || it->second.key != key) return;
+        own_request& o = it->second;
+        if (o.ph == phase::ending || o.ph == phase::creating) return;
+        // Someone else ended it: a force, another connection's unlock or cancel.
+        if (o.ph == phase::holding) {
+            sink_.on_effect({.kind = core::effect_kind::lock_lost,
+                             .session = o.session,
+                             .id = o.id,
+                             .key = o.key,
+                             .reason = core::lost_reason::forced});
+        } else {
+            sink_.on_effect({.kind = core::effect_kind::rejected,
+                             .session = o.session,
+                             .id = o.id,
+                             .key = o.key,
+                             .code = core::errc::cancelled});
+        }
+        own_.erase(it);
+    }
+
+    // Grants what the rule admits of this broker's requests on `key`, and answers try-locks
+    // and first queue notices.
+    void evaluate(const std::string& key) {
+        auto ks = keys_.find(key);
+        if (ks == keys_.end() || !ready()) return;
+        const auto v = view(key);
+        const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
+        const auto waiting = static_cast<std::uint32_t>(v.size() - n);
+        std::size_t i = 0;
+        std::vector<std::string> to_claim;
+        for (auto& [rev, e] : ks->second.entries) {
+            const std::size_t at = i++;
+            auto it = own_.find(e.id);
+            if (it == own_.end() || it->second.key != key) continue;
+            own_request& o = it->second;
+            if (o.ph != phase::waiting || o.revision != rev) continue;
+            if (e.grant) {  // claimed by a claim whose answer was lost
+                grant(o, e.grant);
+                continue;
+            }
+            if (at < n) {
+                to_claim.push_back(o.id);
+            } else if (!o.wait) {
+                ++counters_.refused;
+                sink_.on_effect({.kind = core::effect_kind::refused,
+                                 .session = o.session,
+                                 .id = o.id,
+                                 .key = o.key,
+                                 .waiters = waiting - 1});
+                o.ph = phase::ending;
+                end_entries({}, key, {o.id}, {}, false);
+            } else if (!o.told_queued) {
+                o.told_queued = true;
+                ++counters_.queued;
+                sink_.on_effect({.kind = core::effect_kind::queued,
+                                 .session = o.session,
+                                 .id = o.id,
+                                 .key = o.key,
+                                 .notice = o.queued_notice,
+                                 .waiters = waiting,
+                                 .position = static_cast<std::uint32_t>(at - n + 1)});
+            }
+        }
+        for (auto& id : to_claim) {
+            own_request& o = own_.at(id);
+            o.ph = phase::claiming;
+            etcd::txn_request t;
+            const std::string q = q_key(key, id);
+            t.compares.push_back({.key = q, .what = etcd::compare::target::create_revision, .number = o.revision});
+            t.success.push_back(etcd::put_op{.key = g_key(key, id), .value = opt_.broker_id, .lease = lease_});
+            spawn(claim(shared_from_this(), id, o.revision, std::move(t)));
+        }
+    }
+
+    void grant(own_request& o, std::int64_t revision) {
+        const time_point now = steady::now();
+        o.ph = phase::holding;
+        o.token = token_of(revision);
+        o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
+        last_grant_ = std::max(last_grant_, revision);
+        ++counters_.grants;
+        sink_.on_effect({.kind = core::effect_kind::granted,
+                         .session = o.session,
+                         .id = o.id,
+                         .key = o.key,
+                         .token = o.token,
+                         .waiters = waiters_on(o.key),
+                         .expires = o.expires,
+                         .waited = now - o.since});
+    }
+
+    asio::any_io_executor ex_;
+    core::effect_sink& sink_;
+    core::table_config config_;
+    etcd_store_options opt_;
+    std::function<void()> turn_done_;
+    etcd::client client_;
+    std::unique_ptr<etcd::prefix_mirror> mirror_;
+    std::unique_ptr<etcd::lease_keeper> keeper_;
+    std::vector<core::key_pin> pins_ = config_.pins;
+    std::int64_t lease_ = 0;
+    std::int64_t base_ = -1;
+    std::int64_t last_grant_ = 0;
+    bool stopped_ = false;
+    std::string trouble_ = "connecting to etcd";
+    std::map<std::string, key_state> keys_;
+    std::unordered_map<std::string, core::named_max> named_;
+    std::unordered_map<std::string, own_request> own_;
+    core::table_counters counters_{};
+};
+
+class etcd_store final : public core::lock_store {
+public:
+    explicit etcd_store(std::shared_ptr<state> s) : s_(std::move(s)) {}
+    ~etcd_store() override { s_->stop(); }
+
+    void acquire(const core::acquire_request& r, time_point now) override { s_->acquire(r, now); }
+    void acquire_many(const core::acquire_many_request& r, time_point) override {
+        // Not served over etcd yet: refused as a bad request, so that nothing waits for it.
+        ++rejected_;
+        sink_->on_effect({.kind = core::effect_kind::rejected,
+                          .session = r.session,
+                          .id = r.id,
+                          .multi = true,
+                          .code = core::errc::bad_request});
+    }
+    void release(const core::reply_to& to, std::string_view key, std::string_view id, time_point) override {
+        s_->release(to, key, id);
+    }
+    void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id,
+                       time_point) override {
+        s_->force_release(to, key, id);
+    }
+    void release_many(const core::reply_to& to, std::string_view id, time_point) override {
+        sink_->on_effect({.kind = core::effect_kind::released_many,
+                          .session = to.session,
+                          .id = id,
+                          .multi = true,
+                          .code = core::errc::not_found,
+                          .uuid = to.uuid,
+                          .style = to.style});
+    }
+    void release_own(const core::reply_to& to, std::string_view key, time_point) override { s_->release_own(to, key); }
+    void cancel(const core::reply_to& to, std::string_view id, time_point) override { s_->cancel(to, id); }
+    void extend(const core::reply_to& to, std::string_view key, std::string_view id, std::optional<milliseconds> ttl,
+                time_point now) override {
+        s_->extend(to, key, id, ttl, now);
+    }
+    void abandon(core::session_id session, std::string_view id, time_point) override { s_->abandon(session, id); }
+    void close_session(core::session_id session, time_point) override { s_->close_session(session); }
+    std::uint32_t session_requests(core::session_id session) const noexcept override {
+        return s_->session_requests(session);
+    }
+    void expire(time_point now) override { s_->expire(now); }
+    std::optional<time_point> next_deadline() override { return s_->next_deadline(); }
+    bool grants_stalled() const noexcept override { return s_->grants_stalled(); }
+    bool resume_grants(time_point) override { return !s_->grants_stalled(); }
+    std::string stall_reason() const override { return s_->stall_reason(); }
+    void stop() noexcept override { s_->stop(); }
+    void set_events(bool) noexcept override {}
+    void set_pin(std::string_view prefix, std::optional<std::uint32_t> max) override { s_->set_pin(prefix, max); }
+    core::key_page list_keys(std::uint64_t cursor, std::size_t limit) const override {
+        return s_->list_keys(cursor, limit);
+    }
+    core::key_info info(std::string_view key, std::size_t max_holders) const override {
+        return s_->info(key, max_holders);
+    }
+    core::table_counters counters() const noexcept override {
+        auto c = s_->counters();
+        c.rejected += rejected_;
+        return c;
+    }
+    std::vector<core::contended_key> top_contended(std::size_t n) const override { return s_->top_contended(n); }
+    core::fencing_token last_token() const noexcept override { return s_->last_token(); }
+
+    core::effect_sink* sink_ = nullptr;
+
+private:
+    std::shared_ptr<state> s_;
+    std::uint64_t rejected_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<core::lock_store> make_etcd_store(asio::any_io_executor ex, core::effect_sink& sink,
+                                                  const core::table_config& config, etcd_store_options options,
+                                                  std::function<void()> turn_done) {
+    auto s = std::make_shared<state>(ex, sink, config, std::move(options), std::move(turn_done));
+    s->start();
+    auto store = std::make_unique<etcd_store>(s);
+    store->sink_ = &sink;
+    return store;
+}
+
+std::vector<std::string> parse_store_url(std::string_view url, bool tls, std::string* why) {
+    constexpr std::string_view scheme = "etcd://";
+    std::vector<std::string> out;
+    if (!url.starts_with(scheme)) {
+        if (why) *why = "the store URL must start with etcd:// (etcd://HOST:PORT[,HOST:PORT...])";
+        return out;
+    }
+    url.remove_prefix(scheme.size());
+    while (!url.empty()) {
+        const auto comma = url.find(',');
+        std::string_view one = url.substr(0, comma);
+        url = comma == std::string_view::npos ? std::string_view{} : url.substr(comma + 1);
+        const auto colon = one.rfind(':');
+        if (one.empty() || colon == std::string_view::npos || colon == 0 || colon + 1 == one.size()) {
+            if (why) *why = "'" + std::string(one) + "' is not HOST:PORT";
+            out.clear();
+            return out;
+        }
+        out.push_back(std::string(tls ? "https://" : "http://") + std::string(one));
+    }
+    if (out.empty() && why) *why = "no etcd endpoint named";
+    return out;
+}
+
+}  // namespace lmx::detail

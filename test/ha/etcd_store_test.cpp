@@ -1,0 +1,267 @@
+// Two `lmx broker` processes keeping their lock state in one real etcd (--store etcd://...): a
+// client of each contends for the same keys through the C++ client, as users would run it.
+
+#include "client_fixture.hpp"
+#include "etcd_cluster.hpp"
+
+#include <boost/system/system_error.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace lmx::test;
+using lmx::errc;
+using lmx::error_code;
+
+namespace {
+
+constexpr int session_ttl_s = 2;
+
+broker_config over(const etcd_cluster& etcd) {
+    std::string url = "etcd://";
+    for (auto& e : etcd.endpoints()) url += (url.size() > 7 ? "," : "") + e;
+    return {.unix_socket = false,
+            .websocket = false,
+            .extra_args = {"--store", url, "--session-ttl", std::to_string(session_ttl_s)}};
+}
+
+// Waits until the broker behind `c` grants (its store is connected and in sync).
+asio::awaitable<bool> store_ready(lmx::client& c, std::chrono::milliseconds limit = 15s) {
+    const auto deadline = steady::now() + limit;
+    const std::string probe = fresh_key("probe");
+    while (steady::now() < deadline) {
+        bool granted = false;
+        try {
+            auto g = co_await c.acquire(probe, {.wait = false});
+            granted = true;
+            co_await g.release();
+        } catch (const boost::system::system_error&) {}
+        if (granted) co_return true;
+        co_await sleep_for(50ms);
+    }
+    co_return false;
+}
+
+// The error an acquire ends with (errc::ok when granted; the guard is then released).
+asio::awaitable<error_code> acquire_error(lmx::client& c, std::string key, lmx::acquire_options o) {
+    error_code code;
+    try {
+        auto g = co_await c.acquire(key, std::move(o));
+        co_await g.release();
+    } catch (const boost::system::system_error& e) {
+        code = e.code();
+    }
+    co_return code;
+}
+
+struct two_brokers {
+    etcd_cluster etcd{1};
+    std::unique_ptr<broker_process> a = std::make_unique<broker_process>(over(etcd));
+    std::unique_ptr<broker_process> b = std::make_unique<broker_process>(over(etcd));
+
+    // Runs `body(ca, cb)` with a client of each broker, once both brokers grant. `body` takes
+    // its captures by reference (g++ 12 destroys a lambda temporary in co_await twice).
+    template <class Body>
+    void with_clients(Body body) {
+        run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+            lmx::client ca(ex, options_for(a->tcp_url));
+            lmx::client cb(ex, options_for(b->tcp_url));
+            BOOST_REQUIRE(co_await store_ready(ca));
+            BOOST_REQUIRE(co_await store_ready(cb));
+            co_await body(ca, cb);
+        });
+    }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(etcd_store_test)
+
+// A key held through broker A is waited for through broker B, and handed over on release with a
+// larger fencing token; both brokers show the same holder and waiter.
+BOOST_AUTO_TEST_CASE(a_hold_through_one_broker_is_waited_for_through_the_other) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("handover");
+        auto first = co_await ca.acquire(key);
+        BOOST_TEST((co_await acquire_error(cb, key, {.wait = false})) == errc::would_block);
+        bool granted = false;
+        lmx::lock_guard second;
+        cb.acquire(key, [&](error_code ec, lmx::lock_guard g) {
+            BOOST_TEST(!ec, ec.message());
+            second = std::move(g);
+            granted = true;
+        });
+        for (auto* c : {&ca, &cb}) {
+            auto info = co_await poll_info(*c, key, [](auto& i) { return i.waiters == 1; });
+            BOOST_TEST(info.holders == std::vector<std::string>{first.id()});
+            BOOST_TEST(info.waiters == 1u);
+        }
+        co_await sleep_for(200ms);
+        BOOST_TEST(!granted);
+        const auto token = first.fencing_token();
+        co_await first.release();
+        BOOST_TEST(co_await until([&] { return granted; }, 5s));
+        BOOST_TEST(second.fencing_token() > token);
+        auto info = co_await poll_info(ca, key, [&](auto& i) { return i.holders.size() == 1 && i.waiters == 0; });
+        BOOST_TEST(info.holders == std::vector<std::string>{second.id()});
+    });
+}
+
+// Waiters of both brokers are served in the order they asked, whichever broker they came through.
+BOOST_AUTO_TEST_CASE(waiters_are_served_first_come_first_served_across_brokers) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("fifo");
+        auto held = co_await ca.acquire(key);
+        std::vector<int> order;
+        std::vector<lmx::lock_guard> guards;
+        lmx::client* via[] = {&cb, &ca, &cb, &ca};
+        for (int i = 0; i < 4; ++i) {
+            via[i]->acquire(key, [&, i](error_code ec, lmx::lock_guard g) {
+                BOOST_TEST(!ec, ec.message());
+                order.push_back(i);
+                guards.push_back(std::move(g));
+            });
+            const auto n = static_cast<std::uint32_t>(i + 1);
+            auto info = co_await poll_info(ca, key, [&](auto& inf) { return inf.waiters == n; });
+            BOOST_REQUIRE(info.waiters == n);
+        }
+        co_await held.release();
+        for (int i = 0; i < 4; ++i) {
+            BOOST_REQUIRE(co_await until([&] { return order.size() == static_cast<std::size_t>(i + 1); }, 5s));
+            co_await guards.back().release();
+        }
+        BOOST_TEST(order == (std::vector<int>{0, 1, 2, 3}));
+    });
+}
+
+// A semaphore's max and shared holds count across brokers.
+BOOST_AUTO_TEST_CASE(a_semaphore_and_shared_holds_count_across_brokers) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto sem = fresh_key("sem");
+        auto one = co_await ca.acquire(sem, {.max = 2});
+        auto two = co_await cb.acquire(sem, {.max = 2});
+        BOOST_TEST((co_await acquire_error(ca, sem, {.max = 2, .wait = false})) == errc::would_block);
+        co_await one.release();
+        BOOST_TEST(!(co_await acquire_error(ca, sem, {.max = 2, .wait = false})));
+
+        const auto rw = fresh_key("rw");
+        auto r1 = co_await ca.acquire(rw, {.shared = true});
+        auto r2 = co_await cb.acquire(rw, {.shared = true});
+        BOOST_TEST((co_await acquire_error(cb, rw, {.wait = false})) == errc::would_block);
+        co_await r1.release();
+        co_await r2.release();
+        BOOST_TEST(!(co_await acquire_error(cb, rw, {.wait = false})));
+    });
+}
+
+// A lease ends through its own broker's timer, and the waiter of the other broker gets the key;
+// a force through one broker ends the hold of the other's client, which is told.
+BOOST_AUTO_TEST_CASE(leases_and_forced_unlocks_reach_the_holder_across_brokers) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("lease");
+        auto short_hold = co_await ca.acquire(key, {.ttl = 300ms});
+        const auto asked = steady::now();
+        auto next = co_await cb.acquire(key, {.ttl = 60000ms});
+        BOOST_TEST(ms_since(asked) >= 250);
+        BOOST_TEST(short_hold.lost());
+
+        error_code why;
+        bool told = false;
+        next.async_wait_lost([&](error_code ec) {
+            why = ec;
+            told = true;
+        });
+        co_await ca.force_release(key);
+        BOOST_TEST(co_await until([&] { return told; }, 5s));
+        BOOST_TEST(why == errc::forced);
+        auto info = co_await poll_info(cb, key, [](auto& i) { return i.holders.empty(); });
+        BOOST_TEST(info.holders.empty());
+    });
+}
+
+// A broker killed with SIGKILL while its client holds: etcd drops its entries when its session
+// lease runs out, and the waiter on the other broker gets the key within that bound.
+BOOST_AUTO_TEST_CASE(the_holds_of_a_killed_broker_go_within_its_session_ttl) {
+    two_brokers s;
+    long long took = -1;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("killed");
+        auto held = co_await ca.acquire(key, {.ttl = lmx::no_expiry});
+        held.detach();
+        bool granted = false;
+        lmx::lock_guard next;
+        cb.acquire(key, {.timeout = 20000ms}, [&](error_code ec, lmx::lock_guard g) {
+            BOOST_TEST(!ec, ec.message());
+            next = std::move(g);
+            granted = true;
+        });
+        co_await poll_info(cb, key, [](auto& i) { return i.waiters == 1; });
+        const auto killed = steady::now();
+        s.a->stop(9);
+        BOOST_TEST(co_await until([&] { return granted; }, 15s));
+        took = ms_since(killed);
+        co_await next.release();
+    });
+    BOOST_TEST_MESSAGE("the waiter got the key " << took << " ms after the holder's broker died");
+    // etcd ends a lease at most its ttl after the last renewal, and checks leases every 500 ms.
+    BOOST_TEST(took <= session_ttl_s * 1000 + 1500);
+}
+
+// Tokens strictly increase over grants through either broker, and across a broker's restart.
+BOOST_AUTO_TEST_CASE(fencing_tokens_increase_across_brokers_and_restarts) {
+    two_brokers s;
+    lmx::fencing_token last = 0;
+    auto grant_some = [&](int rounds) {
+        s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+            for (int i = 0; i < rounds; ++i) {
+                auto g = co_await (i % 2 ? cb : ca).acquire(fresh_key("token"));
+                BOOST_TEST(g.fencing_token() > last);
+                BOOST_TEST(g.fencing_token() < (lmx::fencing_token{1} << 53));
+                last = g.fencing_token();
+                co_await g.release();
+            }
+        });
+    };
+    grant_some(6);
+    s.a->stop(9);
+    s.a = std::make_unique<broker_process>(over(s.etcd));
+    grant_some(6);
+}
+
+// etcd gone: the holders of both brokers are told before their entries can have expired, new
+// requests fail as unavailable, and once etcd is back the brokers grant again.
+BOOST_AUTO_TEST_CASE(losing_etcd_tells_every_holder_and_grants_resume_when_it_returns) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        auto ha = co_await ca.acquire(fresh_key("gone"), {.ttl = lmx::no_expiry});
+        auto hb = co_await cb.acquire(fresh_key("gone"), {.ttl = lmx::no_expiry});
+        error_code why_a, why_b;
+        int told = 0;
+        ha.async_wait_lost([&](error_code ec) {
+            why_a = ec;
+            ++told;
+        });
+        hb.async_wait_lost([&](error_code ec) {
+            why_b = ec;
+            ++told;
+        });
+        const auto gone = steady::now();
+        s.etcd.kill(0);
+        BOOST_TEST(co_await until([&] { return told == 2; }, 10s));
+        // Told before the session lease could have run out at etcd.
+        BOOST_TEST(ms_since(gone) < session_ttl_s * 1000);
+        BOOST_TEST(why_a != errc::released);
+        BOOST_TEST(why_b != errc::released);
+        BOOST_TEST((co_await acquire_error(ca, fresh_key("gone"), {.wait = false})) == errc::unavailable);
+        s.etcd.restart(0);
+        BOOST_TEST(co_await store_ready(ca, 20s));
+        BOOST_TEST(co_await store_ready(cb, 20s));
+    });
+}
+
+BOOST_AUTO_TEST_SUITE_END()
