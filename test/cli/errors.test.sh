@@ -28,7 +28,16 @@ contains "$ERR" "invalid broker URL"
 expect 2 "$LMX" broker --key-max nonsense --listen tcp://127.0.0.1:0
 contains "$ERR" "PREFIX=N"
 expect 2 "$LMX" broker --key-max jobs/=0 --listen tcp://127.0.0.1:0
+expect 2 "$LMX" broker --session-ttl 1 --listen tcp://127.0.0.1:0
+contains "$ERR" "--session-ttl"
 ok "usage errors exit 2"
+
+# A store URL the broker cannot use stops it before it listens, saying what is wrong.
+expect 1 "$LMX" broker --listen tcp://127.0.0.1:0 --store redis://127.0.0.1:6379
+contains "$ERR" "bad --store redis://127.0.0.1:6379: the store URL must start with etcd://"
+expect 1 "$LMX" broker --listen tcp://127.0.0.1:0 --store etcd://127.0.0.1
+contains "$ERR" "'127.0.0.1' is not HOST:PORT"
+ok "a bad --store URL is refused"
 
 
 for cmd in "acquire k" "release k --force" "release k --id x" "ls" "info k" "stats" "ping"; do
