@@ -184,6 +184,51 @@ BOOST_AUTO_TEST_CASE(leases_and_forced_unlocks_reach_the_holder_across_brokers) 
     });
 }
 
+// acquire-many through one broker waits for a key held through the other, holds a key it is
+// first in line for against later requests, gets all keys at once with one token, and is ended
+// on every key when one of them is forced.
+BOOST_AUTO_TEST_CASE(acquire_many_is_all_or_nothing_across_brokers) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto x = fresh_key("x"), y = fresh_key("y");
+        auto hx = co_await ca.acquire(x);
+        bool granted = false;
+        lmx::multi_lock_guard both;
+        cb.acquire_many({x, y}, {.ttl = 60000ms}, [&](error_code ec, lmx::multi_lock_guard g) {
+            BOOST_TEST(!ec, ec.message());
+            both = std::move(g);
+            granted = true;
+        });
+        co_await poll_info(ca, x, [](auto& i) { return i.waiters == 1; });
+        // First in line for y: a later request for y waits behind it.
+        BOOST_TEST((co_await acquire_error(ca, y, {.wait = false})) == errc::would_block);
+        BOOST_TEST(!granted);
+        co_await hx.release();
+        BOOST_TEST(co_await until([&] { return granted; }, 5s));
+        BOOST_TEST(both.keys() == (std::vector<std::string>{x, y}));
+        BOOST_TEST(both.fencing_token(x) == both.fencing_token(y));
+        BOOST_TEST(both.fencing_token(x) > hx.fencing_token());
+
+        error_code why;
+        bool told = false;
+        both.async_wait_lost([&](error_code ec) {
+            why = ec;
+            told = true;
+        });
+        co_await ca.force_release(y);
+        BOOST_TEST(co_await until([&] { return told; }, 5s));
+        BOOST_TEST(why == errc::forced);
+        // All or nothing: x went with y.
+        auto info = co_await poll_info(ca, x, [](auto& i) { return i.holders.empty(); });
+        BOOST_TEST(info.holders.empty());
+
+        auto again = co_await cb.acquire_many({x, y});
+        co_await again.release();
+        BOOST_TEST(!(co_await acquire_error(ca, x, {.wait = false})));
+        BOOST_TEST(!(co_await acquire_error(ca, y, {.wait = false})));
+    });
+}
+
 // A broker killed with SIGKILL while its client holds: etcd drops its entries when its session
 // lease runs out, and the waiter on the other broker gets the key within that bound.
 BOOST_AUTO_TEST_CASE(the_holds_of_a_killed_broker_go_within_its_session_ttl) {

@@ -37,6 +37,7 @@ struct entry {
     core::key_max max{};
     std::int64_t revision = 0;  // create revision of its q/ key: the queue order
     std::int64_t grant = 0;     // create revision of its g/ key (0: not granted)
+    bool multi = false;         // one key of an acquire-many
 };
 
 struct key_state {
@@ -44,6 +45,9 @@ struct key_state {
     std::unordered_map<std::string, std::int64_t> by_id;
     std::optional<core::named_max> last;
 };
+
+enum class answer : std::uint8_t { none, unlock, force, many };
+using entry_ref = std::pair<std::string, std::string>;  // (key, request id)
 
 enum class phase : std::uint8_t {
     creating,  // its entry is being written
@@ -56,7 +60,8 @@ enum class phase : std::uint8_t {
 // A request of one of this broker's sessions.
 struct own_request {
     std::string id{};
-    std::string key{};
+    std::string key{};                // a multi request: its first key
+    std::vector<std::string> keys{};  // a multi request: every key, sorted (empty: single-key)
     core::session_id session = 0;
     core::lock_mode mode = core::lock_mode::exclusive;
     std::uint64_t ttl_ms = 0;  // 0: never expires
@@ -172,10 +177,92 @@ public:
         spawn(create(shared_from_this(), o.id, std::move(t)));
     }
 
+    void acquire_many(const core::acquire_many_request& r, time_point now) {
+        std::vector<std::string> keys(r.keys.begin(), r.keys.end());
+        std::sort(keys.begin(), keys.end());
+        keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+        std::vector<core::key_token> kt;
+        for (auto& k : keys) kt.push_back({k, 0});
+        auto refuse = [&](core::errc code) {
+            ++counters_.rejected;
+            sink_.on_effect({.kind = core::effect_kind::rejected,
+                             .session = r.session,
+                             .id = r.id,
+                             .keys = kt,
+                             .multi = true,
+                             .code = code});
+        };
+        if (auto it = own_.find(std::string(r.id)); it != own_.end()) {
+            const own_request& o = it->second;
+            if (o.session == r.session && o.keys == keys) return resend(o, true);
+            return refuse(core::errc::duplicate_request);
+        }
+        if (keys.empty()) return refuse(core::errc::bad_request);
+        if (!ready()) return refuse(core::errc::unavailable);
+        if (session_requests(r.session) >= config_.max_session_requests) return refuse(core::errc::limit_reached);
+        own_request o{.id = std::string(r.id),
+                      .key = keys.front(),
+                      .keys = keys,
+                      .session = r.session,
+                      .ttl_ms = ttl_ms(r.ttl, config_.default_ttl),
+                      .wait_deadline = r.wait ? r.wait_deadline : std::nullopt,
+                      .wait = r.wait,
+                      .keep_on_exit = r.keep_on_exit,
+                      .since = now};
+        // One txn: the entry on every key gets one create revision, so every broker orders two
+        // multi requests the same way on every key, and none waits for another in a cycle.
+        etcd::txn_request t;
+        for (auto& k : keys) {
+            const core::key_max max = core::max_for_new(view(k), last_of(k), std::nullopt);
+            json::object v{{"mode", "exclusive"},      {"max", max.max},       {"named", max.named},
+                           {"broker", opt_.broker_id}, {"session", r.session}, {"multi", true}};
+            t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = json::serialize(v), .lease = lease_});
+        }
+        own_.emplace(o.id, o);
+        spawn(create(shared_from_this(), o.id, std::move(t)));
+    }
+
+    void release_many(const core::reply_to& to, std::string_view id) {
+        std::vector<entry_ref> refs;
+        if (auto it = own_.find(std::string(id)); it != own_.end() && !it->second.keys.empty()) {
+            own_request& o = it->second;
+            if (o.session == to.session) {
+                if (o.ph == phase::creating) {  // the write's completion deletes it
+                    o.ph = phase::ending;
+                    sink_.on_effect({.kind = core::effect_kind::released_many,
+                                     .session = to.session,
+                                     .id = id,
+                                     .multi = true,
+                                     .uuid = to.uuid,
+                                     .style = to.style,
+                                     .names = o.keys});
+                    return;
+                }
+                o.ph = phase::ending;
+            }
+            refs = refs_of(o);
+        } else {
+            for (auto& [key, ks] : keys_)
+                if (auto r = ks.by_id.find(std::string(id)); r != ks.by_id.end() && ks.entries.at(r->second).multi)
+                    refs.emplace_back(key, id);
+        }
+        if (refs.empty()) {
+            sink_.on_effect({.kind = core::effect_kind::released_many,
+                             .session = to.session,
+                             .id = id,
+                             .multi = true,
+                             .code = core::errc::not_found,
+                             .uuid = to.uuid,
+                             .style = to.style});
+            return;
+        }
+        end_entries(to, std::move(refs), std::string(id), answer::many);
+    }
+
     void release(const core::reply_to& to, std::string_view key, std::string_view id) {
         const entry* e = find_entry(key, id);
         auto it = own_.find(std::string(id));
-        const bool mine = it != own_.end() && it->second.key == key;
+        const bool mine = it != own_.end() && on_key(it->second, key);
         if (!e && !mine) return answer_unlock(to, key, id, core::release_status::already_released, 0);
         if (mine && it->second.session == to.session) {
             // Not written yet: the write's completion deletes it.
@@ -185,30 +272,32 @@ public:
             }
             it->second.ph = phase::ending;
         }
-        end_entries(to, std::string(key), {std::string(id)}, std::string(id), false);
+        std::vector<entry_ref> refs{{std::string(key), std::string(id)}};
+        if (mine) refs = refs_of(it->second);  // a multi hold ends on every key
+        end_entries(to, std::move(refs), std::string(id), answer::unlock);
     }
 
     void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id) {
-        std::vector<std::string> ids;
+        std::vector<entry_ref> refs;
         if (id) {
             const entry* e = find_entry(key, *id);
             if (!e || !held(key, *e)) return answer_unlock(to, key, *id, core::release_status::not_holder, 0);
-            ids.emplace_back(*id);
+            refs.emplace_back(key, *id);
         } else {
             auto ks = keys_.find(std::string(key));
             if (ks != keys_.end())
                 for (auto& [rev, e] : ks->second.entries)
-                    if (held(key, e)) ids.push_back(e.id);
-            if (ids.empty()) return answer_unlock(to, key, {}, core::release_status::already_released, 0);
+                    if (held(key, e)) refs.emplace_back(key, e.id);
+            if (refs.empty()) return answer_unlock(to, key, {}, core::release_status::already_released, 0);
         }
-        end_entries(to, std::string(key), std::move(ids), std::string(id.value_or("")), true);
+        end_entries(to, std::move(refs), std::string(id.value_or("")), answer::force);
     }
 
     void release_own(const core::reply_to& to, std::string_view key) {
         for (auto& [id, o] : own_)
-            if (o.session == to.session && o.key == key && o.ph == phase::holding) {
+            if (o.session == to.session && o.keys.empty() && o.key == key && o.ph == phase::holding) {
                 o.ph = phase::ending;
-                return end_entries(to, o.key, {id}, {}, false);
+                return end_entries(to, refs_of(o), {}, answer::unlock);
             }
         answer_unlock(to, key, {}, core::release_status::already_released, 0);
     }
@@ -242,7 +331,7 @@ public:
                         .key = key,
                         .uuid = to.uuid,
                         .style = to.style};
-        if (it == own_.end() || it->second.key != key || it->second.ph != phase::holding) {
+        if (it == own_.end() || !on_key(it->second, key) || it->second.ph != phase::holding) {
             ef.code = core::errc::not_holder;
             return sink_.on_effect(ef);
         }
@@ -278,24 +367,16 @@ public:
         for (auto& [id, o] : own_) {
             if (o.ph == phase::holding && o.expires && *o.expires <= now) {
                 ++counters_.expirations;
-                sink_.on_effect({.kind = core::effect_kind::lock_lost,
-                                 .session = o.session,
-                                 .id = o.id,
-                                 .key = o.key,
-                                 .reason = core::lost_reason::ttl});
+                tell_lost(o, core::lost_reason::ttl);
                 o.ph = phase::ending;
-                end_entries({}, o.key, {id}, {}, false);
+                end_entries({}, refs_of(o));
             } else if ((o.ph == phase::waiting || o.ph == phase::creating) && o.wait_deadline &&
                        *o.wait_deadline <= now) {
                 ++counters_.timeouts;
-                sink_.on_effect({.kind = core::effect_kind::rejected,
-                                 .session = o.session,
-                                 .id = o.id,
-                                 .key = o.key,
-                                 .code = core::errc::timeout});
+                reject_request(o, core::errc::timeout);
                 const bool written = o.ph == phase::waiting;
                 o.ph = phase::ending;
-                if (written) end_entries({}, o.key, {id}, {}, false);
+                if (written) end_entries({}, refs_of(o));
             }
         }
     }
@@ -356,7 +437,7 @@ public:
                                 .token = e.grant ? token_of(e.grant) : 0,
                                 .since = {},
                                 .keep_on_exit = false};
-            if (auto o = own_.find(e.id); o != own_.end() && o->second.key == key) {
+            if (auto o = own_.find(e.id); o != own_.end() && on_key(o->second, key)) {
                 h.session = o->second.session;
                 h.expires = o->second.expires;
                 h.since = o->second.since;
@@ -446,7 +527,7 @@ private:
     bool held(std::string_view key, const entry& e) const {
         if (e.grant) return true;
         auto o = own_.find(e.id);
-        return o != own_.end() && o->second.key == key &&
+        return o != own_.end() && on_key(o->second, key) &&
                (o->second.ph == phase::claiming || o->second.ph == phase::holding);
     }
 
@@ -477,7 +558,7 @@ private:
         if (o.ph == phase::ending) return;
         const bool written = o.ph != phase::creating;
         o.ph = phase::ending;
-        if (written) end_entries({}, o.key, {o.id}, {}, false);
+        if (written) end_entries({}, refs_of(o));
     }
 
     void reject(core::session_id s, std::string_view id, std::string_view key, core::errc code) {
@@ -486,11 +567,14 @@ private:
     }
 
     void resend(const own_request& o, bool notice) {
+        const auto kt = key_tokens(o);
         if (o.ph == phase::holding)
             sink_.on_effect({.kind = core::effect_kind::granted,
                              .session = o.session,
                              .id = o.id,
                              .key = o.key,
+                             .keys = kt,
+                             .multi = !o.keys.empty(),
                              .repeat = true,
                              .token = o.token,
                              .waiters = waiters_on(o.key),
@@ -500,6 +584,8 @@ private:
                              .session = o.session,
                              .id = o.id,
                              .key = o.key,
+                             .keys = kt,
+                             .multi = !o.keys.empty(),
                              .repeat = true,
                              .notice = notice,
                              .waiters = waiters_on(o.key),
@@ -520,18 +606,59 @@ private:
                          .released = released});
     }
 
-    // Deletes the entries (and grants) of `ids` on `key` in one txn; answers `to` when it has a
-    // uuid. `forced`: the answer counts holds ended (force_release) rather than one request.
-    void end_entries(const core::reply_to& to, std::string key, std::vector<std::string> ids, std::string named,
-                     bool forced) {
+    static bool on_key(const own_request& o, std::string_view key) {
+        return o.keys.empty() ? o.key == key : std::binary_search(o.keys.begin(), o.keys.end(), key);
+    }
+
+    // The keys of a multi request with its token, for its effects.
+    static std::vector<core::key_token> key_tokens(const own_request& o) {
+        std::vector<core::key_token> out;
+        for (auto& k : o.keys) out.push_back({k, o.token});
+        return out;
+    }
+
+    void tell_lost(const own_request& o, core::lost_reason why) {
+        const auto kt = key_tokens(o);
+        sink_.on_effect({.kind = core::effect_kind::lock_lost,
+                         .session = o.session,
+                         .id = o.id,
+                         .key = o.key,
+                         .keys = kt,
+                         .multi = !o.keys.empty(),
+                         .reason = why});
+    }
+
+    void reject_request(const own_request& o, core::errc code) {
+        ++counters_.rejected;
+        const auto kt = key_tokens(o);
+        sink_.on_effect({.kind = core::effect_kind::rejected,
+                         .session = o.session,
+                         .id = o.id,
+                         .key = o.key,
+                         .keys = kt,
+                         .multi = !o.keys.empty(),
+                         .code = code});
+    }
+
+    // The entries of a request of this broker: one per key.
+    static std::vector<entry_ref> refs_of(const own_request& o) {
+        std::vector<entry_ref> refs;
+        if (o.keys.empty()) refs.emplace_back(o.key, o.id);
+        for (auto& k : o.keys) refs.emplace_back(k, o.id);
+        return refs;
+    }
+
+    // Deletes the entries (and grants) `refs` in one txn, and answers `to` as `how` says when it
+    // has a uuid (`named`: the lock id the answer names).
+    void end_entries(const core::reply_to& to, std::vector<entry_ref> refs, std::string named = {},
+                     answer how = answer::none) {
         etcd::txn_request t;
-        for (auto& id : ids) {
+        for (auto& [key, id] : refs) {
             t.success.push_back(etcd::delete_op{.key = q_key(key, id)});
             t.success.push_back(etcd::delete_op{.key = g_key(key, id)});
         }
-        if (forced) counters_.forced += ids.size();
-        spawn(
-            end(shared_from_this(), owned(to), std::move(key), std::move(ids), std::move(named), forced, std::move(t)));
+        if (how == answer::force) counters_.forced += refs.size();
+        spawn(end(shared_from_this(), owned(to), std::move(refs), std::move(named), how, std::move(t)));
     }
 
     asio::awaitable<void> startup(std::shared_ptr<state> self) {
@@ -605,21 +732,20 @@ private:
         own_request& o = it->second;
         if (failed) {
             const bool quiet = o.ph == phase::ending;
-            const std::string key = o.key;
-            const core::session_id s = o.session;
+            const own_request gone = std::move(o);
             own_.erase(it);
-            if (!quiet) reject(s, id, key, core::errc::unavailable);
-            // The entry may have been written: take it away again (on the session lease anyway).
-            end_entries({}, key, {id}, {}, false);
+            if (!quiet) reject_request(gone, core::errc::unavailable);
+            // The entries may have been written: take them away again (on the session lease anyway).
+            end_entries({}, refs_of(gone));
             turn_done_();
             co_return;
         }
         o.revision = revision;
         if (o.ph == phase::ending) {
-            end_entries({}, o.key, {id}, {}, false);
+            end_entries({}, refs_of(o));
         } else {
             o.ph = phase::waiting;
-            evaluate(o.key);
+            for (auto& [key, rid] : refs_of(o)) evaluate(key);
         }
         turn_done_();
         (void)self;
@@ -654,8 +780,8 @@ private:
         (void)self;
     }
 
-    asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::string key,
-                              std::vector<std::string> ids, std::string named, bool forced, etcd::txn_request t) {
+    asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::vector<entry_ref> refs,
+                              std::string named, answer how, etcd::txn_request t) {
         std::optional<etcd::txn_result> r;
         try {
             r = co_await client_.txn(t);
@@ -663,25 +789,34 @@ private:
             log_line(log_level::warn, std::string("etcd store: a release failed: ") + e.what());
         }
         if (stopped_) co_return;
-        for (auto& id : ids)
-            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending && it->second.key == key)
-                own_.erase(it);
+        for (auto& [key, id] : refs)
+            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) own_.erase(it);
+        std::uint32_t entries = 0, grants = 0;
+        std::vector<std::string> names;
+        for (std::size_t i = 0; r && i + 1 < r->responses.size() && i / 2 < refs.size(); i += 2) {
+            const bool entry_gone = r->responses[i].deleted > 0, grant_gone = r->responses[i + 1].deleted > 0;
+            entries += entry_gone;
+            grants += grant_gone;
+            if (entry_gone || grant_gone) names.push_back(refs[i / 2].first);
+        }
+        if (grants) counters_.releases += grants;
         const core::reply_to reply{.session = to.session, .uuid = to.uuid, .style = to.style};
-        if (!to.uuid.empty()) {
-            if (!r) {
-                answer_unlock(reply, key, named, core::release_status::already_released, 0);
-            } else {
-                std::uint32_t entries = 0, grants = 0;
-                for (std::size_t i = 0; i + 1 < r->responses.size(); i += 2) {
-                    entries += r->responses[i].deleted > 0;
-                    grants += r->responses[i + 1].deleted > 0;
-                }
-                const auto status = grants    ? core::release_status::released
-                                    : entries ? core::release_status::withdrawn
-                                              : core::release_status::already_released;
-                if (grants) counters_.releases += grants;
-                answer_unlock(reply, key, named, status, forced ? grants : std::min<std::uint32_t>(grants, 1));
-            }
+        if (!to.uuid.empty() && how == answer::many) {
+            std::sort(names.begin(), names.end());
+            sink_.on_effect({.kind = core::effect_kind::released_many,
+                             .session = to.session,
+                             .id = named,
+                             .multi = true,
+                             .code = names.empty() ? core::errc::not_found : core::errc::ok,
+                             .uuid = to.uuid,
+                             .style = to.style,
+                             .names = names});
+        } else if (!to.uuid.empty() && how != answer::none) {
+            const auto status = grants    ? core::release_status::released
+                                : entries ? core::release_status::withdrawn
+                                          : core::release_status::already_released;
+            answer_unlock(reply, refs.front().first, named, status,
+                          how == answer::force ? grants : std::min<std::uint32_t>(grants, 1));
         }
         turn_done_();
         (void)self;
@@ -722,15 +857,10 @@ private:
         auto all = std::move(own_);
         own_.clear();
         for (auto& [id, o] : all) {
-            if (o.ph == phase::holding || o.ph == phase::claiming) {
-                sink_.on_effect({.kind = core::effect_kind::lock_lost,
-                                 .session = o.session,
-                                 .id = o.id,
-                                 .key = o.key,
-                                 .reason = core::lost_reason::unavailable});
-            } else if (o.ph != phase::ending) {
-                reject(o.session, o.id, o.key, core::errc::unavailable);
-            }
+            if (o.ph == phase::holding || o.ph == phase::claiming)
+                tell_lost(o, core::lost_reason::unavailable);
+            else if (o.ph != phase::ending)
+                reject_request(o, core::errc::unavailable);
         }
     }
 
@@ -783,6 +913,7 @@ private:
             if (auto* m = v.if_contains("max"); m && m->is_int64())
                 e.max.max = static_cast<std::uint32_t>(m->get_int64());
             if (auto* m = v.if_contains("named"); m && m->is_bool()) e.max.named = m->get_bool();
+            if (auto* m = v.if_contains("multi"); m && m->is_bool()) e.multi = m->get_bool();
         } catch (const std::exception&) {
             log_line(log_level::warn, "etcd store: an unreadable entry " + kv.key + " counts as an exclusive request");
         }
@@ -802,24 +933,20 @@ private:
             if (ks->second.entries.empty()) keys_.erase(ks);
         }
         auto it = own_.find(id);
-        if (it == own_.end() || it->second.key != key) return;
+        if (it == own_.end() || !on_key(it->second, key)) return;
         own_request& o = it->second;
         if (o.ph == phase::ending || o.ph == phase::creating) return;
         // Someone else ended it: a force, another connection's unlock or cancel.
-        if (o.ph == phase::holding) {
-            sink_.on_effect({.kind = core::effect_kind::lock_lost,
-                             .session = o.session,
-                             .id = o.id,
-                             .key = o.key,
-                             .reason = core::lost_reason::forced});
-        } else {
-            sink_.on_effect({.kind = core::effect_kind::rejected,
-                             .session = o.session,
-                             .id = o.id,
-                             .key = o.key,
-                             .code = core::errc::cancelled});
+        if (o.ph == phase::holding)
+            tell_lost(o, core::lost_reason::forced);
+        else
+            reject_request(o, core::errc::cancelled);
+        if (o.keys.empty()) {
+            own_.erase(it);
+        } else {  // a multi request is all or nothing: its other keys go too
+            o.ph = phase::ending;
+            end_entries({}, refs_of(o));
         }
-        own_.erase(it);
     }
 
     // Grants what the rule admits of this broker's requests on `key`, and answers try-locks
@@ -835,31 +962,39 @@ private:
         for (auto& [rev, e] : ks->second.entries) {
             const std::size_t at = i++;
             auto it = own_.find(e.id);
-            if (it == own_.end() || it->second.key != key) continue;
+            if (it == own_.end() || !on_key(it->second, key)) continue;
             own_request& o = it->second;
             if (o.ph != phase::waiting || o.revision != rev) continue;
             if (e.grant) {  // claimed by a claim whose answer was lost
                 grant(o, e.grant);
                 continue;
             }
-            if (at < n) {
+            // A multi request holds when it is among the holders of every key at once.
+            const bool admitted = at < n && (o.keys.empty() || admitted_everywhere(o));
+            if (admitted) {
                 to_claim.push_back(o.id);
             } else if (!o.wait) {
                 ++counters_.refused;
+                const auto kt = key_tokens(o);
                 sink_.on_effect({.kind = core::effect_kind::refused,
                                  .session = o.session,
                                  .id = o.id,
-                                 .key = o.key,
-                                 .waiters = waiting - 1});
+                                 .key = key,
+                                 .keys = kt,
+                                 .multi = !o.keys.empty(),
+                                 .waiters = at < n ? waiting : waiting - 1});
                 o.ph = phase::ending;
-                end_entries({}, key, {o.id}, {}, false);
-            } else if (!o.told_queued) {
+                end_entries({}, refs_of(o));
+            } else if (!o.told_queued && at >= n) {  // a multi request: told by a key it waits on
                 o.told_queued = true;
                 ++counters_.queued;
+                const auto kt = key_tokens(o);
                 sink_.on_effect({.kind = core::effect_kind::queued,
                                  .session = o.session,
                                  .id = o.id,
-                                 .key = o.key,
+                                 .key = key,
+                                 .keys = kt,
+                                 .multi = !o.keys.empty(),
                                  .notice = o.queued_notice,
                                  .waiters = waiting,
                                  .position = static_cast<std::uint32_t>(at - n + 1)});
@@ -868,12 +1003,31 @@ private:
         for (auto& id : to_claim) {
             own_request& o = own_.at(id);
             o.ph = phase::claiming;
+            // One txn for every key: a multi request gets one revision, so one token for all.
             etcd::txn_request t;
-            const std::string q = q_key(key, id);
-            t.compares.push_back({.key = q, .what = etcd::compare::target::create_revision, .number = o.revision});
-            t.success.push_back(etcd::put_op{.key = g_key(key, id), .value = opt_.broker_id, .lease = lease_});
+            for (auto& [k, rid] : refs_of(o)) {
+                t.compares.push_back(
+                    {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o.revision});
+                t.success.push_back(etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease_});
+            }
             spawn(claim(shared_from_this(), id, o.revision, std::move(t)));
         }
+    }
+
+    // Whether multi request `o` is among the holders of each of its keys, as the mirror shows them.
+    bool admitted_everywhere(const own_request& o) const {
+        for (auto& k : o.keys) {
+            auto ks = keys_.find(k);
+            if (ks == keys_.end()) return false;
+            const auto v = view(k);
+            const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
+            auto r = ks->second.by_id.find(o.id);
+            if (r == ks->second.by_id.end()) return false;
+            const auto at =
+                static_cast<std::size_t>(std::distance(ks->second.entries.begin(), ks->second.entries.find(r->second)));
+            if (at >= n) return false;
+        }
+        return true;
     }
 
     void grant(own_request& o, std::int64_t revision) {
@@ -883,10 +1037,13 @@ private:
         o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
         last_grant_ = std::max(last_grant_, revision);
         ++counters_.grants;
+        const auto kt = key_tokens(o);
         sink_.on_effect({.kind = core::effect_kind::granted,
                          .session = o.session,
                          .id = o.id,
                          .key = o.key,
+                         .keys = kt,
+                         .multi = !o.keys.empty(),
                          .token = o.token,
                          .waiters = waiters_on(o.key),
                          .expires = o.expires,
@@ -919,15 +1076,7 @@ public:
     ~etcd_store() override { s_->stop(); }
 
     void acquire(const core::acquire_request& r, time_point now) override { s_->acquire(r, now); }
-    void acquire_many(const core::acquire_many_request& r, time_point) override {
-        // Not served over etcd yet: refused as a bad request, so that nothing waits for it.
-        ++rejected_;
-        sink_->on_effect({.kind = core::effect_kind::rejected,
-                          .session = r.session,
-                          .id = r.id,
-                          .multi = true,
-                          .code = core::errc::bad_request});
-    }
+    void acquire_many(const core::acquire_many_request& r, time_point now) override { s_->acquire_many(r, now); }
     void release(const core::reply_to& to, std::string_view key, std::string_view id, time_point) override {
         s_->release(to, key, id);
     }
@@ -935,15 +1084,7 @@ public:
                        time_point) override {
         s_->force_release(to, key, id);
     }
-    void release_many(const core::reply_to& to, std::string_view id, time_point) override {
-        sink_->on_effect({.kind = core::effect_kind::released_many,
-                          .session = to.session,
-                          .id = id,
-                          .multi = true,
-                          .code = core::errc::not_found,
-                          .uuid = to.uuid,
-                          .style = to.style});
-    }
+    void release_many(const core::reply_to& to, std::string_view id, time_point) override { s_->release_many(to, id); }
     void release_own(const core::reply_to& to, std::string_view key, time_point) override { s_->release_own(to, key); }
     void cancel(const core::reply_to& to, std::string_view id, time_point) override { s_->cancel(to, id); }
     void extend(const core::reply_to& to, std::string_view key, std::string_view id, std::optional<milliseconds> ttl,
@@ -969,19 +1110,12 @@ public:
     core::key_info info(std::string_view key, std::size_t max_holders) const override {
         return s_->info(key, max_holders);
     }
-    core::table_counters counters() const noexcept override {
-        auto c = s_->counters();
-        c.rejected += rejected_;
-        return c;
-    }
+    core::table_counters counters() const noexcept override { return s_->counters(); }
     std::vector<core::contended_key> top_contended(std::size_t n) const override { return s_->top_contended(n); }
     core::fencing_token last_token() const noexcept override { return s_->last_token(); }
 
-    core::effect_sink* sink_ = nullptr;
-
 private:
     std::shared_ptr<state> s_;
-    std::uint64_t rejected_ = 0;
 };
 
 }  // namespace
@@ -991,9 +1125,7 @@ std::unique_ptr<core::lock_store> make_etcd_store(asio::any_io_executor ex, core
                                                   std::function<void()> turn_done) {
     auto s = std::make_shared<state>(ex, sink, config, std::move(options), std::move(turn_done));
     s->start();
-    auto store = std::make_unique<etcd_store>(s);
-    store->sink_ = &sink;
-    return store;
+    return std::make_unique<etcd_store>(s);
 }
 
 std::vector<std::string> parse_store_url(std::string_view url, bool tls, std::string* why) {
