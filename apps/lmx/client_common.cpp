@@ -120,7 +120,8 @@ int report(const char* command, const boost::system::error_code& ec, const std::
     } else if (ec == errc::shutting_down) {
         msg = "the broker at " + url + " is shutting down";
     } else if (ec == errc::unavailable) {
-        msg = "the broker at " + url + " grants no locks now: it cannot persist its fencing state (see its /healthz)";
+        msg = "the broker at " + url +
+              " grants no locks now: it cannot persist its fencing state or reach its store (its /healthz says why)";
         code = exit_not_obtained;
     } else if (ec == errc::limit_reached) {
         msg = subject + "refused by the broker at " + url +

@@ -149,3 +149,12 @@ contains "$ERR" "pins the key's --max"
 expect 0 "$LMX" info pinned/a --json
 contains "$OUT" '"max":2'
 ok "--key-max pins a key's max"
+
+# Several brokers in LMX_URL (or --url): the first that answers is used.
+dead_url=tcp://127.0.0.1:$(free_port)
+LMX_URL="$dead_url,$TCP_URL" expect 0 "$LMX" acquire listed-first-dead
+LMX_URL="$dead_url,$TCP_URL" expect 0 "$LMX" release listed-first-dead --force
+expect 0 "$LMX" ping --url "$dead_url, $UNIX_URL"
+expect 3 "$LMX" ping --url "$dead_url,$dead_url"
+contains "$ERR" "no broker at $dead_url,$dead_url"
+ok "a list of broker URLs: the first that answers"

@@ -309,4 +309,47 @@ BOOST_AUTO_TEST_CASE(losing_etcd_tells_every_holder_and_grants_resume_when_it_re
     });
 }
 
+// A client given both brokers fails over: when its broker dies its holds are reported lost, and
+// the next call reaches the other broker, which serves the same locks.
+BOOST_AUTO_TEST_CASE(a_client_of_two_brokers_fails_over_to_the_other) {
+    two_brokers s;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        lmx::client_options o = options_for(s.a->tcp_url);
+        o.urls = {s.a->tcp_url, s.b->tcp_url};
+        o.health_interval = 500ms;
+        lmx::client both(ex, o);
+        lmx::client only_b(ex, options_for(s.b->tcp_url));
+        BOOST_REQUIRE(co_await store_ready(both));
+        BOOST_REQUIRE(co_await store_ready(only_b));
+        const auto key = fresh_key("failover");
+        auto held = co_await both.acquire(key, {.ttl = lmx::no_expiry});
+        // Through broker A (the first listed): B sees the hold.
+        auto info = co_await poll_info(only_b, key, [](auto& i) { return i.holders.size() == 1; });
+        BOOST_TEST(info.holders == std::vector<std::string>{held.id()});
+
+        error_code why;
+        bool told = false;
+        held.async_wait_lost([&](error_code ec) {
+            why = ec;
+            told = true;
+        });
+        s.a->stop(9);
+        BOOST_TEST(co_await until([&] { return told; }, 5s));
+        BOOST_TEST(why == errc::connection_lost);
+        // The next call connects to B; the dead broker's hold goes with its session lease.
+        auto again = co_await both.acquire(key, {.timeout = 15000ms});
+        BOOST_TEST(again.fencing_token() > held.fencing_token());
+        info = co_await only_b.info(key);
+        BOOST_TEST(info.holders == std::vector<std::string>{again.id()});
+        co_await again.release();
+
+        // A list whose first broker is down from the start: the connect moves on to the next.
+        lmx::client_options dead_first = options_for(s.a->tcp_url);
+        dead_first.urls = {s.a->tcp_url, s.b->tcp_url};
+        lmx::client late(ex, dead_first);
+        auto g = co_await late.acquire(key);
+        co_await g.release();
+    });
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -38,6 +38,7 @@ struct entry {
     std::int64_t revision = 0;  // create revision of its q/ key: the queue order
     std::int64_t grant = 0;     // create revision of its g/ key (0: not granted)
     bool multi = false;         // one key of an acquire-many
+    time_point seen{};          // when this broker learnt of the grant
 };
 
 struct key_state {
@@ -435,7 +436,7 @@ public:
                                 .session = 0,
                                 .mode = e.mode,
                                 .token = e.grant ? token_of(e.grant) : 0,
-                                .since = {},
+                                .since = e.seen,
                                 .keep_on_exit = false};
             if (auto o = own_.find(e.id); o != own_.end() && on_key(o->second, key)) {
                 h.session = o->second.session;
@@ -885,7 +886,9 @@ private:
                 if (ks == keys_.end()) continue;
                 auto r = ks->second.by_id.find(id);
                 if (r == ks->second.by_id.end()) continue;
-                ks->second.entries.at(r->second).grant = put ? ev.kv.create_revision : 0;
+                entry& e = ks->second.entries.at(r->second);
+                e.grant = put ? ev.kv.create_revision : 0;
+                e.seen = steady::now();
                 if (put) last_grant_ = std::max(last_grant_, ev.kv.create_revision);
             } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {
                 touched.insert(key);

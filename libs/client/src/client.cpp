@@ -171,7 +171,9 @@ public:
     std::uint64_t generation_ = 0;
     unsigned failures_ = 0;
     std::string session_;
-    std::string epoch_;              // the broker's start epoch, from hello
+    std::string epoch_;  // the broker's start epoch, from hello
+    std::vector<std::string> urls_ = broker_urls(opt_);
+    std::size_t url_at_ = 0;         // the broker in use, or tried first by the next connect
     error_code last_connect_error_;  // the transport's error of the last connect attempt
     bool hello_garbage_ = false;     // the peer answered the handshake with something not lmx's
     std::shared_ptr<asio::cancellation_signal> stop_connect_;  // close() ends the connect in progress
@@ -586,18 +588,57 @@ public:
         apply();
     }
 
+    // The brokers to try: `urls`, or the comma-separated list in `url`.
+    static std::vector<std::string> broker_urls(const client_options& o) {
+        if (!o.urls.empty()) return o.urls;
+        std::vector<std::string> out;
+        std::string_view rest = o.url;
+        for (;;) {
+            const auto comma = rest.find(',');
+            std::string_view one = rest.substr(0, comma);
+            while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+            while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+            if (!one.empty() || out.empty()) out.emplace_back(one);
+            if (comma == std::string_view::npos) break;
+            rest.remove_prefix(comma + 1);
+        }
+        return out;
+    }
+
     asio::awaitable<error_code> do_connect() {
-        std::string why;
-        auto ep = transport::parse_endpoint(opt_.url, &why);
-        if (!ep) co_return make_error_code(errc::invalid_url);
+        std::vector<transport::endpoint> eps;
+        for (auto& u : urls_) {
+            std::string why;
+            auto ep = transport::parse_endpoint(u, &why);
+            if (!ep) co_return make_error_code(errc::invalid_url);
+            eps.push_back(std::move(*ep));
+        }
         if (failures_ > 0) {
             // Back off between attempts after failures: 50 ms doubling up to 2 s.
             asio::steady_timer t(strand_, std::min<steady::duration>(50ms * (1u << std::min(failures_ - 1, 6u)), 2s));
             co_await t.async_wait(use_tuple);
             if (state_ == state::closed) co_return make_error_code(errc::closed);
         }
+        // Each broker in turn, from the one in use; the first that answers is kept.
+        error_code last;
+        const unsigned failed_before = failures_;
+        for (std::size_t tried = 0; tried < eps.size(); ++tried) {
+            const std::size_t at = (url_at_ + tried) % eps.size();
+            last = co_await connect_to(eps[at]);
+            if (!last) {
+                url_at_ = at;
+                co_return last;
+            }
+            if (state_ == state::closed || last == errc::closed) co_return last;
+        }
+        failures_ = failed_before + 1;
+        co_return last;
+    }
+
+    // One connect and hello at `ep`.
+    asio::awaitable<error_code> connect_to(const transport::endpoint& ep) {
         auto [ec, c] = co_await transport::connect(
-            strand_, *ep,
+            strand_, ep,
             {.timeout = opt_.connect_timeout,
              .no_delay = opt_.no_delay,
              .max_message_size = opt_.max_message_size,
@@ -688,6 +729,8 @@ public:
     void drop_connection(std::uint64_t gen, error_code why) {
         if (gen != generation_ || !conn_) return;
         const bool was_connected = state_ == state::connected;
+        // The broker in use is gone: the next connect starts with the next one.
+        if (was_connected && !urls_.empty()) url_at_ = (url_at_ + 1) % urls_.size();
         ++generation_;
         conn_->close();
         conn_.reset();

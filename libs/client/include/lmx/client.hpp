@@ -66,8 +66,13 @@ struct diagnostics {
 enum class connection_state { disconnected, connecting, connected, closed };
 
 struct client_options {
-    // tcp://host:port, unix:///path, ws://host:port/path; over TLS: tls://host:port, wss://host:port/path
+    // tcp://host:port, unix:///path, ws://host:port/path; over TLS: tls://host:port, wss://host:port/path.
+    // Several, separated by commas (LMX_URL=tcp://a:6970,tcp://b:6970): see `urls`.
     std::string url = "tcp://127.0.0.1:6970";
+    // Brokers that serve the same locks (over one etcd, `lmx broker --store`), used instead of
+    // `url` when set. A connect tries them in order from the one in use, and takes the first that
+    // answers; after a connection is lost the next connect starts with the next one.
+    std::vector<std::string> urls{};
     std::chrono::milliseconds ttl{5000};                   // lease of a lock that does not name one (as the broker's)
     std::chrono::milliseconds lock_request_timeout{3000};  // one try of a waiting acquire
     unsigned max_retries = 3;                              // tries of an acquire (0 = 1 try, no retry)
