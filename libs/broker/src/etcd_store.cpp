@@ -492,7 +492,10 @@ private:
         });
     }
 
-    bool ready() const noexcept { return !stopped_ && lease_ != 0 && base_ >= 0 && mirror_ && mirror_->synced(); }
+    // Serving once the prefix has been read and the session lease is held. A watch that breaks
+    // later does not stop it: the mirror reads again and reports what changed meanwhile, and a
+    // grant decided from an older view still holds (docs/design/ha.md, "Who holds").
+    bool ready() const noexcept { return !stopped_ && lease_ != 0 && base_ >= 0 && mirror_ && mirror_->reads() > 0; }
 
     std::string q_key(std::string_view key, std::string_view id) const {
         return opt_.prefix + "q/" + length_prefixed(key) + "/" + std::string(id);

@@ -450,6 +450,8 @@ asio::awaitable<watch_stream> open_watch(std::shared_ptr<client::impl> i, std::s
         }
         auto w = std::make_unique<watch_stream::impl>();
         w->endpoint = ep.name();
+        // The stream is one answer that never ends: no bound on its body (8 MB by default).
+        w->parser.body_limit(boost::none);
         auto req = client::impl::post(ep, "/v3/watch", body);
         s.tcp().expires_after(i->opt.request_timeout);
         auto [wec, written] = co_await s.use([&](auto& stream) { return http::async_write(stream, req, tuple); });
