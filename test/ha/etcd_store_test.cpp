@@ -18,12 +18,12 @@ namespace {
 
 constexpr int session_ttl_s = 2;
 
-broker_config over(const etcd_cluster& etcd) {
+broker_config over(const etcd_cluster& etcd, int session_ttl = session_ttl_s) {
     std::string url = "etcd://";
     for (auto& e : etcd.endpoints()) url += (url.size() > 7 ? "," : "") + e;
     return {.unix_socket = false,
             .websocket = false,
-            .extra_args = {"--store", url, "--session-ttl", std::to_string(session_ttl_s)}};
+            .extra_args = {"--store", url, "--session-ttl", std::to_string(session_ttl)}};
 }
 
 // Waits until the broker behind `c` grants (its store is connected and in sync).
@@ -56,9 +56,11 @@ asio::awaitable<error_code> acquire_error(lmx::client& c, std::string key, lmx::
 }
 
 struct two_brokers {
+    explicit two_brokers(int session_ttl = session_ttl_s) : ttl(session_ttl) {}
+    int ttl;
     etcd_cluster etcd{1};
-    std::unique_ptr<broker_process> a = std::make_unique<broker_process>(over(etcd));
-    std::unique_ptr<broker_process> b = std::make_unique<broker_process>(over(etcd));
+    std::unique_ptr<broker_process> a = std::make_unique<broker_process>(over(etcd, ttl));
+    std::unique_ptr<broker_process> b = std::make_unique<broker_process>(over(etcd, ttl));
 
     // Runs `body(ca, cb)` with a client of each broker, once both brokers grant. `body` takes
     // its captures by reference (g++ 12 destroys a lambda temporary in co_await twice).
@@ -274,7 +276,7 @@ BOOST_AUTO_TEST_CASE(fencing_tokens_increase_across_brokers_and_restarts) {
     };
     grant_some(6);
     s.a->stop(9);
-    s.a = std::make_unique<broker_process>(over(s.etcd));
+    s.a = std::make_unique<broker_process>(over(s.etcd, s.ttl));
     grant_some(6);
 }
 
@@ -306,6 +308,40 @@ BOOST_AUTO_TEST_CASE(losing_etcd_tells_every_holder_and_grants_resume_when_it_re
         s.etcd.restart(0);
         BOOST_TEST(co_await store_ready(ca, 20s));
         BOOST_TEST(co_await store_ready(cb, 20s));
+    });
+}
+
+// A release made while etcd is down is carried out once it is back, well before the broker's
+// session lease could end: the key does not stay taken for as long as the broker lives.
+BOOST_AUTO_TEST_CASE(a_release_while_etcd_is_down_is_done_when_it_returns) {
+    two_brokers s(10);
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("outage");
+        auto held = co_await ca.acquire(key, {.ttl = lmx::no_expiry});
+        bool granted = false;
+        lmx::lock_guard next;
+        cb.acquire(key, {.timeout = 30000ms}, [&](error_code ec, lmx::lock_guard g) {
+            BOOST_TEST(!ec, ec.message());
+            next = std::move(g);
+            granted = true;
+        });
+        co_await poll_info(cb, key, [](auto& i) { return i.waiters == 1; });
+        s.etcd.kill(0);
+        held.detach();
+        bool answered = false;
+        error_code released;
+        ca.release(key, held.id(), [&](error_code ec) {
+            released = ec;
+            answered = true;
+        });
+        co_await sleep_for(1000ms);
+        BOOST_TEST(!answered);  // not done yet: etcd is down
+        s.etcd.restart(0);
+        const auto back = steady::now();
+        BOOST_TEST(co_await until([&] { return answered && granted; }, 8s));
+        BOOST_TEST(!released, released.message());
+        BOOST_TEST_MESSAGE("the waiter got the key " << ms_since(back) << " ms after etcd was back");
+        if (granted) co_await next.release();
     });
 }
 

@@ -6,6 +6,7 @@
 #include <lmx/etcd/lease_keeper.hpp>
 #include <lmx/etcd/prefix_mirror.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -745,6 +746,16 @@ private:
             co_return;
         }
         o.revision = revision;
+        const bool gone_already = !find_entry(o.key, id) && mirror_->revision() >= revision;
+        if (gone_already && o.ph != phase::ending) {
+            // Ended by another connection (an unlock or force naming it) before this write's
+            // answer came back: the watch told of the delete while the request was unconfirmed.
+            const own_request ended = std::move(o);
+            own_.erase(it);
+            reject_request(ended, core::errc::cancelled);
+            turn_done_();
+            co_return;
+        }
         if (o.ph == phase::ending) {
             end_entries({}, refs_of(o));
         } else {
@@ -786,11 +797,22 @@ private:
 
     asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::vector<entry_ref> refs,
                               std::string named, answer how, etcd::txn_request t) {
+        // Tried until it is done: an entry left behind would block its key for as long as this
+        // broker's session lease lives. Once that lease is lost the entries go with it.
         std::optional<etcd::txn_result> r;
-        try {
-            r = co_await client_.txn(t);
-        } catch (const std::exception& e) {
-            log_line(log_level::warn, std::string("etcd store: a release failed: ") + e.what());
+        const std::int64_t lease = lease_;
+        asio::steady_timer pause(ex_);
+        for (int attempt = 0; !r && !stopped_ && lease_ == lease; ++attempt) {
+            try {
+                r = co_await client_.txn(t);
+            } catch (const std::exception& e) {
+                if (attempt == 0)
+                    log_line(log_level::warn, std::string("etcd store: a release failed, trying again: ") + e.what());
+            }
+            if (!r && !stopped_) {
+                pause.expires_after(milliseconds(std::min(50 << std::min(attempt, 4), 500)));
+                co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
         }
         if (stopped_) co_return;
         for (auto& [key, id] : refs)
