@@ -56,9 +56,9 @@ asio::awaitable<error_code> acquire_error(lmx::client& c, std::string key, lmx::
 }
 
 struct two_brokers {
-    explicit two_brokers(int session_ttl = session_ttl_s) : ttl(session_ttl) {}
+    explicit two_brokers(int session_ttl = session_ttl_s, int members = 1) : ttl(session_ttl), etcd(members) {}
     int ttl;
-    etcd_cluster etcd{1};
+    etcd_cluster etcd;
     std::unique_ptr<broker_process> a = std::make_unique<broker_process>(over(etcd, ttl));
     std::unique_ptr<broker_process> b = std::make_unique<broker_process>(over(etcd, ttl));
 
@@ -342,6 +342,40 @@ BOOST_AUTO_TEST_CASE(a_release_while_etcd_is_down_is_done_when_it_returns) {
         BOOST_TEST(!released, released.message());
         BOOST_TEST_MESSAGE("the waiter got the key " << ms_since(back) << " ms after etcd was back");
         if (granted) co_await next.release();
+    });
+}
+
+// Three etcd members: the one both brokers talk to first is killed and later restarted; the
+// brokers move on to the others and hand the key over between their clients throughout.
+BOOST_AUTO_TEST_CASE(locks_keep_working_while_an_etcd_member_is_down) {
+    two_brokers s(6, 3);
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("member");
+        lmx::fencing_token last = 0;
+        auto hand_over = [&]() -> asio::awaitable<void> {
+            auto first = co_await ca.acquire(key, {.ttl = 60000ms, .timeout = 20000ms});
+            BOOST_TEST(first.fencing_token() > last);
+            bool granted = false;
+            lmx::lock_guard second;
+            cb.acquire(key, {.ttl = 60000ms, .timeout = 20000ms}, [&](error_code ec, lmx::lock_guard g) {
+                BOOST_TEST(!ec, ec.message());
+                second = std::move(g);
+                granted = true;
+            });
+            co_await poll_info(
+                cb, key, [](auto& i) { return i.waiters == 1; }, 10s);
+            BOOST_TEST(!granted);
+            co_await first.release();
+            BOOST_TEST(co_await until([&] { return granted; }, 15s));
+            BOOST_TEST(second.fencing_token() > first.fencing_token());
+            last = second.fencing_token();
+            if (granted) co_await second.release();
+        };
+        co_await hand_over();
+        s.etcd.kill(0);
+        for (int i = 0; i < 3; ++i) co_await hand_over();
+        s.etcd.restart(0);
+        co_await hand_over();
     });
 }
 
