@@ -115,7 +115,11 @@ public:
           client_(e, {.endpoints = opt_.endpoints,
                       .ca_file = opt_.ca_file,
                       .cert_file = opt_.cert_file,
-                      .key_file = opt_.key_file}) {}
+                      .key_file = opt_.key_file,
+                      // Well inside the session lease's margin (a third of its ttl), so that a
+                      // renewal that gets no answer is tried again in time.
+                      .request_timeout =
+                          std::clamp<milliseconds>(opt_.session_ttl / 4, milliseconds(500), milliseconds(5000))}) {}
 
     void start() {
         auto self = shared_from_this();
@@ -173,7 +177,7 @@ public:
                        {"named", max.named},
                        {"broker", opt_.broker_id},
                        {"session", r.session}};
-        etcd::txn_request t;
+        etcd::txn_request t = create_txn(q_key(key, o.id));
         t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = json::serialize(v), .lease = lease_});
         if (named) t.success.push_back(etcd::put_op{.key = m_key(key), .value = std::to_string(*named)});
         spawn(create(shared_from_this(), o.id, std::move(t)));
@@ -213,7 +217,7 @@ public:
                       .since = now};
         // One txn: the entry on every key gets one create revision, so every broker orders two
         // multi requests the same way on every key, and none waits for another in a cycle.
-        etcd::txn_request t;
+        etcd::txn_request t = create_txn(q_key(keys.front(), o.id));
         for (auto& k : keys) {
             const core::key_max max = core::max_for_new(view(k), last_of(k), std::nullopt);
             json::object v{{"mode", "exclusive"},      {"max", max.max},       {"named", max.named},
@@ -280,18 +284,22 @@ public:
     }
 
     void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id) {
+        // The holders are the entries the rule admits, whether or not this broker has seen their
+        // claim yet: a grant made through another broker a moment ago is forced too.
         std::vector<entry_ref> refs;
-        if (id) {
-            const entry* e = find_entry(key, *id);
-            if (!e || !held(key, *e)) return answer_unlock(to, key, *id, core::release_status::not_holder, 0);
-            refs.emplace_back(key, *id);
-        } else {
-            auto ks = keys_.find(std::string(key));
-            if (ks != keys_.end())
-                for (auto& [rev, e] : ks->second.entries)
-                    if (held(key, e)) refs.emplace_back(key, e.id);
-            if (refs.empty()) return answer_unlock(to, key, {}, core::release_status::already_released, 0);
+        if (auto ks = keys_.find(std::string(key)); ks != keys_.end()) {
+            const auto v = view(ks->first);
+            const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
+            std::size_t at = 0;
+            for (auto& [rev, e] : ks->second.entries) {
+                if (at++ >= n) break;
+                if (!id || e.id == *id) refs.emplace_back(key, e.id);
+            }
         }
+        if (refs.empty())
+            return answer_unlock(to, key, id.value_or(std::string_view{}),
+                                 id ? core::release_status::not_holder : core::release_status::already_released, 0);
+        for (auto& [k, rid] : refs) ending(rid, core::event_kind::forced);
         end_entries(to, std::move(refs), std::string(id.value_or("")), answer::force);
     }
 
@@ -319,6 +327,7 @@ public:
         }
         it->second.ph = phase::ending;
         ++counters_.cancelled;
+        ending(it->second.id, core::event_kind::cancelled, refs_of(it->second).size());
         etcd::txn_request t;
         t.success.push_back(etcd::delete_op{.key = q_key(it->second.key, it->second.id)});
         spawn(cancel_entry(shared_from_this(), owned(to), std::string(id), std::move(t)));
@@ -370,12 +379,14 @@ public:
             if (o.ph == phase::holding && o.expires && *o.expires <= now) {
                 ++counters_.expirations;
                 tell_lost(o, core::lost_reason::ttl);
+                ending(o.id, core::event_kind::expired, refs_of(o).size());
                 o.ph = phase::ending;
                 end_entries({}, refs_of(o));
             } else if ((o.ph == phase::waiting || o.ph == phase::creating) && o.wait_deadline &&
                        *o.wait_deadline <= now) {
                 ++counters_.timeouts;
                 reject_request(o, core::errc::timeout);
+                ending(o.id, core::event_kind::timeout, refs_of(o).size());
                 const bool written = o.ph == phase::waiting;
                 o.ph = phase::ending;
                 if (written) end_entries({}, refs_of(o));
@@ -397,6 +408,11 @@ public:
 
     bool grants_stalled() const noexcept { return !ready(); }
     std::string stall_reason() const { return ready() ? std::string() : trouble_; }
+
+    void set_events(bool enabled) noexcept {
+        events_ = enabled;
+        if (!enabled) ending_why_.clear();
+    }
 
     void set_pin(std::string_view prefix, std::optional<std::uint32_t> max) {
         std::erase_if(pins_, [&](const core::key_pin& p) { return p.prefix == prefix; });
@@ -645,6 +661,25 @@ private:
                          .code = code});
     }
 
+    // A txn that writes a request's entries once: tried again after an answer that did not come
+    // (etcd may have applied it), it finds them there and reads their create revision instead.
+    static etcd::txn_request create_txn(const std::string& first_entry) {
+        etcd::txn_request t;
+        t.compares.push_back({.key = first_entry, .what = etcd::compare::target::create_revision, .number = 0});
+        t.failure.push_back(etcd::range_op{.key = first_entry});
+        return t;
+    }
+
+    // Writes of a request go through etcd's leader; while it changes, or when a proposal is lost
+    // with a dying leader, an answer may not come. Such writes are made so that they can be
+    // sent again, and are, a few times.
+    static constexpr int write_tries = 4;
+
+    asio::awaitable<void> pause_for(int attempt) {
+        asio::steady_timer t(ex_, milliseconds(std::min(100 << std::min(attempt, 3), 800)));
+        co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+
     // The entries of a request of this broker: one per key.
     static std::vector<entry_ref> refs_of(const own_request& o) {
         std::vector<entry_ref> refs;
@@ -723,13 +758,24 @@ private:
     }
 
     asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, etcd::txn_request t) {
-        bool failed = false;
+        bool failed = true;
         std::int64_t revision = 0;
-        try {
-            revision = (co_await client_.txn(t)).revision;
-        } catch (const std::exception& e) {
-            failed = true;
-            log_line(log_level::warn, std::string("etcd store: a lock request could not be written: ") + e.what());
+        const std::int64_t lease = lease_;
+        for (int attempt = 0; attempt < write_tries && !stopped_ && lease_ == lease; ++attempt) {
+            if (attempt > 0) co_await pause_for(attempt);
+            try {
+                const auto r = co_await client_.txn(t);
+                if (r.succeeded) {
+                    revision = r.revision;
+                } else if (!r.responses.empty() && !r.responses[0].range.kvs.empty()) {
+                    revision = r.responses[0].range.kvs[0].create_revision;  // an earlier try got through
+                }
+                failed = revision == 0;
+                break;
+            } catch (const std::exception& e) {
+                log_line(log_level::warn, std::string("etcd store: writing a lock request: ") + e.what() +
+                                              (attempt + 1 < write_tries ? "; trying again" : ""));
+            }
         }
         if (stopped_) co_return;
         auto it = own_.find(id);
@@ -772,7 +818,7 @@ private:
         try {
             r = co_await client_.txn(t);
         } catch (const std::exception& e) {
-            log_line(log_level::warn, std::string("etcd store: a claim failed: ") + e.what());
+            log_line(log_level::warn, std::string("etcd store: a claim failed, trying again: ") + e.what());
         }
         if (stopped_) co_return;
         auto it = own_.find(id);
@@ -783,14 +829,21 @@ private:
             // did, the entry is being deleted.
             co_return;
         }
-        if (!r || !r->succeeded) {
-            // Not claimed (etcd did not answer, or the entry is gone: the watch reports that).
+        if (r && r->succeeded) {
+            grant(o, r->revision);
+        } else if (r && !r->responses.empty() && !r->responses[0].range.kvs.empty()) {
+            grant(o, r->responses[0].range.kvs[0].create_revision);  // an earlier try got through
+        } else {
+            // Not claimed: the entry is gone (the watch reports that), or etcd did not answer
+            // (decided again after a pause, and claimed again if still admitted).
             o.ph = phase::waiting;
-            if (!r) evaluate(o.key);
-            turn_done_();
-            co_return;
+            if (!r) {
+                co_await pause_for(1);
+                if (stopped_) co_return;
+                if (auto again = own_.find(id); again != own_.end() && again->second.ph == phase::waiting)
+                    for (auto& [key, rid] : refs_of(again->second)) evaluate(key);
+            }
         }
-        grant(o, r->revision);
         turn_done_();
         (void)self;
     }
@@ -838,11 +891,15 @@ private:
                              .style = to.style,
                              .names = names});
         } else if (!to.uuid.empty() && how != answer::none) {
-            const auto status = grants    ? core::release_status::released
-                                : entries ? core::release_status::withdrawn
-                                          : core::release_status::already_released;
-            answer_unlock(reply, refs.front().first, named, status,
-                          how == answer::force ? grants : std::min<std::uint32_t>(grants, 1));
+            auto status = grants    ? core::release_status::released
+                          : entries ? core::release_status::withdrawn
+                                    : core::release_status::already_released;
+            std::uint32_t ended = std::min<std::uint32_t>(grants, 1);
+            if (how == answer::force) {  // every admitted entry counts as a hold, claimed yet or not
+                status = entries ? core::release_status::released : core::release_status::already_released;
+                ended = entries;
+            }
+            answer_unlock(reply, refs.front().first, named, status, ended);
         }
         turn_done_();
         (void)self;
@@ -876,6 +933,7 @@ private:
             return;
         }
         lease_ = 0;
+        ending_why_.clear();
         trouble_ = "lost its etcd session lease: " + ev.why;
         log_line(log_level::error, "etcd store: " + trouble_ + "; every hold of this broker is given up");
         // Whatever this broker held or waited for may be gone: its holders hear it now, before
@@ -892,6 +950,13 @@ private:
 
     void apply(const std::vector<etcd::watch_event>& changes) {
         std::unordered_set<std::string> touched;
+        // Watch events, told once the batch is applied: every broker tells the same, in etcd's order.
+        struct told {
+            core::event_kind kind;
+            std::string key, id;
+            core::fencing_token token;
+        };
+        std::vector<told> events;
         const std::string& p = opt_.prefix;
         for (const auto& ev : changes) {
             std::string_view name(ev.kv.key);
@@ -901,10 +966,21 @@ private:
             const bool put = ev.what == etcd::watch_event::type::put;
             if (name.starts_with("q/") && parse_entry_name(name.substr(2), true, key, id)) {
                 touched.insert(key);
-                if (put)
+                if (put) {
                     put_entry(key, id, ev.kv);
-                else
+                    if (events_ && !admitted_now(key, id)) events.push_back({core::event_kind::queued, key, id, 0});
+                } else {
+                    const entry* e = find_entry(key, id);
+                    const bool was_held = e && e->grant;
+                    const core::fencing_token token = was_held ? token_of(e->grant) : 0;
+                    core::event_kind why = was_held ? core::event_kind::released : core::event_kind::cancelled;
+                    if (auto w = ending_why_.find(id); w != ending_why_.end()) {
+                        why = w->second.first;
+                        if (--w->second.second <= 0) ending_why_.erase(w);
+                    }
                     drop_entry(key, id);
+                    if (events_ && e) events.push_back({why, key, id, token});
+                }
             } else if (name.starts_with("g/") && parse_entry_name(name.substr(2), true, key, id)) {
                 touched.insert(key);
                 auto ks = keys_.find(key);
@@ -915,6 +991,7 @@ private:
                 e.grant = put ? ev.kv.create_revision : 0;
                 e.seen = steady::now();
                 if (put) last_grant_ = std::max(last_grant_, ev.kv.create_revision);
+                if (put && events_) events.push_back({core::event_kind::granted, key, id, token_of(e.grant)});
             } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {
                 touched.insert(key);
                 std::uint32_t max = 1;
@@ -930,6 +1007,30 @@ private:
             }
         }
         for (const auto& key : touched) evaluate(key);
+        for (const auto& t : events)
+            sink_.on_effect({.kind = core::effect_kind::event,
+                             .id = t.id,
+                             .key = t.key,
+                             .token = t.token,
+                             .waiters = waiters_on(t.key),
+                             .event = t.kind});
+    }
+
+    // Whether entry `id` of `key` is among those the rule admits now.
+    bool admitted_now(const std::string& key, const std::string& id) const {
+        auto ks = keys_.find(key);
+        if (ks == keys_.end()) return false;
+        auto r = ks->second.by_id.find(id);
+        if (r == ks->second.by_id.end()) return false;
+        const auto v = view(key);
+        const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
+        return static_cast<std::size_t>(std::distance(ks->second.entries.begin(), ks->second.entries.find(r->second))) <
+               n;
+    }
+
+    // Why this broker ends request `id` (on `keys` keys), for the watch events its deletes bring.
+    void ending(const std::string& id, core::event_kind why, std::size_t keys = 1) {
+        if (events_) ending_why_[id] = {why, static_cast<int>(keys)};
     }
 
     void put_entry(const std::string& key, const std::string& id, const etcd::key_value& kv) {
@@ -1032,7 +1133,11 @@ private:
             own_request& o = own_.at(id);
             o.ph = phase::claiming;
             // One txn for every key: a multi request gets one revision, so one token for all.
+            // Sent again after a lost answer, it finds its grant there and takes its revision.
             etcd::txn_request t;
+            const std::string first_grant = g_key(refs_of(o).front().first, id);
+            t.compares.push_back({.key = first_grant, .what = etcd::compare::target::create_revision, .number = 0});
+            t.failure.push_back(etcd::range_op{.key = first_grant});
             for (auto& [k, rid] : refs_of(o)) {
                 t.compares.push_back(
                     {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o.revision});
@@ -1095,6 +1200,8 @@ private:
     std::map<std::string, key_state> keys_;
     std::unordered_map<std::string, core::named_max> named_;
     std::unordered_map<std::string, own_request> own_;
+    bool events_ = false;
+    std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     core::table_counters counters_{};
 };
 
@@ -1130,7 +1237,7 @@ public:
     bool resume_grants(time_point) override { return !s_->grants_stalled(); }
     std::string stall_reason() const override { return s_->stall_reason(); }
     void stop() noexcept override { s_->stop(); }
-    void set_events(bool) noexcept override {}
+    void set_events(bool enabled) noexcept override { s_->set_events(enabled); }
     void set_pin(std::string_view prefix, std::optional<std::uint32_t> max) override { s_->set_pin(prefix, max); }
     core::key_page list_keys(std::uint64_t cursor, std::size_t limit) const override {
         return s_->list_keys(cursor, limit);
