@@ -109,7 +109,9 @@ test('lock.signal aborts on loss with an LmxError saying why; a release does not
       resolve(`${l.signal.reason.name}:${l.signal.reason.code}`)));
     window.forced = await client.acquire(key, { ttl: 60000 });
     window.forcedEnd = ended(forced);
-    window.expired = await client.acquire(key + '-ttl', { ttl: 200 });
+    // Long enough that its grant always arrives inside it, on a loaded machine too (the client
+    // counts the lease from when it sent the request, and a grant after its end is lost at once).
+    window.expired = await client.acquire(key + '-ttl', { ttl: 1000 });
     window.expiredEnd = ended(expired);
     window.released = await client.acquire(key + '-released', { ttl: 60000 });
     window.lostEvents = [];
