@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, restartBroker, lmxPage, waitFor, uniqueKey, sleep, brokerAndBrowser } from './lib/browser.mjs';
+import { startBroker, restartBroker, lmxPage, waitFor, uniqueKey, sleep, brokerAndBrowser, staticServer, attempt } from './lib/browser.mjs';
 
 let broker;
 let browser;
@@ -101,4 +101,52 @@ test('a waiting acquire whose connection drops is asked again on the next connec
   assert.deepEqual(states, ['state:disconnected', 'state:connecting', 'state:connected']);
   await a.close();
   await b.close();
+});
+
+test('a client given several brokers connects to the first that answers and fails over to the next when it drops', { timeout: 60_000 }, async () => {
+  // The page belongs to an origin of its own that every broker allows, so that it outlives them.
+  const site = await staticServer();
+  const args = ['--allow-origin', site.origin];
+  const dead = await startBroker({ args });
+  await dead.stop();
+  const a = await startBroker({ args });
+  const b = await startBroker({ args });
+  const page = await lmxPage(context, b, `${site.origin}/`);
+  try {
+    const key = uniqueKey('failover');
+    const first = await page.evaluate(async ([urls, key]) => {
+      window.client = await window.lmx.connect(urls, { minBackoff: 50, maxBackoff: 300 });
+      window.events = [];
+      client.addEventListener('connect', () => events.push(`connect:${client.url}`));
+      client.addEventListener('lost', (e) => events.push(`lost:${e.reason}`));
+      window.held = await client.acquire(key, { ttl: 60000 });
+      return { url: client.url, urls: client.urls, fromString: new window.lmx.Client(urls.join(' , ')).urls };
+    }, [[dead.ws, a.ws, b.ws], key]);
+    assert.equal(first.url, a.ws, 'the dead broker was passed over');
+    assert.deepEqual(first.urls, [dead.ws, a.ws, b.ws]);
+    assert.deepEqual(first.fromString, [dead.ws, a.ws, b.ws], 'a comma-separated list names the same brokers');
+    await a.stop();
+    await waitFor(() => page.evaluate(() => events.some((e) => e.startsWith('connect:'))), 10000, 'the client connected again');
+    const after = await page.evaluate(async (key) => {
+      const again = await client.acquire(key, { ttl: 60000 });
+      const info = await client.info(key);
+      return { events, url: client.url, held: held.held, holders: info.holders, id: again.id };
+    }, key);
+    assert.equal(after.url, b.ws, 'the next broker of the list took over');
+    assert.deepEqual(after.events, ['lost:disconnected', `connect:${b.ws}`], 'the hold on the lost broker was reported lost');
+    assert.equal(after.held, false);
+    assert.deepEqual(after.holders, [after.id], 'the acquire went to the next broker');
+    for (const bad of [[], [b.ws, ''], 'ftp://127.0.0.1:1/']) {
+      const r = await attempt(page, `async (urls) => window.lmx.connect(urls).then(() => 'connected')`, bad);
+      assert.equal(r.error, 'invalid_url', `connect(${JSON.stringify(bad)})`);
+    }
+    const none = await attempt(page, `async (urls) => window.lmx.connect(urls, { connectTimeout: 2000 }).then(() => 'connected')`, [dead.ws, dead.ws]);
+    assert.equal(none.error, 'unreachable', 'no broker of the list answers');
+    // The browser itself logs each refused connection to a dead broker; nothing else is amiss.
+    assert.deepEqual(page.problems.filter((p) => !p.includes('net::ERR_CONNECTION_REFUSED')), []);
+  } finally {
+    await page.close();
+    await b.stop();
+    await site.close();
+  }
 });

@@ -358,11 +358,17 @@ export interface ClientEventMap {
  * "disconnected"), calls in flight fail with `connection_lost` except acquires, which are asked
  * again on the next connection within their timeout; watches resume. Calls made while
  * disconnected wait for a connection within their own deadline.
+ *
+ * `url` may name several brokers that share their lock state (an array, or URLs separated by
+ * commas): the client keeps the first that answers, and tries the next when a connection
+ * attempt fails or the connection drops.
  */
 export declare class Client extends EventTarget {
-  constructor(url?: string | URL, options?: ClientOptions);
-  /** The broker's ws:// or wss:// URL. */
+  constructor(url?: string | URL | readonly (string | URL)[], options?: ClientOptions);
+  /** The ws:// or wss:// URL of the broker connected to (or tried next). */
   readonly url: string;
+  /** Every broker URL the client was given, in the order they are tried. */
+  readonly urls: string[];
   readonly state: ClientState;
   /** The session name the broker gave this connection. */
   readonly session: string | null;
@@ -431,5 +437,8 @@ export declare class Client extends EventTarget {
   removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
 }
 
-/** Connects to the broker at `url` (default: the broker that served lmx.js); when that fails the client is closed. */
-export declare function connect(url?: string | URL, options?: ClientOptions): Promise<Client>;
+/**
+ * Connects to the broker at `url` (default: the broker that served lmx.js), or to the first of
+ * several that answers (each tried once); when that fails the client is closed.
+ */
+export declare function connect(url?: string | URL | readonly (string | URL)[], options?: ClientOptions): Promise<Client>;

@@ -207,6 +207,21 @@ function ownBrokerUrl() {
   return u.href;
 }
 
+// The broker URLs a client was given: one URL, a comma-separated list or an array of them (a
+// URL object counts as one). Several URLs are several brokers sharing their lock state (over
+// etcd); the client keeps the first that answers and moves on to the next when it fails.
+function normalizeUrls(urls) {
+  let list;
+  if (Array.isArray(urls)) list = urls;
+  else if (typeof urls === "string" && urls.includes(",")) list = urls.split(",").map((u) => u.trim());
+  else return [normalizeUrl(urls)];
+  if (list.length === 0) throw new LmxError(errc.invalid_url, "the list of broker URLs is empty");
+  return list.map((u) => {
+    if (u === "" || u === undefined || u === null) throw new LmxError(errc.invalid_url, `an empty broker URL in ${describe(String(urls))}`);
+    return normalizeUrl(u);
+  });
+}
+
 function normalizeUrl(url) {
   let u;
   try {
@@ -614,7 +629,8 @@ export class Subscription {
  * as `detail`).
  */
 export class Client extends EventTarget {
-  #url;
+  #urls; // the brokers to try, in order
+  #at = 0; // the one connected, or tried next
   #opt;
   #ws = null;
   #state = "disconnected"; // disconnected | connecting | connected | closed
@@ -641,7 +657,7 @@ export class Client extends EventTarget {
 
   constructor(url, options = {}) {
     super();
-    this.#url = normalizeUrl(url);
+    this.#urls = normalizeUrls(url);
     if (options === null || typeof options !== "object") throw bad("client options must be an object");
     this.#opt = { ...defaults, ...options };
     for (const k of Object.keys(defaults)) if (this.#opt[k] === undefined) this.#opt[k] = defaults[k];
@@ -658,9 +674,17 @@ export class Client extends EventTarget {
     this.broker = null;
   }
 
-  /** The broker's ws:// URL. */
+  /** The ws:// URL of the broker connected to (or tried next). */
   get url() {
-    return this.#url;
+    return this.#urls[this.#at];
+  }
+  /** Every broker URL the client was given, in the order they are tried. */
+  get urls() {
+    return [...this.#urls];
+  }
+  // After a failed attempt or a dropped connection: the next broker of the list is tried next.
+  #moveOn() {
+    this.#at = (this.#at + 1) % this.#urls.length;
   }
   /** "disconnected", "connecting", "connected" or "closed". */
   get state() {
@@ -775,21 +799,26 @@ export class Client extends EventTarget {
         if (this.#ready === attempt) this.#ready = null;
         this.#lastError = e;
         if (e.code === errc.unauthenticated) this.#refusal = e;
-        if (lasting.has(e.code) || e.code === errc.closed) for (const w of [...this.#connWaiters]) w.reject(e);
-        if (e.code !== errc.invalid_url) this.#scheduleReconnect();
+        // With several brokers, what one of them lacks (the origin allowed, the path) another may
+        // have: only a refused token, which every broker of a cluster shares, stops them all.
+        const single = this.#urls.length === 1 || e.code === errc.unauthenticated;
+        if ((single && lasting.has(e.code)) || e.code === errc.closed) for (const w of [...this.#connWaiters]) w.reject(e);
+        this.#moveOn();
+        if (e.code !== errc.invalid_url || !single) this.#scheduleReconnect();
       },
     );
     return attempt;
   }
 
   #open() {
+    const url = this.#urls[this.#at];
     this.#setState("connecting");
     return new Promise((resolve, reject) => {
       const WS = this.#opt.WebSocket ?? globalThis.WebSocket;
       const token = this.#opt.token;
       let ws;
       try {
-        ws = token === null ? new WS(this.#url) : new WS(this.#url, tokenProtocols(token));
+        ws = token === null ? new WS(url) : new WS(url, tokenProtocols(token));
       } catch (e) {
         this.#setState("disconnected");
         reject(new LmxError(errc.invalid_url, e.message, { cause: e }));
@@ -812,22 +841,22 @@ export class Client extends EventTarget {
       };
       this.#openFail = fail;
       const timer = timerAt(performance.now() + this.#opt.connectTimeout,
-        () => fail(errc.unreachable, `${this.#url}: no answer within ${this.#opt.connectTimeout} ms`));
+        () => fail(errc.unreachable, `${url}: no answer within ${this.#opt.connectTimeout} ms`));
       // A browser does not tell a page why a WebSocket failed to open (a refused Origin, a wrong
       // path, nothing listening): the broker's /v1/origin says which.
       const refusedUpgrade = () => {
         if (settled || diagnosing) return;
         diagnosing = true;
-        this.#diagnose().then(([code, detail]) => fail(code, detail));
+        this.#diagnose(url).then(([code, detail]) => fail(code, detail));
       };
       ws.onmessage = (m) => {
         if (!opened || this.#state !== "connecting") return this.#route(m.data);
         // Before the hello is answered: anything that is not JSON is not an lmx broker.
-        if (typeof m.data !== "string") return fail(errc.wrong_endpoint, `${this.#url} sent a binary frame`);
+        if (typeof m.data !== "string") return fail(errc.wrong_endpoint, `${url} sent a binary frame`);
         try {
           JSON.parse(m.data);
         } catch {
-          return fail(errc.wrong_endpoint, `${this.#url} sent ${describe(m.data)}, not JSON`);
+          return fail(errc.wrong_endpoint, `${url} sent ${describe(m.data)}, not JSON`);
         }
         this.#route(m.data);
       };
@@ -836,7 +865,7 @@ export class Client extends EventTarget {
       };
       ws.onclose = (ev) => {
         if (!opened) refusedUpgrade();
-        else if (!settled) fail(errc.unreachable, `${this.#url} closed the connection before the hello (close ${ev.code})`);
+        else if (!settled) fail(errc.unreachable, `${url} closed the connection before the hello (close ${ev.code})`);
         else if (this.#ws === ws) this.#drop(new LmxError(errc.connection_lost, `close ${ev.code}`));
       };
       ws.onopen = () => {
@@ -876,7 +905,7 @@ export class Client extends EventTarget {
             // follows a connect (a snapshot, say) misses no event.
             this.#syncWatch().catch(() => {}).then(() => {
               if (this.#ws !== ws) {
-                reject(new LmxError(errc.connection_lost, `${this.#url}: dropped while renewing watches`));
+                reject(new LmxError(errc.connection_lost, `${url}: dropped while renewing watches`));
                 return;
               }
               this.#recheckKept();
@@ -895,19 +924,19 @@ export class Client extends EventTarget {
 
   // Why the WebSocket upgrade failed, from the broker's /v1/origin on the same host (readable
   // from any origin): [code, detail].
-  async #diagnose() {
-    const u = new URL(this.#url);
+  async #diagnose(url) {
+    const u = new URL(url);
     const path = u.pathname;
     u.protocol = u.protocol === "wss:" ? "https:" : "http:";
     u.pathname = "/v1/origin";
     u.search = "";
     u.hash = "";
-    if (typeof globalThis.fetch !== "function") return [errc.unreachable, this.#url];
+    if (typeof globalThis.fetch !== "function") return [errc.unreachable, url];
     let res;
     try {
       res = await globalThis.fetch(u.href, { cache: "no-store", credentials: "omit", signal: AbortSignal.timeout(Math.min(this.#opt.connectTimeout, 3000)) });
     } catch {
-      return [errc.unreachable, this.#url];
+      return [errc.unreachable, url];
     }
     let body = null;
     try {
@@ -916,7 +945,7 @@ export class Client extends EventTarget {
       /* not JSON: not an lmx broker */
     }
     if (!res.ok || !body || typeof body.allowed !== "boolean") {
-      return [errc.wrong_endpoint, `${this.#url}: the server at ${u.host} is not an lmx broker (${u.pathname}: HTTP ${res.status})`];
+      return [errc.wrong_endpoint, `${url}: the server at ${u.host} is not an lmx broker (${u.pathname}: HTTP ${res.status})`];
     }
     if (!body.allowed) {
       return [errc.origin_refused, body.hint ?? `start the broker with --allow-origin ${body.origin || "ORIGIN"}`];
@@ -924,10 +953,10 @@ export class Client extends EventTarget {
     // The broker answers now and upgrades on this path: it was not listening yet (or was going
     // away) when the WebSocket tried, which the next attempt may cure.
     if (Array.isArray(body.websocketPaths) && body.websocketPaths.includes(path)) {
-      return [errc.unreachable, `${this.#url}: the WebSocket did not open, though the broker at ${u.host} answers now`];
+      return [errc.unreachable, `${url}: the WebSocket did not open, though the broker at ${u.host} answers now`];
     }
     const served = Array.isArray(body.websocketPaths) ? ` (it upgrades on ${body.websocketPaths.join(", ")})` : " (is the path right?)";
-    return [errc.wrong_endpoint, `${this.#url}: the broker at ${u.host} has no WebSocket at ${path}${served}`];
+    return [errc.wrong_endpoint, `${url}: the broker at ${u.host} has no WebSocket at ${path}${served}`];
   }
 
   #send(msg) {
@@ -971,6 +1000,7 @@ export class Client extends EventTarget {
       lock._markLost(closed ? "closed" : "disconnected");
     }
     if (wasConnected) {
+      this.#moveOn();
       this.dispatchEvent(Object.assign(new Event("disconnect"), { error }));
       this.#scheduleReconnect();
     }
@@ -1505,16 +1535,21 @@ export class Client extends EventTarget {
 }
 
 /**
- * Connects to the broker at `url` (default: the broker that served this module). When the first
- * attempt fails the client is closed (no background retries) and the promise rejects.
+ * Connects to the broker at `url` (default: the broker that served this module). `url` may list
+ * several brokers (an array, or URLs separated by commas): each is tried once, in order. When
+ * that fails the client is closed (no background retries) and the promise rejects.
  */
 export async function connect(url, options = {}) {
   const client = new Client(url, options);
-  try {
-    await client.connect();
-  } catch (e) {
-    client.close();
-    throw e;
+  // Each broker of a list is tried once; a refused token is refused by all of them.
+  for (let tried = 1; ; tried++) {
+    try {
+      await client.connect();
+      return client;
+    } catch (e) {
+      if (tried < client.urls.length && e.code !== errc.unauthenticated && e.code !== errc.closed) continue;
+      client.close();
+      throw e;
+    }
   }
-  return client;
 }
