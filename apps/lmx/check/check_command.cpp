@@ -216,9 +216,16 @@ public:
     int run() {
         const auto limit = a_.duration.empty() ? std::nullopt : parse_duration(a_.duration);
         if (!a_.duration.empty() && !limit) return usage("--duration must look like 90s, 10m or 1h");
-        if (!a_.url.empty() && !a_.url.starts_with("unix://") && !a_.url.starts_with("tcp://"))
-            return usage("--url must be unix:///PATH or tcp://HOST:PORT");
-        own_broker_ = a_.url.empty();
+        for (std::size_t at = 0; !a_.url.empty() && at <= a_.url.size();) {
+            const std::size_t end = std::min(a_.url.find(',', at), a_.url.size());
+            urls_.push_back(a_.url.substr(at, end - at));
+            at = end + 1;
+        }
+        for (const auto& u : urls_)
+            if (!u.starts_with("unix://") && !u.starts_with("tcp://"))
+                return usage("--url must be unix:///PATH or tcp://HOST:PORT, or several separated by commas, not '" +
+                             u + "'");
+        own_broker_ = urls_.empty();
         const auto seed = a_.seed.value_or(
             static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) % 1'000'000'007);
         rng_.seed(seed);
@@ -240,14 +247,16 @@ public:
         watch_ = std::make_unique<watcher>(*hist_);
         if (own_broker_) {
             if (!start_broker()) return fail("the broker did not start; its log: " + dir_ + "/broker.log");
-        } else if (!watch_->open(a_.url, std::chrono::seconds(10))) {
-            return fail("no broker answers at " + a_.url);
+        } else if (!watch_->open(urls_.front(), std::chrono::seconds(10))) {
+            return fail("no broker answers at " + urls_.front());
         }
-        const std::string url = own_broker_ ? "unix://" + dir_ + "/broker.sock" : a_.url;
+        // With several brokers (sharing their state through etcd), client i talks to broker i mod n
+        // and the watcher to the first: one broker's stream carries every broker's events.
+        if (own_broker_) urls_ = {"unix://" + dir_ + "/broker.sock"};
         say("seed " + std::to_string(seed) + ", " + std::to_string(a_.clients) + " clients, work dir " + dir_);
 
         workers_.resize(static_cast<std::size_t>(a_.clients));
-        for (int i = 0; i < a_.clients; ++i) spawn_worker(i, url, prefix, seed);
+        for (int i = 0; i < a_.clients; ++i) spawn_worker(i, prefix, seed);
 
         const auto t0 = std::chrono::steady_clock::now();
         auto next_kill = t0 + exp_ms(a_.kill_every_ms);
@@ -255,7 +264,7 @@ public:
         auto next_progress = t0 + std::chrono::seconds(2);
         for (;;) {
             if (!watch_->pump(10) && !restart_pending_) {
-                if (!own_broker_) return fail("the broker at " + a_.url + " closed the watch connection");
+                if (!own_broker_) return fail("the broker at " + urls_.front() + " closed the watch connection");
                 return fail("the broker died by itself; its log: " + dir_ + "/broker.log");
             }
             const auto now = std::chrono::steady_clock::now();
@@ -267,7 +276,7 @@ public:
                 next_progress = now + std::chrono::seconds(2);
             }
             if (!a_.no_client_kills && now >= next_kill) {
-                kill_worker(pick(a_.clients), url, prefix, seed);
+                kill_worker(pick(a_.clients), prefix, seed);
                 next_kill = now + exp_ms(a_.kill_every_ms);
             }
             if (own_broker_ && !a_.no_broker_restarts && now >= next_restart) {
@@ -377,8 +386,9 @@ private:
         std::string id;
     };
 
-    void spawn_worker(int slot, const std::string& url, const std::string& prefix, std::uint64_t seed) {
+    void spawn_worker(int slot, const std::string& prefix, std::uint64_t seed) {
         worker_proc& w = workers_[static_cast<std::size_t>(slot)];
+        const std::string& url = urls_[static_cast<std::size_t>(slot) % urls_.size()];
         ++w.gen;
         w.id = "w" + std::to_string(slot) + "." + std::to_string(w.gen);
         std::vector<std::string> args = {self_exe(),
@@ -408,7 +418,7 @@ private:
         w.pid = spawn(args, dir_ + "/clients.log");
     }
 
-    void kill_worker(int slot, const std::string& url, const std::string& prefix, std::uint64_t seed) {
+    void kill_worker(int slot, const std::string& prefix, std::uint64_t seed) {
         worker_proc& w = workers_[static_cast<std::size_t>(slot)];
         if (w.pid > 0) {
             // Recorded first: from this moment the client can no longer believe it holds anything.
@@ -417,7 +427,7 @@ private:
             wait_exit(w.pid, std::chrono::seconds(10));
             ++kills_;
         }
-        spawn_worker(slot, url, prefix, seed);
+        spawn_worker(slot, prefix, seed);
     }
 
     // A client process that ended by itself before the stop is a failure of the checker.
@@ -507,11 +517,13 @@ public:
             std::printf("%s\n", check::summary_json(s).c_str());
         else
             std::printf("%s", check::format_summary(s).c_str());
+        std::fflush(stdout);  // whole, before anything on stderr (one pipe may carry both)
     }
 
 private:
     check_args& a_;
     bool own_broker_ = true;
+    std::vector<std::string> urls_;  // the brokers the clients talk to
     bool temp_dir_ = false;
     bool restart_pending_ = false;
     std::string dir_;
@@ -572,7 +584,8 @@ void add_check_command(CLI::App& app, action_setter set_action) {
         "Run random clients against a broker with faults (client kills, broker restarts) and check the "
         "history for violations of lmx's guarantees; exit 1 on any");
     cmd->add_option("--url", a->url,
-                    "Check a running broker (unix:// or tcp://); no broker restarts then (default: start one)")
+                    "Check a running broker (unix:// or tcp://), or several sharing their state through etcd "
+                    "(separated by commas); no broker restarts then (default: start one)")
         ->type_name("URL");
     cmd->add_option("--clients", a->clients, "Client processes")
         ->default_val(4)

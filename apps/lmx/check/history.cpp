@@ -134,6 +134,7 @@ struct analyzer::impl {
     std::set<std::pair<std::string, std::string>> forced;  // (id, key) ended by force
     std::unordered_map<std::string, std::uint64_t> key_last_token;
     std::uint64_t last_token = 0;
+    std::string last_token_id;                                    // the request last_token was granted to
     std::map<std::string, std::vector<std::int64_t>> key_forces;  // force without id, by key
 
     struct client_grant {
@@ -270,12 +271,16 @@ struct analyzer::impl {
                      key + ": token " + std::to_string(token) + " granted to " + id + " after token " +
                          std::to_string(kt),
                      t);
-            if (token <= last_token)
+            // The keys of one acquire-many may share its token (over etcd: one claim, one
+            // revision); each key still checks its own order above.
+            const bool same_grant = token == last_token && rq->second.multi && id == last_token_id;
+            if (token <= last_token && !same_grant)
                 flag("token-order",
                      "token " + std::to_string(token) + " granted to " + id + " after token " +
                          std::to_string(last_token) + " (on any key, across restarts)",
                      t);
             kt = std::max(kt, token);
+            if (token >= last_token) last_token_id = id;
             last_token = std::max(last_token, token);
             stream_grants.insert({stream_epoch, id, key, token});
         } else if (event == "released" || event == "expired" || event == "forced") {
