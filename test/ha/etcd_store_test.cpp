@@ -5,9 +5,12 @@
 #include "etcd_cluster.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -269,6 +272,48 @@ BOOST_AUTO_TEST_CASE(the_holds_of_a_killed_broker_go_within_its_session_ttl) {
     BOOST_TEST(took <= session_ttl_s * 1000 + 1500);
 }
 
+// A hold kept on exit (keepLocksOnExit) outlives its broker as it outlives its connection: its
+// entries move to a lease of their own when granted, and again when extended, so a SIGKILL of its
+// broker does not free the key before the hold's ttl, nor much after (rounded up to whole seconds,
+// plus one).
+BOOST_AUTO_TEST_CASE(a_hold_kept_on_exit_outlives_its_broker_until_its_ttl) {
+    two_brokers s;
+    long long took[2] = {-1, -1};
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const std::string keys[2] = {fresh_key("kept"), fresh_key("kept-extended")};
+        steady::time_point since[2];
+        // One kept hold as granted, one extended past its first lease (its entries move again).
+        auto first = co_await ca.acquire(keys[0], {.ttl = 4000ms, .keep_locks_on_exit = true});
+        since[0] = steady::now();
+        auto second = co_await ca.acquire(keys[1], {.ttl = 1000ms, .keep_locks_on_exit = true});
+        co_await second.extend(4000ms);
+        since[1] = steady::now();
+        first.detach();
+        second.detach();
+        bool granted[2] = {false, false};
+        lmx::lock_guard next[2];
+        for (int i : {0, 1}) {
+            cb.acquire(keys[i], {.timeout = 20000ms}, [&, i](error_code ec, lmx::lock_guard g) {
+                BOOST_TEST(!ec, ec.message());
+                next[i] = std::move(g);
+                took[i] = ms_since(since[i]);
+                granted[i] = true;
+            });
+            co_await poll_info(cb, keys[i], [](auto& info) { return info.waiters == 1; });
+        }
+        s.a->stop(9);
+        BOOST_TEST(co_await until([&] { return granted[0] && granted[1]; }, 15s));
+        for (auto& g : next) co_await g.release();
+    });
+    for (int i : {0, 1}) {
+        BOOST_TEST_MESSAGE("kept hold " << i << ": the waiter got the key " << took[i] << " ms after it began");
+        // Not before the hold's ttl (the 2 s session lease would have freed it sooner), and within
+        // its lease (4 s + 1) and etcd's lease check (every 500 ms) with a margin for the grant.
+        BOOST_TEST(took[i] >= 4000);
+        BOOST_TEST(took[i] <= 5000 + 1500);
+    }
+}
+
 // Tokens strictly increase over grants through either broker, and across a broker's restart.
 BOOST_AUTO_TEST_CASE(fencing_tokens_increase_across_brokers_and_restarts) {
     two_brokers s;
@@ -468,6 +513,38 @@ BOOST_AUTO_TEST_CASE(a_client_of_two_brokers_fails_over_to_the_other) {
         auto g = co_await late.acquire(key);
         co_await g.release();
     });
+}
+
+// `lmx check` with its clients split between two brokers over one etcd, and client processes
+// killed as it runs: the history, watched through one broker, shows every broker's grants, and
+// holds no violation of mutual exclusion, the semaphore bounds, the shared/exclusive rules or
+// fencing order. (The checker's other kinds, the shape of the event stream and of some answers
+// when two brokers race, are not all met over etcd yet: docs/design/ha.md, "Not built yet".)
+BOOST_AUTO_TEST_CASE(lmx_check_across_two_brokers_finds_no_double_holder) {
+    two_brokers s;
+    s.with_clients([](lmx::client&, lmx::client&) -> asio::awaitable<void> { co_return; });
+    temp_dir dir;
+    auto r = run_lmx({"check", "--url", s.a->tcp_url + "," + s.b->tcp_url, "--duration", "20s", "--clients", "4",
+                      "--kill-every", "3000", "--json", "-q", "--dir", dir.path()},
+                     300s);
+    BOOST_TEST_INFO("output: " << r.output.substr(0, 4000));
+    BOOST_TEST((r.status == 0 || r.status == 1));  // 1: some violation, looked at below
+    boost::json::object summary;
+    std::istringstream lines(r.output);
+    for (std::string line; std::getline(lines, line);)
+        if (line.starts_with("{\"operations\"")) summary = boost::json::parse(line).as_object();
+    BOOST_REQUIRE(!summary.empty());
+    const auto num = [&](const char* name) { return summary.at(name).to_number<std::uint64_t>(); };
+    const auto& kinds = summary.at("violationsByKind").as_object();
+    for (const char* kind :
+         {"double-grant", "over-max", "shared-with-exclusive", "client-overlap", "phantom-grant", "token-order"})
+        BOOST_TEST(!kinds.contains(kind), kind << ": " << boost::json::serialize(summary.at("violations")));
+    BOOST_TEST_MESSAGE("lmx check across two brokers: " << boost::json::serialize(kinds));
+    BOOST_TEST(num("operations") >= 1000u);
+    BOOST_TEST(num("grants") >= 100u);
+    BOOST_TEST(num("streamEvents") > 0u);
+    BOOST_TEST(num("brokerRuns") == 2u);  // clients of both brokers
+    BOOST_TEST(num("clientKills") >= 1u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

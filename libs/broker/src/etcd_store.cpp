@@ -71,7 +71,13 @@ struct own_request {
     bool wait = true;
     bool queued_notice = true;
     bool told_queued = false;
-    bool keep_on_exit = false;  // a hold that outlives its connection (not its broker: it hangs on the session lease)
+    // A hold that outlives its connection. With a ttl its entries move to a lease of their own
+    // when granted (kept_lease), so that they outlive this broker too, until the ttl (rounded up
+    // to whole seconds, plus one); without one they stay on the session lease.
+    bool keep_on_exit = false;
+    std::int64_t kept_lease = 0;
+    std::int64_t kept_revision = 0;     // of the write that put the entries on kept_lease
+    std::vector<std::string> values{};  // the entries' values, in refs_of order
     phase ph = phase::creating;
     std::int64_t revision = 0;
     core::fencing_token token = 0;
@@ -171,14 +177,15 @@ public:
                       .queued_notice = r.queued_notice,
                       .keep_on_exit = r.keep_on_exit,
                       .since = now};
-        own_.emplace(o.id, o);
         json::object v{{"mode", std::string(core::to_string(r.mode))},
                        {"max", max.max},
                        {"named", max.named},
                        {"broker", opt_.broker_id},
                        {"session", r.session}};
+        o.values.push_back(json::serialize(v));
+        own_.emplace(o.id, o);
         etcd::txn_request t = create_txn(q_key(key, o.id));
-        t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = json::serialize(v), .lease = lease_});
+        t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = o.values.back(), .lease = lease_});
         if (named) t.success.push_back(etcd::put_op{.key = m_key(key), .value = std::to_string(*named)});
         spawn(create(shared_from_this(), o.id, std::move(t)));
     }
@@ -222,7 +229,8 @@ public:
             const core::key_max max = core::max_for_new(view(k), last_of(k), std::nullopt);
             json::object v{{"mode", "exclusive"},      {"max", max.max},       {"named", max.named},
                            {"broker", opt_.broker_id}, {"session", r.session}, {"multi", true}};
-            t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = json::serialize(v), .lease = lease_});
+            o.values.push_back(json::serialize(v));
+            t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = o.values.back(), .lease = lease_});
         }
         own_.emplace(o.id, o);
         spawn(create(shared_from_this(), o.id, std::move(t)));
@@ -328,26 +336,29 @@ public:
         it->second.ph = phase::ending;
         ++counters_.cancelled;
         ending(it->second.id, core::event_kind::cancelled, refs_of(it->second).size());
+        // Its grant too: a claim whose answer was lost may have been written.
         etcd::txn_request t;
-        t.success.push_back(etcd::delete_op{.key = q_key(it->second.key, it->second.id)});
+        for (auto& [key, rid] : refs_of(it->second)) {
+            t.success.push_back(etcd::delete_op{.key = q_key(key, rid)});
+            t.success.push_back(etcd::delete_op{.key = g_key(key, rid)});
+        }
         spawn(cancel_entry(shared_from_this(), owned(to), std::string(id), std::move(t)));
     }
 
     void extend(const core::reply_to& to, std::string_view key, std::string_view id, std::optional<milliseconds> ttl,
                 time_point now) {
         auto it = own_.find(std::string(id));
-        core::effect ef{.kind = core::effect_kind::extended,
-                        .session = to.session,
-                        .id = id,
-                        .key = key,
-                        .uuid = to.uuid,
-                        .style = to.style};
+        core::effect ef = extend_answer(to, id, key);
         if (it == own_.end() || !on_key(it->second, key) || it->second.ph != phase::holding) {
             ef.code = core::errc::not_holder;
             return sink_.on_effect(ef);
         }
         own_request& o = it->second;
-        o.ttl_ms = ttl_ms(ttl, config_.default_ttl);
+        const std::uint64_t renewed = ttl_ms(ttl, config_.default_ttl);
+        // A hold kept on exit moves to a lease that covers its new ttl before the answer goes.
+        if (o.keep_on_exit)
+            return spawn(extend_kept(shared_from_this(), owned(to), o.id, std::string(key), renewed, now));
+        o.ttl_ms = renewed;
         o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
         if (o.expires) ef.lease = milliseconds(o.ttl_ms);
         sink_.on_effect(ef);
@@ -500,6 +511,17 @@ private:
         core::answer_style style = core::answer_style::plain;
     };
     static owned_reply owned(const core::reply_to& to) { return {to.session, std::string(to.uuid), to.style}; }
+
+    // The answer to an extend (ok until a code is set); it views `to`, `id` and `key`.
+    template <class ReplyTo>  // core::reply_to or owned_reply
+    static core::effect extend_answer(const ReplyTo& to, std::string_view id, std::string_view key) {
+        return {.kind = core::effect_kind::extended,
+                .session = to.session,
+                .id = id,
+                .key = key,
+                .uuid = to.uuid,
+                .style = to.style};
+    }
 
     // Starts `work` from the executor's queue, never inside the caller: a coroutine that fails
     // before it first suspends must not change the state under a loop of its caller.
@@ -812,11 +834,26 @@ private:
         (void)self;
     }
 
-    asio::awaitable<void> claim(std::shared_ptr<state> self, std::string id, std::int64_t revision,
-                                etcd::txn_request t) {
+    asio::awaitable<void> claim(std::shared_ptr<state> self, std::string id, std::int64_t revision) {
+        const auto claiming = [&] {
+            auto it = own_.find(id);
+            return it != own_.end() && it->second.revision == revision && it->second.ph == phase::claiming ? &it->second
+                                                                                                           : nullptr;
+        };
         std::optional<etcd::txn_result> r;
+        std::int64_t lease = lease_;
         try {
-            r = co_await client_.txn(t);
+            const own_request* o = claiming();
+            if (!o) co_return;
+            if (o->keep_on_exit && o->ttl_ms) {
+                lease = (co_await client_.grant_lease(kept_lease_ttl(o->ttl_ms))).id;
+                if (stopped_) co_return;
+                if (!(o = claiming())) {
+                    forget_lease(lease);
+                    co_return;
+                }
+            }
+            r = co_await client_.txn(claim_txn(*o, lease));
         } catch (const std::exception& e) {
             log_line(log_level::warn, std::string("etcd store: a claim failed, trying again: ") + e.what());
         }
@@ -827,15 +864,24 @@ private:
         if (o.ph != phase::claiming) {
             // Released, timed out or closed while the claim was under way: whatever the claim
             // did, the entry is being deleted.
+            if (r && r->succeeded) forget_lease(lease);
             co_return;
         }
         if (r && r->succeeded) {
+            o.kept_lease = lease == lease_ ? 0 : lease;
+            o.kept_revision = r->revision;
             grant(o, r->revision);
         } else if (r && !r->responses.empty() && !r->responses[0].range.kvs.empty()) {
-            grant(o, r->responses[0].range.kvs[0].create_revision);  // an earlier try got through
+            const auto& earlier = r->responses[0].range.kvs[0];  // an earlier try got through
+            if (earlier.lease != lease) forget_lease(lease);
+            o.kept_lease = earlier.lease == lease_ ? 0 : earlier.lease;
+            o.kept_revision = earlier.mod_revision;
+            grant(o, earlier.create_revision);
         } else {
             // Not claimed: the entry is gone (the watch reports that), or etcd did not answer
-            // (decided again after a pause, and claimed again if still admitted).
+            // (decided again after a pause, and claimed again if still admitted). A lease of its
+            // own is dropped only when etcd said no: after no answer, the claim may have used it.
+            if (r) forget_lease(lease);
             o.ph = phase::waiting;
             if (!r) {
                 co_await pause_for(1);
@@ -844,6 +890,59 @@ private:
                     for (auto& [key, rid] : refs_of(again->second)) evaluate(key);
             }
         }
+        turn_done_();
+        (void)self;
+    }
+
+    asio::awaitable<void> extend_kept(std::shared_ptr<state> self, owned_reply to, std::string id, std::string key,
+                                      std::uint64_t renewed, time_point now) {
+        const auto holding = [&]() -> own_request* {
+            auto it = own_.find(id);
+            return it != own_.end() && it->second.ph == phase::holding ? &it->second : nullptr;
+        };
+        std::int64_t lease = lease_;
+        std::optional<etcd::txn_result> r;
+        bool unanswered = false;  // the txn went out and no answer came: the new lease may be in use
+        try {
+            if (renewed) lease = (co_await client_.grant_lease(kept_lease_ttl(renewed))).id;
+            if (const own_request* o = holding(); o && !stopped_) {
+                etcd::txn_request t;
+                const auto refs = refs_of(*o);
+                for (std::size_t i = 0; i < refs.size() && i < o->values.size(); ++i) {
+                    const auto& [k, rid] = refs[i];
+                    t.compares.push_back(
+                        {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o->revision});
+                    t.success.push_back(etcd::put_op{.key = q_key(k, rid), .value = o->values[i], .lease = lease});
+                    t.success.push_back(etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease});
+                }
+                unanswered = true;
+                r = co_await client_.txn(t);
+                unanswered = false;
+            }
+        } catch (const std::exception& e) {
+            log_line(log_level::warn, std::string("etcd store: extending a hold kept on exit: ") + e.what());
+        }
+        if (stopped_) co_return;
+        core::effect ef = extend_answer(to, id, key);
+        own_request* o = holding();
+        if (r && r->succeeded && o) {
+            // Of two extends at once, the later write is what etcd keeps.
+            if (r->revision > o->kept_revision) {
+                forget_lease(o->kept_lease);
+                o->kept_lease = lease == lease_ ? 0 : lease;
+                o->kept_revision = r->revision;
+                o->ttl_ms = renewed;
+                o->expires = renewed ? std::optional(now + milliseconds(renewed)) : std::nullopt;
+            } else {
+                forget_lease(lease);
+            }
+            if (renewed) ef.lease = milliseconds(renewed);
+        } else {
+            // The hold keeps its old lease and expiry.
+            ef.code = o ? core::errc::unavailable : core::errc::not_holder;
+            if (!unanswered) forget_lease(lease);
+        }
+        sink_.on_effect(ef);
         turn_done_();
         (void)self;
     }
@@ -869,7 +968,10 @@ private:
         }
         if (stopped_) co_return;
         for (auto& [key, id] : refs)
-            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) own_.erase(it);
+            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) {
+                forget_lease(it->second.kept_lease);
+                own_.erase(it);
+            }
         std::uint32_t entries = 0, grants = 0;
         std::vector<std::string> names;
         for (std::size_t i = 0; r && i + 1 < r->responses.size() && i / 2 < refs.size(); i += 2) {
@@ -967,15 +1069,20 @@ private:
             if (name.starts_with("q/") && parse_entry_name(name.substr(2), true, key, id)) {
                 touched.insert(key);
                 if (put) {
-                    put_entry(key, id, ev.kv);
-                    if (events_ && !admitted_now(key, id)) events.push_back({core::event_kind::queued, key, id, 0});
+                    const bool fresh = put_entry(key, id, ev.kv);
+                    if (events_ && fresh && !admitted_now(key, id))
+                        events.push_back({core::event_kind::queued, key, id, 0});
                 } else {
                     const entry* e = find_entry(key, id);
                     const bool was_held = e && e->grant;
                     const core::fencing_token token = was_held ? token_of(e->grant) : 0;
                     core::event_kind why = was_held ? core::event_kind::released : core::event_kind::cancelled;
                     if (auto w = ending_why_.find(id); w != ending_why_.end()) {
-                        why = w->second.first;
+                        // A granted entry ends as a hold does, whatever ended it: a cancel or a
+                        // timeout that met a claim whose answer was lost still ends a grant.
+                        const bool wait_end = w->second.first == core::event_kind::cancelled ||
+                                              w->second.first == core::event_kind::timeout;
+                        if (!(was_held && wait_end)) why = w->second.first;
                         if (--w->second.second <= 0) ending_why_.erase(w);
                     }
                     drop_entry(key, id);
@@ -988,6 +1095,7 @@ private:
                 auto r = ks->second.by_id.find(id);
                 if (r == ks->second.by_id.end()) continue;
                 entry& e = ks->second.entries.at(r->second);
+                if (put && e.grant == ev.kv.create_revision) continue;  // moved to another lease
                 e.grant = put ? ev.kv.create_revision : 0;
                 e.seen = steady::now();
                 if (put) last_grant_ = std::max(last_grant_, ev.kv.create_revision);
@@ -1033,7 +1141,11 @@ private:
         if (events_) ending_why_[id] = {why, static_cast<int>(keys)};
     }
 
-    void put_entry(const std::string& key, const std::string& id, const etcd::key_value& kv) {
+    // Whether the entry is new: a put of one already known (moved to another lease) changes nothing.
+    bool put_entry(const std::string& key, const std::string& id, const etcd::key_value& kv) {
+        if (auto ks = keys_.find(key); ks != keys_.end())
+            if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end() && r->second == kv.create_revision)
+                return false;
         entry e{.id = id, .revision = kv.create_revision};
         try {
             const auto v = json::parse(kv.value).as_object();
@@ -1050,6 +1162,7 @@ private:
         if (auto n = named_.find(key); n != named_.end()) ks.last = n->second;
         ks.by_id[id] = e.revision;
         ks.entries[e.revision] = std::move(e);
+        return true;
     }
 
     void drop_entry(const std::string& key, const std::string& id) {
@@ -1132,19 +1245,44 @@ private:
         for (auto& id : to_claim) {
             own_request& o = own_.at(id);
             o.ph = phase::claiming;
-            // One txn for every key: a multi request gets one revision, so one token for all.
-            // Sent again after a lost answer, it finds its grant there and takes its revision.
-            etcd::txn_request t;
-            const std::string first_grant = g_key(refs_of(o).front().first, id);
-            t.compares.push_back({.key = first_grant, .what = etcd::compare::target::create_revision, .number = 0});
-            t.failure.push_back(etcd::range_op{.key = first_grant});
-            for (auto& [k, rid] : refs_of(o)) {
-                t.compares.push_back(
-                    {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o.revision});
-                t.success.push_back(etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease_});
-            }
-            spawn(claim(shared_from_this(), id, o.revision, std::move(t)));
+            spawn(claim(shared_from_this(), id, o.revision));
         }
+    }
+
+    // The txn that makes `o` a holder: its grant key on every key, in one txn, so that a multi
+    // request gets one revision and one token for all. Sent again after a lost answer, it finds
+    // its grant there and takes its revision. On a lease other than the session's (a hold kept
+    // on exit), the entries move onto that lease too.
+    etcd::txn_request claim_txn(const own_request& o, std::int64_t lease) const {
+        etcd::txn_request t;
+        const auto refs = refs_of(o);
+        const std::string first_grant = g_key(refs.front().first, o.id);
+        t.compares.push_back({.key = first_grant, .what = etcd::compare::target::create_revision, .number = 0});
+        t.failure.push_back(etcd::range_op{.key = first_grant});
+        for (std::size_t i = 0; i < refs.size(); ++i) {
+            const auto& [k, rid] = refs[i];
+            t.compares.push_back(
+                {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o.revision});
+            t.success.push_back(etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease});
+            if (lease != lease_ && i < o.values.size())
+                t.success.push_back(etcd::put_op{.key = q_key(k, rid), .value = o.values[i], .lease = lease});
+        }
+        return t;
+    }
+
+    // The lease a hold kept on exit with a ttl of `ttl_ms` lives on once granted: whole seconds,
+    // rounded up, and one more, so that while this broker lives its own timer ends the hold first.
+    static std::chrono::seconds kept_lease_ttl(std::uint64_t ttl_ms) {
+        return std::chrono::seconds(static_cast<std::int64_t>((ttl_ms + 999) / 1000) + 1);
+    }
+
+    void forget_lease(std::int64_t lease) {
+        if (lease == 0 || lease == lease_) return;
+        spawn([](std::shared_ptr<state> self, std::int64_t id) -> asio::awaitable<void> {
+            try {
+                co_await self->client_.revoke_lease(id);
+            } catch (const std::exception&) {}  // it expires by itself
+        }(shared_from_this(), lease));
     }
 
     // Whether multi request `o` is among the holders of each of its keys, as the mirror shows them.
@@ -1262,6 +1400,20 @@ std::unique_ptr<core::lock_store> make_etcd_store(asio::any_io_executor ex, core
     s->start();
     return std::make_unique<etcd_store>(s);
 }
+
+}  // namespace lmx::detail
+
+namespace lmx {
+
+std::string store_url_error(std::string_view url) {
+    std::string why;
+    if (detail::parse_store_url(url, false, &why).empty()) return why.empty() ? "no endpoint" : why;
+    return {};
+}
+
+}  // namespace lmx
+
+namespace lmx::detail {
 
 std::vector<std::string> parse_store_url(std::string_view url, bool tls, std::string* why) {
     constexpr std::string_view scheme = "etcd://";
