@@ -358,6 +358,7 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--store", a->opt.store,
                     "Keep the lock state in an etcd cluster shared with other brokers: their clients contend "
                     "for the same locks (unset: in this process's memory)")
+        ->check([](const std::string& url) { return store_url_error(url); }, "")
         ->type_name("etcd://HOST:PORT[,HOST:PORT...]");
     cmd->add_option("--store-prefix", a->opt.store_prefix, "Key prefix of the lock state in etcd")
         ->default_val("/lmx/")
@@ -369,13 +370,13 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
         ->check(CLI::Range(std::int64_t{2}, std::int64_t{3600}))
         ->type_name("SECONDS");
     cmd->add_option("--store-cacert", a->opt.store_ca, "CA file (PEM) for TLS to etcd: endpoints are then https://")
-        ->check(CLI::ExistingFile)
+        ->check(CLI::ExistingFile.description(""))
         ->type_name("FILE");
     cmd->add_option("--store-cert", a->opt.store_cert, "Client certificate (PEM) shown to etcd")
-        ->check(CLI::ExistingFile)
+        ->check(CLI::ExistingFile.description(""))
         ->type_name("FILE");
     cmd->add_option("--store-key", a->opt.store_key, "Key (PEM) of --store-cert")
-        ->check(CLI::ExistingFile)
+        ->check(CLI::ExistingFile.description(""))
         ->type_name("FILE");
     cmd->add_option("--allow-origin", a->opt.allow_origins,
                     "Browser origin allowed to open a WebSocket, repeatable; '*' allows all (default: only the "

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace lmx::core {
@@ -85,6 +86,9 @@ struct resolved_limits {
     std::string note;
 };
 resolved_limits resolve_limits(const broker_options& options);
+
+// Why `url` is not a usable broker_options::store (empty when it is one).
+std::string store_url_error(std::string_view url);
 
 class broker {
 public:
