@@ -434,10 +434,10 @@ BOOST_AUTO_TEST_CASE(locks_keep_working_while_an_etcd_member_is_down) {
     });
 }
 
-// A watcher on broker B sees what clients of broker A do with its key, in etcd's order: grants
-// with their tokens, queued requests, ends. Why a request ended (forced, expired, timed out) is
-// known to the broker that ended it, whose watchers hear it; the others hear `released` (or
-// `cancelled` for a waiting request).
+// A watcher on broker B sees what clients of broker A do with its key, in etcd's order: each
+// request queued (every request waits for its claim to be written), grants with their tokens,
+// ends. Why a request ended (forced, expired, timed out) is known to the broker that ended it,
+// whose watchers hear it; the others hear `released` (or `cancelled` for a waiting request).
 BOOST_AUTO_TEST_CASE(a_watcher_of_one_broker_sees_the_other_brokers_clients) {
     two_brokers s;
     s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
@@ -459,16 +459,18 @@ BOOST_AUTO_TEST_CASE(a_watcher_of_one_broker_sees_the_other_brokers_clients) {
         co_await cb.force_release(key);  // through B: B knows why the hold ended
         for (auto* w : {&far, &near}) {
             std::vector<lmx::lock_event> seen;
-            for (int i = 0; i < 5; ++i) seen.push_back(co_await next_event(*w));
-            BOOST_TEST((seen[0].type == kind::granted && seen[1].type == kind::queued &&
-                        seen[2].type == kind::released && seen[3].type == kind::granted));
+            for (int i = 0; i < 6; ++i) seen.push_back(co_await next_event(*w));
+            BOOST_TEST((seen[0].type == kind::queued && seen[1].type == kind::granted && seen[2].type == kind::queued &&
+                        seen[3].type == kind::released && seen[4].type == kind::granted));
             BOOST_TEST(seen[0].id == first.id());
-            BOOST_TEST(seen[0].fencing_token == first.fencing_token());
-            BOOST_TEST(seen[2].id == first.id());
-            BOOST_TEST(seen[3].id == second.id());
-            BOOST_TEST(seen[3].fencing_token == second.fencing_token());
+            BOOST_TEST(seen[1].id == first.id());
+            BOOST_TEST(seen[1].fencing_token == first.fencing_token());
+            BOOST_TEST(seen[2].id == second.id());
+            BOOST_TEST(seen[3].id == first.id());
             BOOST_TEST(seen[4].id == second.id());
-            BOOST_TEST((seen[4].type == (w == &far ? kind::forced : kind::released)));
+            BOOST_TEST(seen[4].fencing_token == second.fencing_token());
+            BOOST_TEST(seen[5].id == second.id());
+            BOOST_TEST((seen[5].type == (w == &far ? kind::forced : kind::released)));
         }
     });
 }
@@ -516,11 +518,10 @@ BOOST_AUTO_TEST_CASE(a_client_of_two_brokers_fails_over_to_the_other) {
 }
 
 // `lmx check` with its clients split between two brokers over one etcd, and client processes
-// killed as it runs: the history, watched through one broker, shows every broker's grants, and
-// holds no violation of mutual exclusion, the semaphore bounds, the shared/exclusive rules or
-// fencing order. (The checker's other kinds, the shape of the event stream and of some answers
-// when two brokers race, are not all met over etcd yet: docs/design/ha.md, "Not built yet".)
-BOOST_AUTO_TEST_CASE(lmx_check_across_two_brokers_finds_no_double_holder) {
+// killed as it runs: the history, watched through one broker, shows every broker's requests, and
+// holds no violation of what lmx promises (mutual exclusion, semaphore bounds, shared/exclusive,
+// FIFO, fencing order, one answer per request, every loss told).
+BOOST_AUTO_TEST_CASE(lmx_check_across_two_brokers_finds_nothing) {
     two_brokers s;
     s.with_clients([](lmx::client&, lmx::client&) -> asio::awaitable<void> { co_return; });
     temp_dir dir;
@@ -528,18 +529,14 @@ BOOST_AUTO_TEST_CASE(lmx_check_across_two_brokers_finds_no_double_holder) {
                       "--kill-every", "3000", "--json", "-q", "--dir", dir.path()},
                      300s);
     BOOST_TEST_INFO("output: " << r.output.substr(0, 4000));
-    BOOST_TEST((r.status == 0 || r.status == 1));  // 1: some violation, looked at below
+    BOOST_TEST(r.status == 0);
     boost::json::object summary;
     std::istringstream lines(r.output);
     for (std::string line; std::getline(lines, line);)
         if (line.starts_with("{\"operations\"")) summary = boost::json::parse(line).as_object();
     BOOST_REQUIRE(!summary.empty());
     const auto num = [&](const char* name) { return summary.at(name).to_number<std::uint64_t>(); };
-    const auto& kinds = summary.at("violationsByKind").as_object();
-    for (const char* kind :
-         {"double-grant", "over-max", "shared-with-exclusive", "client-overlap", "phantom-grant", "token-order"})
-        BOOST_TEST(!kinds.contains(kind), kind << ": " << boost::json::serialize(summary.at("violations")));
-    BOOST_TEST_MESSAGE("lmx check across two brokers: " << boost::json::serialize(kinds));
+    BOOST_TEST(num("violationCount") == 0u, boost::json::serialize(summary.at("violations")));
     BOOST_TEST(num("operations") >= 1000u);
     BOOST_TEST(num("grants") >= 100u);
     BOOST_TEST(num("streamEvents") > 0u);

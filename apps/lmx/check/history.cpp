@@ -128,6 +128,7 @@ struct analyzer::impl {
 
     // The watch stream of the current broker run.
     std::string stream_epoch;
+    bool shared_store = false;  // the stream's broker shares its state with others (hello "shared-store")
     std::unordered_map<std::string, stream_key> stream;
     std::set<std::string> streamed_epochs;  // epochs whose events were watched from their start
     std::set<std::tuple<std::string, std::string, std::string, std::uint64_t>> stream_grants;
@@ -209,12 +210,37 @@ struct analyzer::impl {
         }
     }
 
+    // Over a shared store a grant reaches the stream when its claim is written, and the claims of
+    // requests the queue admits together (a semaphore, shared holds) are written in any order.
+    // So `id` may be granted before those ahead of it when all of them fit beside the holders at
+    // once: the key's max is not exceeded and they are all of the holders' mode.
+    bool admitted_together(const stream_key& sk, const std::string& key, const std::string& id) const {
+        auto at = std::find(sk.queue.begin(), sk.queue.end(), id);
+        if (at == sk.queue.end()) return false;
+        const auto ahead = static_cast<std::size_t>(at - sk.queue.begin());
+        if (sk.holders.size() + ahead + 1 > max_of(key)) return false;
+        const auto mode_of = [&](const std::string& r) {
+            auto q = reqs.find(r);
+            return q != reqs.end() && q->second.shared && !q->second.multi;
+        };
+        const bool shared = mode_of(id);
+        for (auto& [holder, holder_shared] : sk.holders)
+            if (holder_shared != shared) return false;
+        for (auto it = sk.queue.begin(); it != at; ++it)
+            if (mode_of(*it) != shared) return false;
+        return true;
+    }
+
     void on_watch(const json::object& m, std::int64_t t) {
         const std::string type = str(m, "type");
         if (type == "hello") {
             stream_epoch = str(m, "epoch");
             stream.clear();
             epochs.insert(stream_epoch);
+            shared_store = false;
+            if (auto* f = m.if_contains("features"); f && f->is_array())
+                for (auto& name : f->get_array())
+                    if (name.is_string() && name.get_string() == "shared-store") shared_store = true;
             return;
         }
         if (type == "watch" && is_true(m, "watching")) {
@@ -238,7 +264,9 @@ struct analyzer::impl {
                 flag("queued-twice", id + " queued twice on " + key, t);
             sk.queue.push_back(id);
         } else if (event == "granted") {
-            if (!sk.queue.empty() && sk.queue.front() != id) {
+            if (!sk.queue.empty() && sk.queue.front() != id && shared_store && admitted_together(sk, key, id)) {
+                sk.queue.erase(std::find(sk.queue.begin(), sk.queue.end(), id));
+            } else if (!sk.queue.empty() && sk.queue.front() != id) {
                 auto at = std::find(sk.queue.begin(), sk.queue.end(), id);
                 flag("fifo",
                      id + " granted " + key + " while " + sk.queue.front() + " was first in line" +

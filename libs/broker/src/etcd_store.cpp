@@ -78,6 +78,10 @@ struct own_request {
     std::int64_t kept_lease = 0;
     std::int64_t kept_revision = 0;     // of the write that put the entries on kept_lease
     std::vector<std::string> values{};  // the entries' values, in refs_of order
+    // Its own connection's cancel that met its claim under way: answered once the claim is decided
+    // (after the grant when there is one, as in memory), or carried out when it failed.
+    std::optional<std::string> cancel_uuid{};
+    core::answer_style cancel_style = core::answer_style::plain;
     phase ph = phase::creating;
     std::int64_t revision = 0;
     core::fencing_token token = 0;
@@ -237,10 +241,13 @@ public:
     }
 
     void release_many(const core::reply_to& to, std::string_view id) {
+        if (hold_back(to, id, [this, id = std::string(id)](const core::reply_to& t) { release_many(t, id); })) return;
         std::vector<entry_ref> refs;
         if (auto it = own_.find(std::string(id)); it != own_.end() && !it->second.keys.empty()) {
             own_request& o = it->second;
-            if (o.session == to.session) {
+            // An end began here first (its owner's release, or another connection's): that one
+            // releases it, and this finds nothing (refs stays empty), as it would after it in memory.
+            if (o.ph != phase::ending && o.session == to.session) {
                 if (o.ph == phase::creating) {  // the write's completion deletes it
                     o.ph = phase::ending;
                     sink_.on_effect({.kind = core::effect_kind::released_many,
@@ -253,8 +260,10 @@ public:
                     return;
                 }
                 o.ph = phase::ending;
+                refs = refs_of(o);
+            } else if (o.ph != phase::ending) {
+                refs = refs_of(o);
             }
-            refs = refs_of(o);
         } else {
             for (auto& [key, ks] : keys_)
                 if (auto r = ks.by_id.find(std::string(id)); r != ks.by_id.end() && ks.entries.at(r->second).multi)
@@ -274,10 +283,18 @@ public:
     }
 
     void release(const core::reply_to& to, std::string_view key, std::string_view id) {
+        if (hold_back(to, id, [this, key = std::string(key), id = std::string(id)](const core::reply_to& t) {
+                release(t, key, id);
+            }))
+            return;
         const entry* e = find_entry(key, id);
         auto it = own_.find(std::string(id));
         const bool mine = it != own_.end() && on_key(it->second, key);
         if (!e && !mine) return answer_unlock(to, key, id, core::release_status::already_released, 0);
+        // An end began here first (its owner's release, or another connection's): that one
+        // releases it, and this finds nothing, as it would after it in memory.
+        if (mine && it->second.ph == phase::ending)
+            return answer_unlock(to, key, id, core::release_status::already_released, 0);
         if (mine && it->second.session == to.session) {
             // Not written yet: the write's completion deletes it.
             if (it->second.ph == phase::creating) {
@@ -292,28 +309,44 @@ public:
     }
 
     void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id) {
-        // The holders are the entries the rule admits, whether or not this broker has seen their
-        // claim yet: a grant made through another broker a moment ago is forced too.
+        // The holders are the admitted entries whose grant the mirror shows. An admitted entry
+        // without one may have been claimed through another broker a moment ago: the txn then
+        // requires that its grant key is still absent, and on a miss the force is decided again
+        // from a mirror that has caught up. A claim written after the force is a grant after it.
         std::vector<entry_ref> refs;
+        etcd::txn_request t;
         if (auto ks = keys_.find(std::string(key)); ks != keys_.end()) {
             const auto v = view(ks->first);
             const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
             std::size_t at = 0;
             for (auto& [rev, e] : ks->second.entries) {
                 if (at++ >= n) break;
-                if (!id || e.id == *id) refs.emplace_back(key, e.id);
+                if (id && e.id != *id) continue;
+                if (e.grant)
+                    refs.emplace_back(key, e.id);
+                else
+                    t.compares.push_back(
+                        {.key = g_key(key, e.id), .what = etcd::compare::target::create_revision, .number = 0});
             }
         }
-        if (refs.empty())
+        if (refs.empty() && t.compares.empty())
             return answer_unlock(to, key, id.value_or(std::string_view{}),
                                  id ? core::release_status::not_holder : core::release_status::already_released, 0);
-        for (auto& [k, rid] : refs) ending(rid, core::event_kind::forced);
-        end_entries(to, std::move(refs), std::string(id.value_or("")), answer::force);
+        for (auto& [k, rid] : refs) {
+            ending(rid, core::event_kind::forced);
+            t.success.push_back(etcd::delete_op{.key = q_key(k, rid)});
+            t.success.push_back(etcd::delete_op{.key = g_key(k, rid)});
+        }
+        counters_.forced += refs.size();
+        spawn(end(shared_from_this(), owned(to), std::move(refs), std::string(id.value_or("")), answer::force,
+                  std::move(t), std::string(key)));
     }
 
     void release_own(const core::reply_to& to, std::string_view key) {
         for (auto& [id, o] : own_)
             if (o.session == to.session && o.keys.empty() && o.key == key && o.ph == phase::holding) {
+                if (hold_back(to, id, [this, key = std::string(key)](const core::reply_to& t) { release_own(t, key); }))
+                    return;
                 o.ph = phase::ending;
                 return end_entries(to, refs_of(o), {}, answer::unlock);
             }
@@ -322,6 +355,12 @@ public:
 
     void cancel(const core::reply_to& to, std::string_view id) {
         auto it = own_.find(std::string(id));
+        if (it != own_.end() && it->second.session == to.session && it->second.ph == phase::claiming &&
+            !it->second.cancel_uuid) {
+            it->second.cancel_uuid = std::string(to.uuid);
+            it->second.cancel_style = to.style;
+            return;
+        }
         const bool unwritten = it != own_.end() && it->second.session == to.session && it->second.ph == phase::creating;
         if (unwritten) it->second.ph = phase::ending;  // the write's completion deletes it
         if (unwritten || it == own_.end() || it->second.session != to.session || it->second.ph != phase::waiting) {
@@ -356,8 +395,10 @@ public:
         own_request& o = it->second;
         const std::uint64_t renewed = ttl_ms(ttl, config_.default_ttl);
         // A hold kept on exit moves to a lease that covers its new ttl before the answer goes.
-        if (o.keep_on_exit)
+        if (o.keep_on_exit) {
+            ++extending_[o.id].first;
             return spawn(extend_kept(shared_from_this(), owned(to), o.id, std::string(key), renewed, now));
+        }
         o.ttl_ms = renewed;
         o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
         if (o.expires) ef.lease = milliseconds(o.ttl_ms);
@@ -597,6 +638,32 @@ private:
 
     // Ends one of this broker's requests without a word to anyone: deleted now, or, while its
     // entry is being written, by the write's completion.
+    // A release of request `id` by its own connection while an extend of it is being written
+    // waits for that extend's answer, so that the two are done and answered in the order they
+    // came, as in memory. True when `release` was kept for later.
+    template <class Release>
+    bool hold_back(const core::reply_to& to, std::string_view id, Release release) {
+        auto x = extending_.find(std::string(id));
+        if (x == extending_.end()) return false;
+        auto o = own_.find(x->first);
+        if (o == own_.end() || o->second.session != to.session) return false;
+        x->second.second.emplace_back(owned(to), std::move(release));
+        return true;
+    }
+
+    // Answers a cancel that waited for `o`'s claim, when there is one: `o` is no longer waiting.
+    void settle_cancel(own_request& o) {
+        if (!o.cancel_uuid) return;
+        const std::string uuid = std::move(*o.cancel_uuid);
+        o.cancel_uuid.reset();
+        sink_.on_effect({.kind = core::effect_kind::cancelled,
+                         .session = o.session,
+                         .id = o.id,
+                         .uuid = uuid,
+                         .style = o.cancel_style,
+                         .done = false});
+    }
+
     void give_up(own_request& o) {
         if (o.ph == phase::ending) return;
         const bool written = o.ph != phase::creating;
@@ -719,7 +786,6 @@ private:
             t.success.push_back(etcd::delete_op{.key = q_key(key, id)});
             t.success.push_back(etcd::delete_op{.key = g_key(key, id)});
         }
-        if (how == answer::force) counters_.forced += refs.size();
         spawn(end(shared_from_this(), owned(to), std::move(refs), std::move(named), how, std::move(t)));
     }
 
@@ -865,24 +931,34 @@ private:
             // Released, timed out or closed while the claim was under way: whatever the claim
             // did, the entry is being deleted.
             if (r && r->succeeded) forget_lease(lease);
+            settle_cancel(o);
             co_return;
         }
         if (r && r->succeeded) {
             o.kept_lease = lease == lease_ ? 0 : lease;
             o.kept_revision = r->revision;
             grant(o, r->revision);
+            settle_cancel(o);
         } else if (r && !r->responses.empty() && !r->responses[0].range.kvs.empty()) {
             const auto& earlier = r->responses[0].range.kvs[0];  // an earlier try got through
             if (earlier.lease != lease) forget_lease(lease);
             o.kept_lease = earlier.lease == lease_ ? 0 : earlier.lease;
             o.kept_revision = earlier.mod_revision;
             grant(o, earlier.create_revision);
+            settle_cancel(o);
         } else {
             // Not claimed: the entry is gone (the watch reports that), or etcd did not answer
             // (decided again after a pause, and claimed again if still admitted). A lease of its
             // own is dropped only when etcd said no: after no answer, the claim may have used it.
             if (r) forget_lease(lease);
             o.ph = phase::waiting;
+            if (o.cancel_uuid) {  // the cancel it waited for is carried out now
+                const std::string uuid = std::move(*o.cancel_uuid);
+                o.cancel_uuid.reset();
+                cancel({.session = o.session, .uuid = uuid, .style = o.cancel_style}, id);
+                turn_done_();
+                co_return;
+            }
             if (!r) {
                 co_await pause_for(1);
                 if (stopped_) co_return;
@@ -924,10 +1000,13 @@ private:
         }
         if (stopped_) co_return;
         core::effect ef = extend_answer(to, id, key);
-        own_request* o = holding();
-        if (r && r->succeeded && o) {
-            // Of two extends at once, the later write is what etcd keeps.
-            if (r->revision > o->kept_revision) {
+        auto found = own_.find(id);
+        own_request* o = found == own_.end() ? nullptr : &found->second;
+        if (r && r->succeeded) {
+            // Written while it held: extended, even when a release that came after it is under
+            // way now (it is answered after this, as in memory). Of two extends at once, the
+            // later write is what etcd keeps.
+            if (o && r->revision > o->kept_revision) {
                 forget_lease(o->kept_lease);
                 o->kept_lease = lease == lease_ ? 0 : lease;
                 o->kept_revision = r->revision;
@@ -938,17 +1017,30 @@ private:
             }
             if (renewed) ef.lease = milliseconds(renewed);
         } else {
-            // The hold keeps its old lease and expiry.
+            o = holding();
+            // The hold keeps its old lease and expiry. A txn that found its entry gone met an end
+            // by someone else that the watch has not told yet: its owner hears of it first.
+            if (o && r && !r->succeeded) {
+                ended_elsewhere(own_.find(id));
+                o = nullptr;
+            }
             ef.code = o ? core::errc::unavailable : core::errc::not_holder;
             if (!unanswered) forget_lease(lease);
         }
         sink_.on_effect(ef);
+        // Its owner's releases that came after it go now, in the order they came.
+        if (auto x = extending_.find(id); x != extending_.end() && --x->second.first == 0) {
+            auto later = std::move(x->second.second);
+            extending_.erase(x);
+            for (auto& [reply, release] : later)
+                release({.session = reply.session, .uuid = reply.uuid, .style = reply.style});
+        }
         turn_done_();
         (void)self;
     }
 
     asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::vector<entry_ref> refs,
-                              std::string named, answer how, etcd::txn_request t) {
+                              std::string named, answer how, etcd::txn_request t, std::string forced_key = {}) {
         // Tried until it is done: an entry left behind would block its key for as long as this
         // broker's session lease lives. Once that lease is lost the entries go with it.
         std::optional<etcd::txn_result> r;
@@ -967,8 +1059,35 @@ private:
             }
         }
         if (stopped_) co_return;
+        if (r && !r->succeeded && how == answer::force) {
+            // A grant this broker had not seen yet: decided again once the mirror shows it.
+            for (auto& [key, id] : refs) ending_why_.erase(id);
+            counters_.forced -= refs.size();
+            for (int i = 0; i < 200 && !stopped_ && mirror_->revision() < r->revision; ++i) {
+                pause.expires_after(milliseconds(10));
+                co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
+            if (stopped_) co_return;
+            const core::reply_to again{.session = to.session, .uuid = to.uuid, .style = to.style};
+            force_release(again, forced_key, named.empty() ? std::nullopt : std::optional<std::string_view>(named));
+            turn_done_();
+            co_return;
+        }
+        const bool none_deleted = r && std::none_of(r->responses.begin(), r->responses.end(),
+                                                    [](const etcd::op_result& x) { return x.deleted > 0; });
+        // A request is forgotten by the end its owner began (its release, timeout, close); an end
+        // by someone else (a force, another connection's unlock) leaves it to that one, or to
+        // the watch, which tells its owner of the loss.
+        const auto owners_end = [&](const own_request& o) {
+            return how != answer::force && (to.uuid.empty() || to.session == o.session);
+        };
         for (auto& [key, id] : refs)
-            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) {
+            if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending && owners_end(it->second)) {
+                // Its owner's release of a hold that someone else (through another broker) ended
+                // first: as in memory, the owner hears of that loss before the answer.
+                if ((how == answer::unlock || how == answer::many) && none_deleted && it->second.token &&
+                    it->second.session == to.session && !to.uuid.empty())
+                    tell_lost(it->second, core::lost_reason::forced);
                 forget_lease(it->second.kept_lease);
                 own_.erase(it);
             }
@@ -1001,7 +1120,7 @@ private:
                 status = entries ? core::release_status::released : core::release_status::already_released;
                 ended = entries;
             }
-            answer_unlock(reply, refs.front().first, named, status, ended);
+            answer_unlock(reply, refs.empty() ? forced_key : refs.front().first, named, status, ended);
         }
         turn_done_();
         (void)self;
@@ -1010,14 +1129,20 @@ private:
     asio::awaitable<void> cancel_entry(std::shared_ptr<state> self, owned_reply to, std::string id,
                                        etcd::txn_request t) {
         bool done = false;
+        std::optional<etcd::txn_result> r;
         try {
-            const auto r = co_await client_.txn(t);
-            done = !r.responses.empty() && r.responses[0].deleted > 0;
+            r = co_await client_.txn(t);
+            done = !r->responses.empty() && r->responses[0].deleted > 0;
         } catch (const std::exception& e) {
             log_line(log_level::warn, std::string("etcd store: a cancel failed: ") + e.what());
         }
         if (stopped_) co_return;
-        if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) own_.erase(it);
+        if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending) {
+            // Gone already: someone else (another connection's unlock) ended it first, so, as in
+            // memory, the request is answered cancelled and then the cancel finds nothing.
+            if (r && !done) reject_request(it->second, core::errc::cancelled);
+            own_.erase(it);
+        }
         sink_.on_effect({.kind = core::effect_kind::cancelled,
                          .session = to.session,
                          .id = id,
@@ -1047,6 +1172,7 @@ private:
                 tell_lost(o, core::lost_reason::unavailable);
             else if (o.ph != phase::ending)
                 reject_request(o, core::errc::unavailable);
+            settle_cancel(o);
         }
     }
 
@@ -1069,9 +1195,9 @@ private:
             if (name.starts_with("q/") && parse_entry_name(name.substr(2), true, key, id)) {
                 touched.insert(key);
                 if (put) {
-                    const bool fresh = put_entry(key, id, ev.kv);
-                    if (events_ && fresh && !admitted_now(key, id))
-                        events.push_back({core::event_kind::queued, key, id, 0});
+                    // Every request waits for its claim to be written, so each is told queued
+                    // first: watchers see the queue in etcd's order, and grants leave it.
+                    if (put_entry(key, id, ev.kv) && events_) events.push_back({core::event_kind::queued, key, id, 0});
                 } else {
                     const entry* e = find_entry(key, id);
                     const bool was_held = e && e->grant;
@@ -1095,11 +1221,13 @@ private:
                 auto r = ks->second.by_id.find(id);
                 if (r == ks->second.by_id.end()) continue;
                 entry& e = ks->second.entries.at(r->second);
-                if (put && e.grant == ev.kv.create_revision) continue;  // moved to another lease
-                e.grant = put ? ev.kv.create_revision : 0;
+                // A grant key goes only with its entry, in the same txn or lease, and the watch may
+                // tell the two deletes in either order: the entry keeps its grant until it goes.
+                if (!put || e.grant == ev.kv.create_revision) continue;  // a delete; a move to another lease
+                e.grant = ev.kv.create_revision;
                 e.seen = steady::now();
-                if (put) last_grant_ = std::max(last_grant_, ev.kv.create_revision);
-                if (put && events_) events.push_back({core::event_kind::granted, key, id, token_of(e.grant)});
+                last_grant_ = std::max(last_grant_, ev.kv.create_revision);
+                if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e.grant)});
             } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {
                 touched.insert(key);
                 std::uint32_t max = 1;
@@ -1122,18 +1250,6 @@ private:
                              .token = t.token,
                              .waiters = waiters_on(t.key),
                              .event = t.kind});
-    }
-
-    // Whether entry `id` of `key` is among those the rule admits now.
-    bool admitted_now(const std::string& key, const std::string& id) const {
-        auto ks = keys_.find(key);
-        if (ks == keys_.end()) return false;
-        auto r = ks->second.by_id.find(id);
-        if (r == ks->second.by_id.end()) return false;
-        const auto v = view(key);
-        const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
-        return static_cast<std::size_t>(std::distance(ks->second.entries.begin(), ks->second.entries.find(r->second))) <
-               n;
     }
 
     // Why this broker ends request `id` (on `keys` keys), for the watch events its deletes bring.
@@ -1176,13 +1292,19 @@ private:
         }
         auto it = own_.find(id);
         if (it == own_.end() || !on_key(it->second, key)) return;
+        if (it->second.ph == phase::ending || it->second.ph == phase::creating) return;
+        ended_elsewhere(it);
+    }
+
+    // Someone else ended this broker's request `it` (a force, another connection's unlock or
+    // cancel): its owner hears it, and it is forgotten.
+    void ended_elsewhere(std::unordered_map<std::string, own_request>::iterator it) {
         own_request& o = it->second;
-        if (o.ph == phase::ending || o.ph == phase::creating) return;
-        // Someone else ended it: a force, another connection's unlock or cancel.
         if (o.ph == phase::holding)
             tell_lost(o, core::lost_reason::forced);
         else
             reject_request(o, core::errc::cancelled);
+        settle_cancel(o);
         if (o.keys.empty()) {
             own_.erase(it);
         } else {  // a multi request is all or nothing: its other keys go too
@@ -1338,6 +1460,10 @@ private:
     std::map<std::string, key_state> keys_;
     std::unordered_map<std::string, core::named_max> named_;
     std::unordered_map<std::string, own_request> own_;
+    // Requests with extends being written (how many), and their owner's releases held back till then.
+    std::unordered_map<std::string,
+                       std::pair<int, std::vector<std::pair<owned_reply, std::function<void(const core::reply_to&)>>>>>
+        extending_;
     bool events_ = false;
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     core::table_counters counters_{};
@@ -1375,6 +1501,7 @@ public:
     bool resume_grants(time_point) override { return !s_->grants_stalled(); }
     std::string stall_reason() const override { return s_->stall_reason(); }
     void stop() noexcept override { s_->stop(); }
+    bool shared() const noexcept override { return true; }
     void set_events(bool enabled) noexcept override { s_->set_events(enabled); }
     void set_pin(std::string_view prefix, std::optional<std::uint32_t> max) override { s_->set_pin(prefix, max); }
     core::key_page list_keys(std::uint64_t cursor, std::size_t limit) const override {

@@ -214,11 +214,12 @@ void lock_service::serve(client& c, req::version& r, time_point) {
 }
 
 void lock_service::serve(client& c, req::hello& r, time_point) {
-    static constexpr std::array<std::string_view, 11> features = {"semaphore", "shared",       "ttl",     "fencing",
-                                                                  "timeout",   "acquire-many", "extend",  "cancel",
-                                                                  "watch",     "keep-on-exit", "rw-locks"};
+    static constexpr std::array<std::string_view, 12> features = {
+        "semaphore", "shared", "ttl",   "fencing",      "timeout",  "acquire-many",
+        "extend",    "cancel", "watch", "keep-on-exit", "rw-locks", "shared-store"};
+    const std::span<const std::string_view> told(features.data(), features.size() - (store_->shared() ? 0 : 1));
     core::write_hello(host_.frames(c), r.uuid, "lmx/" LMX_VERSION_STRING, LMX_PROTOCOL_VERSION, std::to_string(c.id),
-                      features, config_.epoch, &config_.limits,
+                      told, config_.epoch, &config_.limits,
                       config_.auth_on ? detail::to_string(c.role) : std::string_view{});
 }
 

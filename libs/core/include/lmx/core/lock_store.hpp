@@ -231,6 +231,9 @@ public:
     virtual std::string stall_reason() const { return {}; }
     // Ends the store's background work (connections, watches, timers) when the broker stops.
     virtual void stop() noexcept {}
+    // Whether other brokers share this state (a store over etcd): hello says so ("shared-store"),
+    // since grants then reach watchers once written, not in one turn with the queue.
+    virtual bool shared() const noexcept { return false; }
 
     // Watch events cost a call per operation; they are emitted only while enabled.
     virtual void set_events(bool enabled) noexcept = 0;
