@@ -62,6 +62,7 @@ struct run_args {
     std::size_t cycles = 10000;
     unsigned in_flight = 0;  // 0: the workload's
     unsigned procs = 0;
+    std::string prefix;  // of the keys; empty: one of this process's own
     bool json = false;
 };
 
@@ -92,7 +93,7 @@ proc_result run_share(const run_args& a, const workload& w, std::size_t cycles, 
     r.per_worker.assign(w.in_flight, 0);
     r.acquire_ns.reserve(cycles);
     r.cycle_ns.reserve(cycles);
-    std::string prefix = "bench-" + a.name + "-" + std::to_string(::getpid()) + "-";
+    const std::string prefix = a.prefix.empty() ? "bench-" + a.name + "-" + std::to_string(::getpid()) + "-" : a.prefix;
     std::size_t started = 0, done = 0;
     unsigned finished = 0;  // workers that have ended
     progress prog(a.name + " " + a.url);
@@ -596,6 +597,8 @@ int main(int argc, char** argv) {
     run_cmd->add_option("-n,--cycles", ra.cycles, "Acquire+release cycles in all")->default_val(10000);
     run_cmd->add_option("--in-flight", ra.in_flight, "Workers per process (default: the workload's)");
     run_cmd->add_option("--procs", ra.procs, "Client processes (default: the workload's)");
+    run_cmd->add_option("--prefix", ra.prefix,
+                        "Key prefix, for runs that share keys (default: one of the process's own)");
     run_cmd->add_flag("--json", ra.json, "One JSON object per run on stdout");
 
     scale_args sa;

@@ -167,6 +167,40 @@ BOOST_AUTO_TEST_CASE(a_txn_runs_the_branch_its_compares_choose) {
     });
 }
 
+// A compare over a range holds for every key in it, and an empty range compares as an absent
+// key: "no key under this prefix yet", the test a write that claims a free lock key makes.
+BOOST_AUTO_TEST_CASE(a_compare_over_a_range_holds_for_every_key_in_it) {
+    etcd_cluster cluster;
+    with_client(cluster.endpoints(), [&](etcd::client& c) -> asio::awaitable<void> {
+        const auto end = etcd::prefix_end("/r/");
+        auto first_if_empty = [&](std::string key) {
+            return etcd::txn_request{.compares = {{.key = "/r/",
+                                                   .what = etcd::compare::target::create_revision,
+                                                   .number = 0,
+                                                   .range_end = end}},
+                                     .success = {etcd::put_op{std::move(key), "x"}}};
+        };
+        co_await c.put("/r", "beside the range");  // keys outside the range do not count
+        co_await c.put("/s/", "beside the range");
+        const auto first = first_if_empty("/r/a");
+        BOOST_TEST((co_await c.txn(first)).succeeded);
+        const auto second = first_if_empty("/r/b");
+        BOOST_TEST(!(co_await c.txn(second)).succeeded);
+        // Every key must match: one old key in the range fails a "created after" compare.
+        const auto a = co_await c.range("/r/a");
+        co_await c.put("/r/c", "newer");
+        const etcd::txn_request all_newer{.compares = {{.key = "/r/",
+                                                        .what = etcd::compare::target::create_revision,
+                                                        .is = etcd::compare::result::greater,
+                                                        .number = a.kvs.at(0).create_revision,
+                                                        .range_end = end}}};
+        BOOST_TEST(!(co_await c.txn(all_newer)).succeeded);
+        co_await c.delete_range("/r/", end);
+        const auto again = first_if_empty("/r/d");
+        BOOST_TEST((co_await c.txn(again)).succeeded);
+    });
+}
+
 BOOST_AUTO_TEST_CASE(a_lease_holds_its_keys_until_revoked_or_run_out) {
     etcd_cluster cluster;
     with_client(cluster.endpoints(), [&](etcd::client& c) -> asio::awaitable<void> {

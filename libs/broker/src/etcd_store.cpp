@@ -191,7 +191,23 @@ public:
         etcd::txn_request t = create_txn(q_key(key, o.id));
         t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = o.values.back(), .lease = lease_});
         if (named) t.success.push_back(etcd::put_op{.key = m_key(key), .value = std::to_string(*named)});
-        spawn(create(shared_from_this(), o.id, std::move(t)));
+        // A key the mirror shows free is tried in one write: the entry and its claim together,
+        // if etcd finds the key free too (the first entry holds, whatever its mode and max).
+        // A hold kept on exit with a ttl claims onto a lease of its own, so it takes the usual way.
+        std::optional<etcd::txn_request> at_once;
+        if (!keys_.contains(key) && !(o.keep_on_exit && o.ttl_ms)) {
+            const std::string entries = q_key(key, "");
+            at_once.emplace();
+            at_once->compares.push_back({.key = entries,
+                                         .what = etcd::compare::target::create_revision,
+                                         .number = 0,
+                                         .range_end = etcd::prefix_end(entries)});
+            at_once->success = t.success;
+            at_once->success.push_back(etcd::put_op{.key = g_key(key, o.id), .value = opt_.broker_id, .lease = lease_});
+            at_once->failure.push_back(etcd::range_op{.key = q_key(key, o.id)});
+            at_once->failure.push_back(etcd::range_op{.key = g_key(key, o.id)});
+        }
+        spawn(create(shared_from_this(), o.id, std::move(t), std::move(at_once)));
     }
 
     void acquire_many(const core::acquire_many_request& r, time_point now) {
@@ -237,7 +253,7 @@ public:
             t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = o.values.back(), .lease = lease_});
         }
         own_.emplace(o.id, o);
-        spawn(create(shared_from_this(), o.id, std::move(t)));
+        spawn(create(shared_from_this(), o.id, std::move(t), std::nullopt));
     }
 
     void release_many(const core::reply_to& to, std::string_view id) {
@@ -845,13 +861,30 @@ private:
         (void)self;
     }
 
-    asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, etcd::txn_request t) {
+    // Writes a request's entries with `t`; or first with `at_once`, which writes the entry and
+    // its claim when etcd finds the key free, and else reads back what an earlier try wrote.
+    asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, etcd::txn_request t,
+                                 std::optional<etcd::txn_request> at_once) {
         bool failed = true;
-        std::int64_t revision = 0;
+        std::int64_t revision = 0, granted = 0;
         const std::int64_t lease = lease_;
         for (int attempt = 0; attempt < write_tries && !stopped_ && lease_ == lease; ++attempt) {
             if (attempt > 0) co_await pause_for(attempt);
             try {
+                if (at_once) {
+                    const auto r = co_await client_.txn(*at_once);
+                    if (r.succeeded) {
+                        revision = granted = r.revision;
+                    } else if (r.responses.size() == 2 && !r.responses[0].range.kvs.empty()) {
+                        revision = r.responses[0].range.kvs[0].create_revision;  // an earlier try got through
+                        if (!r.responses[1].range.kvs.empty()) granted = r.responses[1].range.kvs[0].create_revision;
+                    }
+                    at_once.reset();  // the key was not free: the usual way, at once
+                    if (revision) {
+                        failed = false;
+                        break;
+                    }
+                }
                 const auto r = co_await client_.txn(t);
                 if (r.succeeded) {
                     revision = r.revision;
@@ -881,6 +914,12 @@ private:
         }
         o.revision = revision;
         const bool gone_already = !find_entry(o.key, id) && mirror_->revision() >= revision;
+        if (granted && o.ph != phase::ending) {  // written and claimed at once
+            grant(o, granted);
+            if (gone_already) ended_elsewhere(it);  // and ended since by someone else, as the watch told
+            turn_done_();
+            co_return;
+        }
         if (gone_already && o.ph != phase::ending) {
             // Ended by another connection (an unlock or force naming it) before this write's
             // answer came back: the watch told of the delete while the request was unconfirmed.

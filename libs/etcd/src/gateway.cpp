@@ -102,6 +102,7 @@ json::object compare_object(const compare& c) {
     r["key"] = base64_encode(c.key);
     r["target"] = targets.at(t);
     r["result"] = results.at(static_cast<std::size_t>(c.is));
+    if (!c.range_end.empty()) r["range_end"] = base64_encode(c.range_end);
     if (c.what == compare::target::value)
         r["value"] = base64_encode(c.value);
     else

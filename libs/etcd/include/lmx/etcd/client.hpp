@@ -102,6 +102,9 @@ struct compare {
     result is = result::equal;
     std::int64_t number = 0;  // version, revisions, lease
     std::string value{};      // value
+    // Not empty: the compare holds for every key in [key, range_end), and an empty range compares
+    // as a key that does not exist (every revision 0).
+    std::string range_end{};
 };
 
 struct txn_request {
