@@ -75,6 +75,7 @@ struct own_request {
     // when granted (kept_lease), so that they outlive this broker too, until the ttl (rounded up
     // to whole seconds, plus one); without one they stay on the session lease.
     bool keep_on_exit = false;
+    bool granted_at_once = false;  // its entry was written granted (no claim key)
     std::int64_t kept_lease = 0;
     std::int64_t kept_revision = 0;     // of the write that put the entries on kept_lease
     std::vector<std::string> values{};  // the entries' values, in refs_of order
@@ -191,21 +192,23 @@ public:
         etcd::txn_request t = create_txn(q_key(key, o.id));
         t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = o.values.back(), .lease = lease_});
         if (named) t.success.push_back(etcd::put_op{.key = m_key(key), .value = std::to_string(*named)});
-        // A key the mirror shows free is tried in one write: the entry and its claim together,
-        // if etcd finds the key free too (the first entry holds, whatever its mode and max).
-        // A hold kept on exit with a ttl claims onto a lease of its own, so it takes the usual way.
+        // A key the mirror shows free is tried in one write: the entry, marked granted at its own
+        // revision (no claim key: one key per hold, as etcd's own lock has), if etcd finds the
+        // key free too (the first entry holds, whatever its mode and max). A hold kept on exit
+        // with a ttl claims onto a lease of its own, so it takes the usual way.
         std::optional<etcd::txn_request> at_once;
-        if (!keys_.contains(key) && !(o.keep_on_exit && o.ttl_ms)) {
+        if (free_soon(key) && !(o.keep_on_exit && o.ttl_ms)) {
             const std::string entries = q_key(key, "");
+            v["granted"] = true;
             at_once.emplace();
             at_once->compares.push_back({.key = entries,
                                          .what = etcd::compare::target::create_revision,
                                          .number = 0,
                                          .range_end = etcd::prefix_end(entries)});
             at_once->success = t.success;
-            at_once->success.push_back(etcd::put_op{.key = g_key(key, o.id), .value = opt_.broker_id, .lease = lease_});
+            at_once->success.front() =
+                etcd::put_op{.key = q_key(key, o.id), .value = json::serialize(v), .lease = lease_};
             at_once->failure.push_back(etcd::range_op{.key = q_key(key, o.id)});
-            at_once->failure.push_back(etcd::range_op{.key = g_key(key, o.id)});
         }
         spawn(create(shared_from_this(), o.id, std::move(t), std::move(at_once)));
     }
@@ -667,6 +670,20 @@ private:
         return true;
     }
 
+    // Whether `key` is free, or will be once the mirror shows the deletes this broker made or is
+    // making: a hint (the write that claims at once checks it), so that a client that releases
+    // and acquires again at once is not sent the long way for want of its delete's echo.
+    bool free_soon(const std::string& key) const {
+        auto ks = keys_.find(key);
+        if (ks == keys_.end()) return true;
+        for (auto& [rev, e] : ks->second.entries) {
+            if (deleted_.contains(e.id)) continue;
+            auto o = own_.find(e.id);
+            if (o == own_.end() || o->second.ph != phase::ending) return false;
+        }
+        return true;
+    }
+
     // Answers a cancel that waited for `o`'s claim, when there is one: `o` is no longer waiting.
     void settle_cancel(own_request& o) {
         if (!o.cancel_uuid) return;
@@ -875,10 +892,16 @@ private:
                     const auto r = co_await client_.txn(*at_once);
                     if (r.succeeded) {
                         revision = granted = r.revision;
-                    } else if (r.responses.size() == 2 && !r.responses[0].range.kvs.empty()) {
-                        revision = r.responses[0].range.kvs[0].create_revision;  // an earlier try got through
-                        if (!r.responses[1].range.kvs.empty()) granted = r.responses[1].range.kvs[0].create_revision;
+                    } else if (r.responses.size() == 1 && !r.responses[0].range.kvs.empty()) {
+                        const auto& earlier = r.responses[0].range.kvs[0];  // an earlier try got through
+                        revision = earlier.create_revision;
+                        if (entry_granted(earlier.value)) granted = revision;
                     }
+                    if (granted)
+                        if (auto it = own_.find(id); it != own_.end()) {
+                            it->second.values.front() = std::get<etcd::put_op>(at_once->success.front()).value;
+                            it->second.granted_at_once = true;
+                        }
                     at_once.reset();  // the key was not free: the usual way, at once
                     if (revision) {
                         failed = false;
@@ -1028,7 +1051,9 @@ private:
                     t.compares.push_back(
                         {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o->revision});
                     t.success.push_back(etcd::put_op{.key = q_key(k, rid), .value = o->values[i], .lease = lease});
-                    t.success.push_back(etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease});
+                    if (!entry_granted(o->values[i]))  // granted through a claim key, which moves too
+                        t.success.push_back(
+                            etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease});
                 }
                 unanswered = true;
                 r = co_await client_.txn(t);
@@ -1080,6 +1105,15 @@ private:
 
     asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::vector<entry_ref> refs,
                               std::string named, answer how, etcd::txn_request t, std::string forced_key = {}) {
+        // Entries granted at once have no claim key: deleting such an entry ends a hold. (Read
+        // before the first suspension, while the mirror still shows them.)
+        std::vector<bool> granted_at_once;
+        for (auto& [key, id] : refs) {
+            const entry* e = find_entry(key, id);
+            const auto o = own_.find(id);
+            granted_at_once.push_back((e && e->grant && e->grant == e->revision) ||
+                                      (o != own_.end() && o->second.granted_at_once));
+        }
         // Tried until it is done: an entry left behind would block its key for as long as this
         // broker's session lease lives. Once that lease is lost the entries go with it.
         std::optional<etcd::txn_result> r;
@@ -1121,6 +1155,8 @@ private:
             return how != answer::force && (to.uuid.empty() || to.session == o.session);
         };
         for (auto& [key, id] : refs)
+            if (r && find_entry(key, id)) deleted_.insert(id);  // until the watch shows it
+        for (auto& [key, id] : refs)
             if (auto it = own_.find(id); it != own_.end() && it->second.ph == phase::ending && owners_end(it->second)) {
                 // Its owner's release of a hold that someone else (through another broker) ended
                 // first: as in memory, the owner hears of that loss before the answer.
@@ -1133,7 +1169,8 @@ private:
         std::uint32_t entries = 0, grants = 0;
         std::vector<std::string> names;
         for (std::size_t i = 0; r && i + 1 < r->responses.size() && i / 2 < refs.size(); i += 2) {
-            const bool entry_gone = r->responses[i].deleted > 0, grant_gone = r->responses[i + 1].deleted > 0;
+            const bool entry_gone = r->responses[i].deleted > 0;
+            const bool grant_gone = r->responses[i + 1].deleted > 0 || (entry_gone && granted_at_once[i / 2]);
             entries += entry_gone;
             grants += grant_gone;
             if (entry_gone || grant_gone) names.push_back(refs[i / 2].first);
@@ -1236,7 +1273,13 @@ private:
                 if (put) {
                     // Every request waits for its claim to be written, so each is told queued
                     // first: watchers see the queue in etcd's order, and grants leave it.
-                    if (put_entry(key, id, ev.kv) && events_) events.push_back({core::event_kind::queued, key, id, 0});
+                    if (put_entry(key, id, ev.kv)) {
+                        if (events_) events.push_back({core::event_kind::queued, key, id, 0});
+                        if (const entry* e = find_entry(key, id); e && e->grant) {  // granted at once
+                            last_grant_ = std::max(last_grant_, e->grant);
+                            if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e->grant)});
+                        }
+                    }
                 } else {
                     const entry* e = find_entry(key, id);
                     const bool was_held = e && e->grant;
@@ -1262,7 +1305,7 @@ private:
                 entry& e = ks->second.entries.at(r->second);
                 // A grant key goes only with its entry, in the same txn or lease, and the watch may
                 // tell the two deletes in either order: the entry keeps its grant until it goes.
-                if (!put || e.grant == ev.kv.create_revision) continue;  // a delete; a move to another lease
+                if (!put || e.grant) continue;  // a delete; a move to another lease, or an entry granted at once
                 e.grant = ev.kv.create_revision;
                 e.seen = steady::now();
                 last_grant_ = std::max(last_grant_, ev.kv.create_revision);
@@ -1296,6 +1339,14 @@ private:
         if (events_) ending_why_[id] = {why, static_cast<int>(keys)};
     }
 
+    // Whether an entry's value marks it granted at its own revision (written and claimed at once).
+    static bool entry_granted(std::string_view value) {
+        json::error_code ec;
+        const auto v = json::parse(json::string_view(value.data(), value.size()), ec);
+        const auto* g = !ec && v.is_object() ? v.get_object().if_contains("granted") : nullptr;
+        return g && g->is_bool() && g->get_bool();
+    }
+
     // Whether the entry is new: a put of one already known (moved to another lease) changes nothing.
     bool put_entry(const std::string& key, const std::string& id, const etcd::key_value& kv) {
         if (auto ks = keys_.find(key); ks != keys_.end())
@@ -1310,6 +1361,10 @@ private:
                 e.max.max = static_cast<std::uint32_t>(m->get_int64());
             if (auto* m = v.if_contains("named"); m && m->is_bool()) e.max.named = m->get_bool();
             if (auto* m = v.if_contains("multi"); m && m->is_bool()) e.multi = m->get_bool();
+            if (auto* m = v.if_contains("granted"); m && m->is_bool() && m->get_bool()) {
+                e.grant = kv.create_revision;
+                e.seen = steady::now();
+            }
         } catch (const std::exception&) {
             log_line(log_level::warn, "etcd store: an unreadable entry " + kv.key + " counts as an exclusive request");
         }
@@ -1321,6 +1376,7 @@ private:
     }
 
     void drop_entry(const std::string& key, const std::string& id) {
+        deleted_.erase(id);
         auto ks = keys_.find(key);
         if (ks != keys_.end()) {
             if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end()) {
@@ -1499,6 +1555,7 @@ private:
     std::map<std::string, key_state> keys_;
     std::unordered_map<std::string, core::named_max> named_;
     std::unordered_map<std::string, own_request> own_;
+    std::unordered_set<std::string> deleted_;  // entries this broker deleted that the mirror still shows
     // Requests with extends being written (how many), and their owner's releases held back till then.
     std::unordered_map<std::string,
                        std::pair<int, std::vector<std::pair<owned_reply, std::function<void(const core::reply_to&)>>>>>
