@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <list>
 #include <map>
 #include <optional>
 #include <unordered_map>
@@ -1103,6 +1104,78 @@ private:
         (void)self;
     }
 
+    // Deletes of several ends in one txn (they need no compare): while one batch is written, the
+    // next gathers. Each end gets its own operations' results, or nothing when the write failed.
+    // A txn may name a key once and hold at most 128 operations (etcd's default), so a batch takes
+    // the ends that fit, in order, and leaves the others for the next.
+    struct batched_end {
+        std::vector<etcd::op> ops;
+        std::optional<etcd::txn_result> result{};
+        bool done = false;
+        asio::steady_timer* wake = nullptr;
+    };
+    static constexpr std::size_t batch_ops = 128;
+
+    asio::awaitable<std::optional<etcd::txn_result>> in_batch(std::vector<etcd::op> ops) {
+        auto me = std::make_shared<batched_end>(batched_end{.ops = std::move(ops)});
+        asio::steady_timer wake(ex_, steady::time_point::max());
+        me->wake = &wake;
+        batches_.push_back(me);
+        if (!batching_) {
+            batching_ = true;
+            spawn(write_batches(shared_from_this()));
+        }
+        while (!me->done && !stopped_) co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
+        me->wake = nullptr;
+        co_return std::move(me->result);
+    }
+
+    asio::awaitable<void> write_batches(std::shared_ptr<state> self) {
+        while (!batches_.empty() && !stopped_) {
+            std::vector<std::shared_ptr<batched_end>> now;
+            std::unordered_set<std::string> keys;
+            etcd::txn_request t;
+            for (auto it = batches_.begin(); it != batches_.end();) {
+                const auto& ops = (*it)->ops;
+                const bool fits = now.empty() || t.success.size() + ops.size() <= batch_ops;
+                const bool apart = std::none_of(ops.begin(), ops.end(), [&](const etcd::op& op) {
+                    return keys.contains(std::get<etcd::delete_op>(op).key);
+                });
+                if (!fits || !apart) {
+                    ++it;
+                    continue;
+                }
+                for (auto& op : ops) {
+                    keys.insert(std::get<etcd::delete_op>(op).key);
+                    t.success.push_back(op);
+                }
+                now.push_back(*it);
+                it = batches_.erase(it);
+            }
+            std::optional<etcd::txn_result> r;
+            try {
+                r = co_await client_.txn(t);
+            } catch (const std::exception& e) {
+                log_line(log_level::warn, std::string("etcd store: a batch of releases failed: ") + e.what());
+            }
+            if (stopped_) co_return;
+            std::size_t at = 0;
+            for (auto& end : now) {
+                if (r && r->responses.size() >= at + end->ops.size()) {
+                    end->result = etcd::txn_result{.revision = r->revision, .succeeded = r->succeeded};
+                    end->result->responses.assign(
+                        r->responses.begin() + static_cast<std::ptrdiff_t>(at),
+                        r->responses.begin() + static_cast<std::ptrdiff_t>(at + end->ops.size()));
+                }
+                at += end->ops.size();
+                end->done = true;
+                if (end->wake) end->wake->cancel();
+            }
+        }
+        batching_ = false;
+        (void)self;
+    }
+
     asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::vector<entry_ref> refs,
                               std::string named, answer how, etcd::txn_request t, std::string forced_key = {}) {
         // Entries granted at once have no claim key: deleting such an entry ends a hold. (Read
@@ -1120,11 +1193,17 @@ private:
         const std::int64_t lease = lease_;
         asio::steady_timer pause(ex_);
         for (int attempt = 0; !r && !stopped_ && lease_ == lease; ++attempt) {
-            try {
-                r = co_await client_.txn(t);
-            } catch (const std::exception& e) {
-                if (attempt == 0)
-                    log_line(log_level::warn, std::string("etcd store: a release failed, trying again: ") + e.what());
+            if (t.compares.empty()) {  // plain deletes: one txn with other ends under way
+                r = co_await in_batch(t.success);
+                if (!r && attempt == 0) log_line(log_level::warn, "etcd store: a release failed, trying again");
+            } else {
+                try {
+                    r = co_await client_.txn(t);
+                } catch (const std::exception& e) {
+                    if (attempt == 0)
+                        log_line(log_level::warn,
+                                 std::string("etcd store: a release failed, trying again: ") + e.what());
+                }
             }
             if (!r && !stopped_) {
                 pause.expires_after(milliseconds(std::min(50 << std::min(attempt, 4), 500)));
@@ -1555,7 +1634,9 @@ private:
     std::map<std::string, key_state> keys_;
     std::unordered_map<std::string, core::named_max> named_;
     std::unordered_map<std::string, own_request> own_;
-    std::unordered_set<std::string> deleted_;  // entries this broker deleted that the mirror still shows
+    std::unordered_set<std::string> deleted_;          // entries this broker deleted that the mirror still shows
+    std::list<std::shared_ptr<batched_end>> batches_;  // ends waiting for the next batch
+    bool batching_ = false;                            // a batch is being written
     // Requests with extends being written (how many), and their owner's releases held back till then.
     std::unordered_map<std::string,
                        std::pair<int, std::vector<std::pair<owned_reply, std::function<void(const core::reply_to&)>>>>>
