@@ -656,8 +656,6 @@ private:
         return static_cast<std::uint32_t>(v.size() - core::holder_count(v, core::max_of(v, ks->second.last)));
     }
 
-    // Ends one of this broker's requests without a word to anyone: deleted now, or, while its
-    // entry is being written, by the write's completion.
     // A release of request `id` by its own connection while an extend of it is being written
     // waits for that extend's answer, so that the two are done and answered in the order they
     // came, as in memory. True when `release` was kept for later.
@@ -698,6 +696,8 @@ private:
                          .done = false});
     }
 
+    // Ends one of this broker's requests without a word to anyone: deleted now, or, while its
+    // entry is being written, by the write's completion.
     void give_up(own_request& o) {
         if (o.ph == phase::ending) return;
         const bool written = o.ph != phase::creating;
@@ -879,8 +879,8 @@ private:
         (void)self;
     }
 
-    // Writes a request's entries with `t`; or first with `at_once`, which writes the entry and
-    // its claim when etcd finds the key free, and else reads back what an earlier try wrote.
+    // Writes a request's entries with `t`; or first with `at_once`, which writes the entry marked
+    // granted when etcd finds the key free, and else reads back what an earlier try wrote.
     asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, etcd::txn_request t,
                                  std::optional<etcd::txn_request> at_once) {
         bool failed = true;
@@ -1068,9 +1068,9 @@ private:
         auto found = own_.find(id);
         own_request* o = found == own_.end() ? nullptr : &found->second;
         if (r && r->succeeded) {
-            // Written while it held: extended, even when a release that came after it is under
-            // way now (it is answered after this, as in memory). Of two extends at once, the
-            // later write is what etcd keeps.
+            // Written while it held: extended, even when an end begun since is under way now
+            // (that end is answered after this, as in memory). Of two extends at once, the later
+            // write is what etcd keeps.
             if (o && r->revision > o->kept_revision) {
                 forget_lease(o->kept_lease);
                 o->kept_lease = lease == lease_ ? 0 : lease;
