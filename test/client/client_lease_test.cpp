@@ -274,6 +274,28 @@ BOOST_DATA_TEST_CASE(half_open_connection_is_found, bdata::make(client_transport
     });
 }
 
+// An idle connection whose pings are answered stays up, however the pongs fall between the
+// health checks (a pong arrives just after the check that sent its ping).
+BOOST_DATA_TEST_CASE(an_idle_connection_that_answers_pings_is_kept, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        auto o = options_for(b.url(kind));
+        o.health_interval = 100ms;
+        // Shared: after a failure the client may report a state once this frame is gone.
+        auto drops = std::make_shared<int>(0);
+        o.on_state = [drops](lmx::connection_state s, error_code) {
+            *drops += s == lmx::connection_state::disconnected;
+        };
+        lmx::client a(ex, o);
+        auto g = co_await a.acquire(fresh_key("idle"), {.ttl = lmx::no_expiry});
+        const auto why = co_await ended_within(g, 3s);  // 30 health checks with nothing but pings
+        BOOST_TEST(!why, (why ? why->message() : ""));
+        BOOST_TEST(*drops == 0);
+        BOOST_TEST(g.owns_lock());
+        a.close();
+    });
+}
+
 // A guard may outlive its client and the io_context the client ran on; it owns nothing then.
 BOOST_DATA_TEST_CASE(guard_outlives_client_and_io_context, bdata::make(client_transports), kind) {
     broker_process b;

@@ -745,15 +745,18 @@ public:
         apply();
     }
 
-    // An idle connection is pinged every health_interval; one from which nothing came for twice
-    // that long is dropped as half-open, so its holds are reported lost instead of trusted.
+    // An idle connection is pinged every health_interval; one that leaves a ping unanswered for
+    // that long (nothing came for at most twice the interval) is dropped as half-open, so its
+    // holds are reported lost instead of trusted.
     asio::steady_timer health_timer_{strand_, steady::time_point::max()};
     std::uint64_t health_generation_ = 0;
     steady::time_point last_rx_{};
+    steady::time_point ping_sent_{};  // the last ping; answered when last_rx_ is later
 
     void start_health(std::uint64_t gen) {
         if (opt_.health_interval.count() <= 0) return;
         last_rx_ = steady::now();
+        ping_sent_ = {};
         arm_health(gen);
     }
 
@@ -767,14 +770,19 @@ public:
 
     void check_health(std::uint64_t gen) {
         if (gen != generation_ || state_ != state::connected) return;
-        const auto idle = steady::now() - last_rx_;
-        if (idle >= 2 * opt_.health_interval) {
+        const auto now = steady::now();
+        const bool waiting_for_pong = ping_sent_ > last_rx_;
+        if (waiting_for_pong && now - ping_sent_ >= opt_.health_interval) {
             drop_connection(gen, make_error_code(errc::connection_lost));
             if (ses_.has_holds()) start_connecting();  // kept holds are renewed over a new connection
             return;
         }
-        if (idle >= opt_.health_interval) {
+        // Half an interval of silence is enough for a ping: the pong of the last one comes back
+        // just after a check, so the next check finds a little under a whole interval, and
+        // waiting for a whole one would skip a ping, then drop a connection that answers.
+        if (!waiting_for_pong && now - last_rx_ >= opt_.health_interval / 2) {
             ses_.send_oneway(req::ping{ses_.next_id(), std::nullopt});
+            ping_sent_ = now;
             apply();
         }
         arm_health(gen);
