@@ -192,6 +192,30 @@ BOOST_AUTO_TEST_CASE(the_keys_of_one_acquire_many_may_share_a_token) {
     BOOST_TEST(count(s, "token-order") == 1u, lmx::check::format_summary(s));
 }
 
+// A broker over etcd (hello lists "shared-store") grants the requests its queue admits together
+// in the order their claims are written: a later one first is fine when all of them fit within
+// the key's max. Beyond the max, or from a broker without a shared store, it is a FIFO breach.
+BOOST_AUTO_TEST_CASE(admitted_together_may_be_granted_in_any_order_over_a_shared_store) {
+    const auto run = [](bool shared_store, int max) {
+        history h;
+        json::object hello{{"type", "hello"}, {"uuid", "wh"}, {"epoch", "e1"}};
+        if (shared_store) hello["features"] = json::array{"shared-store"};
+        h.watch(hello).watch({{"type", "watch"}, {"uuid", "ww"}, {"watching", true}});
+        h.hello("a", 1, "e1");
+        h.lock("a", 1, "a-1", "k", {{"max", max}}).ev("queued", "k", "a-1");
+        h.lock("a", 1, "a-2", "k", {{"max", max}}).ev("queued", "k", "a-2");
+        h.ev("granted", "k", "a-2", 10).granted("a", 1, "a-2", "k", 10);
+        h.ev("granted", "k", "a-1", 11).granted("a", 1, "a-1", "k", 11);
+        return h.run();
+    };
+    auto s = run(true, 2);
+    BOOST_TEST(count(s, "fifo") == 0u, lmx::check::format_summary(s));
+    s = run(false, 2);
+    BOOST_TEST(count(s, "fifo") == 1u, lmx::check::format_summary(s));
+    s = run(true, 1);
+    BOOST_TEST(count(s, "fifo") >= 1u, lmx::check::format_summary(s));
+}
+
 BOOST_AUTO_TEST_CASE(tokens_going_back_across_a_restart) {
     history h;
     h.epoch("e1").hello("a", 1, "e1");
