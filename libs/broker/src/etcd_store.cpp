@@ -1052,7 +1052,7 @@ private:
                     t.compares.push_back(
                         {.key = q_key(k, rid), .what = etcd::compare::target::create_revision, .number = o->revision});
                     t.success.push_back(etcd::put_op{.key = q_key(k, rid), .value = o->values[i], .lease = lease});
-                    if (!entry_granted(o->values[i]))  // granted through a claim key, which moves too
+                    if (!o->granted_at_once)  // granted through a claim key, which moves too
                         t.success.push_back(
                             etcd::put_op{.key = g_key(k, rid), .value = opt_.broker_id, .lease = lease});
                 }
