@@ -201,6 +201,55 @@ BOOST_AUTO_TEST_CASE(a_compare_over_a_range_holds_for_every_key_in_it) {
     });
 }
 
+// Several create-if-free writes in one txn, each nested with its own compare: each takes its own
+// branch, every compare sees the store as it was before the txn, and all of it is one revision.
+BOOST_AUTO_TEST_CASE(nested_txns_take_their_own_branches_in_one_revision) {
+    etcd_cluster cluster;
+    with_client(cluster.endpoints(), [&](etcd::client& c) -> asio::awaitable<void> {
+        auto if_free = [](const std::string& dir, std::string key) {
+            auto t = std::make_shared<etcd::txn_request>();
+            t->compares.push_back({.key = dir,
+                                   .what = etcd::compare::target::create_revision,
+                                   .number = 0,
+                                   .range_end = etcd::prefix_end(dir)});
+            t->success.emplace_back(etcd::put_op{key, "mine"});
+            t->failure.emplace_back(etcd::range_op{key});
+            return etcd::txn_op{std::move(t)};
+        };
+        co_await c.put("/n/b/held", "x");
+        co_await c.put("/n/c/old", "x");
+        etcd::txn_request batch;
+        batch.success.emplace_back(if_free("/n/a/", "/n/a/1"));  // free: written
+        batch.success.emplace_back(if_free("/n/b/", "/n/b/1"));  // held: read back instead
+        // Deleted in this very txn, but the compare sees it as it was before: not free.
+        batch.success.emplace_back(etcd::delete_op{"/n/c/old"});
+        batch.success.emplace_back(if_free("/n/c/", "/n/c/1"));
+        batch.success.emplace_back(if_free("/n/d/", "/n/d/1"));
+        const auto r = co_await c.txn(batch);
+        BOOST_TEST(r.succeeded);
+        BOOST_REQUIRE_EQUAL(r.responses.size(), 5u);
+        BOOST_TEST((r.responses[0].what == etcd::op_result::kind::txn));
+        BOOST_TEST(r.responses[0].succeeded);
+        BOOST_REQUIRE_EQUAL(r.responses[0].responses.size(), 1u);
+        BOOST_TEST((r.responses[0].responses[0].what == etcd::op_result::kind::put));
+        BOOST_TEST(!r.responses[1].succeeded);
+        BOOST_REQUIRE_EQUAL(r.responses[1].responses.size(), 1u);
+        BOOST_TEST((r.responses[1].responses[0].what == etcd::op_result::kind::range));
+        BOOST_TEST(r.responses[1].responses[0].range.kvs.empty());
+        BOOST_TEST(r.responses[2].deleted == 1);
+        BOOST_TEST(!r.responses[3].succeeded);
+        BOOST_TEST(r.responses[4].succeeded);
+        const auto a = co_await c.range("/n/a/1");
+        const auto d = co_await c.range("/n/d/1");
+        BOOST_REQUIRE_EQUAL(a.kvs.size(), 1u);
+        BOOST_REQUIRE_EQUAL(d.kvs.size(), 1u);
+        BOOST_TEST(a.kvs[0].create_revision == r.revision);
+        BOOST_TEST(d.kvs[0].create_revision == r.revision);
+        BOOST_TEST((co_await c.range("/n/b/1")).kvs.empty());
+        BOOST_TEST((co_await c.range("/n/c/1")).kvs.empty());
+    });
+}
+
 BOOST_AUTO_TEST_CASE(a_lease_holds_its_keys_until_revoked_or_run_out) {
     etcd_cluster cluster;
     with_client(cluster.endpoints(), [&](etcd::client& c) -> asio::awaitable<void> {

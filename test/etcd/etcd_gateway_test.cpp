@@ -83,6 +83,27 @@ BOOST_AUTO_TEST_CASE(answers_that_break_the_api_are_bad_replies_and_errors_carry
     BOOST_TEST(std::string(gw::read_error(json::value(), 502).what()) == "etcd answered HTTP 502");
 }
 
+// A txn inside a txn goes out as request_txn and comes back as response_txn.
+BOOST_AUTO_TEST_CASE(nested_txns_are_written_and_read) {
+    auto inner = std::make_shared<etcd::txn_request>(
+        etcd::txn_request{.compares = {{.key = "k", .number = 0}}, .success = {etcd::put_op{"k", "v"}}});
+    const etcd::txn_request outer{.success = {etcd::txn_op{inner}}};
+    BOOST_TEST(
+        gw::txn_body(outer) ==
+        R"({"compare":[],"success":[{"request_txn":{"compare":[{"key":"aw==","target":"CREATE","result":"EQUAL",)"
+        R"("create_revision":"0"}],"success":[{"request_put":{"key":"aw==","value":"dg=="}}],"failure":[]}}],)"
+        R"("failure":[]})");
+    auto t = gw::read_txn(object(R"({"header":{"revision":"8"},"succeeded":true,"responses":[)"
+                                 R"({"response_txn":{"succeeded":true,"responses":[{"response_put":{}}]}},)"
+                                 R"({"response_txn":{"responses":[{"response_range":{"count":"1"}}]}}]})"));
+    BOOST_REQUIRE_EQUAL(t.responses.size(), 2u);
+    BOOST_TEST((t.responses[0].what == etcd::op_result::kind::txn));
+    BOOST_TEST(t.responses[0].succeeded);
+    BOOST_TEST((t.responses[0].responses.at(0).what == etcd::op_result::kind::put));
+    BOOST_TEST(!t.responses[1].succeeded);
+    BOOST_TEST(t.responses[1].responses.at(0).range.count == 1);
+}
+
 BOOST_AUTO_TEST_CASE(prefix_end_covers_exactly_the_keys_under_a_prefix) {
     BOOST_TEST(etcd::prefix_end("/a/") == "/a0");
     BOOST_TEST(etcd::prefix_end(std::string("a\xff", 2)) == "b");

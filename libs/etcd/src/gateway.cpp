@@ -77,6 +77,8 @@ json::object delete_object(const delete_op& d) {
     return r;
 }
 
+json::object txn_object(const txn_request& t);
+
 json::array ops_array(const std::vector<op>& ops) {
     json::array out;
     for (const auto& o : ops) {
@@ -85,8 +87,12 @@ json::array ops_array(const std::vector<op>& ops) {
             one["request_put"] = put_object(*p);
         else if (const auto* d = std::get_if<delete_op>(&o))
             one["request_delete_range"] = delete_object(*d);
+        else if (const auto* r = std::get_if<range_op>(&o))
+            one["request_range"] = range_object(r->key, r->options);
+        else if (const auto& n = std::get<txn_op>(o); n.txn)
+            one["request_txn"] = txn_object(*n.txn);
         else
-            one["request_range"] = range_object(std::get<range_op>(o).key, std::get<range_op>(o).options);
+            one["request_txn"] = txn_object({});
         out.push_back(std::move(one));
     }
     return out;
@@ -107,6 +113,15 @@ json::object compare_object(const compare& c) {
         r["value"] = base64_encode(c.value);
     else
         r[fields.at(t)] = number(c.number);
+    return r;
+}
+json::object txn_object(const txn_request& t) {
+    json::object r;
+    json::array compares;
+    for (const auto& c : t.compares) compares.push_back(compare_object(c));
+    r["compare"] = std::move(compares);
+    r["success"] = ops_array(t.success);
+    r["failure"] = ops_array(t.failure);
     return r;
 }
 }  // namespace
@@ -165,15 +180,7 @@ std::string range_body(const std::string& key, const range_options& o) { return 
 std::string put_body(const put_op& p) { return json::serialize(put_object(p)); }
 std::string delete_body(const delete_op& d) { return json::serialize(delete_object(d)); }
 
-std::string txn_body(const txn_request& t) {
-    json::object r;
-    json::array compares;
-    for (const auto& c : t.compares) compares.push_back(compare_object(c));
-    r["compare"] = std::move(compares);
-    r["success"] = ops_array(t.success);
-    r["failure"] = ops_array(t.failure);
-    return json::serialize(r);
-}
+std::string txn_body(const txn_request& t) { return json::serialize(txn_object(t)); }
 
 std::string watch_body(const std::string& key, const std::string& range_end, std::int64_t start_revision) {
     json::object create;
@@ -217,30 +224,44 @@ range_result read_range(const json::object& answer) {
     return r;
 }
 
+namespace {
+// The responses of a txn's branch (nested ones are as deep as the JSON parser's depth limit lets
+// an answer be).
+std::vector<op_result> read_responses(const json::object& answer) {
+    std::vector<op_result> out;
+    const auto* responses = answer.if_contains("responses");
+    if (!responses) return out;
+    if (!responses->is_array()) bad("responses is not an array");
+    for (const auto& one : responses->get_array()) {
+        if (!one.is_object()) bad("a response is not an object");
+        const auto& o = one.get_object();
+        op_result x;
+        if (object_at(o, "response_put")) {
+            x.what = op_result::kind::put;
+        } else if (const auto* d = object_at(o, "response_delete_range")) {
+            x.what = op_result::kind::deleted;
+            x.deleted = read_int(*d, "deleted");
+        } else if (const auto* g = object_at(o, "response_range")) {
+            x.what = op_result::kind::range;
+            x.range = read_range(*g);
+        } else if (const auto* n = object_at(o, "response_txn")) {
+            x.what = op_result::kind::txn;
+            x.succeeded = flag_at(*n, "succeeded");
+            x.responses = read_responses(*n);
+        } else {
+            bad("a txn response of an unknown kind");
+        }
+        out.push_back(std::move(x));
+    }
+    return out;
+}
+}  // namespace
+
 txn_result read_txn(const json::object& answer) {
     txn_result r;
     r.revision = read_revision(answer);
     r.succeeded = flag_at(answer, "succeeded");
-    if (const auto* responses = answer.if_contains("responses")) {
-        if (!responses->is_array()) bad("responses is not an array");
-        for (const auto& one : responses->get_array()) {
-            if (!one.is_object()) bad("a response is not an object");
-            const auto& o = one.get_object();
-            op_result x;
-            if (object_at(o, "response_put")) {
-                x.what = op_result::kind::put;
-            } else if (const auto* d = object_at(o, "response_delete_range")) {
-                x.what = op_result::kind::deleted;
-                x.deleted = read_int(*d, "deleted");
-            } else if (const auto* g = object_at(o, "response_range")) {
-                x.what = op_result::kind::range;
-                x.range = read_range(*g);
-            } else {
-                bad("a txn response of an unknown kind");
-            }
-            r.responses.push_back(std::move(x));
-        }
-    }
+    r.responses = read_responses(answer);
     return r;
 }
 

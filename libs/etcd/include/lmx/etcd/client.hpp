@@ -92,7 +92,14 @@ struct range_op {
     std::string key{};
     range_options options{};
 };
-using op = std::variant<put_op, delete_op, range_op>;
+struct txn_request;
+// A txn inside a txn. etcd decides the compares of every nested txn with the outer ones, against
+// the store as it was before any operation ran; all of it gets one revision. A txn may not put or
+// delete the same key twice, nested ones included.
+struct txn_op {
+    std::shared_ptr<const txn_request> txn{};
+};
+using op = std::variant<put_op, delete_op, range_op, txn_op>;
 
 struct compare {
     enum class target : std::uint8_t { version, create_revision, mod_revision, value, lease };
@@ -114,9 +121,11 @@ struct txn_request {
 };
 
 struct op_result {
-    enum class kind : std::uint8_t { put, deleted, range } what = kind::put;
+    enum class kind : std::uint8_t { put, deleted, range, txn } what = kind::put;
     std::int64_t deleted = 0;
     range_result range{};
+    bool succeeded = false;              // txn: the branch that ran
+    std::vector<op_result> responses{};  // txn: one per operation of that branch
 };
 
 struct txn_result {
