@@ -10,6 +10,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -333,6 +334,40 @@ BOOST_AUTO_TEST_CASE(fencing_tokens_increase_across_brokers_and_restarts) {
     s.a->stop(9);
     s.a = std::make_unique<broker_process>(over(s.etcd, s.ttl));
     grant_some(6);
+}
+
+// Requests for free keys that arrive together are granted in one txn, at one revision: each grant
+// still has a token of its own, and the other broker reads the same token from etcd.
+BOOST_AUTO_TEST_CASE(grants_written_in_one_txn_have_tokens_of_their_own) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        constexpr int n = 32;
+        std::vector<std::string> keys;
+        std::vector<lmx::lock_guard> guards(n);
+        int answered = 0;
+        for (int i = 0; i < n; ++i) {
+            keys.push_back(fresh_key("together"));
+            ca.acquire(keys.back(), {}, [&, i](error_code ec, lmx::lock_guard g) {
+                BOOST_TEST(!ec, ec.message());
+                guards[static_cast<std::size_t>(i)] = std::move(g);
+                ++answered;
+            });
+        }
+        BOOST_REQUIRE(co_await until([&] { return answered == n; }, 10s));
+        std::set<lmx::fencing_token> tokens;
+        for (int i = 0; i < n; ++i) {
+            const auto& g = guards[static_cast<std::size_t>(i)];
+            tokens.insert(g.fencing_token());
+            BOOST_TEST(g.fencing_token() < (lmx::fencing_token{1} << 53));
+            const auto seen = co_await cb.info(keys[static_cast<std::size_t>(i)]);
+            BOOST_TEST(seen.last_token == g.fencing_token());
+        }
+        BOOST_TEST(tokens.size() == static_cast<std::size_t>(n));
+        // Later grants still come after all of them.
+        auto later = co_await cb.acquire(fresh_key("after"));
+        BOOST_TEST(later.fencing_token() > *tokens.rbegin());
+        for (auto& g : guards) co_await g.release();
+    });
 }
 
 // etcd gone: the holders of both brokers are told before their entries can have expired, new

@@ -39,6 +39,7 @@ struct entry {
     core::key_max max{};
     std::int64_t revision = 0;  // create revision of its q/ key: the queue order
     std::int64_t grant = 0;     // create revision of its g/ key (0: not granted)
+    std::uint32_t slot = 0;     // granted at once: its place among those its txn granted
     bool multi = false;         // one key of an acquire-many
     time_point seen{};          // when this broker learnt of the grant
 };
@@ -50,6 +51,13 @@ struct key_state {
 };
 
 enum class answer : std::uint8_t { none, unlock, force, many };
+
+// A write that claims a free key at once: the entry, marked granted, if etcd finds no entry on
+// the key; else a read of what an earlier try wrote.
+struct claim_at_once {
+    etcd::txn_request txn{};
+    json::object value{};  // the entry's value, marked with its slot when it is written
+};
 using entry_ref = std::pair<std::string, std::string>;  // (key, request id)
 
 enum class phase : std::uint8_t {
@@ -197,21 +205,22 @@ public:
         // revision (no claim key: one key per hold, as etcd's own lock has), if etcd finds the
         // key free too (the first entry holds, whatever its mode and max). A hold kept on exit
         // with a ttl claims onto a lease of its own, so it takes the usual way.
-        std::optional<etcd::txn_request> at_once;
+        std::optional<claim_at_once> at_once;
         if (free_soon(key) && !(o.keep_on_exit && o.ttl_ms)) {
             const std::string entries = q_key(key, "");
             v["granted"] = true;
             at_once.emplace();
-            at_once->compares.push_back({.key = entries,
-                                         .what = etcd::compare::target::create_revision,
-                                         .number = 0,
-                                         .range_end = etcd::prefix_end(entries)});
-            at_once->success = t.success;
-            at_once->success.front() =
+            at_once->txn.compares.push_back({.key = entries,
+                                             .what = etcd::compare::target::create_revision,
+                                             .number = 0,
+                                             .range_end = etcd::prefix_end(entries)});
+            at_once->txn.success = t.success;
+            at_once->txn.success.front() =
                 etcd::put_op{.key = q_key(key, o.id), .value = json::serialize(v), .lease = lease_};
-            at_once->failure.push_back(etcd::range_op{.key = q_key(key, o.id)});
+            at_once->txn.failure.push_back(etcd::range_op{.key = q_key(key, o.id)});
+            at_once->value = std::move(v);
         }
-        spawn(create(shared_from_this(), o.id, std::move(t), std::move(at_once)));
+        spawn(create(shared_from_this(), o.id, key, std::move(t), std::move(at_once)));
     }
 
     void acquire_many(const core::acquire_many_request& r, time_point now) {
@@ -257,7 +266,7 @@ public:
             t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = o.values.back(), .lease = lease_});
         }
         own_.emplace(o.id, o);
-        spawn(create(shared_from_this(), o.id, std::move(t), std::nullopt));
+        spawn(create(shared_from_this(), o.id, keys.front(), std::move(t), std::nullopt));
     }
 
     void release_many(const core::reply_to& to, std::string_view id) {
@@ -519,12 +528,12 @@ public:
             if (i++ >= n) break;
             out.holder_mode = e.mode;
             ++out.holder_count;
-            if (e.grant) out.last_token = std::max(out.last_token, token_of(e.grant));
+            if (e.grant) out.last_token = std::max(out.last_token, token_of(e));
             if (out.holders.size() >= max_holders) continue;
             core::holder_info h{.id = e.id,
                                 .session = 0,
                                 .mode = e.mode,
-                                .token = e.grant ? token_of(e.grant) : 0,
+                                .token = e.grant ? token_of(e) : 0,
                                 .since = e.seen,
                                 .keep_on_exit = false};
             if (auto o = own_.find(e.id); o != own_.end() && on_key(o->second, key)) {
@@ -563,7 +572,7 @@ public:
         return all;
     }
 
-    core::fencing_token last_token() const noexcept { return last_grant_ ? token_of(last_grant_) : 0; }
+    core::fencing_token last_token() const noexcept { return last_token_; }
 
 private:
     struct owned_reply {
@@ -605,9 +614,13 @@ private:
     }
     std::string m_key(std::string_view key) const { return opt_.prefix + "m/" + length_prefixed(key); }
 
-    core::fencing_token token_of(std::int64_t revision) const noexcept {
-        return static_cast<core::fencing_token>(base_) + static_cast<core::fencing_token>(revision);
+    // Grants of one txn share its revision; each has its own slot there (below slots_per_txn).
+    static constexpr std::uint32_t slots_per_txn = 64;
+    core::fencing_token token_of(std::int64_t revision, std::uint32_t slot) const noexcept {
+        return static_cast<core::fencing_token>(base_) + static_cast<core::fencing_token>(revision) * slots_per_txn +
+               slot;
     }
+    core::fencing_token token_of(const entry& e) const noexcept { return token_of(e.grant, e.slot); }
 
     std::optional<std::uint32_t> pin_of(std::string_view key) const {
         std::optional<std::uint32_t> best;
@@ -847,8 +860,8 @@ private:
                     base_ = b;
                 }
                 if (base_ >= 0)
-                    log_line(log_level::info,
-                             "etcd store: fencing tokens are " + std::to_string(base_) + " + the grant's revision");
+                    log_line(log_level::info, "etcd store: fencing tokens are " + std::to_string(base_) +
+                                                  " + 64 x the grant's revision + its slot");
             } catch (const std::exception& e) {
                 trouble_ = std::string("etcd does not answer: ") + e.what();
             }
@@ -879,28 +892,41 @@ private:
         (void)self;
     }
 
-    // Writes a request's entries with `t`; or first with `at_once`, which writes the entry marked
-    // granted when etcd finds the key free, and else reads back what an earlier try wrote.
-    asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, etcd::txn_request t,
-                                 std::optional<etcd::txn_request> at_once) {
+    // Writes a request's entries with `t`; or first with `at_once` (in a batch with other
+    // writes), which writes the entry marked granted when etcd finds the key free, and else reads
+    // back what an earlier try wrote.
+    asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, std::string lock_key, etcd::txn_request t,
+                                 std::optional<claim_at_once> at_once) {
         bool failed = true;
         std::int64_t revision = 0, granted = 0;
+        std::uint32_t slot = 0;
         const std::int64_t lease = lease_;
         for (int attempt = 0; attempt < write_tries && !stopped_ && lease_ == lease; ++attempt) {
             if (attempt > 0) co_await pause_for(attempt);
             try {
                 if (at_once) {
-                    const auto r = co_await client_.txn(*at_once);
+                    auto fast = std::make_shared<batched_write>(
+                        batched_write{.locks = {lock_key}, .at_once = &*at_once, .value = at_once->value});
+                    co_await in_batch(fast);
+                    if (!fast->result) throw std::runtime_error("the batch it was written in had no answer");
+                    const auto& r = *fast->result;
+                    std::string written;
                     if (r.succeeded) {
                         revision = granted = r.revision;
+                        slot = fast->slot;
+                        written = std::move(fast->written);
                     } else if (r.responses.size() == 1 && !r.responses[0].range.kvs.empty()) {
                         const auto& earlier = r.responses[0].range.kvs[0];  // an earlier try got through
                         revision = earlier.create_revision;
-                        if (entry_granted(earlier.value)) granted = revision;
+                        if (const auto s = granted_slot(earlier.value)) {
+                            granted = revision;
+                            slot = *s;
+                            written = earlier.value;
+                        }
                     }
                     if (granted)
                         if (auto it = own_.find(id); it != own_.end()) {
-                            it->second.values.front() = std::get<etcd::put_op>(at_once->success.front()).value;
+                            it->second.values.front() = std::move(written);
                             it->second.granted_at_once = true;
                         }
                     at_once.reset();  // the key was not free: the usual way, at once
@@ -939,7 +965,7 @@ private:
         o.revision = revision;
         const bool gone_already = !find_entry(o.key, id) && mirror_->revision() >= revision;
         if (granted && o.ph != phase::ending) {  // written and claimed at once
-            grant(o, granted);
+            grant(o, granted, slot);
             if (gone_already) ended_elsewhere(it);  // and ended since by someone else, as the watch told
             turn_done_();
             co_return;
@@ -1104,51 +1130,85 @@ private:
         (void)self;
     }
 
-    // Deletes of several ends in one txn (they need no compare): while one batch is written, the
-    // next gathers. Each end gets its own operations' results, or nothing when the write failed.
-    // A txn may name a key once and hold at most 128 operations (etcd's default), so a batch takes
-    // the ends that fit, in order, and leaves the others for the next.
-    struct batched_end {
-        std::vector<etcd::op> ops;
-        std::optional<etcd::txn_result> result{};
+    // Writes of several requests in one txn: the deletes of ends (they need no compare) and the
+    // writes that claim a free key at once (each a nested txn with its own compare, decided
+    // against the store as it was before the txn). Up to two batches are written at once (one
+    // more than that was slower on bench/etcd.sh's W2), and the next gathers meanwhile.
+    // A txn may name a key once and hold at most 128 operations (etcd's default); a claim at once
+    // waits for the next batch when its lock key is touched by one already in, whose delete it
+    // would not see (etcd decides every compare first) or with which it would share a revision on
+    // one key; and at most slots_per_txn claims go in one, each with its own slot for its token.
+    // So a batch takes the writes that fit, in order, and leaves the others for the next.
+    struct batched_write {
+        std::vector<etcd::op> ops{};               // deletes
+        std::vector<std::string> locks{};          // the lock keys it touches
+        const claim_at_once* at_once{};            // or a claim at once (valid until it is done)
+        json::object value{};                      // at_once: the entry's value, marked with the slot
+        std::uint32_t slot = 0;                    // at_once: its slot in the batch
+        std::string written{};                     // at_once: the entry's value as written
+        std::optional<etcd::txn_result> result{};  // its own operations' results; none: no answer
         bool done = false;
         asio::steady_timer* wake = nullptr;
     };
     static constexpr std::size_t batch_ops = 128;
+    static constexpr int batch_writers = 2;
 
-    asio::awaitable<std::optional<etcd::txn_result>> in_batch(std::vector<etcd::op> ops) {
-        auto me = std::make_shared<batched_end>(batched_end{.ops = std::move(ops)});
+    asio::awaitable<std::optional<etcd::txn_result>> in_batch(std::vector<etcd::op> ops,
+                                                              std::vector<std::string> locks) {
+        auto me = std::make_shared<batched_write>(batched_write{.ops = std::move(ops), .locks = std::move(locks)});
+        co_await in_batch(me);
+        co_return std::move(me->result);
+    }
+
+    asio::awaitable<void> in_batch(std::shared_ptr<batched_write> me) {
         asio::steady_timer wake(ex_, steady::time_point::max());
         me->wake = &wake;
         batches_.push_back(me);
-        if (!batching_) {
-            batching_ = true;
+        if (batching_ < batch_writers) {
+            ++batching_;
             spawn(write_batches(shared_from_this()));
         }
         while (!me->done && !stopped_) co_await wake.async_wait(asio::as_tuple(asio::use_awaitable));
         me->wake = nullptr;
-        co_return std::move(me->result);
     }
 
     asio::awaitable<void> write_batches(std::shared_ptr<state> self) {
         while (!batches_.empty() && !stopped_) {
-            std::vector<std::shared_ptr<batched_end>> now;
-            std::unordered_set<std::string> keys;
+            std::vector<std::shared_ptr<batched_write>> now;
+            std::unordered_set<std::string> keys, locks;
+            std::uint32_t slots = 0;
             etcd::txn_request t;
             for (auto it = batches_.begin(); it != batches_.end();) {
-                const auto& ops = (*it)->ops;
-                const bool fits = now.empty() || t.success.size() + ops.size() <= batch_ops;
-                const bool apart = std::none_of(ops.begin(), ops.end(), [&](const etcd::op& op) {
-                    return keys.contains(std::get<etcd::delete_op>(op).key);
-                });
+                batched_write& w = **it;
+                const std::size_t n = w.at_once ? 1 : w.ops.size();
+                const bool fits =
+                    now.empty() || (t.success.size() + n <= batch_ops && (!w.at_once || slots < slots_per_txn));
+                const bool apart = w.at_once ? std::none_of(w.locks.begin(), w.locks.end(),
+                                                            [&](const std::string& k) { return locks.contains(k); })
+                                             : std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
+                                                   return keys.contains(std::get<etcd::delete_op>(op).key);
+                                               });
                 if (!fits || !apart) {
                     ++it;
                     continue;
                 }
-                for (auto& op : ops) {
-                    keys.insert(std::get<etcd::delete_op>(op).key);
-                    t.success.push_back(op);
+                if (w.at_once) {
+                    auto nested = std::make_shared<etcd::txn_request>(w.at_once->txn);
+                    w.slot = slots++;
+                    auto& put = std::get<etcd::put_op>(nested->success.front());
+                    if (w.slot) {
+                        w.value["slot"] = w.slot;
+                        put.value = json::serialize(w.value);
+                    }
+                    w.written = put.value;
+                    t.success.push_back(etcd::txn_op{std::move(nested)});
+                } else {
+                    for (auto& op : w.ops) {
+                        keys.insert(std::get<etcd::delete_op>(op).key);
+                        t.success.push_back(op);
+                    }
                 }
+                locks.insert(w.locks.begin(), w.locks.end());
                 now.push_back(*it);
                 it = batches_.erase(it);
             }
@@ -1156,23 +1216,30 @@ private:
             try {
                 r = co_await client_.txn(t);
             } catch (const std::exception& e) {
-                log_line(log_level::warn, std::string("etcd store: a batch of releases failed: ") + e.what());
+                log_line(log_level::warn, std::string("etcd store: a batch of writes failed: ") + e.what());
             }
             if (stopped_) co_return;
             std::size_t at = 0;
-            for (auto& end : now) {
-                if (r && r->responses.size() >= at + end->ops.size()) {
-                    end->result = etcd::txn_result{.revision = r->revision, .succeeded = r->succeeded};
-                    end->result->responses.assign(
-                        r->responses.begin() + static_cast<std::ptrdiff_t>(at),
-                        r->responses.begin() + static_cast<std::ptrdiff_t>(at + end->ops.size()));
+            for (auto& w : now) {
+                const std::size_t n = w->at_once ? 1 : w->ops.size();
+                if (r && r->responses.size() >= at + n) {
+                    if (w->at_once) {
+                        auto& nested = r->responses[at];
+                        w->result = etcd::txn_result{.revision = r->revision,
+                                                     .succeeded = nested.succeeded,
+                                                     .responses = std::move(nested.responses)};
+                    } else {
+                        w->result = etcd::txn_result{.revision = r->revision, .succeeded = r->succeeded};
+                        w->result->responses.assign(r->responses.begin() + static_cast<std::ptrdiff_t>(at),
+                                                    r->responses.begin() + static_cast<std::ptrdiff_t>(at + n));
+                    }
                 }
-                at += end->ops.size();
-                end->done = true;
-                if (end->wake) end->wake->cancel();
+                at += n;
+                w->done = true;
+                if (w->wake) w->wake->cancel();
             }
         }
-        batching_ = false;
+        --batching_;
         (void)self;
     }
 
@@ -1194,7 +1261,9 @@ private:
         asio::steady_timer pause(ex_);
         for (int attempt = 0; !r && !stopped_ && lease_ == lease; ++attempt) {
             if (t.compares.empty()) {  // plain deletes: one txn with other ends under way
-                r = co_await in_batch(t.success);
+                std::vector<std::string> locks;
+                for (auto& [key, id] : refs) locks.push_back(key);
+                r = co_await in_batch(t.success, std::move(locks));
                 if (!r && attempt == 0) log_line(log_level::warn, "etcd store: a release failed, trying again");
             } else {
                 try {
@@ -1355,14 +1424,14 @@ private:
                     if (put_entry(key, id, ev.kv)) {
                         if (events_) events.push_back({core::event_kind::queued, key, id, 0});
                         if (const entry* e = find_entry(key, id); e && e->grant) {  // granted at once
-                            last_grant_ = std::max(last_grant_, e->grant);
-                            if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e->grant)});
+                            last_token_ = std::max(last_token_, token_of(*e));
+                            if (events_) events.push_back({core::event_kind::granted, key, id, token_of(*e)});
                         }
                     }
                 } else {
                     const entry* e = find_entry(key, id);
                     const bool was_held = e && e->grant;
-                    const core::fencing_token token = was_held ? token_of(e->grant) : 0;
+                    const core::fencing_token token = was_held ? token_of(*e) : 0;
                     core::event_kind why = was_held ? core::event_kind::released : core::event_kind::cancelled;
                     if (auto w = ending_why_.find(id); w != ending_why_.end()) {
                         // A granted entry ends as a hold does, whatever ended it: a cancel or a
@@ -1387,8 +1456,8 @@ private:
                 if (!put || e.grant) continue;  // a delete; a move to another lease, or an entry granted at once
                 e.grant = ev.kv.create_revision;
                 e.seen = steady::now();
-                last_grant_ = std::max(last_grant_, ev.kv.create_revision);
-                if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e.grant)});
+                last_token_ = std::max(last_token_, token_of(e));
+                if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e)});
             } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {
                 touched.insert(key);
                 std::uint32_t max = 1;
@@ -1418,12 +1487,17 @@ private:
         if (events_) ending_why_[id] = {why, static_cast<int>(keys)};
     }
 
-    // Whether an entry's value marks it granted at its own revision (written and claimed at once).
-    static bool entry_granted(std::string_view value) {
+    // The slot of an entry whose value marks it granted at its own revision (written and claimed
+    // at once); nullopt when it is not marked so.
+    static std::optional<std::uint32_t> granted_slot(std::string_view value) {
         json::error_code ec;
         const auto v = json::parse(json::string_view(value.data(), value.size()), ec);
-        const auto* g = !ec && v.is_object() ? v.get_object().if_contains("granted") : nullptr;
-        return g && g->is_bool() && g->get_bool();
+        const auto* o = !ec ? v.if_object() : nullptr;
+        const auto* g = o ? o->if_contains("granted") : nullptr;
+        if (!g || !g->is_bool() || !g->get_bool()) return std::nullopt;
+        const auto* slot = o->if_contains("slot");
+        const auto n = slot && slot->is_int64() ? slot->get_int64() : 0;
+        return static_cast<std::uint32_t>(n >= 0 && n < slots_per_txn ? n : 0);
     }
 
     // Whether the entry is new: a put of one already known (moved to another lease) changes nothing.
@@ -1440,8 +1514,9 @@ private:
                 e.max.max = static_cast<std::uint32_t>(m->get_int64());
             if (auto* m = v.if_contains("named"); m && m->is_bool()) e.max.named = m->get_bool();
             if (auto* m = v.if_contains("multi"); m && m->is_bool()) e.multi = m->get_bool();
-            if (auto* m = v.if_contains("granted"); m && m->is_bool() && m->get_bool()) {
+            if (auto slot = granted_slot(kv.value)) {
                 e.grant = kv.create_revision;
+                e.slot = *slot;
                 e.seen = steady::now();
             }
         } catch (const std::exception&) {
@@ -1504,7 +1579,7 @@ private:
             own_request& o = it->second;
             if (o.ph != phase::waiting || o.revision != rev) continue;
             if (e.grant) {  // claimed by a claim whose answer was lost
-                grant(o, e.grant);
+                grant(o, e.grant, e.slot);
                 continue;
             }
             // A multi request holds when it is among the holders of every key at once.
@@ -1597,12 +1672,12 @@ private:
         return true;
     }
 
-    void grant(own_request& o, std::int64_t revision) {
+    void grant(own_request& o, std::int64_t revision, std::uint32_t slot = 0) {
         const time_point now = steady::now();
         o.ph = phase::holding;
-        o.token = token_of(revision);
+        o.token = token_of(revision, slot);
         o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
-        last_grant_ = std::max(last_grant_, revision);
+        last_token_ = std::max(last_token_, o.token);
         ++counters_.grants;
         const auto kt = key_tokens(o);
         sink_.on_effect({.kind = core::effect_kind::granted,
@@ -1628,15 +1703,15 @@ private:
     std::vector<core::key_pin> pins_ = config_.pins;
     std::int64_t lease_ = 0;
     std::int64_t base_ = -1;
-    std::int64_t last_grant_ = 0;
+    core::fencing_token last_token_ = 0;
     bool stopped_ = false;
     std::string trouble_ = "connecting to etcd";
     std::map<std::string, key_state> keys_;
     std::unordered_map<std::string, core::named_max> named_;
     std::unordered_map<std::string, own_request> own_;
-    std::unordered_set<std::string> deleted_;          // entries this broker deleted that the mirror still shows
-    std::list<std::shared_ptr<batched_end>> batches_;  // ends waiting for the next batch
-    bool batching_ = false;                            // a batch is being written
+    std::unordered_set<std::string> deleted_;            // entries this broker deleted that the mirror still shows
+    std::list<std::shared_ptr<batched_write>> batches_;  // writes waiting for the next batch
+    int batching_ = 0;                                   // batches being written
     // Requests with extends being written (how many), and their owner's releases held back till then.
     std::unordered_map<std::string,
                        std::pair<int, std::vector<std::pair<owned_reply, std::function<void(const core::reply_to&)>>>>>
