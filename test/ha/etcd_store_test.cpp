@@ -3,6 +3,7 @@
 
 #include "client_fixture.hpp"
 #include "etcd_cluster.hpp"
+#include "raw_socket.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json/parse.hpp>
@@ -67,6 +68,21 @@ asio::awaitable<lmx::lock_event> next_event(lmx::watcher& w) {
     auto r = co_await (w.async_receive() || timer.async_wait(asio::use_awaitable));
     if (r.index() != 0) throw std::runtime_error("no event within 5 s");
     co_return std::get<0>(std::move(r));
+}
+
+// How many reason records (keys under /lmx/r/) etcd holds: a count-only range read through its
+// gateway (keys in base64: "/lmx/r/" up to "/lmx/r0").
+int reason_records(const etcd_cluster& etcd) {
+    raw_socket s("tcp://" + etcd.endpoint(0));
+    const std::string body = R"({"key":"L2xteC9yLw==","range_end":"L2xteC9yMA==","count_only":true})";
+    s.send_all(
+        "POST /v3/kv/range HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body);
+    const auto answer = s.recv_until_closed();
+    if (answer.find(" 200 ") == std::string::npos) throw std::runtime_error("etcd answered " + answer);
+    const auto at = answer.find("\"count\":\"");
+    return at == std::string::npos ? 0 : std::stoi(answer.substr(at + 9));  // absent: zero
 }
 
 struct two_brokers {
@@ -359,7 +375,9 @@ BOOST_AUTO_TEST_CASE(grants_written_in_one_txn_have_tokens_of_their_own) {
             const auto& g = guards[static_cast<std::size_t>(i)];
             tokens.insert(g.fencing_token());
             BOOST_TEST(g.fencing_token() < (lmx::fencing_token{1} << 53));
-            const auto seen = co_await cb.info(keys[static_cast<std::size_t>(i)]);
+            // B's mirror follows etcd's watch: the grant shows there a moment later.
+            const auto seen =
+                co_await poll_info(cb, keys[static_cast<std::size_t>(i)], [](auto& x) { return x.last_token != 0; });
             BOOST_TEST(seen.last_token == g.fencing_token());
         }
         BOOST_TEST(tokens.size() == static_cast<std::size_t>(n));
@@ -505,8 +523,35 @@ BOOST_AUTO_TEST_CASE(a_watcher_of_one_broker_sees_the_other_brokers_clients) {
             BOOST_TEST(seen[4].id == second.id());
             BOOST_TEST(seen[4].fencing_token == second.fencing_token());
             BOOST_TEST(seen[5].id == second.id());
-            BOOST_TEST((seen[5].type == (w == &far ? kind::forced : kind::released)));
+            BOOST_TEST((seen[5].type == kind::forced));  // B wrote why, for A's watchers too
         }
+    });
+}
+
+// Why a request ended is the same on every broker's watch: a wait timed out and a hold expired
+// through broker A are `timeout` and `expired` to a watcher of broker B, as to one of A.
+BOOST_AUTO_TEST_CASE(every_broker_tells_its_watchers_why_a_request_ended) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        using kind = lmx::lock_event::kind;
+        const auto key = fresh_key("why");
+        auto far = co_await cb.watch({key});
+        auto near = co_await ca.watch({key});
+        auto held = co_await ca.acquire(key, {.ttl = 1500ms});
+        const auto held_id = held.id();
+        held.detach();  // untracked: broker A's timer ends it
+        BOOST_TEST(co_await acquire_error(ca, key, {.timeout = 200ms}) == errc::timeout);
+        for (auto* w : {&far, &near}) {
+            std::vector<lmx::lock_event> seen;
+            for (int i = 0; i < 5; ++i) seen.push_back(co_await next_event(*w));
+            BOOST_TEST((seen[0].type == kind::queued && seen[1].type == kind::granted && seen[2].type == kind::queued));
+            BOOST_TEST((seen[3].type == kind::timeout));
+            BOOST_TEST(seen[3].id == seen[2].id);
+            BOOST_TEST((seen[4].type == kind::expired));
+            BOOST_TEST(seen[4].id == held_id);
+        }
+        // The records that carried the reasons are gone again once read.
+        BOOST_TEST(co_await until([&] { return reason_records(s.etcd) == 0; }, 5s));
     });
 }
 

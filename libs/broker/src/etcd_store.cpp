@@ -1,6 +1,7 @@
 #include "etcd_store.hpp"
 
 #include <lmx/broker/broker.hpp>
+#include <lmx/core/protocol.hpp>
 #include <lmx/core/queue_rule.hpp>
 #include <lmx/etcd/client.hpp>
 #include <lmx/etcd/lease_keeper.hpp>
@@ -92,6 +93,8 @@ struct own_request {
     // (after the grant when there is one, as in memory), or carried out when it failed.
     std::optional<std::string> cancel_uuid{};
     core::answer_style cancel_style = core::answer_style::plain;
+    // Why this broker ends it, when watchers are told so by name (expired, timeout).
+    std::optional<core::event_kind> why{};
     phase ph = phase::creating;
     std::int64_t revision = 0;
     core::fencing_token token = 0;
@@ -366,6 +369,7 @@ public:
             t.success.push_back(etcd::delete_op{.key = q_key(k, rid)});
             t.success.push_back(etcd::delete_op{.key = g_key(k, rid)});
         }
+        record_why(t, refs, core::event_kind::forced);
         counters_.forced += refs.size();
         spawn(end(shared_from_this(), owned(to), std::move(refs), std::string(id.value_or("")), answer::force,
                   std::move(t), std::string(key)));
@@ -462,7 +466,8 @@ public:
                 tell_lost(o, core::lost_reason::ttl);
                 ending(o.id, core::event_kind::expired, refs_of(o).size());
                 o.ph = phase::ending;
-                end_entries({}, refs_of(o));
+                o.why = core::event_kind::expired;
+                end_entries({}, refs_of(o), {}, answer::none, o.why);
             } else if ((o.ph == phase::waiting || o.ph == phase::creating) && o.wait_deadline &&
                        *o.wait_deadline <= now) {
                 ++counters_.timeouts;
@@ -470,7 +475,8 @@ public:
                 ending(o.id, core::event_kind::timeout, refs_of(o).size());
                 const bool written = o.ph == phase::waiting;
                 o.ph = phase::ending;
-                if (written) end_entries({}, refs_of(o));
+                o.why = core::event_kind::timeout;
+                if (written) end_entries({}, refs_of(o), {}, answer::none, o.why);
             }
         }
     }
@@ -613,6 +619,26 @@ private:
         return opt_.prefix + "g/" + length_prefixed(key) + "/" + std::string(id);
     }
     std::string m_key(std::string_view key) const { return opt_.prefix + "m/" + length_prefixed(key); }
+    std::string r_key(std::string_view key, std::string_view id) const {
+        return opt_.prefix + "r/" + length_prefixed(key) + "/" + std::string(id);
+    }
+
+    // Why requests end, for the watchers of every broker: a watch tells a delete, not who made it
+    // or why. An end that its default name does not tell (a hold "released", a wait "cancelled")
+    // writes a reason record beside each of its deletes, in the same txn, so that every broker
+    // reads it in the same revision; the records are deleted once the end is done.
+    void record_why(etcd::txn_request& t, const std::vector<entry_ref>& refs,
+                    std::optional<core::event_kind> why) const {
+        if (!why || *why == core::event_kind::released || *why == core::event_kind::cancelled) return;
+        for (auto& [key, id] : refs)
+            t.success.push_back(
+                etcd::put_op{.key = r_key(key, id), .value = std::string(core::to_string(*why)), .lease = lease_});
+    }
+    static std::optional<core::event_kind> recorded_why(std::string_view value) {
+        for (auto k : {core::event_kind::expired, core::event_kind::timeout, core::event_kind::forced})
+            if (value == core::to_string(k)) return k;
+        return std::nullopt;
+    }
 
     // Grants of one txn share its revision; each has its own slot there (below slots_per_txn).
     static constexpr std::uint32_t slots_per_txn = 64;
@@ -827,12 +853,13 @@ private:
     // Deletes the entries (and grants) `refs` in one txn, and answers `to` as `how` says when it
     // has a uuid (`named`: the lock id the answer names).
     void end_entries(const core::reply_to& to, std::vector<entry_ref> refs, std::string named = {},
-                     answer how = answer::none) {
+                     answer how = answer::none, std::optional<core::event_kind> why = std::nullopt) {
         etcd::txn_request t;
         for (auto& [key, id] : refs) {
             t.success.push_back(etcd::delete_op{.key = q_key(key, id)});
             t.success.push_back(etcd::delete_op{.key = g_key(key, id)});
         }
+        record_why(t, refs, why);
         spawn(end(shared_from_this(), owned(to), std::move(refs), std::move(named), how, std::move(t)));
     }
 
@@ -980,7 +1007,7 @@ private:
             co_return;
         }
         if (o.ph == phase::ending) {
-            end_entries({}, refs_of(o));
+            end_entries({}, refs_of(o), {}, answer::none, o.why);
         } else {
             o.ph = phase::waiting;
             for (auto& [key, rid] : refs_of(o)) evaluate(key);
@@ -1140,7 +1167,7 @@ private:
     // one key; and at most slots_per_txn claims go in one, each with its own slot for its token.
     // So a batch takes the writes that fit, in order, and leaves the others for the next.
     struct batched_write {
-        std::vector<etcd::op> ops{};               // deletes
+        std::vector<etcd::op> ops{};               // deletes, and the reason records of ends
         std::vector<std::string> locks{};          // the lock keys it touches
         const claim_at_once* at_once{};            // or a claim at once (valid until it is done)
         json::object value{};                      // at_once: the entry's value, marked with the slot
@@ -1151,6 +1178,11 @@ private:
         asio::steady_timer* wake = nullptr;
     };
     static constexpr std::size_t batch_ops = 128;
+    // The key a put or delete of a batch writes.
+    static const std::string& written_key(const etcd::op& op) {
+        if (const auto* p = std::get_if<etcd::put_op>(&op)) return p->key;
+        return std::get<etcd::delete_op>(op).key;
+    }
     static constexpr int batch_writers = 2;
 
     asio::awaitable<std::optional<etcd::txn_result>> in_batch(std::vector<etcd::op> ops,
@@ -1186,7 +1218,7 @@ private:
                 const bool apart = w.at_once ? std::none_of(w.locks.begin(), w.locks.end(),
                                                             [&](const std::string& k) { return locks.contains(k); })
                                              : std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
-                                                   return keys.contains(std::get<etcd::delete_op>(op).key);
+                                                   return keys.contains(written_key(op));
                                                });
                 if (!fits || !apart) {
                     ++it;
@@ -1204,7 +1236,7 @@ private:
                     t.success.push_back(etcd::txn_op{std::move(nested)});
                 } else {
                     for (auto& op : w.ops) {
-                        keys.insert(std::get<etcd::delete_op>(op).key);
+                        keys.insert(written_key(op));
                         t.success.push_back(op);
                     }
                 }
@@ -1294,6 +1326,12 @@ private:
             turn_done_();
             co_return;
         }
+        if (r && r->succeeded) {  // the reason records have been read with the deletes: dropped now
+            std::vector<etcd::op> records;
+            for (auto& op : t.success)
+                if (const auto* p = std::get_if<etcd::put_op>(&op)) records.push_back(etcd::delete_op{.key = p->key});
+            if (!records.empty()) spawn(drop_records(shared_from_this(), std::move(records)));
+        }
         const bool none_deleted = r && std::none_of(r->responses.begin(), r->responses.end(),
                                                     [](const etcd::op_result& x) { return x.deleted > 0; });
         // A request is forgotten by the end its owner began (its release, timeout, close); an end
@@ -1347,6 +1385,12 @@ private:
             answer_unlock(reply, refs.empty() ? forced_key : refs.front().first, named, status, ended);
         }
         turn_done_();
+        (void)self;
+    }
+
+    // A batch that fails leaves the records to the session lease.
+    asio::awaitable<void> drop_records(std::shared_ptr<state> self, std::vector<etcd::op> deletes) {
+        co_await in_batch(std::move(deletes), {});
         (void)self;
     }
 
@@ -1410,6 +1454,20 @@ private:
         };
         std::vector<told> events;
         const std::string& p = opt_.prefix;
+        // Reason records first: one is written in the txn of the delete it names, whatever the
+        // order of the two in that txn.
+        for (const auto& ev : changes) {
+            std::string_view name(ev.kv.key);
+            std::string key, id;
+            if (!name.starts_with(p) || !name.substr(p.size()).starts_with("r/") ||
+                !parse_entry_name(name.substr(p.size() + 2), true, key, id))
+                continue;
+            const auto why = recorded_why(ev.kv.value);
+            if (ev.what == etcd::watch_event::type::put && why)
+                recorded_[key + '\0' + id] = *why;
+            else if (ev.what == etcd::watch_event::type::del)
+                recorded_.erase(key + '\0' + id);
+        }
         for (const auto& ev : changes) {
             std::string_view name(ev.kv.key);
             if (!name.starts_with(p)) continue;
@@ -1433,13 +1491,17 @@ private:
                     const bool was_held = e && e->grant;
                     const core::fencing_token token = was_held ? token_of(*e) : 0;
                     core::event_kind why = was_held ? core::event_kind::released : core::event_kind::cancelled;
+                    // A granted entry ends as a hold does, whatever ended it: a cancel or a timeout
+                    // that met a claim whose answer was lost still ends a grant.
+                    const auto tell = [&](core::event_kind k) {
+                        if (!(was_held && (k == core::event_kind::cancelled || k == core::event_kind::timeout)))
+                            why = k;
+                    };
                     if (auto w = ending_why_.find(id); w != ending_why_.end()) {
-                        // A granted entry ends as a hold does, whatever ended it: a cancel or a
-                        // timeout that met a claim whose answer was lost still ends a grant.
-                        const bool wait_end = w->second.first == core::event_kind::cancelled ||
-                                              w->second.first == core::event_kind::timeout;
-                        if (!(was_held && wait_end)) why = w->second.first;
+                        tell(w->second.first);
                         if (--w->second.second <= 0) ending_why_.erase(w);
+                    } else if (auto r = recorded_.find(key + '\0' + id); r != recorded_.end()) {
+                        tell(r->second);  // ended through another broker, which said why
                     }
                     drop_entry(key, id);
                     if (events_ && e) events.push_back({why, key, id, token});
@@ -1718,6 +1780,7 @@ private:
         extending_;
     bool events_ = false;
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
+    std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by key '\0' id
     core::table_counters counters_{};
 };
 
