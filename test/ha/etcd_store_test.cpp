@@ -70,11 +70,12 @@ asio::awaitable<lmx::lock_event> next_event(lmx::watcher& w) {
     co_return std::get<0>(std::move(r));
 }
 
-// How many reason records (keys under /lmx/r/) etcd holds: a count-only range read through its
-// gateway (keys in base64: "/lmx/r/" up to "/lmx/r0").
-int reason_records(const etcd_cluster& etcd) {
+// How many keys etcd holds under /lmx/r/ (reason records) or /lmx/m/ (named maxes): a count-only
+// range read through its gateway (keys in base64: "/lmx/r/" up to "/lmx/r0", or m).
+int records(const etcd_cluster& etcd, char kind) {
     raw_socket s("tcp://" + etcd.endpoint(0));
-    const std::string body = R"({"key":"L2xteC9yLw==","range_end":"L2xteC9yMA==","count_only":true})";
+    const std::string body = kind == 'r' ? R"({"key":"L2xteC9yLw==","range_end":"L2xteC9yMA==","count_only":true})"
+                                         : R"({"key":"L2xteC9tLw==","range_end":"L2xteC9tMA==","count_only":true})";
     s.send_all(
         "POST /v3/kv/range HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\nContent-Type: application/json\r\n"
         "Content-Length: " +
@@ -388,6 +389,35 @@ BOOST_AUTO_TEST_CASE(grants_written_in_one_txn_have_tokens_of_their_own) {
     });
 }
 
+// Once the broker behind `c` shows a grant made after now, its mirror has seen every change
+// made before it.
+asio::awaitable<void> caught_up(lmx::client& c) {
+    const auto probe = fresh_key("caught-up");
+    auto g = co_await c.acquire(probe);
+    BOOST_TEST(!(co_await poll_info(c, probe, [](auto& i) { return !i.holders.empty(); })).holders.empty());
+    co_await g.release();
+}
+
+// A key keeps the max named on it while it is held or waited for, as in memory: once its last
+// hold ends, etcd keeps no record of it, and the next request naming none gets a binary lock.
+BOOST_AUTO_TEST_CASE(a_named_max_goes_with_the_keys_last_hold) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("named");
+        auto one = co_await ca.acquire(key, {.max = 3});
+        co_await caught_up(cb);
+        auto two = co_await cb.acquire(key, {.wait = false});  // the key's max while it lives: 3
+        co_await one.release();
+        co_await two.release();
+        BOOST_TEST(co_await until([&] { return records(s.etcd, 'm') == 0; }, 5s));
+        co_await caught_up(ca);
+        co_await caught_up(cb);
+        auto again = co_await ca.acquire(key);
+        co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty(); });
+        BOOST_TEST(co_await acquire_error(cb, key, {.wait = false}) == errc::would_block);
+    });
+}
+
 // etcd gone: the holders of both brokers are told before their entries can have expired, new
 // requests fail as unavailable, and once etcd is back the brokers grant again.
 BOOST_AUTO_TEST_CASE(losing_etcd_tells_every_holder_and_grants_resume_when_it_returns) {
@@ -551,7 +581,7 @@ BOOST_AUTO_TEST_CASE(every_broker_tells_its_watchers_why_a_request_ended) {
             BOOST_TEST(seen[4].id == held_id);
         }
         // The records that carried the reasons are gone again once read.
-        BOOST_TEST(co_await until([&] { return reason_records(s.etcd) == 0; }, 5s));
+        BOOST_TEST(co_await until([&] { return records(s.etcd, 'r') == 0; }, 5s));
     });
 }
 

@@ -20,6 +20,7 @@
 #include <list>
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -932,8 +933,8 @@ private:
             if (attempt > 0) co_await pause_for(attempt);
             try {
                 if (at_once) {
-                    auto fast = std::make_shared<batched_write>(
-                        batched_write{.locks = {lock_key}, .at_once = &*at_once, .value = at_once->value});
+                    auto fast = std::make_shared<batched_write>(batched_write{
+                        .locks = {lock_key}, .nested = &at_once->txn, .claim = true, .value = at_once->value});
                     co_await in_batch(fast);
                     if (!fast->result) throw std::runtime_error("the batch it was written in had no answer");
                     const auto& r = *fast->result;
@@ -1157,11 +1158,12 @@ private:
         (void)self;
     }
 
-    // Writes of several requests in one txn: the deletes of ends (they need no compare) and the
-    // writes that claim a free key at once (each a nested txn with its own compare, decided
-    // against the store as it was before the txn). Up to two batches are written at once (one
-    // more than that was slower on bench/etcd.sh's W2), and the next gathers meanwhile.
-    // A txn may name a key once and hold at most 128 operations (etcd's default); a claim at once
+    // Writes of several requests in one txn: the deletes of ends (they need no compare), the
+    // writes that claim a free key at once and the drops of a key's named max (each a nested txn
+    // with its own compares, decided against the store as it was before the txn). Up to two
+    // batches are written at once (one more than that was slower on bench/etcd.sh's W2), and the
+    // next gathers meanwhile.
+    // A txn may name a key once and hold at most 128 operations (etcd's default); a nested txn
     // waits for the next batch when its lock key is touched by one already in, whose delete it
     // would not see (etcd decides every compare first) or with which it would share a revision on
     // one key; and at most slots_per_txn claims go in one, each with its own slot for its token.
@@ -1169,10 +1171,11 @@ private:
     struct batched_write {
         std::vector<etcd::op> ops{};               // deletes, and the reason records of ends
         std::vector<std::string> locks{};          // the lock keys it touches
-        const claim_at_once* at_once{};            // or a claim at once (valid until it is done)
-        json::object value{};                      // at_once: the entry's value, marked with the slot
-        std::uint32_t slot = 0;                    // at_once: its slot in the batch
-        std::string written{};                     // at_once: the entry's value as written
+        const etcd::txn_request* nested{};         // or a nested txn (valid until it is done)
+        bool claim = false;                        // nested: a claim at once, which takes a slot
+        json::object value{};                      // claim: the entry's value, marked with the slot
+        std::uint32_t slot = 0;                    // claim: its slot in the batch
+        std::string written{};                     // claim: the entry's value as written
         std::optional<etcd::txn_result> result{};  // its own operations' results; none: no answer
         bool done = false;
         asio::steady_timer* wake = nullptr;
@@ -1212,27 +1215,29 @@ private:
             etcd::txn_request t;
             for (auto it = batches_.begin(); it != batches_.end();) {
                 batched_write& w = **it;
-                const std::size_t n = w.at_once ? 1 : w.ops.size();
+                const std::size_t n = w.nested ? 1 : w.ops.size();
                 const bool fits =
-                    now.empty() || (t.success.size() + n <= batch_ops && (!w.at_once || slots < slots_per_txn));
-                const bool apart = w.at_once ? std::none_of(w.locks.begin(), w.locks.end(),
-                                                            [&](const std::string& k) { return locks.contains(k); })
-                                             : std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
-                                                   return keys.contains(written_key(op));
-                                               });
+                    now.empty() || (t.success.size() + n <= batch_ops && (!w.claim || slots < slots_per_txn));
+                const bool apart = w.nested ? std::none_of(w.locks.begin(), w.locks.end(),
+                                                           [&](const std::string& k) { return locks.contains(k); })
+                                            : std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
+                                                  return keys.contains(written_key(op));
+                                              });
                 if (!fits || !apart) {
                     ++it;
                     continue;
                 }
-                if (w.at_once) {
-                    auto nested = std::make_shared<etcd::txn_request>(w.at_once->txn);
-                    w.slot = slots++;
-                    auto& put = std::get<etcd::put_op>(nested->success.front());
-                    if (w.slot) {
-                        w.value["slot"] = w.slot;
-                        put.value = json::serialize(w.value);
+                if (w.nested) {
+                    auto nested = std::make_shared<etcd::txn_request>(*w.nested);
+                    if (w.claim) {
+                        w.slot = slots++;
+                        auto& put = std::get<etcd::put_op>(nested->success.front());
+                        if (w.slot) {
+                            w.value["slot"] = w.slot;
+                            put.value = json::serialize(w.value);
+                        }
+                        w.written = put.value;
                     }
-                    w.written = put.value;
                     t.success.push_back(etcd::txn_op{std::move(nested)});
                 } else {
                     for (auto& op : w.ops) {
@@ -1253,9 +1258,9 @@ private:
             if (stopped_) co_return;
             std::size_t at = 0;
             for (auto& w : now) {
-                const std::size_t n = w->at_once ? 1 : w->ops.size();
+                const std::size_t n = w->nested ? 1 : w->ops.size();
                 if (r && r->responses.size() >= at + n) {
-                    if (w->at_once) {
+                    if (w->nested) {
                         auto& nested = r->responses[at];
                         w->result = etcd::txn_result{.revision = r->revision,
                                                      .succeeded = nested.succeeded,
@@ -1331,6 +1336,10 @@ private:
             for (auto& op : t.success)
                 if (const auto* p = std::get_if<etcd::put_op>(&op)) records.push_back(etcd::delete_op{.key = p->key});
             if (!records.empty()) spawn(drop_records(shared_from_this(), std::move(records)));
+            std::set<std::string> maxed;
+            for (auto& [key, id] : refs)
+                if (auto n = named_.find(key); n != named_.end() && maxed.insert(key).second)
+                    spawn(drop_max(shared_from_this(), key, n->second.revision));
         }
         const bool none_deleted = r && std::none_of(r->responses.begin(), r->responses.end(),
                                                     [](const etcd::op_result& x) { return x.deleted > 0; });
@@ -1385,6 +1394,24 @@ private:
             answer_unlock(reply, refs.empty() ? forced_key : refs.front().first, named, status, ended);
         }
         turn_done_();
+        (void)self;
+    }
+
+    // A key keeps the max last named on it while it is held or waited for, as in memory: once an
+    // end may have left it without entries, its `m/` record is deleted if etcd finds no entry
+    // and the record unchanged (a later batch than the end's, so that the end's deletes count).
+    // A miss leaves it to the end of the key's last entry.
+    asio::awaitable<void> drop_max(std::shared_ptr<state> self, std::string key, std::int64_t revision) {
+        const std::string entries = q_key(key, "");
+        etcd::txn_request t;
+        t.compares.push_back({.key = entries,
+                              .what = etcd::compare::target::create_revision,
+                              .number = 0,
+                              .range_end = etcd::prefix_end(entries)});
+        t.compares.push_back({.key = m_key(key), .what = etcd::compare::target::mod_revision, .number = revision});
+        t.success.push_back(etcd::delete_op{.key = m_key(key)});
+        auto w = std::make_shared<batched_write>(batched_write{.locks = {key}, .nested = &t});
+        co_await in_batch(std::move(w));
         (void)self;
     }
 
