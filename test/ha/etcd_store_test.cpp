@@ -4,6 +4,7 @@
 #include "client_fixture.hpp"
 #include "etcd_cluster.hpp"
 #include "raw_socket.hpp"
+#include "wire_client.hpp"
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/json/parse.hpp>
@@ -386,6 +387,43 @@ BOOST_AUTO_TEST_CASE(grants_written_in_one_txn_have_tokens_of_their_own) {
         auto later = co_await cb.acquire(fresh_key("after"));
         BOOST_TEST(later.fencing_token() > *tokens.rbegin());
         for (auto& g : guards) co_await g.release();
+    });
+}
+
+// A request id in use is refused, as in memory, whichever broker the second request reaches:
+// the second connection must not take the first one's entry in etcd for an earlier try of its
+// own (which made it a second holder of the same exclusive lock).
+BOOST_AUTO_TEST_CASE(a_request_id_in_use_through_another_broker_is_refused) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto frame = [](std::string type, const std::string& uuid, const std::string& key,
+                              const std::string& lock_id) {
+            boost::json::object f{{"type", std::move(type)}, {"uuid", uuid}, {"key", key}};
+            if (!lock_id.empty()) f["_uuid"] = lock_id;
+            return f;
+        };
+        const auto field = [](const boost::json::object& o, std::string_view name) {
+            const auto* v = o.if_contains(name);
+            return v ? boost::json::serialize(*v) : std::string();
+        };
+        for (const bool seen_first : {false, true}) {
+            BOOST_TEST_CONTEXT("the other broker's mirror " << (seen_first ? "shows" : "may not show") << " it") {
+                const auto key = fresh_key("dup"), id = fresh_key("dup-id");
+                wire_client a(s.a->tcp_url), b(s.b->tcp_url);
+                const auto first = a.request(frame("lock", id, key, ""));
+                BOOST_TEST(field(first, "acquired") == "true", dump(first));
+                if (seen_first) co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty(); });
+                const auto second = b.request(frame("lock", id, key, ""));
+                BOOST_TEST(field(second, "acquired") == "false", dump(second));
+                BOOST_TEST(field(second, "code") == "\"duplicate_request\"", dump(second));
+                const auto held = co_await poll_info(ca, key, [](auto&) { return true; });
+                BOOST_TEST(held.holders == std::vector<std::string>{id});
+                // The first one still holds, and its release is the one that frees the key.
+                const auto released = a.request(frame("unlock", fresh_key("unlock"), key, id));
+                BOOST_TEST(field(released, "error").empty(), dump(released));
+                BOOST_TEST((co_await poll_info(cb, key, [](auto& i) { return i.holders.empty(); })).holders.empty());
+            }
+        }
     });
 }
 

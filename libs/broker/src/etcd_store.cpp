@@ -833,6 +833,20 @@ private:
         return t;
     }
 
+    // Whether an entry found where a request's entry was to be written is an earlier try of the
+    // same write (on this broker's lease, for the same connection), not a request of the same id
+    // made elsewhere.
+    static bool earlier_try(const etcd::key_value& kv, std::int64_t lease, core::session_id session) {
+        if (kv.lease != lease) return false;
+        json::error_code ec;
+        const auto v = json::parse(kv.value, ec);
+        const auto* o = !ec ? v.if_object() : nullptr;
+        const auto* s = o ? o->if_contains("session") : nullptr;
+        if (!s) return false;
+        if (s->is_uint64()) return s->get_uint64() == session;
+        return s->is_int64() && s->get_int64() >= 0 && static_cast<std::uint64_t>(s->get_int64()) == session;
+    }
+
     // Writes of a request go through etcd's leader; while it changes, or when a proposal is lost
     // with a dying leader, an answer may not come. Such writes are made so that they can be
     // sent again, and are, a few times.
@@ -925,11 +939,13 @@ private:
     // back what an earlier try wrote.
     asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, std::string lock_key, etcd::txn_request t,
                                  std::optional<claim_at_once> at_once) {
-        bool failed = true;
+        bool failed = true, foreign = false;
         std::int64_t revision = 0, granted = 0;
         std::uint32_t slot = 0;
         const std::int64_t lease = lease_;
-        for (int attempt = 0; attempt < write_tries && !stopped_ && lease_ == lease; ++attempt) {
+        const auto mine = own_.find(id);
+        const core::session_id session = mine == own_.end() ? 0 : mine->second.session;
+        for (int attempt = 0; attempt < write_tries && !stopped_ && lease_ == lease && !foreign; ++attempt) {
             if (attempt > 0) co_await pause_for(attempt);
             try {
                 if (at_once) {
@@ -945,8 +961,8 @@ private:
                         written = std::move(fast->written);
                     } else if (r.responses.size() == 1 && !r.responses[0].range.kvs.empty()) {
                         const auto& earlier = r.responses[0].range.kvs[0];  // an earlier try got through
-                        revision = earlier.create_revision;
-                        if (const auto s = granted_slot(earlier.value)) {
+                        if (!(foreign = !earlier_try(earlier, lease, session))) revision = earlier.create_revision;
+                        if (const auto s = granted_slot(earlier.value); s && !foreign) {
                             granted = revision;
                             slot = *s;
                             written = earlier.value;
@@ -958,6 +974,7 @@ private:
                             it->second.granted_at_once = true;
                         }
                     at_once.reset();  // the key was not free: the usual way, at once
+                    if (foreign) break;
                     if (revision) {
                         failed = false;
                         break;
@@ -967,7 +984,8 @@ private:
                 if (r.succeeded) {
                     revision = r.revision;
                 } else if (!r.responses.empty() && !r.responses[0].range.kvs.empty()) {
-                    revision = r.responses[0].range.kvs[0].create_revision;  // an earlier try got through
+                    const auto& earlier = r.responses[0].range.kvs[0];  // an earlier try got through
+                    if (!(foreign = !earlier_try(earlier, lease, session))) revision = earlier.create_revision;
                 }
                 failed = revision == 0;
                 break;
@@ -980,6 +998,16 @@ private:
         auto it = own_.find(id);
         if (it == own_.end()) co_return;
         own_request& o = it->second;
+        if (foreign) {
+            // Its id names a request made through another broker or connection, still in etcd: as in
+            // memory, an id in use is refused, and that request is left alone.
+            const bool quiet = o.ph == phase::ending;
+            const own_request refused = std::move(o);
+            own_.erase(it);
+            if (!quiet) reject_request(refused, core::errc::duplicate_request);
+            turn_done_();
+            co_return;
+        }
         if (failed) {
             const bool quiet = o.ph == phase::ending;
             const own_request gone = std::move(o);
