@@ -144,7 +144,7 @@ struct analyzer::impl {
         std::int64_t t;
         const session_st* sess;
     };
-    std::unordered_set<std::string> streamed_ids;  // request ids the stream named
+    std::set<std::pair<std::string, std::string>> streamed_ids;  // (epoch, request id) the stream named
     std::vector<client_grant> client_grants;
     std::int64_t t_last = 0;
 
@@ -253,12 +253,17 @@ struct analyzer::impl {
         const std::string id = str(m, "uuid");
         if (key.empty() || !key_max.contains(key)) return;  // not a key of this run
         ++sum.stream_events;
-        streamed_ids.insert(id);
+        streamed_ids.insert({stream_epoch, id});
         auto rq = reqs.find(id);
         if (rq == reqs.end())
             return flag("unknown-request",
                         "stream event " + event + " on " + key + " for " + id + ", which no client sent", t);
         stream_key& sk = stream[key];
+        // Over a shared store a request outlives the broker run it was sent to (until that run's
+        // session lease ends), and a later run's stream may tell of it without having told of its
+        // start: its end is no violation then.
+        const bool inherited = shared_store && rq->second.sess && !rq->second.sess->epoch.empty() &&
+                               rq->second.sess->epoch != stream_epoch;
         if (event == "queued") {
             if (std::find(sk.queue.begin(), sk.queue.end(), id) != sk.queue.end())
                 flag("queued-twice", id + " queued twice on " + key, t);
@@ -312,15 +317,15 @@ struct analyzer::impl {
             last_token = std::max(last_token, token);
             stream_grants.insert({stream_epoch, id, key, token});
         } else if (event == "released" || event == "expired" || event == "forced") {
-            if (sk.holders.erase(id) == 0)
+            if (sk.holders.erase(id) == 0 && !inherited)
                 flag("end-of-nothing", event + " event for " + id + " on " + key + ", which did not hold it", t);
             if (event == "forced") forced.insert({id, key});
         } else if (event == "cancelled" || event == "timeout") {
             auto at = std::find(sk.queue.begin(), sk.queue.end(), id);
-            if (at == sk.queue.end())
-                flag("end-of-nothing", event + " event for " + id + " on " + key + ", which was not queued", t);
-            else
+            if (at != sk.queue.end())
                 sk.queue.erase(at);
+            else if (!inherited)
+                flag("end-of-nothing", event + " event for " + id + " on " + key + ", which was not queued", t);
         }
         if (sk.holders.empty() && sk.queue.empty()) stream.erase(key);
     }
@@ -584,7 +589,9 @@ struct analyzer::impl {
         const auto& ids = g.sess->requests;
         auto first_after = std::upper_bound(
             ids.begin(), ids.end(), g.t, [&](std::int64_t t, const std::string& id) { return t < reqs.at(id).t_send; });
-        return std::any_of(first_after, ids.end(), [&](const std::string& id) { return streamed_ids.contains(id); });
+        return std::any_of(first_after, ids.end(), [&](const std::string& id) {
+            return streamed_ids.contains({g.epoch, id});
+        });
     }
 
     void check_client_grants() {
