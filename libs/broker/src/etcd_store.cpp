@@ -620,20 +620,23 @@ private:
         return opt_.prefix + "g/" + length_prefixed(key) + "/" + std::string(id);
     }
     std::string m_key(std::string_view key) const { return opt_.prefix + "m/" + length_prefixed(key); }
-    std::string r_key(std::string_view key, std::string_view id) const {
-        return opt_.prefix + "r/" + length_prefixed(key) + "/" + std::string(id);
-    }
+    std::string r_key(std::string_view id) const { return opt_.prefix + "r/" + std::string(id); }
 
     // Why requests end, for the watchers of every broker: a watch tells a delete, not who made it
     // or why. An end that its default name does not tell (a hold "released", a wait "cancelled")
-    // writes a reason record beside each of its deletes, in the same txn, so that every broker
-    // reads it in the same revision; the records are deleted once the end is done.
+    // writes a reason record for each request it ends, in the txn of its deletes, so that every
+    // broker reads it in the same revision; the records are deleted once the end is done. (An
+    // end that has no room left for them in a txn, such as an acquire-many of 64 keys, goes
+    // without, and is told by its default name.)
     void record_why(etcd::txn_request& t, const std::vector<entry_ref>& refs,
                     std::optional<core::event_kind> why) const {
         if (!why || *why == core::event_kind::released || *why == core::event_kind::cancelled) return;
-        for (auto& [key, id] : refs)
+        std::set<std::string_view> ids;
+        for (auto& [key, id] : refs) ids.insert(id);
+        if (t.success.size() + ids.size() > batch_ops) return;
+        for (auto id : ids)
             t.success.push_back(
-                etcd::put_op{.key = r_key(key, id), .value = std::string(core::to_string(*why)), .lease = lease_});
+                etcd::put_op{.key = r_key(id), .value = std::string(core::to_string(*why)), .lease = lease_});
     }
     static std::optional<core::event_kind> recorded_why(std::string_view value) {
         for (auto k : {core::event_kind::expired, core::event_kind::timeout, core::event_kind::forced})
@@ -1209,6 +1212,10 @@ private:
         asio::steady_timer* wake = nullptr;
     };
     static constexpr std::size_t batch_ops = 128;
+    // What etcd counts of a txn against its operation limit.
+    static std::size_t ops_of(const etcd::txn_request& t) {
+        return std::max({t.compares.size(), t.success.size(), t.failure.size()});
+    }
     // The key a put or delete of a batch writes.
     static const std::string& written_key(const etcd::op& op) {
         if (const auto* p = std::get_if<etcd::put_op>(&op)) return p->key;
@@ -1238,19 +1245,27 @@ private:
     asio::awaitable<void> write_batches(std::shared_ptr<state> self) {
         while (!batches_.empty() && !stopped_) {
             std::vector<std::shared_ptr<batched_write>> now;
-            std::unordered_set<std::string> keys, locks;
+            std::unordered_set<std::string> keys, locks, nested_locks;
             std::uint32_t slots = 0;
+            std::size_t nested_ops = 0;  // the most operations of one nested txn in the batch
             etcd::txn_request t;
             for (auto it = batches_.begin(); it != batches_.end();) {
                 batched_write& w = **it;
                 const std::size_t n = w.nested ? 1 : w.ops.size();
+                // etcd allows a nested txn only what its outer txn leaves of the 128 operations.
+                const std::size_t inner = std::max(nested_ops, w.nested ? ops_of(*w.nested) : 0);
                 const bool fits =
-                    now.empty() || (t.success.size() + n <= batch_ops && (!w.claim || slots < slots_per_txn));
-                const bool apart = w.nested ? std::none_of(w.locks.begin(), w.locks.end(),
-                                                           [&](const std::string& k) { return locks.contains(k); })
-                                            : std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
-                                                  return keys.contains(written_key(op));
-                                              });
+                    now.empty() || (t.success.size() + n + inner <= batch_ops && (!w.claim || slots < slots_per_txn));
+                const auto touched = [&](const std::unordered_set<std::string>& set) {
+                    return std::any_of(w.locks.begin(), w.locks.end(),
+                                       [&](const std::string& k) { return set.contains(k); });
+                };
+                // A nested txn's keys are not listed: it shares no lock key with anything in the batch.
+                const bool apart = w.nested ? !touched(locks)
+                                            : !touched(nested_locks) &&
+                                                  std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
+                                                      return keys.contains(written_key(op));
+                                                  });
                 if (!fits || !apart) {
                     ++it;
                     continue;
@@ -1267,6 +1282,8 @@ private:
                         w.written = put.value;
                     }
                     t.success.push_back(etcd::txn_op{std::move(nested)});
+                    nested_ops = inner;
+                    nested_locks.insert(w.locks.begin(), w.locks.end());
                 } else {
                     for (auto& op : w.ops) {
                         keys.insert(written_key(op));
@@ -1438,14 +1455,21 @@ private:
                               .range_end = etcd::prefix_end(entries)});
         t.compares.push_back({.key = m_key(key), .what = etcd::compare::target::mod_revision, .number = revision});
         t.success.push_back(etcd::delete_op{.key = m_key(key)});
-        auto w = std::make_shared<batched_write>(batched_write{.locks = {key}, .nested = &t});
-        co_await in_batch(std::move(w));
+        for (int attempt = 0; attempt < write_tries && !stopped_; ++attempt) {
+            if (attempt > 0) co_await pause_for(attempt);
+            auto w = std::make_shared<batched_write>(batched_write{.locks = {key}, .nested = &t});
+            co_await in_batch(w);
+            if (w->result) break;
+        }
         (void)self;
     }
 
-    // A batch that fails leaves the records to the session lease.
+    // Tried a few times; after that the records are left to the session lease.
     asio::awaitable<void> drop_records(std::shared_ptr<state> self, std::vector<etcd::op> deletes) {
-        co_await in_batch(std::move(deletes), {});
+        for (int attempt = 0; attempt < write_tries && !stopped_; ++attempt) {
+            if (attempt > 0) co_await pause_for(attempt);
+            if (co_await in_batch(deletes, {})) break;
+        }
         (void)self;
     }
 
@@ -1509,19 +1533,14 @@ private:
         };
         std::vector<told> events;
         const std::string& p = opt_.prefix;
-        // Reason records first: one is written in the txn of the delete it names, whatever the
-        // order of the two in that txn.
+        // Reason records first: one is written in the txn of the deletes it names, after them.
+        // Their deletes come in a later revision, and are applied in order below.
         for (const auto& ev : changes) {
             std::string_view name(ev.kv.key);
-            std::string key, id;
-            if (!name.starts_with(p) || !name.substr(p.size()).starts_with("r/") ||
-                !parse_entry_name(name.substr(p.size() + 2), true, key, id))
+            if (ev.what != etcd::watch_event::type::put || !name.starts_with(p) ||
+                !name.substr(p.size()).starts_with("r/"))
                 continue;
-            const auto why = recorded_why(ev.kv.value);
-            if (ev.what == etcd::watch_event::type::put && why)
-                recorded_[key + '\0' + id] = *why;
-            else if (ev.what == etcd::watch_event::type::del)
-                recorded_.erase(key + '\0' + id);
+            if (const auto why = recorded_why(ev.kv.value)) recorded_[std::string(name.substr(p.size() + 2))] = *why;
         }
         for (const auto& ev : changes) {
             std::string_view name(ev.kv.key);
@@ -1555,7 +1574,7 @@ private:
                     if (auto w = ending_why_.find(id); w != ending_why_.end()) {
                         tell(w->second.first);
                         if (--w->second.second <= 0) ending_why_.erase(w);
-                    } else if (auto r = recorded_.find(key + '\0' + id); r != recorded_.end()) {
+                    } else if (auto r = recorded_.find(id); r != recorded_.end()) {
                         tell(r->second);  // ended through another broker, which said why
                     }
                     drop_entry(key, id);
@@ -1575,6 +1594,8 @@ private:
                 e.seen = steady::now();
                 last_token_ = std::max(last_token_, token_of(e));
                 if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e)});
+            } else if (name.starts_with("r/")) {
+                if (!put) recorded_.erase(std::string(name.substr(2)));
             } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {
                 touched.insert(key);
                 std::uint32_t max = 1;
@@ -1835,7 +1856,7 @@ private:
         extending_;
     bool events_ = false;
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
-    std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by key '\0' id
+    std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by request id
     core::table_counters counters_{};
 };
 
