@@ -130,7 +130,8 @@ struct analyzer::impl {
     std::string stream_epoch;
     bool shared_store = false;  // the stream's broker shares its state with others (hello "shared-store")
     std::unordered_map<std::string, stream_key> stream;
-    std::set<std::string> streamed_epochs;  // epochs whose events were watched from their start
+    std::set<std::string> streamed_epochs;     // epochs whose events were watched from their start
+    std::set<std::string> past_stream_epochs;  // broker runs the stream watched before the current one
     std::set<std::tuple<std::string, std::string, std::string, std::uint64_t>> stream_grants;
     std::set<std::pair<std::string, std::string>> forced;  // (id, key) ended by force
     std::unordered_map<std::string, std::uint64_t> key_last_token;
@@ -201,6 +202,7 @@ struct analyzer::impl {
             for (auto& [k, s] : sessions)
                 if (!s.closed && !s.epoch.empty() && s.epoch == stream_epoch) on_close(s, "broker-killed", t);
             stream.clear();
+            if (!stream_epoch.empty()) past_stream_epochs.insert(stream_epoch);
             stream_epoch.clear();
         } else if (ev == "worker-kill") {
             ++sum.worker_kills;
@@ -234,6 +236,7 @@ struct analyzer::impl {
     void on_watch(const json::object& m, std::int64_t t) {
         const std::string type = str(m, "type");
         if (type == "hello") {
+            if (!stream_epoch.empty() && stream_epoch != str(m, "epoch")) past_stream_epochs.insert(stream_epoch);
             stream_epoch = str(m, "epoch");
             stream.clear();
             epochs.insert(stream_epoch);
@@ -262,8 +265,7 @@ struct analyzer::impl {
         // Over a shared store a request outlives the broker run it was sent to (until that run's
         // session lease ends), and a later run's stream may tell of it without having told of its
         // start: its end is no violation then.
-        const bool inherited = shared_store && rq->second.sess && !rq->second.sess->epoch.empty() &&
-                               rq->second.sess->epoch != stream_epoch;
+        const bool inherited = shared_store && rq->second.sess && past_stream_epochs.contains(rq->second.sess->epoch);
         if (event == "queued") {
             if (std::find(sk.queue.begin(), sk.queue.end(), id) != sk.queue.end())
                 flag("queued-twice", id + " queued twice on " + key, t);
