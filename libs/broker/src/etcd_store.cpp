@@ -952,8 +952,8 @@ private:
             if (attempt > 0) co_await pause_for(attempt);
             try {
                 if (at_once) {
-                    auto fast = std::make_shared<batched_write>(batched_write{
-                        .locks = {lock_key}, .nested = &at_once->txn, .claim = true, .value = at_once->value});
+                    auto fast = std::make_shared<batched_write>(
+                        batched_write{.locks = {lock_key}, .nested = &at_once->txn, .claim = &*at_once});
                     co_await in_batch(fast);
                     if (!fast->result) throw std::runtime_error("the batch it was written in had no answer");
                     const auto& r = *fast->result;
@@ -1203,8 +1203,7 @@ private:
         std::vector<etcd::op> ops{};               // deletes, and the reason records of ends
         std::vector<std::string> locks{};          // the lock keys it touches
         const etcd::txn_request* nested{};         // or a nested txn (valid until it is done)
-        bool claim = false;                        // nested: a claim at once, which takes a slot
-        json::object value{};                      // claim: the entry's value, marked with the slot
+        claim_at_once* claim{};                    // nested is its txn: a claim at once, which takes a slot
         std::uint32_t slot = 0;                    // claim: its slot in the batch
         std::string written{};                     // claim: the entry's value as written
         std::optional<etcd::txn_result> result{};  // its own operations' results; none: no answer
@@ -1276,8 +1275,8 @@ private:
                         w.slot = slots++;
                         auto& put = std::get<etcd::put_op>(nested->success.front());
                         if (w.slot) {
-                            w.value["slot"] = w.slot;
-                            put.value = json::serialize(w.value);
+                            w.claim->value["slot"] = w.slot;
+                            put.value = json::serialize(w.claim->value);
                         }
                         w.written = put.value;
                     }
@@ -1627,15 +1626,17 @@ private:
 
     // The slot of an entry whose value marks it granted at its own revision (written and claimed
     // at once); nullopt when it is not marked so.
+    static std::optional<std::uint32_t> granted_slot(const json::object& v) {
+        const auto* g = v.if_contains("granted");
+        if (!g || !g->is_bool() || !g->get_bool()) return std::nullopt;
+        const auto* slot = v.if_contains("slot");
+        const auto n = slot && slot->is_int64() ? slot->get_int64() : 0;
+        return static_cast<std::uint32_t>(n >= 0 && n < slots_per_txn ? n : 0);
+    }
     static std::optional<std::uint32_t> granted_slot(std::string_view value) {
         json::error_code ec;
         const auto v = json::parse(json::string_view(value.data(), value.size()), ec);
-        const auto* o = !ec ? v.if_object() : nullptr;
-        const auto* g = o ? o->if_contains("granted") : nullptr;
-        if (!g || !g->is_bool() || !g->get_bool()) return std::nullopt;
-        const auto* slot = o->if_contains("slot");
-        const auto n = slot && slot->is_int64() ? slot->get_int64() : 0;
-        return static_cast<std::uint32_t>(n >= 0 && n < slots_per_txn ? n : 0);
+        return !ec && v.is_object() ? granted_slot(v.get_object()) : std::nullopt;
     }
 
     // Whether the entry is new: a put of one already known (moved to another lease) changes nothing.
@@ -1652,7 +1653,7 @@ private:
                 e.max.max = static_cast<std::uint32_t>(m->get_int64());
             if (auto* m = v.if_contains("named"); m && m->is_bool()) e.max.named = m->get_bool();
             if (auto* m = v.if_contains("multi"); m && m->is_bool()) e.multi = m->get_bool();
-            if (auto slot = granted_slot(kv.value)) {
+            if (auto slot = granted_slot(v)) {
                 e.grant = kv.create_revision;
                 e.slot = *slot;
                 e.seen = steady::now();
