@@ -94,6 +94,20 @@ asio::awaitable<std::vector<lmx::lock_event>> next_events(lmx::watcher& w, int n
     co_return seen;
 }
 
+// A request through `c` for `key` that waits in the background: `granted` is set, and `guard`
+// holds the lock, once it is granted (an error fails the test).
+struct background_wait {
+    bool granted = false;
+    lmx::lock_guard guard;
+};
+void wait_in_background(lmx::client& c, const std::string& key, background_wait& w, std::chrono::milliseconds timeout) {
+    c.acquire(key, {.timeout = timeout}, [&w](error_code ec, lmx::lock_guard g) {
+        BOOST_TEST(!ec, ec.message());
+        w.guard = std::move(g);
+        w.granted = true;
+    });
+}
+
 struct two_brokers {
     explicit two_brokers(int session_ttl = session_ttl_s, int members = 1) : ttl(session_ttl), etcd(members) {}
     int ttl;
@@ -279,19 +293,14 @@ BOOST_AUTO_TEST_CASE(the_holds_of_a_killed_broker_go_within_its_session_ttl) {
         const auto key = fresh_key("killed");
         auto held = co_await ca.acquire(key, {.ttl = lmx::no_expiry});
         held.detach();
-        bool granted = false;
-        lmx::lock_guard next;
-        cb.acquire(key, {.timeout = 20000ms}, [&](error_code ec, lmx::lock_guard g) {
-            BOOST_TEST(!ec, ec.message());
-            next = std::move(g);
-            granted = true;
-        });
+        background_wait next;
+        wait_in_background(cb, key, next, 20000ms);
         co_await poll_info(cb, key, [](auto& i) { return i.waiters == 1; });
         const auto killed = steady::now();
         s.a->stop(9);
-        BOOST_TEST(co_await until([&] { return granted; }, 15s));
+        BOOST_TEST(co_await until([&] { return next.granted; }, 15s));
         took = ms_since(killed);
-        co_await next.release();
+        co_await next.guard.release();
     });
     BOOST_TEST_MESSAGE("the waiter got the key " << took << " ms after the holder's broker died");
     // etcd ends a lease at most its ttl after the last renewal, and checks leases every 500 ms.
@@ -338,6 +347,197 @@ BOOST_AUTO_TEST_CASE(a_hold_kept_on_exit_outlives_its_broker_until_its_ttl) {
         BOOST_TEST(took[i] >= 4000);
         BOOST_TEST(took[i] <= 5000 + 1500);
     }
+}
+
+// The lock frame of `id` on `key` (a raw client's request), with `extra` fields.
+std::string lock_frame(const std::string& id, const std::string& key, boost::json::object extra = {}) {
+    extra["type"] = "lock";
+    extra["uuid"] = id;
+    extra["key"] = key;
+    return boost::json::serialize(extra);
+}
+
+// Whether `c` is told that `id` is granted within `limit` (a queued notice is passed over).
+bool granted_within(wire_client& c, const std::string& id, std::chrono::milliseconds limit) {
+    return c
+        .try_recv_if(
+            [&](auto& f) { return f.contains("uuid") && f.at("uuid").as_string() == id && f.at("acquired").as_bool(); },
+            limit)
+        .has_value();
+}
+
+// An extend names a hold by its lock id, from any connection, as in memory: through another
+// broker than the holder's too. The holder's broker moves its timer to the new ttl; when the
+// extend comes just before the hold's expiry, etcd orders the two writes, and a hold whose extend
+// was answered is never freed before its new ttl.
+BOOST_AUTO_TEST_CASE(an_extend_through_another_broker_moves_the_holds_expiry) {
+    two_brokers s;
+    s.with_clients([&](lmx::client&, lmx::client& cb) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url), b(s.b->tcp_url), waiter(s.b->tcp_url);
+        int extended = 0;
+        for (const int before_expiry : {300, 40, 10, 2, 0}) {
+            const auto key = fresh_key("extended"), id = fresh_key("hold"), next = fresh_key("next");
+            a.send(lock_frame(id, key, {{"ttl", 400}}));
+            BOOST_REQUIRE(a.recv_for(id).at("acquired").as_bool());
+            const auto granted = steady::now();
+            waiter.send(lock_frame(next, key));
+            co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty() && i.waiters == 1; });
+            co_await sleep_for(std::chrono::duration_cast<std::chrono::milliseconds>(400ms - before_expiry * 1ms -
+                                                                                     (steady::now() - granted)));
+            auto e =
+                b.request({{"type", "extend"}, {"uuid", fresh_key("e")}, {"key", key}, {"_uuid", id}, {"ttl", 1500}});
+            const auto answered = steady::now();
+            BOOST_TEST_INFO("extend " << before_expiry << " ms before expiry: " << boost::json::serialize(e));
+            if (e.at("extended").as_bool()) {
+                ++extended;
+                BOOST_TEST(!granted_within(waiter, next, 1400ms));
+                BOOST_TEST(granted_within(waiter, next, 3000ms));
+                BOOST_TEST(ms_since(answered) >= 1300);  // not at the old expiry, 400 ms after the grant
+            } else {                                     // the expiry came first
+                BOOST_TEST(e.at("code").as_string() == "not_holder");
+                BOOST_TEST(granted_within(waiter, next, 3000ms));
+            }
+            const auto lost_of_hold = [&](auto& f) {
+                return f.contains("type") && f.at("type") == "lock-lost" && f.at("uuid").as_string() == id;
+            };
+            BOOST_TEST(a.try_recv_if(lost_of_hold, 1s).has_value());
+            BOOST_TEST(waiter.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", next}})
+                           .at("unlocked")
+                           .as_bool());
+        }
+        BOOST_TEST(extended >= 2);  // those well before the expiry at least
+    });
+}
+
+// A hold's expiry and a force through another broker that meet: the hold ends once, and its
+// holder hears of it once, whichever etcd takes first (its lock is never answered again).
+BOOST_AUTO_TEST_CASE(an_expiry_that_meets_a_force_through_another_broker_ends_the_hold_once) {
+    two_brokers s;
+    s.with_clients([&](lmx::client&, lmx::client& cb) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url), b(s.b->tcp_url);
+        for (const int before_expiry : {6, 4, 3, 2, 1, 0, 0, 0}) {
+            const auto key = fresh_key("meet"), id = fresh_key("hold");
+            a.send(lock_frame(id, key, {{"ttl", 300}}));
+            BOOST_REQUIRE(a.recv_for(id).at("acquired").as_bool());
+            const auto granted = steady::now();
+            co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty(); });
+            co_await sleep_for(std::chrono::duration_cast<std::chrono::milliseconds>(300ms - before_expiry * 1ms -
+                                                                                     (steady::now() - granted)));
+            b.request({{"type", "unlock"}, {"uuid", fresh_key("force")}, {"key", key}, {"force", true}});
+            int lost = 0, answers = 0;
+            while (auto f = a.try_recv(1s)) {
+                if (!f->contains("uuid") || f->at("uuid").as_string() != id) continue;
+                if (f->at("type") == "lock-lost") ++lost;
+                if (f->at("type") == "lock") ++answers;
+            }
+            BOOST_TEST_INFO("forced " << before_expiry << " ms before the expiry");
+            BOOST_TEST(lost == 1);
+            BOOST_TEST(answers == 0);
+            BOOST_TEST((co_await poll_info(cb, key, [](auto& i) { return i.holders.empty(); })).holders.empty());
+        }
+    });
+}
+
+// A request that names no max takes the key's: the one in etcd when its entry is written, not
+// the one the broker's mirror showed when it came. Two shared holds naming max 1 and an
+// acquire-many come together on a free key: whatever order etcd writes them in, one holds and the
+// others wait (the acquire-many, having seen the key free, must not make its max unnamed and let
+// the second shared request in beside the first).
+BOOST_AUTO_TEST_CASE(a_max_named_while_a_request_is_written_stays_the_keys_max) {
+    two_brokers s;
+    s.with_clients([&](lmx::client&, lmx::client&) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url), b(s.b->tcp_url);
+        int rounds_over_max = 0;
+        for (int round = 0; round < 30; ++round) {
+            const auto key = fresh_key("named-race"), first = fresh_key("first"), second = fresh_key("second"),
+                       many = fresh_key("many");
+            a.send_raw(
+                lock_frame(first, key, {{"mode", "shared"}, {"max", 1}, {"ttl", 5000}}) + "\n" +
+                lock_frame(second, key, {{"mode", "shared"}, {"max", 1}, {"ttl", 5000}, {"keepLocksOnExit", true}}) +
+                "\n");
+            b.send(boost::json::object{
+                {"type", "acquire-many"}, {"uuid", many}, {"keys", boost::json::array{key}}, {"ttl", 5000}});
+            // Nothing is released or expires within the second: one of the three holds.
+            std::set<std::string> granted;
+            const auto until_time = steady::now() + 1s;
+            while (steady::now() < until_time) {
+                for (auto* c : {&a, &b}) {
+                    auto f = c->try_recv(10ms);
+                    if (f && f->contains("acquired") && f->at("acquired").as_bool()) {
+                        const std::string id(f->at("uuid").as_string());
+                        if (id == first || id == second || id == many) granted.insert(id);
+                    }
+                }
+            }
+            BOOST_TEST(granted.size() == 1u, "round " << round << ": " << granted.size() << " holders");
+            rounds_over_max += granted.size() > 1;
+            for (auto& id : {first, second})
+                a.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", id}});
+            a.request({{"type", "release-many"}, {"uuid", fresh_key("u")}, {"_uuid", many}});
+            while (a.try_recv(200ms)) {}
+        }
+        BOOST_TEST(rounds_over_max == 0);
+        co_return;
+    });
+}
+
+// A client whose broker died extends the hold it kept on exit through another broker: the hold's
+// entries move to a lease that covers the new ttl, so the key stays held that long.
+BOOST_AUTO_TEST_CASE(a_hold_kept_on_exit_is_extended_through_another_broker_after_its_broker_died) {
+    two_brokers s;
+    s.with_clients([&](lmx::client&, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("kept-failover"), id = fresh_key("kept"), next = fresh_key("next");
+        wire_client a(s.a->tcp_url), b(s.b->tcp_url), waiter(s.b->tcp_url);
+        a.send(lock_frame(id, key, {{"ttl", 1000}, {"keepLocksOnExit", true}}));  // on a lease of 2 s
+        BOOST_REQUIRE(a.recv_for(id).at("acquired").as_bool());
+        waiter.send(lock_frame(next, key));
+        co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty() && i.waiters == 1; });
+        s.a->stop(9);
+        auto e = b.request({{"type", "extend"}, {"uuid", fresh_key("e")}, {"key", key}, {"_uuid", id}, {"ttl", 4000}});
+        const auto answered = steady::now();
+        BOOST_TEST(e.at("extended").as_bool(), boost::json::serialize(e));
+        BOOST_TEST(!granted_within(waiter, next, 3800ms));
+        BOOST_TEST(granted_within(waiter, next, 4000ms));  // the lease of 5 s, checked every 500 ms
+        BOOST_TEST_MESSAGE("the waiter got the key " << ms_since(answered) << " ms after the extend");
+        co_return;
+    });
+}
+
+// --max-waiters and --max-total-keys bound what the whole cluster holds in etcd, as the broker's
+// mirror shows it: waiters and keys through another broker count too.
+BOOST_AUTO_TEST_CASE(a_brokers_bounds_count_the_whole_clusters_waiters_and_keys) {
+    two_brokers s;
+    auto bounded = over(s.etcd);
+    bounded.extra_args.insert(bounded.extra_args.end(), {"--max-waiters", "1", "--max-total-keys", "3"});
+    s.a = std::make_unique<broker_process>(bounded);
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        const auto key = fresh_key("bounded");
+        auto held = co_await cb.acquire(key);
+        background_wait next;
+        wait_in_background(cb, key, next, 20000ms);
+        // Through A: one waiter (B's) is A's bound; a try-lock is answered as usual.
+        co_await poll_info(ca, key, [](auto& i) { return i.waiters == 1; });
+        BOOST_TEST(co_await acquire_error(ca, key, {.timeout = 1000ms}) == errc::too_many_waiters);
+        BOOST_TEST(co_await acquire_error(ca, key, {.wait = false}) == errc::would_block);
+        // Keys: the probe of store_ready is gone; `key` and two more through B make three.
+        const auto more_key = fresh_key("bounded-more"), other_key = fresh_key("bounded-other");
+        auto more = co_await cb.acquire(more_key);
+        auto other = co_await ca.acquire(other_key);
+        for (auto& k : {more_key, other_key}) co_await poll_info(ca, k, [](auto& i) { return !i.holders.empty(); });
+        BOOST_TEST(co_await acquire_error(ca, fresh_key("bounded-over"), {}) == errc::limit_reached);
+        BOOST_TEST(!(co_await acquire_error(cb, fresh_key("bounded-b"), {})));  // B has no bound
+        co_await held.release();
+        BOOST_TEST(co_await until([&] { return next.granted; }, 5s));
+        co_await next.guard.release();
+        co_await more.release();
+        co_await other.release();
+        // All gone: A takes a waiter again, and new keys.
+        auto again = co_await cb.acquire(key);
+        co_await poll_info(ca, key, [](auto& i) { return !i.holders.empty(); });
+        BOOST_TEST(co_await acquire_error(ca, key, {.timeout = 300ms}) == errc::timeout);
+        co_await again.release();
+        BOOST_TEST(!(co_await acquire_error(ca, fresh_key("bounded-after"), {})));
+    });
 }
 
 // Tokens strictly increase over grants through either broker, and across a broker's restart.
@@ -489,6 +689,52 @@ BOOST_AUTO_TEST_CASE(a_batch_keeps_within_etcds_operation_limit) {
     });
 }
 
+// A force on a semaphore with more holders than one etcd txn can end (three operations each, of
+// 128) ends them all in several txns: it is answered, every holder is told, and the waiter holds.
+BOOST_AUTO_TEST_CASE(a_force_ends_more_holders_than_one_txn_takes) {
+    two_brokers s;
+    s.with_clients([&](lmx::client&, lmx::client& cb) -> asio::awaitable<void> {
+        constexpr int holders = 100;
+        const auto key = fresh_key("crowded");
+        wire_client a(s.a->tcp_url);
+        std::string all;
+        std::set<std::string> ids;
+        for (int i = 0; i < holders; ++i) {
+            const auto id = fresh_key("holder");
+            ids.insert(id);
+            all += boost::json::serialize(
+                       boost::json::object{{"type", "lock"}, {"uuid", id}, {"key", key}, {"max", holders}}) +
+                   "\n";
+        }
+        a.send_raw(all);
+        for (auto& id : ids) BOOST_REQUIRE(a.recv_for(id, 10s).at("acquired").as_bool());
+        const auto waiter = fresh_key("waiter");
+        a.send(boost::json::object{{"type", "lock"}, {"uuid", waiter}, {"key", key}});
+        co_await poll_info(cb, key,
+                           [&](auto& i) { return i.holders.size() == std::size_t{holders} && i.waiters == 1; });
+        wire_client b(s.b->tcp_url);
+        const auto forced =
+            b.request({{"type", "unlock"}, {"uuid", fresh_key("force")}, {"key", key}, {"force", true}}, 10s);
+        BOOST_TEST(forced.at("unlocked").as_bool(), boost::json::serialize(forced));
+        BOOST_TEST(!forced.contains("warning"), boost::json::serialize(forced));  // it ended holds
+        std::set<std::string> told;
+        while (told.size() < ids.size()) {
+            auto lost = a.try_recv_if([](auto& f) { return f.contains("type") && f.at("type") == "lock-lost"; }, 5s);
+            if (!lost) break;
+            BOOST_TEST(lost->at("reason") == "forced");
+            told.insert(std::string(lost->at("uuid").as_string()));
+        }
+        BOOST_TEST((told == ids));
+        const auto granted = a.try_recv_if(
+            [&](auto& f) {
+                return f.contains("uuid") && f.at("uuid").as_string() == waiter && f.at("acquired").as_bool();
+            },
+            10s);
+        BOOST_TEST(granted.has_value());
+        BOOST_TEST(s.b->log().find("release failed") == std::string::npos, s.b->log());
+    });
+}
+
 // Runs `lmx check` for 20 s with 4 client processes and `args`, and returns its JSON summary once
 // it has checked that no violation was found and that the run did enough to mean something.
 boost::json::object lmx_check(std::vector<std::string> args) {
@@ -578,13 +824,8 @@ BOOST_AUTO_TEST_CASE(a_release_while_etcd_is_down_is_done_when_it_returns) {
     s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
         const auto key = fresh_key("outage");
         auto held = co_await ca.acquire(key, {.ttl = lmx::no_expiry});
-        bool granted = false;
-        lmx::lock_guard next;
-        cb.acquire(key, {.timeout = 30000ms}, [&](error_code ec, lmx::lock_guard g) {
-            BOOST_TEST(!ec, ec.message());
-            next = std::move(g);
-            granted = true;
-        });
+        background_wait next;
+        wait_in_background(cb, key, next, 30000ms);
         co_await poll_info(cb, key, [](auto& i) { return i.waiters == 1; });
         s.etcd.kill(0);
         held.detach();
@@ -598,10 +839,10 @@ BOOST_AUTO_TEST_CASE(a_release_while_etcd_is_down_is_done_when_it_returns) {
         BOOST_TEST(!answered);  // not done yet: etcd is down
         s.etcd.restart(0);
         const auto back = steady::now();
-        BOOST_TEST(co_await until([&] { return answered && granted; }, 8s));
+        BOOST_TEST(co_await until([&] { return answered && next.granted; }, 8s));
         BOOST_TEST(!released, released.message());
         BOOST_TEST_MESSAGE("the waiter got the key " << ms_since(back) << " ms after etcd was back");
-        if (granted) co_await next.release();
+        if (next.granted) co_await next.guard.release();
     });
 }
 

@@ -40,6 +40,7 @@ struct entry {
     core::lock_mode mode = core::lock_mode::exclusive;
     core::key_max max{};
     std::int64_t revision = 0;  // create revision of its q/ key: the queue order
+    std::int64_t mod = 0;       // mod revision of its q/ key (an extend through another broker rewrites it)
     std::int64_t grant = 0;     // create revision of its g/ key (0: not granted)
     std::uint32_t slot = 0;     // granted at once: its place among those its txn granted
     bool multi = false;         // one key of an acquire-many
@@ -52,7 +53,7 @@ struct key_state {
     std::optional<core::named_max> last;
 };
 
-enum class answer : std::uint8_t { none, unlock, force, many };
+enum class answer : std::uint8_t { none, unlock, force, many, expiry };
 
 // A write that claims a free key at once: the entry, marked granted, if etcd finds no entry on
 // the key; else a read of what an earlier try wrote.
@@ -86,7 +87,8 @@ struct own_request {
     // when granted (kept_lease), so that they outlive this broker too, until the ttl (rounded up
     // to whole seconds, plus one); without one they stay on the session lease.
     bool keep_on_exit = false;
-    bool granted_at_once = false;  // its entry was written granted (no claim key)
+    std::optional<std::uint32_t> named{};  // the max it names (a single-key request)
+    bool granted_at_once = false;          // its entry was written granted (no claim key)
     std::int64_t kept_lease = 0;
     std::int64_t kept_revision = 0;     // of the write that put the entries on kept_lease
     std::vector<std::string> values{};  // the entries' values, in refs_of order
@@ -100,6 +102,9 @@ struct own_request {
     std::int64_t revision = 0;
     core::fencing_token token = 0;
     std::optional<time_point> expires{};
+    std::string extended{};        // the mark of the last extension through another broker applied
+    bool extended_here = false;    // extended through this broker since that one
+    std::int64_t extended_at = 0;  // the mod revision of that mark
     time_point since{};
 };
 
@@ -177,8 +182,10 @@ public:
             return reject(r.session, r.id, r.key, core::errc::duplicate_request);
         }
         if (!ready()) return reject(r.session, r.id, r.key, core::errc::unavailable);
-        if (session_requests(r.session) >= config_.max_session_requests)
+        if (session_requests(r.session) >= config_.max_session_requests || over_key_limit({key}))
             return reject(r.session, r.id, r.key, core::errc::limit_reached);
+        if (r.wait && waiting_entries() >= config_.max_waiters && would_wait(key, r.mode, r.max))
+            return reject(r.session, r.id, r.key, core::errc::too_many_waiters);
         std::optional<std::uint32_t> named = r.max;
         if (auto pinned = pin_of(r.key)) {
             if (named && *named != *pinned) return reject(r.session, r.id, r.key, core::errc::max_pinned);
@@ -194,17 +201,17 @@ public:
                       .wait = r.wait,
                       .queued_notice = r.queued_notice,
                       .keep_on_exit = r.keep_on_exit,
+                      .named = named,
                       .since = now};
         json::object v{{"mode", std::string(core::to_string(r.mode))},
                        {"max", max.max},
                        {"named", max.named},
                        {"broker", opt_.broker_id},
                        {"session", r.session}};
+        if (r.keep_on_exit) v["keep"] = true;
         o.values.push_back(json::serialize(v));
         own_.emplace(o.id, o);
-        etcd::txn_request t = create_txn(q_key(key, o.id));
-        t.success.push_back(etcd::put_op{.key = q_key(key, o.id), .value = o.values.back(), .lease = lease_});
-        if (named) t.success.push_back(etcd::put_op{.key = m_key(key), .value = std::to_string(*named)});
+        etcd::txn_request t = creation_txn(o);
         // A key the mirror shows free is tried in one write: the entry, marked granted at its own
         // revision (no claim key: one key per hold, as etcd's own lock has), if etcd finds the
         // key free too (the first entry holds, whatever its mode and max). A hold kept on exit
@@ -249,7 +256,12 @@ public:
         }
         if (keys.empty()) return refuse(core::errc::bad_request);
         if (!ready()) return refuse(core::errc::unavailable);
-        if (session_requests(r.session) >= config_.max_session_requests) return refuse(core::errc::limit_reached);
+        if (session_requests(r.session) >= config_.max_session_requests || over_key_limit(keys))
+            return refuse(core::errc::limit_reached);
+        if (r.wait && waiting_entries() + keys.size() > config_.max_waiters &&
+            std::any_of(keys.begin(), keys.end(),
+                        [&](auto& k) { return would_wait(k, core::lock_mode::exclusive, std::nullopt); }))
+            return refuse(core::errc::too_many_waiters);
         own_request o{.id = std::string(r.id),
                       .key = keys.front(),
                       .keys = keys,
@@ -261,15 +273,15 @@ public:
                       .since = now};
         // One txn: the entry on every key gets one create revision, so every broker orders two
         // multi requests the same way on every key, and none waits for another in a cycle.
-        etcd::txn_request t = create_txn(q_key(keys.front(), o.id));
         for (auto& k : keys) {
             const core::key_max max = core::max_for_new(view(k), last_of(k), std::nullopt);
             json::object v{{"mode", "exclusive"},      {"max", max.max},       {"named", max.named},
                            {"broker", opt_.broker_id}, {"session", r.session}, {"multi", true}};
+            if (r.keep_on_exit) v["keep"] = true;
             o.values.push_back(json::serialize(v));
-            t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = o.values.back(), .lease = lease_});
         }
         own_.emplace(o.id, o);
+        etcd::txn_request t = creation_txn(o);
         spawn(create(shared_from_this(), o.id, keys.front(), std::move(t), std::nullopt));
     }
 
@@ -341,13 +353,15 @@ public:
         end_entries(to, std::move(refs), std::string(id), answer::unlock);
     }
 
-    void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id) {
+    // `ended_before`: holders a force decided again had ended already (see end()).
+    void force_release(const core::reply_to& to, std::string_view key, std::optional<std::string_view> id,
+                       std::uint32_t ended_before = 0) {
         // The holders are the admitted entries whose grant the mirror shows. An admitted entry
         // without one may have been claimed through another broker a moment ago: the txn then
         // requires that its grant key is still absent, and on a miss the force is decided again
         // from a mirror that has caught up. A claim written after the force is a grant after it.
         std::vector<entry_ref> refs;
-        etcd::txn_request t;
+        std::vector<etcd::compare> unclaimed;
         if (auto ks = keys_.find(std::string(key)); ks != keys_.end()) {
             const auto v = view(ks->first);
             const std::size_t n = core::holder_count(v, core::max_of(v, ks->second.last));
@@ -358,22 +372,40 @@ public:
                 if (e.grant)
                     refs.emplace_back(key, e.id);
                 else
-                    t.compares.push_back(
+                    unclaimed.push_back(
                         {.key = g_key(key, e.id), .what = etcd::compare::target::create_revision, .number = 0});
             }
         }
-        if (refs.empty() && t.compares.empty())
+        if (refs.empty() && unclaimed.empty())
             return answer_unlock(to, key, id.value_or(std::string_view{}),
-                                 id ? core::release_status::not_holder : core::release_status::already_released, 0);
-        for (auto& [k, rid] : refs) {
-            ending(rid, core::event_kind::forced);
-            t.success.push_back(etcd::delete_op{.key = q_key(k, rid)});
-            t.success.push_back(etcd::delete_op{.key = g_key(k, rid)});
+                                 ended_before ? core::release_status::released
+                                 : id         ? core::release_status::not_holder
+                                              : core::release_status::already_released,
+                                 ended_before);
+        // etcd refuses a txn of more than batch_ops operations or compares: the holders of a
+        // semaphore with many go out in parts, in order, each with its holders' deletes and
+        // reason records (three operations a holder), the compares with the first parts.
+        std::vector<etcd::txn_request> parts;
+        constexpr std::size_t holders_per_part = batch_ops / 3;
+        for (std::size_t i = 0; i < std::max(refs.size(), std::size_t{1}); i += holders_per_part) {
+            etcd::txn_request& t = parts.emplace_back();
+            const std::vector<entry_ref> some(
+                refs.begin() + static_cast<std::ptrdiff_t>(std::min(i, refs.size())),
+                refs.begin() + static_cast<std::ptrdiff_t>(std::min(i + holders_per_part, refs.size())));
+            for (auto& [k, rid] : some) {
+                t.success.push_back(etcd::delete_op{.key = q_key(k, rid)});
+                t.success.push_back(etcd::delete_op{.key = g_key(k, rid)});
+            }
+            record_why(t, some, core::event_kind::forced);
         }
-        record_why(t, refs, core::event_kind::forced);
+        for (std::size_t i = 0; i < unclaimed.size(); ++i) {
+            if (i / batch_ops == parts.size()) parts.emplace_back();
+            parts[i / batch_ops].compares.push_back(std::move(unclaimed[i]));
+        }
+        for (auto& [k, rid] : refs) ending(rid, core::event_kind::forced);
         counters_.forced += refs.size();
         spawn(end(shared_from_this(), owned(to), std::move(refs), std::string(id.value_or("")), answer::force,
-                  std::move(t), std::string(key)));
+                  std::move(parts), std::string(key), ended_before));
     }
 
     void release_own(const core::reply_to& to, std::string_view key) {
@@ -422,6 +454,15 @@ public:
                 time_point now) {
         auto it = own_.find(std::string(id));
         core::effect ef = extend_answer(to, id, key);
+        const entry* e = find_entry(key, id);
+        if (it == own_.end() && e && e->grant) {  // a hold taken through another broker
+            if (!ready()) {
+                ef.code = core::errc::unavailable;
+                return sink_.on_effect(ef);
+            }
+            return spawn(extend_elsewhere(shared_from_this(), owned(to), std::string(id), std::string(key),
+                                          ttl_ms(ttl, config_.default_ttl)));
+        }
         if (it == own_.end() || !on_key(it->second, key) || it->second.ph != phase::holding) {
             ef.code = core::errc::not_holder;
             return sink_.on_effect(ef);
@@ -435,6 +476,7 @@ public:
         }
         o.ttl_ms = renewed;
         o.expires = o.ttl_ms ? std::optional(now + milliseconds(o.ttl_ms)) : std::nullopt;
+        o.extended_here = true;
         if (o.expires) ef.lease = milliseconds(o.ttl_ms);
         sink_.on_effect(ef);
     }
@@ -468,7 +510,21 @@ public:
                 ending(o.id, core::event_kind::expired, refs_of(o).size());
                 o.ph = phase::ending;
                 o.why = core::event_kind::expired;
-                end_entries({}, refs_of(o), {}, answer::none, o.why);
+                // Guarded by the entries' mod revisions: an extend through another broker
+                // rewrites them, and then this expiry is decided again (see extend_elsewhere).
+                const auto refs = refs_of(o);
+                etcd::txn_request t;
+                for (auto& [k, rid] : refs) {
+                    const entry* e = find_entry(k, rid);
+                    t.compares.push_back(
+                        {.key = q_key(k, rid), .what = etcd::compare::target::mod_revision, .number = e ? e->mod : 0});
+                    t.success.push_back(etcd::delete_op{.key = q_key(k, rid)});
+                    t.success.push_back(etcd::delete_op{.key = g_key(k, rid)});
+                }
+                record_why(t, refs, o.why);
+                std::vector<etcd::txn_request> parts;
+                parts.push_back(std::move(t));
+                spawn(end(shared_from_this(), {}, refs, {}, answer::expiry, std::move(parts)));
             } else if ((o.ph == phase::waiting || o.ph == phase::creating) && o.wait_deadline &&
                        *o.wait_deadline <= now) {
                 ++counters_.timeouts;
@@ -663,6 +719,23 @@ private:
         return best;
     }
 
+    // The bounds of --max-total-keys and --max-waiters, over what the mirror shows of the whole
+    // cluster: keys with entries, and entries not granted (waiting, or admitted and being claimed).
+    bool over_key_limit(const std::vector<std::string>& names) const {
+        std::uint64_t fresh = 0;
+        for (auto& k : names) fresh += !keys_.contains(k);
+        return keys_.size() + fresh > config_.max_keys;
+    }
+    std::size_t waiting_entries() const noexcept { return entry_count_ - granted_count_; }
+    // Whether a request of `mode` (naming `named`) on `key` would wait, as the mirror shows it.
+    bool would_wait(const std::string& key, core::lock_mode mode, std::optional<std::uint32_t> named) const {
+        auto v = view(key);
+        if (v.empty()) return false;
+        const core::key_max max = core::max_for_new(v, last_of(key), named);
+        v.push_back({.revision = v.back().revision + 1, .mode = mode, .max = max});
+        return core::holder_count(v, core::max_of(v, std::nullopt)) < v.size();
+    }
+
     const entry* find_entry(std::string_view key, std::string_view id) const {
         auto ks = keys_.find(std::string(key));
         if (ks == keys_.end()) return nullptr;
@@ -827,6 +900,41 @@ private:
                          .code = code});
     }
 
+    // The txn that writes `o`'s entries. A request that names no max records the key's max as the
+    // mirror shows it, and the key's max is its newest entry's record (see core::max_of): so the
+    // txn requires that the key's named-max record is still the one the mirror showed. A max named
+    // since (written with its request's entry, perhaps not seen yet) fails it, and the request's
+    // max is taken again (retake_max) once the mirror shows that: an older copy never hides it.
+    etcd::txn_request creation_txn(const own_request& o) const {
+        const auto refs = refs_of(o);
+        etcd::txn_request t = create_txn(q_key(refs.front().first, o.id));
+        for (std::size_t i = 0; i < refs.size() && i < o.values.size(); ++i) {
+            const std::string& k = refs[i].first;
+            t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = o.values[i], .lease = lease_});
+            if (o.named) {
+                t.success.push_back(etcd::put_op{.key = m_key(k), .value = std::to_string(*o.named)});
+            } else {
+                const auto n = named_.find(k);
+                t.compares.push_back({.key = m_key(k),
+                                      .what = etcd::compare::target::mod_revision,
+                                      .number = n == named_.end() ? 0 : n->second.revision});
+            }
+        }
+        return t;
+    }
+    void retake_max(own_request& o) const {
+        const auto refs = refs_of(o);
+        for (std::size_t i = 0; i < refs.size() && i < o.values.size(); ++i) {
+            json::error_code ec;
+            auto v = json::parse(o.values[i], ec);
+            if (ec || !v.is_object()) continue;
+            const core::key_max max = core::max_for_new(view(refs[i].first), last_of(refs[i].first), o.named);
+            v.get_object()["max"] = max.max;
+            v.get_object()["named"] = max.named;
+            o.values[i] = json::serialize(v);
+        }
+    }
+
     // A txn that writes a request's entries once: tried again after an answer that did not come
     // (etcd may have applied it), it finds them there and reads their create revision instead.
     static etcd::txn_request create_txn(const std::string& first_entry) {
@@ -878,7 +986,9 @@ private:
             t.success.push_back(etcd::delete_op{.key = g_key(key, id)});
         }
         record_why(t, refs, why);
-        spawn(end(shared_from_this(), owned(to), std::move(refs), std::move(named), how, std::move(t)));
+        std::vector<etcd::txn_request> parts;
+        parts.push_back(std::move(t));
+        spawn(end(shared_from_this(), owned(to), std::move(refs), std::move(named), how, std::move(parts)));
     }
 
     asio::awaitable<void> startup(std::shared_ptr<state> self) {
@@ -943,6 +1053,7 @@ private:
     asio::awaitable<void> create(std::shared_ptr<state> self, std::string id, std::string lock_key, etcd::txn_request t,
                                  std::optional<claim_at_once> at_once) {
         bool failed = true, foreign = false;
+        int retakes = 0;
         std::int64_t revision = 0, granted = 0;
         std::uint32_t slot = 0;
         const std::int64_t lease = lease_;
@@ -989,6 +1100,17 @@ private:
                 } else if (!r.responses.empty() && !r.responses[0].range.kvs.empty()) {
                     const auto& earlier = r.responses[0].range.kvs[0];  // an earlier try got through
                     if (!(foreign = !earlier_try(earlier, lease, session))) revision = earlier.create_revision;
+                } else if (retakes < 50) {
+                    // Not written: a key's named max moved since the mirror showed it (see
+                    // creation_txn). Taken again once the mirror shows the move.
+                    ++retakes;
+                    co_await mirror_at(r.revision);
+                    auto it = own_.find(id);
+                    if (stopped_ || it == own_.end()) co_return;
+                    retake_max(it->second);
+                    t = creation_txn(it->second);
+                    attempt = -1;
+                    continue;
                 }
                 failed = revision == 0;
                 break;
@@ -1118,6 +1240,83 @@ private:
         (void)self;
     }
 
+    // An extend of a hold taken through another broker (its owner), which may be gone. Its entries
+    // are rewritten with the new ttl and a mark of this extend, each write guarded by the entry's
+    // mod revision; the owner's mirror sees the mark and moves the hold's timer, and the owner's
+    // expiry is guarded by the same revisions, so etcd orders the two and neither is lost. A hold
+    // kept on exit moves, grant keys too, to a lease of its own that covers the new ttl, as its
+    // owner would move it (one of this broker's session lease without a ttl). That lease is left
+    // to run out: it holds nothing once the hold ends.
+    asio::awaitable<void> extend_elsewhere(std::shared_ptr<state> self, owned_reply to, std::string id, std::string key,
+                                           std::uint64_t renewed) {
+        core::effect ef = extend_answer(to, id, key);
+        ef.code = core::errc::unavailable;  // until the hold is found, or found gone
+        std::vector<std::string> keys{key};
+        if (const entry* e = find_entry(key, id); e && e->multi) {  // every key of an acquire-many
+            keys.clear();
+            for (auto& [k, ks] : keys_)
+                if (ks.by_id.contains(id)) keys.push_back(k);
+        }
+        const std::string mark = opt_.broker_id + ":" + std::to_string(++extends_);
+        std::int64_t lease = 0;
+        try {
+            for (int attempt = 0; attempt < 3 && !stopped_; ++attempt) {
+                etcd::txn_request read;
+                for (auto& k : keys) {
+                    read.success.push_back(etcd::range_op{.key = q_key(k, id)});
+                    read.success.push_back(etcd::range_op{.key = g_key(k, id)});
+                }
+                const auto found = co_await client_.txn(read);
+                etcd::txn_request t;
+                bool held = found.responses.size() == 2 * keys.size(), keep = false;
+                std::vector<std::pair<etcd::key_value, json::object>> entries;
+                for (std::size_t i = 0; held && i < keys.size(); ++i) {
+                    const auto& q = found.responses[2 * i].range.kvs;
+                    const auto& g = found.responses[2 * i + 1].range.kvs;
+                    json::error_code ec;
+                    auto v = q.empty() ? json::value() : json::parse(q.front().value, ec);
+                    held = !ec && v.is_object() && (!g.empty() || granted_slot(v.get_object()));
+                    if (!held) break;
+                    keep = keep || v.get_object().contains("keep");
+                    t.compares.push_back({.key = q.front().key,
+                                          .what = etcd::compare::target::mod_revision,
+                                          .number = q.front().mod_revision});
+                    entries.emplace_back(q.front(), std::move(v.get_object()));
+                    if (!g.empty()) entries.emplace_back(g.front(), json::object());
+                }
+                if (!held) {
+                    ef.code = core::errc::not_holder;
+                    break;
+                }
+                if (keep && !lease)
+                    lease = renewed ? (co_await client_.grant_lease(kept_lease_ttl(renewed))).id : lease_;
+                for (auto& [kv, v] : entries) {
+                    if (v.empty()) {  // a grant key: moves with its entry
+                        if (keep) t.success.push_back(etcd::put_op{.key = kv.key, .value = kv.value, .lease = lease});
+                        continue;
+                    }
+                    v["extended"] = mark;
+                    v["ttl"] = renewed;
+                    t.success.push_back(
+                        etcd::put_op{.key = kv.key, .value = json::serialize(v), .lease = keep ? lease : kv.lease});
+                }
+                const auto r = co_await client_.txn(t);
+                if (r.succeeded) {
+                    ef.code = core::errc::ok;
+                    if (renewed) ef.lease = milliseconds(renewed);
+                    break;
+                }
+            }
+        } catch (const std::exception& e) {
+            log_line(log_level::warn, std::string("etcd store: extending a hold of another broker: ") + e.what());
+            ef.code = core::errc::unavailable;
+        }
+        if (stopped_) co_return;
+        sink_.on_effect(ef);
+        turn_done_();
+        (void)self;
+    }
+
     asio::awaitable<void> extend_kept(std::shared_ptr<state> self, owned_reply to, std::string id, std::string key,
                                       std::uint64_t renewed, time_point now) {
         const auto holding = [&]() -> own_request* {
@@ -1156,12 +1355,15 @@ private:
             // Written while it held: extended, even when an end begun since is under way now
             // (that end is answered after this, as in memory). Of two extends at once, the later
             // write is what etcd keeps.
-            if (o && r->revision > o->kept_revision) {
+            // (A later extend through another broker, whose mark the mirror has applied already,
+            // is not undone by this older write.)
+            if (o && r->revision > o->kept_revision && r->revision > o->extended_at) {
                 forget_lease(o->kept_lease);
                 o->kept_lease = lease == lease_ ? 0 : lease;
                 o->kept_revision = r->revision;
                 o->ttl_ms = renewed;
                 o->expires = renewed ? std::optional(now + milliseconds(renewed)) : std::nullopt;
+                o->extended_here = true;
             } else {
                 forget_lease(lease);
             }
@@ -1324,8 +1526,20 @@ private:
         (void)self;
     }
 
+    // Waits (2 s at most) until the mirror shows revision `revision`.
+    asio::awaitable<void> mirror_at(std::int64_t revision) {
+        asio::steady_timer pause(ex_);
+        for (int i = 0; i < 200 && !stopped_ && mirror_->revision() < revision; ++i) {
+            pause.expires_after(milliseconds(10));
+            co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+
+    // Ends the entries `refs`: `parts` are the txns, written in order, each deleting the entry and
+    // grant keys of the next refs first (two operations a ref), then its reason records.
     asio::awaitable<void> end(std::shared_ptr<state> self, owned_reply to, std::vector<entry_ref> refs,
-                              std::string named, answer how, etcd::txn_request t, std::string forced_key = {}) {
+                              std::string named, answer how, std::vector<etcd::txn_request> parts,
+                              std::string forced_key = {}, std::uint32_t ended_before = 0) {
         // Entries granted at once have no claim key: deleting such an entry ends a hold. (Read
         // before the first suspension, while the mirror still shows them.)
         std::vector<bool> granted_at_once;
@@ -1335,51 +1549,110 @@ private:
             granted_at_once.push_back((e && e->grant && e->grant == e->revision) ||
                                       (o != own_.end() && o->second.granted_at_once));
         }
-        // Tried until it is done: an entry left behind would block its key for as long as this
-        // broker's session lease lives. Once that lease is lost the entries go with it.
+        // Each part is tried until it is done: an entry left behind would block its key for as
+        // long as this broker's session lease lives. Once that lease is lost the entries go with it.
+        // `r` gathers the parts' results, the deletes' responses in refs order.
         std::optional<etcd::txn_result> r;
+        std::size_t ended_refs = 0;  // the refs of the parts done
+        std::vector<etcd::op> records;
         const std::int64_t lease = lease_;
         asio::steady_timer pause(ex_);
-        for (int attempt = 0; !r && !stopped_ && lease_ == lease; ++attempt) {
-            if (t.compares.empty()) {  // plain deletes: one txn with other ends under way
-                std::vector<std::string> locks;
-                for (auto& [key, id] : refs) locks.push_back(key);
-                r = co_await in_batch(t.success, std::move(locks));
-                if (!r && attempt == 0) log_line(log_level::warn, "etcd store: a release failed, trying again");
-            } else {
-                try {
-                    r = co_await client_.txn(t);
-                } catch (const std::exception& e) {
-                    if (attempt == 0)
-                        log_line(log_level::warn,
-                                 std::string("etcd store: a release failed, trying again: ") + e.what());
+        for (auto& t : parts) {
+            const auto deletes =
+                static_cast<std::size_t>(std::count_if(t.success.begin(), t.success.end(), [](auto& op) {
+                    return std::holds_alternative<etcd::delete_op>(op);
+                }));
+            std::optional<etcd::txn_result> part;
+            for (int attempt = 0; !part && !stopped_ && lease_ == lease; ++attempt) {
+                if (t.compares.empty()) {  // plain deletes: one txn with other ends under way
+                    std::vector<std::string> locks;
+                    for (std::size_t i = ended_refs; i < ended_refs + deletes / 2 && i < refs.size(); ++i)
+                        locks.push_back(refs[i].first);
+                    part = co_await in_batch(t.success, std::move(locks));
+                    if (!part && attempt == 0) log_line(log_level::warn, "etcd store: a release failed, trying again");
+                } else {
+                    try {
+                        part = co_await client_.txn(t);
+                    } catch (const std::exception& e) {
+                        if (attempt == 0)
+                            log_line(log_level::warn,
+                                     std::string("etcd store: a release failed, trying again: ") + e.what());
+                    }
+                }
+                if (!part && !stopped_) {
+                    pause.expires_after(milliseconds(std::min(50 << std::min(attempt, 4), 500)));
+                    co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
                 }
             }
-            if (!r && !stopped_) {
-                pause.expires_after(milliseconds(std::min(50 << std::min(attempt, 4), 500)));
-                co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            }
+            if (!part) break;  // this broker's lease is lost (its entries go with it), or it stops
+            if (!r) r.emplace();
+            r->revision = part->revision;
+            r->succeeded = part->succeeded;
+            if (!part->succeeded) break;
+            for (std::size_t i = 0; i < deletes && i < part->responses.size(); ++i)
+                r->responses.push_back(std::move(part->responses[i]));
+            ended_refs += deletes / 2;
+            // The reason records have been read with the deletes: dropped now.
+            for (auto& op : t.success)
+                if (const auto* p = std::get_if<etcd::put_op>(&op)) records.push_back(etcd::delete_op{.key = p->key});
         }
         if (stopped_) co_return;
+        if (!records.empty()) spawn(drop_records(shared_from_this(), std::move(records)));
         if (r && !r->succeeded && how == answer::force) {
-            // A grant this broker had not seen yet: decided again once the mirror shows it.
-            for (auto& [key, id] : refs) ending_why_.erase(id);
-            counters_.forced -= refs.size();
-            for (int i = 0; i < 200 && !stopped_ && mirror_->revision() < r->revision; ++i) {
-                pause.expires_after(milliseconds(10));
-                co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
-            }
+            // A grant this broker had not seen yet: decided again once the mirror shows it, with
+            // the holders of the parts done counted as ended.
+            std::uint32_t ended = ended_before;
+            for (std::size_t i = 0; i + 1 < r->responses.size(); i += 2) ended += r->responses[i].deleted > 0;
+            for (std::size_t i = ended_refs; i < refs.size(); ++i) ending_why_.erase(refs[i].second);
+            counters_.forced -= refs.size() - ended_refs;
+            co_await mirror_at(r->revision);
             if (stopped_) co_return;
             const core::reply_to again{.session = to.session, .uuid = to.uuid, .style = to.style};
-            force_release(again, forced_key, named.empty() ? std::nullopt : std::optional<std::string_view>(named));
+            force_release(again, forced_key, named.empty() ? std::nullopt : std::optional<std::string_view>(named),
+                          ended);
             turn_done_();
             co_return;
         }
-        if (r && r->succeeded) {  // the reason records have been read with the deletes: dropped now
-            std::vector<etcd::op> records;
-            for (auto& op : t.success)
-                if (const auto* p = std::get_if<etcd::put_op>(&op)) records.push_back(etcd::delete_op{.key = p->key});
-            if (!records.empty()) spawn(drop_records(shared_from_this(), std::move(records)));
+        if (r && !r->succeeded && how == answer::expiry) {
+            // The entries were rewritten since the mirror showed them: extended through another
+            // broker (or moved by this broker's own extend of a hold kept on exit). Decided again
+            // once the mirror shows the rewrite. Its holder has been told that the hold ended, so
+            // a hold that lives on is the extender's now: detached from the holder's connection
+            // (as a hold kept on exit is), it ends at the new expiry, or by a release naming it.
+            // Entries gone meanwhile were ended by someone else, or by an earlier try of this
+            // delete whose answer was lost.
+            for (auto& [key, id] : refs) ending_why_.erase(id);
+            --counters_.expirations;
+            co_await mirror_at(r->revision);
+            if (stopped_) co_return;
+            auto it = own_.find(refs.front().second);
+            if (it != own_.end() && it->second.ph == phase::ending && it->second.why == core::event_kind::expired) {
+                own_request& o = it->second;
+                const bool gone =
+                    std::any_of(refs.begin(), refs.end(), [&](auto& x) { return !find_entry(x.first, x.second); });
+                if (gone) {
+                    std::vector<etcd::op> written;  // this delete's reason record, if an earlier try got through
+                    for (auto& op : parts.front().success)
+                        if (const auto* p = std::get_if<etcd::put_op>(&op))
+                            written.push_back(etcd::delete_op{.key = p->key});
+                    if (!written.empty()) spawn(drop_records(shared_from_this(), std::move(written)));
+                    if (o.keys.empty()) {
+                        forget_lease(o.kept_lease);
+                        own_.erase(it);
+                    } else {  // a multi hold is all or nothing: its other keys go too
+                        o.why.reset();
+                        end_entries({}, refs_of(o));
+                    }
+                } else {
+                    o.ph = phase::holding;
+                    o.why.reset();
+                    o.session = 0;
+                }
+            }
+            turn_done_();
+            co_return;
+        }
+        if (r && r->succeeded) {
             std::set<std::string> maxed;
             for (auto& [key, id] : refs)
                 if (auto n = named_.find(key); n != named_.end() && maxed.insert(key).second)
@@ -1432,8 +1705,8 @@ private:
                                     : core::release_status::already_released;
             std::uint32_t ended = std::min<std::uint32_t>(grants, 1);
             if (how == answer::force) {  // every admitted entry counts as a hold, claimed yet or not
-                status = entries ? core::release_status::released : core::release_status::already_released;
-                ended = entries;
+                ended = entries + ended_before;
+                status = ended ? core::release_status::released : core::release_status::already_released;
             }
             answer_unlock(reply, refs.empty() ? forced_key : refs.front().first, named, status, ended);
         }
@@ -1590,6 +1863,7 @@ private:
                 // tell the two deletes in either order: the entry keeps its grant until it goes.
                 if (!put || e.grant) continue;  // a delete; a move to another lease, or an entry granted at once
                 e.grant = ev.kv.create_revision;
+                ++granted_count_;
                 e.seen = steady::now();
                 last_token_ = std::max(last_token_, token_of(e));
                 if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e)});
@@ -1639,12 +1913,41 @@ private:
         return !ec && v.is_object() ? granted_slot(v.get_object()) : std::nullopt;
     }
 
+    // A rewrite of an entry of this broker's hold that carries the mark of an extend through
+    // another broker: the hold's timer moves to the ttl written. Had it been extended through this
+    // broker since the last such mark, the two are concurrent, and the later expiry is kept: a
+    // holder is never cut short of what it was told.
+    void extended_elsewhere(const std::string& id, std::string_view value, std::int64_t revision) {
+        auto it = own_.find(id);
+        if (it == own_.end() || !it->second.token) return;
+        json::error_code ec;
+        const auto v = json::parse(json::string_view(value.data(), value.size()), ec);
+        const auto* o = v.if_object();
+        const auto* mark = o ? o->if_contains("extended") : nullptr;
+        const auto* ttl = o ? o->if_contains("ttl") : nullptr;
+        if (!mark || !mark->is_string() || !ttl || !(ttl->is_uint64() || ttl->is_int64())) return;
+        own_request& h = it->second;
+        if (h.extended == mark->get_string()) return;  // a move to another lease, or known
+        h.extended = std::string(mark->get_string());
+        h.extended_at = revision;
+        const auto ms = ttl->to_number<std::uint64_t>();
+        const std::optional<time_point> at =
+            ms ? std::optional(time_point(steady::now()) + milliseconds(ms)) : std::nullopt;
+        if (h.extended_here && (!h.expires || (at && *at < *h.expires))) return;
+        h.extended_here = false;
+        h.ttl_ms = ms;
+        h.expires = at;
+    }
+
     // Whether the entry is new: a put of one already known (moved to another lease) changes nothing.
     bool put_entry(const std::string& key, const std::string& id, const etcd::key_value& kv) {
         if (auto ks = keys_.find(key); ks != keys_.end())
-            if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end() && r->second == kv.create_revision)
+            if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end() && r->second == kv.create_revision) {
+                ks->second.entries.at(r->second).mod = kv.mod_revision;
+                extended_elsewhere(id, kv.value, kv.mod_revision);
                 return false;
-        entry e{.id = id, .revision = kv.create_revision};
+            }
+        entry e{.id = id, .revision = kv.create_revision, .mod = kv.mod_revision};
         try {
             const auto v = json::parse(kv.value).as_object();
             if (auto* m = v.if_contains("mode"); m && m->is_string() && m->get_string() == "shared")
@@ -1654,6 +1957,7 @@ private:
             if (auto* m = v.if_contains("named"); m && m->is_bool()) e.max.named = m->get_bool();
             if (auto* m = v.if_contains("multi"); m && m->is_bool()) e.multi = m->get_bool();
             if (auto slot = granted_slot(v)) {
+                ++granted_count_;
                 e.grant = kv.create_revision;
                 e.slot = *slot;
                 e.seen = steady::now();
@@ -1665,6 +1969,7 @@ private:
         if (auto n = named_.find(key); n != named_.end()) ks.last = n->second;
         ks.by_id[id] = e.revision;
         ks.entries[e.revision] = std::move(e);
+        ++entry_count_;
         return true;
     }
 
@@ -1673,7 +1978,10 @@ private:
         auto ks = keys_.find(key);
         if (ks != keys_.end()) {
             if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end()) {
-                ks->second.entries.erase(r->second);
+                auto e = ks->second.entries.find(r->second);
+                --entry_count_;
+                granted_count_ -= e->second.grant != 0;
+                ks->second.entries.erase(e);
                 ks->second.by_id.erase(r);
             }
             if (ks->second.entries.empty()) keys_.erase(ks);
@@ -1859,6 +2167,10 @@ private:
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by request id
     core::table_counters counters_{};
+    std::uint64_t extends_ = 0;
+    std::size_t entry_count_ = 0,
+                granted_count_ =
+                    0;  // in the mirror  // extends through this broker of other brokers' holds: their marks
 };
 
 class etcd_store final : public core::lock_store {
