@@ -481,24 +481,38 @@ BOOST_AUTO_TEST_CASE(a_max_named_while_a_request_is_written_stays_the_keys_max) 
     });
 }
 
-// A client whose broker died extends the hold it kept on exit through another broker: the hold's
-// entries move to a lease that covers the new ttl, so the key stays held that long.
-BOOST_AUTO_TEST_CASE(a_hold_kept_on_exit_is_extended_through_another_broker_after_its_broker_died) {
+// A hold whose broker died is extended through another broker: a hold kept on exit (on a lease
+// of its own, 2 s), and one that was not (on its broker's session lease, 2 s). Both move to a
+// lease that covers the new ttl, so neither key is free before the ttl the extend answered.
+BOOST_AUTO_TEST_CASE(a_hold_extended_through_another_broker_after_its_broker_died_lasts_its_new_ttl) {
     two_brokers s;
     s.with_clients([&](lmx::client&, lmx::client& cb) -> asio::awaitable<void> {
-        const auto key = fresh_key("kept-failover"), id = fresh_key("kept"), next = fresh_key("next");
+        const std::string keys[2] = {fresh_key("kept-failover"), fresh_key("plain-failover")};
+        const std::string ids[2] = {fresh_key("kept"), fresh_key("plain")}, next[2] = {fresh_key("n"), fresh_key("n")};
         wire_client a(s.a->tcp_url), b(s.b->tcp_url), waiter(s.b->tcp_url);
-        a.send(lock_frame(id, key, {{"ttl", 1000}, {"keepLocksOnExit", true}}));  // on a lease of 2 s
-        BOOST_REQUIRE(a.recv_for(id).at("acquired").as_bool());
-        waiter.send(lock_frame(next, key));
-        co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty() && i.waiters == 1; });
+        a.send(lock_frame(ids[0], keys[0], {{"ttl", 1000}, {"keepLocksOnExit", true}}));
+        a.send(lock_frame(ids[1], keys[1], {{"ttl", 1000}}));
+        for (int i : {0, 1}) {
+            BOOST_REQUIRE(a.recv_for(ids[i]).at("acquired").as_bool());
+            waiter.send(lock_frame(next[i], keys[i]));
+            co_await poll_info(cb, keys[i], [](auto& info) { return !info.holders.empty() && info.waiters == 1; });
+        }
         s.a->stop(9);
-        auto e = b.request({{"type", "extend"}, {"uuid", fresh_key("e")}, {"key", key}, {"_uuid", id}, {"ttl", 4000}});
-        const auto answered = steady::now();
-        BOOST_TEST(e.at("extended").as_bool(), boost::json::serialize(e));
-        BOOST_TEST(!granted_within(waiter, next, 3800ms));
-        BOOST_TEST(granted_within(waiter, next, 4000ms));  // the lease of 5 s, checked every 500 ms
-        BOOST_TEST_MESSAGE("the waiter got the key " << ms_since(answered) << " ms after the extend");
+        steady::time_point answered[2];
+        for (int i : {0, 1}) {
+            auto e = b.request(
+                {{"type", "extend"}, {"uuid", fresh_key("e")}, {"key", keys[i]}, {"_uuid", ids[i]}, {"ttl", 4000}});
+            answered[i] = steady::now();
+            BOOST_TEST(e.at("extended").as_bool(), boost::json::serialize(e));
+        }
+        BOOST_TEST(!granted_within(waiter, next[0], 3800ms));
+        BOOST_TEST(!granted_within(waiter, next[1], 100ms));
+        // On a lease of 5 s, checked every 500 ms.
+        for (int i : {0, 1}) {
+            BOOST_TEST(granted_within(waiter, next[i], 4000ms));
+            BOOST_TEST_MESSAGE("hold " << i << ": the waiter got the key " << ms_since(answered[i])
+                                       << " ms after the extend");
+        }
         co_return;
     });
 }

@@ -1243,10 +1243,10 @@ private:
     // An extend of a hold taken through another broker (its owner), which may be gone. Its entries
     // are rewritten with the new ttl and a mark of this extend, each write guarded by the entry's
     // mod revision; the owner's mirror sees the mark and moves the hold's timer, and the owner's
-    // expiry is guarded by the same revisions, so etcd orders the two and neither is lost. A hold
-    // kept on exit moves, grant keys too, to a lease of its own that covers the new ttl, as its
-    // owner would move it (one of this broker's session lease without a ttl). That lease is left
-    // to run out: it holds nothing once the hold ends.
+    // expiry is guarded by the same revisions, so etcd orders the two and neither is lost. With a
+    // ttl the hold moves, grant keys too, to a lease of its own that covers it (its owner may have
+    // died, and its session lease end before the ttl this extend answers); that lease is left to
+    // run out: it holds nothing once the hold ends.
     asio::awaitable<void> extend_elsewhere(std::shared_ptr<state> self, owned_reply to, std::string id, std::string key,
                                            std::uint64_t renewed) {
         core::effect ef = extend_answer(to, id, key);
@@ -1288,17 +1288,22 @@ private:
                     ef.code = core::errc::not_holder;
                     break;
                 }
-                if (keep && !lease)
-                    lease = renewed ? (co_await client_.grant_lease(kept_lease_ttl(renewed))).id : lease_;
+                if (renewed && !lease) lease = (co_await client_.grant_lease(kept_lease_ttl(renewed))).id;
+                // With a ttl: the hold's own lease (its owner's session lease may end first, with
+                // a broker that died); without one, as its owner keeps it: on the owner's session
+                // lease, or, kept on exit, on this broker's.
+                const auto lease_of = [&](const etcd::key_value& kv) {
+                    return renewed ? lease : keep ? lease_ : kv.lease;
+                };
                 for (auto& [kv, v] : entries) {
                     if (v.empty()) {  // a grant key: moves with its entry
-                        if (keep) t.success.push_back(etcd::put_op{.key = kv.key, .value = kv.value, .lease = lease});
+                        t.success.push_back(etcd::put_op{.key = kv.key, .value = kv.value, .lease = lease_of(kv)});
                         continue;
                     }
                     v["extended"] = mark;
                     v["ttl"] = renewed;
                     t.success.push_back(
-                        etcd::put_op{.key = kv.key, .value = json::serialize(v), .lease = keep ? lease : kv.lease});
+                        etcd::put_op{.key = kv.key, .value = json::serialize(v), .lease = lease_of(kv)});
                 }
                 const auto r = co_await client_.txn(t);
                 if (r.succeeded) {
