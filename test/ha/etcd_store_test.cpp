@@ -406,6 +406,22 @@ BOOST_AUTO_TEST_CASE(an_extend_through_another_broker_moves_the_holds_expiry) {
                            .as_bool());
         }
         BOOST_TEST(extended >= 2);  // those well before the expiry at least
+        // An extend and a release of one hold sent together through B are done in that order.
+        const auto key = fresh_key("extend-release"), id = fresh_key("hold"), e = fresh_key("e"), u = fresh_key("u");
+        a.send(lock_frame(id, key, {{"ttl", 5000}}));
+        BOOST_REQUIRE(a.recv_for(id).at("acquired").as_bool());
+        co_await poll_info(cb, key, [](auto& i) { return !i.holders.empty(); });
+        b.send_raw(
+            boost::json::serialize(
+                boost::json::object{{"type", "extend"}, {"uuid", e}, {"key", key}, {"_uuid", id}, {"ttl", 3000}}) +
+            "\n" +
+            boost::json::serialize(boost::json::object{{"type", "unlock"}, {"uuid", u}, {"key", key}, {"_uuid", id}}) +
+            "\n");
+        const auto first = b.recv(), second = b.recv();
+        BOOST_TEST(first.at("uuid").as_string() == e);
+        BOOST_TEST(first.at("extended").as_bool(), boost::json::serialize(first));
+        BOOST_TEST(second.at("uuid").as_string() == u);
+        BOOST_TEST(!second.contains("warning"), boost::json::serialize(second));  // it released the hold
     });
 }
 

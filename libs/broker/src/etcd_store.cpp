@@ -460,6 +460,7 @@ public:
                 ef.code = core::errc::unavailable;
                 return sink_.on_effect(ef);
             }
+            extend_begins(std::string(id), to.session);
             return spawn(extend_elsewhere(shared_from_this(), owned(to), std::string(id), std::string(key),
                                           ttl_ms(ttl, config_.default_ttl)));
         }
@@ -471,7 +472,7 @@ public:
         const std::uint64_t renewed = ttl_ms(ttl, config_.default_ttl);
         // A hold kept on exit moves to a lease that covers its new ttl before the answer goes.
         if (o.keep_on_exit) {
-            ++extending_[o.id].first;
+            extend_begins(o.id, o.session);
             return spawn(extend_kept(shared_from_this(), owned(to), o.id, std::string(key), renewed, now));
         }
         o.ttl_ms = renewed;
@@ -772,17 +773,30 @@ private:
         return static_cast<std::uint32_t>(v.size() - core::holder_count(v, core::max_of(v, ks->second.last)));
     }
 
-    // A release of request `id` by its own connection while an extend of it is being written
-    // waits for that extend's answer, so that the two are done and answered in the order they
-    // came, as in memory. True when `release` was kept for later.
+    // A release of request `id` by the connection that extends it (its owner's, or any through
+    // another broker than the hold's) while that extend is being written waits for the extend's
+    // answer, so that the two are done and answered in the order they came, as in memory. True
+    // when `release` was kept for later.
     template <class Release>
     bool hold_back(const core::reply_to& to, std::string_view id, Release release) {
         auto x = extending_.find(std::string(id));
-        if (x == extending_.end()) return false;
-        auto o = own_.find(x->first);
-        if (o == own_.end() || o->second.session != to.session) return false;
-        x->second.second.emplace_back(owned(to), std::move(release));
+        if (x == extending_.end() || x->second.session != to.session) return false;
+        x->second.later.emplace_back(owned(to), std::move(release));
         return true;
+    }
+    void extend_begins(const std::string& id, core::session_id session) {
+        auto& x = extending_[id];
+        ++x.writing;
+        x.session = session;
+    }
+    // After an extend's answer: the releases it held back go now, in the order they came.
+    void extend_done(const std::string& id) {
+        auto x = extending_.find(id);
+        if (x == extending_.end() || --x->second.writing > 0) return;
+        auto later = std::move(x->second.later);
+        extending_.erase(x);
+        for (auto& [reply, release] : later)
+            release({.session = reply.session, .uuid = reply.uuid, .style = reply.style});
     }
 
     // Whether `key` is free, or will be once the mirror shows the deletes this broker made or is
@@ -1318,6 +1332,7 @@ private:
         }
         if (stopped_) co_return;
         sink_.on_effect(ef);
+        extend_done(id);
         turn_done_();
         (void)self;
     }
@@ -1385,13 +1400,7 @@ private:
             if (!unanswered) forget_lease(lease);
         }
         sink_.on_effect(ef);
-        // Its owner's releases that came after it go now, in the order they came.
-        if (auto x = extending_.find(id); x != extending_.end() && --x->second.first == 0) {
-            auto later = std::move(x->second.second);
-            extending_.erase(x);
-            for (auto& [reply, release] : later)
-                release({.session = reply.session, .uuid = reply.uuid, .style = reply.style});
-        }
+        extend_done(id);
         turn_done_();
         (void)self;
     }
@@ -2164,10 +2173,13 @@ private:
     std::unordered_set<std::string> deleted_;            // entries this broker deleted that the mirror still shows
     std::list<std::shared_ptr<batched_write>> batches_;  // writes waiting for the next batch
     int batching_ = 0;                                   // batches being written
-    // Requests with extends being written (how many), and their owner's releases held back till then.
-    std::unordered_map<std::string,
-                       std::pair<int, std::vector<std::pair<owned_reply, std::function<void(const core::reply_to&)>>>>>
-        extending_;
+    // Requests with extends being written, and the extending connection's releases held back till then.
+    struct extending {
+        int writing = 0;
+        core::session_id session = 0;
+        std::vector<std::pair<owned_reply, std::function<void(const core::reply_to&)>>> later{};
+    };
+    std::unordered_map<std::string, extending> extending_;
     bool events_ = false;
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by request id
