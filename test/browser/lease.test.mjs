@@ -34,13 +34,14 @@ test('a lock that names no ttl gets 5000 ms, renewed while held; a named ttl is 
   assert.ok(d.brokerLeft > 4500 && d.brokerLeft <= 5000, `the broker counts ${d.brokerLeft} ms left`);
   assert.ok(d.localLeft > 4000 && d.localLeft < 4750, `the client counts ${d.localLeft} ms left (ttl less a margin of at least 5%)`);
 
-  // A client whose default ttl is short: its leases outlive it many times over while held.
-  const short = await connectedPage(broker, { ttl: 800 });
+  // A client whose default ttl is short: its leases outlive it over and over while held (a ttl of
+  // 1500 ms leaves a renewal, sent at a third of it, about a second to be answered on a busy machine).
+  const short = await connectedPage(broker, { ttl: 1500 });
   const r = await short.evaluate(async (key) => {
     const renewed = await client.acquire(key + '-renewed');
-    const named = await client.acquire(key + '-named', { ttl: 800 });
-    const asked = await client.acquire(key + '-asked', { ttl: 800, autoRenew: true });
-    await sleep(2500);
+    const named = await client.acquire(key + '-named', { ttl: 1500 });
+    const asked = await client.acquire(key + '-asked', { ttl: 1500, autoRenew: true });
+    await sleep(4000);
     const listed = async (l) => (await client.info(l.key)).holders.includes(l.id);
     const out = {
       renewed: { held: renewed.held, listed: await listed(renewed) },

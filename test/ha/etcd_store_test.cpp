@@ -497,9 +497,10 @@ BOOST_AUTO_TEST_CASE(a_max_named_while_a_request_is_written_stays_the_keys_max) 
     });
 }
 
-// A hold whose broker died is extended through another broker: a hold kept on exit (on a lease
-// of its own, 2 s), and one that was not (on its broker's session lease, 2 s). Both move to a
-// lease that covers the new ttl, so neither key is free before the ttl the extend answered.
+// A hold whose broker died is extended through another broker. One kept on exit (on a lease of
+// its own, 2 s) moves to a lease that covers the new ttl, so its key is not free before that ttl.
+// One that was not kept ends with its broker's session lease (2 s), as every hold not kept on
+// exit does: its holder was told it was lost when its connection dropped.
 BOOST_AUTO_TEST_CASE(a_hold_extended_through_another_broker_after_its_broker_died_lasts_its_new_ttl) {
     two_brokers s;
     s.with_clients([&](lmx::client&, lmx::client& cb) -> asio::awaitable<void> {
@@ -514,6 +515,7 @@ BOOST_AUTO_TEST_CASE(a_hold_extended_through_another_broker_after_its_broker_die
             co_await poll_info(cb, keys[i], [](auto& info) { return !info.holders.empty() && info.waiters == 1; });
         }
         s.a->stop(9);
+        const auto killed = steady::now();
         steady::time_point answered[2];
         for (int i : {0, 1}) {
             auto e = b.request(
@@ -521,14 +523,13 @@ BOOST_AUTO_TEST_CASE(a_hold_extended_through_another_broker_after_its_broker_die
             answered[i] = steady::now();
             BOOST_TEST(e.at("extended").as_bool(), boost::json::serialize(e));
         }
-        BOOST_TEST(!granted_within(waiter, next[0], 3800ms));
-        BOOST_TEST(!granted_within(waiter, next[1], 100ms));
-        // On a lease of 5 s, checked every 500 ms.
-        for (int i : {0, 1}) {
-            BOOST_TEST(granted_within(waiter, next[i], 4000ms));
-            BOOST_TEST_MESSAGE("hold " << i << ": the waiter got the key " << ms_since(answered[i])
-                                       << " ms after the extend");
-        }
+        BOOST_TEST(granted_within(waiter, next[1], 3500ms));  // the session ttl, and etcd's check
+        BOOST_TEST_MESSAGE("not kept: the waiter got the key " << ms_since(killed) << " ms after the kill");
+        BOOST_TEST(!granted_within(
+            waiter, next[0],
+            std::chrono::duration_cast<std::chrono::milliseconds>(3800ms - (steady::now() - answered[0]))));
+        BOOST_TEST(granted_within(waiter, next[0], 4000ms));  // the lease of 5 s, checked every 500 ms
+        BOOST_TEST_MESSAGE("kept: the waiter got the key " << ms_since(answered[0]) << " ms after the extend");
         co_return;
     });
 }

@@ -1257,10 +1257,10 @@ private:
     // An extend of a hold taken through another broker (its owner), which may be gone. Its entries
     // are rewritten with the new ttl and a mark of this extend, each write guarded by the entry's
     // mod revision; the owner's mirror sees the mark and moves the hold's timer, and the owner's
-    // expiry is guarded by the same revisions, so etcd orders the two and neither is lost. With a
-    // ttl the hold moves, grant keys too, to a lease of its own that covers it (its owner may have
-    // died, and its session lease end before the ttl this extend answers); that lease is left to
-    // run out: it holds nothing once the hold ends.
+    // expiry is guarded by the same revisions, so etcd orders the two and neither is lost. A hold
+    // kept on exit moves, grant keys too, to a lease of its own that covers the new ttl, as its
+    // owner would move it (its owner may be gone); that lease is left to run out: it holds nothing
+    // once the hold ends.
     asio::awaitable<void> extend_elsewhere(std::shared_ptr<state> self, owned_reply to, std::string id, std::string key,
                                            std::uint64_t renewed) {
         core::effect ef = extend_answer(to, id, key);
@@ -1302,12 +1302,13 @@ private:
                     ef.code = core::errc::not_holder;
                     break;
                 }
-                if (renewed && !lease) lease = (co_await client_.grant_lease(kept_lease_ttl(renewed))).id;
-                // With a ttl: the hold's own lease (its owner's session lease may end first, with
-                // a broker that died); without one, as its owner keeps it: on the owner's session
-                // lease, or, kept on exit, on this broker's.
+                if (keep && renewed && !lease) lease = (co_await client_.grant_lease(kept_lease_ttl(renewed))).id;
+                // A hold kept on exit moves to a lease of its own that covers the new ttl (its
+                // owner may be gone), or, without one, to this broker's session lease; any other
+                // stays on its owner's session lease, and ends with that broker, as every hold not
+                // kept on exit does.
                 const auto lease_of = [&](const etcd::key_value& kv) {
-                    return renewed ? lease : keep ? lease_ : kv.lease;
+                    return !keep ? kv.lease : renewed ? lease : lease_;
                 };
                 for (auto& [kv, v] : entries) {
                     if (v.empty()) {  // a grant key: moves with its entry
@@ -1947,7 +1948,12 @@ private:
         const auto ms = ttl->to_number<std::uint64_t>();
         const std::optional<time_point> at =
             ms ? std::optional(time_point(steady::now()) + milliseconds(ms)) : std::nullopt;
-        if (h.extended_here && (!h.expires || (at && *at < *h.expires))) return;
+        // A hold kept on exit is moved by every extend, its owner's too: etcd orders them, and the
+        // later write is the hold's lease. Any other is extended through its owner by its timer
+        // alone, so the two cannot be ordered, and the owner keeps the later expiry (its entries
+        // stay on its session lease, which lives as long as it does).
+        if (h.keep_on_exit ? revision < h.kept_revision : h.extended_here && (!h.expires || (at && *at < *h.expires)))
+            return;
         h.extended_here = false;
         h.ttl_ms = ms;
         h.expires = at;
@@ -2184,10 +2190,9 @@ private:
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by request id
     core::table_counters counters_{};
-    std::uint64_t extends_ = 0;
-    std::size_t entry_count_ = 0,
-                granted_count_ =
-                    0;  // in the mirror  // extends through this broker of other brokers' holds: their marks
+    std::uint64_t extends_ = 0;      // extends through this broker of other brokers' holds: their marks
+    std::size_t entry_count_ = 0;    // entries in the mirror
+    std::size_t granted_count_ = 0;  // of them, granted
 };
 
 class etcd_store final : public core::lock_store {
