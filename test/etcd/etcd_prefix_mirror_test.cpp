@@ -16,6 +16,8 @@
 
 #include <functional>
 #include <map>
+#include <string>
+#include <vector>
 
 namespace asio = boost::asio;
 namespace etcd = lmx::etcd;
@@ -112,6 +114,31 @@ BOOST_AUTO_TEST_CASE(a_long_watch_carries_more_than_one_http_body_limit) {
                     BOOST_TEST(applied.size() == 4u);
                     BOOST_TEST(m.reads() == 1u);  // the watch never broke
                 });
+}
+
+// A read reports keys in the order they were created, not in their names' order: a key written
+// after another (a grant after its request) is never reported before it.
+BOOST_AUTO_TEST_CASE(a_read_reports_keys_in_the_order_they_were_created) {
+    etcd_cluster cluster;
+    asio::io_context ctx;
+    lmx::test::run_body(
+        ctx,
+        [&](asio::any_io_executor ex) -> asio::awaitable<void> {
+            etcd::client c(ex, lmx::test::etcd_options(cluster.endpoints(), 2s));
+            for (const char* k : {"/o/z", "/o/a", "/o/m"}) co_await c.put(k, "1");
+            co_await c.put("/o/z", "2");  // changed since: it was still created first
+            std::vector<std::string> told;
+            etcd::prefix_mirror mirror(c, "/o/", [&](const std::vector<etcd::watch_event>& changes, std::int64_t) {
+                for (const auto& e : changes) told.push_back(e.kv.key);
+            });
+            bool ran = false;
+            asio::co_spawn(ex, mirror.run(), [&](std::exception_ptr) { ran = true; });
+            BOOST_REQUIRE(co_await until([&] { return mirror.synced(); }, 5000ms));
+            BOOST_TEST((told == std::vector<std::string>{"/o/z", "/o/a", "/o/m"}));
+            mirror.stop();
+            BOOST_TEST(co_await until([&] { return ran; }, 5000ms));
+        },
+        30s);
 }
 
 BOOST_AUTO_TEST_CASE(changes_made_while_the_mirror_was_cut_off_arrive_as_the_difference) {

@@ -534,6 +534,155 @@ BOOST_AUTO_TEST_CASE(a_hold_extended_through_another_broker_after_its_broker_die
     });
 }
 
+// A broker's first read of etcd is the state it starts from: its watchers are told nothing of the
+// holds and waiters found there (the brokers they came through told theirs), then every change.
+BOOST_AUTO_TEST_CASE(a_brokers_watchers_hear_what_happens_after_its_first_read) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client&) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url);
+        const auto key = fresh_key("found"), held = fresh_key("held"), next = fresh_key("next");
+        a.send(lock_frame(held, key));
+        BOOST_REQUIRE(a.recv_for(held).at("acquired").as_bool());
+        a.send(lock_frame(next, key));
+        co_await poll_info(ca, key, [](auto& i) { return i.waiters == 1; });
+        broker_config late = over(s.etcd, s.ttl);
+        late.env = {"LMX_FAILPOINTS=etcd.start=sleep(1500)"};
+        broker_process c(late);
+        wire_client w(c.tcp_url);
+        BOOST_REQUIRE(
+            w.request({{"type", "watch"}, {"uuid", fresh_key("w")}, {"keys", {key}}}).at("watching").as_bool());
+        lmx::client cc(co_await asio::this_coro::executor, options_for(c.tcp_url));
+        BOOST_REQUIRE(co_await store_ready(cc));
+        BOOST_TEST(!w.try_recv(300ms).has_value());
+        BOOST_REQUIRE(a.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", held}})
+                          .at("unlocked")
+                          .as_bool());
+        std::vector<std::string> seen;
+        while (auto e = w.try_recv(500ms))
+            if (e->contains("event"))
+                seen.push_back(std::string(e->at("event").as_string()) + " " + std::string(e->at("uuid").as_string()));
+        const std::vector<std::string> expected{"released " + held, "granted " + next};
+        std::string told;
+        for (auto& x : seen) told += x + "; ";
+        BOOST_TEST(seen == expected, told);
+    });
+}
+
+// A key that etcd finds free starts afresh, as a freed key does in memory: a request written at
+// once on it, just after the release of a hold that named max 3, holds under the default max of
+// 1, whatever its broker's copy still showed; and a request after it, through either broker,
+// waits (it must not copy the released hold's max 3 and be let in beside it).
+BOOST_AUTO_TEST_CASE(a_key_freed_in_etcd_forgets_its_named_max) {
+    two_brokers s;
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url), za(s.a->tcp_url), zb(s.b->tcp_url);
+        for (int round = 0; round < 6; ++round) {
+            const auto key = fresh_key("freed"), x = fresh_key("x"), y = fresh_key("y"), z = fresh_key("z");
+            a.send(lock_frame(x, key, {{"max", 3}}));
+            BOOST_REQUIRE(a.recv_for(x).at("acquired").as_bool());
+            // The release and the next request in one write: the broker's copy still shows x.
+            a.send_raw(boost::json::serialize(boost::json::object{
+                           {"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", x}}) +
+                       "\n" + lock_frame(y, key) + "\n");
+            BOOST_REQUIRE(granted_within(a, y, 3000ms));
+            lmx::client& via = round % 2 ? cb : ca;
+            wire_client& zc = round % 2 ? zb : za;
+            co_await poll_info(via, key, [&](auto& i) { return i.holders == std::vector<std::string>{y}; });
+            zc.send(lock_frame(z, key));
+            BOOST_TEST_INFO("round " << round << ", the next request through broker " << (round % 2 ? "B" : "A"));
+            BOOST_TEST(!granted_within(zc, z, 600ms));
+            const auto info = co_await poll_info(via, key, [](auto& i) { return i.waiters == 1; });
+            BOOST_TEST(info.holders.size() == 1u);
+            BOOST_TEST(info.waiters == 1u);
+            BOOST_TEST(a.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", y}})
+                           .at("unlocked")
+                           .as_bool());
+            BOOST_TEST(granted_within(zc, z, 3000ms));
+            BOOST_TEST(zc.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", z}})
+                           .at("unlocked")
+                           .as_bool());
+        }
+    });
+}
+
+// A named max copied while the key lives holds only if the key still lives when the copy is
+// written. A request through B copies the max 3 of a hold through A, and its write is late
+// (failpoint): it comes after the hold's release freed the key, and before the key's max record
+// is dropped (late too). It is written with the default max 1, and a request after it waits.
+BOOST_AUTO_TEST_CASE(a_max_copied_from_a_key_freed_before_the_copy_is_written_is_not_kept) {
+    two_brokers s;
+    const auto late = [&](const char* failpoint) {
+        broker_config c = over(s.etcd, s.ttl);
+        c.env = {std::string("LMX_FAILPOINTS=") + failpoint};
+        return c;
+    };
+    s.a = std::make_unique<broker_process>(late("etcd.drop-max=sleep(2500)"));
+    s.b = std::make_unique<broker_process>(late("etcd.create=sleep(400)"));
+    s.with_clients([&](lmx::client& ca, lmx::client& cb) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url), b(s.b->tcp_url);
+        const auto key = fresh_key("copied"), x = fresh_key("x"), z = fresh_key("z"), y = fresh_key("y");
+        a.send(lock_frame(x, key, {{"max", 3}}));
+        BOOST_REQUIRE(a.recv_for(x).at("acquired").as_bool());
+        co_await poll_info(cb, key, [](auto& i) { return i.holders.size() == 1; });
+        b.send(lock_frame(z, key));  // copies max 3; written 400 ms later
+        co_await sleep_for(100ms);
+        BOOST_REQUIRE(a.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", x}})
+                          .at("unlocked")
+                          .as_bool());
+        BOOST_REQUIRE(granted_within(b, z, 3000ms));
+        co_await poll_info(ca, key, [&](auto& i) { return i.holders == std::vector<std::string>{z}; });
+        a.send(lock_frame(y, key));
+        BOOST_TEST(!granted_within(a, y, 600ms));
+        const auto info = co_await poll_info(ca, key, [](auto& i) { return i.waiters == 1; });
+        BOOST_TEST(info.holders.size() == 1u);
+        BOOST_TEST(info.waiters == 1u);
+        BOOST_TEST(b.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", z}})
+                       .at("unlocked")
+                       .as_bool());
+        BOOST_TEST(granted_within(a, y, 3000ms));
+    });
+}
+
+// A broker started while a hold claimed through another broker is in etcd (its grant key read
+// with its entry) knows it as a hold: it shows it and its waiter, extends it and forces it.
+BOOST_AUTO_TEST_CASE(a_broker_started_while_a_hold_is_claimed_knows_it_as_a_hold) {
+    two_brokers s;
+    const std::string key = fresh_key("claimed"), first = fresh_key("first"), held = fresh_key("held"),
+                      next = fresh_key("next");
+    s.with_clients([&](lmx::client& ca, lmx::client&) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url);
+        a.send(lock_frame(first, key));
+        BOOST_REQUIRE(a.recv_for(first).at("acquired").as_bool());
+        a.send(lock_frame(held, key, {{"ttl", 30000}}));
+        BOOST_REQUIRE(!a.recv_for(held).at("acquired").as_bool());  // queued: written before the next
+        a.send(lock_frame(next, key));
+        co_await poll_info(ca, key, [](auto& i) { return i.waiters == 2; });
+        // `held` waited, so its grant is a key of its own, written after its entry.
+        BOOST_REQUIRE(a.request({{"type", "unlock"}, {"uuid", fresh_key("u")}, {"key", key}, {"_uuid", first}})
+                          .at("unlocked")
+                          .as_bool());
+        BOOST_REQUIRE(granted_within(a, held, 3000ms));
+        s.b->stop(9);
+        s.b = std::make_unique<broker_process>(over(s.etcd, s.ttl));
+        lmx::client cb(co_await asio::this_coro::executor, options_for(s.b->tcp_url));
+        BOOST_REQUIRE(co_await store_ready(cb));
+        const auto info = co_await poll_info(cb, key, [&](auto& i) { return i.holders.size() == 1 && i.waiters == 1; });
+        BOOST_TEST(info.holders == std::vector<std::string>{held}, std::ssize(info.holders) << " holders");
+        BOOST_TEST(info.waiters == 1u);
+        wire_client b(s.b->tcp_url);
+        const auto e =
+            b.request({{"type", "extend"}, {"uuid", fresh_key("e")}, {"key", key}, {"_uuid", held}, {"ttl", 20000}});
+        BOOST_TEST(e.at("extended").as_bool(), boost::json::serialize(e));
+        const auto f = b.request({{"type", "unlock"}, {"uuid", fresh_key("force")}, {"key", key}, {"force", true}});
+        BOOST_TEST(f.at("unlocked").as_bool(), boost::json::serialize(f));
+        const auto lost_of_hold = [&](auto& m) {
+            return m.contains("type") && m.at("type") == "lock-lost" && m.at("uuid").as_string() == held;
+        };
+        BOOST_TEST(a.try_recv_if(lost_of_hold, 3s).has_value());
+        BOOST_TEST(granted_within(a, next, 3000ms));
+    });
+}
+
 // --max-waiters and --max-total-keys bound what the whole cluster holds in etcd, as the broker's
 // mirror shows it: waiters and keys through another broker count too.
 BOOST_AUTO_TEST_CASE(a_brokers_bounds_count_the_whole_clusters_waiters_and_keys) {
@@ -717,6 +866,44 @@ BOOST_AUTO_TEST_CASE(a_batch_keeps_within_etcds_operation_limit) {
         for (auto& id : fresh) BOOST_TEST(a.recv_for(id).at("acquired").as_bool());
         BOOST_TEST(s.a->log().find("batch of writes failed") == std::string::npos, s.a->log());
         co_return;
+    });
+}
+
+// An acquire-many over etcd is one txn, and etcd takes at most 128 compares in one: a request
+// that would need more (one for each key, two for a key whose named max it copies) is refused
+// with too_many_keys, and so is the second kind past 63 keys; one within the limit is granted.
+BOOST_AUTO_TEST_CASE(an_acquire_many_past_etcds_txn_limit_is_refused) {
+    two_brokers s;
+    broker_config wide = over(s.etcd, s.ttl);
+    wide.extra_args.insert(wide.extra_args.end(), {"--max-keys", "200"});
+    s.a = std::make_unique<broker_process>(wide);
+    s.with_clients([&](lmx::client& ca, lmx::client&) -> asio::awaitable<void> {
+        wire_client a(s.a->tcp_url);
+        const auto acquire_many = [&](const std::vector<std::string>& keys) {
+            boost::json::array list;
+            for (auto& k : keys) list.emplace_back(k);
+            return a.request({{"type", "acquire-many"}, {"uuid", fresh_key("many")}, {"keys", list}, {"wait", false}});
+        };
+        std::vector<std::string> keys;
+        for (int i = 0; i < 128; ++i) keys.push_back(fresh_key("many-key"));
+        const auto over_limit = acquire_many(keys);
+        BOOST_TEST(over_limit.at("code").as_string() == "too_many_keys", boost::json::serialize(over_limit));
+        keys.resize(100);
+        BOOST_TEST(acquire_many(keys).at("acquired").as_bool());
+        // 64 keys held under a named max: an acquire-many of them copies 64 maxes.
+        std::vector<std::string> named;
+        for (int i = 0; i < 64; ++i) {
+            named.push_back(fresh_key("named-key"));
+            const auto id = fresh_key("named");
+            a.send(lock_frame(id, named.back(), {{"max", 2}}));
+            BOOST_REQUIRE(a.recv_for(id).at("acquired").as_bool());
+        }
+        for (auto& k : named) co_await poll_info(ca, k, [](auto& i) { return i.holders.size() == 1; });
+        const auto copies = acquire_many(named);
+        BOOST_TEST(copies.at("code").as_string() == "too_many_keys", boost::json::serialize(copies));
+        named.resize(60);
+        const auto within = acquire_many(named);
+        BOOST_TEST(within.at("acquired").as_bool(), boost::json::serialize(within));
     });
 }
 

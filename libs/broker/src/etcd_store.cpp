@@ -1,6 +1,7 @@
 #include "etcd_store.hpp"
 
 #include <lmx/broker/broker.hpp>
+#include <lmx/core/failpoint.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/queue_rule.hpp>
 #include <lmx/etcd/client.hpp>
@@ -216,9 +217,17 @@ public:
         // revision (no claim key: one key per hold, as etcd's own lock has), if etcd finds the
         // key free too (the first entry holds, whatever its mode and max). A hold kept on exit
         // with a ttl claims onto a lease of its own, so it takes the usual way.
+        // A key etcd finds free starts afresh, as a freed key does in memory: the entry records
+        // the max it names or the default, never one named on the key before (the mirror may
+        // still show an entry whose end is being written), and that max's `m/` record goes in
+        // the same write if the mirror shows it and its drop has not come yet (one it does not
+        // show is older than this entry, and core::max_of passes over it).
         std::optional<claim_at_once> at_once;
         if (free_soon(key) && !(o.keep_on_exit && o.ttl_ms)) {
             const std::string entries = q_key(key, "");
+            const core::key_max fresh = core::max_for_new({}, std::nullopt, named);
+            v["max"] = fresh.max;
+            v["named"] = fresh.named;
             v["granted"] = true;
             at_once.emplace();
             at_once->txn.compares.push_back({.key = entries,
@@ -228,6 +237,7 @@ public:
             at_once->txn.success = t.success;
             at_once->txn.success.front() =
                 etcd::put_op{.key = q_key(key, o.id), .value = json::serialize(v), .lease = lease_};
+            if (!named && named_.contains(key)) at_once->txn.success.push_back(etcd::delete_op{.key = m_key(key)});
             at_once->txn.failure.push_back(etcd::range_op{.key = q_key(key, o.id)});
             at_once->value = std::move(v);
         }
@@ -280,8 +290,11 @@ public:
             if (r.keep_on_exit) v["keep"] = true;
             o.values.push_back(json::serialize(v));
         }
-        own_.emplace(o.id, o);
         etcd::txn_request t = creation_txn(o);
+        // etcd takes at most 128 compares and 128 operations in a txn: two compares for each key
+        // whose named max the request copies, one for each other key.
+        if (ops_of(t) > batch_ops) return refuse(core::errc::too_many_keys);
+        own_.emplace(o.id, o);
         spawn(create(shared_from_this(), o.id, keys.front(), std::move(t), std::nullopt));
     }
 
@@ -919,6 +932,9 @@ private:
     // txn requires that the key's named-max record is still the one the mirror showed. A max named
     // since (written with its request's entry, perhaps not seen yet) fails it, and the request's
     // max is taken again (retake_max) once the mirror shows that: an older copy never hides it.
+    // A named max it copies holds only while the key lives on (a key freed meanwhile starts
+    // afresh, as in memory): the key's newest entry in the mirror must still be in etcd then,
+    // which it is only if the key never was without entries since.
     etcd::txn_request creation_txn(const own_request& o) const {
         const auto refs = refs_of(o);
         etcd::txn_request t = create_txn(q_key(refs.front().first, o.id));
@@ -927,11 +943,19 @@ private:
             t.success.push_back(etcd::put_op{.key = q_key(k, o.id), .value = o.values[i], .lease = lease_});
             if (o.named) {
                 t.success.push_back(etcd::put_op{.key = m_key(k), .value = std::to_string(*o.named)});
-            } else {
-                const auto n = named_.find(k);
-                t.compares.push_back({.key = m_key(k),
-                                      .what = etcd::compare::target::mod_revision,
-                                      .number = n == named_.end() ? 0 : n->second.revision});
+                continue;
+            }
+            const auto n = named_.find(k);
+            t.compares.push_back({.key = m_key(k),
+                                  .what = etcd::compare::target::mod_revision,
+                                  .number = n == named_.end() ? 0 : n->second.revision});
+            auto ks = keys_.find(k);
+            if (ks != keys_.end() && !ks->second.entries.empty() &&
+                core::max_for_new(view(k), last_of(k), std::nullopt).named) {
+                const entry& newest = ks->second.entries.rbegin()->second;
+                t.compares.push_back({.key = q_key(k, newest.id),
+                                      .what = etcd::compare::target::create_revision,
+                                      .number = newest.revision});
             }
         }
         return t;
@@ -976,6 +1000,14 @@ private:
     // with a dying leader, an answer may not come. Such writes are made so that they can be
     // sent again, and are, a few times.
     static constexpr int write_tries = 4;
+
+    // The stall a failpoint's sleep(MS) asks for here (test builds; see docs/guarantees.md).
+    asio::awaitable<void> failpoint_pause(std::string_view name) {
+        if (const auto fp = LMX_FAILPOINT(name); fp.sleep()) {
+            asio::steady_timer t(ex_, fp.delay);
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
 
     asio::awaitable<void> pause_for(int attempt) {
         asio::steady_timer t(ex_, milliseconds(std::min(100 << std::min(attempt, 3), 800)));
@@ -1039,6 +1071,7 @@ private:
                 co_await timer.async_wait(asio::use_awaitable);
             }
         }
+        co_await failpoint_pause("etcd.start");
         if (stopped_) co_return;
         asio::co_spawn(ex_, keep_running(self, true), [](std::exception_ptr) {});
         asio::co_spawn(ex_, keep_running(self, false), [](std::exception_ptr) {});
@@ -1108,6 +1141,7 @@ private:
                         break;
                     }
                 }
+                co_await failpoint_pause("etcd.create");
                 const auto r = co_await client_.txn(t);
                 if (r.succeeded) {
                     revision = r.revision;
@@ -1742,6 +1776,7 @@ private:
                               .range_end = etcd::prefix_end(entries)});
         t.compares.push_back({.key = m_key(key), .what = etcd::compare::target::mod_revision, .number = revision});
         t.success.push_back(etcd::delete_op{.key = m_key(key)});
+        co_await failpoint_pause("etcd.drop-max");
         for (int attempt = 0; attempt < write_tries && !stopped_; ++attempt) {
             if (attempt > 0) co_await pause_for(attempt);
             auto w = std::make_shared<batched_write>(batched_write{.locks = {key}, .nested = &t});
@@ -1813,6 +1848,10 @@ private:
     void apply(const std::vector<etcd::watch_event>& changes) {
         std::unordered_set<std::string> touched;
         // Watch events, told once the batch is applied: every broker tells the same, in etcd's order.
+        // The mirror's first read is the state the broker starts from, not what happened: its
+        // requests and holds were told by the brokers they came through (a read after the watch
+        // was away is what happened meanwhile, and is told).
+        const bool telling = events_ && !(mirror_->reads() == 1 && !mirror_->synced());
         struct told {
             core::event_kind kind;
             std::string key, id;
@@ -1841,10 +1880,10 @@ private:
                     // Every request waits for its claim to be written, so each is told queued
                     // first: watchers see the queue in etcd's order, and grants leave it.
                     if (put_entry(key, id, ev.kv)) {
-                        if (events_) events.push_back({core::event_kind::queued, key, id, 0});
+                        if (telling) events.push_back({core::event_kind::queued, key, id, 0});
                         if (const entry* e = find_entry(key, id); e && e->grant) {  // granted at once
                             last_token_ = std::max(last_token_, token_of(*e));
-                            if (events_) events.push_back({core::event_kind::granted, key, id, token_of(*e)});
+                            if (telling) events.push_back({core::event_kind::granted, key, id, token_of(*e)});
                         }
                     }
                 } else {
@@ -1865,7 +1904,7 @@ private:
                         tell(r->second);  // ended through another broker, which said why
                     }
                     drop_entry(key, id);
-                    if (events_ && e) events.push_back({why, key, id, token});
+                    if (telling && e) events.push_back({why, key, id, token});
                 }
             } else if (name.starts_with("g/") && parse_entry_name(name.substr(2), true, key, id)) {
                 touched.insert(key);
@@ -1881,7 +1920,7 @@ private:
                 ++granted_count_;
                 e.seen = steady::now();
                 last_token_ = std::max(last_token_, token_of(e));
-                if (events_) events.push_back({core::event_kind::granted, key, id, token_of(e)});
+                if (telling) events.push_back({core::event_kind::granted, key, id, token_of(e)});
             } else if (name.starts_with("r/")) {
                 if (!put) recorded_.erase(std::string(name.substr(2)));
             } else if (name.starts_with("m/") && parse_entry_name(name.substr(2), false, key, id)) {

@@ -5,6 +5,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <optional>
 
 namespace lmx::etcd {
@@ -35,9 +36,16 @@ struct prefix_mirror::state {
         for (const auto& [key, old] : keys)
             if (!fresh.contains(key))
                 diff.push_back({watch_event::type::del, {.key = key, .mod_revision = r.revision}});
+        const auto deletes = diff.size();
         for (const auto& [key, kv] : fresh)
             if (auto it = keys.find(key); it == keys.end() || it->second.mod_revision != kv.mod_revision)
                 diff.push_back({watch_event::type::put, kv});
+        // Puts in the order their keys were created, as a watch would have told them: a key
+        // written after another (a record that names an earlier one) comes after it, whatever
+        // their names' order.
+        std::stable_sort(
+            diff.begin() + static_cast<std::ptrdiff_t>(deletes), diff.end(),
+            [](const watch_event& a, const watch_event& b) { return a.kv.create_revision < b.kv.create_revision; });
         keys = std::move(fresh);
         revision = r.revision;
         ++reads;
