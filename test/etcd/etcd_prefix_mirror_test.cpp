@@ -42,10 +42,13 @@ asio::awaitable<content> read_prefix(etcd::client& c, const std::string& prefix)
 }
 
 // A mirror of `prefix` through a client of `mirror_endpoints`, and a writer client of
-// `writer_endpoints`, beside `body`; `applied` is what the mirror's changes built.
-void with_mirror(
-    std::vector<std::string> mirror_endpoints, std::vector<std::string> writer_endpoints, const std::string& prefix,
-    std::function<asio::awaitable<void>(etcd::client& writer, etcd::prefix_mirror&, content& applied)> body) {
+// `writer_endpoints`, beside `body`; `applied` is what the mirror's changes built, `told` the
+// changes in the order they came ("put KEY", "del KEY").
+void with_mirror(std::vector<std::string> mirror_endpoints, std::vector<std::string> writer_endpoints,
+                 const std::string& prefix,
+                 std::function<asio::awaitable<void>(etcd::client& writer, etcd::prefix_mirror&, content& applied,
+                                                     std::vector<std::string>& told)>
+                     body) {
     asio::io_context ctx;
     lmx::test::run_body(
         ctx,
@@ -53,6 +56,7 @@ void with_mirror(
             etcd::client reader(ex, lmx::test::etcd_options(mirror_endpoints, 2s));
             etcd::client writer(ex, lmx::test::etcd_options(writer_endpoints, 2s));
             content applied;
+            std::vector<std::string> told;
             std::int64_t last_revision = 0;
             etcd::prefix_mirror mirror(reader, prefix,
                                        [&](const std::vector<etcd::watch_event>& changes, std::int64_t rev) {
@@ -60,7 +64,9 @@ void with_mirror(
                                            last_revision = rev;
                                            for (const auto& e : changes) {
                                                BOOST_TEST(e.kv.key.starts_with(prefix));
-                                               if (e.what == etcd::watch_event::type::del)
+                                               const bool del = e.what == etcd::watch_event::type::del;
+                                               told.push_back((del ? "del " : "put ") + e.kv.key);
+                                               if (del)
                                                    applied.erase(e.kv.key);
                                                else
                                                    applied[e.kv.key] = e.kv.value;
@@ -68,7 +74,7 @@ void with_mirror(
                                        });
             bool ran = false;
             asio::co_spawn(ex, mirror.run(), [&](std::exception_ptr) { ran = true; });
-            co_await body(writer, mirror, applied);
+            co_await body(writer, mirror, applied, told);
             mirror.stop();
             BOOST_TEST(co_await until([&] { return ran; }, 5000ms));
         },
@@ -82,7 +88,8 @@ BOOST_AUTO_TEST_SUITE(etcd_prefix_mirror_test)
 BOOST_AUTO_TEST_CASE(the_mirror_holds_what_is_there_and_follows_every_change) {
     etcd_cluster cluster;
     with_mirror(cluster.endpoints(), cluster.endpoints(), "/m/",
-                [&](etcd::client& w, etcd::prefix_mirror& m, content& applied) -> asio::awaitable<void> {
+                [&](etcd::client& w, etcd::prefix_mirror& m, content& applied,
+                    std::vector<std::string>&) -> asio::awaitable<void> {
                     co_await w.put("/m/before", "1");
                     co_await w.put("/n/other", "not mirrored");
                     BOOST_REQUIRE(co_await until([&] { return m.synced() && applied.size() == 1; }, 5000ms));
@@ -105,7 +112,8 @@ BOOST_AUTO_TEST_CASE(the_mirror_holds_what_is_there_and_follows_every_change) {
 BOOST_AUTO_TEST_CASE(a_long_watch_carries_more_than_one_http_body_limit) {
     etcd_cluster cluster;
     with_mirror(cluster.endpoints(), cluster.endpoints(), "/big/",
-                [&](etcd::client& w, etcd::prefix_mirror& m, content& applied) -> asio::awaitable<void> {
+                [&](etcd::client& w, etcd::prefix_mirror& m, content& applied,
+                    std::vector<std::string>&) -> asio::awaitable<void> {
                     BOOST_REQUIRE(co_await until([&] { return m.synced(); }, 5000ms));
                     const std::string value(256 * 1024, 'v');  // ~350 KB per event in base64 and JSON
                     std::int64_t rev = 0;
@@ -145,11 +153,13 @@ BOOST_AUTO_TEST_CASE(changes_made_while_the_mirror_was_cut_off_arrive_as_the_dif
     etcd_cluster cluster(3);
     // The mirror reaches member 0 only; the writer goes through the other two.
     with_mirror({cluster.endpoint(0)}, {cluster.endpoint(1), cluster.endpoint(2)}, "/m/",
-                [&](etcd::client& w, etcd::prefix_mirror& m, content& applied) -> asio::awaitable<void> {
+                [&](etcd::client& w, etcd::prefix_mirror& m, content& applied,
+                    std::vector<std::string>& told) -> asio::awaitable<void> {
                     co_await w.put("/m/kept", "1");
                     co_await w.put("/m/changed", "1");
                     co_await w.put("/m/deleted", "1");
-                    BOOST_REQUIRE(co_await until([&] { return m.synced() && applied.size() == 3; }, 5000ms));
+                    co_await w.put("/m/recreated", "1");
+                    BOOST_REQUIRE(co_await until([&] { return m.synced() && applied.size() == 4; }, 5000ms));
                     cluster.kill(0);
                     BOOST_REQUIRE(co_await until([&] { return !m.synced(); }, 5000ms));
                     // While it is away: a change, a delete, a new key, and a compaction past all of it.
@@ -163,15 +173,26 @@ BOOST_AUTO_TEST_CASE(changes_made_while_the_mirror_was_cut_off_arrive_as_the_dif
                     }
                     BOOST_REQUIRE(rev != 0);
                     co_await w.delete_range("/m/deleted");
+                    co_await w.delete_range("/m/recreated");
+                    co_await w.put("/m/recreated", "1");  // the same value, a new key
                     const auto last = co_await w.put("/m/new", "3");
+                    told.clear();
                     co_await w.compact(last);
                     BOOST_TEST(applied.at("/m/changed") == "1");  // nothing seen yet
                     cluster.restart(0);
                     BOOST_REQUIRE(co_await until([&] { return m.synced() && m.revision() >= last; }, 15000ms));
                     const auto expected = co_await read_prefix(w, "/m/");
                     BOOST_TEST((applied == expected));
-                    BOOST_TEST(expected.size() == 3u);
+                    BOOST_TEST(expected.size() == 4u);
                     BOOST_TEST(!applied.contains("/m/deleted"));
+                    // Deletes first, the key created again among them; then puts by creation.
+                    const std::vector<std::string> in_order{"del /m/deleted", "del /m/recreated", "put /m/changed",
+                                                            "put /m/recreated", "put /m/new"};
+                    BOOST_TEST(told == in_order, [&] {
+                        std::string t;
+                        for (auto& x : told) t += x + "; ";
+                        return t;
+                    }());
                     BOOST_TEST(m.reads() >= 2u);
                     // And it follows live changes again.
                     const auto after = co_await w.put("/m/after", "4");

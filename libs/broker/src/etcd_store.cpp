@@ -291,9 +291,10 @@ public:
             o.values.push_back(json::serialize(v));
         }
         etcd::txn_request t = creation_txn(o);
-        // etcd takes at most 128 compares and 128 operations in a txn: two compares for each key
-        // whose named max the request copies, one for each other key.
-        if (ops_of(t) > batch_ops) return refuse(core::errc::too_many_keys);
+        // etcd takes at most 128 compares and 128 operations in a txn, and an acquire-many is
+        // written, claimed and ended in one: its end deletes two keys on each key (entry and
+        // grant), and its write compares once on each key, twice on one whose named max it copies.
+        if (keys.size() > batch_ops / 2 || ops_of(t) > batch_ops) return refuse(core::errc::too_many_keys);
         own_.emplace(o.id, o);
         spawn(create(shared_from_this(), o.id, keys.front(), std::move(t), std::nullopt));
     }
@@ -1002,7 +1003,7 @@ private:
     static constexpr int write_tries = 4;
 
     // The stall a failpoint's sleep(MS) asks for here (test builds; see docs/guarantees.md).
-    asio::awaitable<void> failpoint_pause(std::string_view name) {
+    asio::awaitable<void> failpoint_pause([[maybe_unused]] std::string_view name) {
         if (const auto fp = LMX_FAILPOINT(name); fp.sleep()) {
             asio::steady_timer t(ex_, fp.delay);
             co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -1506,12 +1507,15 @@ private:
                 const std::size_t inner = std::max(nested_ops, w.nested ? ops_of(*w.nested) : 0);
                 const bool fits =
                     now.empty() || (t.success.size() + n + inner <= batch_ops && (!w.claim || slots < slots_per_txn));
-                const auto touched = [&](const std::unordered_set<std::string>& set) {
+                const auto touched = [&](const auto& set) {
                     return std::any_of(w.locks.begin(), w.locks.end(),
                                        [&](const std::string& k) { return set.contains(k); });
                 };
                 // A nested txn's keys are not listed: it shares no lock key with anything in the batch.
-                const bool apart = w.nested ? !touched(locks)
+                // A claim at once also waits for the end of an entry on its key that is being
+                // written in the other batch, so that the two are written in the order they came
+                // (the claim would fail first, then find the key's old max).
+                const bool apart = w.nested ? !touched(locks) && !(w.claim && touched(ends_in_flight_))
                                             : !touched(nested_locks) &&
                                                   std::none_of(w.ops.begin(), w.ops.end(), [&](const etcd::op& op) {
                                                       return keys.contains(written_key(op));
@@ -1544,12 +1548,18 @@ private:
                 now.push_back(*it);
                 it = batches_.erase(it);
             }
+            if (now.empty()) break;  // all wait for the other batch, whose writer takes them next
+            std::vector<std::string> ends;
+            for (auto& w : now)
+                if (!w->nested) ends.insert(ends.end(), w->locks.begin(), w->locks.end());
+            for (auto& k : ends) ends_in_flight_.insert(k);
             std::optional<etcd::txn_result> r;
             try {
                 r = co_await client_.txn(t);
             } catch (const std::exception& e) {
                 log_line(log_level::warn, std::string("etcd store: a batch of writes failed: ") + e.what());
             }
+            for (auto& k : ends) ends_in_flight_.erase(ends_in_flight_.find(k));
             if (stopped_) co_return;
             std::size_t at = 0;
             for (auto& w : now) {
@@ -2226,6 +2236,7 @@ private:
     };
     std::unordered_map<std::string, extending> extending_;
     bool events_ = false;
+    std::unordered_multiset<std::string> ends_in_flight_;  // lock keys of the ends in a batch being written
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by request id
     core::table_counters counters_{};

@@ -33,8 +33,10 @@ struct prefix_mirror::state {
         std::map<std::string, key_value> fresh;
         for (auto& kv : r.kvs) fresh.emplace(kv.key, std::move(kv));
         std::vector<watch_event> diff;
+        // A key gone, or deleted and created again meanwhile (its create revision moved), is
+        // reported deleted first.
         for (const auto& [key, old] : keys)
-            if (!fresh.contains(key))
+            if (auto it = fresh.find(key); it == fresh.end() || it->second.create_revision != old.create_revision)
                 diff.push_back({watch_event::type::del, {.key = key, .mod_revision = r.revision}});
         const auto deletes = diff.size();
         for (const auto& [key, kv] : fresh)

@@ -6,9 +6,10 @@
 // dies, etcd goes away) or is canceled (it fell behind a compaction), it reads the prefix again
 // once etcd answers and reports the difference from what it held as changes, so a consumer that
 // applies every change it is told about ends up with etcd's content: nothing is lost, whatever
-// happened while the mirror was away. A read reports the keys gone first, then the keys new or
-// changed in the order of their creation (ties in key order), so a key is reported after the keys
-// that were written before it, as a watch from the start would have told them.
+// happened while the mirror was away. A read reports the keys gone first (with those deleted and
+// created again meanwhile), then the keys new or changed in the order of their creation (ties in
+// key order), so a key is reported after the keys that were written before it, as a watch from
+// the start would have told them.
 
 #include <lmx/etcd/client.hpp>
 
