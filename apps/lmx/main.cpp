@@ -1,5 +1,6 @@
 #include "commands.hpp"
 
+#include <lmx/broker/build_info.hpp>
 #include <lmx/version.hpp>
 
 #include <CLI/CLI.hpp>
@@ -9,7 +10,8 @@
 int main(int argc, char** argv) {
     CLI::App app{"lmx — networked mutex and semaphore broker, and its command line client"};
     app.set_version_flag("-V,--version",
-                         "lmx " LMX_VERSION_STRING " (protocol " + std::to_string(LMX_PROTOCOL_VERSION) + ")");
+                         "lmx " LMX_VERSION_STRING " (protocol " + std::to_string(LMX_PROTOCOL_VERSION) + ", commit " +
+                             std::string(lmx::build_commit()) + ", " + std::string(lmx::build_type()) + " build)");
     app.name("lmx");  // in usage lines, whatever path it was started by
     app.require_subcommand(1);
     app.get_formatter()->column_width(36);

@@ -7,6 +7,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <charconv>
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -128,6 +131,62 @@ BOOST_AUTO_TEST_CASE(v1_stats_has_the_figures_of_system_stats) {
     BOOST_TEST(number(http, "uptimeMs") >= number(wire, "uptimeMs"));
     BOOST_TEST(http.at("topContendedKeys") == wire.at("topContendedKeys"));
     BOOST_TEST(number(http, "holders") == 2u);
+}
+
+// The commit and build type, the same in `lmx --version`, /healthz and the lmx_build_info metric:
+// a commit of this repository when it is built from a git checkout.
+BOOST_AUTO_TEST_CASE(the_build_is_named_alike_in_version_healthz_and_metrics) {
+    checked_broker b;
+    const auto health = boost::json::parse(http_get(b.ws_url, "/healthz").body).as_object();
+    const std::string commit = text(health, "commit"), type = text(health, "build_type");
+    BOOST_TEST_INFO("commit " << commit << ", build type " << type);
+    const auto hex = [](std::string_view t) {
+        return t.size() == 12 && t.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+    };
+    BOOST_TEST((commit == "unknown" || hex(commit) || (commit.ends_with("-dirty") && hex(commit.substr(0, 12)))));
+    BOOST_TEST(!type.empty());
+    const auto version = run_lmx({"--version"});
+    BOOST_TEST(version.output.find("commit " + commit + ", " + type + " build") != std::string::npos, version.output);
+    const auto page = http_get(b.ws_url, "/metrics").body;
+    BOOST_TEST(page.find("\nlmx_build_info{version=\"" + text(health, "version") + "\",protocol=\"1\",commit=\"" +
+                         commit + "\",build_type=\"" + type + "\"} 1\n") != std::string::npos,
+               page);
+    // Built from this checkout: git knows the commit.
+    const auto source = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+    if (commit != "unknown" && std::filesystem::exists(source / ".git")) {
+        const std::string hash = commit.substr(0, 12);
+        const std::string command = "git -C '" + source.string() + "' cat-file -e " + hash + "^{commit} 2>/dev/null";
+        BOOST_TEST(std::system(command.c_str()) == 0, command);
+    }
+}
+
+// Numbers are written in the fewest digits that read back as them: no float noise such as
+// 40.186999999999998 in /metrics or 4.0187E1 in /v1/stats.
+BOOST_AUTO_TEST_CASE(numbers_carry_no_float_noise) {
+    checked_broker b;
+    std::this_thread::sleep_for(30ms);  // an uptime that is not a whole second
+    std::istringstream in(http_get(b.ws_url, "/metrics").body);
+    int samples = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        const std::string value = line.substr(line.rfind(' ') + 1);
+        if (value == "+Inf") continue;
+        double v = 0;
+        std::from_chars(value.data(), value.data() + value.size(), v);
+        char shortest[64];
+        const auto r = std::to_chars(shortest, shortest + sizeof shortest, v);
+        BOOST_TEST(value == std::string(shortest, r.ptr), line);
+        ++samples;
+    }
+    BOOST_TEST(samples > 20);
+    const auto stats = http_get(b.ws_url, "/v1/stats").body;
+    const auto at = stats.find("\"uptime\":");
+    BOOST_REQUIRE(at != std::string::npos);
+    const std::string uptime = stats.substr(at + 9, stats.find(',', at) - at - 9);  // seconds, to the millisecond
+    BOOST_TEST((uptime.size() >= 5 && uptime[uptime.size() - 4] == '.' &&
+                uptime.find_first_not_of("0123456789.") == std::string::npos),
+               uptime);
+    BOOST_TEST(stats.find('E') == std::string::npos, stats);
 }
 
 BOOST_AUTO_TEST_CASE(embedded_web_files) {

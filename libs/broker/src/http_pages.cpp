@@ -1,11 +1,13 @@
 #include "http_pages.hpp"
 #include "web_assets.hpp"
 
+#include <lmx/broker/build_info.hpp>
 #include <lmx/version.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <charconv>
 #include <cstdio>
 
 namespace lmx::detail {
@@ -13,9 +15,14 @@ namespace lmx::detail {
 namespace {
 constexpr const char* json_type = "application/json";
 
+// `value` in the fewest digits that read back as it (40.187, not 40.186999999999998).
+void number(std::string& out, double value) {
+    char text[64];
+    const auto r = std::to_chars(text, text + sizeof text, value);
+    out.append(text, r.ptr);
+}
+
 void metric(std::string& out, const char* name, const char* type, const char* help, double value) {
-    char line[64];
-    std::snprintf(line, sizeof line, "%.17g", value);
     out += "# HELP ";
     out += name;
     out += ' ';
@@ -27,7 +34,7 @@ void metric(std::string& out, const char* name, const char* type, const char* he
     out += '\n';
     out += name;
     out += ' ';
-    out += line;
+    number(out, value);
     out += '\n';
 }
 }  // namespace
@@ -59,10 +66,9 @@ std::optional<transport::http_response> web_page(std::string_view path) {
 
 transport::http_response healthz_page(const health_state& h) {
     const bool ok = h.reason.empty();
-    boost::json::object o{{"status", ok ? "ok" : "unhealthy"},
-                          {"version", LMX_VERSION_STRING},
-                          {"uptime_ms", h.uptime_ms},
-                          {"connections", h.connections}};
+    boost::json::object o{{"status", ok ? "ok" : "unhealthy"}, {"version", LMX_VERSION_STRING},
+                          {"commit", build_commit()},          {"build_type", build_type()},
+                          {"uptime_ms", h.uptime_ms},          {"connections", h.connections}};
     if (!ok) o["reason"] = h.reason;
     transport::http_response r{ok ? 200u : 503u, json_type, boost::json::serialize(o) + "\n", {}};
     r.headers.emplace_back("Cache-Control", "no-store");
@@ -71,10 +77,16 @@ transport::http_response healthz_page(const health_state& h) {
 
 transport::http_response stats_page(const core::broker_stats& st) {
     // The same figures as system-stats-response: write that frame and hand out its `stats`.
+    // The object is handed out as written, not parsed and written again: Boost.JSON would write
+    // the uptime's 40.187 as 4.0187E1.
     std::string frame;
     core::write_system_stats(frame, "", st);
-    auto v = boost::json::parse(frame);
-    return {200, json_type, boost::json::serialize(v.as_object().at("stats")) + "\n", {}};
+    const auto at = frame.find("\"stats\":");
+    const auto end = frame.rfind('}');
+    if (at == std::string::npos || end == std::string::npos || end <= at) return {500, json_type, "{}\n", {}};
+    std::string body = frame.substr(at + 8, end - at - 8);
+    body += '\n';
+    return {200, json_type, std::move(body), {}};
 }
 
 transport::http_response metrics_page(const core::broker_stats& st, const core::table_counters& c,
@@ -84,6 +96,16 @@ transport::http_response metrics_page(const core::broker_stats& st, const core::
     out.reserve(4096);
     auto d = [](auto v) { return static_cast<double>(v); };
     metric(out, "lmx_up", "gauge", "1 while the broker serves.", 1);
+    out +=
+        "# HELP lmx_build_info The broker's version, protocol, commit and build type; always 1.\n"
+        "# TYPE lmx_build_info gauge\n"
+        "lmx_build_info{version=\"" LMX_VERSION_STRING "\",protocol=\"";
+    out += std::to_string(LMX_PROTOCOL_VERSION);
+    out += "\",commit=\"";
+    out += build_commit();
+    out += "\",build_type=\"";
+    out += build_type();
+    out += "\"} 1\n";
     metric(out, "lmx_healthy", "gauge",
            "1 when the broker can grant locks; 0 while its fencing state cannot be persisted.",
            h.reason.empty() ? 1 : 0);

@@ -19,6 +19,15 @@ bool iequals(std::string_view a, std::string_view b) {
            });
 }
 
+// 'text', appended piece by piece: g++ 12 warns -Wrestrict (wrongly) on "'" + std::string(text)
+// at -O3.
+std::string in_quotes(std::string_view text) {
+    std::string out;
+    out.reserve(text.size() + 2);
+    out.append(1, '\'').append(text).append(1, '\'');
+    return out;
+}
+
 bool valid_host_char(char c) {
     const auto u = static_cast<unsigned char>(c);
     return std::isalnum(u) || c == '-' || c == '.' || c == '_' || c == '%' || u >= 0x80;
@@ -26,7 +35,7 @@ bool valid_host_char(char c) {
 
 // Parses "host:port" or "[v6]:port" into `ep`; returns an error sentence or empty.
 std::string parse_authority(std::string_view url, std::string_view authority, endpoint& ep) {
-    const std::string quoted = "'" + std::string(url) + "'";
+    const std::string quoted = in_quotes(url);
     if (authority.empty()) return "missing host and port in " + quoted;
     if (authority.find('@') != std::string_view::npos) return "user info is not supported in " + quoted;
 
@@ -96,7 +105,7 @@ std::string_view scheme_name(const endpoint& ep) noexcept {
 }
 
 std::optional<endpoint> parse_endpoint(std::string_view url, std::string* error) {
-    const std::string quoted = "'" + std::string(url) + "'";
+    const std::string quoted = in_quotes(url);
     const auto sep = url.find("://");
     if (sep == std::string_view::npos)
         return fail(error, "missing scheme in " + quoted +
@@ -147,7 +156,12 @@ std::optional<endpoint> parse_endpoint(std::string_view url, std::string* error)
     }
     if (!path.empty() && path.front() == '#') path = {};
     if (const auto hash = path.find('#'); hash != std::string_view::npos) path = path.substr(0, hash);
-    ep.path = path.empty() ? std::string("/") : path.front() == '?' ? "/" + std::string(path) : std::string(path);
+    // "/?query" appended piece by piece (see in_quotes).
+    ep.path = "/";
+    if (!path.empty() && path.front() == '?')
+        ep.path.append(path);
+    else if (!path.empty())
+        ep.path.assign(path);
     return ep;
 }
 
