@@ -38,6 +38,7 @@ struct broker_args {
     std::string unix_group;
     std::vector<std::string> unix_allow_uid, unix_allow_gid;
     std::string level = "info";
+    std::string log_format = "text";
     std::string urls_file;
 };
 
@@ -164,6 +165,7 @@ int run_broker(broker_args& a) {
         {"error", log_level::error}, {"warn", log_level::warn}, {"info", log_level::info}, {"debug", log_level::debug}};
     a.opt.level = levels.at(a.level);
     set_log_level(a.opt.level);
+    set_log_format(a.log_format == "json" ? log_format::json : log_format::text);
     if (a.opt.unix_mode & 0002)
         log_line(log_level::warn,
                  "--unix-mode makes the socket world-writable: any local user can take and release locks");
@@ -385,6 +387,10 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
     cmd->add_option("--log-level", a->level, "Log level")
         ->default_val("info")
         ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+    cmd->add_option("--log-format", a->log_format,
+                    "Log lines as text, or as json (one object a line: time, level, message) for log collectors")
+        ->default_val("text")
+        ->check(CLI::IsMember({"text", "json"}));
     cmd->add_option("--urls-file", a->urls_file, "Write the bound URLs (one per line) to FILE once listening")
         ->type_name("FILE");
     cmd->callback([a, set_action] { set_action([a] { return run_broker(*a); }); });

@@ -161,6 +161,35 @@ BOOST_AUTO_TEST_CASE(socket_file_mode_defaults_to_0660) {
     BOOST_TEST((st.st_mode & 0777) == 0660u);
 }
 
+// --log-format json: every log line is one JSON object (time, level, message), for collectors;
+// a format it does not know is a usage error.
+BOOST_AUTO_TEST_CASE(json_logs_are_one_object_a_line) {
+    broker_config cfg;
+    cfg.extra_args = {"--log-format", "json"};
+    checked_broker b(cfg);
+    BOOST_TEST(b.stop(SIGTERM, 5s) == 0, b.log());
+    std::istringstream in(b.log());
+    int lines = 0;
+    bool listening = false, stopping = false;
+    for (std::string line; std::getline(in, line);) {
+        ++lines;
+        boost::system::error_code ec;
+        const auto v = boost::json::parse(line, ec);
+        BOOST_TEST_REQUIRE((!ec && v.is_object()), line);
+        const auto& o = v.as_object();
+        BOOST_TEST(o.size() == 3u, line);
+        const std::string time = text(o, "time"), level = text(o, "level"), message = text(o, "message");
+        BOOST_TEST((time.size() == 24 && time[10] == 'T' && time.back() == 'Z'), line);
+        BOOST_TEST((level == "error" || level == "warn" || level == "info" || level == "debug"), line);
+        listening = listening || message.starts_with("listening on ");
+        stopping = stopping || message.find("received SIGTERM") != std::string::npos;
+    }
+    BOOST_TEST(lines >= 3);
+    BOOST_TEST(listening, b.log());
+    BOOST_TEST(stopping, b.log());
+    BOOST_TEST(run_lmx({"broker", "--log-format", "xml"}).status == 2);
+}
+
 // A supervisor may send SIGTERM the moment the broker says it is ready; the broker.ready
 // failpoint stalls it there, so a signal not yet caught at that point would kill it (143).
 BOOST_AUTO_TEST_CASE(sigterm_right_after_ready_stops_gracefully) {

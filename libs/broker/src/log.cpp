@@ -1,5 +1,8 @@
 #include <lmx/broker/broker.hpp>
 
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -9,6 +12,7 @@ namespace lmx {
 
 namespace {
 std::atomic<log_level> current_level{log_level::info};
+std::atomic<log_format> current_format{log_format::text};
 
 const char* name(log_level l) {
     switch (l) {
@@ -23,6 +27,8 @@ const char* name(log_level l) {
 
 void set_log_level(log_level level) { current_level.store(level, std::memory_order_relaxed); }
 
+void set_log_format(log_format format) { current_format.store(format, std::memory_order_relaxed); }
+
 bool log_enabled(log_level level) { return level <= current_level.load(std::memory_order_relaxed); }
 
 void log_line(log_level level, const std::string& message) {
@@ -36,6 +42,14 @@ void log_line(log_level level, const std::string& message) {
     char stamp[40];
     std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     // One fprintf per line so concurrent writers never interleave within a line.
+    if (current_format.load(std::memory_order_relaxed) == log_format::json) {
+        std::string level_name = name(level);
+        while (level_name.back() == ' ') level_name.pop_back();
+        const std::string text = boost::json::serialize(boost::json::string(message));
+        std::fprintf(stderr, "{\"time\":\"%s.%03dZ\",\"level\":\"%s\",\"message\":%s}\n", stamp, static_cast<int>(ms),
+                     level_name.c_str(), text.c_str());
+        return;
+    }
     std::fprintf(stderr, "%s.%03dZ %s %s\n", stamp, static_cast<int>(ms), name(level), message.c_str());
 }
 

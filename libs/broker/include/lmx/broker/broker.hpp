@@ -116,9 +116,13 @@ private:
     std::shared_ptr<impl> impl_;
 };
 
-// One line to stderr: "2026-11-27T20:01:02.345Z info  message". Shared by the broker and apps.
+// One line to stderr: "2026-11-27T20:01:02.345Z info  message", or in the json format one object
+// a line for log collectors: {"time":"2026-11-27T20:01:02.345Z","level":"info","message":"..."}.
+// Shared by the broker and apps.
+enum class log_format : std::uint8_t { text, json };
 void log_line(log_level level, const std::string& message);
 void set_log_level(log_level level);
+void set_log_format(log_format format);
 bool log_enabled(log_level level);
 
 }  // namespace lmx
