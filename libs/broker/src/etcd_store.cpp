@@ -179,7 +179,9 @@ public:
         const std::string key(r.key);
         if (auto it = own_.find(std::string(r.id)); it != own_.end()) {
             own_request& o = it->second;
-            if (o.session == r.session && o.key == r.key) return resend(o, r.queued_notice);
+            // A request of an id whose release is still being written is refused: the id is in
+            // use until then (in memory a release is done at once).
+            if (o.session == r.session && o.key == r.key && o.ph != phase::ending) return resend(o, r.queued_notice);
             return reject(r.session, r.id, r.key, core::errc::duplicate_request);
         }
         if (!ready()) return reject(r.session, r.id, r.key, core::errc::unavailable);
@@ -261,7 +263,7 @@ public:
         };
         if (auto it = own_.find(std::string(r.id)); it != own_.end()) {
             const own_request& o = it->second;
-            if (o.session == r.session && o.keys == keys) return resend(o, true);
+            if (o.session == r.session && o.keys == keys && o.ph != phase::ending) return resend(o, true);
             return refuse(core::errc::duplicate_request);
         }
         if (keys.empty()) return refuse(core::errc::bad_request);
@@ -2044,9 +2046,11 @@ private:
 
     void drop_entry(const std::string& key, const std::string& id) {
         deleted_.erase(id);
+        std::int64_t dropped = 0;  // the create revision of the entry gone, when the mirror had it
         auto ks = keys_.find(key);
         if (ks != keys_.end()) {
             if (auto r = ks->second.by_id.find(id); r != ks->second.by_id.end()) {
+                dropped = r->second;
                 auto e = ks->second.entries.find(r->second);
                 --entry_count_;
                 granted_count_ -= e->second.grant != 0;
@@ -2058,6 +2062,9 @@ private:
         auto it = own_.find(id);
         if (it == own_.end() || !on_key(it->second, key)) return;
         if (it->second.ph == phase::ending || it->second.ph == phase::creating) return;
+        // The entry of an earlier request of the same id (released, then asked for again): the
+        // watch may tell of its delete after this one's write was answered.
+        if (dropped && it->second.revision && dropped != it->second.revision) return;
         ended_elsewhere(it);
     }
 
