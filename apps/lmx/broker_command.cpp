@@ -178,7 +178,7 @@ int run_broker(broker_args& a) {
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     boost::asio::signal_set hangups(io, SIGHUP);
     if (auto err = b.start(); !err.empty()) {
-        std::fprintf(stderr, "lmx broker: %s\n", err.c_str());
+        log_line(log_level::error, "lmx broker: " + err);
         return 1;
     }
     std::string list;

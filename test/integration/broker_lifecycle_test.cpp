@@ -188,6 +188,20 @@ BOOST_AUTO_TEST_CASE(json_logs_are_one_object_a_line) {
     BOOST_TEST(listening, b.log());
     BOOST_TEST(stopping, b.log());
     BOOST_TEST(run_lmx({"broker", "--log-format", "xml"}).status == 2);
+    // A start-up error is a log line too, and bytes that are not UTF-8 in it (a host name here)
+    // become U+FFFD, so that the line stays valid JSON.
+    const auto bad = run_lmx({"broker", "--log-format", "json", "--listen", "tcp://\xff\xfe:1"});
+    BOOST_TEST(bad.status == 1, bad.output);
+    bool error_line = false;
+    std::istringstream output(bad.output);
+    for (std::string line; std::getline(output, line);) {
+        boost::system::error_code ec;
+        const auto v = boost::json::parse(line, ec);  // Boost.JSON refuses ill-formed UTF-8
+        BOOST_TEST_REQUIRE((!ec && v.is_object()), line);
+        if (text(v.as_object(), "level") == "error")
+            error_line = text(v.as_object(), "message").find("\xEF\xBF\xBD\xEF\xBF\xBD:1") != std::string::npos;
+    }
+    BOOST_TEST(error_line, bad.output);
 }
 
 // A supervisor may send SIGTERM the moment the broker says it is ready; the broker.ready

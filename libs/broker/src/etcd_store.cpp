@@ -1551,17 +1551,25 @@ private:
                 it = batches_.erase(it);
             }
             if (now.empty()) break;  // all wait for the other batch, whose writer takes them next
-            std::vector<std::string> ends;
-            for (auto& w : now)
-                if (!w->nested) ends.insert(ends.end(), w->locks.begin(), w->locks.end());
-            for (auto& k : ends) ends_in_flight_.insert(k);
             std::optional<etcd::txn_result> r;
-            try {
-                r = co_await client_.txn(t);
-            } catch (const std::exception& e) {
-                log_line(log_level::warn, std::string("etcd store: a batch of writes failed: ") + e.what());
+            {
+                // The lock keys of this batch's ends, while it is written (whatever ends the write).
+                struct in_flight {
+                    std::unordered_multiset<std::string>& set;
+                    std::vector<std::string> keys{};
+                    ~in_flight() {
+                        for (auto& k : keys) set.erase(set.find(k));
+                    }
+                } ends{ends_in_flight_};
+                for (auto& w : now)
+                    if (!w->nested) ends.keys.insert(ends.keys.end(), w->locks.begin(), w->locks.end());
+                for (auto& k : ends.keys) ends_in_flight_.insert(k);
+                try {
+                    r = co_await client_.txn(t);
+                } catch (const std::exception& e) {
+                    log_line(log_level::warn, std::string("etcd store: a batch of writes failed: ") + e.what());
+                }
             }
-            for (auto& k : ends) ends_in_flight_.erase(ends_in_flight_.find(k));
             if (stopped_) co_return;
             std::size_t at = 0;
             for (auto& w : now) {

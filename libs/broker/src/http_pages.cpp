@@ -8,6 +8,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 
 namespace lmx::detail {
@@ -15,10 +16,14 @@ namespace lmx::detail {
 namespace {
 constexpr const char* json_type = "application/json";
 
-// `value` in the fewest digits that read back as it (40.187, not 40.186999999999998).
+// `value` in the fewest digits that read back as it (40.187, not 40.186999999999998); a whole
+// number as one (1000000, not 1e+06).
 void number(std::string& out, double value) {
     char text[64];
-    const auto r = std::to_chars(text, text + sizeof text, value);
+    const auto whole = static_cast<long long>(value);
+    const auto r = std::abs(value) < 9e15 && static_cast<double>(whole) == value
+                       ? std::to_chars(text, text + sizeof text, whole)
+                       : std::to_chars(text, text + sizeof text, value);
     out.append(text, r.ptr);
 }
 

@@ -1,4 +1,5 @@
 #include <lmx/broker/broker.hpp>
+#include <lmx/core/utf8.hpp>
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
@@ -45,7 +46,21 @@ void log_line(log_level level, const std::string& message) {
     if (current_format.load(std::memory_order_relaxed) == log_format::json) {
         std::string level_name = name(level);
         while (level_name.back() == ' ') level_name.pop_back();
-        const std::string text = boost::json::serialize(boost::json::string(message));
+        // A JSON string holds well-formed UTF-8 only: each byte that does not start a well-formed
+        // sequence (in a peer's bytes quoted in an error, say) becomes U+FFFD.
+        std::string clean;
+        clean.reserve(message.size());
+        for (std::size_t i = 0; i < message.size();) {
+            const std::size_t n = core::utf8_sequence(message, i);
+            if (n == 0) {
+                clean += "\xEF\xBF\xBD";
+                ++i;
+            } else {
+                clean.append(message, i, n);
+                i += n;
+            }
+        }
+        const std::string text = boost::json::serialize(boost::json::string(clean));
         std::fprintf(stderr, "{\"time\":\"%s.%03dZ\",\"level\":\"%s\",\"message\":%s}\n", stamp, static_cast<int>(ms),
                      level_name.c_str(), text.c_str());
         return;
