@@ -24,6 +24,7 @@
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace lmx::detail {
 
@@ -1957,6 +1958,11 @@ private:
                 }
             }
         }
+        for (auto& [key, id] : std::exchange(recheck_, {}))
+            if (auto it = own_.find(id); it != own_.end() && on_key(it->second, key) &&
+                                         it->second.ph != phase::ending && it->second.ph != phase::creating &&
+                                         !find_entry(key, id) && mirror_->revision() >= it->second.revision)
+                ended_elsewhere(it);
         for (const auto& key : touched) evaluate(key);
         for (const auto& t : events)
             sink_.on_effect({.kind = core::effect_kind::event,
@@ -2071,8 +2077,13 @@ private:
         if (it == own_.end() || !on_key(it->second, key)) return;
         if (it->second.ph == phase::ending || it->second.ph == phase::creating) return;
         // The entry of an earlier request of the same id (released, then asked for again): the
-        // watch may tell of its delete after this one's write was answered.
-        if (dropped && it->second.revision && dropped != it->second.revision) return;
+        // watch may tell of its delete after this one's write was answered. (A read after the
+        // watch was away may tell one delete for both: whether this one's entry is gone too is
+        // decided once the whole change is applied.)
+        if (dropped && it->second.revision && dropped != it->second.revision) {
+            recheck_.emplace_back(key, id);
+            return;
+        }
         ended_elsewhere(it);
     }
 
@@ -2252,6 +2263,7 @@ private:
     std::unordered_map<std::string, extending> extending_;
     bool events_ = false;
     std::unordered_multiset<std::string> ends_in_flight_;  // lock keys of the ends in a batch being written
+    std::vector<entry_ref> recheck_;  // requests whose entry may have gone with an older one of their id
     std::unordered_map<std::string, std::pair<core::event_kind, int>> ending_why_;  // reason, deletes to come
     std::unordered_map<std::string, core::event_kind> recorded_;                    // reason records, by request id
     core::table_counters counters_{};

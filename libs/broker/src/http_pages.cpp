@@ -20,10 +20,9 @@ constexpr const char* json_type = "application/json";
 // number as one (1000000, not 1e+06).
 void number(std::string& out, double value) {
     char text[64];
-    const auto whole = static_cast<long long>(value);
-    const auto r = std::abs(value) < 9e15 && static_cast<double>(whole) == value
-                       ? std::to_chars(text, text + sizeof text, whole)
-                       : std::to_chars(text, text + sizeof text, value);
+    const bool whole = std::isfinite(value) && std::abs(value) < 9.007199254740992e15 && std::trunc(value) == value;
+    const auto r = whole ? std::to_chars(text, text + sizeof text, static_cast<long long>(value))
+                         : std::to_chars(text, text + sizeof text, value);
     out.append(text, r.ptr);
 }
 
