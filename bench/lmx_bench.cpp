@@ -15,7 +15,7 @@
 
 #include "bench_common.hpp"
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -1,7 +1,7 @@
 #include "client_common.hpp"
 
-#include <lmx/ensure_broker.hpp>
-#include <lmx/settings.hpp>
+#include <lmx/client/ensure_broker.hpp>
+#include <lmx/client/settings.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

@@ -2,7 +2,7 @@
 
 #include "client_common.hpp"
 
-#include <lmx/settings.hpp>
+#include <lmx/client/settings.hpp>
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>

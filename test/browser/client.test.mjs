@@ -186,7 +186,7 @@ test('error codes: would_block, timeout, cancelled (AbortSignal), not_holder, ba
 });
 
 test('lmx.js error codes are the C++ lmx::errc names', async () => {
-  const header = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../libs/client/include/lmx/errc.hpp'), 'utf8');
+  const header = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../libs/client/include/lmx/client/errc.hpp'), 'utf8');
   const body = /enum class errc \{([\s\S]*?)\};/.exec(header)[1];
   const cpp = [...body.matchAll(/^\s*([a-z_]+)\s*(?:=\s*\d+)?,/gm)].map((m) => m[1]);
   assert.ok(cpp.length >= 10, `parsed ${cpp.length} names from errc.hpp`);

@@ -3,7 +3,7 @@
 
 #include "client_fixture.hpp"
 
-#include <lmx/ensure_broker.hpp>
+#include <lmx/client/ensure_broker.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 

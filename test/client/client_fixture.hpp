@@ -6,7 +6,7 @@
 #include "broker_process.hpp"
 #include "run_body.hpp"
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

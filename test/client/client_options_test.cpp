@@ -3,8 +3,8 @@
 
 #include "client_fixture.hpp"
 
-#include <lmx/errc.hpp>
-#include <lmx/settings.hpp>
+#include <lmx/client/errc.hpp>
+#include <lmx/client/settings.hpp>
 
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>

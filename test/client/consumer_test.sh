@@ -49,7 +49,7 @@ else
   echo "installed as uid $(id -u) (the build tree is not readable by uid $nobody)"
 fi
 test -f "$work/prefix/lib/cmake/lmx/lmxConfig.cmake" || test -f "$work/prefix/lib64/cmake/lmx/lmxConfig.cmake"
-test -f "$work/prefix/include/lmx/client.hpp"
+test -f "$work/prefix/include/lmx/client/client.hpp"
 test -f "$work/prefix/include/lmx/version.hpp"
 test -f "$work/prefix/share/bash-completion/completions/lmx"
 # Everything the install wrote lies under the prefix (nothing at the file-system root).

@@ -7,7 +7,7 @@
 
 #include "broker_process.hpp"
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -1,7 +1,7 @@
 #include "session.hpp"
 
-#include <lmx/client.hpp>
-#include <lmx/settings.hpp>
+#include <lmx/client/client.hpp>
+#include <lmx/client/settings.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/replies.hpp>
 #include <lmx/core/scoped_value.hpp>

@@ -1,4 +1,4 @@
-#include <lmx/ensure_broker.hpp>
+#include <lmx/client/ensure_broker.hpp>
 #include <lmx/transport/endpoint.hpp>
 
 #include <boost/asio/io_context.hpp>

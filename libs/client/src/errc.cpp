@@ -1,4 +1,4 @@
-#include <lmx/errc.hpp>
+#include <lmx/client/errc.hpp>
 
 #include <string>
 

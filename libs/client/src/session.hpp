@@ -10,7 +10,7 @@
 // Every time it needs is passed in, so tests drive crossings (a cancel against a grant, a
 // release against an expiry, a renewal against a loss) in any order, deterministically.
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 #include <lmx/core/protocol.hpp>
 #include <lmx/core/replies.hpp>
 

@@ -1,5 +1,5 @@
-#include <lmx/client.hpp>
-#include <lmx/settings.hpp>
+#include <lmx/client/client.hpp>
+#include <lmx/client/settings.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>

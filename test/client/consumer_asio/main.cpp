@@ -4,7 +4,7 @@
 // keys written out inside co_await, error codes compared with std::errc.
 //   lmx_asio_consumer <url>
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>

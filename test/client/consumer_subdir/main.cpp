@@ -1,7 +1,7 @@
 // The example, unchanged, in a project that pulls lmx in with add_subdirectory.
 //   lmx_subdir_consumer <url>
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>

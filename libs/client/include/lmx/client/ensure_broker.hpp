@@ -7,7 +7,7 @@
 //   if (auto r = lmx::ensure_broker(opt); r.error) die(r.message);
 //   lmx::client client(io.get_executor(), opt);   // a broker now answers at opt.url
 
-#include <lmx/client.hpp>
+#include <lmx/client/client.hpp>
 
 #include <chrono>
 #include <string>

@@ -22,7 +22,7 @@
 // same single-threaded io_context), so that what the handler sends next leaves in the reader's
 // one write; through the executor's queue otherwise.
 
-#include <lmx/errc.hpp>
+#include <lmx/client/errc.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
