@@ -150,3 +150,36 @@ test('a client given several brokers connects to the first that answers and fail
     await site.close();
   }
 });
+
+// A broker that stops says so: the client reports `shutting_down`, not `connection_lost`, and a
+// plain WebSocket sees a clean close 1001. A broker that dies (SIGKILL) is a lost connection.
+test('a stopping broker is told apart from one that dies', { timeout: 60_000 }, async () => {
+  for (const how of ['SIGTERM', 'SIGKILL']) {
+    const own = await startBroker();
+    const page = await connectedPage(own);
+    await page.evaluate(async ([url, key]) => {
+      window.errors = [];
+      client.addEventListener('disconnect', (e) => errors.push(e.error?.code ?? null));
+      window.held = await client.acquire(key, { ttl: 60000 });
+      window.raw = new WebSocket(url);
+      await new Promise((resolve, reject) => { raw.onopen = resolve; raw.onerror = reject; });
+      window.rawClose = null;
+      raw.onclose = (e) => { rawClose = { code: e.code, reason: e.reason, wasClean: e.wasClean }; };
+    }, [own.ws, uniqueKey('stop')]);
+    if (how === 'SIGKILL') own.proc.kill('SIGKILL');
+    const status = await own.stop();
+    await waitFor(() => page.evaluate(() => rawClose !== null && errors.length > 0), 5000, `the ${how} noticed`);
+    const seen = await page.evaluate(() => ({ errors, rawClose, lost: held.lostReason }));
+    if (how === 'SIGTERM') {
+      assert.equal(status.code, 0);
+      assert.deepEqual(seen.errors, ['shutting_down']);
+      assert.deepEqual(seen.rawClose, { code: 1001, reason: 'broker shutting down', wasClean: true });
+    } else {
+      assert.deepEqual(seen.errors, ['connection_lost']);
+      assert.equal(seen.rawClose.code, 1006);
+      assert.equal(seen.rawClose.wasClean, false);
+    }
+    assert.equal(seen.lost, 'disconnected');
+    await page.close();
+  }
+});

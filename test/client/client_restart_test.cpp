@@ -6,11 +6,16 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
 
+#include <csignal>
 #include <set>
+#include <thread>
 
 using namespace lmx;
 using namespace lmx::test;
+namespace bdata = boost::unit_test::data;
 
 BOOST_AUTO_TEST_SUITE(client_restart_test)
 
@@ -36,6 +41,40 @@ BOOST_AUTO_TEST_CASE(kept_holds_are_lost_when_the_broker_restarts) {
         }
         BOOST_TEST(!g.owns_lock());
         BOOST_TEST(g.lost());
+        c.close();
+    });
+}
+
+// A broker stopping (SIGTERM) is told apart from a lost connection: the client hears
+// shutting_down, drops the connection at once, and so lets the broker exit without waiting for it.
+BOOST_DATA_TEST_CASE(a_stopping_broker_is_told_apart_from_a_lost_connection, bdata::make(client_transports), kind) {
+    broker_process b;
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        auto o = options_for(b.url(kind));
+        std::vector<std::pair<connection_state, error_code>> states;
+        o.on_state = [&](connection_state s, error_code ec) { states.emplace_back(s, ec); };
+        client c(ex, o);
+        auto g = co_await c.acquire(fresh_key("stopping"), {.ttl = no_expiry});
+        BOOST_TEST(g.owns_lock());
+        long long stop_ms = -1;
+        int status = -1;
+        std::thread stopper([&] {
+            const auto t0 = steady::now();
+            status = b.stop(SIGTERM, 5s);
+            stop_ms = ms_since(t0);
+        });
+        auto told = [&] {
+            return std::any_of(states.begin(), states.end(), [](auto& s) {
+                return s.first == connection_state::disconnected && s.second == errc::shutting_down;
+            });
+        };
+        for (int i = 0; i < 100 && !told(); ++i) co_await sleep_for(30ms);
+        stopper.join();
+        BOOST_TEST(told(), "on_state did not report shutting_down");
+        BOOST_TEST(status == 0);
+        // The broker waits up to a second for clients to close: this one closed at once.
+        BOOST_TEST(stop_ms < 900, "the broker took " << stop_ms << " ms to exit");
+        BOOST_TEST(!g.owns_lock());
         c.close();
     });
 }

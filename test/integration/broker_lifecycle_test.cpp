@@ -14,7 +14,11 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <cstring>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <thread>
 #include <unistd.h>
 
@@ -238,6 +242,116 @@ BOOST_DATA_TEST_CASE(signals_stop_gracefully, bdata::make({SIGTERM, SIGINT}), si
     for (auto& c : cs) BOOST_TEST(c->closed_by_peer(2s));
     for (auto* r : {&idle_http, &half_http, &idle_stream}) BOOST_TEST(r->closed_by_peer(2s));
     BOOST_TEST(!b.running());
+}
+
+// A stop looks like a stop, not a crash: every lmx client hears `shutting_down` (an error
+// without an id) before its connection ends, WebSocket clients then get close 1001, and
+// live-mutex clients, which cannot read the notice, only see the close.
+BOOST_AUTO_TEST_CASE(a_stopping_broker_says_so_before_it_closes) {
+    checked_broker b;
+    std::vector<std::unique_ptr<wire_client>> cs;
+    for (const char* kind : transports) {
+        cs.push_back(std::make_unique<wire_client>(b.url(kind)));
+        BOOST_REQUIRE(flag(acquire(*cs.back(), fresh_id("held"), std::string("stop-") + kind), "acquired"));
+    }
+    wire_client live_mutex(b.tcp_url);
+    live_mutex.send(R"({"type":"version","value":"0.2.25"})");
+    BOOST_REQUIRE(alive(live_mutex));  // served in order: the version is known by now
+    raw_websocket ws(b.ws_url);
+    BOOST_REQUIRE_EQUAL(ws.status, 101);
+    BOOST_REQUIRE(ws.send(raw_websocket::text, R"({"type":"ping","uuid":"p1"})"));
+    auto pong = ws.recv(5s);
+    BOOST_REQUIRE(pong && pong->payload.find("\"p1\"") != std::string::npos);
+
+    BOOST_TEST(b.stop(SIGTERM, 5s) == 0, b.log());
+    for (auto& c : cs) {
+        auto notice = c->try_recv(2s);
+        BOOST_TEST_REQUIRE(notice.has_value(), "no notice before the close");
+        BOOST_TEST(text(*notice, "type") == "error");
+        BOOST_TEST(text(*notice, "code") == "shutting_down");
+        BOOST_TEST(!notice->contains("uuid"));
+        BOOST_TEST(c->closed_by_peer(2s));
+    }
+    BOOST_TEST(!live_mutex.try_recv(1s).has_value(), "a live-mutex client got a notice it cannot read");
+    BOOST_TEST(live_mutex.closed_by_peer(2s));
+
+    auto notice = ws.recv(2s);
+    BOOST_TEST_REQUIRE((notice && notice->op == raw_websocket::text), "no notice frame");
+    BOOST_TEST(notice->payload.find("\"shutting_down\"") != std::string::npos, notice->payload);
+    auto close = ws.recv(2s);
+    BOOST_TEST_REQUIRE((close && close->op == raw_websocket::close_frame), "no close frame");
+    BOOST_TEST_REQUIRE(close->payload.size() >= 2u);
+    const int code =
+        (static_cast<unsigned char>(close->payload[0]) << 8) | static_cast<unsigned char>(close->payload[1]);
+    BOOST_TEST(code == 1001);
+    BOOST_TEST(close->payload.substr(2) == "broker shutting down");
+}
+
+// A client that answers the goodbye at once lets the broker exit at once; one that never does
+// holds the exit up by the grace time only.
+BOOST_AUTO_TEST_CASE(a_stop_waits_a_bounded_time_for_clients_to_close) {
+    checked_broker b;
+    raw_socket silent(b.tcp_url);
+    BOOST_REQUIRE(silent.send_all("{\"type\":\"ping\",\"uuid\":\"p\"}\n"));
+    BOOST_REQUIRE(silent.recv_some(5s));
+    auto t0 = std::chrono::steady_clock::now();
+    BOOST_TEST(b.stop(SIGTERM, 5s) == 0, b.log());
+    const auto took = since(t0);
+    BOOST_TEST(took >= 900, "exited after " << took << " ms, before the grace time");
+    BOOST_TEST(took < 3000, "exited after " << took << " ms");
+    const auto rest = silent.recv_until_closed(2s);
+    BOOST_TEST(rest.find("shutting_down") != std::string::npos, rest);
+}
+
+// Type=notify: READY=1 once the listeners are bound (and what they are), RELOADING=1 and
+// READY=1 around a SIGHUP reload, STOPPING=1 at SIGTERM, WATCHDOG=1 at half WATCHDOG_USEC.
+BOOST_AUTO_TEST_CASE(the_service_manager_hears_ready_reloading_and_stopping) {
+    temp_dir dir;
+    const std::string path = dir.path() + "/notify";
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    BOOST_TEST_REQUIRE(fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    BOOST_TEST_REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    auto next = [&](std::chrono::milliseconds wait) -> std::string {
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(wait.count())) <= 0) return {};
+        char buf[4096];
+        const auto n = ::recv(fd, buf, sizeof buf, 0);
+        return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+    };
+    // The first message that is not a keep-alive.
+    auto next_state = [&](std::chrono::milliseconds wait) {
+        for (;;) {
+            auto m = next(wait);
+            if (m != "WATCHDOG=1") return m;
+        }
+    };
+    broker_config cfg;
+    cfg.env = {"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=200000"};
+    checked_broker b(cfg);
+    const auto ready = next_state(5s);
+    BOOST_TEST(ready.find("READY=1\n") == 0, ready);
+    BOOST_TEST(ready.find("STATUS=listening on ") != std::string::npos, ready);
+    BOOST_TEST(ready.find(b.tcp_url) != std::string::npos, ready);
+    BOOST_TEST(ready.find("MAINPID=" + std::to_string(b.pid())) != std::string::npos, ready);
+    // Ready means serving.
+    wire_client c(b.tcp_url);
+    BOOST_TEST(flag(acquire(c, fresh_id("n"), "notify"), "acquired"));
+    // Keep-alives come while the loop turns: several within a second at 200 ms.
+    int keep_alives = 0;
+    for (auto until = std::chrono::steady_clock::now() + 1s; std::chrono::steady_clock::now() < until;)
+        if (next(100ms) == "WATCHDOG=1") ++keep_alives;
+    BOOST_TEST(keep_alives >= 3, keep_alives << " keep-alives in a second");
+    BOOST_TEST_REQUIRE(::kill(b.pid(), SIGHUP) == 0);
+    const auto reloading = next_state(5s);
+    BOOST_TEST(reloading.find("RELOADING=1\nMONOTONIC_USEC=") == 0, reloading);
+    BOOST_TEST(next_state(5s) == "READY=1");
+    c.close();
+    BOOST_TEST(b.stop(SIGTERM, 5s) == 0, b.log());
+    BOOST_TEST(next_state(2s) == "STOPPING=1");
+    ::close(fd);
 }
 
 BOOST_AUTO_TEST_CASE(help_lists_every_option) {

@@ -55,8 +55,9 @@ struct session : detail::client {
     steady::time_point last_read{};    // when its last bytes arrived (--idle-timeout)
     asio::steady_timer auth_deadline;  // armed while auth is on and no token was shown
     bool closing = false;
-    bool dirty = false;  // listed in broker::impl::dirty
-    std::string token;   // the token it authenticated with, checked again on reload
+    bool going_away = false;  // the broker is stopping: its writer says goodbye instead of closing
+    bool dirty = false;       // listed in broker::impl::dirty
+    std::string token;        // the token it authenticated with, checked again on reload
 
     // Its role stays none (not yet authenticated) until authenticate_at_accept decides.
     explicit session(std::unique_ptr<transport::connection> c)
@@ -141,6 +142,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     throttled_log cutoffs;                               // clients disconnected for not reading
     std::vector<session*> dirty;                         // sessions with new output since the last flush
     asio::steady_timer deadline_timer;
+    asio::steady_timer stop_timer;  // after stop(): closes the connections that did not close in time
     steady::time_point armed = steady::time_point::max();
     steady::time_point started = steady::now();
     const std::string epoch = new_epoch();
@@ -168,7 +170,8 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
           parser(core::codec_limits{.max_message_size = opt.max_message_size,
                                     .max_key_length = opt.max_key_length,
                                     .max_keys = opt.max_keys}),
-          deadline_timer(e, steady::time_point::max()) {}
+          deadline_timer(e, steady::time_point::max()),
+          stop_timer(e, steady::time_point::max()) {}
 
     detail::client* find(core::session_id id) override {
         auto it = sessions.find(id);
@@ -521,6 +524,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         }
         end_session(*s);
         flush();
+        if (stopped) s->conn->close();
     }
 
     // An error for a line over the size limit, with the request's uuid when one can be found at
@@ -572,10 +576,19 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
 
     // Sends what flush() could not; after finish() (closing), closes the connection once the
     // last reply is out.
+    // A stopping broker's writer says goodbye after the last reply (WebSocket close 1001, FIN)
+    // and leaves the close to the reader, when the client has answered with its own, or to
+    // stop_timer.
     asio::awaitable<void> writer(std::shared_ptr<session> s) {
-        co_await s->out.run([this, raw = s.get()] { count(*raw); });
+        const auto ec = co_await s->out.run([this, raw = s.get()] { count(*raw); });
+        if (!ec && s->going_away && !stop_timer_expired()) {
+            co_await s->conn->goodbye(1001, "broker shutting down");
+            co_return;
+        }
         s->conn->close();
     }
+
+    bool stop_timer_expired() const { return stopped && stop_timer.expiry() <= steady::now(); }
 
     void end_session(session& s) {
         if (!sessions.contains(s.id)) return;
@@ -590,6 +603,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         s.out.finish();
         announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s.id) + " closed");
+        if (stopped && sessions.empty()) stop_timer.cancel();
     }
 
     // Watchers of every key (dashboards) learn the connection count as it changes.
@@ -841,11 +855,30 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         if (stopped) return;
         stopped = true;
         for (auto& l : listeners) l->close();
+        // Every client is told before its connection ends, so that it can tell a stop from a
+        // crash: a `shutting_down` error without an id, then the transport's goodbye. live-mutex
+        // clients get no notice (their client warns of messages without an id). Requests that
+        // come meanwhile are not served. A client that does not close its end within the grace
+        // time is closed.
+        constexpr auto grace = std::chrono::seconds(1);
         auto all = sessions;
         for (auto& [id, s] : all) {
             s->closing = true;
-            s->conn->close();
+            s->going_away = true;
+            if (!s->live_mutex && !s->gone) {
+                core::write_error(*begin_frame(*s), "", core::errc::shutting_down);
+                count(*s);
+            }
             s->out.finish();
+        }
+        flush();
+        if (!sessions.empty()) {
+            stop_timer.expires_after(grace);
+            stop_timer.async_wait([this, keep = shared_from_this()](const boost::system::error_code&) {
+                stop_timer.expires_at(steady::time_point::min());
+                auto left = sessions;
+                for (auto& [id, s] : left) s->conn->close();
+            });
         }
         deadline_timer.cancel();
         if (service) service->stop_store();

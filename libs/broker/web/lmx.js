@@ -866,6 +866,7 @@ export class Client extends EventTarget {
       ws.onclose = (ev) => {
         if (!opened) refusedUpgrade();
         else if (!settled) fail(errc.unreachable, `${url} closed the connection before the hello (close ${ev.code})`);
+        else if (this.#ws === ws && ev.code === 1001) this.#drop(new LmxError(errc.shutting_down, `the broker is going away (close 1001)`));
         else if (this.#ws === ws) this.#drop(new LmxError(errc.connection_lost, `close ${ev.code}`));
       };
       ws.onopen = () => {
@@ -1060,6 +1061,12 @@ export class Client extends EventTarget {
       const error = new LmxError(errc.unauthenticated, m.error ?? m.message ?? "the broker no longer accepts the token");
       this.#refusal = error;
       this.#drop(error);
+      return;
+    }
+    // A broker that is stopping says so before it closes (then WebSocket close 1001): nothing
+    // more is answered on this connection, so it is dropped now, with its own reason.
+    if (m.type === "error" && m.code === "shutting_down" && !m.uuid && this.#state === "connected") {
+      this.#drop(new LmxError(errc.shutting_down, m.error ?? "the broker is shutting down"));
       return;
     }
     if (m.type === "lock-lost") {

@@ -536,6 +536,11 @@ public:
         if (auto& id = core::reply_uuid(r); !hello_id_.empty() && id.empty()) id = hello_id_;
         // Before the ids: an event may name our own request.
         if (const auto* ev = std::get_if<core::rep::event>(&r)) return deliver(*ev);
+        // A broker that is stopping says so before it closes: nothing more will be answered on
+        // this connection, so it is dropped at once and the next attempt goes to the next URL.
+        if (const auto* f = std::get_if<core::rep::failed>(&r);
+            f && f->uuid.empty() && hello_id_.empty() && errc_from_wire(f->code) == errc::shutting_down)
+            return drop_connection(generation_, make_error_code(errc::shutting_down));
         ses_.on_reply(std::move(r), steady::now());
         apply();
     }

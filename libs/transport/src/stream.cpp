@@ -30,6 +30,10 @@ const std::string& connection::upgrade_token() const {
     return none;
 }
 
+asio::awaitable<boost::system::error_code> connection::goodbye(std::uint16_t, std::string_view) {
+    co_return boost::system::error_code{};
+}
+
 std::string connection::peer() const {
     // "ip:port" or "[v6]:port": everything before the last colon.
     auto remote = remote_address();
@@ -85,6 +89,12 @@ public:
     void close() noexcept override {
         error_code ignored;
         socket_.close(ignored);
+    }
+
+    asio::awaitable<error_code> goodbye(std::uint16_t, std::string_view) override {
+        error_code ec;
+        socket_.shutdown(socket_type::shutdown_send, ec);
+        co_return ec;
     }
 
     const skipped_line* skipped() const noexcept override { return &buffer_.skipped(); }

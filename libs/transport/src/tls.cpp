@@ -178,6 +178,14 @@ public:
         stream_.next_layer().close(ignored);
     }
 
+    // TCP FIN without a close_notify: a TLS shutdown would read while read() does. The peer's
+    // NDJSON reader takes the end of the stream after a whole line as the end.
+    asio::awaitable<error_code> goodbye(std::uint16_t, std::string_view) override {
+        error_code ec;
+        stream_.next_layer().shutdown(tcp_socket::shutdown_send, ec);
+        co_return ec;
+    }
+
     const skipped_line* skipped() const noexcept override { return &buffer_.skipped(); }
     std::string remote_address() const override { return remote_; }
     endpoint::kind kind() const noexcept override { return endpoint::kind::tcp; }

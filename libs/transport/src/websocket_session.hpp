@@ -110,6 +110,7 @@ public:
                     c.op == opcode::ping ? std::string_view(c.payload) : std::string_view(c.payload).substr(0, 2);
                 append_frame(control_, reply, payload, client_, client_ ? random_mask_key() : 0);
             }
+            if (closed_) control_.clear();
             if (!control_.empty()) co_await send_control();
             if (!out.empty()) co_return error_code{};
             switch (status) {
@@ -207,6 +208,28 @@ public:
         gate_.cancel();
     }
 
+    asio::awaitable<error_code> goodbye(std::uint16_t ws_code, std::string_view reason) override {
+        while (control_writing_) {
+            gate_.expires_at(std::chrono::steady_clock::time_point::max());
+            co_await gate_.async_wait(use_tuple);
+        }
+        std::string payload{static_cast<char>(ws_code >> 8), static_cast<char>(ws_code & 0xff)};
+        payload.append(reason.substr(0, 123));
+        writing_ = true;
+        out_.clear();
+        out_.append(control_);
+        control_.clear();
+        append_frame(out_, opcode::close, payload, client_, client_ ? random_mask_key() : 0);
+        auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(out_), use_tuple);
+        out_.clear();
+        writing_ = false;
+        // Answering the peer's close is done: this side has said its last.
+        closed_ = true;
+        if (ec) co_return map_ws_error(ec, ssl_of(stream_));
+        beast::get_lowest_layer(stream_).socket().shutdown(asio::socket_base::shutdown_send, ec);
+        co_return ec;
+    }
+
     std::string remote_address() const override { return remote_; }
     endpoint::kind kind() const noexcept override { return endpoint::kind::websocket; }
     executor get_executor() override { return stream_.get_executor(); }
@@ -243,6 +266,7 @@ private:
     bool writing_ = false;
     bool control_writing_ = false;
     bool non_blocking_ = false;
+    bool closed_ = false;  // goodbye() sent a close: nothing more is sent
     // write_now(): the frames it built, and how much of the first frame not wholly sent went out.
     static constexpr std::size_t write_now_frames = 1 << 20;
     std::string now_;

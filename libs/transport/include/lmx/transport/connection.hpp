@@ -74,6 +74,11 @@ public:
 
     // Cancels pending I/O and closes the socket (no WebSocket closing handshake).
     virtual void close() noexcept = 0;
+    // A server going away says so before it closes: WebSocket sends a close frame with
+    // `ws_code` (1001 going away) and `reason` (at most 123 bytes), then every transport ends its
+    // sending side (TCP FIN), so the peer reads everything sent and then the end. Reading goes
+    // on (the peer's answering close, its FIN) until close(). Only while no write() is in flight.
+    virtual asio::awaitable<boost::system::error_code> goodbye(std::uint16_t ws_code, std::string_view reason);
 
     // "ip:port" ("[v6]:port") for TCP, TLS and WebSocket, the socket path for Unix sockets.
     virtual std::string remote_address() const = 0;
