@@ -1,4 +1,6 @@
 #include "commands.hpp"
+#include "config_file.hpp"
+#include "service_notify.hpp"
 
 #include <lmx/broker/broker.hpp>
 #include <lmx/core/failpoint.hpp>
@@ -7,6 +9,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <CLI/CLI.hpp>
 
@@ -20,6 +23,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <thread>
+#include <time.h>
 
 namespace lmx::app {
 
@@ -33,6 +37,8 @@ struct broker_args {
     std::int64_t keepalive_s = 60;
     std::int64_t idle_timeout_ms = 0;
     std::int64_t busy_poll_us = 0;
+    std::int64_t slow_wait_ms = 0;
+    std::int64_t slow_hold_ms = 0;
     std::vector<std::string> key_max;
     std::string unix_mode = "0660";
     std::string unix_group;
@@ -40,6 +46,8 @@ struct broker_args {
     std::string level = "info";
     std::string log_format = "text";
     std::string urls_file;
+    std::string config_file;
+    bool print_config = false;
 };
 
 // io.run() with --busy-poll: after the last ready handler, the loop keeps polling (yielding the
@@ -106,6 +114,8 @@ int run_broker(broker_args& a) {
     a.opt.handshake_timeout = std::chrono::milliseconds{a.handshake_timeout_ms};
     a.opt.tcp_keepalive = std::chrono::seconds{a.keepalive_s};
     a.opt.idle_timeout = std::chrono::milliseconds{a.idle_timeout_ms};
+    a.opt.slow_wait = std::chrono::milliseconds{a.slow_wait_ms};
+    a.opt.slow_hold = std::chrono::milliseconds{a.slow_hold_ms};
     for (const auto& pin : a.key_max) {
         const auto eq = pin.rfind('=');
         std::uint32_t max = 0;
@@ -195,18 +205,46 @@ int run_broker(broker_args& a) {
                                   ", default ttl " + std::to_string(a.ttl_ms) + " ms" +
                                   (a.opt.state_dir.empty() ? std::string() : ", state dir " + a.opt.state_dir) + ")");
 
+    notify_service("READY=1\nSTATUS=listening on " +
+                   [&] {
+                       std::string joined;
+                       for (auto& u : b.urls()) joined += (joined.empty() ? "" : " ") + u;
+                       return joined;
+                   }() +
+                   "\nMAINPID=" + std::to_string(::getpid()));
+
+    // WatchdogSec= in the unit: a keep-alive at half the interval from the broker's own loop, so a
+    // loop that stops turning gets the broker restarted.
+    boost::asio::steady_timer watchdog(io);
+    std::function<void()> keep_alive = [&, every = service_watchdog_interval() / 2] {
+        if (every.count() <= 0) return;
+        notify_service("WATCHDOG=1");
+        watchdog.expires_after(every);
+        watchdog.async_wait([&](const boost::system::error_code& ec) {
+            if (!ec) keep_alive();
+        });
+    };
+    keep_alive();
+
     if (auto fp = LMX_FAILPOINT("broker.ready"); fp.sleep()) std::this_thread::sleep_for(fp.delay);
     signals.async_wait([&](const boost::system::error_code& ec, int sig) {
         if (ec) return;
         log_line(log_level::info, std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+        notify_service("STOPPING=1");
         hangups.cancel();
+        watchdog.cancel();
         b.stop();
     });
     std::function<void()> on_hangup = [&] {
         hangups.async_wait([&](const boost::system::error_code& ec, int) {
             if (ec) return;
             log_line(log_level::info, "received SIGHUP, reloading");
+            ::timespec now{};
+            ::clock_gettime(CLOCK_MONOTONIC, &now);
+            notify_service("RELOADING=1\nMONOTONIC_USEC=" +
+                           std::to_string(std::uint64_t(now.tv_sec) * 1000000 + std::uint64_t(now.tv_nsec) / 1000));
             b.reload();  // logs what it did, or why it kept the old settings
+            notify_service("READY=1");
             on_hangup();
         });
     };
@@ -391,9 +429,47 @@ void add_broker_command(CLI::App& app, std::function<void(std::function<int()>)>
                     "Log lines as text, or as json (one object a line: time, level, message) for log collectors")
         ->default_val("text")
         ->check(CLI::IsMember({"text", "json"}));
+    cmd->add_option("--slow-wait", a->slow_wait_ms,
+                    "Log (warn) every grant that waited in line longer than MS, with key, lock id and client "
+                    "address; 0: off")
+        ->default_val(0)
+        ->check(CLI::Range(std::int64_t{0}, max_duration_ms))
+        ->type_name("MS");
+    cmd->add_option("--slow-hold", a->slow_hold_ms,
+                    "Log (warn) every hold that lasted longer than MS when it ends (released, expired or forced), "
+                    "with key, lock id and client address; 0: off. Requests of every client are logged at "
+                    "--log-level debug")
+        ->default_val(0)
+        ->check(CLI::Range(std::int64_t{0}, max_duration_ms))
+        ->type_name("MS");
     cmd->add_option("--urls-file", a->urls_file, "Write the bound URLs (one per line) to FILE once listening")
         ->type_name("FILE");
-    cmd->callback([a, set_action] { set_action([a] { return run_broker(*a); }); });
+    cmd->add_option("--config", a->config_file,
+                    "Read settings from FILE, a JSON object with the long options as keys, such as {\"ttl\": 8000, "
+                    "\"listen\": [\"tcp://0.0.0.0:6970\"]}; options on the command line win")
+        ->type_name("FILE");
+    cmd->add_flag("--print-config", a->print_config,
+                  "Print the effective settings (command line over --config over defaults) as such a file, and exit; "
+                  "null: the default, which for max-connections and max-outbox-total is computed at start");
+    cmd->callback([a, cmd, set_action] {
+        if (!a->config_file.empty()) {
+            if (auto err = apply_config_file(*cmd, a->config_file); !err.empty()) {
+                set_action([err] {
+                    std::fprintf(stderr, "lmx broker: %s\n", err.c_str());
+                    return exit_usage;
+                });
+                return;
+            }
+        }
+        if (a->print_config) {
+            set_action([text = effective_config(*cmd, {{"listen", broker_options{}.listen}})] {
+                std::fputs(text.c_str(), stdout);
+                return std::fflush(stdout) == 0 ? exit_ok : 1;
+            });
+            return;
+        }
+        set_action([a] { return run_broker(*a); });
+    });
 }
 
 }  // namespace lmx::app

@@ -397,4 +397,17 @@ BOOST_AUTO_TEST_CASE(a_token_file_others_can_read_is_warned_about) {
     BOOST_TEST(b.wait_for_log("can be read by other users (mode 0644)"), b.log());
 }
 
+// The request log (--log-level debug) names what each client asked, never the token it showed.
+BOOST_FIXTURE_TEST_CASE(the_request_log_never_shows_a_token, auth_fixture) {
+    checked_broker b(config({"--log-level", "debug"}));
+    wire_client c(b.tcp_url);
+    auto h = hello(client_token);
+    const std::string id = text(h, "uuid");
+    BOOST_TEST(text(c.request(h), "type") == "hello");
+    BOOST_TEST(flag(acquire(c, fresh_id("t"), "logged-key"), "acquired"));
+    BOOST_TEST(b.wait_for_log("key \"logged-key\""), b.log());
+    BOOST_TEST(b.log().find("request hello id \"" + id + "\"") != std::string::npos, b.log());
+    BOOST_TEST(b.log().find(client_token) == std::string::npos, b.log());
+}
+
 BOOST_AUTO_TEST_SUITE_END()

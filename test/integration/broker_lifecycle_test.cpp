@@ -208,6 +208,48 @@ BOOST_AUTO_TEST_CASE(json_logs_are_one_object_a_line) {
     BOOST_TEST(error_line, bad.output);
 }
 
+// --slow-wait and --slow-hold: a grant that waited longer, and a hold that lasted longer, are
+// logged with key, lock id and client address; quick ones are not.
+BOOST_AUTO_TEST_CASE(slow_waits_and_holds_are_logged_with_key_and_client) {
+    broker_config cfg;
+    cfg.extra_args = {"--slow-wait", "150", "--slow-hold", "300"};
+    // `holder` holds slow-key for 400 ms while `waiter` waits for it.
+    auto hold_while_one_waits = [](wire_client& holder, wire_client& waiter, const std::string& n) {
+        BOOST_TEST(flag(acquire(holder, "hold-" + n, "slow-key"), "acquired"));
+        waiter.send(lock_msg("wait-" + n, "slow-key"));
+        BOOST_TEST(flag(waiter.recv_for("wait-" + n), "queued"));
+        std::this_thread::sleep_for(400ms);
+        BOOST_TEST(flag(release(holder, "hold-" + n, "slow-key"), "unlocked"));
+        BOOST_TEST(flag(waiter.recv_for("wait-" + n), "acquired"));
+    };
+    checked_broker b(cfg);
+    wire_client holder(b.unix_url), waiter(b.tcp_url), quick(b.tcp_url);
+    BOOST_TEST(flag(acquire(quick, "quick-1", "quick-key"), "acquired"));
+    BOOST_TEST(flag(release(quick, "quick-1", "quick-key"), "unlocked"));
+    hold_while_one_waits(holder, waiter, "1");
+    BOOST_TEST_REQUIRE(b.wait_for_log("slow wait"), b.log());
+    BOOST_TEST_REQUIRE(b.wait_for_log("slow hold"), b.log());
+    std::string wait_line, hold_line;
+    std::istringstream in(b.log());
+    for (std::string line; std::getline(in, line);) {
+        if (line.find("slow wait") != std::string::npos) wait_line = line;
+        if (line.find("slow hold") != std::string::npos) hold_line = line;
+        BOOST_TEST(line.find("quick") == std::string::npos, line);
+    }
+    BOOST_TEST(wait_line.find("key \"slow-key\", lock id \"wait-1\", client 127.0.0.1:") != std::string::npos,
+               wait_line);
+    BOOST_TEST(hold_line.find("slow hold (released)") != std::string::npos, hold_line);
+    BOOST_TEST(hold_line.find("key \"slow-key\", lock id \"hold-1\", client ") != std::string::npos, hold_line);
+    BOOST_TEST(hold_line.find("127.0.0.1") == std::string::npos, "the hold was over the unix socket: " << hold_line);
+    // Without the options nothing of the kind is logged (and no request log above debug).
+    checked_broker quiet;
+    wire_client a(quiet.tcp_url), c(quiet.tcp_url);
+    hold_while_one_waits(a, c, "2");
+    BOOST_TEST(alive(a));
+    BOOST_TEST(quiet.log().find("slow") == std::string::npos, quiet.log());
+    BOOST_TEST(quiet.log().find("request lock") == std::string::npos, quiet.log());
+}
+
 // A supervisor may send SIGTERM the moment the broker says it is ready; the broker.ready
 // failpoint stalls it there, so a signal not yet caught at that point would kill it (143).
 BOOST_AUTO_TEST_CASE(sigterm_right_after_ready_stops_gracefully) {

@@ -1,5 +1,7 @@
 #include "broker_process.hpp"
 
+#include <algorithm>
+
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -32,7 +34,10 @@ std::string read_file(const std::string& p) {
 }  // namespace
 
 broker_process::broker_process(broker_config config) : config_(std::move(config)) {
-    std::vector<std::string> args = {lmx_binary(), "broker", "--urls-file", dir() + "/urls", "--log-level", "info"};
+    std::vector<std::string> args = {lmx_binary(), "broker", "--urls-file", dir() + "/urls"};
+    // info unless the test names its own level
+    if (std::find(config_.extra_args.begin(), config_.extra_args.end(), "--log-level") == config_.extra_args.end())
+        args.insert(args.end(), {"--log-level", "info"});
     if (config_.tcp) args.insert(args.end(), {"--listen", "tcp://127.0.0.1:0"});
     if (config_.unix_socket) {
         if (config_.unix_path.empty()) config_.unix_path = dir() + "/lmx.sock";

@@ -755,7 +755,9 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
                                        .max_list = opt.max_list,
                                        .limits = parser.limits(),
                                        .epoch = epoch,
-                                       .auth_on = auth_on()},
+                                       .auth_on = auth_on(),
+                                       .slow_wait = opt.slow_wait,
+                                       .slow_hold = opt.slow_hold},
                 make_store);
         } catch (const std::exception& e) {
             return close_all(std::string("cannot use the store: ") + e.what());

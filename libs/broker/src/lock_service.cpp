@@ -6,6 +6,8 @@
 #include <lmx/core/store_answers.hpp>
 #include <lmx/version.hpp>
 
+#include <boost/json/serialize.hpp>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -43,11 +45,59 @@ lock_service::lock_service(service_host& host, service_config config, const stor
     : host_(host), config_(std::move(config)) {
     store_ = make_store(*this, config_.table);
     rw_ = std::make_unique<core::rw_locks>(*store_, static_cast<core::rw_output&>(*this), rw_group_session);
+    set_events();
+}
+
+// Events go to watchers, and tell the slow-request log when a hold ends.
+void lock_service::set_events() { store_->set_events(!watchers_.empty() || config_.slow_hold.count() > 0); }
+
+namespace {
+
+std::string quoted(std::string_view text) { return boost::json::serialize(boost::json::string_view(text)); }
+
+}  // namespace
+
+// The request log (debug level): what each client asked, by type, id and key, never its token.
+void lock_service::log_request(const client& c, const core::request& r) const {
+    std::string line = "request " + std::string(core::type_name(r));
+    if (const auto id = core::uuid_of(r); !id.empty()) line += " id " + quoted(id);
+    std::visit(
+        [&](const auto& one) {
+            if constexpr (requires { std::string_view(one.key); }) {
+                line += " key " + quoted(one.key);
+            } else if constexpr (requires { one.keys.size(); }) {
+                line += " keys " + std::to_string(one.keys.size());
+            }
+        },
+        r);
+    log_line(log_level::debug, line + " from " + c.remote);
+}
+
+void lock_service::log_slow(const core::effect& e, std::string_view what, std::chrono::steady_clock::duration took) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - slow_window_ >= std::chrono::seconds(1)) {
+        if (slow_held_back_ > 0)
+            log_line(log_level::warn,
+                     std::to_string(slow_held_back_) + " more slow waits and holds in the last second, not logged");
+        slow_window_ = now;
+        slow_lines_ = 0;
+        slow_held_back_ = 0;
+    }
+    if (++slow_lines_ > slow_lines_per_second) {
+        ++slow_held_back_;
+        return;
+    }
+    const client* c = e.session ? host_.find(e.session) : nullptr;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
+    std::string key = e.multi ? std::to_string(e.keys.size()) + " keys" : "key " + quoted(e.key);
+    log_line(log_level::warn, "slow " + std::string(what) + " " + std::to_string(ms) + " ms: " + key + ", lock id " +
+                                  quoted(e.id) + ", client " + (c ? c->remote : std::string("(gone)")));
 }
 
 lock_service::~lock_service() = default;
 
 void lock_service::serve(client& c, core::request& r, time_point now) {
+    if (log_enabled(log_level::debug)) log_request(c, r);
     std::visit([&](auto& one) { serve(c, one, now); }, r);
     rw_->settle(now);
 }
@@ -131,14 +181,30 @@ std::string* lock_service::frames_for(core::session_id id) {
 
 void lock_service::on_effect(const core::effect& e) {
     using k = core::effect_kind;
-    if (e.kind == k::event) return route_event(e);
+    if (e.kind == k::event) {
+        const bool ended = e.event == core::event_kind::released || e.event == core::event_kind::expired ||
+                           e.event == core::event_kind::forced;
+        if (ended && config_.slow_hold.count() > 0 && e.since != time_point{}) {
+            const auto held = std::chrono::steady_clock::now() - e.since;
+            if (held > config_.slow_hold)
+                log_slow(e,
+                         e.event == core::event_kind::released  ? "hold (released)"
+                         : e.event == core::event_kind::expired ? "hold (lease expired)"
+                                                                : "hold (forced)",
+                         held);
+        }
+        return route_event(e);
+    }
     if (e.session == rw_group_session) return rw_->defer(e);
     if (e.kind == k::queued && !e.multi && LMX_FAILPOINT("grant.double").error()) return fake_grant(e);
     // A retried request that already holds gets no second grant: the first is on its way, and
     // live-mutex clients answer an unexpected grant with lock-received-rejected, which would
     // release the hold they believe they have.
     if (e.kind == k::granted && e.repeat) return;
-    if (e.kind == k::granted) waits_.observe(e.waited);
+    if (e.kind == k::granted) {
+        waits_.observe(e.waited);
+        if (config_.slow_wait.count() > 0 && e.waited > config_.slow_wait) log_slow(e, "wait", e.waited);
+    }
     // A lock request with queuedNotice:false waits for its answer without a notice.
     if (e.kind == k::queued && !e.notice) return;
     client* c = host_.find(e.session);
@@ -204,7 +270,7 @@ void lock_service::stop_watching(client& c) {
     c.watching = false;
     c.watch_keys.clear();
     std::erase(watchers_, &c);
-    store_->set_events(!watchers_.empty());
+    set_events();
 }
 
 void lock_service::serve(client& c, req::version& r, time_point) {
@@ -326,7 +392,7 @@ void lock_service::serve(client& c, req::watch& r, time_point) {
     c.watching = true;
     c.watch_keys.clear();
     if (r.keys) c.watch_keys.insert(r.keys->begin(), r.keys->end());
-    store_->set_events(true);
+    set_events();
     core::write_watch_ack(host_.frames(c), r.uuid, true);
 }
 

@@ -55,6 +55,9 @@ struct service_config {
     core::codec_limits limits{};  // announced in hello
     std::string epoch{};          // announced in hello
     bool auth_on = false;         // hello announces the client's role
+    // The slow-request log: grants that waited longer, and holds that lasted longer (0: off).
+    std::chrono::milliseconds slow_wait{0};
+    std::chrono::milliseconds slow_hold{0};
 };
 
 class lock_service final : core::effect_sink, core::rw_output {
@@ -106,6 +109,9 @@ private:
     void fake_grant(const core::effect& e);
     void route_event(const core::effect& e);
     void stop_watching(client& c);
+    void set_events();
+    void log_request(const client& c, const core::request& r) const;
+    void log_slow(const core::effect& e, std::string_view what, std::chrono::steady_clock::duration took);
 
     void serve(client& c, core::req::version& r, core::time_point now);
     void serve(client& c, core::req::hello& r, core::time_point now);
@@ -137,6 +143,12 @@ private:
     wait_histogram waits_;
     std::vector<core::contended_key> top_cache_;
     core::time_point top_at_{};
+    // The slow-request log writes at most slow_lines_per_second lines a second, then says how
+    // many it held back.
+    static constexpr unsigned slow_lines_per_second = 20;
+    core::time_point slow_window_{};
+    unsigned slow_lines_ = 0;
+    std::uint64_t slow_held_back_ = 0;
 };
 
 }  // namespace lmx::detail

@@ -541,6 +541,7 @@ struct lock_table::impl {
         ef.id = r.id;
         ef.key = k.name;
         ef.token = r.st == state::holding ? r.aux : 0;
+        if (r.st == state::holding) ef.since = from_rep(r.since);
         bool leaving = r.st == state::waiting && (kind == event_kind::cancelled || kind == event_kind::timeout);
         ef.waiters = k.waiters - (leaving ? 1 : 0);
         ef.readers = readers(k);

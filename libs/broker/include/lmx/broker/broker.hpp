@@ -44,6 +44,10 @@ struct broker_options {
     // Connections that send nothing for this long while they hold, wait for and watch nothing
     // are closed; 0: never (idle live-mutex clients are legitimate).
     std::chrono::milliseconds idle_timeout{0};
+    // The slow-request log (warn level): grants that waited longer than slow_wait, holds that
+    // lasted longer than slow_hold, with key, lock id and client address; 0: off.
+    std::chrono::milliseconds slow_wait{0};
+    std::chrono::milliseconds slow_hold{0};
     std::vector<std::pair<std::string, std::uint32_t>> key_max;  // (prefix, max): pinned by the operator
     std::size_t max_list = 10000;                                // keys per ls page, holders listed by lock-info
     unsigned unix_mode = 0660;

@@ -120,6 +120,7 @@ struct effect {
     errc code = errc::ok;                 // rejected
     lost_reason reason{};                 // lock_lost
     event_kind event{};                   // event
+    time_point since{};                   // event of a hold: when it was granted (stores that keep it)
     // Answers (is_answer(kind)):
     std::string_view uuid{};  // the request answered
     answer_style style = answer_style::plain;
