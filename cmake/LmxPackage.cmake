@@ -1,4 +1,6 @@
-# The Debian packages, built from a release build with `cpack -G DEB` (scripts/package.sh):
+# What `cmake --install` adds besides the command and the libraries (man page, browser client,
+# Grafana dashboard, docs), and with LMX_PACKAGE the Debian packages, built from a release build
+# with `cpack -G DEB` (scripts/package.sh):
 #   lmx         /usr/bin/lmx, its man page and bash completion, the browser client and the Grafana
 #               dashboard, the systemd unit, /etc/lmx/broker.json; creates the lmx system user
 #   liblmx-dev  headers, static libraries and the CMake package for find_package(lmx)
@@ -25,9 +27,6 @@ install(FILES ${PROJECT_SOURCE_DIR}/libs/broker/web/lmx.js ${PROJECT_SOURCE_DIR}
         DESTINATION ${CMAKE_INSTALL_DATADIR}/lmx/web COMPONENT lmx)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/grafana/lmx-dashboard.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/lmx/grafana COMPONENT lmx)
-# Absolute: the unit and the settings belong where systemd and dpkg look, whatever the prefix.
-install(FILES ${PROJECT_SOURCE_DIR}/packaging/systemd/lmx.service DESTINATION /lib/systemd/system COMPONENT lmx)
-install(FILES ${PROJECT_SOURCE_DIR}/packaging/broker.json DESTINATION /etc/lmx COMPONENT lmx)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/debian/copyright ${lmx_changelog} DESTINATION ${lmx_doc_dir} COMPONENT lmx)
 install(FILES ${PROJECT_SOURCE_DIR}/packaging/debian/copyright ${lmx_changelog}
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/liblmx-dev COMPONENT dev)
@@ -35,6 +34,15 @@ install(FILES ${PROJECT_SOURCE_DIR}/docs/operations.md ${PROJECT_SOURCE_DIR}/doc
               ${PROJECT_SOURCE_DIR}/docs/guarantees.md ${PROJECT_SOURCE_DIR}/docs/security.md
         DESTINATION ${lmx_doc_dir} COMPONENT lmx)
 install(FILES ${PROJECT_SOURCE_DIR}/docs/client.md DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/liblmx-dev COMPONENT dev)
+
+# The rest is the package build's alone (the package preset, LMX_PACKAGE): the unit and the
+# settings go to absolute paths, where systemd and dpkg look, which an install under another
+# prefix must not touch.
+if(NOT LMX_PACKAGE)
+  return()
+endif()
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/systemd/lmx.service DESTINATION /lib/systemd/system COMPONENT lmx)
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/broker.json DESTINATION /etc/lmx COMPONENT lmx)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME lmx)

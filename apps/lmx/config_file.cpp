@@ -8,8 +8,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 namespace lmx::app {
 
@@ -38,6 +40,37 @@ json::value to_json(const std::string& text) {
                         text.find_first_not_of("0123456789") == std::string::npos && (text == "0" || text[0] != '0');
     if (number) return json::value(std::stoll(text));
     return json::value(text);
+}
+
+// Edits (insert, delete, replace a character) from a to b.
+std::size_t distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diagonal = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            const std::size_t above = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
+// " (did you mean 'ttl'?)" for a key one or two edits from a setting's name.
+std::string suggestion(const CLI::App& cmd, const std::string& key) {
+    std::string best;
+    std::size_t best_distance = 3;
+    for (const CLI::Option* opt : cmd.get_options()) {
+        if (opt->get_lnames().empty() || config_key_skipped(opt->get_lnames().front())) continue;
+        const std::string& name = opt->get_lnames().front();
+        if (const auto d = distance(key, name); d < best_distance) {
+            best = name;
+            best_distance = d;
+        }
+    }
+    return best.empty() ? std::string() : " (did you mean '" + best + "'?)";
 }
 
 std::string where(const std::string& text, std::size_t offset) {
@@ -75,7 +108,11 @@ std::string apply_config_file(CLI::App& cmd, const std::string& path) {
     for (const auto& [name, value] : doc.get_object()) {
         const std::string key(name);
         CLI::Option* opt = config_key_skipped(key) ? nullptr : cmd.get_option_no_throw("--" + key);
-        if (!opt) return path + ": unknown key '" + key + "' (lmx " + cmd.get_name() + " --help lists the settings)";
+        if (!opt) {
+            const std::string hint = suggestion(cmd, key);
+            return path + ": unknown key '" + key + "'" +
+                   (hint.empty() ? " (lmx " + cmd.get_name() + " --help lists the settings)" : hint);
+        }
         // null (and an empty list): the default; the command line wins.
         if (value.is_null() || opt->count() > 0 || (value.is_array() && value.get_array().empty())) continue;
         std::vector<std::string> args;
@@ -83,14 +120,15 @@ std::string apply_config_file(CLI::App& cmd, const std::string& path) {
         if (value.is_array() && is_list(*opt)) {
             for (const auto& item : value.get_array()) {
                 if (!to_arg(item, arg))
-                    return path + ": key '" + key + "': a list of strings or numbers, not " + json::serialize(item);
+                    return path + ": key '" + key + "': a list of strings or whole numbers, not " +
+                           json::serialize(item);
                 args.push_back(arg);
             }
         } else if (!to_arg(value, arg) || (is_flag(*opt) != value.is_bool())) {
             return path + ": key '" + key + "': " +
                    (is_flag(*opt)   ? "true or false"
                     : is_list(*opt) ? "a list (or one value)"
-                                    : "a string or a number") +
+                                    : "a string or a whole number") +
                    ", not " + json::serialize(value);
         } else {
             args.push_back(arg);

@@ -69,7 +69,8 @@ bad() {
   contains "$ERR" "$T/$name.json"
   contains "$ERR" "$want"
 }
-bad unknown '{"ttl": 100, "tll": 5}' "unknown key 'tll'"
+bad unknown '{"ttl": 100, "tll": 5}' "unknown key 'tll' (did you mean 'ttl'?)"
+bad stranger '{"colour": "blue"}' "unknown key 'colour' (lmx broker --help lists the settings)"
 bad skipped '{"print-config": true}' "unknown key 'print-config'"
 bad range '{"ttl": 0}' "key 'ttl'"
 bad word '{"max-keys": "many"}' "key 'max-keys'"

@@ -12,6 +12,7 @@
 #include <boost/asio/buffers_iterator.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
+#include <lmx/core/protocol.hpp>
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
 
@@ -199,6 +200,35 @@ BOOST_AUTO_TEST_CASE(peer_that_is_not_an_lmx_broker) {
         auto [ec] = co_await a.connect(tuple);
         BOOST_TEST(ec == errc::broker_incompatible, ec.message());
         BOOST_TEST(ms_since(t0) < 2000);
+        acceptor.close();
+    });
+}
+
+// A broker that begins to stop after accepting the connection but before serving its hello
+// says `shutting_down` (the bytes the broker writes) and closes: the connect fails with that,
+// not as if the peer were no lmx broker.
+BOOST_AUTO_TEST_CASE(a_broker_stopping_during_the_handshake_is_shutting_down) {
+    run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
+        asio::ip::tcp::acceptor acceptor(ex, {asio::ip::make_address("127.0.0.1"), 0});
+        auto port = acceptor.local_endpoint().port();
+        asio::co_spawn(
+            ex,
+            [&acceptor]() -> asio::awaitable<void> {
+                auto socket = co_await acceptor.async_accept(asio::use_awaitable);
+                asio::streambuf buf;
+                co_await asio::async_read_until(socket, buf, '\n', asio::use_awaitable);
+                std::string notice;
+                lmx::core::write_error(notice, "", lmx::core::errc::shutting_down);
+                co_await asio::async_write(socket, asio::buffer(notice), asio::use_awaitable);
+                socket.shutdown(asio::ip::tcp::socket::shutdown_send);
+                co_await asio::async_read_until(socket, buf, "never", tuple);
+            },
+            asio::detached);
+        auto o = options_for("tcp://127.0.0.1:" + std::to_string(port));
+        o.connect_timeout = 5s;
+        lmx::client a(ex, o);
+        auto [ec] = co_await a.connect(tuple);
+        BOOST_TEST(ec == errc::shutting_down, ec.message());
         acceptor.close();
     });
 }

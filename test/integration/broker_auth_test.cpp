@@ -96,8 +96,11 @@ BOOST_AUTO_TEST_CASE(no_token_and_a_wrong_token_are_refused) {
             expect_refused(prefix, h, text(h, "uuid"));
         }
     }
-    // Refusals are logged, at most once a second.
+    // Refusals are logged, at most once a second, and counted (lmx_auth_refused_total).
     BOOST_TEST(b.log().find("refused connection from") != std::string::npos, b.log());
+    wire_client admin(b.tcp_url);
+    BOOST_TEST(text(admin.request(hello(admin_token)), "type") == "hello");
+    BOOST_TEST(number(stats(admin), "authRefused") == 9u);
 }
 
 BOOST_AUTO_TEST_CASE(a_token_sent_after_another_request_is_too_late) {

@@ -136,6 +136,8 @@ BOOST_DATA_TEST_CASE(flood_of_ls_and_lock_requests_is_cut_off, bdata::make(trans
     // Everyone else is served; the flooder's holds went with it.
     BOOST_TEST(wait_connections(other, 1));
     BOOST_TEST(number(stats(other), "holders") == static_cast<std::uint64_t>(held_keys));
+    // Counted for operators (lmx_clients_cut_off_total in /metrics).
+    BOOST_TEST(number(stats(other), "clientsCutOff") == 1u);
     wire_client fresh(b.url(kind));
     BOOST_TEST(alive(fresh));
 }

@@ -370,6 +370,9 @@ std::map<std::string, std::function<void(std::string&)>> writer_cases() {
         s.timeouts = 2;
         s.messages_in = 300;
         s.messages_out = 301;
+        s.connections_refused = 4;
+        s.auth_refused = 5;
+        s.clients_cut_off = 6;
         s.pid = 4242;
         s.top_contended = {{"hot", 4, 1}, {"warm", 1, 1}};
         core::write_system_stats(o, "s1", s);

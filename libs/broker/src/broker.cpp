@@ -47,17 +47,21 @@ constexpr std::string_view authenticate_first = "this broker requires authentica
 // sees of it.
 struct session : detail::client {
     std::unique_ptr<transport::connection> conn;
-    std::string outbox;                // replies of this turn, and those waiting for the writer
-    transport::batched_writer out;     // sends the outbox
-    std::string peer;                  // per-peer connection count key (connection::peer)
-    std::size_t counted = 0;           // queued bytes counted in broker::impl::outbox_bytes
-    bool gone = false;                 // ended: its bytes no longer count
-    steady::time_point last_read{};    // when its last bytes arrived (--idle-timeout)
-    asio::steady_timer auth_deadline;  // armed while auth is on and no token was shown
+    std::string outbox;              // replies of this turn, and those waiting for the writer
+    transport::batched_writer out;   // sends the outbox
+    std::string peer;                // per-peer connection count key (connection::peer)
+    std::size_t counted = 0;         // queued bytes counted in broker::impl::outbox_bytes
+    bool gone = false;               // its bytes no longer count (ended, or done lingering)
+    steady::time_point last_read{};  // when its last bytes arrived (--idle-timeout)
+    // Armed while auth is on and no token was shown; once the session has ended, the deadline for
+    // the client to read the replies still queued (broker::impl::linger_time).
+    asio::steady_timer auth_deadline;
     bool closing = false;
-    bool going_away = false;  // the broker is stopping: its writer says goodbye instead of closing
-    bool dirty = false;       // listed in broker::impl::dirty
-    std::string token;        // the token it authenticated with, checked again on reload
+    bool going_away = false;          // the broker is stopping: its writer says goodbye instead of closing
+    bool writer_done = false;         // its writer has returned: nothing queued will be sent any more
+    steady::time_point written_at{};  // while lingering: when a write last completed
+    bool dirty = false;               // listed in broker::impl::dirty
+    std::string token;                // the token it authenticated with, checked again on reload
 
     // Its role stays none (not yet authenticated) until authenticate_at_accept decides.
     explicit session(std::unique_ptr<transport::connection> c)
@@ -136,13 +140,19 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     std::vector<std::unique_ptr<transport::listener>> listeners;
     std::vector<std::string> bound;
     std::unordered_map<std::uint64_t, std::shared_ptr<session>> sessions;
+    // Sessions that ended (the client closed its sending side) while replies were still being
+    // written: their connections close when the writer is done, or at linger_time.
+    std::unordered_map<std::uint64_t, std::shared_ptr<session>> lingering;
+    static constexpr auto linger_time = std::chrono::seconds(10);
     std::unordered_map<std::string, std::size_t> peers;  // open connections per peer
     std::size_t outbox_bytes = 0;                        // replies queued for every client together
     throttled_log refusals;                              // connections refused at a limit
     throttled_log cutoffs;                               // clients disconnected for not reading
     std::vector<session*> dirty;                         // sessions with new output since the last flush
     asio::steady_timer deadline_timer;
-    asio::steady_timer stop_timer;  // after stop(): closes the connections that did not close in time
+    asio::steady_timer stop_timer;     // after stop(): closes the connections that did not close in time
+    asio::steady_timer idle_tick;      // --idle-timeout's checks
+    asio::steady_timer recovery_tick;  // retries of the fencing-state write
     steady::time_point armed = steady::time_point::max();
     steady::time_point started = steady::now();
     const std::string epoch = new_epoch();
@@ -161,6 +171,9 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     std::uint64_t connections_total = 0;
     std::uint64_t messages_in = 0;
     std::uint64_t messages_out = 0;
+    std::uint64_t connections_refused = 0;
+    std::uint64_t auth_refused = 0;
+    std::uint64_t clients_cut_off = 0;
 
     impl(asio::any_io_executor e, broker_options o)
         : ex(e),
@@ -171,7 +184,9 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
                                     .max_key_length = opt.max_key_length,
                                     .max_keys = opt.max_keys}),
           deadline_timer(e, steady::time_point::max()),
-          stop_timer(e, steady::time_point::max()) {}
+          stop_timer(e, steady::time_point::max()),
+          idle_tick(e),
+          recovery_tick(e) {}
 
     detail::client* find(core::session_id id) override {
         auto it = sessions.find(id);
@@ -219,10 +234,9 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
 
     // Retries the reservation once a second; on success the grants that waited go out.
     asio::awaitable<void> recovery_loop(std::shared_ptr<impl>) {
-        asio::steady_timer t(ex);
         while (!stopped) {
-            t.expires_after(1s);
-            co_await t.async_wait(use_tuple);
+            recovery_tick.expires_after(1s);
+            co_await recovery_tick.async_wait(use_tuple);
             if (stopped) break;
             if (service->resume_grants(steady::now())) {
                 log_line(log_level::info, "fencing state written again; granting locks");
@@ -262,19 +276,32 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     }
 
     // The replies queued for all clients together are bounded too: over the bound, the clients
-    // with the most queued are disconnected, largest first, until it holds again.
+    // with the most queued are disconnected, largest first, until it holds again. Those still
+    // reading the replies to their last requests (lingering) count, and may be disconnected, too.
     void shed_outboxes() {
         while (outbox_bytes > opt.max_outbox_total) {
             session* worst = nullptr;
-            for (auto& [id, s] : sessions)
-                if (!s->closing && s->counted > 0 && (!worst || s->counted > worst->counted)) worst = s.get();
+            for (auto* group : {&sessions, &lingering})
+                for (auto& [id, s] : *group)
+                    if ((group == &lingering || !s->closing) && !s->gone && s->counted > 0 &&
+                        (!worst || s->counted > worst->counted))
+                        worst = s.get();
             if (!worst) break;
             cutoffs("client " + worst->remote + " has " + std::to_string(worst->counted) +
                     " bytes of replies queued while " + std::to_string(outbox_bytes) +
                     " are queued for all clients (--max-outbox-total " + std::to_string(opt.max_outbox_total) +
                     "); disconnecting it");
+            ++clients_cut_off;
             cut_off(*worst);
+            if (lingering.contains(worst->id)) stop_counting(*worst);
         }
+    }
+
+    // The session's queued bytes no longer count in outbox_bytes.
+    void stop_counting(session& s) {
+        outbox_bytes -= s.counted;
+        s.counted = 0;
+        s.gone = true;
     }
 
     void cut_off(session& s) {
@@ -294,10 +321,12 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         if (s.closing || s.outbox.size() <= opt.max_outbox) return;
         cutoffs("client " + s.remote + " does not read its replies (" + std::to_string(s.outbox.size()) +
                 " bytes queued); disconnecting");
+        ++clients_cut_off;
         cut_off(s);
     }
 
     void rearm() {
+        if (!service) return;  // not started, or its start failed
         auto next = service->next_deadline();
         if (next && *next < armed) {
             armed = *next;
@@ -336,11 +365,10 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     // With --idle-timeout, a connection that has sent nothing for that long and holds, waits for
     // and watches nothing is closed. Checked four times per timeout.
     asio::awaitable<void> idle_loop(std::shared_ptr<impl> /*keeps the broker alive*/) {
-        asio::steady_timer tick(ex);
         const auto every = std::max<steady::duration>(opt.idle_timeout / 4, std::chrono::milliseconds(50));
         while (!stopped) {
-            tick.expires_after(every);
-            co_await tick.async_wait(use_tuple);
+            idle_tick.expires_after(every);
+            co_await idle_tick.async_wait(use_tuple);
             if (stopped) break;
             const auto now = steady::now();
             for (auto& [id, s] : sessions) {
@@ -355,7 +383,8 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
 
     void accept(std::unique_ptr<transport::connection> conn) {
         if (stopped) return conn->close();
-        if (sessions.size() >= opt.max_connections) {
+        if (sessions.size() + lingering.size() >= opt.max_connections) {
+            ++connections_refused;
             refusals("refusing connection from " + conn->remote_address() + ": " + std::to_string(opt.max_connections) +
                      " connections open (--max-connections)");
             return conn->close();
@@ -363,6 +392,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         std::string peer = conn->peer();
         std::size_t& from_peer = peers[peer];
         if (from_peer >= opt.max_connections_per_peer) {
+            ++connections_refused;
             refusals("refusing connection from " + conn->remote_address() + ": " + std::to_string(from_peer) +
                      " connections open from " + peer + " (--max-connections-per-peer)");
             return conn->close();
@@ -379,7 +409,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         if (log_enabled(log_level::debug))
             log_line(log_level::debug, "session " + std::to_string(s->id) + " from " + s->remote);
         asio::co_spawn(ex, reader(shared_from_this(), s), log_failure("session reader for " + s->remote));
-        asio::co_spawn(ex, writer(s), log_failure("session writer for " + s->remote));
+        asio::co_spawn(ex, writer(shared_from_this(), s), log_failure("session writer for " + s->remote));
         authenticate_at_accept(*s);
         if (s->role == detail::role::none && !s->closing)
             asio::co_spawn(ex, close_unless_authenticated(shared_from_this(), s),
@@ -422,6 +452,7 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     // Answers `unauthenticated` and closes the connection once the answer is written.
     void deny(session& s, std::string_view uuid, std::string_view why) {
         if (s.closing) return;
+        ++auth_refused;
         auth_refusals("refused connection from " + s.remote + ": " + std::string(why));
         core::write_error(s.outbox, uuid, core::errc::unauthenticated, why);
         ++messages_out;
@@ -575,35 +606,86 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
     }
 
     // Sends what flush() could not; after finish() (closing), closes the connection once the
-    // last reply is out.
-    // A stopping broker's writer says goodbye after the last reply (WebSocket close 1001, FIN)
-    // and leaves the close to the reader, when the client has answered with its own, or to
-    // stop_timer.
-    asio::awaitable<void> writer(std::shared_ptr<session> s) {
-        const auto ec = co_await s->out.run([this, raw = s.get()] { count(*raw); });
+    // last reply is out. A stopping broker's writer says goodbye after the last reply (WebSocket
+    // close 1001, FIN) and leaves the close to the reader, when the client has answered with its
+    // own, or to stop_timer.
+    asio::awaitable<void> writer(std::shared_ptr<impl> /*keeps the broker alive*/, std::shared_ptr<session> s) {
+        const auto ec = co_await s->out.run([this, raw = s.get()] {
+            count(*raw);
+            if (raw->closing) raw->written_at = steady::now();
+        });
+        s->writer_done = true;
         if (!ec && s->going_away && !stop_timer_expired()) {
             co_await s->conn->goodbye(1001, "broker shutting down");
             co_return;
         }
         s->conn->close();
+        end_linger(*s);
+    }
+
+    // A session that ended while its replies were still being written (the client closed its
+    // sending side): its connection stays until the writer is done, and counts against the
+    // connection, per-peer and queued-bytes bounds until then. A client that reads nothing for
+    // linger_time is disconnected.
+    void linger(const std::shared_ptr<session>& s) {
+        lingering.emplace(s->id, s);
+        s->written_at = steady::now();
+        await_linger_deadline(s);
+    }
+
+    void await_linger_deadline(const std::shared_ptr<session>& s) {
+        s->auth_deadline.expires_at(s->written_at + linger_time);
+        s->auth_deadline.async_wait([weak = weak_from_this(), s](const boost::system::error_code& ec) {
+            auto self = weak.lock();
+            if (ec || !self || !self->lingering.contains(s->id)) return;
+            if (steady::now() - s->written_at < linger_time) return self->await_linger_deadline(s);
+            self->cutoffs("client " + s->remote + " read nothing of its last replies for " +
+                          std::to_string(linger_time.count()) + " s after it stopped sending; disconnecting");
+            ++self->clients_cut_off;
+            s->conn->close();
+            self->end_linger(*s);
+        });
+    }
+
+    void end_linger(session& s) {
+        if (lingering.erase(s.id) == 0) return;
+        s.auth_deadline.cancel();
+        if (!s.gone) stop_counting(s);
+        release_peer(s);
+        stopped_when_all_closed();
+    }
+
+    void release_peer(session& s) {
+        if (auto it = peers.find(s.peer); it != peers.end() && --it->second == 0) peers.erase(it);
+    }
+
+    // After stop(): once no connection is left, the stop timer need not wait.
+    void stopped_when_all_closed() {
+        if (stopped && sessions.empty() && lingering.empty()) stop_timer.cancel();
     }
 
     bool stop_timer_expired() const { return stopped && stop_timer.expiry() <= steady::now(); }
 
     void end_session(session& s) {
-        if (!sessions.contains(s.id)) return;
+        const auto found = sessions.find(s.id);
+        if (found == sessions.end()) return;
+        const std::shared_ptr<session> self = found->second;
         s.closing = true;
         s.auth_deadline.cancel();
         service->close(s, steady::now());
+        // A client that closed its sending side may still read what was queued for it (printf |
+        // nc): the writer sends it (see linger()).
+        const bool lingers = !stopped && !s.writer_done && s.out.queued() > 0;
+        if (lingers) linger(self);
         sessions.erase(s.id);
-        if (auto it = peers.find(s.peer); it != peers.end() && --it->second == 0) peers.erase(it);
-        outbox_bytes -= s.counted;
-        s.counted = 0;
-        s.gone = true;
+        if (!lingers) {
+            release_peer(s);
+            stop_counting(s);
+        }
         s.out.finish();
         announce_connections();
         if (log_enabled(log_level::debug)) log_line(log_level::debug, "session " + std::to_string(s.id) + " closed");
-        if (stopped && sessions.empty()) stop_timer.cancel();
+        stopped_when_all_closed();
     }
 
     // Watchers of every key (dashboards) learn the connection count as it changes.
@@ -650,6 +732,9 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         st.connections_total = connections_total;
         st.messages_in = messages_in;
         st.messages_out = messages_out;
+        st.connections_refused = connections_refused;
+        st.auth_refused = auth_refused;
+        st.clients_cut_off = clients_cut_off;
         st.pid = ::getpid();
         if (service) service->add_figures(st, steady::now());
         return st;
@@ -874,12 +959,20 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
             s->out.finish();
         }
         flush();
-        if (!sessions.empty()) {
+        idle_tick.cancel();
+        recovery_tick.cancel();
+        if (!sessions.empty() || !lingering.empty()) {
             stop_timer.expires_after(grace);
             stop_timer.async_wait([this, keep = shared_from_this()](const boost::system::error_code&) {
                 stop_timer.expires_at(steady::time_point::min());
-                auto left = sessions;
-                for (auto& [id, s] : left) s->conn->close();
+                if (const auto n = sessions.size() + lingering.size(); n > 0)
+                    log_line(log_level::info, std::to_string(n) +
+                                                  " clients did not close their connections within a second "
+                                                  "of the stop; closing them");
+                for (auto* group : {&sessions, &lingering}) {
+                    auto left = *group;
+                    for (auto& [id, s] : left) s->conn->close();
+                }
             });
         }
         deadline_timer.cancel();

@@ -118,6 +118,12 @@ transport::http_response metrics_page(const core::broker_stats& st, const core::
     metric(out, "lmx_uptime_seconds", "gauge", "Seconds since the broker started.", d(st.uptime_ms) / 1000.0);
     metric(out, "lmx_connections", "gauge", "Open client connections.", d(st.connections));
     metric(out, "lmx_connections_total", "counter", "Client connections accepted.", d(st.connections_total));
+    metric(out, "lmx_connections_refused_total", "counter",
+           "Connections refused at --max-connections or --max-connections-per-peer.", d(st.connections_refused));
+    metric(out, "lmx_auth_refused_total", "counter", "Connections refused for want of a valid token.",
+           d(st.auth_refused));
+    metric(out, "lmx_clients_cut_off_total", "counter", "Clients disconnected for not reading their replies.",
+           d(st.clients_cut_off));
     metric(out, "lmx_keys", "gauge", "Keys with holders or waiters.", d(c.keys));
     metric(out, "lmx_holders", "gauge", "Holds on all keys.", d(c.holders));
     metric(out, "lmx_waiters", "gauge", "Queued lock requests on all keys.", d(c.waiters));

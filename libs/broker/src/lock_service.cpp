@@ -3,6 +3,7 @@
 #include <lmx/broker/broker.hpp>
 #include <lmx/core/failpoint.hpp>
 #include <lmx/core/memory_store.hpp>
+#include <lmx/core/scoped_value.hpp>
 #include <lmx/core/store_answers.hpp>
 #include <lmx/version.hpp>
 
@@ -88,6 +89,7 @@ void lock_service::log_slow(const core::effect& e, std::string_view what, std::c
         return;
     }
     const client* c = e.session ? host_.find(e.session) : nullptr;
+    if (!c && closing_ && closing_->id == e.session) c = closing_;
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(took).count();
     std::string key = e.multi ? std::to_string(e.keys.size()) + " keys" : "key " + quoted(e.key);
     log_line(log_level::warn, "slow " + std::string(what) + " " + std::to_string(ms) + " ms: " + key + ", lock id " +
@@ -125,7 +127,10 @@ void lock_service::expire(time_point now) {
 
 void lock_service::settle(time_point now) { rw_->settle(now); }
 
-void lock_service::stop_store() noexcept { store_->stop(); }
+void lock_service::stop_store() noexcept {
+    stopping_ = true;
+    store_->stop();
+}
 
 bool lock_service::resume_grants(time_point now) {
     const bool resumed = store_->resume_grants(now);
@@ -137,6 +142,8 @@ std::optional<time_point> lock_service::next_deadline() { return store_->next_de
 
 void lock_service::close(client& c, time_point now) {
     if (c.watching) stop_watching(c);
+    // The slow-request log names the client whose holds end with its connection.
+    const core::scoped_value<const client*> closing(closing_, &c);
     store_->close_session(c.id, now);
     rw_->close_session(c.id, now);
     rw_->settle(now);
@@ -184,14 +191,24 @@ void lock_service::on_effect(const core::effect& e) {
     if (e.kind == k::event) {
         const bool ended = e.event == core::event_kind::released || e.event == core::event_kind::expired ||
                            e.event == core::event_kind::forced;
-        if (ended && config_.slow_hold.count() > 0 && e.since != time_point{}) {
+        // Not the holds that end with the broker's stop, nor those of live-mutex's read/write
+        // locks (held in the name of a group); a multi-key hold once, not once per key.
+        if (ended && config_.slow_hold.count() > 0 && e.since != time_point{} && !stopping_ &&
+            e.session != rw_group_session &&
+            !(e.id == last_slow_hold_ && e.since == last_slow_since_ && e.session == last_slow_session_)) {
             const auto held = std::chrono::steady_clock::now() - e.since;
-            if (held > config_.slow_hold)
+            if (held > config_.slow_hold) {
+                last_slow_hold_ = e.id;
+                last_slow_since_ = e.since;
+                last_slow_session_ = e.session;
+                const bool with_connection = closing_ && closing_->id == e.session;
                 log_slow(e,
-                         e.event == core::event_kind::released  ? "hold (released)"
-                         : e.event == core::event_kind::expired ? "hold (lease expired)"
-                                                                : "hold (forced)",
+                         e.event == core::event_kind::expired  ? "hold (lease expired)"
+                         : e.event == core::event_kind::forced ? "hold (forced)"
+                         : with_connection                     ? "hold (ended with its connection)"
+                                                               : "hold (released)",
                          held);
+            }
         }
         return route_event(e);
     }

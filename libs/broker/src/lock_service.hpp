@@ -146,6 +146,11 @@ private:
     // The slow-request log writes at most slow_lines_per_second lines a second, then says how
     // many it held back.
     static constexpr unsigned slow_lines_per_second = 20;
+    const client* closing_ = nullptr;  // during close(): the client whose connection ends
+    bool stopping_ = false;            // the broker is stopping: its holds end with it
+    std::string last_slow_hold_;       // the last hold logged, so a multi-key one is logged once
+    core::time_point last_slow_since_{};
+    core::session_id last_slow_session_ = 0;
     core::time_point slow_window_{};
     unsigned slow_lines_ = 0;
     std::uint64_t slow_held_back_ = 0;

@@ -302,6 +302,12 @@ export interface BrokerStats {
   timeouts: number;
   messagesIn: number;
   messagesOut: number;
+  /** Connections refused at the broker's connection limits. */
+  connectionsRefused: number;
+  /** Connections refused for want of a valid token. */
+  authRefused: number;
+  /** Clients disconnected for not reading their replies. */
+  clientsCutOff: number;
   topContendedKeys: Array<{ key: string; waiters: number; holders: number }>;
   [name: string]: unknown;
 }

@@ -883,6 +883,11 @@ export class Client extends EventTarget {
               fail(errc.unauthenticated, `${why} (${token === null ? "this client has no token: the token option" : "this client's token was refused"})`);
               return;
             }
+            // A broker that began to stop before it served the hello: not a lasting failure.
+            if (reply.type === "error" && reply.code === "shutting_down") {
+              fail(errc.shutting_down, `${url}: the broker is shutting down`);
+              return;
+            }
             if (reply.type !== "hello" || reply.protocol !== PROTOCOL) {
               fail(errc.broker_incompatible, `answer to hello: ${JSON.stringify(reply).slice(0, 200)}`);
               return;

@@ -725,7 +725,11 @@ public:
         const auto* refusal = std::get_if<core::rep::failed>(&answer);
         const bool refused_token = !hello_ec && refusal && refusal->code == "unauthenticated";
         if (refused_token) bad = make_error_code(errc::unauthenticated);
-        if (hello_ec || refused_token) ++failures_;
+        // A broker that began to stop before it served the hello: another attempt may find it
+        // (or the next URL's) serving.
+        const bool stopping = !hello_ec && refusal && errc_from_wire(refusal->code) == errc::shutting_down;
+        if (stopping) bad = make_error_code(errc::shutting_down);
+        if (hello_ec || refused_token || stopping) ++failures_;
         drop_connection(gen, bad);
         co_return bad;
     }

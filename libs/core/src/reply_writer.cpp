@@ -286,7 +286,10 @@ void write_system_stats(std::string& out, std::string_view uuid, const broker_st
         .num("expirations", stats.expirations)
         .num("timeouts", stats.timeouts)
         .num("messagesIn", stats.messages_in)
-        .num("messagesOut", stats.messages_out);
+        .num("messagesOut", stats.messages_out)
+        .num("connectionsRefused", stats.connections_refused)
+        .num("authRefused", stats.auth_refused)
+        .num("clientsCutOff", stats.clients_cut_off);
     if (stats.pid != 0) fr.num("pid", stats.pid);
     fr.open_array("topContendedKeys");
     for (const auto& k : stats.top_contended) {

@@ -106,6 +106,7 @@ public:
             for (const auto& c : controls_) {
                 // A close is answered with its status code (RFC 6455 5.5.1), a ping with its payload.
                 const auto reply = c.op == opcode::ping ? opcode::pong : opcode::close;
+                if (reply == opcode::close) close_answered_ = true;
                 const std::string_view payload =
                     c.op == opcode::ping ? std::string_view(c.payload) : std::string_view(c.payload).substr(0, 2);
                 append_frame(control_, reply, payload, client_, client_ ? random_mask_key() : 0);
@@ -145,7 +146,10 @@ public:
         }
         out_.append(control_);
         control_.clear();
-        append_text_frames(out_, batch, client_);
+        // Nothing may follow the answer to the peer's close (RFC 6455 5.5.1): the frame under way
+        // is finished and the answer sent, and the batch fails.
+        const bool refused = close_answered_;
+        if (!refused) append_text_frames(out_, batch, client_);
         error_code result;
         while (!out_.empty()) {
             auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(out_), use_tuple);
@@ -158,6 +162,7 @@ public:
         }
         writing_ = false;
         if (out_.capacity() > 256 * 1024) std::string().swap(out_);
+        if (refused && !result) result = asio::error::connection_aborted;
         co_return result;
     }
 
@@ -169,7 +174,9 @@ public:
             (void)batch;
             return 0;
         } else {
-            if (writing_ || control_writing_ || partial_sent_ > 0 || !control_.empty() || batch.empty()) return 0;
+            if (writing_ || control_writing_ || partial_sent_ > 0 || !control_.empty() || batch.empty() ||
+                close_answered_)
+                return 0;
             auto& socket = beast::get_lowest_layer(stream_).socket();
             error_code ec;
             if (!non_blocking_) {
@@ -219,7 +226,8 @@ public:
         out_.clear();
         out_.append(control_);
         control_.clear();
-        append_frame(out_, opcode::close, payload, client_, client_ ? random_mask_key() : 0);
+        // After a close (the peer's answered) nothing more may be sent (RFC 6455 5.5.1).
+        if (!close_answered_) append_frame(out_, opcode::close, payload, client_, client_ ? random_mask_key() : 0);
         auto [ec, n] = co_await asio::async_write(stream_, asio::buffer(out_), use_tuple);
         out_.clear();
         writing_ = false;
@@ -266,7 +274,8 @@ private:
     bool writing_ = false;
     bool control_writing_ = false;
     bool non_blocking_ = false;
-    bool closed_ = false;  // goodbye() sent a close: nothing more is sent
+    bool closed_ = false;          // goodbye() sent a close: nothing more is sent
+    bool close_answered_ = false;  // read() queued the answer to the peer's close
     // write_now(): the frames it built, and how much of the first frame not wholly sent went out.
     static constexpr std::size_t write_now_frames = 1 << 20;
     std::string now_;

@@ -351,7 +351,10 @@ struct broker_stats {
     std::uint64_t timeouts = 0;
     std::uint64_t messages_in = 0;
     std::uint64_t messages_out = 0;
-    std::int64_t pid = 0;  // written when non-zero
+    std::uint64_t connections_refused = 0;  // at --max-connections or --max-connections-per-peer
+    std::uint64_t auth_refused = 0;         // connections refused for want of a valid token
+    std::uint64_t clients_cut_off = 0;      // disconnected for not reading their replies
+    std::int64_t pid = 0;                   // written when non-zero
     std::vector<contended_key> top_contended{};
 };
 // type "system-stats-response"; `stats` also carries live-mutex's names for the same figures
