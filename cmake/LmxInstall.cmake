@@ -25,4 +25,6 @@ install(FILES ${PROJECT_BINARY_DIR}/lmxConfig.cmake ${PROJECT_BINARY_DIR}/lmxCon
 
 if(LMX_BUILD_APPS)
   include(LmxPackage)
+elseif(LMX_PACKAGE)
+  message(FATAL_ERROR "LMX_PACKAGE needs LMX_BUILD_APPS (the packages carry the lmx command)")
 endif()

@@ -74,6 +74,15 @@ bool wait_idle(const broker_process& b) {
     return false;
 }
 
+// Waits until the broker counts `n` open connections (20 s: a flood of replies to build first,
+// under ASan).
+bool wait_connections(wire_client& c, std::uint64_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (number(stats(c), "connections") != n && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    return number(stats(c), "connections") == n;
+}
+
 bool is_socket(const std::string& path) {
     struct stat st {};
     return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
@@ -375,16 +384,14 @@ BOOST_DATA_TEST_CASE(a_client_that_never_reads_after_its_last_request_is_closed,
     };
     const auto fds_before = open_fds();
     raw_socket quiet(b.tcp_url, 4096);
+    BOOST_TEST_REQUIRE(wait_connections(holder, 2));  // accepted
     std::string burst;  // about 12 MB of replies: more than the sockets hold, less than --max-outbox
     for (int i = 0; i < 800; ++i) burst += R"({"type":"ls","uuid":"ls-)" + std::to_string(i) + "\"}\n";
     BOOST_REQUIRE(quiet.send_all(burst));
     BOOST_REQUIRE(::shutdown(quiet.fd(), SHUT_WR) == 0);
     // The broker ends the session at the end of the requests; the connection stays while its
     // replies are being written.
-    auto deadline = std::chrono::steady_clock::now() + 20s;  // 12 MB of replies to build, under ASan
-    while (number(stats(holder), "connections") != 1 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(20ms);
-    BOOST_TEST_REQUIRE(number(stats(holder), "connections") == 1u);
+    BOOST_TEST_REQUIRE(wait_connections(holder, 1));
     BOOST_TEST(open_fds() == fds_before + 1, "the connection was closed before its replies could be read");
     const auto t0 = std::chrono::steady_clock::now();
     if (stopping) {
@@ -400,21 +407,35 @@ BOOST_DATA_TEST_CASE(a_client_that_never_reads_after_its_last_request_is_closed,
 }
 
 // The other side of the linger: a client that closes its sending side after its last request
-// and then reads (printf | nc) gets every reply, though most were still queued at its end.
-BOOST_AUTO_TEST_CASE(a_client_that_closes_its_sending_side_and_reads_gets_every_reply) {
-    checked_broker b;
+// and then reads (printf | nc) gets every reply, though most were still queued when its
+// connection ended, and though it reads them slowly: at about 0.5 MB/s for some 18 s, past the
+// 10 s a client that reads nothing is given (and past what one write of its backlog would take).
+BOOST_AUTO_TEST_CASE(a_client_that_closes_its_sending_side_and_reads_slowly_gets_every_reply) {
+    checked_broker b({.extra_args = {"--max-outbox", "67108864"}});
     wire_client holder(b.tcp_url);
     for (int i = 0; i < 200; ++i)
         holder.send(
             lock_msg("h" + std::to_string(i), "half-" + std::to_string(i) + std::string(60, 'x'), {{"ttl", nullptr}}));
     for (int i = 0; i < 200; ++i) BOOST_REQUIRE(flag(holder.recv_for("h" + std::to_string(i)), "acquired"));
     raw_socket reader(b.tcp_url, 4096);
-    std::string burst;  // about 1.5 MB of replies
-    for (int i = 0; i < 100; ++i) burst += R"({"type":"ls","uuid":"ls-)" + std::to_string(i) + "\"}\n";
+    BOOST_TEST_REQUIRE(wait_connections(holder, 2));
+    std::string burst;  // about 9 MB of replies, to requests the broker reads at once
+    for (int i = 0; i < 600; ++i) burst += R"({"type":"ls","uuid":"ls-)" + std::to_string(i) + "\"}\n";
     BOOST_REQUIRE(reader.send_all(burst));
     BOOST_REQUIRE(::shutdown(reader.fd(), SHUT_WR) == 0);
-    std::this_thread::sleep_for(300ms);  // the broker reads the end while its replies wait
-    std::istringstream in(reader.recv_until_closed(20s));
+    BOOST_TEST_REQUIRE(wait_connections(holder, 1));  // ended, and its replies still queued
+    std::string all;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+        auto part = reader.recv_some(15s);
+        BOOST_TEST_REQUIRE(part.has_value(), "nothing came for 15 s");
+        if (part->empty()) break;
+        all += *part;
+        // About 0.5 MB/s: 2 microseconds a byte.
+        std::this_thread::sleep_for(std::chrono::microseconds(part->size() * 2));
+    }
+    BOOST_TEST(since(t0) > 10000, "read in " << since(t0) << " ms: not slower than the linger time");
+    std::istringstream in(all);
     int replies = 0;
     for (std::string line; std::getline(in, line);) {
         const auto v = boost::json::parse(line).as_object();
@@ -422,7 +443,7 @@ BOOST_AUTO_TEST_CASE(a_client_that_closes_its_sending_side_and_reads_gets_every_
         BOOST_TEST(v.at("ls_result").as_array().size() == 200u);
         ++replies;
     }
-    BOOST_TEST(replies == 100);
+    BOOST_TEST(replies == 600);
 }
 
 // The replies still queued for clients that closed their sending side count towards
@@ -435,8 +456,10 @@ BOOST_AUTO_TEST_CASE(replies_queued_for_a_lingering_client_count_towards_the_tot
     for (int i = 0; i < 200; ++i)
         holder.send(lock_msg("h" + std::to_string(i), "linger-" + std::to_string(i) + pad, {{"ttl", nullptr}}));
     for (int i = 0; i < 200; ++i) BOOST_REQUIRE(flag(holder.recv_for("h" + std::to_string(i)), "acquired"));
-    std::string burst;  // about 12 MB of replies, of which the sockets take a few
-    for (int i = 0; i < 800; ++i) burst += R"({"type":"ls","uuid":"ls-)" + std::to_string(i) + "\"}\n";
+    // About 9.9 MB of replies each: under the bound of 10 MiB whatever the sockets take, over it
+    // together as long as the sockets take less than 4 MB of each.
+    std::string burst;
+    for (int i = 0; i < 680; ++i) burst += R"({"type":"ls","uuid":"ls-)" + std::to_string(i) + "\"}\n";
     auto wait_for_count = [&](std::string_view figure, std::uint64_t n) {
         auto deadline = std::chrono::steady_clock::now() + 20s;  // 12 MB of replies to build, under ASan
         while (number(stats(holder), figure) != n && std::chrono::steady_clock::now() < deadline)
@@ -444,6 +467,7 @@ BOOST_AUTO_TEST_CASE(replies_queued_for_a_lingering_client_count_towards_the_tot
         return number(stats(holder), figure) == n;
     };
     raw_socket first(b.tcp_url, 4096), second(b.tcp_url, 4096);
+    BOOST_TEST_REQUIRE(wait_for_count("connections", 3));  // both accepted
     BOOST_REQUIRE(first.send_all(burst));
     BOOST_REQUIRE(::shutdown(first.fd(), SHUT_WR) == 0);
     BOOST_TEST_REQUIRE(wait_for_count("connections", 2));  // the first lingers

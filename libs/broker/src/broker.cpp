@@ -293,7 +293,8 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
                     "); disconnecting it");
             ++clients_cut_off;
             cut_off(*worst);
-            if (lingering.contains(worst->id)) stop_counting(*worst);
+            // Its write is aborted: what it had under way must not get another client cut off.
+            stop_counting(*worst);
         }
     }
 
@@ -386,7 +387,8 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
         if (sessions.size() + lingering.size() >= opt.max_connections) {
             ++connections_refused;
             refusals("refusing connection from " + conn->remote_address() + ": " + std::to_string(opt.max_connections) +
-                     " connections open (--max-connections)");
+                     " connections open (--max-connections), " + std::to_string(lingering.size()) +
+                     " of them ended but still reading their last replies");
             return conn->close();
         }
         std::string peer = conn->peer();
@@ -639,8 +641,8 @@ struct broker::impl : detail::service_host, std::enable_shared_from_this<broker:
             auto self = weak.lock();
             if (ec || !self || !self->lingering.contains(s->id)) return;
             if (steady::now() - s->written_at < linger_time) return self->await_linger_deadline(s);
-            self->cutoffs("client " + s->remote + " read nothing of its last replies for " +
-                          std::to_string(linger_time.count()) + " s after it stopped sending; disconnecting");
+            self->cutoffs("client " + s->remote + " read none of its replies for " +
+                          std::to_string(linger_time.count()) + " s after its connection ended; disconnecting");
             ++self->clients_cut_off;
             s->conn->close();
             self->end_linger(*s);

@@ -60,7 +60,17 @@ asio::awaitable<boost::system::error_code> batched_writer::run(std::function<voi
             continue;
         }
         idle_ = false;
-        sending_.swap(outbox_);
+        if (outbox_.size() > max_write) {
+            // A backlog goes out in pieces of whole lines, so that `written` tells how a slow
+            // reader is getting on.
+            auto cut = outbox_.rfind('\n', max_write);
+            if (cut == std::string::npos) cut = outbox_.find('\n', max_write);
+            cut = cut == std::string::npos ? outbox_.size() : cut + 1;
+            sending_.assign(outbox_, 0, cut);
+            outbox_.erase(0, cut);
+        } else {
+            sending_.swap(outbox_);
+        }
         const auto ec = co_await conn_.write(sending_);
         sending_.clear();
         trim(sending_);

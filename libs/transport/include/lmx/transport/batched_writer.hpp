@@ -37,8 +37,11 @@ public:
 
     // The writer: returns after finish() once everything queued is sent, after abandon()
     // (asio::error::operation_aborted), or with the error of a failed write (the outbox is emptied
-    // then: nothing after a lost message may go out). `written` runs after every write.
+    // then: nothing after a lost message may go out). `written` runs after every write; a write
+    // takes at most max_write bytes (whole lines), so that it runs as a slow reader makes progress.
     asio::awaitable<boost::system::error_code> run(std::function<void()> written = {});
+
+    static constexpr std::size_t max_write = 256 * 1024;
 
 private:
     void wake() noexcept;
