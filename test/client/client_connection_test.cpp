@@ -174,6 +174,17 @@ BOOST_AUTO_TEST_CASE(unreachable_and_invalid_urls) {
     });
 }
 
+// A stand-in peer: it accepts one connection, answers its first line with `reply`, ends its
+// sending side when `end_sending`, then reads until the client closes.
+asio::awaitable<void> answer_first_line(asio::ip::tcp::acceptor& acceptor, std::string reply, bool end_sending) {
+    auto socket = co_await acceptor.async_accept(asio::use_awaitable);
+    asio::streambuf buf;
+    co_await asio::async_read_until(socket, buf, '\n', asio::use_awaitable);
+    co_await asio::async_write(socket, asio::buffer(reply), asio::use_awaitable);
+    if (end_sending) socket.shutdown(asio::ip::tcp::socket::shutdown_send);
+    co_await asio::async_read_until(socket, buf, "never", tuple);
+}
+
 // A TCP peer that answers every line with a frame of a protocol it is not: the client must say
 // broker_incompatible, promptly.
 BOOST_AUTO_TEST_CASE(peer_that_is_not_an_lmx_broker) {
@@ -182,16 +193,10 @@ BOOST_AUTO_TEST_CASE(peer_that_is_not_an_lmx_broker) {
         auto port = acceptor.local_endpoint().port();
         asio::co_spawn(
             ex,
-            [&acceptor]() -> asio::awaitable<void> {
-                auto socket = co_await acceptor.async_accept(asio::use_awaitable);
-                asio::streambuf buf;
-                co_await asio::async_read_until(socket, buf, '\n', asio::use_awaitable);
-                std::string reply =
-                    R"({"type":"version-mismatch","versions":{"clientVersion":"?","brokerVersion":"9.9.9"}})"
-                    "\n";
-                co_await asio::async_write(socket, asio::buffer(reply), asio::use_awaitable);
-                co_await asio::async_read_until(socket, buf, "never", tuple);
-            },
+            answer_first_line(acceptor,
+                              R"({"type":"version-mismatch","versions":{"clientVersion":"?","brokerVersion":"9.9.9"}})"
+                              "\n",
+                              false),
             asio::detached);
         auto o = options_for("tcp://127.0.0.1:" + std::to_string(port));
         o.connect_timeout = 5s;
@@ -211,19 +216,9 @@ BOOST_AUTO_TEST_CASE(a_broker_stopping_during_the_handshake_is_shutting_down) {
     run([&](asio::any_io_executor ex) -> asio::awaitable<void> {
         asio::ip::tcp::acceptor acceptor(ex, {asio::ip::make_address("127.0.0.1"), 0});
         auto port = acceptor.local_endpoint().port();
-        asio::co_spawn(
-            ex,
-            [&acceptor]() -> asio::awaitable<void> {
-                auto socket = co_await acceptor.async_accept(asio::use_awaitable);
-                asio::streambuf buf;
-                co_await asio::async_read_until(socket, buf, '\n', asio::use_awaitable);
-                std::string notice;
-                lmx::core::write_error(notice, "", lmx::core::errc::shutting_down);
-                co_await asio::async_write(socket, asio::buffer(notice), asio::use_awaitable);
-                socket.shutdown(asio::ip::tcp::socket::shutdown_send);
-                co_await asio::async_read_until(socket, buf, "never", tuple);
-            },
-            asio::detached);
+        std::string notice;
+        lmx::core::write_error(notice, "", lmx::core::errc::shutting_down);
+        asio::co_spawn(ex, answer_first_line(acceptor, notice, true), asio::detached);
         auto o = options_for("tcp://127.0.0.1:" + std::to_string(port));
         o.connect_timeout = 5s;
         lmx::client a(ex, o);
